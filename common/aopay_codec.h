@@ -1,0 +1,90 @@
+#ifndef AOPAY_COMMON_AOPAY_CODEC_H_
+#define AOPAY_COMMON_AOPAY_CODEC_H_
+
+// AOPay's JSON, both ways (contract section 2). Pure functions: no I/O.
+
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/payout.h"
+
+namespace aopay {
+
+inline constexpr absl::string_view kPayoutPath = "/api/V6/Payout/AOPPayout";
+inline constexpr absl::string_view kStatusPath =
+    "/api/V6/Payout/AOPPayoutStatus";
+// Answers are read up to this size; larger ones are cut and unreadable.
+inline constexpr size_t kMaxAnswerBytes = 1 << 20;
+
+// What came back over HTTP.
+struct HttpAnswer {
+  int http_status = 0;
+  std::string body;        // at most kMaxAnswerBytes
+  bool truncated = false;  // the body was longer and was cut
+};
+
+// The payout body of section 2.1: every value a JSON string, amount as rupees
+// with two decimals. Takes a normalised request.
+std::string BuildPayoutBody(const PayoutRequest& request,
+                            absl::string_view registration_id);
+// {"transactionID": ..., "registrationID": ...}
+std::string BuildStatusBody(absl::string_view transaction_id,
+                            absl::string_view registration_id);
+
+// What AOPay's answer to a payout call means.
+struct PayoutVerdict {
+  enum class Kind {
+    kAccepted,  // success: record the state below, return the Payout
+    kRejected,  // AOPay refused it: record FAILED, return `error`
+    kNotSent,   // certainly not sent (HTTP 429): record nothing, return `error`
+    kUnknown,   // may have been sent: record UNKNOWN, return `error`
+  };
+  Kind kind = Kind::kUnknown;
+  // kAccepted: ACCEPTED for ACPT and the other "still in progress" words of
+  // section 6.3, SUCCEEDED for the success words.
+  PayoutState state = PayoutState::kUnknown;
+  std::string transaction_id;
+  std::string transaction_reference_no;
+  std::string upstream_status;
+  std::string bank_beneficiary_name;
+  // Not kAccepted: the error the caller gets (code, message, ErrorDetails
+  // with upstreamSubCode / upstreamHttpStatus / upstreamMessage where known).
+  absl::Status error;
+};
+
+// Interprets one answer to a payout call: the documented success, each
+// documented error with its HTTP status or with 200, unknown subCodes,
+// 429, 5xx, HTML, empty, invalid, truncated bodies, success without
+// resourceData or transactionID. Never fails: anything it cannot read is
+// kUnknown.
+PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer);
+
+// The verdict for a call that got no HTTP answer. `transport_error` comes from
+// the upstream client: UNAVAILABLE and RESOURCE_EXHAUSTED mean certainly not
+// sent (kNotSent); anything else means it may have been sent (kUnknown).
+PayoutVerdict InterpretTransportFailure(const absl::Status& transport_error);
+
+// What AOPay's status endpoint said (section 2.2, 6.3).
+struct StatusVerdict {
+  // The state the payout moves to; nullopt when the answer is not understood
+  // (then nothing changes). ACCEPTED for the "still in progress" words.
+  std::optional<PayoutState> state;
+  std::string word;  // the status word found, as sent (may be empty)
+};
+
+// Looks for a status word under resourceData.status,
+// resourceData.transactionStatus (resourceData at the top or under any
+// top-level wrapper object), then top-level "status" and "statuss"; maps it
+// case-insensitively with section 6.3. Non-2xx, truncated or unreadable
+// answers are not understood.
+StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer);
+
+// Section 6.3 alone: nullopt for words it does not know.
+std::optional<PayoutState> MapStatusWord(absl::string_view word);
+
+}  // namespace aopay
+
+#endif  // AOPAY_COMMON_AOPAY_CODEC_H_

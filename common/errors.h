@@ -1,0 +1,118 @@
+#ifndef AOPAY_COMMON_ERRORS_H_
+#define AOPAY_COMMON_ERRORS_H_
+
+// The gateway's error model. Every failure below the transport is an
+// absl::Status whose payload carries ErrorDetails: the ErrorInfo reason and
+// metadata, the BadRequest field violations and the RetryInfo delay. The gRPC
+// layer turns them into google.rpc details in exactly one place
+// (server/grpc_status.h); nothing else builds gRPC errors.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace aopay {
+
+// ErrorInfo.domain of every error the gateway returns.
+inline constexpr absl::string_view kErrorDomain = "payout.aopay.v1";
+
+// ErrorInfo reasons (contract sections 5, 6.2 and 7).
+namespace reason {
+inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
+inline constexpr absl::string_view kUpstreamInvalidIfsc = "UPSTREAM_INVALID_IFSC";
+inline constexpr absl::string_view kUpstreamBeneficiaryExists =
+    "UPSTREAM_BENEFICIARY_EXISTS";
+inline constexpr absl::string_view kUpstreamApiNotEnabled =
+    "UPSTREAM_API_NOT_ENABLED";
+inline constexpr absl::string_view kUpstreamRejectedBody =
+    "UPSTREAM_REJECTED_BODY";
+inline constexpr absl::string_view kUpstreamError = "UPSTREAM_ERROR";
+inline constexpr absl::string_view kUpstreamUnavailable = "UPSTREAM_UNAVAILABLE";
+inline constexpr absl::string_view kOutcomeUnknown = "OUTCOME_UNKNOWN";
+inline constexpr absl::string_view kOverloaded = "OVERLOADED";
+inline constexpr absl::string_view kUnauthenticated = "UNAUTHENTICATED";
+inline constexpr absl::string_view kPermissionDenied = "PERMISSION_DENIED";
+inline constexpr absl::string_view kRequestIdReused = "REQUEST_ID_REUSED";
+inline constexpr absl::string_view kRequestInProgress = "REQUEST_IN_PROGRESS";
+inline constexpr absl::string_view kNotFound = "NOT_FOUND";
+inline constexpr absl::string_view kLedgerUnavailable = "LEDGER_UNAVAILABLE";
+inline constexpr absl::string_view kShuttingDown = "SHUTTING_DOWN";
+inline constexpr absl::string_view kInvalidTransition = "INVALID_TRANSITION";
+inline constexpr absl::string_view kNoTransactionId = "NO_TRANSACTION_ID";
+inline constexpr absl::string_view kResolvedByOperator = "RESOLVED_BY_OPERATOR";
+inline constexpr absl::string_view kUpstreamReportedFailure =
+    "UPSTREAM_REPORTED_FAILURE";
+inline constexpr absl::string_view kUnimplemented = "UNIMPLEMENTED";
+}  // namespace reason
+
+// ErrorInfo metadata keys.
+namespace meta {
+inline constexpr absl::string_view kPayoutId = "payoutId";
+inline constexpr absl::string_view kUpstreamSubCode = "upstreamSubCode";
+inline constexpr absl::string_view kUpstreamHttpStatus = "upstreamHttpStatus";
+inline constexpr absl::string_view kUpstreamMessage = "upstreamMessage";
+}  // namespace meta
+
+// Messages are cut to this many bytes (contract section 6.2).
+inline constexpr size_t kMaxErrorMessageBytes = 1024;
+
+struct FieldViolation {
+  std::string field;        // proto path, e.g. "beneficiary.ifsc"
+  std::string description;  // one sentence, no personal data
+
+  friend bool operator==(const FieldViolation& a, const FieldViolation& b) {
+    return a.field == b.field && a.description == b.description;
+  }
+};
+
+struct ErrorDetails {
+  std::string reason;                           // ErrorInfo.reason
+  std::map<std::string, std::string> metadata;  // ErrorInfo.metadata
+  std::vector<FieldViolation> violations;       // BadRequest
+  std::optional<absl::Duration> retry_delay;    // RetryInfo
+
+  friend bool operator==(const ErrorDetails& a, const ErrorDetails& b) {
+    return a.reason == b.reason && a.metadata == b.metadata &&
+           a.violations == b.violations && a.retry_delay == b.retry_delay;
+  }
+};
+
+// A non-OK status with `message` (cut to kMaxErrorMessageBytes on a UTF-8
+// boundary) and `details` attached as a payload. `code` must not be kOk.
+absl::Status MakeError(absl::StatusCode code, absl::string_view message,
+                       ErrorDetails details);
+
+// The details attached by MakeError; empty details (reason "") for a status
+// without them, including OK.
+ErrorDetails GetErrorDetails(const absl::Status& status);
+
+// `status` with metadata[key] = value added (replacing an earlier value).
+// OK statuses are returned unchanged.
+[[nodiscard]] absl::Status WithErrorMetadata(absl::Status status,
+                                             absl::string_view key,
+                                             absl::string_view value);
+
+// A stable text form of a status and its details, for the ledger: the exact
+// error can be returned again after a restart. Parse(Serialize(s)) == s in
+// code, message and details.
+std::string SerializeError(const absl::Status& status);
+absl::StatusOr<absl::Status> ParseSerializedError(absl::string_view text);
+
+// Constructors for the errors the gateway itself raises.
+absl::Status InvalidRequestError(std::vector<FieldViolation> violations);
+absl::Status OverloadedError(absl::Duration retry_delay);
+absl::Status RequestIdReusedError(absl::string_view payout_id);
+absl::Status RequestInProgressError(absl::string_view payout_id,
+                                    absl::Duration retry_delay);
+absl::Status LedgerUnavailableError(absl::string_view what);
+absl::Status NotFoundError(absl::string_view what);
+
+}  // namespace aopay
+
+#endif  // AOPAY_COMMON_ERRORS_H_

@@ -1,0 +1,22 @@
+#ifndef AOPAY_COMMON_IDS_H_
+#define AOPAY_COMMON_IDS_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace aopay {
+
+// A new payout id: "po_" + a 26-character ULID (Crockford base32: 48-bit
+// millisecond timestamp, 80 random bits). Ids sort by creation time; ids made
+// in the same millisecond by one process still sort in creation order.
+// Thread-safe.
+std::string NewPayoutId(absl::Time now);
+
+// True for strings of the NewPayoutId() form.
+bool IsPayoutId(absl::string_view id);
+
+}  // namespace aopay
+
+#endif  // AOPAY_COMMON_IDS_H_

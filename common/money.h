@@ -1,0 +1,24 @@
+#ifndef AOPAY_COMMON_MONEY_H_
+#define AOPAY_COMMON_MONEY_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace aopay {
+
+// Rupees with exactly two decimals, computed with integers: 1234 -> "12.34",
+// 5 -> "0.05", 0 -> "0.00". Negative amounts get a leading '-'.
+std::string FormatRupees(int64_t paise);
+
+// Parses a rupee amount typed by a person: "12", "12.3", "12.30", "0.05".
+// Rejects signs, exponents, separators, more than two decimals, empty input
+// and anything that overflows int64 paise (INVALID_ARGUMENT, with a message
+// that says why).
+absl::StatusOr<int64_t> ParseRupees(absl::string_view text);
+
+}  // namespace aopay
+
+#endif  // AOPAY_COMMON_MONEY_H_

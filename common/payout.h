@@ -1,0 +1,83 @@
+#ifndef AOPAY_COMMON_PAYOUT_H_
+#define AOPAY_COMMON_PAYOUT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace aopay {
+
+// How the bank moves the money. Values match the proto enum.
+enum class TransferMode { kUnspecified = 0, kNeft = 1, kImps = 2 };
+
+// Where a payout stands (contract section 6.1). Values match the proto enum.
+enum class PayoutState {
+  kUnspecified = 0,
+  kPending = 1,
+  kAccepted = 2,
+  kSucceeded = 3,
+  kFailed = 4,
+  kReversed = 5,
+  kUnknown = 6,
+};
+
+// "NEFT", "IMPS" (AOPay's transactionType), or "UNSPECIFIED".
+absl::string_view TransferModeName(TransferMode mode);
+// "PENDING", "ACCEPTED", ... ("UNSPECIFIED" for kUnspecified).
+absl::string_view PayoutStateName(PayoutState state);
+// Inverse of PayoutStateName (exact, upper case); nullopt for anything else.
+std::optional<PayoutState> ParsePayoutStateName(absl::string_view name);
+// SUCCEEDED, FAILED and REVERSED: nothing will change the state again.
+bool IsFinalState(PayoutState state);
+
+struct Beneficiary {
+  std::string account_number;
+  std::string ifsc;
+  std::string name;
+  std::string email;
+  std::string mobile;
+
+  friend bool operator==(const Beneficiary& a, const Beneficiary& b) {
+    return a.account_number == b.account_number && a.ifsc == b.ifsc &&
+           a.name == b.name && a.email == b.email && a.mobile == b.mobile;
+  }
+};
+
+// What a caller asks for. After NormalizeAndValidate() every field is in
+// canonical form (trimmed, IFSC upper-cased, mobile without +91/0).
+struct PayoutRequest {
+  std::string request_id;
+  Beneficiary beneficiary;
+  int64_t amount_paise = 0;
+  TransferMode mode = TransferMode::kUnspecified;
+};
+
+// One payout as recorded.
+struct Payout {
+  std::string payout_id;  // "po_" + ULID
+  std::string request_id;
+  PayoutState state = PayoutState::kUnspecified;
+  Beneficiary beneficiary;
+  int64_t amount_paise = 0;
+  TransferMode mode = TransferMode::kUnspecified;
+  std::string transaction_id;            // AOPay's transactionID
+  std::string transaction_reference_no;  // AOPay's transactionReferenceNo
+  std::string upstream_status;           // e.g. "ACPT"
+  std::string bank_beneficiary_name;
+  // Why the payout failed: non-OK exactly when state is kFailed. Carries the
+  // gRPC-facing code, message and ErrorDetails (see errors.h).
+  absl::Status failure;
+  absl::Time create_time = absl::UnixEpoch();
+  absl::Time update_time = absl::UnixEpoch();
+};
+
+// The payout fields that come from the request.
+PayoutRequest RequestOf(const Payout& payout);
+
+}  // namespace aopay
+
+#endif  // AOPAY_COMMON_PAYOUT_H_
