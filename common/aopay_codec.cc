@@ -1,1 +1,521 @@
-// Filled in next.
+#include "common/aopay_codec.h"
+
+#include <cstdint>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/errors.h"
+#include "common/money.h"
+#include "common/text_util.h"
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
+
+namespace aopay {
+namespace {
+
+using rapidjson::Value;
+using Kind = PayoutVerdict::Kind;
+
+// The wrapper of the documented success answer (contract 2.1).
+constexpr absl::string_view kKnownWrapper =
+    "initiateAuthGenericFundTransferAPIResp";
+
+// Bounds on what is copied out of AOPay's answers into errors, logs and the
+// ledger: AOPay's text is untrusted and may be arbitrarily long.
+constexpr size_t kMaxUpstreamMessageBytes = 256;
+constexpr size_t kMaxUpstreamFieldBytes = 256;
+constexpr size_t kMaxSubCodeBytes = 64;
+constexpr size_t kMaxTransactionIdBytes = 128;
+constexpr size_t kMaxStatusWordBytes = 64;
+// AOPay words that are quoted in messages must look like codes.
+constexpr size_t kMaxQuotedTokenBytes = 32;
+
+constexpr absl::Duration kRetryDelay = absl::Seconds(1);
+
+using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
+
+void WriteMember(JsonWriter& writer, absl::string_view key,
+                 absl::string_view value) {
+  writer.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+  writer.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+}
+
+// ---- Reading JSON defensively: every accessor checks the type first. ----
+
+// Parses `body` into `document`; false unless it is one JSON object. A raw NUL
+// never occurs in valid JSON, and RapidJSON would take it for the end of the
+// input, so such bodies are refused here.
+bool ParseObject(absl::string_view body, rapidjson::Document* document) {
+  if (absl::StrContains(body, absl::string_view("\0", 1))) return false;
+  document->Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
+  return !document->HasParseError() && document->IsObject();
+}
+
+const Value* Member(const Value& object, absl::string_view name) {
+  if (!object.IsObject()) return nullptr;
+  const auto it = object.FindMember(Value(rapidjson::StringRef(
+      name.data(), static_cast<rapidjson::SizeType>(name.size()))));
+  return it == object.MemberEnd() ? nullptr : &it->value;
+}
+
+const Value* ObjectMember(const Value& object, absl::string_view name) {
+  const Value* value = Member(object, name);
+  return value != nullptr && value->IsObject() ? value : nullptr;
+}
+
+std::optional<absl::string_view> StringMember(const Value& object,
+                                              absl::string_view name) {
+  const Value* value = Member(object, name);
+  if (value == nullptr || !value->IsString()) return std::nullopt;
+  return absl::string_view(value->GetString(), value->GetStringLength());
+}
+
+bool StringMemberIs(const Value& object, absl::string_view name,
+                    absl::string_view expected) {
+  const std::optional<absl::string_view> text = StringMember(object, name);
+  return text.has_value() &&
+         absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(*text), expected);
+}
+
+// Where resourceData was found, and the object that holds it.
+struct Located {
+  const Value* wrapper = nullptr;
+  const Value* resource_data = nullptr;
+};
+
+// resourceData under the documented wrapper, else under any top-level object
+// member, else at the top level. Without resourceData, the wrapper is the
+// documented one when present (it may still carry metaData).
+Located FindResourceData(const Value& root) {
+  const Value* known = ObjectMember(root, kKnownWrapper);
+  if (known != nullptr) {
+    if (const Value* data = ObjectMember(*known, "resourceData")) {
+      return {known, data};
+    }
+  }
+  for (const auto& member : root.GetObject()) {
+    if (const Value* data = ObjectMember(member.value, "resourceData")) {
+      return {&member.value, data};
+    }
+  }
+  if (const Value* data = ObjectMember(root, "resourceData")) {
+    return {&root, data};
+  }
+  return {known, nullptr};
+}
+
+// A string, or an integer written in decimal (AOPay documents strings, but a
+// number is read the same way).
+std::optional<std::string> TextOrInteger(const Value* value) {
+  if (value == nullptr) return std::nullopt;
+  if (value->IsString()) {
+    return std::string(value->GetString(), value->GetStringLength());
+  }
+  if (value->IsInt64()) return absl::StrCat(value->GetInt64());
+  if (value->IsUint64()) return absl::StrCat(value->GetUint64());
+  if (value->IsDouble()) return absl::StrCat(value->GetDouble());
+  return std::nullopt;
+}
+
+// `token` when it looks like a code (letters, digits, '_', '-'), else "". Only
+// such tokens from AOPay are quoted in messages.
+absl::string_view QuotableToken(absl::string_view token) {
+  if (token.empty() || token.size() > kMaxQuotedTokenBytes) return "";
+  for (const char c : token) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' &&
+        c != '-') {
+      return "";
+    }
+  }
+  return token;
+}
+
+// A transaction id the gateway can keep and send back: printable, valid UTF-8,
+// bounded. Anything else cannot be tracked.
+bool IsTrackableTransactionId(absl::string_view id) {
+  if (id.empty() || id.size() > kMaxTransactionIdBytes ||
+      !text_internal::IsValidUtf8(id)) {
+    return false;
+  }
+  for (const char c : id) {
+    if ((c >= 0 && c < 0x20) || c == 0x7F) return false;
+  }
+  return true;
+}
+
+// ---- Verdicts. ----
+
+std::string HttpStatusText(int http_status) {
+  return absl::StrCat(http_status);
+}
+
+// AOPay's own message, from the top level or the wrapper's metaData.
+std::optional<std::string> UpstreamMessage(const Value& root,
+                                           const Value* wrapper) {
+  std::optional<absl::string_view> message = StringMember(root, "message");
+  if (!message.has_value() && wrapper != nullptr) {
+    if (const Value* meta_data = ObjectMember(*wrapper, "metaData")) {
+      message = StringMember(*meta_data, "message");
+    }
+  }
+  if (!message.has_value()) return std::nullopt;
+  return text_internal::SanitizeUtf8(*message, kMaxUpstreamMessageBytes);
+}
+
+// `why` is the first half of one sentence, without a final period.
+PayoutVerdict UnknownVerdict(absl::string_view why,
+                             std::optional<int> http_status,
+                             std::optional<std::string> upstream_message) {
+  ErrorDetails details;
+  details.reason = std::string(reason::kOutcomeUnknown);
+  if (http_status.has_value()) {
+    details.metadata[std::string(meta::kUpstreamHttpStatus)] =
+        HttpStatusText(*http_status);
+  }
+  if (upstream_message.has_value()) {
+    details.metadata[std::string(meta::kUpstreamMessage)] =
+        std::move(*upstream_message);
+  }
+  PayoutVerdict verdict;
+  verdict.kind = Kind::kUnknown;
+  verdict.state = PayoutState::kUnknown;
+  verdict.error = MakeError(
+      absl::StatusCode::kDeadlineExceeded,
+      absl::StrCat(why,
+                   "; the payout's outcome is unknown and it will not be sent "
+                   "again."),
+      std::move(details));
+  return verdict;
+}
+
+PayoutVerdict NotSentVerdict(absl::StatusCode code, absl::string_view reason,
+                             absl::string_view message,
+                             std::optional<int> http_status) {
+  ErrorDetails details;
+  details.reason = std::string(reason);
+  details.retry_delay = kRetryDelay;
+  if (http_status.has_value()) {
+    details.metadata[std::string(meta::kUpstreamHttpStatus)] =
+        HttpStatusText(*http_status);
+  }
+  PayoutVerdict verdict;
+  verdict.kind = Kind::kNotSent;
+  verdict.state = PayoutState::kUnspecified;
+  verdict.error = MakeError(code, message, std::move(details));
+  return verdict;
+}
+
+// Step 5: {"status": "ERROR", "subCode": ..., "message": ...}.
+PayoutVerdict ErrorBodyVerdict(const Value& root, int http_status) {
+  std::optional<std::string> sub_code = TextOrInteger(Member(root, "subCode"));
+  if (sub_code.has_value()) {
+    *sub_code = text_internal::SanitizeUtf8(
+        absl::StripAsciiWhitespace(*sub_code), kMaxSubCodeBytes);
+  }
+  ErrorDetails details;
+  details.metadata[std::string(meta::kUpstreamHttpStatus)] =
+      HttpStatusText(http_status);
+  if (sub_code.has_value()) {
+    details.metadata[std::string(meta::kUpstreamSubCode)] = *sub_code;
+  }
+  if (std::optional<std::string> message = UpstreamMessage(root, nullptr)) {
+    details.metadata[std::string(meta::kUpstreamMessage)] = std::move(*message);
+  }
+
+  const std::string code = sub_code.value_or("");
+  absl::StatusCode status_code;
+  std::string message;
+  if (code == "422") {
+    status_code = absl::StatusCode::kInvalidArgument;
+    details.reason = std::string(reason::kUpstreamInvalidIfsc);
+    details.violations.push_back(
+        {"beneficiary.ifsc", "AOPay does not accept this IFSC"});
+    message = "AOPay refused the payout: invalid IFSC (subCode 422).";
+  } else if (code == "409") {
+    status_code = absl::StatusCode::kAlreadyExists;
+    details.reason = std::string(reason::kUpstreamBeneficiaryExists);
+    message =
+        "AOPay refused the payout: the beneficiary already exists (subCode "
+        "409).";
+  } else if (code == "403") {
+    status_code = absl::StatusCode::kFailedPrecondition;
+    details.reason = std::string(reason::kUpstreamApiNotEnabled);
+    message =
+        "AOPay refused the payout: the gateway's AOPay account is not enabled "
+        "for payouts (subCode 403).";
+  } else if (code == "412") {
+    status_code = absl::StatusCode::kInternal;
+    details.reason = std::string(reason::kUpstreamRejectedBody);
+    message =
+        "AOPay refused the payout: it read the gateway's request body as "
+        "empty or invalid JSON (subCode 412).";
+  } else {
+    status_code = absl::StatusCode::kFailedPrecondition;
+    details.reason = std::string(reason::kUpstreamError);
+    const absl::string_view quoted = QuotableToken(code);
+    message =
+        quoted.empty()
+            ? std::string("AOPay refused the payout.")
+            : absl::StrCat("AOPay refused the payout (subCode ", quoted, ").");
+  }
+  PayoutVerdict verdict;
+  verdict.kind = Kind::kRejected;
+  verdict.state = PayoutState::kFailed;
+  verdict.error = MakeError(status_code, message, std::move(details));
+  return verdict;
+}
+
+// Step 6: the documented success, or something shaped like it.
+PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
+                             int http_status) {
+  PayoutVerdict verdict;
+  std::optional<std::string> word;
+  bool word_is_string = true;
+  if (located.resource_data != nullptr) {
+    const Value& data = *located.resource_data;
+    const std::optional<absl::string_view> id =
+        StringMember(data, "transactionID");
+    if (id.has_value() && IsTrackableTransactionId(*id)) {
+      verdict.transaction_id = std::string(*id);
+    }
+    if (std::optional<std::string> reference =
+            TextOrInteger(Member(data, "transactionReferenceNo"))) {
+      verdict.transaction_reference_no =
+          text_internal::SanitizeUtf8(*reference, kMaxUpstreamFieldBytes);
+    }
+    if (std::optional<absl::string_view> name =
+            StringMember(data, "beneficiaryName")) {
+      verdict.bank_beneficiary_name =
+          text_internal::SanitizeUtf8(*name, kMaxUpstreamFieldBytes);
+    }
+    if (const Value* status = Member(data, "status")) {
+      if (status->IsString()) {
+        word = std::string(status->GetString(), status->GetStringLength());
+        verdict.upstream_status =
+            text_internal::SanitizeUtf8(*word, kMaxStatusWordBytes);
+      } else if (!status->IsNull()) {
+        word_is_string = false;
+      }
+    }
+  }
+
+  const std::optional<std::string> upstream_message =
+      UpstreamMessage(root, located.wrapper);
+  auto unknown = [&](absl::string_view why) {
+    PayoutVerdict result = UnknownVerdict(why, http_status, upstream_message);
+    result.transaction_id = verdict.transaction_id;
+    result.transaction_reference_no = verdict.transaction_reference_no;
+    result.upstream_status = verdict.upstream_status;
+    result.bank_beneficiary_name = verdict.bank_beneficiary_name;
+    return result;
+  };
+
+  if (verdict.transaction_id.empty()) {
+    return unknown(
+        "AOPay reported success but gave no transaction id to track");
+  }
+  if (!word_is_string) {
+    return unknown("AOPay reported success with a status that is not text");
+  }
+  const std::string word_text = word.value_or("");
+  const absl::string_view stripped = absl::StripAsciiWhitespace(word_text);
+  const std::optional<PayoutState> state =
+      stripped.empty() ? std::optional<PayoutState>(PayoutState::kAccepted)
+                       : MapStatusWord(stripped);
+  const absl::string_view quoted = QuotableToken(stripped);
+  if (!state.has_value() || *state == PayoutState::kReversed) {
+    return unknown(
+        quoted.empty()
+            ? std::string("AOPay reported success with a status the gateway "
+                          "cannot act on")
+            : absl::StrCat("AOPay reported success with status ", quoted,
+                           ", which the gateway cannot act on"));
+  }
+  if (*state == PayoutState::kFailed) {
+    ErrorDetails details;
+    details.reason = std::string(reason::kUpstreamError);
+    details.metadata[std::string(meta::kUpstreamHttpStatus)] =
+        HttpStatusText(http_status);
+    if (upstream_message.has_value()) {
+      details.metadata[std::string(meta::kUpstreamMessage)] = *upstream_message;
+    }
+    verdict.kind = Kind::kRejected;
+    verdict.state = PayoutState::kFailed;
+    verdict.error = MakeError(
+        absl::StatusCode::kFailedPrecondition,
+        quoted.empty()
+            ? std::string("AOPay reported the payout as failed.")
+            : absl::StrCat("AOPay reported the payout as failed (status ",
+                           quoted, ")."),
+        std::move(details));
+    return verdict;
+  }
+  verdict.kind = Kind::kAccepted;
+  verdict.state = *state;
+  return verdict;
+}
+
+bool Is2xx(int http_status) { return http_status >= 200 && http_status < 300; }
+
+}  // namespace
+
+std::string BuildPayoutBody(const PayoutRequest& request,
+                            absl::string_view registration_id) {
+  rapidjson::StringBuffer buffer;
+  JsonWriter writer(buffer);
+  writer.StartObject();
+  WriteMember(writer, "accountNumber", request.beneficiary.account_number);
+  WriteMember(writer, "amount", FormatRupees(request.amount_paise));
+  WriteMember(writer, "transactionType", TransferModeName(request.mode));
+  WriteMember(writer, "beneficiaryIFSC", request.beneficiary.ifsc);
+  WriteMember(writer, "beneficiaryName", request.beneficiary.name);
+  WriteMember(writer, "emailID", request.beneficiary.email);
+  WriteMember(writer, "mobileNo", request.beneficiary.mobile);
+  WriteMember(writer, "registrationID", registration_id);
+  writer.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+std::string BuildStatusBody(absl::string_view transaction_id,
+                            absl::string_view registration_id) {
+  rapidjson::StringBuffer buffer;
+  JsonWriter writer(buffer);
+  writer.StartObject();
+  WriteMember(writer, "transactionID", transaction_id);
+  WriteMember(writer, "registrationID", registration_id);
+  writer.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
+  const int http = answer.http_status;
+  if (answer.truncated) {
+    return UnknownVerdict(
+        "AOPay's answer was larger than 1 MiB and was cut off", http,
+        std::nullopt);
+  }
+  if (http == 429) {
+    return NotSentVerdict(absl::StatusCode::kUnavailable,
+                          reason::kUpstreamUnavailable,
+                          "AOPay is limiting requests (HTTP 429); the payout "
+                          "was not sent, try again later.",
+                          http);
+  }
+  // A server error may come after the money moved, whatever its body says.
+  if (http >= 500) {
+    return UnknownVerdict(absl::StrCat("AOPay answered HTTP ", http), http,
+                          std::nullopt);
+  }
+  rapidjson::Document document;
+  if (!ParseObject(answer.body, &document)) {
+    return UnknownVerdict(
+        absl::StrCat("AOPay's answer (HTTP ", http, ") is not a JSON object"),
+        http, std::nullopt);
+  }
+  if (StringMemberIs(document, "status", "ERROR")) {
+    return ErrorBodyVerdict(document, http);
+  }
+  const Located located = FindResourceData(document);
+  const Value* meta_data = located.wrapper != nullptr
+                               ? ObjectMember(*located.wrapper, "metaData")
+                               : nullptr;
+  const bool says_success =
+      StringMemberIs(document, "statuss", "SUCCESS") ||
+      (meta_data != nullptr && StringMemberIs(*meta_data, "status", "SUCCESS"));
+  if (Is2xx(http) && says_success) {
+    return SuccessVerdict(document, located, http);
+  }
+  return UnknownVerdict(
+      absl::StrCat("AOPay's answer (HTTP ", http,
+                   ") is neither a success nor an error the gateway knows"),
+      http, UpstreamMessage(document, located.wrapper));
+}
+
+PayoutVerdict InterpretTransportFailure(const absl::Status& transport_error) {
+  // The transport's own message is left out: it may hold the upstream URL.
+  switch (transport_error.code()) {
+    case absl::StatusCode::kUnavailable:
+      return NotSentVerdict(absl::StatusCode::kUnavailable,
+                            reason::kUpstreamUnavailable,
+                            "AOPay could not be reached; the payout was not "
+                            "sent, try again later.",
+                            std::nullopt);
+    case absl::StatusCode::kResourceExhausted:
+      return NotSentVerdict(absl::StatusCode::kResourceExhausted,
+                            reason::kOverloaded,
+                            "The gateway has too many AOPay calls waiting; "
+                            "the payout was not sent, try again later.",
+                            std::nullopt);
+    case absl::StatusCode::kCancelled:
+      return NotSentVerdict(absl::StatusCode::kUnavailable,
+                            reason::kShuttingDown,
+                            "The gateway is shutting down; the payout was not "
+                            "sent, try again later or on another instance.",
+                            std::nullopt);
+    case absl::StatusCode::kDeadlineExceeded:
+      return UnknownVerdict("AOPay did not answer within the upstream timeout",
+                            std::nullopt, std::nullopt);
+    default:
+      return UnknownVerdict(
+          "The connection to AOPay failed after the payout may have been sent",
+          std::nullopt, std::nullopt);
+  }
+}
+
+StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer) {
+  StatusVerdict verdict;
+  if (answer.truncated || !Is2xx(answer.http_status)) return verdict;
+  rapidjson::Document document;
+  if (!ParseObject(answer.body, &document)) return verdict;
+
+  std::optional<absl::string_view> word;
+  const Located located = FindResourceData(document);
+  if (located.resource_data != nullptr) {
+    word = StringMember(*located.resource_data, "status");
+    if (!word.has_value()) {
+      word = StringMember(*located.resource_data, "transactionStatus");
+    }
+  }
+  if (!word.has_value()) word = StringMember(document, "status");
+  if (!word.has_value()) word = StringMember(document, "statuss");
+  if (!word.has_value()) return verdict;
+
+  verdict.word = text_internal::SanitizeUtf8(*word, kMaxStatusWordBytes);
+  verdict.state = MapStatusWord(*word);
+  return verdict;
+}
+
+std::optional<PayoutState> MapStatusWord(absl::string_view word) {
+  struct Entry {
+    absl::string_view word;
+    PayoutState state;
+  };
+  static constexpr Entry kWords[] = {
+      {"SUCCESS", PayoutState::kSucceeded},
+      {"SUCCESSFUL", PayoutState::kSucceeded},
+      {"ACSC", PayoutState::kSucceeded},
+      {"COMPLETED", PayoutState::kSucceeded},
+      {"PROCESSED", PayoutState::kSucceeded},
+      {"FAILED", PayoutState::kFailed},
+      {"FAILURE", PayoutState::kFailed},
+      {"RJCT", PayoutState::kFailed},
+      {"REJECTED", PayoutState::kFailed},
+      {"REVERSED", PayoutState::kReversed},
+      {"RETURNED", PayoutState::kReversed},
+      {"ACPT", PayoutState::kAccepted},
+      {"PENDING", PayoutState::kAccepted},
+      {"PDNG", PayoutState::kAccepted},
+      {"PROCESSING", PayoutState::kAccepted},
+      {"IN_PROCESS", PayoutState::kAccepted},
+  };
+  const absl::string_view stripped = absl::StripAsciiWhitespace(word);
+  for (const Entry& entry : kWords) {
+    if (absl::EqualsIgnoreCase(stripped, entry.word)) return entry.state;
+  }
+  return std::nullopt;
+}
+
+}  // namespace aopay

@@ -59,7 +59,10 @@ struct PayoutVerdict {
 // documented error with its HTTP status or with 200, unknown subCodes,
 // 429, 5xx, HTML, empty, invalid, truncated bodies, success without
 // resourceData or transactionID. Never fails: anything it cannot read is
-// kUnknown.
+// kUnknown. Text copied out of the answer (transaction fields, AOPay's
+// message) is made valid UTF-8 without control characters and bounded to 256
+// bytes; a transactionID that is not printable UTF-8 of at most 128 bytes
+// counts as missing (kUnknown: it could not be tracked).
 PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer);
 
 // The verdict for a call that got no HTTP answer. `transport_error` comes from

@@ -25,7 +25,8 @@ inline constexpr absl::string_view kErrorDomain = "payout.aopay.v1";
 // ErrorInfo reasons (contract sections 5, 6.2 and 7).
 namespace reason {
 inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
-inline constexpr absl::string_view kUpstreamInvalidIfsc = "UPSTREAM_INVALID_IFSC";
+inline constexpr absl::string_view kUpstreamInvalidIfsc =
+    "UPSTREAM_INVALID_IFSC";
 inline constexpr absl::string_view kUpstreamBeneficiaryExists =
     "UPSTREAM_BENEFICIARY_EXISTS";
 inline constexpr absl::string_view kUpstreamApiNotEnabled =
@@ -33,7 +34,8 @@ inline constexpr absl::string_view kUpstreamApiNotEnabled =
 inline constexpr absl::string_view kUpstreamRejectedBody =
     "UPSTREAM_REJECTED_BODY";
 inline constexpr absl::string_view kUpstreamError = "UPSTREAM_ERROR";
-inline constexpr absl::string_view kUpstreamUnavailable = "UPSTREAM_UNAVAILABLE";
+inline constexpr absl::string_view kUpstreamUnavailable =
+    "UPSTREAM_UNAVAILABLE";
 inline constexpr absl::string_view kOutcomeUnknown = "OUTCOME_UNKNOWN";
 inline constexpr absl::string_view kOverloaded = "OVERLOADED";
 inline constexpr absl::string_view kUnauthenticated = "UNAUTHENTICATED";
@@ -101,6 +103,9 @@ ErrorDetails GetErrorDetails(const absl::Status& status);
 // A stable text form of a status and its details, for the ledger: the exact
 // error can be returned again after a restart. Parse(Serialize(s)) == s in
 // code, message and details.
+// Other payloads than ErrorDetails are not kept. ParseSerializedError fails
+// with INVALID_ARGUMENT on malformed text; note that its *value* is itself a
+// status: check ok() on the StatusOr before reading the parsed status.
 std::string SerializeError(const absl::Status& status);
 absl::StatusOr<absl::Status> ParseSerializedError(absl::string_view text);
 
@@ -110,7 +115,11 @@ absl::Status OverloadedError(absl::Duration retry_delay);
 absl::Status RequestIdReusedError(absl::string_view payout_id);
 absl::Status RequestInProgressError(absl::string_view payout_id,
                                     absl::Duration retry_delay);
+// UNAVAILABLE, LEDGER_UNAVAILABLE, retry after 1s; message "The payout ledger
+// is unavailable: <what>." (`what` says what failed, without personal data).
 absl::Status LedgerUnavailableError(absl::string_view what);
+// NOT_FOUND, reason NOT_FOUND; message "<what> was not found." (`what` names
+// the missing thing, e.g. "Payout po_01J...").
 absl::Status NotFoundError(absl::string_view what);
 
 }  // namespace aopay

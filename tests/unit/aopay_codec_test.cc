@@ -1,0 +1,670 @@
+#include "common/aopay_codec.h"
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rapidjson/document.h"
+
+namespace aopay {
+namespace {
+
+using Kind = PayoutVerdict::Kind;
+using testing::ElementsAre;
+using testing::HasSubstr;
+
+// ---- Bodies sent to AOPay ----
+
+PayoutRequest DocumentedRequest() {
+  PayoutRequest request;
+  request.request_id = "req-1";
+  request.beneficiary.account_number = "100000011836";
+  request.beneficiary.ifsc = "SBIN0000002";
+  request.beneficiary.name = "Dean Jon";
+  request.beneficiary.email = "abc@gmail.com";
+  request.beneficiary.mobile = "9959640000";
+  request.amount_paise = 1200;
+  request.mode = TransferMode::kImps;
+  return request;
+}
+
+TEST(BuildPayoutBodyTest, WritesTheDocumentedFieldsInOrder) {
+  EXPECT_EQ(BuildPayoutBody(DocumentedRequest(), "AOP-554"),
+            R"({"accountNumber":"100000011836","amount":"12.00",)"
+            R"("transactionType":"IMPS","beneficiaryIFSC":"SBIN0000002",)"
+            R"("beneficiaryName":"Dean Jon","emailID":"abc@gmail.com",)"
+            R"("mobileNo":"9959640000","registrationID":"AOP-554"})");
+}
+
+TEST(BuildPayoutBodyTest, NeftAndSmallAmounts) {
+  PayoutRequest request = DocumentedRequest();
+  request.mode = TransferMode::kNeft;
+  request.amount_paise = 5;
+  const std::string body = BuildPayoutBody(request, "AOP-554");
+  EXPECT_THAT(body, HasSubstr(R"("amount":"0.05","transactionType":"NEFT")"));
+}
+
+TEST(BuildPayoutBodyTest, EscapesQuotesBackslashesAndControls) {
+  PayoutRequest request = DocumentedRequest();
+  request.beneficiary.name = "Dean \"DJ\" \\ Jon";
+  request.beneficiary.email = "caf\xC3\xA9@x.in";  // é passes through as UTF-8
+  const std::string registration("AOP\n\t\x01/554\0z", 12);
+  const std::string body = BuildPayoutBody(request, registration);
+  EXPECT_THAT(body, HasSubstr(R"("beneficiaryName":"Dean \"DJ\" \\ Jon")"));
+  EXPECT_THAT(body, HasSubstr("\"emailID\":\"caf\xC3\xA9@x.in\""));
+  EXPECT_THAT(body,
+              HasSubstr(R"("registrationID":"AOP\n\t\u0001/554\u0000z")"));
+
+  // And it reads back to the same values.
+  rapidjson::Document document;
+  document.Parse(body.data(), body.size());
+  ASSERT_FALSE(document.HasParseError());
+  ASSERT_TRUE(document.IsObject());
+  EXPECT_EQ(document.MemberCount(), 8u);
+  ASSERT_TRUE(document["beneficiaryName"].IsString());
+  EXPECT_EQ(document["beneficiaryName"].GetString(), request.beneficiary.name);
+  ASSERT_TRUE(document["registrationID"].IsString());
+  EXPECT_EQ(std::string(document["registrationID"].GetString(),
+                        document["registrationID"].GetStringLength()),
+            registration);
+  for (const auto& member : document.GetObject()) {
+    EXPECT_TRUE(member.value.IsString()) << member.name.GetString();
+  }
+}
+
+TEST(BuildStatusBodyTest, WritesBothFields) {
+  EXPECT_EQ(BuildStatusBody("TERF920898", "AOP-554"),
+            R"({"transactionID":"TERF920898","registrationID":"AOP-554"})");
+  EXPECT_EQ(BuildStatusBody("a\"b\\c", ""),
+            R"({"transactionID":"a\"b\\c","registrationID":""})");
+}
+
+// ---- Payout answers ----
+
+constexpr char kDocumentedSuccess[] = R"({
+  "initiateAuthGenericFundTransferAPIResp": {
+    "metaData": {"status": "SUCCESS", "message": "fundTransfer successfully processed",
+                 "version": "v1", "time": "2025-02-25T06:42:43.469Z"},
+    "resourceData": {"status": "ACPT", "transactionReferenceNo": "505914786331",
+                     "transactionID": "TERF920898", "beneficiaryName": "ABC"}
+  },
+  "statuss": "SUCCESS",
+  "message": "fundTransfer successfully processed",
+  "value": ""
+})";
+
+constexpr char kMessage403[] =
+    "APIs not enabled. Please reach out to care@AOP.com";
+constexpr char kMessage409[] = "Beneficiary Id already exists";
+constexpr char kMessage412[] = "Post data is empty or not a valid JSON";
+constexpr char kMessage422[] = "Please provide a valid Bank IFSC code.";
+
+std::string ErrorBody(absl::string_view sub_code_json,
+                      absl::string_view message) {
+  return absl::StrCat(R"({"status": "ERROR", "subCode": )", sub_code_json,
+                      R"(, "message": ")", message, R"("})");
+}
+
+// A success answer whose resourceData is `resource_data` (a JSON object).
+std::string SuccessWith(absl::string_view resource_data) {
+  return absl::StrCat(
+      R"({"initiateAuthGenericFundTransferAPIResp": {"metaData": )"
+      R"({"status": "SUCCESS"}, "resourceData": )",
+      resource_data, R"(}, "statuss": "SUCCESS", "message": "ok"})");
+}
+
+HttpAnswer Answer(int status, std::string body, bool truncated = false) {
+  HttpAnswer answer;
+  answer.http_status = status;
+  answer.body = std::move(body);
+  answer.truncated = truncated;
+  return answer;
+}
+
+using Metadata = std::map<std::string, std::string>;
+
+struct PayoutCase {
+  std::string name;
+  HttpAnswer answer;
+  Kind kind = Kind::kUnknown;
+  absl::StatusCode code = absl::StatusCode::kOk;  // kOk when accepted
+  std::string reason;
+  Metadata metadata;
+  std::string message_fragment;
+  PayoutState state = PayoutState::kUnknown;
+  std::string transaction_id;
+  std::string upstream_status;
+};
+
+PayoutCase Base(std::string name, HttpAnswer answer, Kind kind) {
+  PayoutCase c;
+  c.name = std::move(name);
+  c.answer = std::move(answer);
+  c.kind = kind;
+  return c;
+}
+
+PayoutCase Accepted(std::string name, HttpAnswer answer, PayoutState state,
+                    std::string transaction_id, std::string upstream_status) {
+  PayoutCase c = Base(std::move(name), std::move(answer), Kind::kAccepted);
+  c.state = state;
+  c.transaction_id = std::move(transaction_id);
+  c.upstream_status = std::move(upstream_status);
+  return c;
+}
+
+PayoutCase Unknown(std::string name, HttpAnswer answer, Metadata metadata,
+                   std::string transaction_id = "",
+                   std::string upstream_status = "") {
+  PayoutCase c = Base(std::move(name), std::move(answer), Kind::kUnknown);
+  c.code = absl::StatusCode::kDeadlineExceeded;
+  c.reason = "OUTCOME_UNKNOWN";
+  c.metadata = std::move(metadata);
+  c.message_fragment = "outcome is unknown";
+  c.state = PayoutState::kUnknown;
+  c.transaction_id = std::move(transaction_id);
+  c.upstream_status = std::move(upstream_status);
+  return c;
+}
+
+PayoutCase Rejected(std::string name, HttpAnswer answer, absl::StatusCode code,
+                    std::string reason, Metadata metadata,
+                    std::string message_fragment) {
+  PayoutCase c = Base(std::move(name), std::move(answer), Kind::kRejected);
+  c.code = code;
+  c.reason = std::move(reason);
+  c.metadata = std::move(metadata);
+  c.message_fragment = std::move(message_fragment);
+  c.state = PayoutState::kFailed;
+  return c;
+}
+
+PayoutCase NotSent(std::string name, HttpAnswer answer, Metadata metadata) {
+  PayoutCase c = Base(std::move(name), std::move(answer), Kind::kNotSent);
+  c.code = absl::StatusCode::kUnavailable;
+  c.reason = "UPSTREAM_UNAVAILABLE";
+  c.metadata = std::move(metadata);
+  c.message_fragment = "not sent";
+  return c;
+}
+
+Metadata Upstream(std::string http, std::optional<std::string> sub_code,
+                  std::optional<std::string> message) {
+  Metadata metadata{{"upstreamHttpStatus", std::move(http)}};
+  if (sub_code) metadata["upstreamSubCode"] = *sub_code;
+  if (message) metadata["upstreamMessage"] = *message;
+  return metadata;
+}
+
+Metadata HttpOnly(std::string http) {
+  return Upstream(std::move(http), std::nullopt, std::nullopt);
+}
+
+class InterpretPayoutAnswerTest : public testing::TestWithParam<PayoutCase> {};
+
+TEST_P(InterpretPayoutAnswerTest, MatchesTheContract) {
+  const PayoutCase& c = GetParam();
+  const PayoutVerdict verdict = InterpretPayoutAnswer(c.answer);
+  EXPECT_EQ(verdict.kind, c.kind);
+  EXPECT_EQ(verdict.transaction_id, c.transaction_id);
+  EXPECT_EQ(verdict.upstream_status, c.upstream_status);
+  if (c.kind == Kind::kAccepted) {
+    EXPECT_TRUE(verdict.error.ok()) << verdict.error;
+    EXPECT_EQ(verdict.state, c.state);
+    return;
+  }
+  if (c.kind != Kind::kNotSent) {
+    EXPECT_EQ(verdict.state, c.state);
+  }
+  EXPECT_EQ(verdict.error.code(), c.code) << verdict.error;
+  const ErrorDetails details = GetErrorDetails(verdict.error);
+  EXPECT_EQ(details.reason, c.reason);
+  EXPECT_EQ(details.metadata, c.metadata);
+  EXPECT_THAT(std::string(verdict.error.message()),
+              HasSubstr(c.message_fragment));
+  EXPECT_LE(verdict.error.message().size(), kMaxErrorMessageBytes);
+  if (c.kind == Kind::kNotSent) {
+    EXPECT_EQ(details.retry_delay, absl::Seconds(1));
+  } else {
+    EXPECT_EQ(details.retry_delay, std::nullopt);
+  }
+  if (c.reason == "UPSTREAM_INVALID_IFSC") {
+    EXPECT_THAT(details.violations,
+                ElementsAre(FieldViolation{"beneficiary.ifsc",
+                                           "AOPay does not accept this IFSC"}));
+  } else {
+    EXPECT_TRUE(details.violations.empty());
+  }
+}
+
+constexpr auto kInvalidArgument = absl::StatusCode::kInvalidArgument;
+constexpr auto kAlreadyExists = absl::StatusCode::kAlreadyExists;
+constexpr auto kFailedPrecondition = absl::StatusCode::kFailedPrecondition;
+constexpr auto kInternal = absl::StatusCode::kInternal;
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, InterpretPayoutAnswerTest,
+    testing::Values(
+        // The documented success.
+        Accepted("DocumentedSuccess", Answer(200, kDocumentedSuccess),
+                 PayoutState::kAccepted, "TERF920898", "ACPT"),
+        // Each documented error, with its own HTTP status and with 200.
+        Rejected("Error422", Answer(422, ErrorBody("\"422\"", kMessage422)),
+                 kInvalidArgument, "UPSTREAM_INVALID_IFSC",
+                 Upstream("422", "422", kMessage422), "invalid IFSC"),
+        Rejected("Error422With200",
+                 Answer(200, ErrorBody("\"422\"", kMessage422)),
+                 kInvalidArgument, "UPSTREAM_INVALID_IFSC",
+                 Upstream("200", "422", kMessage422), "invalid IFSC"),
+        Rejected("Error409", Answer(409, ErrorBody("\"409\"", kMessage409)),
+                 kAlreadyExists, "UPSTREAM_BENEFICIARY_EXISTS",
+                 Upstream("409", "409", kMessage409), "already exists"),
+        Rejected("Error409With200",
+                 Answer(200, ErrorBody("\"409\"", kMessage409)), kAlreadyExists,
+                 "UPSTREAM_BENEFICIARY_EXISTS",
+                 Upstream("200", "409", kMessage409), "already exists"),
+        Rejected("Error403", Answer(403, ErrorBody("\"403\"", kMessage403)),
+                 kFailedPrecondition, "UPSTREAM_API_NOT_ENABLED",
+                 Upstream("403", "403", kMessage403), "not enabled"),
+        Rejected("Error403With200",
+                 Answer(200, ErrorBody("\"403\"", kMessage403)),
+                 kFailedPrecondition, "UPSTREAM_API_NOT_ENABLED",
+                 Upstream("200", "403", kMessage403), "not enabled"),
+        Rejected("Error412", Answer(412, ErrorBody("\"412\"", kMessage412)),
+                 kInternal, "UPSTREAM_REJECTED_BODY",
+                 Upstream("412", "412", kMessage412), "subCode 412"),
+        Rejected("Error412With200",
+                 Answer(200, ErrorBody("\"412\"", kMessage412)), kInternal,
+                 "UPSTREAM_REJECTED_BODY", Upstream("200", "412", kMessage412),
+                 "subCode 412"),
+        // Variations on the error body.
+        Rejected("SubCodeAsNumber", Answer(200, ErrorBody("422", kMessage422)),
+                 kInvalidArgument, "UPSTREAM_INVALID_IFSC",
+                 Upstream("200", "422", kMessage422), "invalid IFSC"),
+        Rejected("SubCodeWithSpaces",
+                 Answer(200, ErrorBody("\" 409 \"", kMessage409)),
+                 kAlreadyExists, "UPSTREAM_BENEFICIARY_EXISTS",
+                 Upstream("200", "409", kMessage409), "already exists"),
+        Rejected("UnknownSubCode",
+                 Answer(400, ErrorBody("\"999\"", "Something else")),
+                 kFailedPrecondition, "UPSTREAM_ERROR",
+                 Upstream("400", "999", "Something else"), "subCode 999"),
+        Rejected("UnknownSubCodeWith200",
+                 Answer(200, ErrorBody("\"E17\"", "Insufficient balance")),
+                 kFailedPrecondition, "UPSTREAM_ERROR",
+                 Upstream("200", "E17", "Insufficient balance"), "subCode E17"),
+        Rejected("SubCodeNotQuotedWhenOdd",
+                 Answer(200, ErrorBody("\"a b<c>\"", "x")), kFailedPrecondition,
+                 "UPSTREAM_ERROR", Upstream("200", "a b<c>", "x"),
+                 "AOPay refused the payout."),
+        Rejected("MissingSubCode",
+                 Answer(200, R"({"status":"ERROR","message":"Oops"})"),
+                 kFailedPrecondition, "UPSTREAM_ERROR",
+                 Upstream("200", std::nullopt, "Oops"), "refused"),
+        Rejected("NullSubCodeNoMessage",
+                 Answer(400, R"({"status":"ERROR","subCode":null})"),
+                 kFailedPrecondition, "UPSTREAM_ERROR", HttpOnly("400"),
+                 "refused"),
+        Rejected("LowerCaseError",
+                 Answer(200, R"({"status":"error","subCode":"422"})"),
+                 kInvalidArgument, "UPSTREAM_INVALID_IFSC",
+                 Upstream("200", "422", std::nullopt), "invalid IFSC"),
+        Rejected("LongMessageIsCut",
+                 Answer(200, ErrorBody("\"1\"", std::string(1000, 'm'))),
+                 kFailedPrecondition, "UPSTREAM_ERROR",
+                 Upstream("200", "1", std::string(256, 'm')), "subCode 1"),
+        Rejected("InvalidUtf8MessageIsCleaned",
+                 Answer(200, ErrorBody("\"1\"", "bad \xFF byte\\n")),
+                 kFailedPrecondition, "UPSTREAM_ERROR",
+                 Upstream("200", "1", "bad ? byte "), "subCode 1"),
+        // Not sent.
+        NotSent("Http429", Answer(429, ""), HttpOnly("429")),
+        NotSent("Http429WithErrorBody",
+                Answer(429, ErrorBody("\"422\"", kMessage422)),
+                HttpOnly("429")),
+        // Server errors: whatever the body says.
+        Unknown("Http500Html",
+                Answer(500, "<html><body>Internal Server Error</body></html>"),
+                HttpOnly("500")),
+        Unknown("Http502JsonSuccess", Answer(502, kDocumentedSuccess),
+                HttpOnly("502")),
+        Unknown("Http503JsonError",
+                Answer(503, ErrorBody("\"422\"", kMessage422)),
+                HttpOnly("503")),
+        // Unreadable bodies.
+        Unknown("EmptyBody200", Answer(200, ""), HttpOnly("200")),
+        Unknown("InvalidJson", Answer(200, R"({"statuss": "SUCCESS",)"),
+                HttpOnly("200")),
+        Unknown("JsonArray", Answer(200, R"([{"statuss":"SUCCESS"}])"),
+                HttpOnly("200")),
+        Unknown("JsonString", Answer(200, R"("SUCCESS")"), HttpOnly("200")),
+        Unknown("TrailingGarbage", Answer(200, R"({"status":"ERROR"} x)"),
+                HttpOnly("200")),
+        Unknown("NulAfterObject",
+                Answer(200, std::string(R"({"status":"ERROR"})") +
+                                std::string("\0junk", 5)),
+                HttpOnly("200")),
+        Unknown("DeeplyNestedOpen", Answer(200, std::string(100'000, '[')),
+                HttpOnly("200")),
+        Unknown("DeeplyNestedObjects",
+                Answer(200,
+                       [] {
+                         std::string body;
+                         for (int i = 0; i < 100'000; ++i) body += R"({"a":)";
+                         return body;
+                       }()),
+                HttpOnly("200")),
+        Unknown("DeeplyNestedBalancedInsideSuccess",
+                Answer(200, R"({"statuss":"SUCCESS","x":)" +
+                                std::string(100'000, '[') +
+                                std::string(100'000, ']') + "}"),
+                HttpOnly("200")),
+        Unknown("Truncated", Answer(200, kDocumentedSuccess, true),
+                HttpOnly("200")),
+        Unknown("TruncatedError", Answer(422, ErrorBody("\"422\"", ""), true),
+                HttpOnly("422")),
+        // Success-shaped answers that cannot be tracked.
+        Unknown("SuccessWithoutResourceData",
+                Answer(200, R"({"statuss":"SUCCESS","message":"done"})"),
+                Upstream("200", std::nullopt, "done")),
+        Unknown("SuccessWithoutTransactionId",
+                Answer(200, SuccessWith(R"({"status":"ACPT"})")),
+                Upstream("200", std::nullopt, "ok"), "", "ACPT"),
+        Unknown("SuccessWithEmptyTransactionId",
+                Answer(200,
+                       SuccessWith(R"({"status":"ACPT","transactionID":""})")),
+                Upstream("200", std::nullopt, "ok"), "", "ACPT"),
+        Unknown("SuccessWithNumericTransactionId",
+                Answer(200,
+                       SuccessWith(R"({"status":"ACPT","transactionID":123})")),
+                Upstream("200", std::nullopt, "ok"), "", "ACPT"),
+        Unknown("SuccessWithControlInTransactionId",
+                Answer(200, SuccessWith(
+                                R"({"status":"ACPT","transactionID":"T\n1"})")),
+                Upstream("200", std::nullopt, "ok"), "", "ACPT"),
+        // resourceData.status words.
+        Accepted(
+            "ResourceStatusSuccess",
+            Answer(200,
+                   SuccessWith(R"({"status":"SUCCESS","transactionID":"T1"})")),
+            PayoutState::kSucceeded, "T1", "SUCCESS"),
+        Accepted(
+            "ResourceStatusPendingLowerCase",
+            Answer(200,
+                   SuccessWith(R"({"status":"pending","transactionID":"T1"})")),
+            PayoutState::kAccepted, "T1", "pending"),
+        Accepted("ResourceStatusMissing",
+                 Answer(200, SuccessWith(R"({"transactionID":"T1"})")),
+                 PayoutState::kAccepted, "T1", ""),
+        Accepted("ResourceStatusEmpty",
+                 Answer(200,
+                        SuccessWith(R"({"status":"","transactionID":"T1"})")),
+                 PayoutState::kAccepted, "T1", ""),
+        [] {
+          PayoutCase c = Rejected(
+              "ResourceStatusRjct",
+              Answer(200,
+                     SuccessWith(R"({"status":"RJCT","transactionID":"T1"})")),
+              kFailedPrecondition, "UPSTREAM_ERROR",
+              Upstream("200", std::nullopt, "ok"), "failed (status RJCT)");
+          c.transaction_id = "T1";
+          c.upstream_status = "RJCT";
+          return c;
+        }(),
+        Unknown(
+            "ResourceStatusUnknownWord",
+            Answer(200,
+                   SuccessWith(R"({"status":"ON_HOLD","transactionID":"T1"})")),
+            Upstream("200", std::nullopt, "ok"), "T1", "ON_HOLD"),
+        Unknown("ResourceStatusReversed",
+                Answer(200,
+                       SuccessWith(
+                           R"({"status":"REVERSED","transactionID":"T1"})")),
+                Upstream("200", std::nullopt, "ok"), "T1", "REVERSED"),
+        Unknown("ResourceStatusNotText",
+                Answer(200,
+                       SuccessWith(R"({"status":7,"transactionID":"T1"})")),
+                Upstream("200", std::nullopt, "ok"), "T1", ""),
+        // Where the success is said and where resourceData sits.
+        Accepted("SuccessOnlyInMetaData",
+                 Answer(200,
+                        R"({"initiateAuthGenericFundTransferAPIResp":{)"
+                        R"("metaData":{"status":"SUCCESS"},"resourceData":)"
+                        R"({"status":"ACPT","transactionID":"T2"}}})"),
+                 PayoutState::kAccepted, "T2", "ACPT"),
+        Accepted("SuccessOnlyInStatussLowerCase",
+                 Answer(200, R"({"statuss":"success","resourceData":)"
+                             R"({"status":"ACPT","transactionID":"T3"}})"),
+                 PayoutState::kAccepted, "T3", "ACPT"),
+        Accepted("ResourceDataUnderAnotherWrapper",
+                 Answer(201,
+                        R"({"statuss":"SUCCESS","otherResp":{"resourceData":)"
+                        R"({"status":"ACPT","transactionID":"T4"}}})"),
+                 PayoutState::kAccepted, "T4", "ACPT"),
+        Unknown("MetaDataSaysFailure",
+                Answer(200, R"({"initiateAuthGenericFundTransferAPIResp":{)"
+                            R"("metaData":{"status":"FAILURE","message":"no"},)"
+                            R"("resourceData":{"transactionID":"T5"}}})"),
+                Upstream("200", std::nullopt, "no")),
+        Unknown("SuccessBodyWithHttp404", Answer(404, kDocumentedSuccess),
+                Upstream("404", std::nullopt,
+                         "fundTransfer successfully processed")),
+        Unknown("NeitherSuccessNorError", Answer(200, R"({"foo":1})"),
+                HttpOnly("200"))),
+    [](const auto& info) { return info.param.name; });
+
+TEST(InterpretPayoutAnswerTest, FillsEveryFieldOfTheDocumentedSuccess) {
+  const PayoutVerdict verdict =
+      InterpretPayoutAnswer(Answer(200, kDocumentedSuccess));
+  ASSERT_EQ(verdict.kind, Kind::kAccepted);
+  EXPECT_EQ(verdict.state, PayoutState::kAccepted);
+  EXPECT_EQ(verdict.transaction_id, "TERF920898");
+  EXPECT_EQ(verdict.transaction_reference_no, "505914786331");
+  EXPECT_EQ(verdict.upstream_status, "ACPT");
+  EXPECT_EQ(verdict.bank_beneficiary_name, "ABC");
+  EXPECT_TRUE(verdict.error.ok());
+}
+
+TEST(InterpretPayoutAnswerTest, KeepsWhatItCanOnUnknown) {
+  const PayoutVerdict verdict = InterpretPayoutAnswer(Answer(
+      200,
+      SuccessWith(
+          R"({"status":"HOLD","transactionID":"T9",)"
+          R"("transactionReferenceNo":505914786331,"beneficiaryName":"X Y"})")));
+  ASSERT_EQ(verdict.kind, Kind::kUnknown);
+  EXPECT_EQ(verdict.transaction_id, "T9");
+  EXPECT_EQ(verdict.transaction_reference_no, "505914786331");
+  EXPECT_EQ(verdict.bank_beneficiary_name, "X Y");
+  EXPECT_THAT(std::string(verdict.error.message()),
+              HasSubstr("will not be sent again"));
+}
+
+TEST(InterpretPayoutAnswerTest, MessagesCarryNoUpstreamText) {
+  // AOPay's message may echo personal data: it goes to metadata only.
+  const PayoutVerdict verdict = InterpretPayoutAnswer(
+      Answer(200, ErrorBody("\"409\"", "Beneficiary 100000011836 exists")));
+  EXPECT_THAT(std::string(verdict.error.message()),
+              testing::Not(HasSubstr("100000011836")));
+}
+
+// ---- Transport failures ----
+
+struct TransportCase {
+  std::string name;
+  absl::Status transport_error;
+  Kind kind;
+  absl::StatusCode code;
+  std::string reason;
+};
+
+class InterpretTransportFailureTest
+    : public testing::TestWithParam<TransportCase> {};
+
+TEST_P(InterpretTransportFailureTest, MatchesTheContract) {
+  const TransportCase& c = GetParam();
+  const PayoutVerdict verdict = InterpretTransportFailure(c.transport_error);
+  EXPECT_EQ(verdict.kind, c.kind);
+  EXPECT_EQ(verdict.error.code(), c.code);
+  const ErrorDetails details = GetErrorDetails(verdict.error);
+  EXPECT_EQ(details.reason, c.reason);
+  EXPECT_TRUE(details.metadata.empty());
+  if (c.kind == Kind::kNotSent) {
+    EXPECT_EQ(details.retry_delay, absl::Seconds(1));
+    EXPECT_THAT(std::string(verdict.error.message()), HasSubstr("not sent"));
+  } else {
+    EXPECT_EQ(verdict.state, PayoutState::kUnknown);
+    EXPECT_EQ(details.retry_delay, std::nullopt);
+    EXPECT_THAT(std::string(verdict.error.message()),
+                HasSubstr("outcome is unknown"));
+  }
+  EXPECT_THAT(std::string(verdict.error.message()),
+              testing::Not(HasSubstr("secret")));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, InterpretTransportFailureTest,
+    testing::Values(
+        TransportCase{"Unavailable",
+                      absl::UnavailableError(
+                          "could not connect to https://u:secret@aopay"),
+                      Kind::kNotSent, absl::StatusCode::kUnavailable,
+                      "UPSTREAM_UNAVAILABLE"},
+        TransportCase{"ResourceExhausted",
+                      absl::ResourceExhaustedError("queue full secret"),
+                      Kind::kNotSent, absl::StatusCode::kResourceExhausted,
+                      "OVERLOADED"},
+        TransportCase{"Cancelled", absl::CancelledError("secret shutdown"),
+                      Kind::kNotSent, absl::StatusCode::kUnavailable,
+                      "SHUTTING_DOWN"},
+        TransportCase{"DeadlineExceeded",
+                      absl::DeadlineExceededError("timeout secret"),
+                      Kind::kUnknown, absl::StatusCode::kDeadlineExceeded,
+                      "OUTCOME_UNKNOWN"},
+        TransportCase{"Unknown", absl::UnknownError("reset secret"),
+                      Kind::kUnknown, absl::StatusCode::kDeadlineExceeded,
+                      "OUTCOME_UNKNOWN"},
+        TransportCase{"Internal", absl::InternalError("tls secret"),
+                      Kind::kUnknown, absl::StatusCode::kDeadlineExceeded,
+                      "OUTCOME_UNKNOWN"}),
+    [](const auto& info) { return info.param.name; });
+
+// ---- Status words and status answers ----
+
+struct WordCase {
+  std::string word;
+  std::optional<PayoutState> state;
+};
+
+class MapStatusWordTest : public testing::TestWithParam<WordCase> {};
+
+TEST_P(MapStatusWordTest, MapsSection63) {
+  EXPECT_EQ(MapStatusWord(GetParam().word), GetParam().state)
+      << GetParam().word;
+}
+
+constexpr auto kSucceeded = PayoutState::kSucceeded;
+constexpr auto kFailed = PayoutState::kFailed;
+constexpr auto kReversed = PayoutState::kReversed;
+constexpr auto kAccepted = PayoutState::kAccepted;
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, MapStatusWordTest,
+    testing::Values(
+        WordCase{"SUCCESS", kSucceeded}, WordCase{"SUCCESSFUL", kSucceeded},
+        WordCase{"ACSC", kSucceeded}, WordCase{"COMPLETED", kSucceeded},
+        WordCase{"PROCESSED", kSucceeded}, WordCase{"success", kSucceeded},
+        WordCase{"Completed", kSucceeded}, WordCase{"FAILED", kFailed},
+        WordCase{"FAILURE", kFailed}, WordCase{"RJCT", kFailed},
+        WordCase{"REJECTED", kFailed}, WordCase{"rjct", kFailed},
+        WordCase{"REVERSED", kReversed}, WordCase{"RETURNED", kReversed},
+        WordCase{"Returned", kReversed}, WordCase{"ACPT", kAccepted},
+        WordCase{"PENDING", kAccepted}, WordCase{"PDNG", kAccepted},
+        WordCase{"PROCESSING", kAccepted}, WordCase{"IN_PROCESS", kAccepted},
+        WordCase{"in_process", kAccepted}, WordCase{"", std::nullopt},
+        WordCase{"ERROR", std::nullopt}, WordCase{"SUCCES", std::nullopt},
+        WordCase{"IN PROCESS", std::nullopt},
+        WordCase{"SUCCESS_X", std::nullopt},
+        WordCase{"ON_HOLD", std::nullopt}));
+
+struct StatusCase {
+  std::string name;
+  HttpAnswer answer;
+  std::optional<PayoutState> state;
+  std::string word;
+};
+
+class InterpretStatusAnswerTest : public testing::TestWithParam<StatusCase> {};
+
+TEST_P(InterpretStatusAnswerTest, FindsAndMapsTheWord) {
+  const StatusVerdict verdict = InterpretStatusAnswer(GetParam().answer);
+  EXPECT_EQ(verdict.state, GetParam().state);
+  EXPECT_EQ(verdict.word, GetParam().word);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, InterpretStatusAnswerTest,
+    testing::Values(
+        StatusCase{"KnownWrapper",
+                   Answer(200, SuccessWith(R"({"status":"SUCCESS"})")),
+                   kSucceeded, "SUCCESS"},
+        StatusCase{"DocumentedShapeStillAccepted",
+                   Answer(200, kDocumentedSuccess), kAccepted, "ACPT"},
+        StatusCase{
+            "OtherWrapper",
+            Answer(200, R"({"data":{"resourceData":{"status":"RJCT"}}})"),
+            kFailed, "RJCT"},
+        StatusCase{
+            "TopLevelResourceDataTransactionStatus",
+            Answer(200, R"({"resourceData":{"transactionStatus":"RETURNED"}})"),
+            kReversed, "RETURNED"},
+        StatusCase{"StatusBeatsTransactionStatus",
+                   Answer(200, R"({"resourceData":{"status":"ACSC",)"
+                               R"("transactionStatus":"FAILED"}})"),
+                   kSucceeded, "ACSC"},
+        StatusCase{"NonStringStatusIsSkipped",
+                   Answer(200, R"({"resourceData":{"status":3,)"
+                               R"("transactionStatus":"FAILED"}})"),
+                   kFailed, "FAILED"},
+        StatusCase{"ResourceDataBeatsTopLevel",
+                   Answer(200, R"({"status":"SUCCESS","resourceData":)"
+                               R"({"status":"PDNG"}})"),
+                   kAccepted, "PDNG"},
+        StatusCase{"TopLevelStatus", Answer(200, R"({"status":"PENDING"})"),
+                   kAccepted, "PENDING"},
+        StatusCase{"TopLevelStatuss", Answer(200, R"({"statuss":"Completed"})"),
+                   kSucceeded, "Completed"},
+        StatusCase{"StatusBeatsStatuss",
+                   Answer(200, R"({"status":"FAILED","statuss":"SUCCESS"})"),
+                   kFailed, "FAILED"},
+        StatusCase{"UnknownWord",
+                   Answer(200, R"({"resourceData":{"status":"ON_HOLD"}})"),
+                   std::nullopt, "ON_HOLD"},
+        StatusCase{"ErrorBodyIsNotUnderstood",
+                   Answer(200, ErrorBody("\"404\"", "No such transaction")),
+                   std::nullopt, "ERROR"},
+        StatusCase{"NoWord", Answer(200, R"({"foo":"bar"})"), std::nullopt, ""},
+        StatusCase{"Non2xx",
+                   Answer(500, R"({"resourceData":{"status":"SUCCESS"}})"),
+                   std::nullopt, ""},
+        StatusCase{"Http404",
+                   Answer(404, R"({"resourceData":{"status":"FAILED"}})"),
+                   std::nullopt, ""},
+        StatusCase{"Truncated",
+                   Answer(200, R"({"resourceData":{"status":"FAILED"}})", true),
+                   std::nullopt, ""},
+        StatusCase{"InvalidJson", Answer(200, R"({"status":)"), std::nullopt,
+                   ""},
+        StatusCase{"Empty", Answer(200, ""), std::nullopt, ""},
+        StatusCase{"Array", Answer(200, R"(["SUCCESS"])"), std::nullopt, ""},
+        StatusCase{"DeeplyNested", Answer(200, std::string(100'000, '[')),
+                   std::nullopt, ""}),
+    [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace aopay
