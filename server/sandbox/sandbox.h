@@ -1,0 +1,121 @@
+#ifndef AOPAY_SERVER_SANDBOX_SANDBOX_H_
+#define AOPAY_SERVER_SANDBOX_SANDBOX_H_
+
+// A stand-in for AOPay's payout API over real HTTP(S) (contract section 8),
+// for development, demos, tests and benchmarks. No money moves.
+//
+// It parses and builds AOPay's JSON with its own code, never the gateway's
+// codec, so that a codec bug shows up as a test failure instead of being
+// mirrored.
+//
+// Endpoints:
+//   POST /api/V6/Payout/AOPPayout        the documented payout call
+//   POST /api/V6/Payout/AOPPayoutStatus  {"transactionID","registrationID"}
+//
+// A payout is validated as AOPay would: 412 for an empty or non-JSON body
+// (or a Content-Type other than application/json), a non-object, or any of
+// the eight documented fields missing or not a string; then 403 for a
+// registrationID not in `registrations`; then 422 for a beneficiaryIFSC not
+// matching ^[A-Z]{4}0[A-Z0-9]{6}$. Then the last four digits of
+// accountNumber choose the answer:
+//   0403 0409 0412 0422  that documented error, HTTP status = subCode
+//   0429                 HTTP 429, empty body
+//   0500                 HTTP 500, an HTML page
+//   0502                 the connection is closed after the request is read;
+//                        no byte of an answer is sent
+//   0504                 success, but only after `slow`
+//   0601                 success; the status endpoint reports FAILED (at
+//                        once: `settle` does not apply)
+//   0602                 success; the status endpoint reports REVERSED (at
+//                        once)
+//   anything else        success; the status endpoint reports PENDING until
+//                        `settle` has passed since acceptance, then SUCCESS
+// Success is the documented body (contract 2.1) with a fresh 12-digit
+// transactionReferenceNo and a fresh "TERF..." transactionID.
+//
+// The status endpoint (whose answer AOPay does not document) answers
+//   {"status":"SUCCESS","message":...,"resourceData":{"transactionID":...,
+//    "transactionReferenceNo":...,"transactionStatus":"<WORD>"}}
+// with 412/403 as above and 404 {"status":"ERROR","subCode":"404",
+// "message":"Transaction not found"} for a transaction it did not accept for
+// that registration.
+//
+// Every POST received (either endpoint, valid or not, and any other path) is
+// counted and, with a journal, appended to it as one JSON line
+//   {"seq":N,"path":"/api/...","body":"<raw body>","received_unix_ms":N}
+// written to the file before the answer is produced.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace aopay {
+
+struct SandboxOptions {
+  // Address to listen on; port 0 picks a free port (see Sandbox::port()).
+  std::string host = "127.0.0.1";
+  int port = 8089;
+  // Registrations accepted; any other registrationID gets 403.
+  std::vector<std::string> registrations = {"AOP-SANDBOX"};
+  // Added before every answer of either endpoint (for benchmarks).
+  absl::Duration latency = absl::ZeroDuration();
+  // How long an account ending in 0504 waits for its answer.
+  absl::Duration slow = absl::Seconds(60);
+  // How long after acceptance the status endpoint keeps saying PENDING.
+  absl::Duration settle = absl::Seconds(2);
+  // File the journal is appended to; empty: no journal.
+  std::string journal_path;
+  // PEM certificate chain and private key: serve HTTPS instead of HTTP.
+  // Both or neither.
+  std::string tls_cert;
+  std::string tls_key;
+  // Worker threads. Each open connection holds one for its lifetime (idle
+  // keep-alive included), so this bounds the connections served at once;
+  // more wait for a free worker. Give it at least the client's connection
+  // pool size (for the gateway: --max_inflight).
+  int threads = 256;
+};
+
+// A running sandbox. Thread-safe: every method may be called from any
+// thread. Requests are served on the sandbox's own threads, concurrently.
+class Sandbox {
+ public:
+  // Checks `options`, opens the journal, binds and starts serving. Returns
+  // only once connections to port() are accepted. InvalidArgument for bad
+  // options, Unavailable when the address cannot be bound, another error
+  // when the journal cannot be opened.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Sandbox>> Start(
+      SandboxOptions options);
+
+  // Stops (see Stop()).
+  ~Sandbox();
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+
+  // The port actually bound (the chosen one when options.port was 0).
+  int port() const;
+  // "http://HOST:PORT" ("https://" with TLS); IPv6 hosts in brackets.
+  std::string base_url() const;
+  // POST requests received so far (each one journalled before it is
+  // answered).
+  int64_t requests_received() const;
+
+  // Stops accepting, cuts short every pending wait (latency, `slow`; those
+  // requests get no answer), closes every open connection and joins the
+  // sandbox's threads. Returns promptly. Idempotent.
+  void Stop();
+
+ private:
+  class Impl;
+  explicit Sandbox(std::unique_ptr<Impl> impl);
+
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace aopay
+
+#endif  // AOPAY_SERVER_SANDBOX_SANDBOX_H_
