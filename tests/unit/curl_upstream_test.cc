@@ -1,0 +1,973 @@
+#include "server/curl_upstream.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/aopay_codec.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace aopay {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class CurlEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
+    // The test servers write to sockets the client may have closed.
+    std::signal(SIGPIPE, SIG_IGN);
+  }
+  void TearDown() override { curl_global_cleanup(); }
+};
+[[maybe_unused]] ::testing::Environment* const kCurlEnvironment =
+    ::testing::AddGlobalTestEnvironment(new CurlEnvironment);
+
+constexpr absl::Duration kWait = absl::Seconds(10);
+
+// --- A tiny HTTP/1.1 server on raw sockets, with optional TLS. ---
+
+struct RawRequest {
+  std::string method;
+  std::string target;
+  std::string version;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowered
+  std::string body;
+  int connection = 0;  // which accepted connection, from 0
+  int index = 0;       // which request on that connection, from 0
+  int remote_port = 0;
+
+  std::optional<std::string> Header(absl::string_view name) const {
+    for (const auto& [key, value] : headers) {
+      if (key == name) return value;
+    }
+    return std::nullopt;
+  }
+};
+
+struct Reply {
+  int status = 200;
+  std::string body;
+};
+
+// Returns the reply, or nullopt to close the connection without answering.
+using Handler = std::function<std::optional<Reply>(const RawRequest&)>;
+
+class Gate {
+ public:
+  ~Gate() { Open(); }
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  void Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&open_));
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class RawServer {
+ public:
+  // `tls` is borrowed and must outlive the server; nullptr for plain HTTP.
+  explicit RawServer(Handler handler, SSL_CTX* tls = nullptr)
+      : handler_(std::move(handler)), tls_(tls) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = 0;
+    socklen_t length = sizeof(address);
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+        listen(listen_fd_, 64) != 0 ||
+        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address),
+                    &length) != 0) {
+      ADD_FAILURE() << "cannot listen on loopback";
+    }
+    port_ = ntohs(address.sin_port);
+    acceptor_ = std::thread([this] { AcceptLoop(); });
+  }
+
+  ~RawServer() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+      for (int fd : open_fds_) shutdown(fd, SHUT_RDWR);
+    }
+    shutdown(listen_fd_, SHUT_RDWR);
+    acceptor_.join();
+    for (std::thread& worker : workers_) worker.join();
+    close(listen_fd_);
+  }
+
+  int port() const { return port_; }
+  std::string url() const { return absl::StrCat("http://127.0.0.1:", port_); }
+  std::string https_url() const {
+    return absl::StrCat("https://127.0.0.1:", port_);
+  }
+
+  int connections() const {
+    absl::MutexLock lock(&mu_);
+    return connections_;
+  }
+  std::vector<RawRequest> requests() const {
+    absl::MutexLock lock(&mu_);
+    return requests_;
+  }
+  int CountBodies(absl::string_view body) const {
+    absl::MutexLock lock(&mu_);
+    int count = 0;
+    for (const RawRequest& request : requests_) count += request.body == body;
+    return count;
+  }
+  // Waits until `n` connections were accepted.
+  bool AwaitConnections(int n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      return connections_ >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), kWait);
+  }
+
+ private:
+  struct Connection {
+    int fd = -1;
+    SSL* ssl = nullptr;
+    ssize_t Read(char* buffer, size_t size) {
+      if (ssl != nullptr) return SSL_read(ssl, buffer, static_cast<int>(size));
+      return recv(fd, buffer, size, 0);
+    }
+    bool WriteAll(absl::string_view data) {
+      while (!data.empty()) {
+        const ssize_t written =
+            ssl != nullptr
+                ? SSL_write(ssl, data.data(), static_cast<int>(data.size()))
+                : send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+        if (written <= 0) return false;
+        data.remove_prefix(static_cast<size_t>(written));
+      }
+      return true;
+    }
+  };
+
+  void AcceptLoop() {
+    while (true) {
+      sockaddr_in peer{};
+      socklen_t length = sizeof(peer);
+      const int fd =
+          accept(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &length);
+      absl::MutexLock lock(&mu_);
+      if (fd < 0 || stopping_) {
+        if (fd >= 0) close(fd);
+        return;
+      }
+      open_fds_.push_back(fd);
+      const int index = connections_++;
+      workers_.emplace_back([this, fd, index, port = ntohs(peer.sin_port)] {
+        Serve(fd, index, port);
+      });
+    }
+  }
+
+  void Serve(int fd, int connection_index, int remote_port) {
+    Connection connection{fd, nullptr};
+    if (tls_ != nullptr) {
+      connection.ssl = SSL_new(tls_);
+      SSL_set_fd(connection.ssl, fd);
+      if (SSL_accept(connection.ssl) != 1) {
+        SSL_free(connection.ssl);
+        connection.ssl = nullptr;
+        Close(fd);
+        return;
+      }
+    }
+    std::string buffer;
+    for (int index = 0;; ++index) {
+      std::optional<RawRequest> request = ReadRequest(connection, buffer);
+      if (!request.has_value()) break;
+      request->connection = connection_index;
+      request->index = index;
+      request->remote_port = remote_port;
+      {
+        absl::MutexLock lock(&mu_);
+        requests_.push_back(*request);
+      }
+      std::optional<Reply> reply = handler_(*request);
+      if (!reply.has_value()) break;
+      // One write: a second small one would wait for a delayed ACK.
+      const std::string answer = absl::StrCat(
+          "HTTP/1.1 ", reply->status, " Whatever\r\n",
+          "Content-Type: application/json\r\n",
+          "Content-Length: ", reply->body.size(), "\r\n\r\n", reply->body);
+      if (!connection.WriteAll(answer)) break;
+    }
+    if (connection.ssl != nullptr) SSL_free(connection.ssl);
+    Close(fd);
+  }
+
+  void Close(int fd) {
+    absl::MutexLock lock(&mu_);
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+    open_fds_.erase(std::find(open_fds_.begin(), open_fds_.end(), fd));
+  }
+
+  static std::optional<RawRequest> ReadRequest(Connection& connection,
+                                               std::string& buffer) {
+    char chunk[16384];
+    size_t head_end;
+    while ((head_end = buffer.find("\r\n\r\n")) == std::string::npos) {
+      const ssize_t got = connection.Read(chunk, sizeof(chunk));
+      if (got <= 0) return std::nullopt;
+      buffer.append(chunk, static_cast<size_t>(got));
+    }
+    RawRequest request;
+    std::vector<std::string> lines =
+        absl::StrSplit(buffer.substr(0, head_end), "\r\n");
+    std::vector<std::string> first = absl::StrSplit(lines[0], ' ');
+    if (first.size() != 3) return std::nullopt;
+    request.method = first[0];
+    request.target = first[1];
+    request.version = first[2];
+    size_t content_length = 0;
+    for (size_t i = 1; i < lines.size(); ++i) {
+      const size_t colon = lines[i].find(':');
+      if (colon == std::string::npos) continue;
+      std::string name = absl::AsciiStrToLower(lines[i].substr(0, colon));
+      std::string value(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
+      if (name == "content-length" &&
+          !absl::SimpleAtoi(value, &content_length)) {
+        return std::nullopt;
+      }
+      request.headers.emplace_back(std::move(name), std::move(value));
+    }
+    buffer.erase(0, head_end + 4);
+    while (buffer.size() < content_length) {
+      const ssize_t got = connection.Read(chunk, sizeof(chunk));
+      if (got <= 0) return std::nullopt;
+      buffer.append(chunk, static_cast<size_t>(got));
+    }
+    request.body = buffer.substr(0, content_length);
+    buffer.erase(0, content_length);
+    return request;
+  }
+
+  const Handler handler_;
+  SSL_CTX* const tls_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::thread acceptor_;
+
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int connections_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> open_fds_ ABSL_GUARDED_BY(mu_);
+  std::vector<RawRequest> requests_ ABSL_GUARDED_BY(mu_);
+  // Written by the acceptor only; joined after it.
+  std::vector<std::thread> workers_;
+};
+
+Handler AnswerOk(std::string body = R"({"ok":true})") {
+  return [body](const RawRequest&) { return Reply{200, body}; };
+}
+
+// Holds every request until opened, counting the handlers waiting at once.
+class GatedServer {
+ public:
+  GatedServer() : server_([this](const RawRequest&) { return Hold(); }) {}
+  // Opens the gate first so that the server's threads can be joined.
+  ~GatedServer() { gate_.Open(); }
+
+  void Open() { gate_.Open(); }
+  RawServer& raw() { return server_; }
+  std::string url() const { return server_.url(); }
+  int waiting() const {
+    absl::MutexLock lock(&mu_);
+    return waiting_;
+  }
+  int peak() const {
+    absl::MutexLock lock(&mu_);
+    return peak_;
+  }
+
+ private:
+  std::optional<Reply> Hold() {
+    {
+      absl::MutexLock lock(&mu_);
+      peak_ = std::max(peak_, ++waiting_);
+    }
+    gate_.Wait();
+    absl::MutexLock lock(&mu_);
+    --waiting_;
+    return Reply{200, "{}"};
+  }
+
+  mutable absl::Mutex mu_;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  int peak_ ABSL_GUARDED_BY(mu_) = 0;
+  Gate gate_;
+  RawServer server_;  // last: its threads use the members above
+};
+
+// --- Collecting callbacks. ---
+
+// One call's callback; checks it runs exactly once and not on the poster's
+// thread (Post must never run it inline).
+class Call {
+ public:
+  static UpstreamClient::Callback Track(std::shared_ptr<Call> call) {
+    call->poster_ = std::this_thread::get_id();
+    return [call](absl::StatusOr<HttpAnswer> result) {
+      absl::MutexLock lock(&call->mu_);
+      if (++call->calls_ == 1) call->result_ = std::move(result);
+      call->inline_ |= std::this_thread::get_id() == call->poster_;
+    };
+  }
+
+  // The result, after checking the callback ran exactly once.
+  absl::StatusOr<HttpAnswer> Result() {
+    absl::MutexLock lock(&mu_);
+    auto called = [this]()
+                      ABSL_SHARED_LOCKS_REQUIRED(mu_) { return calls_ > 0; };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&called), kWait)) {
+      ADD_FAILURE() << "callback did not run";
+      return absl::InternalError("callback did not run");
+    }
+    EXPECT_EQ(calls_, 1);
+    EXPECT_FALSE(inline_) << "callback ran inside Post";
+    return result_;
+  }
+
+  bool Done() {
+    absl::MutexLock lock(&mu_);
+    return calls_ > 0;
+  }
+
+  int calls() {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+  bool inline_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusOr<HttpAnswer> result_ ABSL_GUARDED_BY(mu_) =
+      absl::InternalError("unset");
+  std::thread::id poster_;
+};
+
+std::shared_ptr<Call> Send(CurlUpstream& client, std::string body,
+                           bool idempotent = false,
+                           std::string path = std::string(kPayoutPath)) {
+  auto call = std::make_shared<Call>();
+  client.Post(UpstreamRequest{std::move(path), std::move(body), idempotent},
+              Call::Track(call));
+  return call;
+}
+
+absl::StatusOr<HttpAnswer> PostAndWait(CurlUpstream& client, std::string body,
+                                       bool idempotent = false) {
+  return Send(client, std::move(body), idempotent)->Result();
+}
+
+std::unique_ptr<CurlUpstream> MakeClient(CurlUpstreamOptions options) {
+  absl::StatusOr<std::unique_ptr<CurlUpstream>> client =
+      CurlUpstream::Create(std::move(options));
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
+
+std::unique_ptr<CurlUpstream> MakeClient(const std::string& base_url) {
+  CurlUpstreamOptions options;
+  options.base_url = base_url;
+  options.timeout = kWait;
+  return MakeClient(std::move(options));
+}
+
+// Polls an observable condition until it holds or `kWait` passes.
+bool Eventually(const std::function<bool()>& condition) {
+  const absl::Time deadline = absl::Now() + kWait;
+  while (!condition()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+// --- Answers. ---
+
+TEST(CurlUpstreamTest, SendsAJsonPostAndReturnsTheAnswer) {
+  RawServer server(AnswerOk(R"({"status":"ACPT"})"));
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, R"({"a":"1"})");
+
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->http_status, 200);
+  EXPECT_EQ(answer->body, R"({"status":"ACPT"})");
+  EXPECT_FALSE(answer->truncated);
+  std::vector<RawRequest> requests = server.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].method, "POST");
+  EXPECT_EQ(requests[0].target, kPayoutPath);
+  EXPECT_EQ(requests[0].version, "HTTP/1.1");
+  EXPECT_EQ(requests[0].Header("content-type"), "application/json");
+  EXPECT_EQ(requests[0].Header("expect"), std::nullopt);
+  EXPECT_EQ(requests[0].body, R"({"a":"1"})");
+}
+
+TEST(CurlUpstreamTest, JoinsBaseUrlAndPathWithOneSlash) {
+  RawServer server(AnswerOk());
+  std::unique_ptr<CurlUpstream> client =
+      MakeClient(absl::StrCat(server.url(), "/prefix/"));
+  ASSERT_NE(client, nullptr);
+
+  ASSERT_TRUE(Send(*client, "{}", false, "/x")->Result().ok());
+  ASSERT_TRUE(Send(*client, "{}", false, "y")->Result().ok());
+
+  std::vector<RawRequest> requests = server.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].target, "/prefix/x");
+  EXPECT_EQ(requests[1].target, "/prefix/y");
+}
+
+TEST(CurlUpstreamTest, HttpErrorStatusesAreValuesWithTheirBody) {
+  for (int status : {400, 403, 409, 412, 422, 429, 500, 502, 503}) {
+    SCOPED_TRACE(status);
+    const std::string body = absl::StrCat(R"({"code":)", status, "}");
+    RawServer server([&](const RawRequest&) { return Reply{status, body}; });
+    std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+    ASSERT_NE(client, nullptr);
+
+    absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, "{}");
+
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->http_status, status);
+    EXPECT_EQ(answer->body, body);
+    EXPECT_FALSE(answer->truncated);
+  }
+}
+
+TEST(CurlUpstreamTest, BodyOfExactlyTheCapIsKeptWhole) {
+  const std::string body(kMaxAnswerBytes, 'x');
+  RawServer server(AnswerOk(body));
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, "{}");
+
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_FALSE(answer->truncated);
+  EXPECT_EQ(answer->body.size(), kMaxAnswerBytes);
+}
+
+TEST(CurlUpstreamTest, LongerBodyIsCutToTheCapAndMarkedTruncated) {
+  std::string body;
+  for (int i = 0; body.size() < 2 * kMaxAnswerBytes; ++i) {
+    absl::StrAppend(&body, i, ",");
+  }
+  RawServer server([&](const RawRequest&) { return Reply{503, body}; });
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, "{}");
+
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->http_status, 503);
+  EXPECT_TRUE(answer->truncated);
+  EXPECT_EQ(answer->body.size(), kMaxAnswerBytes);
+  EXPECT_TRUE(answer->body == body.substr(0, kMaxAnswerBytes));
+}
+
+// --- Failures: certainly not sent. ---
+
+int ClosedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&address), length), 0);
+  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+TEST(CurlUpstreamTest, RefusedConnectionIsUnavailable) {
+  std::unique_ptr<CurlUpstream> client =
+      MakeClient(absl::StrCat("http://127.0.0.1:", ClosedPort()));
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer =
+      Send(*client, R"({"account":"SECRET-BODY"})", false,
+           "/path?token=SECRET-QUERY")
+          ->Result();
+
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable)
+      << answer.status();
+  EXPECT_THAT(answer.status().message(), Not(HasSubstr("SECRET")));
+}
+
+// A server that accepts TCP but never speaks TLS holds an https client in
+// the handshake, before any request byte.
+TEST(CurlUpstreamTest, ConnectTimeoutBeforeSendingIsUnavailable) {
+  RawServer silent(AnswerOk());
+  CurlUpstreamOptions options;
+  options.base_url = silent.https_url();
+  options.timeout = absl::Milliseconds(300);
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, "{}");
+
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable)
+      << answer.status();
+  EXPECT_TRUE(silent.requests().empty());
+}
+
+// --- Failures: may have been sent. ---
+
+TEST(CurlUpstreamTest, TimeoutAfterTheServerReadTheRequestIsDeadlineExceeded) {
+  GatedServer server;
+  CurlUpstreamOptions options;
+  options.base_url = server.url();
+  options.timeout = absl::Milliseconds(300);
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer =
+      PostAndWait(*client, R"({"account":"SECRET-BODY"})");
+
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << answer.status();
+  EXPECT_THAT(answer.status().message(), Not(HasSubstr("SECRET")));
+  EXPECT_EQ(server.raw().requests().size(), 1u);
+  server.Open();
+}
+
+TEST(CurlUpstreamTest, ConnectionClosedWithoutAnswerIsUnknown) {
+  RawServer server([](const RawRequest&) { return std::nullopt; });
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, R"({"n":"B"})");
+
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnknown)
+      << answer.status();
+  // A fresh connection: libcurl does not re-send here.
+  EXPECT_EQ(server.CountBodies(R"({"n":"B"})"), 1);
+}
+
+// The at-most-once hazard: libcurl silently re-sends a request on a fresh
+// connection when a reused keep-alive connection closes before any answer
+// byte (Curl_retry_request). The server answers the first request on each
+// connection and swallows the second one, closing without an answer.
+Handler AnswerFirstSwallowSecond() {
+  return [](const RawRequest& request) -> std::optional<Reply> {
+    if (request.index == 0) return Reply{200, R"({"ok":true})"};
+    return std::nullopt;
+  };
+}
+
+TEST(CurlUpstreamTest, PayoutIsNeverResentAfterAReusedConnectionDies) {
+  RawServer server(AnswerFirstSwallowSecond());
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  ASSERT_TRUE(PostAndWait(*client, R"({"n":"A"})").ok());
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, R"({"n":"B"})");
+
+  EXPECT_EQ(server.CountBodies(R"({"n":"B"})"), 1);
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnknown)
+      << (answer.ok() ? "answered" : answer.status().ToString());
+  std::vector<RawRequest> requests = server.requests();
+  ASSERT_GE(requests.size(), 2u);
+  EXPECT_EQ(requests[1].connection, 0) << "B did not reuse A's connection";
+}
+
+// Pins what libcurl 7.88 does when the transport may retry: it re-sends B on
+// a fresh connection, which the server answers. Fine for an idempotent call;
+// the reason payouts must not let it.
+TEST(CurlUpstreamTest,
+     IdempotentCallIsResentByLibcurlAfterAReusedConnectionDies) {
+  RawServer server(AnswerFirstSwallowSecond());
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  ASSERT_TRUE(PostAndWait(*client, R"({"n":"A"})", true).ok());
+  absl::StatusOr<HttpAnswer> answer =
+      PostAndWait(*client, R"({"n":"B"})", true);
+
+  EXPECT_EQ(server.CountBodies(R"({"n":"B"})"), 2);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->http_status, 200);
+}
+
+// --- Connections. ---
+
+TEST(CurlUpstreamTest, SequentialCallsReuseAKeptAliveConnection) {
+  RawServer server(AnswerOk());
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(PostAndWait(*client, absl::StrCat(R"({"i":")", i, "\"}")).ok());
+  }
+
+  EXPECT_EQ(server.requests().size(), 20u);
+  // One, unless the machine stalled for seconds between two calls.
+  EXPECT_LE(server.connections(), 2);
+}
+
+// Payouts skip a kept-alive connection idle for 2 s or more (MAXAGE_CONN);
+// other calls still take it.
+TEST(CurlUpstreamTest, PayoutSkipsAConnectionIdleForTwoSeconds) {
+  RawServer server(AnswerOk());
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  ASSERT_TRUE(PostAndWait(*client, "{}", /*idempotent=*/true).ok());
+  absl::SleepFor(absl::Milliseconds(2100));  // the idle time under test
+  ASSERT_TRUE(PostAndWait(*client, "{}", /*idempotent=*/true).ok());
+  EXPECT_EQ(server.connections(), 1);
+  absl::SleepFor(absl::Milliseconds(2100));
+  ASSERT_TRUE(PostAndWait(*client, "{}", /*idempotent=*/false).ok());
+  EXPECT_EQ(server.connections(), 2);
+}
+
+// --- Slots and queue. ---
+
+TEST(CurlUpstreamTest, NeverMoreThanMaxInflightOnTheWire) {
+  GatedServer server;
+  CurlUpstreamOptions options;
+  options.base_url = server.url();
+  options.max_inflight = 4;
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+
+  std::vector<std::shared_ptr<Call>> calls;
+  for (int i = 0; i < 16; ++i) {
+    calls.push_back(Send(*client, absl::StrCat(i)));
+  }
+  ASSERT_TRUE(Eventually([&] { return server.waiting() == 4; }));
+  EXPECT_EQ(client->InFlight(), 4u);
+  EXPECT_EQ(client->Queued(), 12u);
+  server.Open();
+  for (auto& call : calls) EXPECT_TRUE(call->Result().ok());
+
+  EXPECT_EQ(server.peak(), 4);
+  EXPECT_EQ(client->InFlight(), 0u);
+  EXPECT_EQ(client->Queued(), 0u);
+  EXPECT_EQ(server.raw().requests().size(), 16u);
+}
+
+TEST(CurlUpstreamTest, FullQueueIsResourceExhaustedAndNothingIsSent) {
+  GatedServer server;
+  CurlUpstreamOptions options;
+  options.base_url = server.url();
+  options.max_inflight = 1;
+  options.max_queue = 1;
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+
+  std::shared_ptr<Call> first = Send(*client, "first");
+  std::shared_ptr<Call> second = Send(*client, "second");
+  std::shared_ptr<Call> third = Send(*client, "third");
+
+  // Answered while the first call still holds the only slot.
+  EXPECT_EQ(third->Result().status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(first->Done());
+  server.Open();
+  EXPECT_TRUE(first->Result().ok());
+  EXPECT_TRUE(second->Result().ok());
+  EXPECT_EQ(server.raw().CountBodies("third"), 0);
+  EXPECT_EQ(server.raw().requests().size(), 2u);
+}
+
+// --- Shutdown. ---
+
+TEST(CurlUpstreamTest, ShutdownLetsStartedAndQueuedCallsFinishWithinGrace) {
+  GatedServer server;
+  CurlUpstreamOptions options;
+  options.base_url = server.url();
+  options.max_inflight = 1;
+  options.max_queue = 1;
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+  std::shared_ptr<Call> started = Send(*client, "started");
+  std::shared_ptr<Call> queued = Send(*client, "queued");
+  ASSERT_TRUE(Eventually([&] { return server.raw().requests().size() == 1; }));
+
+  std::thread stopper([&] { client->Shutdown(absl::Seconds(30)); });
+  // A probe is refused as overloaded until Shutdown begins, then cancelled.
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<HttpAnswer> probe = PostAndWait(*client, "probe");
+    EXPECT_THAT(probe.status().code(),
+                ::testing::AnyOf(absl::StatusCode::kResourceExhausted,
+                                 absl::StatusCode::kCancelled));
+    return probe.status().code() == absl::StatusCode::kCancelled;
+  }));
+  server.Open();
+  stopper.join();
+
+  EXPECT_TRUE(started->Done());
+  EXPECT_TRUE(queued->Done());
+  EXPECT_TRUE(started->Result().ok());
+  EXPECT_TRUE(queued->Result().ok());
+  EXPECT_EQ(server.raw().CountBodies("probe"), 0);
+  EXPECT_EQ(PostAndWait(*client, "late").status().code(),
+            absl::StatusCode::kCancelled);
+}
+
+TEST(CurlUpstreamTest, AfterGraceQueuedCallsAreCancelledAndStartedAborted) {
+  GatedServer server;
+  CurlUpstreamOptions options;
+  options.base_url = server.url();
+  options.max_inflight = 1;
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+  std::shared_ptr<Call> started = Send(*client, "started");
+  std::shared_ptr<Call> queued = Send(*client, "queued");
+  ASSERT_TRUE(Eventually([&] { return server.raw().requests().size() == 1; }));
+
+  client->Shutdown(absl::Milliseconds(200));
+
+  EXPECT_TRUE(started->Done());
+  EXPECT_TRUE(queued->Done());
+  EXPECT_EQ(started->Result().status().code(), absl::StatusCode::kUnknown);
+  EXPECT_EQ(queued->Result().status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(client->InFlight(), 0u);
+  EXPECT_EQ(client->Queued(), 0u);
+  client->Shutdown(absl::Seconds(30));  // idempotent: returns at once
+  EXPECT_EQ(PostAndWait(*client, "late").status().code(),
+            absl::StatusCode::kCancelled);
+  server.Open();
+  EXPECT_EQ(server.raw().CountBodies("queued"), 0);
+  EXPECT_EQ(server.raw().CountBodies("late"), 0);
+}
+
+// Aborted in the TLS handshake, the call had not been sent.
+TEST(CurlUpstreamTest, ShutdownAbortingACallNotYetSentCancelsIt) {
+  RawServer silent(AnswerOk());
+  std::unique_ptr<CurlUpstream> client = MakeClient(silent.https_url());
+  ASSERT_NE(client, nullptr);
+  std::shared_ptr<Call> connecting = Send(*client, "{}");
+  ASSERT_TRUE(silent.AwaitConnections(1));
+
+  client->Shutdown(absl::ZeroDuration());
+
+  EXPECT_EQ(connecting->Result().status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(CurlUpstreamTest, DestroyingTheClientRunsEveryPendingCallback) {
+  GatedServer server;
+  CurlUpstreamOptions options;
+  options.base_url = server.url();
+  options.max_inflight = 2;
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+  std::vector<std::shared_ptr<Call>> calls;
+  for (int i = 0; i < 6; ++i) calls.push_back(Send(*client, absl::StrCat(i)));
+  ASSERT_TRUE(Eventually([&] { return server.raw().requests().size() == 2; }));
+
+  client.reset();
+
+  int unknown = 0;
+  int cancelled = 0;
+  for (auto& call : calls) {
+    EXPECT_EQ(call->calls(), 1);
+    const absl::StatusCode code = call->Result().status().code();
+    unknown += code == absl::StatusCode::kUnknown;
+    cancelled += code == absl::StatusCode::kCancelled;
+  }
+  EXPECT_EQ(unknown, 2);
+  EXPECT_EQ(cancelled, 4);
+  server.Open();
+}
+
+// --- Options. ---
+
+struct UrlCase {
+  std::string url;
+  bool accepted;
+};
+
+class UrlPolicyTest : public ::testing::TestWithParam<UrlCase> {};
+
+TEST_P(UrlPolicyTest, AcceptsHttpsAnywhereAndHttpOnLoopback) {
+  CurlUpstreamOptions options;
+  options.base_url = GetParam().url;
+  absl::StatusOr<std::unique_ptr<CurlUpstream>> client =
+      CurlUpstream::Create(options);
+  if (GetParam().accepted) {
+    EXPECT_TRUE(client.ok()) << client.status();
+  } else {
+    EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(client.status().message(), Not(HasSubstr("\n")));
+    EXPECT_FALSE(client.status().message().empty());
+  }
+}
+
+// Creating a client connects nowhere, so these hosts are never contacted.
+INSTANTIATE_TEST_SUITE_P(
+    Urls, UrlPolicyTest,
+    ::testing::Values(UrlCase{"http://127.0.0.1:8089", true},
+                      UrlCase{"http://127.3.2.1", true},
+                      UrlCase{"http://localhost:8089/", true},
+                      UrlCase{"http://LOCALHOST", true},
+                      UrlCase{"http://[::1]:8089", true},
+                      UrlCase{"https://payout.aopay.co.in", true},
+                      UrlCase{"https://10.0.0.1/api", true},
+                      UrlCase{"http://10.0.0.1", false},
+                      UrlCase{"http://payout.aopay.co.in", false},
+                      UrlCase{"http://128.0.0.1", false},
+                      UrlCase{"http://127.0.0.1.example.com", false},
+                      UrlCase{"http://localhost.example.com", false},
+                      UrlCase{"http://[::2]", false},
+                      UrlCase{"ftp://127.0.0.1", false},
+                      UrlCase{"127.0.0.1:8089", false}, UrlCase{"", false},
+                      UrlCase{"https://user:pw@payout.aopay.co.in", false},
+                      UrlCase{"https://payout.aopay.co.in/?key=1", false},
+                      UrlCase{"https://payout.aopay.co.in/#frag", false}));
+
+TEST(CurlUpstreamTest, RejectsBadLimits) {
+  CurlUpstreamOptions options;
+  options.base_url = "https://payout.aopay.co.in";
+  options.max_inflight = 0;
+  EXPECT_EQ(CurlUpstream::Create(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.max_inflight = 1;
+  options.timeout = absl::ZeroDuration();
+  EXPECT_EQ(CurlUpstream::Create(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.timeout = absl::Seconds(1);
+  options.ca_file = "/nonexistent/ca.pem";
+  EXPECT_EQ(CurlUpstream::Create(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// --- HTTPS. ---
+
+// A throwaway self-signed certificate for 127.0.0.1.
+class TlsFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    key_ = EVP_EC_gen("P-256");
+    ASSERT_NE(key_, nullptr);
+    cert_ = X509_new();
+    ASSERT_NE(cert_, nullptr);
+    X509_set_version(cert_, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert_), 1);
+    X509_gmtime_adj(X509_getm_notBefore(cert_), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert_), 24 * 3600);
+    X509_set_pubkey(cert_, key_);
+    X509_NAME* name = X509_get_subject_name(cert_);
+    X509_NAME_add_entry_by_txt(
+        name, "CN", MBSTRING_ASC,
+        reinterpret_cast<const unsigned char*>("curl-upstream-test"), -1, -1,
+        0);
+    X509_set_issuer_name(cert_, name);
+    X509V3_CTX context;
+    X509V3_set_ctx_nodb(&context);
+    X509V3_set_ctx(&context, cert_, cert_, nullptr, nullptr, 0);
+    X509_EXTENSION* san = X509V3_EXT_conf_nid(
+        nullptr, &context, NID_subject_alt_name, "IP:127.0.0.1");
+    ASSERT_NE(san, nullptr);
+    X509_add_ext(cert_, san, -1);
+    X509_EXTENSION_free(san);
+    ASSERT_GT(X509_sign(cert_, key_, EVP_sha256()), 0);
+
+    ca_file_ = absl::StrCat(::testing::TempDir(), "curl_upstream_test_ca_",
+                            getpid(), ".pem");
+    FILE* file = std::fopen(ca_file_.c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    EXPECT_EQ(PEM_write_X509(file, cert_), 1);
+    std::fclose(file);
+
+    tls_ = SSL_CTX_new(TLS_server_method());
+    ASSERT_NE(tls_, nullptr);
+    ASSERT_EQ(SSL_CTX_use_certificate(tls_, cert_), 1);
+    ASSERT_EQ(SSL_CTX_use_PrivateKey(tls_, key_), 1);
+  }
+
+  void TearDown() override {
+    std::remove(ca_file_.c_str());
+    SSL_CTX_free(tls_);
+    X509_free(cert_);
+    EVP_PKEY_free(key_);
+  }
+
+  EVP_PKEY* key_ = nullptr;
+  X509* cert_ = nullptr;
+  SSL_CTX* tls_ = nullptr;
+  std::string ca_file_;
+};
+
+TEST_F(TlsFixture, HttpsWithTheServersCaSucceeds) {
+  RawServer server(AnswerOk(R"({"tls":true})"), tls_);
+  CurlUpstreamOptions options;
+  options.base_url = server.https_url();
+  options.ca_file = ca_file_;
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, "{}");
+
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->http_status, 200);
+  EXPECT_EQ(answer->body, R"({"tls":true})");
+  EXPECT_EQ(server.requests().size(), 1u);
+}
+
+TEST_F(TlsFixture, HttpsWithAnUntrustedCertificateIsUnavailable) {
+  RawServer server(AnswerOk(), tls_);
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.https_url());
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, "{}");
+
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable)
+      << answer.status();
+  EXPECT_TRUE(server.requests().empty());
+}
+
+}  // namespace
+}  // namespace aopay
