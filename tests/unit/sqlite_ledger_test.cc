@@ -1,0 +1,1364 @@
+#include "server/sqlite_ledger.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/errors.h"
+#include "common/payout.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace aopay {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+constexpr absl::string_view kRegistration = "AOP-554";
+
+// ---------------------------------------------------------------------------
+// A VFS that wraps the default one and fails writes or syncs on demand.
+
+struct Faults {
+  std::atomic<bool> fail_writes{false};
+  std::atomic<bool> fail_syncs{false};
+  std::atomic<int> write_error{SQLITE_IOERR_WRITE};
+  // Only the -wal file fails: the main file (its header, checkpoints) works.
+  std::atomic<bool> wal_only{false};
+};
+
+Faults& TheFaults() {
+  static Faults* faults = new Faults;
+  return *faults;
+}
+
+sqlite3_vfs* base_vfs = nullptr;
+
+struct FaultFile {
+  sqlite3_file base;
+  sqlite3_file* real;  // the default VFS's file, right after this struct
+  bool is_wal;
+};
+
+sqlite3_file* Real(sqlite3_file* file) {
+  return reinterpret_cast<FaultFile*>(file)->real;
+}
+
+int FaultClose(sqlite3_file* f) { return Real(f)->pMethods->xClose(Real(f)); }
+int FaultRead(sqlite3_file* f, void* data, int n, sqlite3_int64 offset) {
+  return Real(f)->pMethods->xRead(Real(f), data, n, offset);
+}
+bool Faulty(sqlite3_file* f) {
+  return !TheFaults().wal_only.load() ||
+         reinterpret_cast<FaultFile*>(f)->is_wal;
+}
+
+int FaultWrite(sqlite3_file* f, const void* data, int n, sqlite3_int64 offset) {
+  if (TheFaults().fail_writes.load() && Faulty(f)) {
+    return TheFaults().write_error.load();
+  }
+  return Real(f)->pMethods->xWrite(Real(f), data, n, offset);
+}
+int FaultTruncate(sqlite3_file* f, sqlite3_int64 size) {
+  return Real(f)->pMethods->xTruncate(Real(f), size);
+}
+int FaultSync(sqlite3_file* f, int flags) {
+  if (TheFaults().fail_syncs.load() && Faulty(f)) return SQLITE_IOERR_FSYNC;
+  return Real(f)->pMethods->xSync(Real(f), flags);
+}
+int FaultFileSize(sqlite3_file* f, sqlite3_int64* size) {
+  return Real(f)->pMethods->xFileSize(Real(f), size);
+}
+int FaultLock(sqlite3_file* f, int level) {
+  return Real(f)->pMethods->xLock(Real(f), level);
+}
+int FaultUnlock(sqlite3_file* f, int level) {
+  return Real(f)->pMethods->xUnlock(Real(f), level);
+}
+int FaultCheckReservedLock(sqlite3_file* f, int* out) {
+  return Real(f)->pMethods->xCheckReservedLock(Real(f), out);
+}
+int FaultFileControl(sqlite3_file* f, int op, void* arg) {
+  return Real(f)->pMethods->xFileControl(Real(f), op, arg);
+}
+int FaultSectorSize(sqlite3_file* f) {
+  return Real(f)->pMethods->xSectorSize(Real(f));
+}
+int FaultDeviceCharacteristics(sqlite3_file* f) {
+  return Real(f)->pMethods->xDeviceCharacteristics(Real(f));
+}
+int FaultShmMap(sqlite3_file* f, int region, int size, int extend,
+                void volatile** out) {
+  return Real(f)->pMethods->xShmMap(Real(f), region, size, extend, out);
+}
+int FaultShmLock(sqlite3_file* f, int offset, int n, int flags) {
+  return Real(f)->pMethods->xShmLock(Real(f), offset, n, flags);
+}
+void FaultShmBarrier(sqlite3_file* f) {
+  Real(f)->pMethods->xShmBarrier(Real(f));
+}
+int FaultShmUnmap(sqlite3_file* f, int delete_flag) {
+  return Real(f)->pMethods->xShmUnmap(Real(f), delete_flag);
+}
+int FaultFetch(sqlite3_file* f, sqlite3_int64 offset, int n, void** out) {
+  return Real(f)->pMethods->xFetch(Real(f), offset, n, out);
+}
+int FaultUnfetch(sqlite3_file* f, sqlite3_int64 offset, void* p) {
+  return Real(f)->pMethods->xUnfetch(Real(f), offset, p);
+}
+
+const sqlite3_io_methods kFaultIo = {
+    3,
+    FaultClose,
+    FaultRead,
+    FaultWrite,
+    FaultTruncate,
+    FaultSync,
+    FaultFileSize,
+    FaultLock,
+    FaultUnlock,
+    FaultCheckReservedLock,
+    FaultFileControl,
+    FaultSectorSize,
+    FaultDeviceCharacteristics,
+    FaultShmMap,
+    FaultShmLock,
+    FaultShmBarrier,
+    FaultShmUnmap,
+    FaultFetch,
+    FaultUnfetch,
+};
+
+int FaultOpen(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file,
+              int flags, int* out_flags) {
+  FaultFile* fault = reinterpret_cast<FaultFile*>(file);
+  fault->real = reinterpret_cast<sqlite3_file*>(fault + 1);
+  fault->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+  const int rc = base_vfs->xOpen(base_vfs, name, fault->real, flags, out_flags);
+  // SQLite closes a file whose pMethods is set even when xOpen failed.
+  fault->base.pMethods = fault->real->pMethods != nullptr ? &kFaultIo : nullptr;
+  return rc;
+}
+int FaultDelete(sqlite3_vfs*, const char* name, int sync_dir) {
+  return base_vfs->xDelete(base_vfs, name, sync_dir);
+}
+int FaultAccess(sqlite3_vfs*, const char* name, int flags, int* out) {
+  return base_vfs->xAccess(base_vfs, name, flags, out);
+}
+int FaultFullPathname(sqlite3_vfs*, const char* name, int n, char* out) {
+  return base_vfs->xFullPathname(base_vfs, name, n, out);
+}
+void* FaultDlOpen(sqlite3_vfs*, const char* name) {
+  return base_vfs->xDlOpen(base_vfs, name);
+}
+void FaultDlError(sqlite3_vfs*, int n, char* out) {
+  base_vfs->xDlError(base_vfs, n, out);
+}
+void (*FaultDlSym(sqlite3_vfs*, void* handle, const char* symbol))(void) {
+  return base_vfs->xDlSym(base_vfs, handle, symbol);
+}
+void FaultDlClose(sqlite3_vfs*, void* handle) {
+  base_vfs->xDlClose(base_vfs, handle);
+}
+int FaultRandomness(sqlite3_vfs*, int n, char* out) {
+  return base_vfs->xRandomness(base_vfs, n, out);
+}
+int FaultSleep(sqlite3_vfs*, int micros) {
+  return base_vfs->xSleep(base_vfs, micros);
+}
+int FaultCurrentTime(sqlite3_vfs*, double* out) {
+  return base_vfs->xCurrentTime(base_vfs, out);
+}
+int FaultGetLastError(sqlite3_vfs*, int n, char* out) {
+  return base_vfs->xGetLastError(base_vfs, n, out);
+}
+int FaultCurrentTimeInt64(sqlite3_vfs*, sqlite3_int64* out) {
+  return base_vfs->xCurrentTimeInt64(base_vfs, out);
+}
+
+// Registers the VFS once and returns its name.
+const char* FaultVfs() {
+  static const char* name = [] {
+    base_vfs = sqlite3_vfs_find(nullptr);
+    static sqlite3_vfs vfs = {};
+    vfs.iVersion = 2;
+    vfs.szOsFile = static_cast<int>(sizeof(FaultFile)) + base_vfs->szOsFile;
+    vfs.mxPathname = base_vfs->mxPathname;
+    vfs.zName = "aopay-fault";
+    vfs.xOpen = FaultOpen;
+    vfs.xDelete = FaultDelete;
+    vfs.xAccess = FaultAccess;
+    vfs.xFullPathname = FaultFullPathname;
+    vfs.xDlOpen = FaultDlOpen;
+    vfs.xDlError = FaultDlError;
+    vfs.xDlSym = FaultDlSym;
+    vfs.xDlClose = FaultDlClose;
+    vfs.xRandomness = FaultRandomness;
+    vfs.xSleep = FaultSleep;
+    vfs.xCurrentTime = FaultCurrentTime;
+    vfs.xGetLastError = FaultGetLastError;
+    vfs.xCurrentTimeInt64 = FaultCurrentTimeInt64;
+    if (sqlite3_vfs_register(&vfs, /*makeDflt=*/0) != SQLITE_OK) abort();
+    return vfs.zName;
+  }();
+  return name;
+}
+
+// ---------------------------------------------------------------------------
+// Direct access to the file, to check what the ledger wrote.
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using Db = std::unique_ptr<sqlite3, DbCloser>;
+
+Db OpenRaw(const std::string& path) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr),
+            SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  return Db(db);
+}
+
+// The first column of the first row as text ("" for none or NULL).
+std::string QueryText(const std::string& path, const std::string& sql) {
+  Db db = OpenRaw(path);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db.get(), sql.c_str(), -1, &stmt, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db.get());
+  std::string value;
+  if (sqlite3_step(stmt) == SQLITE_ROW &&
+      sqlite3_column_text(stmt, 0) != nullptr) {
+    value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+  }
+  sqlite3_finalize(stmt);
+  return value;
+}
+
+// SQLite's result code for `sql`, with its message in *message.
+int Exec(const std::string& path, const std::string& sql,
+         std::string* message = nullptr) {
+  Db db = OpenRaw(path);
+  const int rc = sqlite3_exec(db.get(), sql.c_str(), nullptr, nullptr, nullptr);
+  if (message != nullptr) *message = sqlite3_errmsg(db.get());
+  return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Values and calls.
+
+// "po_" + 26 characters; a larger n sorts later, like a later ULID.
+std::string PayoutId(int n) { return absl::StrFormat("po_01J%023d", n); }
+
+absl::Time T(int seconds) {
+  return absl::FromUnixSeconds(1'700'000'000) + absl::Seconds(seconds);
+}
+
+Payout MakePayout(int n, std::string request_id = "") {
+  Payout payout;
+  payout.payout_id = PayoutId(n);
+  payout.request_id =
+      request_id.empty() ? absl::StrFormat("req-%04d", n) : request_id;
+  payout.state = PayoutState::kPending;
+  payout.beneficiary.account_number = "100000011836";
+  payout.beneficiary.ifsc = "SBIN0000002";
+  payout.beneficiary.name = "Dean Jon";
+  payout.beneficiary.email = "dean@example.com";
+  payout.beneficiary.mobile = "9959640000";
+  payout.amount_paise = 1200 + n;
+  payout.mode = TransferMode::kImps;
+  payout.create_time = T(n) + absl::Microseconds(17);
+  payout.update_time = payout.create_time;
+  return payout;
+}
+
+PayoutChange Change(const std::string& payout_id, PayoutState from,
+                    PayoutState to, absl::Time time = T(1000)) {
+  PayoutChange change;
+  change.payout_id = payout_id;
+  change.expected_state = from;
+  change.new_state = to;
+  change.why = absl::StrCat("test moves it to ", PayoutStateName(to));
+  change.who = "gateway";
+  change.time = time;
+  return change;
+}
+
+// Runs an asynchronous ledger call and waits for its callback, which must
+// come once, on another thread.
+template <typename T, typename Start>
+T Call(Start start) {
+  absl::Notification done;  // Notify() twice aborts: a second callback fails
+  std::optional<T> result;
+  std::thread::id caller = std::this_thread::get_id();
+  std::thread::id callee;
+  start([&](T value) {
+    callee = std::this_thread::get_id();
+    result.emplace(std::move(value));
+    done.Notify();
+  });
+  done.WaitForNotification();
+  EXPECT_NE(callee, caller) << "the callback ran inside the call";
+  return *std::move(result);
+}
+
+absl::StatusOr<InsertResult> Insert(Ledger& ledger, const Payout& payout,
+                                    std::string fingerprint = "fp-1") {
+  return Call<absl::StatusOr<InsertResult>>([&](auto done) {
+    ledger.Insert(payout, std::move(fingerprint), std::move(done));
+  });
+}
+absl::StatusOr<StoredPayout> Apply(Ledger& ledger, PayoutChange change) {
+  return Call<absl::StatusOr<StoredPayout>>(
+      [&](auto done) { ledger.Apply(std::move(change), std::move(done)); });
+}
+absl::Status Forget(Ledger& ledger, std::string payout_id) {
+  return Call<absl::Status>(
+      [&](auto done) { ledger.Forget(std::move(payout_id), std::move(done)); });
+}
+absl::StatusOr<StoredPayout> GetById(Ledger& ledger, std::string payout_id) {
+  return Call<absl::StatusOr<StoredPayout>>([&](auto done) {
+    ledger.GetByPayoutId(std::move(payout_id), std::move(done));
+  });
+}
+absl::StatusOr<StoredPayout> GetByRequest(Ledger& ledger,
+                                          std::string request_id) {
+  return Call<absl::StatusOr<StoredPayout>>([&](auto done) {
+    ledger.GetByRequestId(std::move(request_id), std::move(done));
+  });
+}
+absl::StatusOr<ListPage> List(Ledger& ledger, ListQuery query) {
+  return Call<absl::StatusOr<ListPage>>(
+      [&](auto done) { ledger.List(std::move(query), std::move(done)); });
+}
+absl::StatusOr<std::vector<PayoutEvent>> Events(Ledger& ledger,
+                                                std::string payout_id) {
+  return Call<absl::StatusOr<std::vector<PayoutEvent>>>(
+      [&](auto done) { ledger.Events(std::move(payout_id), std::move(done)); });
+}
+absl::StatusOr<int> Prune(Ledger& ledger, absl::Time cutoff) {
+  return Call<absl::StatusOr<int>>(
+      [&](auto done) { ledger.Prune(cutoff, std::move(done)); });
+}
+
+void ExpectSameStatus(const absl::Status& actual,
+                      const absl::Status& expected) {
+  EXPECT_EQ(actual.code(), expected.code());
+  EXPECT_EQ(actual.message(), expected.message());
+  EXPECT_EQ(GetErrorDetails(actual), GetErrorDetails(expected));
+}
+
+void ExpectSamePayout(const Payout& actual, const Payout& expected) {
+  EXPECT_EQ(actual.payout_id, expected.payout_id);
+  EXPECT_EQ(actual.request_id, expected.request_id);
+  EXPECT_EQ(actual.state, expected.state);
+  EXPECT_EQ(actual.beneficiary, expected.beneficiary);
+  EXPECT_EQ(actual.amount_paise, expected.amount_paise);
+  EXPECT_EQ(actual.mode, expected.mode);
+  EXPECT_EQ(actual.transaction_id, expected.transaction_id);
+  EXPECT_EQ(actual.transaction_reference_no, expected.transaction_reference_no);
+  EXPECT_EQ(actual.upstream_status, expected.upstream_status);
+  EXPECT_EQ(actual.bank_beneficiary_name, expected.bank_beneficiary_name);
+  ExpectSameStatus(actual.failure, expected.failure);
+  EXPECT_EQ(actual.create_time, expected.create_time);
+  EXPECT_EQ(actual.update_time, expected.update_time);
+}
+
+std::vector<std::string> Ids(const ListPage& page) {
+  std::vector<std::string> ids;
+  for (const Payout& payout : page.payouts) ids.push_back(payout.payout_id);
+  return ids;
+}
+
+std::string MakeTempDir() {
+  std::string pattern = ::testing::TempDir() + "/sqlite_ledger_XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) abort();
+  return pattern;
+}
+
+class SqliteLedgerTest : public ::testing::Test {
+ protected:
+  SqliteLedgerOptions Options() const {
+    SqliteLedgerOptions options;
+    options.path = path_;
+    options.registration_id = std::string(kRegistration);
+    return options;
+  }
+
+  std::unique_ptr<SqliteLedger> OpenLedger(SqliteLedgerOptions options) {
+    absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
+        SqliteLedger::Open(std::move(options));
+    EXPECT_TRUE(ledger.ok()) << ledger.status();
+    if (!ledger.ok()) return nullptr;
+    return *std::move(ledger);
+  }
+  std::unique_ptr<SqliteLedger> OpenLedger() { return OpenLedger(Options()); }
+
+  // Inserts a payout and moves it along `path` of states.
+  void InsertIn(Ledger& ledger, const Payout& payout,
+                std::vector<PayoutState> path = {}) {
+    absl::StatusOr<InsertResult> inserted = Insert(ledger, payout);
+    ASSERT_TRUE(inserted.ok()) << inserted.status();
+    ASSERT_TRUE(inserted->inserted);
+    PayoutState state = PayoutState::kPending;
+    for (PayoutState next : path) {
+      absl::StatusOr<StoredPayout> applied =
+          Apply(ledger, Change(payout.payout_id, state, next));
+      ASSERT_TRUE(applied.ok()) << applied.status();
+      state = next;
+    }
+  }
+
+  const std::string dir_ = MakeTempDir();
+  const std::string path_ = dir_ + "/ledger.db";
+};
+
+// ---------------------------------------------------------------------------
+
+TEST_F(SqliteLedgerTest, InsertedPayoutIsFoundByBothIds) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout payout = MakePayout(1);
+  absl::StatusOr<InsertResult> inserted = Insert(*ledger, payout, "fp-abc");
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  EXPECT_TRUE(inserted->inserted);
+
+  for (const absl::StatusOr<StoredPayout>& stored :
+       {GetById(*ledger, payout.payout_id),
+        GetByRequest(*ledger, payout.request_id)}) {
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    ExpectSamePayout(stored->payout, payout);
+    EXPECT_EQ(stored->fingerprint, "fp-abc");
+    EXPECT_TRUE(stored->response.ok());
+  }
+
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, payout.payout_id);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].payout_id, payout.payout_id);
+  EXPECT_EQ((*events)[0].from, PayoutState::kUnspecified);
+  EXPECT_EQ((*events)[0].to, PayoutState::kPending);
+  EXPECT_EQ((*events)[0].who, "gateway");
+  EXPECT_EQ((*events)[0].time, payout.create_time);
+
+  for (const absl::StatusOr<StoredPayout>& missing :
+       {GetById(*ledger, PayoutId(99)), GetByRequest(*ledger, "req-none")}) {
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(GetErrorDetails(missing.status()).reason, reason::kNotFound);
+  }
+  EXPECT_EQ(Events(*ledger, PayoutId(99)).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SqliteLedgerTest, DuplicateKeyReturnsTheExistingRowAndWritesNothing) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout first = MakePayout(1, "req-same");
+  ASSERT_TRUE(Insert(*ledger, first, "fp-first").ok());
+  const SqliteLedger::Stats before = ledger->stats();
+
+  Payout second = MakePayout(2, "req-same");
+  second.amount_paise = 999'999;
+  absl::StatusOr<InsertResult> again = Insert(*ledger, second, "fp-second");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->inserted);
+  ExpectSamePayout(again->existing.payout, first);
+  EXPECT_EQ(again->existing.fingerprint, "fp-first");
+
+  EXPECT_EQ(GetById(*ledger, second.payout_id).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "1");
+  EXPECT_EQ(ledger->stats().writes, before.writes + 1);
+}
+
+TEST_F(SqliteLedgerTest, KeysAndReadsAreScopedToTheRegistration) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  SqliteLedgerOptions other_options = Options();
+  other_options.registration_id = "AOP-999";
+  auto other = OpenLedger(other_options);
+  ASSERT_NE(other, nullptr);
+
+  ASSERT_TRUE(Insert(*ledger, MakePayout(1, "req-shared")).ok());
+  absl::StatusOr<InsertResult> inserted =
+      Insert(*other, MakePayout(2, "req-shared"));
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  EXPECT_TRUE(inserted->inserted) << "another registration's key is distinct";
+
+  EXPECT_EQ(GetById(*other, PayoutId(1)).status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<StoredPayout> mine = GetByRequest(*ledger, "req-shared");
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_EQ(mine->payout.payout_id, PayoutId(1));
+  absl::StatusOr<ListPage> listed = List(*other, ListQuery{});
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_THAT(Ids(*listed), ElementsAre(PayoutId(2)));
+}
+
+TEST_F(SqliteLedgerTest, ApplyChangesTheRowAndAppendsAnEvent) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout payout = MakePayout(1);
+  ASSERT_TRUE(Insert(*ledger, payout).ok());
+
+  PayoutChange accept = Change(payout.payout_id, PayoutState::kPending,
+                               PayoutState::kAccepted, T(50));
+  accept.transaction_id = "TERF920898";
+  accept.transaction_reference_no = "505914786331";
+  accept.upstream_status = "ACPT";
+  accept.bank_beneficiary_name = "ABC";
+  accept.response = absl::OkStatus();
+  accept.raw_answer = absl::StrCat(R"({"statuss":"SUCCESS","registrationID":")",
+                                   kRegistration, R"("})");
+  accept.answer_kind = PayoutChange::AnswerKind::kPayout;
+  accept.why = "AOPay accepted the payout";
+  absl::StatusOr<StoredPayout> applied = Apply(*ledger, accept);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+
+  Payout expected = payout;
+  expected.state = PayoutState::kAccepted;
+  expected.transaction_id = "TERF920898";
+  expected.transaction_reference_no = "505914786331";
+  expected.upstream_status = "ACPT";
+  expected.bank_beneficiary_name = "ABC";
+  expected.update_time = T(50);
+  ExpectSamePayout(applied->payout, expected);
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, payout.payout_id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ExpectSamePayout(stored->payout, expected);
+
+  // A status answer goes to its own column; unset fields stay as they were.
+  PayoutChange settle = Change(payout.payout_id, PayoutState::kAccepted,
+                               PayoutState::kSucceeded, T(60));
+  settle.upstream_status = "SUCCESS";
+  settle.raw_answer = R"({"status":"SUCCESS"})";
+  settle.answer_kind = PayoutChange::AnswerKind::kStatus;
+  settle.who = "refresh";
+  applied = Apply(*ledger, settle);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->payout.state, PayoutState::kSucceeded);
+  EXPECT_EQ(applied->payout.transaction_id, "TERF920898");
+  EXPECT_EQ(applied->payout.upstream_status, "SUCCESS");
+
+  const std::string where =
+      absl::StrCat(" FROM payouts WHERE payout_id = '", payout.payout_id, "'");
+  EXPECT_EQ(QueryText(path_, "SELECT payout_answer" + where),
+            R"({"statuss":"SUCCESS","registrationID":"[registration]"})");
+  EXPECT_EQ(QueryText(path_, "SELECT status_answer" + where),
+            R"({"status":"SUCCESS"})");
+  EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payouts WHERE "
+                                          "payout_answer LIKE '%",
+                                          kRegistration, "%'")),
+            "0");
+
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, payout.payout_id);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_EQ((*events)[1].from, PayoutState::kPending);
+  EXPECT_EQ((*events)[1].to, PayoutState::kAccepted);
+  EXPECT_EQ((*events)[1].why, "AOPay accepted the payout");
+  EXPECT_EQ((*events)[1].who, "gateway");
+  EXPECT_EQ((*events)[1].time, T(50));
+  EXPECT_EQ((*events)[2].from, PayoutState::kAccepted);
+  EXPECT_EQ((*events)[2].to, PayoutState::kSucceeded);
+  EXPECT_EQ((*events)[2].who, "refresh");
+}
+
+TEST_F(SqliteLedgerTest, ApplyIsCompareAndSet) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout payout = MakePayout(1);
+  ASSERT_TRUE(Insert(*ledger, payout).ok());
+
+  PayoutChange wrong =
+      Change(payout.payout_id, PayoutState::kAccepted, PayoutState::kSucceeded);
+  wrong.transaction_id = "TERF1";
+  absl::StatusOr<StoredPayout> aborted = Apply(*ledger, wrong);
+  EXPECT_EQ(aborted.status().code(), absl::StatusCode::kAborted);
+
+  absl::StatusOr<StoredPayout> missing = Apply(
+      *ledger,
+      Change(PayoutId(99), PayoutState::kPending, PayoutState::kAccepted));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, payout.payout_id);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ExpectSamePayout(stored->payout, payout);
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, payout.payout_id);
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->size(), 1u);
+}
+
+TEST_F(SqliteLedgerTest, FailureAndResponseSurviveAReopenExactly) {
+  ErrorDetails details;
+  details.reason = std::string(reason::kUpstreamInvalidIfsc);
+  details.metadata = {{std::string(meta::kPayoutId), PayoutId(1)},
+                      {std::string(meta::kUpstreamSubCode), "422"},
+                      {std::string(meta::kUpstreamMessage),
+                       "Please provide a valid Bank IFSC code. \"quoted\"\n"}};
+  details.violations = {{"beneficiary.ifsc", "AOPay says it is not valid."}};
+  details.retry_delay = absl::Milliseconds(1500);
+  const absl::Status failure =
+      MakeError(absl::StatusCode::kInvalidArgument,
+                "AOPay refused the IFSC (ü).", details);
+  const absl::Status response = MakeError(absl::StatusCode::kInvalidArgument,
+                                          "What the caller got.", details);
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    ASSERT_TRUE(Insert(*ledger, MakePayout(1)).ok());
+    PayoutChange fail =
+        Change(PayoutId(1), PayoutState::kPending, PayoutState::kFailed);
+    fail.failure = failure;
+    fail.response = response;
+    ASSERT_TRUE(Apply(*ledger, fail).ok());
+  }
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->payout.state, PayoutState::kFailed);
+  ExpectSameStatus(stored->payout.failure, failure);
+  ExpectSameStatus(stored->response, response);
+  EXPECT_EQ(GetErrorDetails(stored->response), details);
+
+  // OK clears them again.
+  PayoutChange clear =
+      Change(PayoutId(1), PayoutState::kFailed, PayoutState::kFailed);
+  clear.failure = absl::OkStatus();
+  clear.response = absl::OkStatus();
+  absl::StatusOr<StoredPayout> cleared = Apply(*ledger, clear);
+  ASSERT_TRUE(cleared.ok()) << cleared.status();
+  EXPECT_TRUE(cleared->payout.failure.ok());
+  EXPECT_TRUE(cleared->response.ok());
+  EXPECT_EQ(QueryText(path_,
+                      "SELECT count(*) FROM payouts WHERE failure IS "
+                      "NULL AND response IS NULL"),
+            "1");
+}
+
+TEST_F(SqliteLedgerTest, PayoutsAndEventsPersistAcrossReopen) {
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+    InsertIn(*ledger, MakePayout(2));
+  }
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  absl::StatusOr<StoredPayout> accepted = GetByRequest(*ledger, "req-0001");
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(accepted->payout.state, PayoutState::kAccepted);
+  absl::StatusOr<StoredPayout> pending = GetById(*ledger, PayoutId(2));
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ExpectSamePayout(pending->payout, MakePayout(2));
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, PayoutId(1));
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->size(), 2u);
+}
+
+TEST_F(SqliteLedgerTest, ReadsSeeEveryWriteWhoseCallbackRan) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  constexpr int kPayouts = 50;
+  absl::BlockingCounter read(kPayouts);
+  std::atomic<int> found{0};
+  for (int i = 1; i <= kPayouts; ++i) {
+    ledger->Insert(MakePayout(i), "fp",
+                   [&, i](absl::StatusOr<InsertResult> inserted) {
+                     EXPECT_TRUE(inserted.ok() && inserted->inserted);
+                     ledger->GetByPayoutId(
+                         PayoutId(i), [&](absl::StatusOr<StoredPayout> stored) {
+                           if (stored.ok()) ++found;
+                           read.DecrementCount();
+                         });
+                   });
+  }
+  read.Wait();
+  EXPECT_EQ(found.load(), kPayouts);
+}
+
+TEST_F(SqliteLedgerTest, ForgetDeletesAPendingPayoutAndFreesItsKey) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1, "req-retry"));
+  InsertIn(*ledger, MakePayout(2), {PayoutState::kAccepted});
+
+  EXPECT_TRUE(Forget(*ledger, PayoutId(1)).ok());
+  EXPECT_EQ(GetById(*ledger, PayoutId(1)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Events(*ledger, PayoutId(1)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payout_events "
+                                          "WHERE payout_id = '",
+                                          PayoutId(1), "'")),
+            "0");
+  absl::StatusOr<InsertResult> again =
+      Insert(*ledger, MakePayout(3, "req-retry"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->inserted);
+
+  EXPECT_EQ(Forget(*ledger, PayoutId(2)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(GetById(*ledger, PayoutId(2)).ok());
+  EXPECT_EQ(Forget(*ledger, PayoutId(99)).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SqliteLedgerTest, EventsAreAppendOnly) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  std::string message;
+  EXPECT_NE(Exec(path_, "UPDATE payout_events SET why = 'rewritten'", &message),
+            SQLITE_OK);
+  EXPECT_THAT(message, HasSubstr("append-only"));
+  EXPECT_NE(Exec(path_, "DELETE FROM payout_events", &message), SQLITE_OK);
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "1");
+}
+
+TEST_F(SqliteLedgerTest, RecoverPendingMakesPendingPayoutsUnknown) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  InsertIn(*ledger, MakePayout(2), {PayoutState::kAccepted});
+  InsertIn(*ledger, MakePayout(3));
+
+  absl::StatusOr<int> recovered = ledger->RecoverPending(T(500));
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(*recovered, 2);
+
+  for (int n : {1, 3}) {
+    absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(n));
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(stored->payout.state, PayoutState::kUnknown);
+    EXPECT_EQ(stored->payout.update_time, T(500));
+    // A retry of the request id gets what a caller whose call timed out got.
+    EXPECT_EQ(stored->response.code(), absl::StatusCode::kDeadlineExceeded);
+    const ErrorDetails details = GetErrorDetails(stored->response);
+    EXPECT_EQ(details.reason, reason::kOutcomeUnknown);
+    EXPECT_EQ(details.metadata.at(std::string(meta::kPayoutId)), PayoutId(n));
+    absl::StatusOr<std::vector<PayoutEvent>> events =
+        Events(*ledger, PayoutId(n));
+    ASSERT_TRUE(events.ok());
+    ASSERT_EQ(events->size(), 2u);
+    EXPECT_EQ(events->back().from, PayoutState::kPending);
+    EXPECT_EQ(events->back().to, PayoutState::kUnknown);
+    EXPECT_EQ(events->back().who, "recovery");
+    EXPECT_THAT(events->back().why, HasSubstr("may have been sent"));
+    EXPECT_EQ(events->back().time, T(500));
+  }
+  absl::StatusOr<StoredPayout> accepted = GetById(*ledger, PayoutId(2));
+  ASSERT_TRUE(accepted.ok());
+  EXPECT_EQ(accepted->payout.state, PayoutState::kAccepted);
+
+  recovered = ledger->RecoverPending(T(600));
+  ASSERT_TRUE(recovered.ok());
+  EXPECT_EQ(*recovered, 0);
+}
+
+TEST_F(SqliteLedgerTest, ListPagesNewestFirstAndTokensSurviveAReopen) {
+  std::string token;
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    // Inserted out of order: the order comes from the ids.
+    for (int n : {3, 1, 7, 5, 2, 6, 4}) InsertIn(*ledger, MakePayout(n));
+
+    ListQuery query;
+    query.page_size = 3;
+    absl::StatusOr<ListPage> page = List(*ledger, query);
+    ASSERT_TRUE(page.ok()) << page.status();
+    EXPECT_THAT(Ids(*page), ElementsAre(PayoutId(7), PayoutId(6), PayoutId(5)));
+    ASSERT_THAT(page->next_page_token, Not(IsEmpty()));
+    ExpectSamePayout(page->payouts[0], MakePayout(7));
+    token = page->next_page_token;
+  }
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  ListQuery query;
+  query.page_size = 3;
+  query.page_token = token;
+  absl::StatusOr<ListPage> page = List(*ledger, query);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(Ids(*page), ElementsAre(PayoutId(4), PayoutId(3), PayoutId(2)));
+  query.page_token = page->next_page_token;
+  page = List(*ledger, query);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(Ids(*page), ElementsAre(PayoutId(1)));
+  EXPECT_EQ(page->next_page_token, "");
+}
+
+TEST_F(SqliteLedgerTest, ListPageBoundariesAreExact) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  for (int n = 1; n <= 6; ++n) InsertIn(*ledger, MakePayout(n));
+  ListQuery query;
+  query.page_size = 3;
+  absl::StatusOr<ListPage> first = List(*ledger, query);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->payouts.size(), 3u);
+  query.page_token = first->next_page_token;
+  absl::StatusOr<ListPage> second = List(*ledger, query);
+  ASSERT_TRUE(second.ok());
+  EXPECT_THAT(Ids(*second), ElementsAre(PayoutId(3), PayoutId(2), PayoutId(1)));
+  EXPECT_EQ(second->next_page_token, "") << "no empty page after the last";
+
+  query = ListQuery{};
+  query.page_size = 6;
+  absl::StatusOr<ListPage> all = List(*ledger, query);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->payouts.size(), 6u);
+  EXPECT_EQ(all->next_page_token, "");
+}
+
+TEST_F(SqliteLedgerTest, ListFiltersByState) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+  InsertIn(*ledger, MakePayout(2));
+  InsertIn(*ledger, MakePayout(3), {PayoutState::kFailed});
+  InsertIn(*ledger, MakePayout(4), {PayoutState::kAccepted});
+  InsertIn(*ledger, MakePayout(5), {PayoutState::kAccepted});
+
+  struct Case {
+    std::vector<PayoutState> states;
+    std::vector<std::string> ids;
+  };
+  const std::vector<Case> cases = {
+      {{PayoutState::kAccepted}, {PayoutId(5), PayoutId(4), PayoutId(1)}},
+      {{PayoutState::kFailed, PayoutState::kPending},
+       {PayoutId(3), PayoutId(2)}},
+      {{PayoutState::kUnknown}, {}},
+      {{}, {PayoutId(5), PayoutId(4), PayoutId(3), PayoutId(2), PayoutId(1)}},
+  };
+  for (const Case& c : cases) {
+    // Page by page, one row a page, to cross every boundary.
+    std::vector<std::string> ids;
+    ListQuery query;
+    query.states = c.states;
+    query.page_size = 1;
+    for (int pages = 0; pages < 10; ++pages) {
+      absl::StatusOr<ListPage> page = List(*ledger, query);
+      ASSERT_TRUE(page.ok()) << page.status();
+      for (const Payout& payout : page->payouts) {
+        EXPECT_TRUE(c.states.empty() ||
+                    std::find(c.states.begin(), c.states.end(), payout.state) !=
+                        c.states.end());
+        ids.push_back(payout.payout_id);
+      }
+      if (page->next_page_token.empty()) break;
+      query.page_token = page->next_page_token;
+    }
+    EXPECT_EQ(ids, c.ids);
+  }
+
+  // The same filter in another order is the same filter.
+  ListQuery query;
+  query.states = {PayoutState::kAccepted, PayoutState::kFailed};
+  query.page_size = 1;
+  absl::StatusOr<ListPage> page = List(*ledger, query);
+  ASSERT_TRUE(page.ok());
+  query.states = {PayoutState::kFailed, PayoutState::kAccepted};
+  query.page_token = page->next_page_token;
+  page = List(*ledger, query);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(Ids(*page), ElementsAre(PayoutId(4)));
+}
+
+TEST_F(SqliteLedgerTest, ListRefusesBadTokensAndTokensOfAnotherFilter) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  for (int n = 1; n <= 3; ++n) {
+    InsertIn(*ledger, MakePayout(n), {PayoutState::kAccepted});
+  }
+  ListQuery accepted;
+  accepted.states = {PayoutState::kAccepted};
+  accepted.page_size = 1;
+  absl::StatusOr<ListPage> page = List(*ledger, accepted);
+  ASSERT_TRUE(page.ok());
+  ASSERT_FALSE(page->next_page_token.empty());
+
+  struct Case {
+    std::string name;
+    std::vector<PayoutState> states;
+    std::string token;
+  };
+  const std::vector<Case> cases = {
+      {"garbage", {PayoutState::kAccepted}, "not a token!"},
+      {"base64 of nonsense", {PayoutState::kAccepted}, "aGVsbG8"},
+      {"another filter", {}, page->next_page_token},
+      {"another state", {PayoutState::kFailed}, page->next_page_token},
+      {"truncated",
+       {PayoutState::kAccepted},
+       page->next_page_token.substr(0, 5)},
+  };
+  for (const Case& c : cases) {
+    ListQuery query;
+    query.states = c.states;
+    query.page_token = c.token;
+    absl::StatusOr<ListPage> refused = List(*ledger, query);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.name;
+    const ErrorDetails details = GetErrorDetails(refused.status());
+    ASSERT_EQ(details.violations.size(), 1u) << c.name;
+    EXPECT_EQ(details.violations[0].field, "page_token") << c.name;
+  }
+}
+
+TEST_F(SqliteLedgerTest, PruneDeletesOnlyOldFinalPayouts) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  using S = PayoutState;
+  InsertIn(*ledger, MakePayout(1), {S::kAccepted, S::kSucceeded});
+  InsertIn(*ledger, MakePayout(2), {S::kFailed});
+  InsertIn(*ledger, MakePayout(3), {S::kAccepted, S::kReversed});
+  InsertIn(*ledger, MakePayout(4));
+  InsertIn(*ledger, MakePayout(5), {S::kAccepted});
+  InsertIn(*ledger, MakePayout(6), {S::kUnknown});
+  InsertIn(*ledger, MakePayout(20), {S::kAccepted, S::kSucceeded});
+
+  absl::StatusOr<int> pruned = Prune(*ledger, T(10));
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 3);
+  for (int n : {1, 2, 3}) {
+    EXPECT_EQ(GetById(*ledger, PayoutId(n)).status().code(),
+              absl::StatusCode::kNotFound)
+        << n;
+  }
+  for (int n : {4, 5, 6, 20})
+    EXPECT_TRUE(GetById(*ledger, PayoutId(n)).ok()) << n;
+  EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payout_events "
+                                          "WHERE payout_id IN ('",
+                                          PayoutId(1), "', '", PayoutId(2),
+                                          "', '", PayoutId(3), "')")),
+            "0");
+  pruned = Prune(*ledger, T(10));
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_EQ(*pruned, 0);
+}
+
+TEST_F(SqliteLedgerTest, ConcurrentInsertsShareTransactions) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 50;
+  constexpr int kInserts = kThreads * kPerThread;
+  std::vector<std::atomic<int>> calls(kInserts + 1);
+  std::atomic<int> inserted{0};
+  absl::BlockingCounter finished(kInserts);
+  absl::Notification all_submitted;
+  auto insert = [&](int n) {
+    ledger->Insert(MakePayout(n), "fp",
+                   [&, n](absl::StatusOr<InsertResult> result) {
+                     if (result.ok() && result->inserted) ++inserted;
+                     // The first callback holds the writer until every insert
+                     // is queued, so that they are certainly concurrent.
+                     if (n == 1) all_submitted.WaitForNotification();
+                     ++calls[n];
+                     finished.DecrementCount();
+                   });
+  };
+  const SqliteLedger::Stats before = ledger->stats();
+  insert(1);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const int n = 1 + t * kPerThread + i;
+        if (n != 1) insert(n);
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  all_submitted.Notify();
+  finished.Wait();
+
+  EXPECT_EQ(inserted.load(), kInserts);
+  for (int n = 1; n <= kInserts; ++n) EXPECT_EQ(calls[n].load(), 1) << n;
+  const SqliteLedger::Stats after = ledger->stats();
+  EXPECT_EQ(after.writes - before.writes, kInserts);
+  EXPECT_LE(after.transactions - before.transactions, kInserts / 20)
+      << "group commit should put many writes in one transaction";
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"),
+            absl::StrCat(kInserts));
+}
+
+TEST_F(SqliteLedgerTest, OneFailingWriteDoesNotUndoItsBatch) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  // Queue a failing Apply between two good writes, all in one batch.
+  absl::Notification release;
+  absl::BlockingCounter finished(4);
+  ledger->Insert(MakePayout(9), "fp", [&](absl::StatusOr<InsertResult>) {
+    release.WaitForNotification();
+    finished.DecrementCount();
+  });
+  absl::Status bad_apply, good_insert;
+  bool good_apply = false;
+  ledger->Insert(MakePayout(2), "fp", [&](absl::StatusOr<InsertResult> r) {
+    good_insert = r.status();
+    finished.DecrementCount();
+  });
+  ledger->Apply(
+      Change(PayoutId(1), PayoutState::kAccepted, PayoutState::kSucceeded),
+      [&](absl::StatusOr<StoredPayout> r) {
+        bad_apply = r.status();
+        finished.DecrementCount();
+      });
+  ledger->Apply(
+      Change(PayoutId(1), PayoutState::kPending, PayoutState::kAccepted),
+      [&](absl::StatusOr<StoredPayout> r) {
+        good_apply = r.ok();
+        finished.DecrementCount();
+      });
+  const SqliteLedger::Stats before = ledger->stats();
+  release.Notify();
+  finished.Wait();
+  EXPECT_TRUE(good_insert.ok()) << good_insert;
+  EXPECT_EQ(bad_apply.code(), absl::StatusCode::kAborted);
+  EXPECT_TRUE(good_apply);
+  EXPECT_TRUE(ledger->Healthy());
+  EXPECT_EQ(ledger->stats().transactions - before.transactions, 1);
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->payout.state, PayoutState::kAccepted);
+  EXPECT_TRUE(GetById(*ledger, PayoutId(2)).ok());
+}
+
+TEST_F(SqliteLedgerTest, WorksWithoutDurability) {
+  SqliteLedgerOptions options = Options();
+  options.durable = false;
+  {
+    auto ledger = OpenLedger(options);
+    ASSERT_NE(ledger, nullptr);
+    InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+  }
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->payout.state, PayoutState::kAccepted);
+}
+
+// ---------------------------------------------------------------------------
+// Opening.
+
+TEST_F(SqliteLedgerTest, StoresItsSchemaVersionAndUsesWal) {
+  { ASSERT_NE(OpenLedger(), nullptr); }
+  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"),
+            absl::StrCat(SqliteLedger::kSchemaVersion));
+  EXPECT_EQ(QueryText(path_, "PRAGMA journal_mode"), "wal");
+  // Opening again migrates nothing.
+  { ASSERT_NE(OpenLedger(), nullptr); }
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM schema_version"),
+            absl::StrCat(SqliteLedger::kSchemaVersion));
+}
+
+void ExpectRefused(const absl::StatusOr<std::unique_ptr<SqliteLedger>>& opened,
+                   absl::string_view fragment) {
+  ASSERT_FALSE(opened.ok());
+  EXPECT_THAT(opened.status().code(),
+              ::testing::AnyOf(absl::StatusCode::kFailedPrecondition,
+                               absl::StatusCode::kUnavailable));
+  EXPECT_THAT(std::string(opened.status().message()), HasSubstr(fragment));
+  EXPECT_FALSE(absl::StrContains(opened.status().message(), "\n"))
+      << opened.status();
+}
+
+TEST_F(SqliteLedgerTest, RefusesADatabaseFromTheFuture) {
+  { ASSERT_NE(OpenLedger(), nullptr); }
+  ASSERT_EQ(Exec(path_,
+                 "INSERT INTO schema_version (version, applied_time_us) "
+                 "VALUES (99, 0)"),
+            SQLITE_OK);
+  absl::StatusOr<std::unique_ptr<SqliteLedger>> opened =
+      SqliteLedger::Open(Options());
+  ExpectRefused(opened, "schema version 99");
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SqliteLedgerTest, RefusesACorruptFile) {
+  {
+    std::ofstream garbage(path_, std::ios::binary);
+    for (int i = 0; i < 8192; ++i) garbage.put(static_cast<char>(i * 31 + 7));
+  }
+  absl::StatusOr<std::unique_ptr<SqliteLedger>> opened =
+      SqliteLedger::Open(Options());
+  ExpectRefused(opened, "not a SQLite database");
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SqliteLedgerTest, RefusesAnotherApplicationsDatabase) {
+  struct Case {
+    std::string name;
+    std::string sql;
+    std::string fragment;
+  };
+  const std::vector<Case> cases = {
+      {"application id", "PRAGMA application_id = 42", "another application"},
+      {"foreign tables", "CREATE TABLE payouts (x)", "not a payout ledger"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = absl::StrCat(dir_, "/", c.name, ".db");
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+    Db db(raw);
+    ASSERT_EQ(sqlite3_exec(db.get(), c.sql.c_str(), nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    db.reset();
+    SqliteLedgerOptions options = Options();
+    options.path = path;
+    ExpectRefused(SqliteLedger::Open(options), c.fragment);
+  }
+}
+
+TEST_F(SqliteLedgerTest, RefusesAPathWithoutAUsableDirectory) {
+  { std::ofstream file(dir_ + "/plain-file"); }
+  struct Case {
+    std::string path;
+    std::string fragment;
+  };
+  const std::vector<Case> cases = {
+      {dir_ + "/missing/ledger.db", "does not exist"},
+      {dir_ + "/plain-file/ledger.db", "is not a directory"},
+  };
+  for (const Case& c : cases) {
+    SqliteLedgerOptions options = Options();
+    options.path = c.path;
+    absl::StatusOr<std::unique_ptr<SqliteLedger>> opened =
+        SqliteLedger::Open(options);
+    ExpectRefused(opened, c.fragment);
+    EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST_F(SqliteLedgerTest, RefusesBadOptions) {
+  SqliteLedgerOptions no_registration = Options();
+  no_registration.registration_id = "";
+  EXPECT_EQ(SqliteLedger::Open(no_registration).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  SqliteLedgerOptions no_vfs = Options();
+  no_vfs.vfs = "no-such-vfs";
+  EXPECT_EQ(SqliteLedger::Open(no_vfs).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------------------
+// Write failures.
+
+class FaultGuard {
+ public:
+  FaultGuard() { Clear(); }
+  ~FaultGuard() { Clear(); }
+  static void Clear() {
+    TheFaults().fail_writes = false;
+    TheFaults().fail_syncs = false;
+    TheFaults().wal_only = false;
+  }
+};
+
+struct FaultCase {
+  std::string name;
+  bool fail_writes;
+  int write_error;
+  bool fail_syncs;
+};
+
+class SqliteLedgerFaultTest : public SqliteLedgerTest,
+                              public ::testing::WithParamInterface<FaultCase> {
+ protected:
+  void Inject() {
+    TheFaults().write_error = GetParam().write_error;
+    TheFaults().fail_writes = GetParam().fail_writes;
+    TheFaults().fail_syncs = GetParam().fail_syncs;
+  }
+  FaultGuard guard_;
+};
+
+TEST_P(SqliteLedgerFaultTest, FailedWritesAreUnavailableAndReadsGoOn) {
+  SqliteLedgerOptions options = Options();
+  options.vfs = FaultVfs();
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  EXPECT_TRUE(ledger->Healthy());
+
+  Inject();
+  absl::StatusOr<InsertResult> refused = Insert(*ledger, MakePayout(2));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable)
+      << refused.status();
+  EXPECT_EQ(GetErrorDetails(refused.status()).reason,
+            reason::kLedgerUnavailable);
+  EXPECT_FALSE(ledger->Healthy());
+  absl::StatusOr<StoredPayout> not_applied =
+      Apply(*ledger,
+            Change(PayoutId(1), PayoutState::kPending, PayoutState::kAccepted));
+  EXPECT_EQ(not_applied.status().code(), absl::StatusCode::kUnavailable);
+
+  // Reads go on, and show that nothing of the failed writes was recorded.
+  absl::StatusOr<StoredPayout> first = GetById(*ledger, PayoutId(1));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->payout.state, PayoutState::kPending);
+  EXPECT_EQ(GetByRequest(*ledger, MakePayout(2).request_id).status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<ListPage> listed = List(*ledger, ListQuery{});
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_THAT(Ids(*listed), ElementsAre(PayoutId(1)));
+
+  FaultGuard::Clear();
+  absl::StatusOr<InsertResult> retried = Insert(*ledger, MakePayout(2));
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_TRUE(retried->inserted);
+  EXPECT_TRUE(ledger->Healthy());
+  EXPECT_TRUE(Apply(*ledger, Change(PayoutId(1), PayoutState::kPending,
+                                    PayoutState::kAccepted))
+                  .ok());
+  ledger.reset();
+
+  // And the file is whole.
+  auto reopened = OpenLedger();
+  ASSERT_NE(reopened, nullptr);
+  absl::StatusOr<ListPage> all = List(*reopened, ListQuery{});
+  ASSERT_TRUE(all.ok());
+  EXPECT_THAT(Ids(*all), ElementsAre(PayoutId(2), PayoutId(1)));
+  EXPECT_EQ(QueryText(path_, "PRAGMA integrity_check"), "ok");
+}
+
+TEST_P(SqliteLedgerFaultTest, AFailedMigrationLeavesTheFileUsable) {
+  SqliteLedgerOptions options = Options();
+  options.vfs = FaultVfs();
+  Inject();
+  TheFaults().wal_only = true;  // the switch to WAL works; the commit fails
+  absl::StatusOr<std::unique_ptr<SqliteLedger>> opened =
+      SqliteLedger::Open(options);
+  ExpectRefused(opened, "migration to schema version 1 failed");
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kUnavailable);
+  FaultGuard::Clear();
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"),
+            absl::StrCat(SqliteLedger::kSchemaVersion));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Faults, SqliteLedgerFaultTest,
+    ::testing::Values(FaultCase{"WriteIoError", true, SQLITE_IOERR_WRITE,
+                                false},
+                      FaultCase{"DiskFull", true, SQLITE_FULL, false},
+                      FaultCase{"SyncIoError", false, SQLITE_OK, true}),
+    [](const ::testing::TestParamInfo<FaultCase>& info) {
+      return info.param.name;
+    });
+
+// ---------------------------------------------------------------------------
+// Closing.
+
+TEST_F(SqliteLedgerTest, CloseRunsEveryQueuedCallbackExactlyOnce) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  constexpr int kInserts = 40;
+  constexpr int kReads = 10;
+  std::vector<std::atomic<int>> insert_calls(kInserts + 1);
+  std::vector<std::atomic<bool>> inserted(kInserts + 1);
+  std::vector<std::atomic<int>> read_calls(kReads);
+  std::vector<std::atomic<bool>> read_ok(kReads);
+  absl::Notification writer_held, release;
+
+  // A callback on each thread holds it, so that the work behind it is still
+  // queued when Close() starts.
+  ledger->Insert(MakePayout(1), "fp", [&](absl::StatusOr<InsertResult> r) {
+    inserted[1] = r.ok() && r->inserted;
+    ++insert_calls[1];
+    writer_held.Notify();
+    release.WaitForNotification();
+  });
+  writer_held.WaitForNotification();
+  ledger->GetByPayoutId(PayoutId(1), [&](absl::StatusOr<StoredPayout>) {
+    release.WaitForNotification();
+  });
+  for (int n = 2; n <= kInserts; ++n) {
+    ledger->Insert(MakePayout(n), "fp", [&, n](absl::StatusOr<InsertResult> r) {
+      inserted[n] = r.ok() && r->inserted;
+      ++insert_calls[n];
+    });
+  }
+  for (int i = 0; i < kReads; ++i) {
+    ledger->GetByPayoutId(PayoutId(1), [&, i](absl::StatusOr<StoredPayout> r) {
+      read_ok[i] = r.ok();
+      ++read_calls[i];
+    });
+  }
+  std::thread closer([&] { ledger->Close(); });
+
+  // Once Close() has begun, calls are refused; probe until one is, then let
+  // the threads go on. Probes made before that are queued reads too.
+  std::atomic<int> probes_answered{0};
+  std::atomic<bool> refused{false};
+  int probes = 0;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!refused.load() && absl::Now() < deadline) {
+    ++probes;
+    ledger->GetByPayoutId(PayoutId(1), [&](absl::StatusOr<StoredPayout> r) {
+      if (absl::IsUnavailable(r.status())) refused = true;
+      ++probes_answered;
+    });
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_TRUE(refused.load());
+  release.Notify();
+  closer.join();
+
+  for (int n = 1; n <= kInserts; ++n) {
+    EXPECT_EQ(insert_calls[n].load(), 1) << n;
+    EXPECT_TRUE(inserted[n].load()) << n;
+  }
+  for (int i = 0; i < kReads; ++i) {
+    EXPECT_EQ(read_calls[i].load(), 1) << i;
+    EXPECT_TRUE(read_ok[i].load()) << i;
+  }
+  absl::StatusOr<InsertResult> late = Insert(*ledger, MakePayout(100));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger->RecoverPending(T(1)).status().code(),
+            absl::StatusCode::kUnavailable);
+  ledger->Close();  // again: nothing happens
+  ledger.reset();   // joins the threads that answered late calls
+  EXPECT_EQ(probes_answered.load(), probes);
+
+  auto reopened = OpenLedger();
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"),
+            absl::StrCat(kInserts));
+}
+
+}  // namespace
+}  // namespace aopay
