@@ -1,1 +1,253 @@
-// Filled in next.
+#include "client/payout_client.h"
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errors.h"
+#include "google/rpc/error_details.pb.h"
+
+namespace aopay {
+namespace {
+
+constexpr int kMaxGrpcCode = 16;  // UNAUTHENTICATED
+
+absl::StatusCode ToAbslCode(int code) {
+  if (code < 0 || code > kMaxGrpcCode) return absl::StatusCode::kUnknown;
+  return static_cast<absl::StatusCode>(code);
+}
+
+absl::Duration FromProtoDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+// `details` may come from a peer we do not control: every Any is checked
+// before it is unpacked, and unknown ones are skipped.
+absl::Status DecodeError(
+    absl::StatusCode code, absl::string_view message,
+    const google::protobuf::RepeatedPtrField<google::protobuf::Any>& details) {
+  ErrorDetails decoded;
+  bool found_any = false;
+  bool found_info = false;
+  for (const google::protobuf::Any& any : details) {
+    if (any.Is<google::rpc::ErrorInfo>()) {
+      google::rpc::ErrorInfo info;
+      // Only the first ErrorInfo counts; the gateway sends exactly one.
+      if (found_info || !any.UnpackTo(&info)) continue;
+      found_info = found_any = true;
+      decoded.reason = info.reason();
+      decoded.metadata.insert(info.metadata().begin(), info.metadata().end());
+    } else if (any.Is<google::rpc::BadRequest>()) {
+      google::rpc::BadRequest bad_request;
+      if (!any.UnpackTo(&bad_request)) continue;
+      found_any = true;
+      for (const auto& v : bad_request.field_violations()) {
+        decoded.violations.push_back({v.field(), v.description()});
+      }
+    } else if (any.Is<google::rpc::RetryInfo>()) {
+      google::rpc::RetryInfo retry;
+      if (!any.UnpackTo(&retry)) continue;
+      found_any = true;
+      decoded.retry_delay = FromProtoDuration(retry.retry_delay());
+    }
+  }
+  if (!found_any) return absl::Status(code, message);
+  return MakeError(code, message, std::move(decoded));
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     absl::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream contents;
+  if (in.is_open()) contents << in.rdbuf();
+  // A directory opens but reads nothing; an empty PEM file is as useless.
+  if (!in.is_open() || in.bad() || contents.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read the ", what, " file '", path, "' (missing or empty)"));
+  }
+  return contents.str();
+}
+
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  const absl::StatusCode code = ToAbslCode(status.error_code());
+  google::rpc::Status details;
+  if (status.error_details().empty() ||
+      !details.ParseFromString(status.error_details())) {
+    return absl::Status(code, status.error_message());
+  }
+  return DecodeError(code, status.error_message(), details.details());
+}
+
+absl::Status FromRpcStatusProto(const google::rpc::Status& status) {
+  if (status.code() == 0) return absl::OkStatus();
+  return DecodeError(ToAbslCode(status.code()), status.message(),
+                     status.details());
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
+    const ChannelOptions& options) {
+  if (options.target.empty()) {
+    return absl::InvalidArgumentError("the gateway address is empty");
+  }
+  const bool tls = !options.tls_ca_file.empty() ||
+                   !options.tls_cert_file.empty() ||
+                   !options.tls_key_file.empty();
+  if (!tls) {
+    return grpc::CreateChannel(options.target,
+                               grpc::InsecureChannelCredentials());
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS client certificate and its key must be given together");
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!options.tls_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile(options.tls_ca_file, "TLS CA");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+  }
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert =
+        ReadFile(options.tls_cert_file, "TLS certificate");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile(options.tls_key_file, "TLS key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  return grpc::CreateChannel(options.target, grpc::SslCredentials(ssl));
+}
+
+PayoutClient::PayoutClient(std::shared_ptr<grpc::Channel> channel,
+                           std::string bearer_token)
+    : stub_(v1::PayoutService::NewStub(channel)),
+      admin_stub_(v1::PayoutAdminService::NewStub(channel)),
+      bearer_token_(std::move(bearer_token)) {}
+
+void PayoutClient::PrepareContext(grpc::ClientContext& context,
+                                  absl::Duration timeout) const {
+  if (timeout != absl::InfiniteDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  }
+  if (!bearer_token_.empty()) {
+    context.AddMetadata("authorization",
+                        absl::StrCat("Bearer ", bearer_token_));
+  }
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::CreatePayout(
+    const v1::CreatePayoutRequest& request, absl::Duration timeout) const {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  v1::Payout payout;
+  grpc::Status status = stub_->CreatePayout(&context, request, &payout);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return payout;
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::GetPayout(
+    const v1::GetPayoutRequest& request, absl::Duration timeout) const {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  v1::Payout payout;
+  grpc::Status status = stub_->GetPayout(&context, request, &payout);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return payout;
+}
+
+absl::StatusOr<v1::ListPayoutsResponse> PayoutClient::ListPayouts(
+    const v1::ListPayoutsRequest& request, absl::Duration timeout) const {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  v1::ListPayoutsResponse response;
+  grpc::Status status = stub_->ListPayouts(&context, request, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::RefreshPayout(
+    const v1::RefreshPayoutRequest& request, absl::Duration timeout) const {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  v1::Payout payout;
+  grpc::Status status = stub_->RefreshPayout(&context, request, &payout);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return payout;
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::ResolvePayout(
+    const v1::ResolvePayoutRequest& request, absl::Duration timeout) const {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  v1::Payout payout;
+  grpc::Status status = admin_stub_->ResolvePayout(&context, request, &payout);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return payout;
+}
+
+absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>>
+PayoutClient::BatchCreatePayouts(
+    const std::vector<v1::CreatePayoutRequest>& requests,
+    absl::Duration timeout) const {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  auto stream = stub_->BatchCreatePayouts(&context);
+  // A failed Write means the stream is over; Finish() below says why.
+  std::thread writer([&stream, &requests] {
+    for (const v1::CreatePayoutRequest& request : requests) {
+      if (!stream->Write(request)) return;
+    }
+    stream->WritesDone();
+  });
+  std::vector<v1::BatchCreatePayoutsResponse> answers;
+  answers.reserve(requests.size());
+  v1::BatchCreatePayoutsResponse answer;
+  while (stream->Read(&answer)) answers.push_back(std::move(answer));
+  writer.join();
+  grpc::Status status = stream->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return answers;
+}
+
+namespace {
+
+// Owns everything an asynchronous CreatePayout needs until it completes.
+struct AsyncCreateCall {
+  grpc::ClientContext context;
+  v1::CreatePayoutRequest request;
+  v1::Payout payout;
+  PayoutClient::CreateCallback done;
+};
+
+}  // namespace
+
+void PayoutClient::CreatePayoutAsync(const v1::CreatePayoutRequest& request,
+                                     absl::Duration timeout,
+                                     CreateCallback done) const {
+  auto call = std::make_unique<AsyncCreateCall>();
+  PrepareContext(call->context, timeout);
+  call->request = request;
+  call->done = std::move(done);
+  AsyncCreateCall* raw = call.release();
+  auto on_done = [raw](grpc::Status status) {
+    std::unique_ptr<AsyncCreateCall> owned(raw);
+    CreateCallback callback = std::move(owned->done);
+    absl::StatusOr<v1::Payout> result =
+        status.ok() ? absl::StatusOr<v1::Payout>(std::move(owned->payout))
+                    : absl::StatusOr<v1::Payout>(FromGrpcStatus(status));
+    // Free the call before the callback runs: it may be what lets the owner of
+    // this client go away.
+    owned.reset();
+    callback(std::move(result));
+  };
+  stub_->async()->CreatePayout(&raw->context, &raw->request, &raw->payout,
+                               std::move(on_done));
+}
+
+}  // namespace aopay
