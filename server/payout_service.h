@@ -1,0 +1,123 @@
+#ifndef AOPAY_SERVER_PAYOUT_SERVICE_H_
+#define AOPAY_SERVER_PAYOUT_SERVICE_H_
+
+// The payout flow, free of transport and wiring:
+//   validate -> ledger intent (durable) -> AOPay call -> codec -> ledger
+//   outcome -> result.
+// It guarantees that a payout is sent to AOPay at most once per request id:
+// the intent is durable before the call starts, a key that exists is never
+// sent again, and only a call that certainly did not reach AOPay frees its
+// key.
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/payout.h"
+#include "common/validation.h"
+#include "server/ledger.h"
+#include "server/metrics.h"
+#include "server/upstream_client.h"
+
+namespace aopay {
+
+struct PayoutServiceOptions {
+  // Sent to AOPay with every call; never taken from callers.
+  std::string registration_id;
+  ValidationLimits limits;
+  // Payout creations in progress at once (waiting for the ledger or AOPay);
+  // beyond this, CreatePayout fails at once with RESOURCE_EXHAUSTED.
+  size_t max_outstanding = 512 + 4096;
+  // RetryInfo for REQUEST_IN_PROGRESS and OVERLOADED.
+  absl::Duration retry_delay = absl::Seconds(1);
+};
+
+struct ResolveRequest {
+  std::string payout_id;
+  PayoutState state = PayoutState::kUnspecified;
+  std::string transaction_id;  // optional
+  std::string note;            // required
+};
+
+// Thread-safe. Every method returns at once and runs `done` exactly once,
+// either inline (validation errors) or on a ledger or upstream thread; `done`
+// must not block. The ledger and upstream client must outlive the service and
+// every callback it has started.
+class PayoutService {
+ public:
+  template <typename T>
+  using Callback = std::function<void(T)>;
+  using Clock = std::function<absl::Time()>;
+
+  PayoutService(Ledger& ledger, UpstreamClient& upstream, Metrics& metrics,
+                PayoutServiceOptions options, Clock clock = &absl::Now);
+
+  PayoutService(const PayoutService&) = delete;
+  PayoutService& operator=(const PayoutService&) = delete;
+
+  // CreatePayout (contract sections 5, 6 and 7).
+  void Create(PayoutRequest request, Callback<absl::StatusOr<Payout>> done);
+
+  void GetByPayoutId(std::string payout_id,
+                     Callback<absl::StatusOr<Payout>> done);
+  void GetByRequestId(std::string request_id,
+                      Callback<absl::StatusOr<Payout>> done);
+  // page_size 0 means 50; more than 500 is cut to 500; negative is invalid.
+  void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done);
+
+  // Asks AOPay's status endpoint and records what it says (section 2.2, 6.3).
+  // `who` names the caller in the event ("refresh", "reconciler").
+  void Refresh(std::string payout_id, std::string who,
+               Callback<absl::StatusOr<Payout>> done);
+
+  // An operator's outcome for an UNKNOWN or ACCEPTED payout.
+  void Resolve(ResolveRequest request, Callback<absl::StatusOr<Payout>> done);
+
+  // From now on Create and Refresh fail with UNAVAILABLE (SHUTTING_DOWN).
+  void Drain();
+  bool draining() const { return draining_.load(); }
+  // Blocks until no Create or Refresh is in progress.
+  void WaitIdle();
+
+ private:
+  void OnInserted(PayoutRequest request, Payout payout, std::string fingerprint,
+                  absl::Time started, absl::StatusOr<InsertResult> inserted,
+                  Callback<absl::StatusOr<Payout>> done);
+  void OnPayoutAnswer(Payout payout, absl::Time started,
+                      absl::StatusOr<HttpAnswer> answer,
+                      Callback<absl::StatusOr<Payout>> done);
+  void OnStatusAnswer(StoredPayout stored, std::string who,
+                      absl::StatusOr<HttpAnswer> answer,
+                      Callback<absl::StatusOr<Payout>> done);
+  // What a retry of an existing key gets (contract section 7).
+  absl::StatusOr<Payout> Replay(const StoredPayout& stored,
+                                const std::string& fingerprint);
+  // Ledger::Apply with its duration recorded.
+  void Apply(PayoutChange change, const char* op,
+             Ledger::Callback<absl::StatusOr<StoredPayout>> done);
+  void LogOutcome(const Payout& payout, absl::Time started,
+                  const absl::Status& error);
+  void CountOutcome(TransferMode mode, absl::string_view outcome);
+  // Counts a Create (bounded by max_outstanding) or a Refresh in progress:
+  // on OK, `done` is wrapped so that it ends the count after it has run; on
+  // error (draining, overloaded) `done` is left as it was.
+  absl::Status Begin(bool bounded, Callback<absl::StatusOr<Payout>>& done);
+
+  Ledger& ledger_;
+  UpstreamClient& upstream_;
+  Metrics& metrics_;
+  const PayoutServiceOptions options_;
+  const Clock clock_;
+
+  std::atomic<bool> draining_{false};
+  mutable absl::Mutex mu_;
+  size_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace aopay
+
+#endif  // AOPAY_SERVER_PAYOUT_SERVICE_H_

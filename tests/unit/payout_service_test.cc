@@ -1,0 +1,462 @@
+// PayoutService against an in-memory ledger and a scripted upstream: the
+// ordering guarantees (durable intent before the call, nothing sent on a
+// replay, the key freed only when certainly not sent) and every branch of
+// the flow, without a network.
+
+#include "server/payout_service.h"
+
+#include <deque>
+#include <map>
+#include <optional>
+
+#include "common/aopay_codec.h"
+#include "common/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace aopay {
+namespace {
+
+using ::testing::HasSubstr;
+
+// A ledger in memory. Calls back inline; can be told to fail.
+class FakeLedger final : public Ledger {
+ public:
+  bool fail_writes = false;
+  std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
+
+  void Insert(const Payout& payout, std::string fingerprint,
+              Callback<absl::StatusOr<InsertResult>> done) override {
+    if (fail_writes) return done(LedgerUnavailableError("disk full"));
+    log.push_back("insert " + payout.payout_id);
+    InsertResult result;
+    for (auto& [id, stored] : rows_) {
+      if (stored.payout.request_id == payout.request_id) {
+        result.existing = stored;
+        return done(result);
+      }
+    }
+    rows_[payout.payout_id] = StoredPayout{payout, std::move(fingerprint), {}};
+    result.inserted = true;
+    done(result);
+  }
+
+  void Apply(PayoutChange change,
+             Callback<absl::StatusOr<StoredPayout>> done) override {
+    if (fail_writes) return done(LedgerUnavailableError("disk full"));
+    auto it = rows_.find(change.payout_id);
+    if (it == rows_.end()) return done(NotFoundError("payout"));
+    StoredPayout& row = it->second;
+    if (row.payout.state != change.expected_state) {
+      return done(absl::AbortedError("state changed"));
+    }
+    log.push_back(absl::StrCat("apply ", change.payout_id, " ",
+                               static_cast<int>(change.expected_state), "->",
+                               static_cast<int>(change.new_state), " ",
+                               change.who));
+    row.payout.state = change.new_state;
+    if (change.transaction_id)
+      row.payout.transaction_id = *change.transaction_id;
+    if (change.upstream_status) {
+      row.payout.upstream_status = *change.upstream_status;
+    }
+    if (change.failure) row.payout.failure = *change.failure;
+    if (change.response) row.response = *change.response;
+    if (change.answer_kind == PayoutChange::AnswerKind::kStatus) {
+      last_status_answer = change.raw_answer;
+    } else if (change.answer_kind == PayoutChange::AnswerKind::kPayout) {
+      last_payout_answer = change.raw_answer;
+    }
+    done(row);
+  }
+
+  void Forget(std::string payout_id, Callback<absl::Status> done) override {
+    if (fail_writes) return done(LedgerUnavailableError("disk full"));
+    log.push_back("forget " + payout_id);
+    rows_.erase(payout_id);
+    done(absl::OkStatus());
+  }
+
+  void GetByPayoutId(std::string payout_id,
+                     Callback<absl::StatusOr<StoredPayout>> done) override {
+    auto it = rows_.find(payout_id);
+    if (it == rows_.end()) return done(NotFoundError("payout"));
+    done(it->second);
+  }
+  void GetByRequestId(std::string request_id,
+                      Callback<absl::StatusOr<StoredPayout>> done) override {
+    for (auto& [id, stored] : rows_) {
+      if (stored.payout.request_id == request_id) return done(stored);
+    }
+    done(NotFoundError("payout"));
+  }
+  void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done) override {
+    last_query = query;
+    done(ListPage{});
+  }
+  void Events(
+      std::string,
+      Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) override {
+    done(std::vector<PayoutEvent>{});
+  }
+  absl::StatusOr<int> RecoverPending(absl::Time) override { return 0; }
+  void Prune(absl::Time, Callback<absl::StatusOr<int>> done) override {
+    done(0);
+  }
+  bool Healthy() const override { return !fail_writes; }
+
+  size_t size() const { return rows_.size(); }
+  const StoredPayout& only() const { return rows_.begin()->second; }
+
+  std::string last_status_answer;
+  std::string last_payout_answer;
+  std::optional<ListQuery> last_query;
+
+ private:
+  std::map<std::string, StoredPayout> rows_;
+};
+
+// Holds every call until the test answers it.
+class FakeUpstream final : public UpstreamClient {
+ public:
+  void Post(UpstreamRequest request, Callback done) override {
+    calls.push_back({std::move(request), std::move(done)});
+  }
+  size_t InFlight() const override { return calls.size(); }
+  size_t Queued() const override { return 0; }
+
+  void Answer(absl::StatusOr<HttpAnswer> answer) {
+    ASSERT_FALSE(calls.empty());
+    Call call = std::move(calls.front());
+    calls.pop_front();
+    call.done(std::move(answer));
+  }
+
+  struct Call {
+    UpstreamRequest request;
+    Callback done;
+  };
+  std::deque<Call> calls;
+};
+
+constexpr char kAccepted[] = R"({
+  "initiateAuthGenericFundTransferAPIResp": {
+    "metaData": {"status": "SUCCESS", "message": "ok", "version": "v1",
+                 "time": "2025-02-25T06:42:43.469Z"},
+    "resourceData": {"status": "ACPT", "transactionReferenceNo": "505914786331",
+                     "transactionID": "TERF920898", "beneficiaryName": "ABC"}},
+  "statuss": "SUCCESS", "message": "fundTransfer successfully processed",
+  "value": ""})";
+
+HttpAnswer Http(int status, std::string body) {
+  HttpAnswer answer;
+  answer.http_status = status;
+  answer.body = std::move(body);
+  return answer;
+}
+
+PayoutRequest ValidRequest(std::string request_id = "req-1") {
+  PayoutRequest request;
+  request.request_id = std::move(request_id);
+  request.beneficiary = {"100000011836", "SBIN0000002", "Dean Jon",
+                         "abc@gmail.com", "9959640000"};
+  request.amount_paise = 1234;
+  request.mode = TransferMode::kImps;
+  return request;
+}
+
+class PayoutServiceTest : public ::testing::Test {
+ protected:
+  PayoutServiceTest() { Rebuild(PayoutServiceOptions{}); }
+
+  void Rebuild(PayoutServiceOptions options) {
+    options.registration_id = "AOP-554";
+    service_ = std::make_unique<PayoutService>(ledger_, upstream_, metrics_,
+                                               std::move(options));
+  }
+
+  // Starts a call; its result lands in the returned slot.
+  std::shared_ptr<std::optional<absl::StatusOr<Payout>>> Create(
+      PayoutRequest request) {
+    auto result = std::make_shared<std::optional<absl::StatusOr<Payout>>>();
+    service_->Create(std::move(request), [result](absl::StatusOr<Payout> r) {
+      *result = std::move(r);
+    });
+    return result;
+  }
+
+  template <typename Method, typename... Args>
+  absl::StatusOr<Payout> Call(Method method, Args... args) {
+    std::optional<absl::StatusOr<Payout>> result;
+    (service_.get()->*method)(
+        std::move(args)...,
+        [&](absl::StatusOr<Payout> r) { result = std::move(r); });
+    EXPECT_TRUE(result.has_value());
+    return result.value_or(absl::InternalError("no answer"));
+  }
+
+  FakeLedger ledger_;
+  FakeUpstream upstream_;
+  Metrics metrics_;
+  std::unique_ptr<PayoutService> service_;
+};
+
+TEST_F(PayoutServiceTest, InvalidRequestTouchesNeitherLedgerNorAopay) {
+  PayoutRequest request = ValidRequest();
+  request.beneficiary.ifsc = "bad";
+  auto result = Create(request);
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ((*result)->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ledger_.log.empty());
+  EXPECT_TRUE(upstream_.calls.empty());
+}
+
+TEST_F(PayoutServiceTest, IntentIsRecordedBeforeTheCallAndOutcomeAfter) {
+  auto result = Create(ValidRequest());
+  ASSERT_EQ(ledger_.log.size(), 1u);
+  EXPECT_THAT(ledger_.log[0], HasSubstr("insert po_"));
+  ASSERT_EQ(upstream_.calls.size(), 1u);
+  EXPECT_EQ(upstream_.calls[0].request.path, kPayoutPath);
+  EXPECT_FALSE(upstream_.calls[0].request.idempotent);
+  EXPECT_THAT(upstream_.calls[0].request.body,
+              HasSubstr(R"("registrationID":"AOP-554")"));
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+  EXPECT_FALSE(result->has_value()) << "answered before AOPay did";
+
+  upstream_.Answer(Http(200, kAccepted));
+
+  ASSERT_TRUE(result->has_value());
+  ASSERT_TRUE((*result)->ok()) << (*result)->status();
+  EXPECT_EQ((**result)->state, PayoutState::kAccepted);
+  EXPECT_EQ((**result)->transaction_id, "TERF920898");
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(ledger_.last_payout_answer, kAccepted);
+  EXPECT_EQ(metrics_.payouts.Value({"IMPS", "accepted"}), 1u);
+}
+
+TEST_F(PayoutServiceTest, LedgerFailureMeansNothingIsSent) {
+  ledger_.fail_writes = true;
+  auto result = Create(ValidRequest());
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ((*result)->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails((*result)->status()).reason, "LEDGER_UNAVAILABLE");
+  EXPECT_TRUE(upstream_.calls.empty());
+}
+
+TEST_F(PayoutServiceTest, CertainlyNotSentFreesTheKey) {
+  auto result = Create(ValidRequest());
+  upstream_.Answer(absl::UnavailableError("connection refused"));
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ((*result)->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger_.size(), 0u);
+  EXPECT_THAT(ledger_.log.back(), HasSubstr("forget po_"));
+
+  auto again = Create(ValidRequest());
+  EXPECT_EQ(upstream_.calls.size(), 1u) << "the freed key is sent again";
+}
+
+TEST_F(PayoutServiceTest, MaybeSentBecomesUnknownAndIsNeverResent) {
+  auto result = Create(ValidRequest());
+  upstream_.Answer(absl::DeadlineExceededError("timed out"));
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ((*result)->status().code(), absl::StatusCode::kDeadlineExceeded);
+  const ErrorDetails details = GetErrorDetails((*result)->status());
+  EXPECT_EQ(details.reason, "OUTCOME_UNKNOWN");
+  EXPECT_EQ(details.metadata.at("payoutId"), ledger_.only().payout.payout_id);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+
+  auto replay = Create(ValidRequest());
+  ASSERT_TRUE(replay->has_value());
+  EXPECT_EQ((*replay)->status(), (*result)->status());
+  EXPECT_TRUE(upstream_.calls.empty());
+}
+
+TEST_F(PayoutServiceTest, ReplaysFollowTheContract) {
+  auto first = Create(ValidRequest());
+  // Still PENDING: in progress, with a retry delay.
+  auto pending = Create(ValidRequest());
+  ASSERT_TRUE(pending->has_value());
+  EXPECT_EQ((*pending)->status().code(), absl::StatusCode::kAborted);
+  EXPECT_TRUE(GetErrorDetails((*pending)->status()).retry_delay.has_value());
+
+  upstream_.Answer(Http(200, kAccepted));
+  auto replay = Create(ValidRequest());
+  ASSERT_TRUE(replay->has_value() && (*replay)->ok());
+  EXPECT_EQ((**replay)->payout_id, (**first)->payout_id);
+
+  PayoutRequest other = ValidRequest();
+  other.amount_paise += 1;
+  auto reused = Create(other);
+  ASSERT_TRUE(reused->has_value());
+  EXPECT_EQ(GetErrorDetails((*reused)->status()).reason, "REQUEST_ID_REUSED");
+  EXPECT_TRUE(upstream_.calls.empty());
+}
+
+TEST_F(PayoutServiceTest, OutcomeIsReturnedEvenWhenTheLedgerCannotRecordIt) {
+  auto result = Create(ValidRequest());
+  ledger_.fail_writes = true;
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(result->has_value());
+  ASSERT_TRUE((*result)->ok());
+  EXPECT_EQ((**result)->state, PayoutState::kAccepted);
+  // The ledger still says PENDING: retries are refused until a restart makes
+  // it UNKNOWN, never re-sent.
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+}
+
+TEST_F(PayoutServiceTest, FullGatewayRefusesBeforeRecording) {
+  PayoutServiceOptions options;
+  options.max_outstanding = 1;
+  Rebuild(options);
+  auto first = Create(ValidRequest("a"));
+  auto second = Create(ValidRequest("b"));
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ((*second)->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(GetErrorDetails((*second)->status()).reason, "OVERLOADED");
+  EXPECT_EQ(ledger_.size(), 1u);
+  upstream_.Answer(Http(200, kAccepted));
+  auto third = Create(ValidRequest("c"));
+  EXPECT_EQ(upstream_.calls.size(), 1u) << "the slot was released";
+}
+
+TEST_F(PayoutServiceTest, DrainingRefusesNewPayouts) {
+  service_->Drain();
+  auto result = Create(ValidRequest());
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ((*result)->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails((*result)->status()).reason, "SHUTTING_DOWN");
+  EXPECT_EQ(ledger_.size(), 0u);
+}
+
+struct RefreshRow {
+  PayoutState from;
+  std::string answer;
+  PayoutState to;
+  bool understood;
+};
+
+class RefreshTest : public PayoutServiceTest,
+                    public ::testing::WithParamInterface<RefreshRow> {};
+
+TEST_P(RefreshTest, MovesOnlyWhereTheContractAllows) {
+  const RefreshRow& row = GetParam();
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, kAccepted));
+  const std::string id = (**created)->payout_id;
+  if (row.from != PayoutState::kAccepted) {
+    PayoutChange change;
+    change.payout_id = id;
+    change.expected_state = PayoutState::kAccepted;
+    change.new_state = row.from;
+    ledger_.Apply(change, [](absl::StatusOr<StoredPayout>) {});
+  }
+
+  std::optional<absl::StatusOr<Payout>> refreshed;
+  service_->Refresh(id, "refresh", [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  ASSERT_EQ(upstream_.calls.size(), 1u);
+  EXPECT_EQ(upstream_.calls[0].request.path, kStatusPath);
+  EXPECT_TRUE(upstream_.calls[0].request.idempotent);
+  upstream_.Answer(Http(200, row.answer));
+
+  ASSERT_TRUE(refreshed.has_value());
+  ASSERT_TRUE(refreshed->ok()) << refreshed->status();
+  EXPECT_EQ((*refreshed)->state, row.to);
+  EXPECT_EQ(ledger_.last_status_answer, row.answer) << "raw answer kept";
+  EXPECT_EQ(metrics_.status_not_understood.Value({}), row.understood ? 0u : 1u);
+  if (row.to == PayoutState::kFailed && row.from != PayoutState::kFailed) {
+    EXPECT_EQ(GetErrorDetails((*refreshed)->failure).reason,
+              "UPSTREAM_REPORTED_FAILURE");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Contract, RefreshTest,
+    ::testing::Values(
+        RefreshRow{PayoutState::kAccepted,
+                   R"({"resourceData":{"transactionStatus":"SUCCESS"}})",
+                   PayoutState::kSucceeded, true},
+        RefreshRow{PayoutState::kAccepted, R"({"status":"rjct"})",
+                   PayoutState::kFailed, true},
+        RefreshRow{PayoutState::kAccepted,
+                   R"({"resourceData":{"status":"RETURNED"}})",
+                   PayoutState::kReversed, true},
+        RefreshRow{PayoutState::kAccepted,
+                   R"({"resourceData":{"status":"PDNG"}})",
+                   PayoutState::kAccepted, true},
+        RefreshRow{PayoutState::kAccepted,
+                   R"({"resourceData":{"status":"HOLD"}})",
+                   PayoutState::kAccepted, false},
+        RefreshRow{PayoutState::kAccepted, "<html>oops</html>",
+                   PayoutState::kAccepted, false},
+        RefreshRow{PayoutState::kSucceeded, R"({"status":"REVERSED"})",
+                   PayoutState::kReversed, true},
+        RefreshRow{PayoutState::kSucceeded, R"({"status":"FAILED"})",
+                   PayoutState::kSucceeded, true},
+        RefreshRow{PayoutState::kFailed, R"({"status":"SUCCESS"})",
+                   PayoutState::kFailed, true},
+        RefreshRow{PayoutState::kUnknown, R"({"status":"SUCCESS"})",
+                   PayoutState::kSucceeded, true}));
+
+TEST_F(PayoutServiceTest, RefreshNeedsATransactionId) {
+  auto created = Create(ValidRequest());
+  std::string body = kAccepted;
+  upstream_.Answer(Http(502, body));  // UNKNOWN, but no transaction id either
+  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+  absl::StatusOr<Payout> refreshed =
+      Call(&PayoutService::Refresh, ledger_.only().payout.payout_id,
+           std::string("refresh"));
+  EXPECT_EQ(GetErrorDetails(refreshed.status()).reason, "NO_TRANSACTION_ID");
+}
+
+TEST_F(PayoutServiceTest, ResolveChecksItsInputAndTheTransition) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(absl::UnknownError("connection reset"));
+  const std::string id = ledger_.only().payout.payout_id;
+
+  ResolveRequest bad;
+  bad.payout_id = id;
+  bad.state = PayoutState::kPending;
+  absl::StatusOr<Payout> refused = Call(&PayoutService::Resolve, bad);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetErrorDetails(refused.status()).violations.size(), 2u);
+
+  ResolveRequest good;
+  good.payout_id = id;
+  good.state = PayoutState::kFailed;
+  good.note = "bank confirmed it bounced";
+  absl::StatusOr<Payout> resolved = Call(&PayoutService::Resolve, good);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->state, PayoutState::kFailed);
+  EXPECT_EQ(GetErrorDetails(resolved->failure).reason, "RESOLVED_BY_OPERATOR");
+  EXPECT_THAT(ledger_.log.back(), HasSubstr("operator: bank confirmed"));
+
+  // A replay now gets the payout as it stands, not the old OUTCOME_UNKNOWN.
+  auto replay = Create(ValidRequest());
+  ASSERT_TRUE(replay->has_value() && (*replay)->ok());
+  EXPECT_EQ((**replay)->state, PayoutState::kFailed);
+
+  absl::StatusOr<Payout> again = Call(&PayoutService::Resolve, good);
+  EXPECT_EQ(GetErrorDetails(again.status()).reason, "INVALID_TRANSITION");
+}
+
+TEST_F(PayoutServiceTest, ListBoundsThePageSize) {
+  std::optional<absl::StatusOr<ListPage>> page;
+  ListQuery query;
+  query.page_size = 0;
+  service_->List(query,
+                 [&](absl::StatusOr<ListPage> p) { page = std::move(p); });
+  EXPECT_EQ(ledger_.last_query->page_size, 50);
+  query.page_size = 9000;
+  service_->List(query,
+                 [&](absl::StatusOr<ListPage> p) { page = std::move(p); });
+  EXPECT_EQ(ledger_.last_query->page_size, 500);
+  query.page_size = -1;
+  service_->List(query,
+                 [&](absl::StatusOr<ListPage> p) { page = std::move(p); });
+  EXPECT_EQ(page->status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace aopay
