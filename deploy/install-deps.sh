@@ -26,11 +26,25 @@ for p in "${packages[@]}"; do
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-deps: all packages present"
-  exit 0
+  echo "install-deps: all Debian packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -q
+  "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -q
-"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+# buf (proto lint) comes from npm, into the repo's own .tools/ (git-ignored).
+# Optional: without node/npm the lint test is skipped, everything else runs.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+buf_version=1.75.0
+if command -v npm >/dev/null 2>&1; then
+  if [ "$("$repo/.tools/node_modules/.bin/buf" --version 2>/dev/null)" != "$buf_version" ]; then
+    echo "install-deps: installing buf $buf_version from npm into .tools/"
+    npm install --silent --no-audit --no-fund --prefix "$repo/.tools" \
+      "@bufbuild/buf@$buf_version" >/dev/null ||
+      echo "install-deps: buf could not be installed; the proto lint test will be skipped"
+  fi
+else
+  echo "install-deps: npm not found; the proto lint test will be skipped"
+fi

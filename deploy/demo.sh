@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds, starts the gateway on the built-in sandbox
+# (no real money moves) and sends one sample payout with payoutctl. The
+# gateway keeps running until Ctrl-C.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+bash deploy/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$(nproc)"
+
+listen=${PAYOUT_LISTEN:-127.0.0.1:50051}
+mkdir -p demo
+out=$(mktemp)
+build/server/payout-server --listen="$listen" --ledger=sqlite:demo/payouts.db \
+  >"$out" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out"' EXIT
+for _ in $(seq 1 300); do
+  grep -q "^listening on" "$out" && break
+  kill -0 $server 2>/dev/null || { echo "payout-server did not start"; exit 1; }
+  sleep 0.1
+done
+address=$(sed -n 's/^listening on //p' "$out")
+echo
+echo "== payout-server is listening on $address (sandbox: no real money moves)"
+echo "== sending a sample payout:"
+echo "   build/client/payoutctl --target=$address create --account=100000011836 \\"
+echo "     --ifsc=SBIN0000002 --name='Dean Jon' --email=abc@gmail.com \\"
+echo "     --mobile=9959640000 --amount=12.00 --mode=IMPS"
+echo
+build/client/payoutctl --target="$address" create --account=100000011836 \
+  --ifsc=SBIN0000002 --name="Dean Jon" --email=abc@gmail.com \
+  --mobile=9959640000 --amount=12.00 --mode=IMPS
+echo
+echo "== the gateway keeps running on $address; try:"
+echo "   build/client/payoutctl --target=$address list"
+echo "== Ctrl-C stops it."
+wait $server
