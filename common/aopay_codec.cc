@@ -478,9 +478,12 @@ StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer) {
     if (!word.has_value()) {
       word = StringMember(*located.resource_data, "transactionStatus");
     }
+  } else {
+    // Only without resourceData: beside it, AOPay's top-level "statuss":
+    // "SUCCESS" means the call worked, not that the money arrived.
+    word = StringMember(document, "status");
+    if (!word.has_value()) word = StringMember(document, "statuss");
   }
-  if (!word.has_value()) word = StringMember(document, "status");
-  if (!word.has_value()) word = StringMember(document, "statuss");
   if (!word.has_value()) return verdict;
 
   verdict.word = text_internal::SanitizeUtf8(*word, kMaxStatusWordBytes);

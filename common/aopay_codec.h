@@ -80,7 +80,9 @@ struct StatusVerdict {
 
 // Looks for a status word under resourceData.status,
 // resourceData.transactionStatus (resourceData at the top or under any
-// top-level wrapper object), then top-level "status" and "statuss"; maps it
+// top-level wrapper object) or, only when there is no resourceData,
+// top-level "status" and "statuss" (beside resourceData those say whether
+// the API call worked, not where the money is); maps it
 // case-insensitively with section 6.3. Non-2xx, truncated or unreadable
 // answers are not understood.
 StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer);

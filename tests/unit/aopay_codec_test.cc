@@ -635,6 +635,10 @@ INSTANTIATE_TEST_SUITE_P(
                    Answer(200, R"({"status":"SUCCESS","resourceData":)"
                                R"({"status":"PDNG"}})"),
                    kAccepted, "PDNG"},
+        StatusCase{"TopLevelSuccessBesideWordlessResourceDataIsIgnored",
+                   Answer(200, R"({"statuss":"SUCCESS","resourceData":)"
+                               R"({"transactionID":"TERF1"}})"),
+                   std::nullopt, ""},
         StatusCase{"TopLevelStatus", Answer(200, R"({"status":"PENDING"})"),
                    kAccepted, "PENDING"},
         StatusCase{"TopLevelStatuss", Answer(200, R"({"statuss":"Completed"})"),
