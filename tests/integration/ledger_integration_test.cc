@@ -324,6 +324,35 @@ TEST_F(LedgerTest, RefreshRecordsEachTransitionAsAnEvent) {
                                      std::make_tuple(5, 5, "refresh")));
 }
 
+TEST(ReconcilerTest, AcceptedPayoutsAreRefreshedUntilFinal) {
+  SandboxProcess sandbox({"--settle=0s"});
+  const std::string dir = MakeTempDir();
+  GatewayProcess gateway(sandbox.url(), dir + "/ledger.db",
+                         {"--reconcile_interval=100ms"});
+  std::vector<std::pair<std::string, v1::PayoutState>> expected;
+  for (const auto& [suffix, state] :
+       std::vector<std::pair<std::string, v1::PayoutState>>{
+           {"1836", v1::PAYOUT_STATE_SUCCEEDED},
+           {"0601", v1::PAYOUT_STATE_FAILED},
+           {"0602", v1::PAYOUT_STATE_REVERSED}}) {
+    absl::StatusOr<v1::Payout> created = gateway.client().CreatePayout(
+        ValidRequest(UniqueAccount(suffix)), kCall);
+    ASSERT_TRUE(created.ok()) << created.status();
+    expected.emplace_back(created->request_id(), state);
+  }
+  for (const auto& [request_id, state] : expected) {
+    EXPECT_TRUE(Eventually(
+        [&, &request_id = request_id, &state = state] {
+          absl::StatusOr<v1::Payout> stored =
+              GetByRequestId(gateway.client(), request_id);
+          return stored.ok() && stored->state() == state;
+        },
+        absl::Seconds(15)))
+        << request_id;
+  }
+  EXPECT_EQ(sandbox.CountPath("/api/V6/Payout/AOPPayout"), 3);
+}
+
 TEST(LedgerStartupTest, UnopenableLedgerStopsTheServer) {
   const std::string dir = MakeTempDir();
   CommandResult missing_dir = RunCommand(
