@@ -8,7 +8,7 @@ cd "$repo"
 
 bash deploy/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j "$(nproc)"
+cmake --build build -j "$(nproc)" --target payout-server payoutctl
 
 listen=${PAYOUT_LISTEN:-127.0.0.1:50051}
 mkdir -p demo
