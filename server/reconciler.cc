@@ -1,6 +1,7 @@
 #include "server/reconciler.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 #include <vector>
 
@@ -39,13 +40,20 @@ void Reconciler::OnPage(absl::Time now, absl::StatusOr<ListPage> page) {
       return;
     }
     for (const Payout& payout : page->payouts) {
+      seen_.insert(payout.payout_id);
       auto it = backoff_.find(payout.payout_id);
       if (it == backoff_.end() || it->second.next <= now) {
         due.push_back(payout.payout_id);
       }
     }
     page_token_ = page->next_page_token;
-    if (page_token_.empty()) next_pass_ = now + interval_;
+    if (page_token_.empty()) {
+      next_pass_ = now + interval_;
+      for (auto it = backoff_.begin(); it != backoff_.end();) {
+        it = seen_.count(it->first) > 0 ? std::next(it) : backoff_.erase(it);
+      }
+      seen_.clear();
+    }
     refreshing_ = static_cast<int>(due.size());
     if (due.empty()) busy_ = false;
   }

@@ -2,6 +2,7 @@
 #define AOPAY_SERVER_RECONCILER_H_
 
 #include <map>
+#include <set>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -45,6 +46,9 @@ class Reconciler {
   std::string page_token_ ABSL_GUARDED_BY(mu_);
   absl::Time next_pass_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::map<std::string, Backoff> backoff_ ABSL_GUARDED_BY(mu_);
+  // Payouts listed so far in this pass; at its end, back-off entries of
+  // payouts no longer ACCEPTED (resolved, refreshed elsewhere) are dropped.
+  std::set<std::string> seen_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace aopay
