@@ -103,6 +103,18 @@ std::optional<std::string> NonEmpty(const std::string& value) {
   return value;
 }
 
+// A ledger callback that hands the row's payout (or the error) to `done`.
+Ledger::Callback<absl::StatusOr<StoredPayout>> PayoutOf(
+    PayoutService::Callback<absl::StatusOr<Payout>> done) {
+  return [done = std::move(done)](absl::StatusOr<StoredPayout> stored) {
+    if (!stored.ok()) {
+      done(stored.status());
+    } else {
+      done(std::move(stored->payout));
+    }
+  };
+}
+
 }  // namespace
 
 PayoutService::PayoutService(Ledger& ledger, UpstreamClient& upstream,
@@ -364,15 +376,7 @@ void PayoutService::GetByPayoutId(std::string payout_id,
     done(InvalidRequestError({{"payout_id", "is required"}}));
     return;
   }
-  ledger_.GetByPayoutId(
-      std::move(payout_id),
-      [done = std::move(done)](absl::StatusOr<StoredPayout> stored) {
-        if (!stored.ok()) {
-          done(stored.status());
-        } else {
-          done(std::move(stored->payout));
-        }
-      });
+  ledger_.GetByPayoutId(std::move(payout_id), PayoutOf(std::move(done)));
 }
 
 void PayoutService::GetByRequestId(std::string request_id,
@@ -381,15 +385,7 @@ void PayoutService::GetByRequestId(std::string request_id,
     done(InvalidRequestError({{"request_id", "is required"}}));
     return;
   }
-  ledger_.GetByRequestId(
-      std::move(request_id),
-      [done = std::move(done)](absl::StatusOr<StoredPayout> stored) {
-        if (!stored.ok()) {
-          done(stored.status());
-        } else {
-          done(std::move(stored->payout));
-        }
-      });
+  ledger_.GetByRequestId(std::move(request_id), PayoutOf(std::move(done)));
 }
 
 void PayoutService::List(ListQuery query,
@@ -514,14 +510,7 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
                               " payout cannot move there; nothing changed");
   }
 
-  Apply(std::move(change), "refresh",
-        [done = std::move(done)](absl::StatusOr<StoredPayout> applied) {
-          if (!applied.ok()) {
-            done(applied.status());
-          } else {
-            done(std::move(applied->payout));
-          }
-        });
+  Apply(std::move(change), "refresh", PayoutOf(std::move(done)));
 }
 
 void PayoutService::Resolve(ResolveRequest request,
@@ -583,14 +572,7 @@ void PayoutService::Resolve(ResolveRequest request,
                      payout.payout_id,
                      std::string(PayoutStateName(payout.state)),
                      std::string(PayoutStateName(request.state)));
-        Apply(std::move(change), "resolve",
-              [done = std::move(done)](absl::StatusOr<StoredPayout> applied) {
-                if (!applied.ok()) {
-                  done(applied.status());
-                } else {
-                  done(std::move(applied->payout));
-                }
-              });
+        Apply(std::move(change), "resolve", PayoutOf(std::move(done)));
       });
 }
 
