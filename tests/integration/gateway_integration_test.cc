@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -244,6 +245,51 @@ TEST_F(GatewayTest, MetricsCountOutcomesAndLogsHoldNoPersonalData) {
   EXPECT_THAT(log, Not(HasSubstr("9876501234")));
   EXPECT_THAT(log, Not(HasSubstr("priya.sharma")));
   EXPECT_THAT(log, Not(HasSubstr("AOP-SANDBOX")));
+}
+
+TEST_F(GatewayTest, BatchAnswersEachRequestAsCreatePayoutWould) {
+  std::vector<v1::CreatePayoutRequest> requests;
+  std::map<std::string, std::string> expected;  // request_id -> outcome
+  for (int i = 0; i < 40; ++i) {
+    v1::CreatePayoutRequest request =
+        ValidRequest(UniqueAccount(i % 4 == 1 ? "0409" : "1836"));
+    if (i % 4 == 2) request.mutable_beneficiary()->set_ifsc("bad");
+    expected[request.request_id()] = i % 4 == 1 ? "UPSTREAM_BENEFICIARY_EXISTS"
+                                     : i % 4 == 2 ? "INVALID_REQUEST"
+                                                  : "OK";
+    requests.push_back(request);
+  }
+  requests.push_back(requests[0]);  // a replay inside the same stream
+
+  absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>> answers =
+      gateway_.client().BatchCreatePayouts(requests, kCall);
+
+  ASSERT_TRUE(answers.ok()) << answers.status();
+  ASSERT_EQ(answers->size(), requests.size());
+  std::map<std::string, int> seen;
+  for (const v1::BatchCreatePayoutsResponse& answer : *answers) {
+    ++seen[answer.request_id()];
+    const std::string& want = expected.at(answer.request_id());
+    if (want == "OK") {
+      // The in-stream replay may find the first still PENDING.
+      if (answer.has_error()) {
+        EXPECT_EQ(answer.request_id(), requests[0].request_id());
+        EXPECT_EQ(answer.error().code(),
+                  static_cast<int>(grpc::StatusCode::ABORTED));
+        continue;
+      }
+      ASSERT_TRUE(answer.has_payout()) << answer.request_id();
+      EXPECT_EQ(answer.payout().state(), v1::PAYOUT_STATE_ACCEPTED);
+    } else {
+      ASSERT_TRUE(answer.has_error()) << answer.request_id();
+      EXPECT_EQ(GetErrorDetails(FromRpcStatusProto(answer.error())).reason,
+                want);
+    }
+  }
+  EXPECT_EQ(seen.size(), expected.size());
+  EXPECT_EQ(seen[requests[0].request_id()], 2);
+  // 30 valid requests reached AOPay, each once; the invalid ones never did.
+  EXPECT_EQ(sandbox_.CountPath(kPayoutPath), 30);
 }
 
 TEST(GatewayStandaloneTest, UnreachableAopayIsUnavailableAndRecordsNothing) {
