@@ -52,13 +52,18 @@ PayoutService::Callback<absl::StatusOr<Payout>> PayoutResponder(
 
 // BatchCreatePayouts: reads requests, runs each through CreatePayout's flow
 // and writes each answer as it comes, in completion order. At most
-// kMaxInFlight creations run per stream; reading pauses beyond that, so a
-// fast writer is slowed down by flow control rather than buffered.
+// kMaxBacklog requests are being created or waiting to be written per stream;
+// reading pauses beyond that, so a caller that writes fast or reads slowly is
+// held back by flow control rather than buffered.
+//
+// Lifetime: gRPC runs OnDone after every reaction, but the creations' callbacks
+// come from ledger and upstream threads. Each holds the reactor (holds_) until
+// it has returned; the last of OnDone and those callbacks deletes it.
 class BatchReactor final
     : public grpc::ServerBidiReactor<v1::CreatePayoutRequest,
                                      v1::BatchCreatePayoutsResponse> {
  public:
-  static constexpr int kMaxInFlight = 64;
+  static constexpr size_t kMaxBacklog = 64;
 
   BatchReactor(PayoutService& service, Metrics& metrics)
       : service_(service), metrics_(metrics), started_(absl::Now()) {
@@ -74,34 +79,60 @@ class BatchReactor final
       Pump();
       return;
     }
-    const std::string request_id = request_.request_id();
+    // Copy the request out before anything can start the next read into
+    // request_.
+    PayoutRequest request = FromProto(request_);
+    std::string request_id = request_.request_id();
     bool read_more;
     {
       absl::MutexLock lock(&mu_);
       ++in_flight_;
-      read_more = in_flight_ < kMaxInFlight;
+      ++holds_;
+      read_more = Backlog() < kMaxBacklog;
       read_paused_ = !read_more;
     }
-    service_.Create(FromProto(request_),
-                    [this, request_id](absl::StatusOr<Payout> payout) {
+    service_.Create(std::move(request),
+                    [this, request_id = std::move(request_id)](
+                        absl::StatusOr<Payout> payout) {
                       OnCreated(request_id, std::move(payout));
                     });
     if (read_more) StartRead(&request_);
   }
 
   void OnWriteDone(bool ok) override {
+    bool resume_reading;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
       queue_.pop_front();
       if (!ok) write_failed_ = true;
+      resume_reading = ResumeReadingLocked();
     }
+    if (resume_reading) StartRead(&request_);
     Pump();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      last = holds_ == 0;
+    }
+    if (last) delete this;
+  }
 
  private:
+  size_t Backlog() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<size_t>(in_flight_) + queue_.size();
+  }
+
+  bool ResumeReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!read_paused_ || Backlog() >= kMaxBacklog) return false;
+    read_paused_ = false;
+    return true;
+  }
+
   void OnCreated(const std::string& request_id, absl::StatusOr<Payout> payout) {
     v1::BatchCreatePayoutsResponse response;
     response.set_request_id(request_id);
@@ -110,18 +141,21 @@ class BatchReactor final
     } else {
       *response.mutable_error() = ToRpcStatus(payout.status());
     }
-    bool resume_reading = false;
+    bool resume_reading;
     {
       absl::MutexLock lock(&mu_);
       --in_flight_;
       queue_.push_back(std::move(response));
-      if (read_paused_ && in_flight_ < kMaxInFlight) {
-        read_paused_ = false;
-        resume_reading = true;
-      }
+      resume_reading = ResumeReadingLocked();
     }
     if (resume_reading) StartRead(&request_);
     Pump();
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --holds_ == 0 && done_;
+    }
+    if (last) delete this;
   }
 
   // Starts the next write, or finishes once everything is answered. gRPC
@@ -162,18 +196,21 @@ class BatchReactor final
   PayoutService& service_;
   Metrics& metrics_;
   const absl::Time started_;
-  v1::CreatePayoutRequest request_;  // only touched by the one read at a time
+  // Written by the one read in progress; read only in OnReadDone.
+  v1::CreatePayoutRequest request_;
 
   absl::Mutex mu_;
   // Answers waiting to be written; the front is being written when
   // writing_. A deque keeps the front's address while others are added.
   std::deque<v1::BatchCreatePayoutsResponse> queue_ ABSL_GUARDED_BY(mu_);
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int holds_ ABSL_GUARDED_BY(mu_) = 0;
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace

@@ -292,6 +292,54 @@ TEST_F(GatewayTest, BatchAnswersEachRequestAsCreatePayoutWould) {
   EXPECT_EQ(sandbox_.CountPath(kPayoutPath), 30);
 }
 
+TEST(GatewayStandaloneTest,
+     ConcurrentBatchStreamsKeepEachAnswerWithItsRequest) {
+  // Many answers arriving while the stream is paused and resumed: each answer
+  // must carry the payout of its own request, and each request must be sent
+  // once (a request copied while the next read overwrote it would pay the
+  // wrong beneficiary).
+  SandboxProcess sandbox({"--latency=5ms"});
+  const std::string dir = MakeTempDir();
+  GatewayProcess gateway(sandbox.url(), dir + "/ledger.db");
+  constexpr int kStreams = 4;
+  constexpr int kPerStream = 600;
+  std::vector<std::vector<v1::CreatePayoutRequest>> batches(kStreams);
+  std::map<std::string, std::string> account_of;  // request_id -> account
+  for (auto& batch : batches) {
+    for (int i = 0; i < kPerStream; ++i) {
+      batch.push_back(ValidRequest(UniqueAccount()));
+      account_of[batch.back().request_id()] =
+          batch.back().beneficiary().account_number();
+    }
+  }
+  std::vector<absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>>>
+      answers(kStreams, absl::UnknownError("unset"));
+  std::vector<std::thread> streams;
+  for (int s = 0; s < kStreams; ++s) {
+    streams.emplace_back([&, s] {
+      answers[s] = gateway.client().BatchCreatePayouts(batches[s], kCall);
+    });
+  }
+  for (std::thread& stream : streams) stream.join();
+
+  for (int s = 0; s < kStreams; ++s) {
+    ASSERT_TRUE(answers[s].ok()) << answers[s].status();
+    ASSERT_EQ(answers[s]->size(), static_cast<size_t>(kPerStream));
+    for (const v1::BatchCreatePayoutsResponse& answer : *answers[s]) {
+      ASSERT_TRUE(answer.has_payout())
+          << answer.request_id() << ": " << answer.error().message();
+      EXPECT_EQ(answer.payout().request_id(), answer.request_id());
+      EXPECT_EQ(answer.payout().beneficiary().account_number(),
+                account_of.at(answer.request_id()));
+    }
+  }
+  std::map<std::string, int> sent;
+  for (const JournalEntry& entry : sandbox.Journal())
+    ++sent[entry.account_number];
+  EXPECT_EQ(sent.size(), account_of.size());
+  for (const auto& [account, count] : sent) EXPECT_EQ(count, 1) << account;
+}
+
 TEST(GatewayStandaloneTest, UnreachableAopayIsUnavailableAndRecordsNothing) {
   // A port that was free a moment ago and has nothing listening now.
   int fd = socket(AF_INET, SOCK_STREAM, 0);
