@@ -128,9 +128,11 @@ PayoutService::PayoutService(Ledger& ledger, UpstreamClient& upstream,
 
 absl::Status PayoutService::Begin(bool bounded,
                                   Callback<absl::StatusOr<Payout>>& done) {
-  if (draining_.load()) return ShuttingDownError();
   {
+    // Under mu_ with the count, so that WaitIdle() cannot return between the
+    // check and the increment.
     absl::MutexLock lock(&mu_);
+    if (draining_.load()) return ShuttingDownError();
     if (bounded && outstanding_ >= options_.max_outstanding) {
       return OverloadedError(options_.retry_delay);
     }
@@ -144,7 +146,10 @@ absl::Status PayoutService::Begin(bool bounded,
   return absl::OkStatus();
 }
 
-void PayoutService::Drain() { draining_.store(true); }
+void PayoutService::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_.store(true);
+}
 
 void PayoutService::WaitIdle() {
   absl::MutexLock lock(&mu_);
@@ -343,9 +348,16 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
           // The caller still learns what AOPay said. The ledger keeps the
           // payout PENDING, so a retry is refused (in progress) and a
           // restart turns it UNKNOWN: never sent twice, never lost.
-          spdlog::error("payout {} outcome {} could not be recorded: {}",
-                        now.payout_id, std::string(PayoutStateName(now.state)),
-                        applied.status().ToString());
+          // AOPay's ids are logged so that an operator can resolve it.
+          spdlog::error(
+              "payout {} outcome {} could not be recorded: {}; AOPay "
+              "transaction_id={} reference={}",
+              now.payout_id, std::string(PayoutStateName(now.state)),
+              applied.status().ToString(),
+              now.transaction_id.empty() ? "-" : now.transaction_id,
+              now.transaction_reference_no.empty()
+                  ? "-"
+                  : now.transaction_reference_no);
         }
         CountOutcome(now.mode, LowerName(now.state));
         LogOutcome(now, started, error);

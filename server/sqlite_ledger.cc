@@ -1,12 +1,16 @@
 #include "server/sqlite_ledger.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -732,14 +736,57 @@ class TypedWriteOp final : public WriteOp {
   absl::StatusOr<T> result_ = absl::UnknownError("not run");
 };
 
+// An exclusive lock on PATH.lock for as long as a process has the ledger
+// open. Two gateways on one file would each turn the other's in-flight
+// PENDING payouts UNKNOWN at start-up and then fail to record their outcomes.
+class LedgerLock {
+ public:
+  static absl::StatusOr<LedgerLock> Acquire(const std::string& path) {
+    const std::string lock_path = path + ".lock";
+    const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return absl::UnavailableError(absl::StrCat("ledger ", path,
+                                                 ": cannot open ", lock_path,
+                                                 ": ", std::strerror(errno)));
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      close(fd);
+      if (error == EWOULDBLOCK) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "ledger ", path, " is in use by another gateway process (",
+            lock_path, " is locked)"));
+      }
+      return absl::UnavailableError(absl::StrCat("ledger ", path,
+                                                 ": cannot lock ", lock_path,
+                                                 ": ", std::strerror(error)));
+    }
+    return LedgerLock(fd);
+  }
+
+  LedgerLock(LedgerLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  LedgerLock& operator=(LedgerLock&&) = delete;
+  ~LedgerLock() { Release(); }
+
+  void Release() {
+    if (fd_ >= 0) close(std::exchange(fd_, -1));  // closing drops the flock
+  }
+
+ private:
+  explicit LedgerLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
 
 class SqliteLedger::Impl {
  public:
-  Impl(SqliteLedgerOptions options, Connection writer, Connection reader)
+  Impl(SqliteLedgerOptions options, LedgerLock lock, Connection writer,
+       Connection reader)
       : options_(std::move(options)),
+        lock_(std::move(lock)),
         writer_db_(std::move(writer)),
         reader_db_(std::move(reader)) {
     writer_thread_ = std::thread([this] { WriterLoop(); });
@@ -767,6 +814,7 @@ class SqliteLedger::Impl {
     }
     if (writer_thread_.joinable()) writer_thread_.join();
     if (reader_thread_.joinable()) reader_thread_.join();
+    lock_.Release();
   }
 
   template <typename T>
@@ -900,6 +948,7 @@ class SqliteLedger::Impl {
   }
 
   const SqliteLedgerOptions options_;
+  LedgerLock lock_;
   // writer_db_ is used only by the writer thread, reader_db_ only by the
   // reader thread. The reader is declared last so that it closes first and
   // the writer's close can checkpoint the WAL.
@@ -939,6 +988,8 @@ absl::StatusOr<std::unique_ptr<SqliteLedger>> SqliteLedger::Open(
         absl::StrCat("no SQLite VFS is registered as \"", options.vfs, "\""));
   }
   if (absl::Status dir = CheckDirectory(options.path); !dir.ok()) return dir;
+  absl::StatusOr<LedgerLock> lock = LedgerLock::Acquire(options.path);
+  if (!lock.ok()) return lock.status();
 
   absl::StatusOr<DbHandle> writer_db = OpenConnection(options, false);
   if (!writer_db.ok()) return writer_db.status();
@@ -958,8 +1009,9 @@ absl::StatusOr<std::unique_ptr<SqliteLedger>> SqliteLedger::Open(
   if (!query_only.ok()) return query_only.status();
   Connection reader(*std::move(reader_db));
 
-  return std::unique_ptr<SqliteLedger>(new SqliteLedger(std::make_unique<Impl>(
-      std::move(options), std::move(writer), std::move(reader))));
+  return std::unique_ptr<SqliteLedger>(new SqliteLedger(
+      std::make_unique<Impl>(std::move(options), *std::move(lock),
+                             std::move(writer), std::move(reader))));
 }
 
 SqliteLedger::SqliteLedger(std::unique_ptr<Impl> impl)

@@ -76,6 +76,17 @@ class LedgerTest : public ::testing::Test {
   std::unique_ptr<GatewayProcess> gateway_;
 };
 
+TEST_F(LedgerTest, ASecondGatewayCannotOpenALedgerInUse) {
+  CommandResult second = RunCommand(
+      {PAYOUT_SERVER_BIN, "--listen=127.0.0.1:0",
+       "--metrics_listen=", "--aopay_url=" + sandbox_.url(),
+       "--registration_id=AOP-SANDBOX", "--ledger=sqlite:" + ledger_});
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_THAT(second.err, HasSubstr("in use by another gateway process"));
+  // The first one is untouched and still serves.
+  EXPECT_TRUE(client().CreatePayout(ValidRequest(UniqueAccount()), kCall).ok());
+}
+
 TEST_F(LedgerTest, ReplayReturnsTheRecordedPayoutAndSendsNothing) {
   const std::string account = UniqueAccount();
   const v1::CreatePayoutRequest request = ValidRequest(account);

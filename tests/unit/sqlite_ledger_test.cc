@@ -497,27 +497,44 @@ TEST_F(SqliteLedgerTest, DuplicateKeyReturnsTheExistingRowAndWritesNothing) {
 }
 
 TEST_F(SqliteLedgerTest, KeysAndReadsAreScopedToTheRegistration) {
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    ASSERT_TRUE(Insert(*ledger, MakePayout(1, "req-shared")).ok());
+  }
+  {
+    SqliteLedgerOptions other_options = Options();
+    other_options.registration_id = "AOP-999";
+    auto other = OpenLedger(other_options);
+    ASSERT_NE(other, nullptr);
+    absl::StatusOr<InsertResult> inserted =
+        Insert(*other, MakePayout(2, "req-shared"));
+    ASSERT_TRUE(inserted.ok()) << inserted.status();
+    EXPECT_TRUE(inserted->inserted) << "another registration's key is distinct";
+    EXPECT_EQ(GetById(*other, PayoutId(1)).status().code(),
+              absl::StatusCode::kNotFound);
+    absl::StatusOr<ListPage> listed = List(*other, ListQuery{});
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    EXPECT_THAT(Ids(*listed), ElementsAre(PayoutId(2)));
+  }
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
-  SqliteLedgerOptions other_options = Options();
-  other_options.registration_id = "AOP-999";
-  auto other = OpenLedger(other_options);
-  ASSERT_NE(other, nullptr);
-
-  ASSERT_TRUE(Insert(*ledger, MakePayout(1, "req-shared")).ok());
-  absl::StatusOr<InsertResult> inserted =
-      Insert(*other, MakePayout(2, "req-shared"));
-  ASSERT_TRUE(inserted.ok()) << inserted.status();
-  EXPECT_TRUE(inserted->inserted) << "another registration's key is distinct";
-
-  EXPECT_EQ(GetById(*other, PayoutId(1)).status().code(),
-            absl::StatusCode::kNotFound);
   absl::StatusOr<StoredPayout> mine = GetByRequest(*ledger, "req-shared");
   ASSERT_TRUE(mine.ok()) << mine.status();
   EXPECT_EQ(mine->payout.payout_id, PayoutId(1));
-  absl::StatusOr<ListPage> listed = List(*other, ListQuery{});
-  ASSERT_TRUE(listed.ok()) << listed.status();
-  EXPECT_THAT(Ids(*listed), ElementsAre(PayoutId(2)));
+}
+
+TEST_F(SqliteLedgerTest, OneProcessAtATimeHoldsTheLedger) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  absl::StatusOr<std::unique_ptr<SqliteLedger>> second =
+      SqliteLedger::Open(Options());
+  ASSERT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(second.status().message()),
+              ::testing::HasSubstr("in use by another gateway process"));
+  ledger->Close();
+  second = SqliteLedger::Open(Options());
+  EXPECT_TRUE(second.ok()) << second.status();
 }
 
 TEST_F(SqliteLedgerTest, ApplyChangesTheRowAndAppendsAnEvent) {
