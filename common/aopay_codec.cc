@@ -415,9 +415,6 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
         absl::StrCat("AOPay's answer (HTTP ", http, ") is not a JSON object"),
         http, std::nullopt);
   }
-  if (StringMemberIs(document, "status", "ERROR")) {
-    return ErrorBodyVerdict(document, http);
-  }
   const Located located = FindResourceData(document);
   const Value* meta_data = located.wrapper != nullptr
                                ? ObjectMember(*located.wrapper, "metaData")
@@ -425,6 +422,19 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
   const bool says_success =
       StringMemberIs(document, "statuss", "SUCCESS") ||
       (meta_data != nullptr && StringMemberIs(*meta_data, "status", "SUCCESS"));
+  if (StringMemberIs(document, "status", "ERROR")) {
+    // An error that also carries success markers or a transaction id may
+    // describe a payout AOPay took: not a refusal to believe.
+    const bool has_transaction =
+        located.resource_data != nullptr &&
+        StringMember(*located.resource_data, "transactionID").has_value();
+    if (says_success || has_transaction) {
+      return UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http,
+                                         ") says both error and success"),
+                            http, UpstreamMessage(document, located.wrapper));
+    }
+    return ErrorBodyVerdict(document, http);
+  }
   if (Is2xx(http) && says_success) {
     return SuccessVerdict(document, located, http);
   }

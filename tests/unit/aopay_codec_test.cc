@@ -337,6 +337,16 @@ INSTANTIATE_TEST_SUITE_P(
         Unknown("Http503JsonError",
                 Answer(503, ErrorBody("\"422\"", kMessage422)),
                 HttpOnly("503")),
+        // Contradictions: an error that may describe a payout AOPay took.
+        Unknown("ErrorWithSuccessMarker",
+                Answer(200, R"({"status":"ERROR","subCode":"409",)"
+                            R"("message":"dup","statuss":"SUCCESS"})"),
+                Upstream("200", std::nullopt, "dup")),
+        Unknown("ErrorWithTransactionId",
+                Answer(200, R"({"status":"ERROR","subCode":"422",)"
+                            R"("message":"bad","resourceData":)"
+                            R"({"transactionID":"TERF1"}})"),
+                Upstream("200", std::nullopt, "bad")),
         // Unreadable bodies.
         Unknown("EmptyBody200", Answer(200, ""), HttpOnly("200")),
         Unknown("InvalidJson", Answer(200, R"({"statuss": "SUCCESS",)"),
