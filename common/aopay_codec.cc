@@ -459,12 +459,13 @@ PayoutVerdict InterpretTransportFailure(const absl::Status& transport_error) {
                             "The gateway has too many AOPay calls waiting; "
                             "the payout was not sent, try again later.",
                             std::nullopt);
-    case absl::StatusCode::kCancelled:
-      return NotSentVerdict(absl::StatusCode::kUnavailable,
-                            reason::kShuttingDown,
-                            "The gateway is shutting down; the payout was not "
-                            "sent, try again later or on another instance.",
-                            std::nullopt);
+    case absl::StatusCode::kCancelled: {
+      PayoutVerdict verdict;
+      verdict.kind = Kind::kNotSent;
+      verdict.state = PayoutState::kUnspecified;
+      verdict.error = ShuttingDownError();
+      return verdict;
+    }
     case absl::StatusCode::kDeadlineExceeded:
       return UnknownVerdict("AOPay did not answer within the upstream timeout",
                             std::nullopt, std::nullopt);

@@ -331,6 +331,15 @@ absl::Status LedgerUnavailableError(absl::string_view what) {
                    std::move(details));
 }
 
+absl::Status ShuttingDownError() {
+  ErrorDetails details = WithReason(reason::kShuttingDown);
+  details.retry_delay = absl::Seconds(1);
+  return MakeError(absl::StatusCode::kUnavailable,
+                   "The gateway is shutting down; the payout was not sent, "
+                   "try again later or on another instance.",
+                   std::move(details));
+}
+
 absl::Status NotFoundError(absl::string_view what) {
   return MakeError(absl::StatusCode::kNotFound,
                    absl::StrCat(WithoutFinalDot(what), " was not found."),

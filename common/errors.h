@@ -50,7 +50,6 @@ inline constexpr absl::string_view kNoTransactionId = "NO_TRANSACTION_ID";
 inline constexpr absl::string_view kResolvedByOperator = "RESOLVED_BY_OPERATOR";
 inline constexpr absl::string_view kUpstreamReportedFailure =
     "UPSTREAM_REPORTED_FAILURE";
-inline constexpr absl::string_view kUnimplemented = "UNIMPLEMENTED";
 }  // namespace reason
 
 // ErrorInfo metadata keys.
@@ -121,6 +120,9 @@ absl::Status LedgerUnavailableError(absl::string_view what);
 // NOT_FOUND, reason NOT_FOUND; message "<what> was not found." (`what` names
 // the missing thing, e.g. "Payout po_01J...").
 absl::Status NotFoundError(absl::string_view what);
+// UNAVAILABLE, SHUTTING_DOWN, RetryInfo: the gateway is draining and sent
+// nothing.
+absl::Status ShuttingDownError();
 
 }  // namespace aopay
 

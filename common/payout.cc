@@ -34,28 +34,4 @@ absl::string_view PayoutStateName(PayoutState state) {
   return "UNSPECIFIED";
 }
 
-std::optional<PayoutState> ParsePayoutStateName(absl::string_view name) {
-  for (const PayoutState state :
-       {PayoutState::kUnspecified, PayoutState::kPending,
-        PayoutState::kAccepted, PayoutState::kSucceeded, PayoutState::kFailed,
-        PayoutState::kReversed, PayoutState::kUnknown}) {
-    if (PayoutStateName(state) == name) return state;
-  }
-  return std::nullopt;
-}
-
-bool IsFinalState(PayoutState state) {
-  return state == PayoutState::kSucceeded || state == PayoutState::kFailed ||
-         state == PayoutState::kReversed;
-}
-
-PayoutRequest RequestOf(const Payout& payout) {
-  PayoutRequest request;
-  request.request_id = payout.request_id;
-  request.beneficiary = payout.beneficiary;
-  request.amount_paise = payout.amount_paise;
-  request.mode = payout.mode;
-  return request;
-}
-
 }  // namespace aopay

@@ -2,7 +2,6 @@
 #define AOPAY_COMMON_PAYOUT_H_
 
 #include <cstdint>
-#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -29,10 +28,6 @@ enum class PayoutState {
 absl::string_view TransferModeName(TransferMode mode);
 // "PENDING", "ACCEPTED", ... ("UNSPECIFIED" for kUnspecified).
 absl::string_view PayoutStateName(PayoutState state);
-// Inverse of PayoutStateName (exact, upper case); nullopt for anything else.
-std::optional<PayoutState> ParsePayoutStateName(absl::string_view name);
-// SUCCEEDED, FAILED and REVERSED: nothing will change the state again.
-bool IsFinalState(PayoutState state);
 
 struct Beneficiary {
   std::string account_number;
@@ -74,9 +69,6 @@ struct Payout {
   absl::Time create_time = absl::UnixEpoch();
   absl::Time update_time = absl::UnixEpoch();
 };
-
-// The payout fields that come from the request.
-PayoutRequest RequestOf(const Payout& payout);
 
 }  // namespace aopay
 

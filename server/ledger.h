@@ -101,8 +101,7 @@ class Ledger {
 
   // Deletes a PENDING payout that was certainly not sent, so that its
   // request_id can be used again. FAILED_PRECONDITION if not PENDING.
-  virtual void Forget(std::string payout_id,
-                      Callback<absl::Status> done) = 0;
+  virtual void Forget(std::string payout_id, Callback<absl::Status> done) = 0;
 
   // Reads. NOT_FOUND when there is no such payout.
   virtual void GetByPayoutId(std::string payout_id,
@@ -110,9 +109,11 @@ class Ledger {
   virtual void GetByRequestId(std::string request_id,
                               Callback<absl::StatusOr<StoredPayout>> done) = 0;
   // INVALID_ARGUMENT for a page token this ledger did not make.
-  virtual void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done) = 0;
-  virtual void Events(std::string payout_id,
-                      Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) = 0;
+  virtual void List(ListQuery query,
+                    Callback<absl::StatusOr<ListPage>> done) = 0;
+  virtual void Events(
+      std::string payout_id,
+      Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) = 0;
 
   // Start-up, before serving: every PENDING payout becomes UNKNOWN with an
   // event ("recovery"). Returns how many. Blocking.

@@ -86,12 +86,6 @@ void HistogramFamily::Observe(const LabelValues& labels, absl::Duration value) {
   series.sum += seconds;
 }
 
-uint64_t HistogramFamily::Count(const LabelValues& labels) const {
-  absl::MutexLock lock(&mu_);
-  auto it = series_.find(labels);
-  return it == series_.end() ? 0 : it->second.count;
-}
-
 void HistogramFamily::Render(std::string* out) const {
   Header(out, name_, help_, "histogram");
   absl::MutexLock lock(&mu_);

@@ -43,7 +43,6 @@ class HistogramFamily {
                   std::vector<std::string> label_names,
                   std::vector<double> bounds);
   void Observe(const LabelValues& labels, absl::Duration value);
-  uint64_t Count(const LabelValues& labels) const;
   void Render(std::string* out) const;
 
  private:

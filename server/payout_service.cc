@@ -24,16 +24,6 @@ std::string LowerName(PayoutState state) {
   return absl::AsciiStrToLower(PayoutStateName(state));
 }
 
-absl::Status ShuttingDownError() {
-  ErrorDetails details;
-  details.reason = std::string(reason::kShuttingDown);
-  details.retry_delay = absl::Seconds(1);
-  return MakeError(absl::StatusCode::kUnavailable,
-                   "The gateway is shutting down; nothing was sent. Try again "
-                   "later or on another instance.",
-                   std::move(details));
-}
-
 absl::Status StatusEndpointUnavailable() {
   ErrorDetails details;
   details.reason = std::string(reason::kUpstreamUnavailable);
