@@ -322,35 +322,6 @@ std::string JsonReport(const Options& options, const Report& r) {
                       "\n");
 }
 
-absl::StatusOr<std::string> ReadToken() {
-  const std::string file = absl::GetFlag(FLAGS_token_file);
-  std::string token = absl::GetFlag(FLAGS_token);
-  if (!file.empty() && !token.empty()) {
-    return absl::InvalidArgumentError("give --token or --token_file, not both");
-  }
-  if (!file.empty()) {
-    std::ifstream in(file);
-    if (!in.is_open()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot open --token_file '", file, "'"));
-    }
-    std::string contents((std::istreambuf_iterator<char>(in)),
-                         std::istreambuf_iterator<char>());
-    token = std::string(absl::StripAsciiWhitespace(contents));
-  } else if (token.empty()) {
-    if (const char* env = std::getenv("PAYOUT_TOKEN"); env != nullptr) {
-      token = std::string(absl::StripAsciiWhitespace(env));
-    }
-  }
-  for (const char c : token) {
-    if (c < 0x21 || c > 0x7e) {
-      return absl::InvalidArgumentError(
-          "the bearer token may hold only visible ASCII characters");
-    }
-  }
-  return token;
-}
-
 absl::StatusOr<Options> ReadOptions() {
   Options options;
   options.target = absl::GetFlag(FLAGS_target);
@@ -429,7 +400,8 @@ int Main(int argc, char** argv) {
     std::cerr << "payout-bench: " << options.status().message() << "\n";
     return kExitUsage;
   }
-  absl::StatusOr<std::string> token = ReadToken();
+  absl::StatusOr<std::string> token = ResolveBearerToken(
+      absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
   if (!token.ok()) {
     std::cerr << "payout-bench: " << token.status().message() << "\n";
     return kExitUsage;

@@ -1,11 +1,13 @@
 #include "client/payout_client.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/errors.h"
 #include "google/rpc/error_details.pb.h"
@@ -72,6 +74,34 @@ absl::StatusOr<std::string> ReadFile(const std::string& path,
 }
 
 }  // namespace
+
+absl::StatusOr<std::string> ResolveBearerToken(const std::string& token,
+                                               const std::string& token_file) {
+  if (!token.empty() && !token_file.empty()) {
+    return absl::InvalidArgumentError("give --token or --token_file, not both");
+  }
+  std::string resolved = token;
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> contents = ReadFile(token_file, "token");
+    if (!contents.ok()) return contents.status();
+    resolved = std::string(absl::StripAsciiWhitespace(*contents));
+    if (resolved.empty()) {
+      return absl::InvalidArgumentError("the --token_file is empty");
+    }
+  } else if (token.empty()) {
+    if (const char* env = std::getenv("PAYOUT_TOKEN"); env != nullptr) {
+      resolved = std::string(absl::StripAsciiWhitespace(env));
+    }
+  }
+  for (const char c : resolved) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "the bearer token has a character a header cannot carry (only "
+          "visible ASCII is allowed)");
+    }
+  }
+  return resolved;
+}
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();

@@ -51,6 +51,14 @@ struct ChannelOptions {
 [[nodiscard]] absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
     const ChannelOptions& options);
 
+// The bearer token a program should send: `token`, or the contents of
+// `token_file` (surrounding white space dropped), or, when both are empty,
+// $PAYOUT_TOKEN; "" when there is none. INVALID_ARGUMENT when both are given,
+// the file cannot be read or is empty, or the token holds a character a header
+// cannot carry (only visible ASCII is allowed).
+[[nodiscard]] absl::StatusOr<std::string> ResolveBearerToken(
+    const std::string& token, const std::string& token_file);
+
 // Calls PayoutService and PayoutAdminService over one channel.
 //
 // Thread-safe: every method may be called from many threads at once; the

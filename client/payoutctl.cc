@@ -591,35 +591,6 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   return contents;
 }
 
-absl::StatusOr<std::string> ResolveToken(const std::set<std::string>& given) {
-  const bool has_token = given.count("token") > 0;
-  const bool has_file = given.count("token_file") > 0;
-  if (has_token && has_file) {
-    return UsageError("give --token or --token_file, not both");
-  }
-  std::string token;
-  if (has_file) {
-    absl::StatusOr<std::string> contents =
-        ReadWholeFile(absl::GetFlag(FLAGS_token_file));
-    if (!contents.ok()) return contents.status();
-    token = std::string(absl::StripAsciiWhitespace(*contents));
-    if (token.empty()) return UsageError("the --token_file is empty");
-  } else if (has_token) {
-    token = absl::GetFlag(FLAGS_token);
-  } else if (const char* env = std::getenv("PAYOUT_TOKEN"); env != nullptr) {
-    token = std::string(absl::StripAsciiWhitespace(env));
-  }
-  // A header value must be visible ASCII; say so instead of failing the call.
-  for (const char c : token) {
-    if (c < 0x21 || c > 0x7e) {
-      return UsageError(
-          "the bearer token has a character a header cannot "
-          "carry (only visible ASCII is allowed)");
-    }
-  }
-  return token;
-}
-
 // ---------------------------------------------------------------------------
 // Sub-commands. Each returns the exit code, or a usage error.
 
@@ -929,7 +900,8 @@ int Main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       MakeChannel(channel_options);
   if (!channel.ok()) return UsageFailure(channel.status().message());
-  absl::StatusOr<std::string> token = ResolveToken(scanned->given);
+  absl::StatusOr<std::string> token = ResolveBearerToken(
+      absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
   if (!token.ok()) return UsageFailure(token.status().message());
   ctx.client = std::make_unique<PayoutClient>(*channel, *token);
 

@@ -1,5 +1,7 @@
 #include "client/payout_client.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <future>
 #include <memory>
@@ -502,6 +504,46 @@ TEST_F(PayoutClientTest, UnreachableGatewayIsUnavailable) {
   absl::StatusOr<v1::Payout> payout =
       client.CreatePayout(Request("req-u"), absl::Seconds(5));
   EXPECT_EQ(payout.status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace aopay
+
+namespace aopay {
+namespace {
+
+std::string WriteTempFile(const std::string& contents) {
+  std::string path = ::testing::TempDir() + "token-XXXXXX";
+  const int fd = mkstemp(path.data());
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(write(fd, contents.data(), contents.size()),
+            static_cast<ssize_t>(contents.size()));
+  close(fd);
+  return path;
+}
+
+TEST(ResolveBearerTokenTest, FlagFileAndEnvironment) {
+  unsetenv("PAYOUT_TOKEN");
+  EXPECT_EQ(ResolveBearerToken("", "").value(), "");
+  EXPECT_EQ(ResolveBearerToken("abc", "").value(), "abc");
+  EXPECT_EQ(ResolveBearerToken("", WriteTempFile("  s3cret\n")).value(),
+            "s3cret");
+  setenv("PAYOUT_TOKEN", " from-env ", 1);
+  EXPECT_EQ(ResolveBearerToken("", "").value(), "from-env");
+  EXPECT_EQ(ResolveBearerToken("flag", "").value(), "flag");
+  unsetenv("PAYOUT_TOKEN");
+}
+
+TEST(ResolveBearerTokenTest, RefusesWhatCannotBeSent) {
+  const std::string file = WriteTempFile("x");
+  EXPECT_EQ(ResolveBearerToken("a", file).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolveBearerToken("", WriteTempFile(" \n")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolveBearerToken("", "/no/such/token").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolveBearerToken("two words", "").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
