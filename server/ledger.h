@@ -41,6 +41,7 @@ struct PayoutChange {
   std::optional<absl::Status> failure;   // OK clears it
   std::optional<absl::Status> response;  // replaces StoredPayout::response
   // AOPay's raw answer that caused the change, kept for audit ("" = none).
+  // The ledger replaces any occurrence of the registration id before storing.
   std::string raw_answer;
   enum class AnswerKind { kNone, kPayout, kStatus };
   AnswerKind answer_kind = AnswerKind::kNone;

@@ -6,7 +6,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "common/aopay_codec.h"
 #include "common/errors.h"
 #include "common/ids.h"
@@ -297,8 +296,7 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
   change.upstream_status = NonEmpty(verdict.upstream_status);
   change.bank_beneficiary_name = NonEmpty(verdict.bank_beneficiary_name);
   if (answer.ok()) {
-    change.raw_answer = absl::StrReplaceAll(
-        answer->body, {{options_.registration_id, "[registration]"}});
+    change.raw_answer = std::move(answer->body);  // the ledger scrubs it
     change.answer_kind = PayoutChange::AnswerKind::kPayout;
   }
   change.who = "gateway";
@@ -470,8 +468,7 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
   change.payout_id = payout.payout_id;
   change.expected_state = payout.state;
   change.new_state = payout.state;
-  change.raw_answer = absl::StrReplaceAll(
-      answer->body, {{options_.registration_id, "[registration]"}});
+  change.raw_answer = answer->body;  // the ledger scrubs it
   change.answer_kind = PayoutChange::AnswerKind::kStatus;
   change.who = std::move(who);
   change.time = clock_();
