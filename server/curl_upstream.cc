@@ -125,7 +125,6 @@ struct Transfer {
   UpstreamRequest request;
   UpstreamClient::Callback done;
   std::string url;
-  SlistPtr headers;
   EasyPtr easy;
   HttpAnswer answer;
   int attempts = 0;             // times libcurl was about to send the request
@@ -161,22 +160,29 @@ int BeforeSend(void* user, char* /*remote_ip*/, char* /*local_ip*/,
   return CURL_PREREQFUNC_OK;
 }
 
-// Fills in the options; the easy handle and headers are created here.
-absl::Status Configure(const CurlUpstreamOptions& options, Transfer& transfer) {
+// The request headers every call sends; libcurl only reads the list, so one
+// list serves every transfer for the client's lifetime.
+absl::StatusOr<SlistPtr> MakeHeaders() {
+  SlistPtr headers;
+  for (const char* header : {"Content-Type: application/json", "Expect:"}) {
+    curl_slist* longer = curl_slist_append(headers.get(), header);
+    if (longer == nullptr) {
+      return absl::ResourceExhaustedError("curl_slist_append failed");
+    }
+    (void)headers.release();  // now part of `longer`
+    headers.reset(longer);
+  }
+  return headers;
+}
+
+// Fills in the options; the easy handle is created here. `headers` must
+// outlive the transfer.
+absl::Status Configure(const CurlUpstreamOptions& options,
+                       const curl_slist* headers, Transfer& transfer) {
   transfer.easy.reset(curl_easy_init());
   if (transfer.easy == nullptr) {
     return absl::ResourceExhaustedError("curl_easy_init failed");
   }
-  curl_slist* headers = nullptr;
-  for (const char* header : {"Content-Type: application/json", "Expect:"}) {
-    curl_slist* longer = curl_slist_append(headers, header);
-    if (longer == nullptr) {
-      curl_slist_free_all(headers);
-      return absl::ResourceExhaustedError("curl_slist_append failed");
-    }
-    headers = longer;
-  }
-  transfer.headers.reset(headers);
 
   CURL* easy = transfer.easy.get();
   CURLcode code = CURLE_OK;
@@ -196,7 +202,7 @@ absl::Status Configure(const CurlUpstreamOptions& options, Transfer& transfer) {
   set("POSTFIELDS", CURLOPT_POSTFIELDS, transfer.request.body.data());
   set("POSTFIELDSIZE_LARGE", CURLOPT_POSTFIELDSIZE_LARGE,
       static_cast<curl_off_t>(transfer.request.body.size()));
-  set("HTTPHEADER", CURLOPT_HTTPHEADER, transfer.headers.get());
+  set("HTTPHEADER", CURLOPT_HTTPHEADER, headers);
   set("HTTP_VERSION", CURLOPT_HTTP_VERSION,
       static_cast<long>(CURL_HTTP_VERSION_1_1));
   set("NOSIGNAL", CURLOPT_NOSIGNAL, 1L);
@@ -299,8 +305,10 @@ absl::StatusOr<HttpAnswer> Outcome(Transfer& transfer, CURLcode code) {
 
 class CurlUpstream::Loop {
  public:
-  Loop(CurlUpstreamOptions options, std::string base_url, MultiPtr multi)
+  Loop(CurlUpstreamOptions options, std::string base_url, SlistPtr headers,
+       MultiPtr multi)
       : options_(std::move(options)),
+        headers_(std::move(headers)),
         base_url_(std::move(base_url)),
         multi_(std::move(multi)) {}
 
@@ -379,8 +387,9 @@ class CurlUpstream::Loop {
 
   void Run() {
     std::vector<Delivery> out;
+    std::deque<Call> starting;  // reused: a deque allocates when built
     while (true) {
-      std::deque<Call> starting;
+      starting.clear();
       bool abort_now = false;
       {
         absl::MutexLock lock(&mu_);
@@ -448,7 +457,7 @@ class CurlUpstream::Loop {
     const bool has_slash = absl::StartsWith(transfer->request.path, "/");
     transfer->url =
         absl::StrCat(base_url_, has_slash ? "" : "/", transfer->request.path);
-    absl::Status status = Configure(options_, *transfer);
+    absl::Status status = Configure(options_, headers_.get(), *transfer);
     if (status.ok()) {
       const CURLMcode added =
           curl_multi_add_handle(multi_.get(), transfer->easy.get());
@@ -515,6 +524,7 @@ class CurlUpstream::Loop {
   }
 
   const CurlUpstreamOptions options_;
+  const SlistPtr headers_;  // shared by every transfer
   const std::string base_url_;
   const MultiPtr multi_;  // curl_multi_wakeup from any thread; else loop only
   // Loop thread only. Declared after multi_ so the handles go first.
@@ -553,9 +563,12 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
 
   // A dry run of the per-call options finds a libcurl without one of them
   // (CURLOPT_PREREQFUNCTION needs 7.80) before any payout depends on it.
+  absl::StatusOr<SlistPtr> headers = MakeHeaders();
+  if (!headers.ok()) return headers.status();
   Transfer probe;
   probe.url = *base_url;
-  if (absl::Status status = Configure(options, probe); !status.ok()) {
+  if (absl::Status status = Configure(options, headers->get(), probe);
+      !status.ok()) {
     return status;
   }
 
@@ -573,7 +586,7 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
         "libcurl refused the connection cache options");
   }
   auto loop = std::make_unique<Loop>(std::move(options), *std::move(base_url),
-                                     std::move(multi));
+                                     *std::move(headers), std::move(multi));
   loop->Start();
   return std::unique_ptr<CurlUpstream>(new CurlUpstream(std::move(loop)));
 }
