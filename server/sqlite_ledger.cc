@@ -17,11 +17,11 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
@@ -170,9 +170,6 @@ class Statement {
     Check(sqlite3_bind_text64(stmt_, index, data, text.size(), SQLITE_TRANSIENT,
                               SQLITE_UTF8));
   }
-  void Bind(int index, const char* text) {
-    Bind(index, absl::string_view(text));
-  }
   void Bind(int index, const std::string& text) {
     Bind(index, absl::string_view(text));
   }
@@ -217,10 +214,6 @@ class Statement {
         reinterpret_cast<const char*>(text),
         static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
   }
-  std::optional<std::string> OptionalText(int column) const {
-    if (IsNull(column)) return std::nullopt;
-    return Text(column);
-  }
 
   // Rows changed by the last Step() of this statement's connection.
   int Changes() const { return sqlite3_changes(sqlite3_db_handle(stmt_)); }
@@ -248,35 +241,28 @@ class Connection {
 
   // The cached statement for `sql` (prepared on first use). `doing` names
   // the work in error messages.
-  [[nodiscard]] absl::StatusOr<Statement> Prepare(const std::string& sql,
+  [[nodiscard]] absl::StatusOr<Statement> Prepare(absl::string_view sql,
                                                   const char* doing) {
-    auto it = cache_.find(sql);
+    auto it = cache_.find(sql);  // no copy of the SQL on a hit
     if (it == cache_.end()) {
       sqlite3_stmt* stmt = nullptr;
       const int rc = sqlite3_prepare_v3(
-          db_.get(), sql.c_str(), static_cast<int>(sql.size() + 1),
+          db_.get(), sql.data(), static_cast<int>(sql.size()),
           SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
       if (rc != SQLITE_OK) {
         sqlite3_finalize(stmt);
         return StorageError(db_.get(), rc, doing);
       }
-      it = cache_.emplace(sql, StmtHandle(stmt)).first;
+      it = cache_.emplace(std::string(sql), StmtHandle(stmt)).first;
     }
     return Statement(it->second.get(), doing);
   }
 
   // Runs one statement without parameters to its end.
-  [[nodiscard]] absl::Status Run(const std::string& sql, const char* doing) {
+  [[nodiscard]] absl::Status Run(absl::string_view sql, const char* doing) {
     absl::StatusOr<Statement> statement = Prepare(sql, doing);
     if (!statement.ok()) return statement.status();
     return statement->Run();
-  }
-
-  // Runs a script of several statements (not cached).
-  [[nodiscard]] absl::Status Script(const char* sql, const char* doing) {
-    const int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return StorageError(db_.get(), rc, doing);
-    return absl::OkStatus();
   }
 
   bool InTransaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
@@ -285,7 +271,7 @@ class Connection {
   DbHandle db_;
   // Declared after db_: statements are finalized before the connection
   // closes.
-  std::unordered_map<std::string, StmtHandle> cache_;
+  absl::flat_hash_map<std::string, StmtHandle> cache_;
 };
 
 // ---------------------------------------------------------------------------
@@ -650,8 +636,8 @@ absl::StatusOr<int> SchemaVersion(sqlite3* db, absl::string_view path) {
 // both migrate it.
 absl::Status Migrate(Connection& db, absl::string_view path) {
   for (;;) {
-    if (absl::Status begun = db.Script("BEGIN IMMEDIATE", "locking");
-        !begun.ok()) {
+    if (sqlite3_exec(db.db(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) !=
+        SQLITE_OK) {
       return OpenError(path, db.db(), sqlite3_extended_errcode(db.db()),
                        "cannot lock the file to check its schema");
     }
@@ -1100,19 +1086,15 @@ void SqliteLedger::Apply(PayoutChange change,
         }
         const PayoutState from = payout.state;
         payout.state = change.new_state;
-        if (change.transaction_id)
-          payout.transaction_id = *change.transaction_id;
-        if (change.transaction_reference_no) {
-          payout.transaction_reference_no = *change.transaction_reference_no;
-        }
-        if (change.upstream_status) {
-          payout.upstream_status = *change.upstream_status;
-        }
-        if (change.bank_beneficiary_name) {
-          payout.bank_beneficiary_name = *change.bank_beneficiary_name;
-        }
-        if (change.failure) payout.failure = *change.failure;
-        if (change.response) stored->response = *change.response;
+        auto set = [](auto& field, const auto& value) {
+          if (value) field = *value;
+        };
+        set(payout.transaction_id, change.transaction_id);
+        set(payout.transaction_reference_no, change.transaction_reference_no);
+        set(payout.upstream_status, change.upstream_status);
+        set(payout.bank_beneficiary_name, change.bank_beneficiary_name);
+        set(payout.failure, change.failure);
+        set(stored->response, change.response);
         payout.update_time = change.time;
 
         std::optional<std::string> payout_answer;
