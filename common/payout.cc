@@ -14,6 +14,11 @@ absl::string_view TransferModeName(TransferMode mode) {
   return "UNSPECIFIED";
 }
 
+bool IsFinal(PayoutState state) {
+  return state == PayoutState::kSucceeded || state == PayoutState::kFailed ||
+         state == PayoutState::kReversed;
+}
+
 absl::string_view PayoutStateName(PayoutState state) {
   switch (state) {
     case PayoutState::kPending:

@@ -24,6 +24,11 @@ enum class PayoutState {
   kUnknown = 6,
 };
 
+// SUCCEEDED, FAILED or REVERSED: AOPay (or an operator) has said where the
+// money ended. A final payout's key is kept for the retention period counted
+// from the moment it became final. (REVERSED may still follow SUCCEEDED.)
+bool IsFinal(PayoutState state);
+
 // "NEFT", "IMPS" (AOPay's transactionType), or "UNSPECIFIED".
 absl::string_view TransferModeName(TransferMode mode);
 // "PENDING", "ACCEPTED", ... ("UNSPECIFIED" for kUnspecified).

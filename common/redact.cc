@@ -1,6 +1,7 @@
 #include "common/redact.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 namespace aopay {
 namespace {
@@ -45,6 +46,12 @@ std::string MaskEmail(absl::string_view email) {
 
 std::string MaskRegistration(absl::string_view /*registration_id*/) {
   return "[redacted]";
+}
+
+std::string ScrubRegistration(absl::string_view text,
+                              absl::string_view registration_id) {
+  if (registration_id.empty()) return std::string(text);
+  return absl::StrReplaceAll(text, {{registration_id, "[registration]"}});
 }
 
 }  // namespace aopay

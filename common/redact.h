@@ -21,6 +21,12 @@ std::string MaskEmail(absl::string_view email);
 // Registration ids are never logged, not even in part: always "[redacted]".
 std::string MaskRegistration(absl::string_view registration_id);
 
+// `text` with every occurrence of `registration_id` replaced by
+// "[registration]": for text AOPay sends back (messages, raw answers), which
+// is stored and returned (contract section 9). An empty id changes nothing.
+std::string ScrubRegistration(absl::string_view text,
+                              absl::string_view registration_id);
+
 }  // namespace aopay
 
 #endif  // AOPAY_COMMON_REDACT_H_

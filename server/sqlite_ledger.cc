@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "common/errors.h"
 #include "common/payout.h"
+#include "common/redact.h"
 
 namespace aopay {
 namespace {
@@ -111,6 +112,20 @@ BEGIN
 END;
 PRAGMA application_id = 1095716953;
 )sql",
+    // 2: retention counts from the moment a payout became final; rows that
+    // were final before this version count from their last change (never
+    // earlier than the moment they became final). The ledger records the
+    // AOPay registration it belongs to.
+    R"sql(
+ALTER TABLE payouts ADD COLUMN final_time_us INTEGER;
+UPDATE payouts SET final_time_us = update_time_us WHERE state IN (3, 4, 5);
+CREATE INDEX payouts_by_final_time ON payouts (registration, final_time_us)
+  WHERE final_time_us IS NOT NULL;
+CREATE TABLE ledger_meta (
+  key TEXT NOT NULL PRIMARY KEY,
+  value TEXT NOT NULL
+);
+)sql",
 };
 constexpr int kKnownVersion =
     static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -177,6 +192,13 @@ class Statement {
     Check(sqlite3_bind_int64(stmt_, index, value));
   }
   void Bind(int index, int value) { Bind(index, static_cast<int64_t>(value)); }
+  void Bind(int index, const std::optional<int64_t>& value) {
+    if (value.has_value()) {
+      Bind(index, *value);
+    } else {
+      Check(sqlite3_bind_null(stmt_, index));
+    }
+  }
   void Bind(int index, const std::optional<std::string>& text) {
     if (text.has_value()) {
       Bind(index, *text);
@@ -674,9 +696,43 @@ absl::Status Migrate(Connection& db, absl::string_view path) {
   }
 }
 
-std::string Scrub(std::string text, const std::string& registration) {
-  if (registration.empty()) return text;
-  return absl::StrReplaceAll(text, {{registration, "[registration]"}});
+// A ledger belongs to one AOPay registration (docs/operations.md, "One
+// ledger, one registration"). Refuses a ledger holding payouts of another
+// one; otherwise records `registration` as the ledger's. Names neither id:
+// both are secrets.
+absl::Status ClaimRegistration(Connection& db, absl::string_view path,
+                               const std::string& registration) {
+  auto claim = [&]() -> absl::Status {
+    absl::StatusOr<Statement> other =
+        db.Prepare("SELECT 1 FROM payouts WHERE registration <> ?1 LIMIT 1",
+                   "checking the registration");
+    if (!other.ok()) return other.status();
+    other->Bind(1, registration);
+    absl::StatusOr<bool> found = other->Step();
+    if (!found.ok()) return found.status();
+    if (*found) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ledger ", path,
+          " holds payouts of another AOPay registration; a ledger belongs to "
+          "one registration, so check --registration_id (old request ids "
+          "would otherwise look new and be sent again)"));
+    }
+    absl::StatusOr<Statement> record = db.Prepare(
+        "INSERT INTO ledger_meta (key, value) VALUES ('registration', ?1) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        "recording the registration");
+    if (!record.ok()) return record.status();
+    record->Bind(1, registration);
+    return record->Run();
+  };
+  absl::Status status = db.Run("BEGIN IMMEDIATE", "checking the registration");
+  if (!status.ok()) return status;
+  status = claim();
+  if (!status.ok()) {
+    (void)db.Run("ROLLBACK", "checking the registration");
+    return status;
+  }
+  return db.Run("COMMIT", "recording the registration");
 }
 
 absl::Status ClosedError() {
@@ -763,15 +819,36 @@ class LedgerLock {
   int fd_;
 };
 
+// Which file a path names, so that a ledger deleted or replaced under the
+// running gateway is noticed: SQLite would go on writing to the unlinked
+// file, and every payout recorded from then on would be lost at the next
+// restart.
+struct FileIdentity {
+  dev_t device = 0;
+  ino_t inode = 0;
+
+  static absl::StatusOr<FileIdentity> Of(const std::string& path) {
+    struct stat info {};
+    if (stat(path.c_str(), &info) != 0) {
+      return absl::NotFoundError(std::strerror(errno));
+    }
+    return FileIdentity{info.st_dev, info.st_ino};
+  }
+  bool operator==(const FileIdentity& other) const {
+    return device == other.device && inode == other.inode;
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
 
 class SqliteLedger::Impl {
  public:
-  Impl(SqliteLedgerOptions options, LedgerLock lock, Connection writer,
-       Connection reader)
+  Impl(SqliteLedgerOptions options, LedgerLock lock, FileIdentity file,
+       Connection writer, Connection reader)
       : options_(std::move(options)),
+        file_(file),
         lock_(std::move(lock)),
         writer_db_(std::move(writer)),
         reader_db_(std::move(reader)) {
@@ -830,7 +907,7 @@ class SqliteLedger::Impl {
   }
 
   const std::string& registration() const { return options_.registration_id; }
-  bool healthy() const { return healthy_.load(); }
+  bool healthy() const { return healthy_.load() && !FileGone(); }
   Stats stats() const {
     return Stats{transactions_.load(), writes_count_.load()};
   }
@@ -850,19 +927,38 @@ class SqliteLedger::Impl {
     return closing_ || !reads_.empty();
   }
 
+  // True once the file at the ledger's path is not the one it opened
+  // (deleted, or replaced). Sticky: only a restart opens the file again.
+  bool FileGone() const {
+    if (file_gone_.load()) return true;
+    absl::StatusOr<FileIdentity> now = FileIdentity::Of(options_.path);
+    if (now.ok() && *now == file_) return false;
+    file_gone_.store(true);
+    return true;
+  }
+
   void WriterLoop() {
     for (;;) {
       std::vector<std::unique_ptr<WriteOp>> batch;
       {
         absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &Impl::WriterHasWork));
-        if (writes_.empty()) return;  // closing, and everything is done
-        const size_t n =
-            std::min(writes_.size(), std::max<size_t>(options_.max_batch, 1));
-        batch.reserve(n);
-        for (size_t i = 0; i < n; ++i) {
-          batch.push_back(std::move(writes_.front()));
-          writes_.pop_front();
+        // While writes fail, a probe every kProbeInterval finds out when the
+        // fault has gone even if no caller writes (health NOT_SERVING may be
+        // keeping them away).
+        const bool probe = !mu_.AwaitWithTimeout(
+            absl::Condition(this, &Impl::WriterHasWork),
+            healthy_.load() ? absl::InfiniteDuration() : kProbeInterval);
+        if (probe) {
+          batch.push_back(ProbeOp());
+        } else {
+          if (writes_.empty()) return;  // closing, and everything is done
+          const size_t n =
+              std::min(writes_.size(), std::max<size_t>(options_.max_batch, 1));
+          batch.reserve(n);
+          for (size_t i = 0; i < n; ++i) {
+            batch.push_back(std::move(writes_.front()));
+            writes_.pop_front();
+          }
         }
       }
       RunBatch(batch);
@@ -883,13 +979,33 @@ class SqliteLedger::Impl {
     }
   }
 
+  // A write that changes no payout: records when the ledger last wrote.
+  std::unique_ptr<WriteOp> ProbeOp() {
+    return std::make_unique<TypedWriteOp<bool>>(
+        [](Connection& db) -> absl::StatusOr<bool> {
+          absl::StatusOr<Statement> probe = db.Prepare(
+              "INSERT INTO ledger_meta (key, value) VALUES ('probe_time_us', "
+              "?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+              "probing the ledger");
+          if (!probe.ok()) return probe.status();
+          probe->Bind(1, absl::StrCat(absl::ToUnixMicros(absl::Now())));
+          if (absl::Status run = probe->Run(); !run.ok()) return run;
+          return true;
+        },
+        [](absl::StatusOr<bool>) {});
+  }
+
   // Group commit: one transaction, one fsync, then every callback.
   void RunBatch(std::vector<std::unique_ptr<WriteOp>>& batch) {
     transactions_.fetch_add(1);
     writes_count_.fetch_add(static_cast<int64_t>(batch.size()));
     bool op_storage_error = false;
     absl::Status outcome =
-        writer_db_.Run("BEGIN IMMEDIATE", "starting a write transaction");
+        FileGone()
+            ? LedgerUnavailableError(
+                  "the ledger file was deleted or replaced while the gateway "
+                  "ran; nothing more is written until it is restarted")
+            : writer_db_.Run("BEGIN IMMEDIATE", "starting a write transaction");
     for (std::unique_ptr<WriteOp>& op : batch) {
       if (!outcome.ok()) break;
       outcome = RunInSavepoint(*op, &op_storage_error);
@@ -933,7 +1049,10 @@ class SqliteLedger::Impl {
     return writer_db_.Run("RELEASE op", "undoing a failed write");
   }
 
+  static constexpr absl::Duration kProbeInterval = absl::Seconds(1);
+
   const SqliteLedgerOptions options_;
+  const FileIdentity file_;  // the file opened at start-up
   LedgerLock lock_;
   // writer_db_ is used only by the writer thread, reader_db_ only by the
   // reader thread. The reader is declared last so that it closes first and
@@ -941,6 +1060,7 @@ class SqliteLedger::Impl {
   Connection writer_db_;
   Connection reader_db_;
 
+  mutable std::atomic<bool> file_gone_{false};
   std::atomic<bool> healthy_{true};
   std::atomic<int64_t> transactions_{0};
   std::atomic<int64_t> writes_count_{0};
@@ -987,6 +1107,18 @@ absl::StatusOr<std::unique_ptr<SqliteLedger>> SqliteLedger::Open(
   if (absl::Status migrated = Migrate(writer, options.path); !migrated.ok()) {
     return migrated;
   }
+  if (absl::Status claimed =
+          ClaimRegistration(writer, options.path, options.registration_id);
+      !claimed.ok()) {
+    return claimed;
+  }
+
+  absl::StatusOr<FileIdentity> file = FileIdentity::Of(options.path);
+  if (!file.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("ledger ", options.path,
+                     ": cannot stat it: ", file.status().message()));
+  }
 
   absl::StatusOr<DbHandle> reader_db = OpenConnection(options, true);
   if (!reader_db.ok()) return reader_db.status();
@@ -996,7 +1128,7 @@ absl::StatusOr<std::unique_ptr<SqliteLedger>> SqliteLedger::Open(
   Connection reader(*std::move(reader_db));
 
   return std::unique_ptr<SqliteLedger>(new SqliteLedger(
-      std::make_unique<Impl>(std::move(options), *std::move(lock),
+      std::make_unique<Impl>(std::move(options), *std::move(lock), *file,
                              std::move(writer), std::move(reader))));
 }
 
@@ -1100,7 +1232,7 @@ void SqliteLedger::Apply(PayoutChange change,
         std::optional<std::string> payout_answer;
         std::optional<std::string> status_answer;
         if (!change.raw_answer.empty()) {
-          std::string raw = Scrub(change.raw_answer, registration);
+          std::string raw = ScrubRegistration(change.raw_answer, registration);
           if (change.answer_kind == PayoutChange::AnswerKind::kPayout) {
             payout_answer = std::move(raw);
           } else if (change.answer_kind == PayoutChange::AnswerKind::kStatus) {
@@ -1114,7 +1246,8 @@ void SqliteLedger::Apply(PayoutChange change,
             "bank_beneficiary_name = ?6, failure = ?7, response = ?8, "
             "payout_answer = COALESCE(?9, payout_answer), "
             "status_answer = COALESCE(?10, status_answer), "
-            "update_time_us = ?11 WHERE payout_id = ?1",
+            "update_time_us = ?11, final_time_us = COALESCE(?12, "
+            "final_time_us) WHERE payout_id = ?1",
             "recording a payout change");
         if (!update.ok()) return update.status();
         update->Bind(1, payout.payout_id);
@@ -1128,6 +1261,12 @@ void SqliteLedger::Apply(PayoutChange change,
         update->Bind(9, payout_answer);
         update->Bind(10, status_answer);
         update->Bind(11, absl::ToUnixMicros(payout.update_time));
+        // Retention counts from the latest move into a final state.
+        std::optional<int64_t> final_time;
+        if (IsFinal(payout.state) && payout.state != from) {
+          final_time = absl::ToUnixMicros(change.time);
+        }
+        update->Bind(12, final_time);
         if (absl::Status run = update->Run(); !run.ok()) return run;
         if (absl::Status event =
                 AppendEvent(db, payout.payout_id, from, payout.state,
@@ -1352,7 +1491,7 @@ void SqliteLedger::Prune(absl::Time cutoff,
         // Their events go with them (ON DELETE CASCADE).
         absl::StatusOr<Statement> remove = db.Prepare(
             "DELETE FROM payouts WHERE registration = ?1 AND "
-            "state IN (?2, ?3, ?4) AND create_time_us < ?5",
+            "state IN (?2, ?3, ?4) AND final_time_us < ?5",
             "pruning old payouts");
         if (!remove.ok()) return remove.status();
         remove->Bind(1, registration);

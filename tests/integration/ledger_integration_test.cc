@@ -87,6 +87,33 @@ TEST_F(LedgerTest, ASecondGatewayCannotOpenALedgerInUse) {
   EXPECT_TRUE(client().CreatePayout(ValidRequest(UniqueAccount()), kCall).ok());
 }
 
+// A changed or mistyped --registration_id must not make old request ids look
+// new: the gateway refuses the ledger, and a retry under the right one
+// still replays the recorded payout.
+TEST_F(LedgerTest, AChangedRegistrationIdIsRefusedAtStartUp) {
+  const std::string account = UniqueAccount();
+  const v1::CreatePayoutRequest request = ValidRequest(account);
+  absl::StatusOr<v1::Payout> first = client().CreatePayout(request, kCall);
+  ASSERT_TRUE(first.ok()) << first.status();
+  gateway_.reset();
+
+  CommandResult other = RunCommand(
+      {PAYOUT_SERVER_BIN, "--listen=127.0.0.1:0", "--metrics_listen=",
+       "--aopay_url=" + sandbox_.url(), "--registration_id=AOP-OTHER-77",
+       "--ledger=sqlite:" + ledger_});
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_THAT(other.out, ::testing::Not(HasSubstr("listening on")));
+  EXPECT_THAT(other.err, HasSubstr("another AOPay registration"));
+  EXPECT_THAT(other.err, ::testing::Not(HasSubstr("AOP-OTHER-77")));
+  EXPECT_THAT(other.err, ::testing::Not(HasSubstr("AOP-SANDBOX")));
+
+  gateway_ = std::make_unique<GatewayProcess>(sandbox_.url(), ledger_);
+  absl::StatusOr<v1::Payout> replay = client().CreatePayout(request, kCall);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_EQ(replay->payout_id(), first->payout_id());
+  EXPECT_EQ(sandbox_.PayoutsFor(account), 1);
+}
+
 TEST_F(LedgerTest, ReplayReturnsTheRecordedPayoutAndSendsNothing) {
   const std::string account = UniqueAccount();
   const v1::CreatePayoutRequest request = ValidRequest(account);

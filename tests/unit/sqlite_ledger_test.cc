@@ -496,32 +496,50 @@ TEST_F(SqliteLedgerTest, DuplicateKeyReturnsTheExistingRowAndWritesNothing) {
   EXPECT_EQ(ledger->stats().writes, before.writes + 1);
 }
 
-TEST_F(SqliteLedgerTest, KeysAndReadsAreScopedToTheRegistration) {
+// A ledger belongs to one AOPay registration: opened with another one (a
+// changed or mistyped --registration_id), its old request ids would look new
+// and be sent again, and its PENDING payouts would never be recovered.
+TEST_F(SqliteLedgerTest, RefusesALedgerHoldingPayoutsOfAnotherRegistration) {
   {
     auto ledger = OpenLedger();
     ASSERT_NE(ledger, nullptr);
     ASSERT_TRUE(Insert(*ledger, MakePayout(1, "req-shared")).ok());
   }
-  {
-    SqliteLedgerOptions other_options = Options();
-    other_options.registration_id = "AOP-999";
-    auto other = OpenLedger(other_options);
-    ASSERT_NE(other, nullptr);
-    absl::StatusOr<InsertResult> inserted =
-        Insert(*other, MakePayout(2, "req-shared"));
-    ASSERT_TRUE(inserted.ok()) << inserted.status();
-    EXPECT_TRUE(inserted->inserted) << "another registration's key is distinct";
-    EXPECT_EQ(GetById(*other, PayoutId(1)).status().code(),
-              absl::StatusCode::kNotFound);
-    absl::StatusOr<ListPage> listed = List(*other, ListQuery{});
-    ASSERT_TRUE(listed.ok()) << listed.status();
-    EXPECT_THAT(Ids(*listed), ElementsAre(PayoutId(2)));
-  }
+  SqliteLedgerOptions other_options = Options();
+  other_options.registration_id = "AOP-999";
+  absl::StatusOr<std::unique_ptr<SqliteLedger>> other =
+      SqliteLedger::Open(other_options);
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(other.status().message()),
+              HasSubstr("another AOPay registration"));
+  EXPECT_FALSE(absl::StrContains(other.status().message(), "\n"));
+  // Neither registration id is named: both are secrets.
+  EXPECT_FALSE(absl::StrContains(other.status().message(), "AOP-999"));
+  EXPECT_FALSE(absl::StrContains(other.status().message(), kRegistration));
+
+  // Nothing was changed: the right registration opens it as before.
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   absl::StatusOr<StoredPayout> mine = GetByRequest(*ledger, "req-shared");
   ASSERT_TRUE(mine.ok()) << mine.status();
   EXPECT_EQ(mine->payout.payout_id, PayoutId(1));
+}
+
+TEST_F(SqliteLedgerTest, RecordsItsRegistration) {
+  { ASSERT_NE(OpenLedger(), nullptr); }
+  EXPECT_EQ(QueryText(path_,
+                      "SELECT value FROM ledger_meta WHERE key = "
+                      "'registration'"),
+            kRegistration);
+  // An empty ledger may still be taken over by another registration.
+  SqliteLedgerOptions other_options = Options();
+  other_options.registration_id = "AOP-999";
+  { ASSERT_NE(OpenLedger(other_options), nullptr); }
+  EXPECT_EQ(QueryText(path_,
+                      "SELECT value FROM ledger_meta WHERE key = "
+                      "'registration'"),
+            "AOP-999");
 }
 
 TEST_F(SqliteLedgerTest, OneProcessAtATimeHoldsTheLedger) {
@@ -950,17 +968,26 @@ TEST_F(SqliteLedgerTest, ListRefusesBadTokensAndTokensOfAnotherFilter) {
   }
 }
 
-TEST_F(SqliteLedgerTest, PruneDeletesOnlyOldFinalPayouts) {
+TEST_F(SqliteLedgerTest, PruneDeletesOnlyPayoutsFinalBeforeTheCutoff) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   using S = PayoutState;
-  InsertIn(*ledger, MakePayout(1), {S::kAccepted, S::kSucceeded});
-  InsertIn(*ledger, MakePayout(2), {S::kFailed});
-  InsertIn(*ledger, MakePayout(3), {S::kAccepted, S::kReversed});
-  InsertIn(*ledger, MakePayout(4));
-  InsertIn(*ledger, MakePayout(5), {S::kAccepted});
-  InsertIn(*ledger, MakePayout(6), {S::kUnknown});
-  InsertIn(*ledger, MakePayout(20), {S::kAccepted, S::kSucceeded});
+  // Moves payout n along `path`, every change at `time`.
+  auto insert = [&](int n, std::vector<S> path, absl::Time time) {
+    ASSERT_TRUE(Insert(*ledger, MakePayout(n)).ok());
+    S state = S::kPending;
+    for (S next : path) {
+      ASSERT_TRUE(Apply(*ledger, Change(PayoutId(n), state, next, time)).ok());
+      state = next;
+    }
+  };
+  insert(1, {S::kAccepted, S::kSucceeded}, T(5));
+  insert(2, {S::kFailed}, T(5));
+  insert(3, {S::kAccepted, S::kReversed}, T(5));
+  insert(4, {}, T(5));
+  insert(5, {S::kAccepted}, T(5));
+  insert(6, {S::kUnknown}, T(5));
+  insert(7, {S::kAccepted, S::kSucceeded}, T(50));  // created before the cutoff
 
   absl::StatusOr<int> pruned = Prune(*ledger, T(10));
   ASSERT_TRUE(pruned.ok()) << pruned.status();
@@ -970,7 +997,7 @@ TEST_F(SqliteLedgerTest, PruneDeletesOnlyOldFinalPayouts) {
               absl::StatusCode::kNotFound)
         << n;
   }
-  for (int n : {4, 5, 6, 20})
+  for (int n : {4, 5, 6, 7})
     EXPECT_TRUE(GetById(*ledger, PayoutId(n)).ok()) << n;
   EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payout_events "
                                           "WHERE payout_id IN ('",
@@ -980,6 +1007,82 @@ TEST_F(SqliteLedgerTest, PruneDeletesOnlyOldFinalPayouts) {
   pruned = Prune(*ledger, T(10));
   ASSERT_TRUE(pruned.ok());
   EXPECT_EQ(*pruned, 0);
+}
+
+// A payout that stayed UNKNOWN for a long time and was then resolved keeps
+// its key for the whole retention after it settled: counting from its
+// creation would free the key at once, and a caller still retrying its
+// request id would send the money again.
+TEST_F(SqliteLedgerTest, RetentionCountsFromTheMomentThePayoutBecameFinal) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  using S = PayoutState;
+  const absl::Duration retention = absl::Hours(24 * 30);
+  const Payout payout = MakePayout(1);  // created at T(1)
+  ASSERT_TRUE(Insert(*ledger, payout).ok());
+  ASSERT_TRUE(
+      Apply(*ledger, Change(payout.payout_id, S::kPending, S::kUnknown, T(2)))
+          .ok());
+  const absl::Time resolved = T(2) + absl::Hours(24 * 31);
+  ASSERT_TRUE(Apply(*ledger, Change(payout.payout_id, S::kUnknown,
+                                    S::kSucceeded, resolved))
+                  .ok());
+
+  // An hour after the resolve, the retention counted from creation is over.
+  absl::StatusOr<int> pruned =
+      Prune(*ledger, resolved + absl::Hours(1) - retention);
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 0);
+  absl::StatusOr<StoredPayout> kept = GetByRequest(*ledger, payout.request_id);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+
+  // A later final change (SUCCEEDED, then REVERSED) starts the count again.
+  const absl::Time reversed = resolved + absl::Hours(24 * 10);
+  ASSERT_TRUE(Apply(*ledger, Change(payout.payout_id, S::kSucceeded,
+                                    S::kReversed, reversed))
+                  .ok());
+  pruned = Prune(*ledger, resolved + absl::Hours(1));
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_EQ(*pruned, 0);
+
+  pruned = Prune(*ledger, reversed + absl::Microseconds(1));
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_EQ(*pruned, 1);
+  EXPECT_EQ(GetByRequest(*ledger, payout.request_id).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+// A ledger written before final times were recorded: its final payouts
+// count from their last change, never from their creation.
+TEST_F(SqliteLedgerTest, MigratedFinalPayoutsCountFromTheirLastChange) {
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    ASSERT_TRUE(Insert(*ledger, MakePayout(1)).ok());
+    ASSERT_TRUE(Apply(*ledger, Change(PayoutId(1), PayoutState::kPending,
+                                      PayoutState::kFailed, T(500)))
+                    .ok());
+  }
+  // Back to schema version 1, as an older gateway left it.
+  std::string message;
+  ASSERT_EQ(Exec(path_,
+                 "DROP INDEX payouts_by_final_time;"
+                 "ALTER TABLE payouts DROP COLUMN final_time_us;"
+                 "DROP TABLE ledger_meta;"
+                 "DELETE FROM schema_version WHERE version > 1;",
+                 &message),
+            SQLITE_OK)
+      << message;
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  EXPECT_EQ(QueryText(path_, "SELECT final_time_us FROM payouts"),
+            absl::StrCat(absl::ToUnixMicros(T(500))));
+  absl::StatusOr<int> pruned = Prune(*ledger, T(400));
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 0);
+  pruned = Prune(*ledger, T(501));
+  ASSERT_TRUE(pruned.ok());
+  EXPECT_EQ(*pruned, 1);
 }
 
 TEST_F(SqliteLedgerTest, ConcurrentInsertsShareTransactions) {
@@ -1270,6 +1373,27 @@ TEST_P(SqliteLedgerFaultTest, FailedWritesAreUnavailableAndReadsGoOn) {
   EXPECT_EQ(QueryText(path_, "PRAGMA integrity_check"), "ok");
 }
 
+// Health must come back when the fault goes even if nobody writes: a load
+// balancer keeps callers away from a NOT_SERVING gateway.
+TEST_P(SqliteLedgerFaultTest, HealthRecoversWithoutCallersWhenTheFaultGoes) {
+  SqliteLedgerOptions options = Options();
+  options.vfs = FaultVfs();
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  Inject();
+  EXPECT_FALSE(Insert(*ledger, MakePayout(1)).ok());
+  EXPECT_FALSE(ledger->Healthy());
+  FaultGuard::Clear();
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (!ledger->Healthy() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));  // polling, not synchronising
+  }
+  EXPECT_TRUE(ledger->Healthy());
+  EXPECT_EQ(GetByRequest(*ledger, MakePayout(1).request_id).status().code(),
+            absl::StatusCode::kNotFound)
+      << "the probe records no payout";
+}
+
 TEST_P(SqliteLedgerFaultTest, AFailedMigrationLeavesTheFileUsable) {
   SqliteLedgerOptions options = Options();
   options.vfs = FaultVfs();
@@ -1299,6 +1423,27 @@ INSTANTIATE_TEST_SUITE_P(
 
 // ---------------------------------------------------------------------------
 // Closing.
+
+// SQLite would go on writing into a deleted file, and every payout recorded
+// from then on would vanish at the next restart (and be sent again).
+TEST_F(SqliteLedgerTest, ADeletedLedgerFileStopsWritesUntilRestart) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  ASSERT_EQ(unlink(path_.c_str()), 0);
+
+  absl::StatusOr<InsertResult> refused = Insert(*ledger, MakePayout(2));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails(refused.status()).reason,
+            reason::kLedgerUnavailable);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("deleted"));
+  EXPECT_FALSE(ledger->Healthy());
+
+  // A new file at the path is not the ledger either.
+  { std::ofstream(path_) << "a new file"; }
+  EXPECT_FALSE(Insert(*ledger, MakePayout(3)).ok());
+  EXPECT_FALSE(ledger->Healthy());
+}
 
 TEST_F(SqliteLedgerTest, CloseRunsEveryQueuedCallbackExactlyOnce) {
   auto ledger = OpenLedger();
