@@ -1,7 +1,9 @@
 #include "common/aopay_codec.h"
 
 #include <cstdint>
+#include <initializer_list>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -133,19 +135,6 @@ absl::string_view QuotableToken(absl::string_view token) {
   return token;
 }
 
-// A transaction id the gateway can keep and send back: printable, valid UTF-8,
-// bounded. Anything else cannot be tracked.
-bool IsTrackableTransactionId(absl::string_view id) {
-  if (id.empty() || id.size() > kMaxTransactionIdBytes ||
-      !text_internal::IsValidUtf8(id)) {
-    return false;
-  }
-  for (const char c : id) {
-    if ((c >= 0 && c < 0x20) || c == 0x7F) return false;
-  }
-  return true;
-}
-
 // ---- Verdicts. ----
 
 std::string HttpStatusText(int http_status) {
@@ -268,39 +257,77 @@ PayoutVerdict ErrorBodyVerdict(const Value& root, int http_status) {
   return verdict;
 }
 
+// The transaction id an answer names: resourceData's transactionID, else a
+// top-level one. Any string counts, trackable or not.
+std::optional<absl::string_view> NamedTransactionId(const Value& root,
+                                                    const Located& located) {
+  if (located.resource_data != nullptr) {
+    if (std::optional<absl::string_view> id =
+            StringMember(*located.resource_data, "transactionID")) {
+      return id;
+    }
+  }
+  return StringMember(root, "transactionID");
+}
+
+// Copies what the answer says about the transaction into `verdict`: the
+// trackable transaction id, reference, status word and the bank's name for
+// the beneficiary. False when resourceData carries a status that is not
+// text.
+bool CopyTransactionFields(const Value& root, const Located& located,
+                           PayoutVerdict& verdict) {
+  const std::optional<absl::string_view> id = NamedTransactionId(root, located);
+  if (id.has_value() && IsTrackableTransactionId(*id)) {
+    verdict.transaction_id = std::string(*id);
+  }
+  if (located.resource_data == nullptr) return true;
+  const Value& data = *located.resource_data;
+  if (std::optional<std::string> reference =
+          TextOrInteger(Member(data, "transactionReferenceNo"))) {
+    verdict.transaction_reference_no =
+        text_internal::SanitizeUtf8(*reference, kMaxUpstreamFieldBytes);
+  }
+  if (std::optional<absl::string_view> name =
+          StringMember(data, "beneficiaryName")) {
+    verdict.bank_beneficiary_name =
+        text_internal::SanitizeUtf8(*name, kMaxUpstreamFieldBytes);
+  }
+  if (const Value* status = Member(data, "status")) {
+    if (status->IsString()) {
+      verdict.upstream_status = text_internal::SanitizeUtf8(
+          absl::string_view(status->GetString(), status->GetStringLength()),
+          kMaxStatusWordBytes);
+    } else if (!status->IsNull()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// An answer that says two things at once (an error or a 429 that also
+// reports success or names a transaction): AOPay may have taken the payout.
+// What it says about the transaction is kept, so that it can be refreshed.
+PayoutVerdict ContradictionVerdict(const Value& root, const Located& located,
+                                   int http_status, absl::string_view what) {
+  PayoutVerdict verdict =
+      UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http_status,
+                                  ") says both ", what, " and success"),
+                     http_status, UpstreamMessage(root, located.wrapper));
+  (void)CopyTransactionFields(root, located, verdict);
+  return verdict;
+}
+
 // Step 6: the documented success, or something shaped like it.
 PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
                              int http_status) {
   PayoutVerdict verdict;
-  std::optional<std::string> word;
-  bool word_is_string = true;
-  if (located.resource_data != nullptr) {
-    const Value& data = *located.resource_data;
-    const std::optional<absl::string_view> id =
-        StringMember(data, "transactionID");
-    if (id.has_value() && IsTrackableTransactionId(*id)) {
-      verdict.transaction_id = std::string(*id);
-    }
-    if (std::optional<std::string> reference =
-            TextOrInteger(Member(data, "transactionReferenceNo"))) {
-      verdict.transaction_reference_no =
-          text_internal::SanitizeUtf8(*reference, kMaxUpstreamFieldBytes);
-    }
-    if (std::optional<absl::string_view> name =
-            StringMember(data, "beneficiaryName")) {
-      verdict.bank_beneficiary_name =
-          text_internal::SanitizeUtf8(*name, kMaxUpstreamFieldBytes);
-    }
-    if (const Value* status = Member(data, "status")) {
-      if (status->IsString()) {
-        word = std::string(status->GetString(), status->GetStringLength());
-        verdict.upstream_status =
-            text_internal::SanitizeUtf8(*word, kMaxStatusWordBytes);
-      } else if (!status->IsNull()) {
-        word_is_string = false;
-      }
-    }
+  const bool word_is_string = CopyTransactionFields(root, located, verdict);
+  // Only resourceData's own transactionID is taken from a success.
+  if (located.resource_data == nullptr ||
+      !StringMember(*located.resource_data, "transactionID").has_value()) {
+    verdict.transaction_id.clear();
   }
+  const std::string word = verdict.upstream_status;
 
   const std::optional<std::string> upstream_message =
       UpstreamMessage(root, located.wrapper);
@@ -320,8 +347,7 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
   if (!word_is_string) {
     return unknown("AOPay reported success with a status that is not text");
   }
-  const std::string word_text = word.value_or("");
-  const absl::string_view stripped = absl::StripAsciiWhitespace(word_text);
+  const absl::string_view stripped = absl::StripAsciiWhitespace(word);
   const std::optional<PayoutState> state =
       stripped.empty() ? std::optional<PayoutState>(PayoutState::kAccepted)
                        : MapStatusWord(stripped);
@@ -360,6 +386,14 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
 
 bool Is2xx(int http_status) { return http_status >= 200 && http_status < 300; }
 
+PayoutVerdict RateLimitedVerdict(int http_status) {
+  return NotSentVerdict(absl::StatusCode::kUnavailable,
+                        reason::kUpstreamUnavailable,
+                        "AOPay is limiting requests (HTTP 429); the payout "
+                        "was not sent, try again later.",
+                        http_status);
+}
+
 }  // namespace
 
 std::string BuildPayoutBody(const PayoutRequest& request,
@@ -397,20 +431,15 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
         "AOPay's answer was larger than 1 MiB and was cut off", http,
         std::nullopt);
   }
-  if (http == 429) {
-    return NotSentVerdict(absl::StatusCode::kUnavailable,
-                          reason::kUpstreamUnavailable,
-                          "AOPay is limiting requests (HTTP 429); the payout "
-                          "was not sent, try again later.",
-                          http);
-  }
   // A server error may come after the money moved, whatever its body says.
   if (http >= 500) {
     return UnknownVerdict(absl::StrCat("AOPay answered HTTP ", http), http,
                           std::nullopt);
   }
   rapidjson::Document document;
-  if (!ParseObject(answer.body, &document)) {
+  const bool is_object = ParseObject(answer.body, &document);
+  if (!is_object) {
+    if (http == 429) return RateLimitedVerdict(http);
     return UnknownVerdict(
         absl::StrCat("AOPay's answer (HTTP ", http, ") is not a JSON object"),
         http, std::nullopt);
@@ -422,18 +451,19 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
   const bool says_success =
       StringMemberIs(document, "statuss", "SUCCESS") ||
       (meta_data != nullptr && StringMemberIs(*meta_data, "status", "SUCCESS"));
+  // An answer that also carries success markers or a transaction id may
+  // describe a payout AOPay took: neither a refusal nor "not sent".
+  const bool may_have_taken =
+      says_success || NamedTransactionId(document, located).has_value();
+  if (http == 429) {
+    return may_have_taken
+               ? ContradictionVerdict(document, located, http, "HTTP 429")
+               : RateLimitedVerdict(http);
+  }
   if (StringMemberIs(document, "status", "ERROR")) {
-    // An error that also carries success markers or a transaction id may
-    // describe a payout AOPay took: not a refusal to believe.
-    const bool has_transaction =
-        located.resource_data != nullptr &&
-        StringMember(*located.resource_data, "transactionID").has_value();
-    if (says_success || has_transaction) {
-      return UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http,
-                                         ") says both error and success"),
-                            http, UpstreamMessage(document, located.wrapper));
-    }
-    return ErrorBodyVerdict(document, http);
+    return may_have_taken
+               ? ContradictionVerdict(document, located, http, "error")
+               : ErrorBodyVerdict(document, http);
   }
   if (Is2xx(http) && says_success) {
     return SuccessVerdict(document, located, http);
@@ -476,30 +506,72 @@ PayoutVerdict InterpretTransportFailure(const absl::Status& transport_error) {
   }
 }
 
-StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer) {
+StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
+                                    absl::string_view transaction_id) {
   StatusVerdict verdict;
   if (answer.truncated || !Is2xx(answer.http_status)) return verdict;
   rapidjson::Document document;
   if (!ParseObject(answer.body, &document)) return verdict;
 
-  std::optional<absl::string_view> word;
   const Located located = FindResourceData(document);
-  if (located.resource_data != nullptr) {
-    word = StringMember(*located.resource_data, "status");
-    if (!word.has_value()) {
-      word = StringMember(*located.resource_data, "transactionStatus");
-    }
-  } else {
-    // Only without resourceData: beside it, AOPay's top-level "statuss":
-    // "SUCCESS" means the call worked, not that the money arrived.
-    word = StringMember(document, "status");
-    if (!word.has_value()) word = StringMember(document, "statuss");
-  }
-  if (!word.has_value()) return verdict;
+  const std::optional<absl::string_view> named =
+      NamedTransactionId(document, located);
+  const bool names_own_transaction =
+      named.has_value() && !transaction_id.empty() &&
+      absl::StripAsciiWhitespace(*named) ==
+          absl::StripAsciiWhitespace(transaction_id);
+  const bool names_other_transaction =
+      named.has_value() && !names_own_transaction;
 
-  verdict.word = text_internal::SanitizeUtf8(*word, kMaxStatusWordBytes);
-  verdict.state = MapStatusWord(*word);
+  // Rule 1: the words under resourceData; rule 2: the top-level words, only
+  // beside the payout's own transaction id.
+  std::vector<absl::string_view> words;
+  auto collect = [&words](const Value& object,
+                          std::initializer_list<absl::string_view> names) {
+    for (const absl::string_view name : names) {
+      if (std::optional<absl::string_view> word = StringMember(object, name)) {
+        words.push_back(*word);
+      }
+    }
+  };
+  if (located.resource_data != nullptr) {
+    collect(*located.resource_data, {"status", "transactionStatus"});
+  }
+  const bool from_resource_data = !words.empty();
+  if (!from_resource_data) {
+    collect(document, {"status", "statuss", "transactionStatus"});
+  }
+  if (words.empty()) return verdict;
+  verdict.word =
+      text_internal::SanitizeUtf8(words.front(), kMaxStatusWordBytes);
+
+  // Rule 3, and answers about some other transaction: not understood.
+  if (StringMemberIs(document, "status", "ERROR") || names_other_transaction) {
+    return verdict;
+  }
+  if (!from_resource_data && !names_own_transaction) return verdict;
+  // Every word found must be known and agree; otherwise nothing changes.
+  std::optional<PayoutState> state;
+  for (const absl::string_view word : words) {
+    const std::optional<PayoutState> mapped = MapStatusWord(word);
+    if (!mapped.has_value() || (state.has_value() && *state != *mapped)) {
+      return verdict;
+    }
+    state = mapped;
+  }
+  verdict.state = state;
   return verdict;
+}
+
+bool IsTrackableTransactionId(absl::string_view id) {
+  if (id.empty() || id.size() > kMaxTransactionIdBytes ||
+      !text_internal::IsValidUtf8(id)) {
+    return false;
+  }
+  for (const char c : id) {
+    if ((c >= 0 && c < 0x20) || c == 0x7F) return false;
+  }
+  return true;
 }
 
 std::optional<PayoutState> MapStatusWord(absl::string_view word) {

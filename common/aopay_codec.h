@@ -78,14 +78,24 @@ struct StatusVerdict {
   std::string word;  // the status word found, as sent (may be empty)
 };
 
-// Looks for a status word under resourceData.status,
-// resourceData.transactionStatus (resourceData at the top or under any
-// top-level wrapper object) or, only when there is no resourceData,
-// top-level "status" and "statuss" (beside resourceData those say whether
-// the API call worked, not where the money is); maps it
-// case-insensitively with section 6.3. Non-2xx, truncated or unreadable
-// answers are not understood.
-StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer);
+// Reads an answer of the status endpoint about the payout whose AOPay
+// transaction id is `transaction_id` (docs/aopay.md, "Status answers"):
+//   1. resourceData.status / resourceData.transactionStatus (resourceData at
+//      the top or under any top-level object) is the payout's status;
+//   2. without those, a top-level status / statuss / transactionStatus counts
+//      only when the answer names `transaction_id` (top level or
+//      resourceData): alone, such a word only says whether the call worked;
+//   3. a top-level "status": "ERROR", a non-2xx status, a truncated or
+//      unreadable body, an answer naming another transaction id, an unknown
+//      word or two words that disagree are not understood (state nullopt).
+// Words map case-insensitively with MapStatusWord. `word` is the first word
+// found, even when not understood (for logs and audit).
+StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
+                                    absl::string_view transaction_id);
+
+// A transaction id the gateway can keep and send back: valid UTF-8 without
+// control characters, 1 to 128 bytes.
+bool IsTrackableTransactionId(absl::string_view id);
 
 // Section 6.3 alone: nullopt for words it does not know.
 std::optional<PayoutState> MapStatusWord(absl::string_view word);

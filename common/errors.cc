@@ -234,6 +234,22 @@ absl::Status WithErrorMetadata(absl::Status status, absl::string_view key,
   return status;
 }
 
+absl::Status EditErrorText(
+    const absl::Status& status,
+    const std::function<std::string(absl::string_view)>& edit) {
+  if (status.ok()) return status;
+  const bool has_details = status.GetPayload(kDetailsTypeUrl).has_value();
+  ErrorDetails details = GetErrorDetails(status);
+  for (auto& [key, value] : details.metadata) value = edit(value);
+  for (FieldViolation& violation : details.violations) {
+    violation.description = edit(violation.description);
+  }
+  if (!has_details) {
+    return absl::Status(status.code(), edit(status.message()));
+  }
+  return MakeError(status.code(), edit(status.message()), std::move(details));
+}
+
 std::string SerializeError(const absl::Status& status) {
   rapidjson::StringBuffer buffer;
   JsonWriter writer(buffer);

@@ -7,6 +7,7 @@
 // layer turns them into google.rpc details in exactly one place
 // (server/grpc_status.h); nothing else builds gRPC errors.
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -98,6 +99,14 @@ ErrorDetails GetErrorDetails(const absl::Status& status);
 [[nodiscard]] absl::Status WithErrorMetadata(absl::Status status,
                                              absl::string_view key,
                                              absl::string_view value);
+
+// `status` with `edit` applied to its message, every ErrorInfo metadata value
+// and every field violation's description (e.g. to scrub a secret that
+// AOPay echoed). Code, reason, fields and retry delay are kept. OK statuses
+// are returned unchanged.
+[[nodiscard]] absl::Status EditErrorText(
+    const absl::Status& status,
+    const std::function<std::string(absl::string_view)>& edit);
 
 // A stable text form of a status and its details, for the ledger: the exact
 // error can be returned again after a restart. Parse(Serialize(s)) == s in

@@ -130,6 +130,7 @@ std::string Metrics::Render() const {
   rpc_duration.Render(&out);
   ledger_write_duration.Render(&out);
   status_not_understood.Render(&out);
+  status_contradictions.Render(&out);
   absl::MutexLock lock(&mu_);
   for (const Gauge& gauge : gauges_) {
     Header(&out, gauge.name, gauge.help, "gauge");

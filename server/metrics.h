@@ -89,6 +89,11 @@ class Metrics {
       "Time from a ledger write's submission to its durable commit.",
       {"op"},
       DefaultLatencyBounds()};
+  CounterFamily status_contradictions{
+      "aopay_status_contradictions_total",
+      "Status answers that contradict a payout's final state (e.g. SUCCESS "
+      "for a FAILED payout); each needs a person.",
+      {"from", "to"}};
   CounterFamily status_not_understood{
       "aopay_status_answers_not_understood_total",
       "Status-endpoint answers the gateway could not map to a state.",

@@ -71,22 +71,6 @@ bool ResolveMayMove(PayoutState from, PayoutState to) {
   return from == PayoutState::kAccepted && to != PayoutState::kAccepted;
 }
 
-// The payout as `change` leaves it, for when the ledger could not record it.
-Payout AppliedInMemory(Payout payout, const PayoutChange& change) {
-  payout.state = change.new_state;
-  if (change.transaction_id) payout.transaction_id = *change.transaction_id;
-  if (change.transaction_reference_no) {
-    payout.transaction_reference_no = *change.transaction_reference_no;
-  }
-  if (change.upstream_status) payout.upstream_status = *change.upstream_status;
-  if (change.bank_beneficiary_name) {
-    payout.bank_beneficiary_name = *change.bank_beneficiary_name;
-  }
-  if (change.failure) payout.failure = *change.failure;
-  payout.update_time = change.time;
-  return payout;
-}
-
 std::optional<std::string> NonEmpty(const std::string& value) {
   if (value.empty()) return std::nullopt;
   return value;
@@ -107,30 +91,37 @@ Ledger::Callback<absl::StatusOr<StoredPayout>> PayoutOf(
 }  // namespace
 
 PayoutService::PayoutService(Ledger& ledger, UpstreamClient& upstream,
-                             Metrics& metrics, PayoutServiceOptions options,
-                             Clock clock)
+                             Timer& timer, Metrics& metrics,
+                             PayoutServiceOptions options, Clock clock)
     : ledger_(ledger),
       upstream_(upstream),
+      timer_(timer),
       metrics_(metrics),
       options_(std::move(options)),
       clock_(std::move(clock)) {}
 
-absl::Status PayoutService::Begin(bool bounded,
+absl::Status PayoutService::Begin(Work work,
                                   Callback<absl::StatusOr<Payout>>& done) {
   {
     // Under mu_ with the count, so that WaitIdle() cannot return between the
     // check and the increment.
     absl::MutexLock lock(&mu_);
     if (draining_.load()) return ShuttingDownError();
-    if (bounded && outstanding_ >= options_.max_outstanding) {
+    if (work == Work::kCreate &&
+        outstanding_ + unrecorded_.size() >= options_.max_outstanding) {
+      return OverloadedError(options_.retry_delay);
+    }
+    if (work == Work::kRefresh && refreshing_ >= options_.max_refreshes) {
       return OverloadedError(options_.retry_delay);
     }
     ++outstanding_;
+    if (work == Work::kRefresh) ++refreshing_;
   }
-  done = [this, inner = std::move(done)](absl::StatusOr<Payout> result) {
+  done = [this, work, inner = std::move(done)](absl::StatusOr<Payout> result) {
     inner(std::move(result));
     absl::MutexLock lock(&mu_);
     --outstanding_;
+    if (work == Work::kRefresh) --refreshing_;
   };
   return absl::OkStatus();
 }
@@ -140,10 +131,39 @@ void PayoutService::Drain() {
   draining_.store(true);
 }
 
-void PayoutService::WaitIdle() {
+size_t PayoutService::WaitIdle(absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](size_t* outstanding) { return *outstanding == 0; }, &outstanding_));
+  mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](std::map<std::string, std::string>* unrecorded) {
+            return unrecorded->empty();
+          },
+          &unrecorded_),
+      deadline);
+  for (const auto& [payout_id, what] : unrecorded_) {
+    spdlog::error(
+        "payout {}: {} was not recorded before shutdown; after the restart "
+        "it is UNKNOWN and an operator can resolve it",
+        payout_id, what);
+  }
+  return unrecorded_.size();
+}
+
+size_t PayoutService::Unrecorded() const {
+  absl::MutexLock lock(&mu_);
+  return unrecorded_.size();
+}
+
+std::string PayoutService::Scrub(absl::string_view text) const {
+  return ScrubRegistration(text, options_.registration_id);
+}
+
+absl::Status PayoutService::Scrub(const absl::Status& status) const {
+  return EditErrorText(status, [this](absl::string_view text) {
+    return ScrubRegistration(text, options_.registration_id);
+  });
 }
 
 void PayoutService::CountOutcome(TransferMode mode, absl::string_view outcome) {
@@ -190,7 +210,7 @@ void PayoutService::Create(PayoutRequest request,
     done(normalized.status());
     return;
   }
-  if (absl::Status admitted = Begin(/*bounded=*/true, done); !admitted.ok()) {
+  if (absl::Status admitted = Begin(Work::kCreate, done); !admitted.ok()) {
     CountOutcome(request.mode, draining_.load() ? "not_sent" : "overloaded");
     done(std::move(admitted));
     return;
@@ -262,28 +282,38 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
                                    Callback<absl::StatusOr<Payout>> done) {
   metrics_.upstream_calls.Increment(
       {"payout", answer.ok() ? absl::StrCat(answer->http_status) : "none"});
+  if (!answer.ok()) {
+    // The transport's own words (TLS, DNS, connect), for the operator; the
+    // caller's error leaves them out. They hold no personal data.
+    spdlog::warn("AOPay call for payout {} got no answer: {}", payout.payout_id,
+                 Scrub(answer.status().message()));
+  }
   PayoutVerdict verdict = answer.ok()
                               ? InterpretPayoutAnswer(*answer)
                               : InterpretTransportFailure(answer.status());
+  verdict.error = Scrub(verdict.error);
 
   if (verdict.kind == PayoutVerdict::Kind::kNotSent) {
     ledger_.Forget(
         payout.payout_id,
         [this, payout, started, error = std::move(verdict.error),
          done = std::move(done)](absl::Status forgotten) mutable {
-          if (!forgotten.ok()) {
-            // Safe, never sent twice: the key stays taken (PENDING, and
-            // UNKNOWN after a restart) until an operator resolves it.
-            spdlog::error(
-                "payout {} was not sent but its intent could not be removed: "
-                "{}",
-                payout.payout_id, forgotten.ToString());
-          }
           CountOutcome(payout.mode, "not_sent");
           Payout unrecorded = payout;
           unrecorded.payout_id.clear();
           LogOutcome(unrecorded, started, error);
-          done(std::move(error));
+          if (forgotten.ok()) {
+            done(std::move(error));
+            return;
+          }
+          // Never sent, but the key is still taken: the caller hears only
+          // what the ledger holds (in progress) until the delete succeeds.
+          spdlog::error(
+              "payout {} was not sent but its intent could not be removed "
+              "yet: {}; retrying",
+              payout.payout_id, forgotten.ToString());
+          ForgetUntilDone(payout.payout_id, options_.outcome_retry_initial);
+          done(RequestInProgressError(payout.payout_id, options_.retry_delay));
         });
     return;
   }
@@ -292,9 +322,10 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
   change.payout_id = payout.payout_id;
   change.expected_state = PayoutState::kPending;
   change.transaction_id = NonEmpty(verdict.transaction_id);
-  change.transaction_reference_no = NonEmpty(verdict.transaction_reference_no);
-  change.upstream_status = NonEmpty(verdict.upstream_status);
-  change.bank_beneficiary_name = NonEmpty(verdict.bank_beneficiary_name);
+  change.transaction_reference_no =
+      NonEmpty(Scrub(verdict.transaction_reference_no));
+  change.upstream_status = NonEmpty(Scrub(verdict.upstream_status));
+  change.bank_beneficiary_name = NonEmpty(Scrub(verdict.bank_beneficiary_name));
   if (answer.ok()) {
     change.raw_answer = std::move(answer->body);  // the ledger scrubs it
     change.answer_kind = PayoutChange::AnswerKind::kPayout;
@@ -326,27 +357,21 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
       break;
   }
 
-  Payout fallback = AppliedInMemory(payout, change);
-  Apply(
-      std::move(change), "outcome",
-      [this, fallback = std::move(fallback), started, error = std::move(error),
+  const TransferMode mode = payout.mode;
+  RecordOutcome(
+      std::move(change),
+      [this, payout = std::move(payout), started, error = std::move(error),
        done = std::move(done)](absl::StatusOr<StoredPayout> applied) {
-        const Payout& now = applied.ok() ? applied->payout : fallback;
         if (!applied.ok()) {
-          // The caller still learns what AOPay said. The ledger keeps the
-          // payout PENDING, so a retry is refused (in progress) and a
-          // restart turns it UNKNOWN: never sent twice, never lost.
-          // AOPay's ids are logged so that an operator can resolve it.
-          spdlog::error(
-              "payout {} outcome {} could not be recorded: {}; AOPay "
-              "transaction_id={} reference={}",
-              now.payout_id, std::string(PayoutStateName(now.state)),
-              applied.status().ToString(),
-              now.transaction_id.empty() ? "-" : now.transaction_id,
-              now.transaction_reference_no.empty()
-                  ? "-"
-                  : now.transaction_reference_no);
+          // The ledger still holds the payout PENDING: the caller hears
+          // "in progress", and a retry of its request id gets the outcome
+          // once it is recorded.
+          CountOutcome(payout.mode, "unrecorded");
+          LogOutcome(payout, started, applied.status());
+          done(RequestInProgressError(payout.payout_id, options_.retry_delay));
+          return;
         }
+        const Payout& now = applied->payout;
         CountOutcome(now.mode, LowerName(now.state));
         LogOutcome(now, started, error);
         if (error.ok()) {
@@ -354,7 +379,101 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
         } else {
           done(error);
         }
+      },
+      [this, mode](absl::StatusOr<StoredPayout> applied) {
+        if (applied.ok()) {
+          CountOutcome(mode, LowerName(applied->payout.state));
+          spdlog::info("payout {} outcome {} recorded after retries",
+                       applied->payout.payout_id,
+                       std::string(PayoutStateName(applied->payout.state)));
+        }
       });
+}
+
+void PayoutService::RecordOutcome(
+    PayoutChange change, Ledger::Callback<absl::StatusOr<StoredPayout>> first,
+    Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
+  PayoutChange again = change;
+  Apply(
+      std::move(change), "outcome",
+      [this, again = std::move(again), first = std::move(first),
+       later = std::move(later)](absl::StatusOr<StoredPayout> applied) mutable {
+        if (applied.ok() ||
+            applied.status().code() != absl::StatusCode::kUnavailable) {
+          first(std::move(applied));
+          return;
+        }
+        const std::string payout_id = again.payout_id;
+        const std::string what = absl::StrCat(
+            "outcome ", PayoutStateName(again.new_state),
+            " (AOPay transaction_id=", again.transaction_id.value_or("-"),
+            " reference=", again.transaction_reference_no.value_or("-"), ")");
+        spdlog::error(
+            "payout {}: {} could not be recorded: {}; kept in memory and "
+            "written again until recorded",
+            payout_id, what, applied.status().ToString());
+        {
+          absl::MutexLock lock(&mu_);
+          unrecorded_[payout_id] = what;
+        }
+        first(applied.status());
+        RetryOutcome(std::move(again), options_.outcome_retry_initial,
+                     std::move(later));
+      });
+}
+
+void PayoutService::RetryOutcome(
+    PayoutChange change, absl::Duration delay,
+    Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
+  timer_.RunAfter(delay, [this, change = std::move(change), delay,
+                          later = std::move(later)]() mutable {
+    PayoutChange again = change;
+    Apply(std::move(change), "outcome",
+          [this, again = std::move(again), delay, later = std::move(later)](
+              absl::StatusOr<StoredPayout> applied) mutable {
+            if (!applied.ok() &&
+                applied.status().code() == absl::StatusCode::kUnavailable) {
+              RetryOutcome(std::move(again),
+                           std::min(delay * 2, options_.outcome_retry_max),
+                           std::move(later));
+              return;
+            }
+            if (!applied.ok()) {
+              spdlog::error("payout {}: outcome {} could not be recorded: {}",
+                            again.payout_id,
+                            std::string(PayoutStateName(again.new_state)),
+                            applied.status().ToString());
+            }
+            {
+              absl::MutexLock lock(&mu_);
+              unrecorded_.erase(again.payout_id);
+            }
+            later(std::move(applied));
+          });
+  });
+}
+
+void PayoutService::ForgetUntilDone(std::string payout_id,
+                                    absl::Duration delay) {
+  {
+    absl::MutexLock lock(&mu_);
+    unrecorded_[payout_id] = "a payout that was not sent";
+  }
+  timer_.RunAfter(delay, [this, payout_id = std::move(payout_id), delay] {
+    ledger_.Forget(payout_id, [this, payout_id, delay](absl::Status forgotten) {
+      if (forgotten.code() == absl::StatusCode::kUnavailable) {
+        ForgetUntilDone(payout_id,
+                        std::min(delay * 2, options_.outcome_retry_max));
+        return;
+      }
+      if (!forgotten.ok()) {
+        spdlog::error("payout {}: its intent could not be removed: {}",
+                      payout_id, forgotten.ToString());
+      }
+      absl::MutexLock lock(&mu_);
+      unrecorded_.erase(payout_id);
+    });
+  });
 }
 
 absl::StatusOr<Payout> PayoutService::Replay(const StoredPayout& stored,
@@ -415,7 +534,7 @@ void PayoutService::Refresh(std::string payout_id, std::string who,
     done(InvalidRequestError({{"payout_id", "is required"}}));
     return;
   }
-  if (absl::Status admitted = Begin(/*bounded=*/false, done); !admitted.ok()) {
+  if (absl::Status admitted = Begin(Work::kRefresh, done); !admitted.ok()) {
     done(std::move(admitted));
     return;
   }
@@ -462,7 +581,8 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
     return;
   }
   const Payout& payout = stored.payout;
-  const StatusVerdict verdict = InterpretStatusAnswer(*answer);
+  const StatusVerdict verdict =
+      InterpretStatusAnswer(*answer, payout.transaction_id);
 
   PayoutChange change;
   change.payout_id = payout.payout_id;
@@ -499,10 +619,21 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
     }
     change.why = absl::StrCat("AOPay's status endpoint reports ", verdict.word);
   } else {
-    spdlog::warn(
-        "status answer ignored: payout_id={} cannot move from {} to {}",
-        payout.payout_id, std::string(PayoutStateName(payout.state)),
-        std::string(PayoutStateName(*verdict.state)));
+    if (payout.state == PayoutState::kFailed) {
+      // The caller was told this payout failed and may have paid again:
+      // if AOPay now says the money moved, someone must look at once.
+      metrics_.status_contradictions.Increment(
+          {LowerName(payout.state), LowerName(*verdict.state)});
+      spdlog::error(
+          "AOPay's status endpoint contradicts a FAILED payout: "
+          "payout_id={} reports {}; nothing changed, check with AOPay",
+          payout.payout_id, verdict.word);
+    } else {
+      spdlog::warn(
+          "status answer ignored: payout_id={} cannot move from {} to {}",
+          payout.payout_id, std::string(PayoutStateName(payout.state)),
+          std::string(PayoutStateName(*verdict.state)));
+    }
     change.upstream_status = verdict.word;
     change.why = absl::StrCat("AOPay reports ", verdict.word, " but a ",
                               PayoutStateName(payout.state),
@@ -521,6 +652,12 @@ void PayoutService::Resolve(ResolveRequest request,
   if (!ResolveMayMove(PayoutState::kUnknown, request.state)) {
     violations.push_back(
         {"state", "must be ACCEPTED, SUCCEEDED, FAILED or REVERSED"});
+  }
+  if (!request.transaction_id.empty() &&
+      !IsTrackableTransactionId(request.transaction_id)) {
+    violations.push_back(
+        {"transaction_id",
+         "must be printable text of at most 128 bytes, as AOPay gives it"});
   }
   request.note = std::string(absl::StripAsciiWhitespace(request.note));
   if (request.note.empty()) {
@@ -549,6 +686,15 @@ void PayoutService::Resolve(ResolveRequest request,
               absl::StrCat("A payout in state ", PayoutStateName(payout.state),
                            " cannot be resolved to ",
                            PayoutStateName(request.state), ".")));
+          return;
+        }
+        if (request.state == PayoutState::kAccepted &&
+            request.transaction_id.empty() && payout.transaction_id.empty()) {
+          // An ACCEPTED payout is settled by refreshing it, which needs
+          // AOPay's transaction id.
+          done(InvalidRequestError(
+              {{"transaction_id",
+                "is required to resolve to ACCEPTED a payout that has none"}}));
           return;
         }
         PayoutChange change;

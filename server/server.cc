@@ -23,6 +23,7 @@
 #include "server/reflection_service.h"
 #include "server/sandbox/sandbox.h"
 #include "server/sqlite_ledger.h"
+#include "server/timer.h"
 #include "spdlog/spdlog.h"
 
 namespace aopay {
@@ -203,8 +204,11 @@ class ServerImpl final : public Server {
     service_options.limits.max_amount_paise = options_.max_amount_paise;
     service_options.max_outstanding =
         static_cast<size_t>(options_.max_inflight + options_.max_queue);
-    service_ = std::make_unique<PayoutService>(*ledger_, *upstream_, metrics_,
-                                               std::move(service_options));
+    service_options.max_refreshes =
+        std::max<size_t>(1, static_cast<size_t>(options_.max_inflight) / 4);
+    timer_ = std::make_unique<ThreadTimer>();
+    service_ = std::make_unique<PayoutService>(
+        *ledger_, *upstream_, *timer_, metrics_, std::move(service_options));
     grpc_service_ = std::make_unique<GrpcPayoutService>(*service_, metrics_);
     admin_service_ =
         std::make_unique<GrpcPayoutAdminService>(*service_, metrics_);
@@ -219,6 +223,10 @@ class ServerImpl final : public Server {
     metrics_.SetGauge(
         "aopay_requests_queued", "AOPay calls waiting for an in-flight slot.",
         [this] { return static_cast<double>(upstream_->Queued()); });
+    metrics_.SetGauge(
+        "payout_outcomes_unrecorded",
+        "AOPay outcomes kept in memory until the ledger can record them.",
+        [this] { return static_cast<double>(service_->Unrecorded()); });
     metrics_.SetGauge("ledger_healthy", "1 while the ledger accepts writes.",
                       [this] { return ledger_->Healthy() ? 1.0 : 0.0; });
 
@@ -280,7 +288,9 @@ class ServerImpl final : public Server {
       grpc_server_->Shutdown(absl::ToChronoTime(deadline + absl::Seconds(5)));
     });
     upstream_->Shutdown(options_.shutdown_grace);
-    service_->WaitIdle();
+    // Outcomes the ledger could not record yet get what is left of the
+    // grace; the rest are logged for an operator.
+    service_->WaitIdle(deadline);
     stop_grpc.join();
     StopHelpers();
     spdlog::info("shut down cleanly");
@@ -293,6 +303,7 @@ class ServerImpl final : public Server {
     if (metrics_server_ != nullptr) metrics_server_->stop();
     if (metrics_thread_.joinable()) metrics_thread_.join();
     if (upstream_ != nullptr) upstream_->Shutdown(absl::ZeroDuration());
+    if (timer_ != nullptr) timer_->Stop();
     if (ledger_ != nullptr) ledger_->Close();
     if (sandbox_ != nullptr) sandbox_->Stop();
   }
@@ -383,6 +394,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<Sandbox> sandbox_;
   std::unique_ptr<SqliteLedger> ledger_;
   std::unique_ptr<CurlUpstream> upstream_;
+  std::unique_ptr<ThreadTimer> timer_;  // stopped before the ledger closes
   std::unique_ptr<PayoutService> service_;
   std::unique_ptr<GrpcPayoutService> grpc_service_;
   std::unique_ptr<GrpcPayoutAdminService> admin_service_;

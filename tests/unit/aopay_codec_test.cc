@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "common/errors.h"
 #include "gmock/gmock.h"
@@ -328,6 +329,26 @@ INSTANTIATE_TEST_SUITE_P(
         NotSent("Http429WithErrorBody",
                 Answer(429, ErrorBody("\"422\"", kMessage422)),
                 HttpOnly("429")),
+        NotSent("Http429WithHtml", Answer(429, "<html>Too many</html>"),
+                HttpOnly("429")),
+        // A 429 that also speaks of success contradicts itself: it may have
+        // been taken, so it is not "certainly not sent".
+        Unknown("Http429WithDocumentedSuccess", Answer(429, kDocumentedSuccess),
+                Upstream("429", std::nullopt,
+                         "fundTransfer successfully processed"),
+                "TERF920898", "ACPT"),
+        Unknown("Http429WithStatussSuccess",
+                Answer(429, R"({"statuss":"SUCCESS"})"), HttpOnly("429")),
+        Unknown("Http429WithTransactionIdInResourceData",
+                Answer(429, R"({"resourceData":{"transactionID":"TERF9"}})"),
+                HttpOnly("429"), "TERF9"),
+        Unknown("Http429WithTopLevelTransactionId",
+                Answer(429, R"({"transactionID":"TERF9"})"), HttpOnly("429"),
+                "TERF9"),
+        Unknown("Http429WithErrorAndTransactionId",
+                Answer(429, R"({"status":"ERROR","subCode":"429",)"
+                            R"("transactionID":"TERF9"})"),
+                HttpOnly("429"), "TERF9"),
         // Server errors: whatever the body says.
         Unknown("Http500Html",
                 Answer(500, "<html><body>Internal Server Error</body></html>"),
@@ -346,7 +367,11 @@ INSTANTIATE_TEST_SUITE_P(
                 Answer(200, R"({"status":"ERROR","subCode":"422",)"
                             R"("message":"bad","resourceData":)"
                             R"({"transactionID":"TERF1"}})"),
-                Upstream("200", std::nullopt, "bad")),
+                Upstream("200", std::nullopt, "bad"), "TERF1"),
+        Unknown("ErrorWithTopLevelTransactionId",
+                Answer(200, R"({"status":"ERROR","subCode":"422",)"
+                            R"("message":"bad","transactionID":"TERF1"})"),
+                Upstream("200", std::nullopt, "bad"), "TERF1"),
         // Unreadable bodies.
         Unknown("EmptyBody200", Answer(200, ""), HttpOnly("200")),
         Unknown("InvalidJson", Answer(200, R"({"statuss": "SUCCESS",)"),
@@ -609,10 +634,14 @@ struct StatusCase {
   std::string word;
 };
 
+// The payout's own transaction id in every status case below.
+constexpr absl::string_view kOwnTransaction = "TERF1";
+
 class InterpretStatusAnswerTest : public testing::TestWithParam<StatusCase> {};
 
 TEST_P(InterpretStatusAnswerTest, FindsAndMapsTheWord) {
-  const StatusVerdict verdict = InterpretStatusAnswer(GetParam().answer);
+  const StatusVerdict verdict =
+      InterpretStatusAnswer(GetParam().answer, kOwnTransaction);
   EXPECT_EQ(verdict.state, GetParam().state);
   EXPECT_EQ(verdict.word, GetParam().word);
 }
@@ -620,11 +649,16 @@ TEST_P(InterpretStatusAnswerTest, FindsAndMapsTheWord) {
 INSTANTIATE_TEST_SUITE_P(
     Table, InterpretStatusAnswerTest,
     testing::Values(
+        // Rule 1: a word under resourceData counts.
         StatusCase{"KnownWrapper",
                    Answer(200, SuccessWith(R"({"status":"SUCCESS"})")),
                    kSucceeded, "SUCCESS"},
         StatusCase{"DocumentedShapeStillAccepted",
-                   Answer(200, kDocumentedSuccess), kAccepted, "ACPT"},
+                   Answer(200, absl::StrReplaceAll(kDocumentedSuccess,
+                                                   {{"TERF920898", "TERF1"}})),
+                   kAccepted, "ACPT"},
+        StatusCase{"DocumentedShapeOfAnotherTransaction",
+                   Answer(200, kDocumentedSuccess), std::nullopt, "ACPT"},
         StatusCase{
             "OtherWrapper",
             Answer(200, R"({"data":{"resourceData":{"status":"RJCT"}}})"),
@@ -633,10 +667,14 @@ INSTANTIATE_TEST_SUITE_P(
             "TopLevelResourceDataTransactionStatus",
             Answer(200, R"({"resourceData":{"transactionStatus":"RETURNED"}})"),
             kReversed, "RETURNED"},
-        StatusCase{"StatusBeatsTransactionStatus",
+        StatusCase{"AgreeingWordsCount",
+                   Answer(200, R"({"resourceData":{"status":"ACSC",)"
+                               R"("transactionStatus":"SUCCESS"}})"),
+                   kSucceeded, "ACSC"},
+        StatusCase{"ContradictoryWordsAreNotUnderstood",
                    Answer(200, R"({"resourceData":{"status":"ACSC",)"
                                R"("transactionStatus":"FAILED"}})"),
-                   kSucceeded, "ACSC"},
+                   std::nullopt, "ACSC"},
         StatusCase{"NonStringStatusIsSkipped",
                    Answer(200, R"({"resourceData":{"status":3,)"
                                R"("transactionStatus":"FAILED"}})"),
@@ -645,23 +683,56 @@ INSTANTIATE_TEST_SUITE_P(
                    Answer(200, R"({"status":"SUCCESS","resourceData":)"
                                R"({"status":"PDNG"}})"),
                    kAccepted, "PDNG"},
-        StatusCase{"TopLevelSuccessBesideWordlessResourceDataIsIgnored",
+        StatusCase{"ResourceDataAboutAnotherTransactionIsNotUnderstood",
+                   Answer(200, R"({"resourceData":{"status":"SUCCESS",)"
+                               R"("transactionID":"TERF2"}})"),
+                   std::nullopt, "SUCCESS"},
+        // Rule 2: a top-level word counts only beside the payout's own id.
+        StatusCase{"TopLevelWordAloneIsNotUnderstood",
+                   Answer(200, R"({"status":"PENDING"})"), std::nullopt,
+                   "PENDING"},
+        StatusCase{"TopLevelSuccessWithNotFoundMessage",
+                   Answer(200, R"({"statuss":"SUCCESS","message":)"
+                               R"("Transaction not found"})"),
+                   std::nullopt, "SUCCESS"},
+        StatusCase{"TopLevelFailedWithInvalidIdMessage",
+                   Answer(200, R"({"status":"FAILED","message":"invalid id"})"),
+                   std::nullopt, "FAILED"},
+        StatusCase{
+            "TopLevelStatusWithOwnTransactionId",
+            Answer(200, R"({"status":"PENDING","transactionID":"TERF1"})"),
+            kAccepted, "PENDING"},
+        StatusCase{"TopLevelStatussWithOwnTransactionId",
+                   Answer(200, R"({"statuss":"Completed","transactionID":)"
+                               R"(" TERF1 "})"),
+                   kSucceeded, "Completed"},
+        StatusCase{"TopLevelTransactionStatusWithOwnTransactionId",
+                   Answer(200, R"({"transactionStatus":"RJCT",)"
+                               R"("transactionID":"TERF1"})"),
+                   kFailed, "RJCT"},
+        StatusCase{"TopLevelWordWithOwnIdInResourceData",
                    Answer(200, R"({"statuss":"SUCCESS","resourceData":)"
                                R"({"transactionID":"TERF1"}})"),
-                   std::nullopt, ""},
-        StatusCase{"TopLevelStatus", Answer(200, R"({"status":"PENDING"})"),
-                   kAccepted, "PENDING"},
-        StatusCase{"TopLevelStatuss", Answer(200, R"({"statuss":"Completed"})"),
-                   kSucceeded, "Completed"},
-        StatusCase{"StatusBeatsStatuss",
-                   Answer(200, R"({"status":"FAILED","statuss":"SUCCESS"})"),
-                   kFailed, "FAILED"},
+                   kSucceeded, "SUCCESS"},
+        StatusCase{
+            "TopLevelWordWithAnotherTransactionId",
+            Answer(200, R"({"status":"SUCCESS","transactionID":"TERF2"})"),
+            std::nullopt, "SUCCESS"},
+        StatusCase{"ContradictoryTopLevelWords",
+                   Answer(200, R"({"status":"FAILED","statuss":"SUCCESS",)"
+                               R"("transactionID":"TERF1"})"),
+                   std::nullopt, "FAILED"},
         StatusCase{"UnknownWord",
                    Answer(200, R"({"resourceData":{"status":"ON_HOLD"}})"),
                    std::nullopt, "ON_HOLD"},
+        // Rule 3: errors, non-2xx and anything else are not understood.
         StatusCase{"ErrorBodyIsNotUnderstood",
                    Answer(200, ErrorBody("\"404\"", "No such transaction")),
                    std::nullopt, "ERROR"},
+        StatusCase{"ErrorBodyWithOwnIdAndResourceDataIsNotUnderstood",
+                   Answer(200, R"({"status":"ERROR","transactionID":"TERF1",)"
+                               R"("resourceData":{"status":"SUCCESS"}})"),
+                   std::nullopt, "SUCCESS"},
         StatusCase{"NoWord", Answer(200, R"({"foo":"bar"})"), std::nullopt, ""},
         StatusCase{"Non2xx",
                    Answer(500, R"({"resourceData":{"status":"SUCCESS"}})"),

@@ -57,6 +57,9 @@ class FakeLedger final : public Ledger {
     row.payout.state = change.new_state;
     if (change.transaction_id)
       row.payout.transaction_id = *change.transaction_id;
+    if (change.bank_beneficiary_name) {
+      row.payout.bank_beneficiary_name = *change.bank_beneficiary_name;
+    }
     if (change.upstream_status) {
       row.payout.upstream_status = *change.upstream_status;
     }
@@ -139,6 +142,23 @@ class FakeUpstream final : public UpstreamClient {
   std::deque<Call> calls;
 };
 
+// Holds delayed tasks until the test runs them.
+class FakeTimer final : public Timer {
+ public:
+  void RunAfter(absl::Duration delay, std::function<void()> task) override {
+    delays.push_back(delay);
+    tasks.push_back(std::move(task));
+  }
+  // Runs the tasks added so far (not the ones they add).
+  void RunPending() {
+    std::vector<std::function<void()>> due = std::move(tasks);
+    tasks.clear();
+    for (auto& task : due) task();
+  }
+  std::vector<std::function<void()>> tasks;
+  std::vector<absl::Duration> delays;
+};
+
 constexpr char kAccepted[] = R"({
   "initiateAuthGenericFundTransferAPIResp": {
     "metaData": {"status": "SUCCESS", "message": "ok", "version": "v1",
@@ -171,8 +191,8 @@ class PayoutServiceTest : public ::testing::Test {
 
   void Rebuild(PayoutServiceOptions options) {
     options.registration_id = "AOP-554";
-    service_ = std::make_unique<PayoutService>(ledger_, upstream_, metrics_,
-                                               std::move(options));
+    service_ = std::make_unique<PayoutService>(ledger_, upstream_, timer_,
+                                               metrics_, std::move(options));
   }
 
   // Starts a call; its result lands in the returned slot.
@@ -197,6 +217,7 @@ class PayoutServiceTest : public ::testing::Test {
 
   FakeLedger ledger_;
   FakeUpstream upstream_;
+  FakeTimer timer_;
   Metrics metrics_;
   std::unique_ptr<PayoutService> service_;
 };
@@ -241,6 +262,154 @@ TEST_F(PayoutServiceTest, LedgerFailureMeansNothingIsSent) {
   EXPECT_EQ((*result)->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(GetErrorDetails((*result)->status()).reason, "LEDGER_UNAVAILABLE");
   EXPECT_TRUE(upstream_.calls.empty());
+}
+
+// Disk full after AOPay answered: the outcome is kept and written again
+// until recorded; meanwhile the caller hears only what the ledger holds.
+TEST_F(PayoutServiceTest, AnOutcomeTheLedgerCannotRecordIsRetriedUntilItIs) {
+  auto result = Create(ValidRequest());
+  const std::string id = ledger_.only().payout.payout_id;
+  ledger_.fail_writes = true;
+  upstream_.Answer(Http(200, kAccepted));
+
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ((*result)->status().code(), absl::StatusCode::kAborted)
+      << "never more than the ledger holds";
+  EXPECT_EQ(GetErrorDetails((*result)->status()).reason, "REQUEST_IN_PROGRESS");
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+  EXPECT_EQ(service_->Unrecorded(), 1u);
+
+  // Still failing: tried again, later each time.
+  ASSERT_EQ(timer_.tasks.size(), 1u);
+  timer_.RunPending();
+  ASSERT_EQ(timer_.tasks.size(), 1u);
+  timer_.RunPending();
+  ASSERT_EQ(timer_.delays.size(), 3u);
+  EXPECT_LT(timer_.delays[0], timer_.delays[1]);
+  EXPECT_LT(timer_.delays[1], timer_.delays[2]);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+
+  ledger_.fail_writes = false;
+  timer_.RunPending();
+  EXPECT_TRUE(timer_.tasks.empty());
+  EXPECT_EQ(service_->Unrecorded(), 0u);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(ledger_.only().payout.transaction_id, "TERF920898");
+
+  // The caller's retry gets the outcome; nothing is sent again.
+  auto retry = Create(ValidRequest());
+  ASSERT_TRUE(retry->has_value());
+  ASSERT_TRUE((*retry)->ok()) << (*retry)->status();
+  EXPECT_EQ((**retry)->payout_id, id);
+  EXPECT_EQ((**retry)->state, PayoutState::kAccepted);
+  EXPECT_TRUE(upstream_.calls.empty());
+}
+
+TEST_F(PayoutServiceTest, UnrecordedOutcomesCountAgainstTheBound) {
+  PayoutServiceOptions options;
+  options.max_outstanding = 1;
+  Rebuild(options);
+  auto first = Create(ValidRequest("req-1"));
+  ledger_.fail_writes = true;
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(first->has_value());
+  ledger_.fail_writes = false;
+  auto second = Create(ValidRequest("req-2"));
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ(GetErrorDetails((*second)->status()).reason, "OVERLOADED");
+  timer_.RunPending();
+  auto third = Create(ValidRequest("req-3"));
+  EXPECT_FALSE(third->has_value()) << "admitted, waiting for AOPay";
+}
+
+TEST_F(PayoutServiceTest, ANotSentPayoutWhoseForgetFailsIsForgottenLater) {
+  auto result = Create(ValidRequest());
+  ledger_.fail_writes = true;
+  upstream_.Answer(absl::UnavailableError("connection refused"));
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ(GetErrorDetails((*result)->status()).reason, "REQUEST_IN_PROGRESS")
+      << "the key is still taken";
+  EXPECT_EQ(ledger_.size(), 1u);
+  timer_.RunPending();
+  EXPECT_EQ(ledger_.size(), 1u);
+  ledger_.fail_writes = false;
+  timer_.RunPending();
+  EXPECT_EQ(ledger_.size(), 0u);
+  EXPECT_EQ(service_->Unrecorded(), 0u);
+  auto again = Create(ValidRequest());
+  EXPECT_EQ(upstream_.calls.size(), 1u) << "the freed key is sent again";
+}
+
+// AOPay may echo the registration id in its messages; they are stored and
+// returned only with it replaced.
+TEST_F(PayoutServiceTest, AopayTextIsStoredAndReturnedWithoutTheRegistration) {
+  auto result = Create(ValidRequest());
+  upstream_.Answer(Http(
+      403, R"({"status":"ERROR","subCode":"403","message":)"
+           R"("APIs not enabled for AOP-554. Please reach out to care"})"));
+  ASSERT_TRUE(result->has_value());
+  const absl::Status error = (*result)->status();
+  EXPECT_EQ(GetErrorDetails(error).metadata.at("upstreamMessage"),
+            "APIs not enabled for [registration]. Please reach out to care");
+  for (const absl::Status& kept :
+       {error, ledger_.only().payout.failure, ledger_.only().response}) {
+    EXPECT_THAT(SerializeError(kept), ::testing::Not(HasSubstr("AOP-554")));
+    EXPECT_THAT(SerializeError(kept), HasSubstr("[registration]"));
+  }
+
+  auto accepted = Create(ValidRequest("req-2"));
+  std::string body = kAccepted;
+  body.replace(body.find("\"ABC\""), 5, "\"ABC AOP-554\"");
+  upstream_.Answer(Http(200, body));
+  ASSERT_TRUE(accepted->has_value());
+  ASSERT_TRUE((*accepted)->ok()) << (*accepted)->status();
+  EXPECT_EQ((**accepted)->bank_beneficiary_name, "ABC [registration]");
+}
+
+TEST_F(PayoutServiceTest, RefreshesHaveTheirOwnBound) {
+  PayoutServiceOptions options;
+  options.max_refreshes = 2;
+  Rebuild(options);
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, kAccepted));
+  const std::string id = ledger_.only().payout.payout_id;
+  int answered = 0;
+  for (int i = 0; i < 2; ++i) {
+    service_->Refresh(id, "refresh",
+                      [&](absl::StatusOr<Payout>) { ++answered; });
+  }
+  absl::StatusOr<Payout> third =
+      Call(&PayoutService::Refresh, id, std::string("refresh"));
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(GetErrorDetails(third.status()).reason, "OVERLOADED");
+  EXPECT_EQ(upstream_.calls.size(), 2u);
+
+  // Payouts are not bounded by refreshes.
+  auto payout = Create(ValidRequest("req-2"));
+  EXPECT_EQ(upstream_.calls.size(), 3u);
+
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"PDNG"}})"));
+  EXPECT_EQ(answered, 1);
+  service_->Refresh(id, "refresh", [&](absl::StatusOr<Payout>) { ++answered; });
+  EXPECT_EQ(upstream_.calls.size(), 3u);
+}
+
+TEST_F(PayoutServiceTest, SuccessReportedForAFailedPayoutIsCountedAndLogged) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, kAccepted));
+  const std::string id = ledger_.only().payout.payout_id;
+  service_->Refresh(id, "refresh", [](absl::StatusOr<Payout>) {});
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"RJCT"}})"));
+  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kFailed);
+
+  absl::StatusOr<Payout> refreshed;
+  service_->Refresh(id, "refresh", [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"SUCCESS"}})"));
+  ASSERT_TRUE(refreshed.ok()) << refreshed.status();
+  EXPECT_EQ(refreshed->state, PayoutState::kFailed) << "nothing changed";
+  EXPECT_EQ(metrics_.status_contradictions.Value({"failed", "succeeded"}), 1u);
 }
 
 TEST_F(PayoutServiceTest, CertainlyNotSentFreesTheKey) {
@@ -290,18 +459,6 @@ TEST_F(PayoutServiceTest, ReplaysFollowTheContract) {
   ASSERT_TRUE(reused->has_value());
   EXPECT_EQ(GetErrorDetails((*reused)->status()).reason, "REQUEST_ID_REUSED");
   EXPECT_TRUE(upstream_.calls.empty());
-}
-
-TEST_F(PayoutServiceTest, OutcomeIsReturnedEvenWhenTheLedgerCannotRecordIt) {
-  auto result = Create(ValidRequest());
-  ledger_.fail_writes = true;
-  upstream_.Answer(Http(200, kAccepted));
-  ASSERT_TRUE(result->has_value());
-  ASSERT_TRUE((*result)->ok());
-  EXPECT_EQ((**result)->state, PayoutState::kAccepted);
-  // The ledger still says PENDING: retries are refused until a restart makes
-  // it UNKNOWN, never re-sent.
-  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
 }
 
 TEST_F(PayoutServiceTest, FullGatewayRefusesBeforeRecording) {
@@ -377,7 +534,8 @@ INSTANTIATE_TEST_SUITE_P(
         RefreshRow{PayoutState::kAccepted,
                    R"({"resourceData":{"transactionStatus":"SUCCESS"}})",
                    PayoutState::kSucceeded, true},
-        RefreshRow{PayoutState::kAccepted, R"({"status":"rjct"})",
+        RefreshRow{PayoutState::kAccepted,
+                   R"({"resourceData":{"status":"rjct"}})",
                    PayoutState::kFailed, true},
         RefreshRow{PayoutState::kAccepted,
                    R"({"resourceData":{"status":"RETURNED"}})",
@@ -390,13 +548,27 @@ INSTANTIATE_TEST_SUITE_P(
                    PayoutState::kAccepted, false},
         RefreshRow{PayoutState::kAccepted, "<html>oops</html>",
                    PayoutState::kAccepted, false},
-        RefreshRow{PayoutState::kSucceeded, R"({"status":"REVERSED"})",
+        RefreshRow{PayoutState::kSucceeded,
+                   R"({"resourceData":{"status":"REVERSED"}})",
                    PayoutState::kReversed, true},
-        RefreshRow{PayoutState::kSucceeded, R"({"status":"FAILED"})",
+        RefreshRow{PayoutState::kSucceeded,
+                   R"({"resourceData":{"status":"FAILED"}})",
                    PayoutState::kSucceeded, true},
-        RefreshRow{PayoutState::kFailed, R"({"status":"SUCCESS"})",
+        RefreshRow{PayoutState::kFailed,
+                   R"({"resourceData":{"status":"SUCCESS"}})",
                    PayoutState::kFailed, true},
-        RefreshRow{PayoutState::kUnknown, R"({"status":"SUCCESS"})",
+        RefreshRow{PayoutState::kUnknown,
+                   R"({"resourceData":{"status":"SUCCESS"}})",
+                   PayoutState::kSucceeded, true},
+        // A top-level word speaks of the payout only beside its own id.
+        RefreshRow{PayoutState::kUnknown,
+                   R"({"statuss":"SUCCESS","message":"Transaction not found"})",
+                   PayoutState::kUnknown, false},
+        RefreshRow{PayoutState::kUnknown,
+                   R"({"status":"FAILED","message":"invalid id"})",
+                   PayoutState::kUnknown, false},
+        RefreshRow{PayoutState::kUnknown,
+                   R"({"status":"SUCCESS","transactionID":"TERF920898"})",
                    PayoutState::kSucceeded, true}));
 
 TEST_F(PayoutServiceTest, RefreshNeedsATransactionId) {
@@ -408,6 +580,39 @@ TEST_F(PayoutServiceTest, RefreshNeedsATransactionId) {
       Call(&PayoutService::Refresh, ledger_.only().payout.payout_id,
            std::string("refresh"));
   EXPECT_EQ(GetErrorDetails(refreshed.status()).reason, "NO_TRANSACTION_ID");
+}
+
+// An ACCEPTED payout settles through refreshes, which need AOPay's
+// transaction id; one given by an operator must look like AOPay's.
+TEST_F(PayoutServiceTest, ResolveToAcceptedNeedsAValidTransactionId) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(absl::UnknownError("connection reset"));
+  const std::string id = ledger_.only().payout.payout_id;
+  ASSERT_TRUE(ledger_.only().payout.transaction_id.empty());
+
+  ResolveRequest request;
+  request.payout_id = id;
+  request.state = PayoutState::kAccepted;
+  request.note = "AOPay support confirmed by phone";
+  absl::StatusOr<Payout> resolved = Call(&PayoutService::Resolve, request);
+  EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_EQ(GetErrorDetails(resolved.status()).violations.size(), 1u);
+  EXPECT_EQ(GetErrorDetails(resolved.status()).violations[0].field,
+            "transaction_id");
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+
+  request.transaction_id = std::string("TERF\x01\n", 6);
+  resolved = Call(&PayoutService::Resolve, request);
+  EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+  request.transaction_id = std::string(129, 'T');
+  resolved = Call(&PayoutService::Resolve, request);
+  EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
+
+  request.transaction_id = "TERF555";
+  resolved = Call(&PayoutService::Resolve, request);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  EXPECT_EQ(resolved->state, PayoutState::kAccepted);
+  EXPECT_EQ(resolved->transaction_id, "TERF555");
 }
 
 TEST_F(PayoutServiceTest, ResolveChecksItsInputAndTheTransition) {
