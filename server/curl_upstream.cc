@@ -206,6 +206,13 @@ absl::Status Configure(const CurlUpstreamOptions& options,
   set("HTTP_VERSION", CURLOPT_HTTP_VERSION,
       static_cast<long>(CURL_HTTP_VERSION_1_1));
   set("NOSIGNAL", CURLOPT_NOSIGNAL, 1L);
+  // With the threaded resolver, a transfer that ends while its lookup is
+  // still running (timed out resolving, aborted at shutdown, or finished with
+  // an address another transfer's lookup put in the DNS cache) waits inside
+  // curl_multi_perform for the lookup thread to return: every call on the
+  // loop stalls for as long as getaddrinfo hangs. QUICK_EXIT makes libcurl
+  // detach that thread instead; it frees itself when getaddrinfo returns.
+  set("QUICK_EXIT", CURLOPT_QUICK_EXIT, 1L);
   set("TIMEOUT_MS", CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
   set("CONNECTTIMEOUT_MS", CURLOPT_CONNECTTIMEOUT_MS,
       static_cast<long>(connect_ms));
@@ -562,7 +569,8 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
   }
 
   // A dry run of the per-call options finds a libcurl without one of them
-  // (CURLOPT_PREREQFUNCTION needs 7.80) before any payout depends on it.
+  // (CURLOPT_PREREQFUNCTION needs 7.80, CURLOPT_QUICK_EXIT 7.87) before any
+  // payout depends on it.
   absl::StatusOr<SlistPtr> headers = MakeHeaders();
   if (!headers.ok()) return headers.status();
   Transfer probe;

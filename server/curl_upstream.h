@@ -35,6 +35,10 @@ struct CurlUpstreamOptions {
 // client's own loop thread and must not block; they must not call Shutdown or
 // destroy the client.
 //
+// A name lookup that hangs holds up only its own call: the call ends at its
+// connect timeout (or at Shutdown) as not sent, while the lookup thread is
+// left to finish on its own.
+//
 // A request with idempotent=false is put on the wire at most once: if libcurl
 // would re-send it (it does so on its own when a reused keep-alive connection
 // dies before any answer byte), the call is aborted instead and fails with
@@ -47,7 +51,7 @@ class CurlUpstream final : public UpstreamClient {
  public:
   // Checks the options (INVALID_ARGUMENT with a one-line reason) and starts
   // the loop thread. Does not connect anywhere. curl_global_init must have
-  // run before.
+  // run before. Needs libcurl 7.87 or later (FAILED_PRECONDITION otherwise).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<CurlUpstream>> Create(
       CurlUpstreamOptions options);
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -31,11 +32,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/aopay_codec.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/test_interposer.h"
 
 namespace aopay {
 namespace {
@@ -95,6 +98,11 @@ class Gate {
   void Wait() {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(&open_));
+  }
+  // False if still closed after `timeout`.
+  bool WaitFor(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&open_), timeout);
   }
 
  private:
@@ -376,6 +384,14 @@ class Call {
   bool Done() {
     absl::MutexLock lock(&mu_);
     return calls_ > 0;
+  }
+
+  // False if the callback has not run after `timeout`.
+  bool AwaitDone(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto called = [this]()
+                      ABSL_SHARED_LOCKS_REQUIRED(mu_) { return calls_ > 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&called), timeout);
   }
 
   int calls() {
@@ -967,6 +983,253 @@ TEST_F(TlsFixture, HttpsWithAnUntrustedCertificateIsUnavailable) {
   EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable)
       << answer.status();
   EXPECT_TRUE(server.requests().empty());
+}
+
+// --- Certificates made up for one test. ---
+
+struct KeyDeleter {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+struct CertificateDeleter {
+  void operator()(X509* certificate) const { X509_free(certificate); }
+};
+struct SslCtxDeleter {
+  void operator()(SSL_CTX* context) const { SSL_CTX_free(context); }
+};
+using KeyPtr = std::unique_ptr<EVP_PKEY, KeyDeleter>;
+using CertificatePtr = std::unique_ptr<X509, CertificateDeleter>;
+using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
+
+bool AddExtension(X509* certificate, X509* issuer, int nid, const char* value) {
+  X509V3_CTX context;
+  X509V3_set_ctx_nodb(&context);
+  X509V3_set_ctx(&context, issuer, certificate, nullptr, nullptr, 0);
+  X509_EXTENSION* extension =
+      X509V3_EXT_conf_nid(nullptr, &context, nid, value);
+  if (extension == nullptr) return false;
+  const bool added = X509_add_ext(certificate, extension, -1) == 1;
+  X509_EXTENSION_free(extension);
+  return added;
+}
+
+// Signed by `issuer` with `issuer_key`; self-signed when `issuer` is null.
+// `subject_alt_name` is "" for a CA.
+CertificatePtr MakeCertificate(EVP_PKEY* key, const std::string& common_name,
+                               X509* issuer, EVP_PKEY* issuer_key, long serial,
+                               const std::string& subject_alt_name) {
+  CertificatePtr certificate(X509_new());
+  if (certificate == nullptr) return nullptr;
+  X509* raw = certificate.get();
+  X509_set_version(raw, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(raw), serial);
+  X509_gmtime_adj(X509_getm_notBefore(raw), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(raw), 24 * 3600);
+  X509_set_pubkey(raw, key);
+  X509_NAME_add_entry_by_txt(
+      X509_get_subject_name(raw), "CN", MBSTRING_ASC,
+      reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
+  X509* signer = issuer != nullptr ? issuer : raw;
+  X509_set_issuer_name(raw, X509_get_subject_name(signer));
+  const bool is_ca = subject_alt_name.empty();
+  const bool extended = is_ca ? AddExtension(raw, signer, NID_basic_constraints,
+                                             "critical,CA:TRUE") &&
+                                    AddExtension(raw, signer, NID_key_usage,
+                                                 "critical,keyCertSign,cRLSign")
+                              : AddExtension(raw, signer, NID_subject_alt_name,
+                                             subject_alt_name.c_str());
+  if (!extended) return nullptr;
+  if (X509_sign(raw, issuer_key != nullptr ? issuer_key : key, EVP_sha256()) <=
+      0) {
+    return nullptr;
+  }
+  return certificate;
+}
+
+// A certificate authority that exists for one test: its certificate in a
+// PEM file, and TLS server contexts with certificates it signed.
+class TestCa {
+ public:
+  explicit TestCa(const std::string& name)
+      : key_(EVP_EC_gen("P-256")),
+        pem_path_(absl::StrCat(::testing::TempDir(), "curl_upstream_test_",
+                               name, "_", getpid(), ".pem")) {
+    if (key_ != nullptr) {
+      certificate_ = MakeCertificate(key_.get(), name, nullptr, nullptr, 1, "");
+    }
+    FILE* file = std::fopen(pem_path_.c_str(), "w");
+    if (certificate_ == nullptr || file == nullptr ||
+        PEM_write_X509(file, certificate_.get()) != 1) {
+      ADD_FAILURE() << "cannot make the test CA " << name;
+    }
+    if (file != nullptr) std::fclose(file);
+  }
+  ~TestCa() { std::remove(pem_path_.c_str()); }
+  TestCa(const TestCa&) = delete;
+  TestCa& operator=(const TestCa&) = delete;
+
+  const std::string& pem_path() const { return pem_path_; }
+
+  // A server context with a fresh key and a certificate for
+  // `subject_alt_name` ("DNS:name" or "IP:address") signed by this CA;
+  // nullptr on failure.
+  SslCtxPtr ServerContext(const std::string& subject_alt_name) {
+    KeyPtr key(EVP_EC_gen("P-256"));
+    if (key == nullptr || certificate_ == nullptr) return nullptr;
+    CertificatePtr certificate = MakeCertificate(
+        key.get(), "curl-upstream-test-server", certificate_.get(), key_.get(),
+        ++serial_, subject_alt_name);
+    SslCtxPtr context(SSL_CTX_new(TLS_server_method()));
+    if (certificate == nullptr || context == nullptr ||
+        SSL_CTX_use_certificate(context.get(), certificate.get()) != 1 ||
+        SSL_CTX_use_PrivateKey(context.get(), key.get()) != 1) {
+      return nullptr;
+    }
+    return context;
+  }
+
+ private:
+  KeyPtr key_;
+  CertificatePtr certificate_;
+  std::string pem_path_;
+  long serial_ = 1;
+};
+
+// --- Name lookups (see test_interposer.h). ---
+
+// How late past a timeout a call may still end without having stalled.
+constexpr absl::Duration kSlack = absl::Seconds(3);
+
+// An https client for `host` (under kFakeDomain: it resolves to 127.0.0.1)
+// on `server`'s port, trusting `ca`, connecting for at most a second.
+std::unique_ptr<CurlUpstream> ClientFor(const std::string& host,
+                                        const RawServer& server,
+                                        const TestCa& ca) {
+  CurlUpstreamOptions options;
+  options.base_url = absl::StrCat("https://", host, ":", server.port());
+  options.ca_file = ca.pem_path();
+  options.timeout = kWait;
+  options.connect_timeout = absl::Seconds(1);
+  return MakeClient(std::move(options));
+}
+
+// Lookups that hang past the connect timeout end their calls at that
+// timeout, as certainly not sent, while the lookups still hang. libcurl's
+// threaded resolver would otherwise wait for the lookup thread inside
+// curl_multi_perform, freezing every call on the loop.
+TEST(CurlUpstreamDnsTest, LookupsHangingPastTheConnectTimeoutEndAsNotSent) {
+  const std::string host = "hung-lookup.aopay.test";
+  TestCa ca("dns-timeout-ca");
+  SslCtxPtr tls = ca.ServerContext(absl::StrCat("DNS:", host));
+  ASSERT_NE(tls, nullptr);
+  RawServer server(AnswerOk(), tls.get());
+  std::unique_ptr<CurlUpstream> client = ClientFor(host, server, ca);
+  ASSERT_NE(client, nullptr);
+  test_interposer::ReleaseOnExit release_lookups;
+
+  test_interposer::HoldLookupsOf(host, 2);
+  const absl::Time start = absl::Now();
+  std::shared_ptr<Call> first = Send(*client, R"({"n":"first"})");
+  ASSERT_TRUE(test_interposer::AwaitHeldLookups(1, kWait));
+  std::shared_ptr<Call> second = Send(*client, R"({"n":"second"})");
+  ASSERT_TRUE(test_interposer::AwaitHeldLookups(2, kWait));
+
+  const absl::Duration limit = absl::Seconds(1) + kSlack;
+  const bool first_ended = first->AwaitDone(limit);
+  const bool second_ended = second->AwaitDone(limit);
+  const absl::Duration took = absl::Now() - start;
+  const bool still_hanging =
+      test_interposer::LookupHeld(0) && test_interposer::LookupHeld(1);
+  test_interposer::ReleaseHeldLookups();
+
+  EXPECT_TRUE(first_ended && second_ended)
+      << "a call outlived its connect timeout by more than " << kSlack;
+  EXPECT_LT(took, limit);
+  EXPECT_TRUE(still_hanging);
+  for (const std::shared_ptr<Call>& call : {first, second}) {
+    absl::StatusOr<HttpAnswer> result = call->Result();
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable)
+        << result.status();
+    EXPECT_THAT(std::string(result.status().message()),
+                HasSubstr("Resolving timed out"));
+  }
+  EXPECT_EQ(server.connections(), 0);
+}
+
+// The first call's lookup hangs; the second call's lookup answers and fills
+// libcurl's DNS cache, where the first call finds the address too. Both get
+// their answers while the first lookup still hangs: finishing a call must
+// not wait for its abandoned lookup thread either.
+TEST(CurlUpstreamDnsTest, CallsGetTheirAnswersWhileAnAbandonedLookupHangs) {
+  const std::string host = "abandoned-lookup.aopay.test";
+  TestCa ca("dns-cache-ca");
+  SslCtxPtr tls = ca.ServerContext(absl::StrCat("DNS:", host));
+  ASSERT_NE(tls, nullptr);
+  RawServer server(
+      [](const RawRequest& request) -> std::optional<Reply> {
+        return Reply{200, absl::StrCat(R"({"echo":)", request.body, "}")};
+      },
+      tls.get());
+  std::unique_ptr<CurlUpstream> client = ClientFor(host, server, ca);
+  ASSERT_NE(client, nullptr);
+  test_interposer::ReleaseOnExit release_lookups;
+
+  test_interposer::HoldLookupsOf(host, 1);
+  std::shared_ptr<Call> first = Send(*client, R"({"n":"first"})");
+  ASSERT_TRUE(test_interposer::AwaitHeldLookups(1, kWait));
+  std::shared_ptr<Call> second = Send(*client, R"({"n":"second"})");
+
+  const bool second_ended = second->AwaitDone(kSlack);
+  const bool first_ended = first->AwaitDone(kSlack);
+  const bool still_hanging = test_interposer::LookupHeld(0);
+  test_interposer::ReleaseHeldLookups();
+
+  EXPECT_TRUE(first_ended && second_ended)
+      << "an answered call stalled behind a hung lookup";
+  EXPECT_TRUE(still_hanging);
+  absl::StatusOr<HttpAnswer> first_answer = first->Result();
+  ASSERT_TRUE(first_answer.ok()) << first_answer.status();
+  EXPECT_EQ(first_answer->body, R"({"echo":{"n":"first"}})");
+  absl::StatusOr<HttpAnswer> second_answer = second->Result();
+  ASSERT_TRUE(second_answer.ok()) << second_answer.status();
+  EXPECT_EQ(second_answer->body, R"({"echo":{"n":"second"}})");
+}
+
+TEST(CurlUpstreamDnsTest, ShutdownCancelsACallWhoseLookupHangsAtOnce) {
+  const std::string host = "hung-at-shutdown.aopay.test";
+  CurlUpstreamOptions options;
+  options.base_url = absl::StrCat("https://", host, ":1");
+  options.timeout = kWait;
+  std::unique_ptr<CurlUpstream> client = MakeClient(options);
+  ASSERT_NE(client, nullptr);
+  test_interposer::ReleaseOnExit release_lookups;
+  test_interposer::HoldLookupsOf(host, 1);
+  std::shared_ptr<Call> call = Send(*client, "{}");
+  ASSERT_TRUE(test_interposer::AwaitHeldLookups(1, kWait));
+
+  absl::Notification shut_down;
+  std::thread stopper([&] {
+    client->Shutdown(absl::ZeroDuration());
+    shut_down.Notify();
+  });
+  const bool prompt = shut_down.WaitForNotificationWithTimeout(kSlack);
+  test_interposer::ReleaseHeldLookups();
+  stopper.join();
+
+  EXPECT_TRUE(prompt) << "Shutdown waited for the hung lookup";
+  EXPECT_EQ(call->Result().status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(CurlUpstreamDnsTest, AHostThatDoesNotResolveIsUnavailableAndSaysSo) {
+  std::unique_ptr<CurlUpstream> client =
+      MakeClient(absl::StrCat("https://", test_interposer::kUnresolvablePrefix,
+                              "aopay", test_interposer::kFakeDomain));
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, "{}");
+
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kUnavailable)
+      << answer.status();
+  EXPECT_THAT(answer.status().message(), HasSubstr("Could not resolve host"));
 }
 
 }  // namespace
