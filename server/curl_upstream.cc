@@ -3,11 +3,15 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <deque>
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -42,11 +46,22 @@ struct UrlDeleter {
 struct CurlStringDeleter {
   void operator()(char* text) const { curl_free(text); }
 };
+struct BioDeleter {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct CertificateDeleter {
+  void operator()(X509* certificate) const { X509_free(certificate); }
+};
 using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
 using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
 using CurlString = std::unique_ptr<char, CurlStringDeleter>;
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+using CertificatePtr = std::unique_ptr<X509, CertificateDeleter>;
+
+// The CAs of options.ca_file, read once; trusted besides the system's.
+using CaCertificates = std::vector<CertificatePtr>;
 
 // Payouts only reuse a kept-alive connection that has been idle for less than
 // two seconds (libcurl compares whole idle seconds with ">"). A server closes
@@ -160,6 +175,54 @@ int BeforeSend(void* user, char* /*remote_ip*/, char* /*local_ip*/,
   return CURL_PREREQFUNC_OK;
 }
 
+// Reads every certificate of a PEM bundle. INVALID_ARGUMENT when the file
+// cannot be read, a certificate block in it cannot be parsed, or it holds
+// none. Text around the PEM blocks is ignored, as OpenSSL does.
+absl::StatusOr<std::shared_ptr<const CaCertificates>> LoadCaBundle(
+    const std::string& path) {
+  ERR_clear_error();
+  BioPtr file(BIO_new_file(path.c_str(), "r"));
+  if (file == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("ca_file cannot be read");
+  }
+  auto certificates = std::make_shared<CaCertificates>();
+  while (X509* certificate =
+             PEM_read_bio_X509_AUX(file.get(), nullptr, nullptr, nullptr)) {
+    certificates->emplace_back(certificate);
+  }
+  // Running out of PEM blocks is the normal end; any other error is a
+  // certificate block that does not parse.
+  const unsigned long error = ERR_peek_last_error();
+  ERR_clear_error();
+  if (ERR_GET_LIB(error) != ERR_LIB_PEM ||
+      ERR_GET_REASON(error) != PEM_R_NO_START_LINE) {
+    return absl::InvalidArgumentError(
+        "ca_file holds a certificate that cannot be parsed");
+  }
+  if (certificates->empty()) {
+    return absl::InvalidArgumentError("ca_file holds no PEM certificate");
+  }
+  return std::shared_ptr<const CaCertificates>(std::move(certificates));
+}
+
+// libcurl calls this with each new connection's OpenSSL context after it has
+// loaded the system's CAs into it (CURLOPT_SSL_CTX_FUNCTION); the extra CAs
+// join them. libcurl may hand the same certificate store again (it caches
+// it per multi handle); OpenSSL 3 accepts a certificate already there.
+CURLcode AddExtraCas(CURL* /*easy*/, void* ssl_ctx, void* user) {
+  const auto* certificates = static_cast<const CaCertificates*>(user);
+  X509_STORE* store = SSL_CTX_get_cert_store(static_cast<SSL_CTX*>(ssl_ctx));
+  if (store == nullptr) return CURLE_SSL_CACERT_BADFILE;
+  for (const CertificatePtr& certificate : *certificates) {
+    if (X509_STORE_add_cert(store, certificate.get()) != 1) {
+      ERR_clear_error();
+      return CURLE_SSL_CACERT_BADFILE;
+    }
+  }
+  return CURLE_OK;
+}
+
 // The request headers every call sends; libcurl only reads the list, so one
 // list serves every transfer for the client's lifetime.
 absl::StatusOr<SlistPtr> MakeHeaders() {
@@ -175,10 +238,11 @@ absl::StatusOr<SlistPtr> MakeHeaders() {
   return headers;
 }
 
-// Fills in the options; the easy handle is created here. `headers` must
-// outlive the transfer.
+// Fills in the options; the easy handle is created here. `headers` and
+// `extra_cas` (null when there are none) must outlive the transfer.
 absl::Status Configure(const CurlUpstreamOptions& options,
-                       const curl_slist* headers, Transfer& transfer) {
+                       const curl_slist* headers,
+                       const CaCertificates* extra_cas, Transfer& transfer) {
   transfer.easy.reset(curl_easy_init());
   if (transfer.easy == nullptr) {
     return absl::ResourceExhaustedError("curl_easy_init failed");
@@ -224,8 +288,10 @@ absl::Status Configure(const CurlUpstreamOptions& options,
   set("PROXY", CURLOPT_PROXY, "");
   set("SSL_VERIFYPEER", CURLOPT_SSL_VERIFYPEER, 1L);
   set("SSL_VERIFYHOST", CURLOPT_SSL_VERIFYHOST, 2L);
-  if (!options.ca_file.empty()) {
-    set("CAINFO", CURLOPT_CAINFO, options.ca_file.c_str());
+  if (extra_cas != nullptr) {
+    set("SSL_CTX_FUNCTION", CURLOPT_SSL_CTX_FUNCTION, &AddExtraCas);
+    set("SSL_CTX_DATA", CURLOPT_SSL_CTX_DATA,
+        const_cast<void*>(static_cast<const void*>(extra_cas)));
   }
   set("WRITEFUNCTION", CURLOPT_WRITEFUNCTION, &KeepBody);
   set("WRITEDATA", CURLOPT_WRITEDATA, static_cast<void*>(&transfer));
@@ -313,9 +379,10 @@ absl::StatusOr<HttpAnswer> Outcome(Transfer& transfer, CURLcode code) {
 class CurlUpstream::Loop {
  public:
   Loop(CurlUpstreamOptions options, std::string base_url, SlistPtr headers,
-       MultiPtr multi)
+       std::shared_ptr<const CaCertificates> extra_cas, MultiPtr multi)
       : options_(std::move(options)),
         headers_(std::move(headers)),
+        extra_cas_(std::move(extra_cas)),
         base_url_(std::move(base_url)),
         multi_(std::move(multi)) {}
 
@@ -464,7 +531,8 @@ class CurlUpstream::Loop {
     const bool has_slash = absl::StartsWith(transfer->request.path, "/");
     transfer->url =
         absl::StrCat(base_url_, has_slash ? "" : "/", transfer->request.path);
-    absl::Status status = Configure(options_, headers_.get(), *transfer);
+    absl::Status status =
+        Configure(options_, headers_.get(), extra_cas_.get(), *transfer);
     if (status.ok()) {
       const CURLMcode added =
           curl_multi_add_handle(multi_.get(), transfer->easy.get());
@@ -532,6 +600,7 @@ class CurlUpstream::Loop {
 
   const CurlUpstreamOptions options_;
   const SlistPtr headers_;  // shared by every transfer
+  const std::shared_ptr<const CaCertificates> extra_cas_;  // null: none
   const std::string base_url_;
   const MultiPtr multi_;  // curl_multi_wakeup from any thread; else loop only
   // Loop thread only. Declared after multi_ so the handles go first.
@@ -564,18 +633,24 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
   if (options.max_inflight == 0) {
     return absl::InvalidArgumentError("max_inflight must be at least 1");
   }
-  if (!options.ca_file.empty() && !std::ifstream(options.ca_file).good()) {
-    return absl::InvalidArgumentError("ca_file cannot be read");
+  std::shared_ptr<const CaCertificates> extra_cas;
+  if (!options.ca_file.empty()) {
+    absl::StatusOr<std::shared_ptr<const CaCertificates>> loaded =
+        LoadCaBundle(options.ca_file);
+    if (!loaded.ok()) return loaded.status();
+    extra_cas = *std::move(loaded);
   }
 
   // A dry run of the per-call options finds a libcurl without one of them
-  // (CURLOPT_PREREQFUNCTION needs 7.80, CURLOPT_QUICK_EXIT 7.87) before any
-  // payout depends on it.
+  // (CURLOPT_PREREQFUNCTION needs 7.80, CURLOPT_QUICK_EXIT 7.87,
+  // CURLOPT_SSL_CTX_FUNCTION the OpenSSL backend) before any payout depends
+  // on it.
   absl::StatusOr<SlistPtr> headers = MakeHeaders();
   if (!headers.ok()) return headers.status();
   Transfer probe;
   probe.url = *base_url;
-  if (absl::Status status = Configure(options, headers->get(), probe);
+  if (absl::Status status =
+          Configure(options, headers->get(), extra_cas.get(), probe);
       !status.ok()) {
     return status;
   }
@@ -594,7 +669,8 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
         "libcurl refused the connection cache options");
   }
   auto loop = std::make_unique<Loop>(std::move(options), *std::move(base_url),
-                                     *std::move(headers), std::move(multi));
+                                     *std::move(headers), std::move(extra_cas),
+                                     std::move(multi));
   loop->Start();
   return std::unique_ptr<CurlUpstream>(new CurlUpstream(std::move(loop)));
 }

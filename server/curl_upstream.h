@@ -26,7 +26,8 @@ struct CurlUpstreamOptions {
   size_t max_inflight = 512;
   // Calls waiting for a slot beyond which Post answers RESOURCE_EXHAUSTED.
   size_t max_queue = 4096;
-  // A PEM bundle of CAs to trust instead of the system's; "" = the system's.
+  // A PEM bundle of CAs trusted in addition to the system's; "" = the
+  // system's only. Read once, by Create.
   std::string ca_file;
 };
 
@@ -49,9 +50,11 @@ struct CurlUpstreamOptions {
 // no call to Post may race with it.
 class CurlUpstream final : public UpstreamClient {
  public:
-  // Checks the options (INVALID_ARGUMENT with a one-line reason) and starts
-  // the loop thread. Does not connect anywhere. curl_global_init must have
-  // run before. Needs libcurl 7.87 or later (FAILED_PRECONDITION otherwise).
+  // Checks the options (INVALID_ARGUMENT with a one-line reason, also for a
+  // ca_file that cannot be read, holds no certificate or one that does not
+  // parse) and starts the loop thread. Does not connect anywhere.
+  // curl_global_init must have run before. Needs libcurl 7.87 or later with
+  // the OpenSSL backend (FAILED_PRECONDITION otherwise).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<CurlUpstream>> Create(
       CurlUpstreamOptions options);
 

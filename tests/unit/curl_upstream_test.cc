@@ -1232,5 +1232,119 @@ TEST(CurlUpstreamDnsTest, AHostThatDoesNotResolveIsUnavailableAndSaysSo) {
   EXPECT_THAT(answer.status().message(), HasSubstr("Could not resolve host"));
 }
 
+// --- The trust store. ---
+
+// `system_ca_` plays the system trust store: libcurl's default CA file loads
+// its certificate instead, and libcurl's default CA directory an empty one.
+// `extra_ca_` is the bundle given as ca_file.
+class TrustStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> easy(
+        curl_easy_init(), &curl_easy_cleanup);
+    ASSERT_NE(easy, nullptr);
+    char* default_file = nullptr;
+    char* default_dir = nullptr;
+    ASSERT_EQ(curl_easy_getinfo(easy.get(), CURLINFO_CAINFO, &default_file),
+              CURLE_OK);
+    ASSERT_EQ(curl_easy_getinfo(easy.get(), CURLINFO_CAPATH, &default_dir),
+              CURLE_OK);
+    if (default_file == nullptr && default_dir == nullptr) {
+      GTEST_SKIP() << "this libcurl has no default CA file or directory";
+    }
+    std::string empty_dir =
+        absl::StrCat(::testing::TempDir(), "curl_upstream_test_XXXXXX");
+    ASSERT_NE(mkdtemp(empty_dir.data()), nullptr);
+    empty_dir_ = empty_dir;
+    test_interposer::RedirectTrustStore(
+        default_file != nullptr ? default_file : "", system_ca_.pem_path(),
+        default_dir != nullptr ? default_dir : "", empty_dir_);
+  }
+
+  void TearDown() override {
+    test_interposer::ClearTrustStoreRedirects();
+    if (!empty_dir_.empty()) rmdir(empty_dir_.c_str());
+  }
+
+  absl::StatusOr<HttpAnswer> CallOnce(const RawServer& server,
+                                      const std::string& ca_file) {
+    CurlUpstreamOptions options;
+    options.base_url = server.https_url();
+    options.timeout = kWait;
+    options.ca_file = ca_file;
+    std::unique_ptr<CurlUpstream> client = MakeClient(options);
+    if (client == nullptr) return absl::InternalError("no client");
+    return PostAndWait(*client, "{}");
+  }
+
+  TestCa system_ca_{"system-ca"};
+  TestCa extra_ca_{"extra-ca"};
+  std::string empty_dir_;
+};
+
+TEST_F(TrustStoreTest, CaFileIsTrustedBesideTheSystemStore) {
+  SslCtxPtr system_tls = system_ca_.ServerContext("IP:127.0.0.1");
+  SslCtxPtr extra_tls = extra_ca_.ServerContext("IP:127.0.0.1");
+  ASSERT_NE(system_tls, nullptr);
+  ASSERT_NE(extra_tls, nullptr);
+  RawServer system_server(AnswerOk(R"({"by":"system"})"), system_tls.get());
+  RawServer extra_server(AnswerOk(R"({"by":"extra"})"), extra_tls.get());
+
+  absl::StatusOr<HttpAnswer> from_system =
+      CallOnce(system_server, extra_ca_.pem_path());
+  absl::StatusOr<HttpAnswer> from_extra =
+      CallOnce(extra_server, extra_ca_.pem_path());
+
+  ASSERT_TRUE(from_system.ok()) << from_system.status();
+  EXPECT_EQ(from_system->body, R"({"by":"system"})");
+  ASSERT_TRUE(from_extra.ok()) << from_extra.status();
+  EXPECT_EQ(from_extra->body, R"({"by":"extra"})");
+}
+
+// The control: the stand-in system store is what libcurl trusts by default,
+// and the extra CA is trusted only when given.
+TEST_F(TrustStoreTest, WithoutCaFileOnlyTheSystemStoreIsTrusted) {
+  SslCtxPtr system_tls = system_ca_.ServerContext("IP:127.0.0.1");
+  SslCtxPtr extra_tls = extra_ca_.ServerContext("IP:127.0.0.1");
+  ASSERT_NE(system_tls, nullptr);
+  ASSERT_NE(extra_tls, nullptr);
+  RawServer system_server(AnswerOk(), system_tls.get());
+  RawServer extra_server(AnswerOk(), extra_tls.get());
+
+  absl::StatusOr<HttpAnswer> from_system = CallOnce(system_server, "");
+  absl::StatusOr<HttpAnswer> from_extra = CallOnce(extra_server, "");
+
+  EXPECT_TRUE(from_system.ok()) << from_system.status();
+  EXPECT_EQ(from_extra.status().code(), absl::StatusCode::kUnavailable)
+      << from_extra.status();
+  EXPECT_THAT(from_extra.status().message(), HasSubstr("certificate"));
+  EXPECT_TRUE(extra_server.requests().empty());
+}
+
+TEST(CurlUpstreamTest, RejectsACaFileWithoutUsableCertificates) {
+  const std::string path = absl::StrCat(
+      ::testing::TempDir(), "curl_upstream_test_bad_ca_", getpid(), ".pem");
+  for (const char* content :
+       {"", "not a certificate\n",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+        "-----END CERTIFICATE-----\n"}) {
+    FILE* file = std::fopen(path.c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    std::fputs(content, file);
+    std::fclose(file);
+    CurlUpstreamOptions options;
+    options.base_url = "https://payout.aopay.co.in";
+    options.ca_file = path;
+
+    absl::StatusOr<std::unique_ptr<CurlUpstream>> client =
+        CurlUpstream::Create(options);
+
+    EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument)
+        << "content: " << content;
+    EXPECT_THAT(client.status().message(), Not(HasSubstr("\n")));
+  }
+  std::remove(path.c_str());
+}
+
 }  // namespace
 }  // namespace aopay
