@@ -99,11 +99,6 @@ class Gate {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(&open_));
   }
-  // False if still closed after `timeout`.
-  bool WaitFor(absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithTimeout(absl::Condition(&open_), timeout);
-  }
 
  private:
   absl::Mutex mu_;

@@ -19,7 +19,7 @@ namespace aopay {
 namespace test_interposer {
 namespace {
 
-enum class Lookup { kHeld, kResolve, kFail };
+enum class Lookup { kNotHeld, kHeld, kReleased };
 
 struct State {
   absl::Mutex mu;
@@ -48,7 +48,7 @@ Lookup HoldIfAsked(absl::string_view host) {
   State& state = GetState();
   absl::MutexLock lock(&state.mu);
   if (state.holds_left == 0 || !absl::EqualsIgnoreCase(host, state.hold_host))
-    return Lookup::kResolve;
+    return Lookup::kNotHeld;
   --state.holds_left;
   const size_t index = state.held.size();
   state.held.push_back(Lookup::kHeld);
@@ -57,7 +57,7 @@ Lookup HoldIfAsked(absl::string_view host) {
     return state.held[index] != Lookup::kHeld;
   };
   if (!state.mu.AwaitWithTimeout(absl::Condition(&released), kSafetyTimeout))
-    state.held[index] = Lookup::kFail;
+    state.held[index] = Lookup::kReleased;
   --state.blocked;
   return state.held[index];
 }
@@ -99,22 +99,12 @@ bool LookupHeld(int index) {
          state.held[index] == Lookup::kHeld;
 }
 
-void ReleaseLookup(int index, bool resolve) {
-  State& state = GetState();
-  absl::MutexLock lock(&state.mu);
-  if (index < 0 || static_cast<size_t>(index) >= state.held.size() ||
-      state.held[index] != Lookup::kHeld) {
-    return;
-  }
-  state.held[index] = resolve ? Lookup::kResolve : Lookup::kFail;
-}
-
 void ReleaseHeldLookups() {
   State& state = GetState();
   absl::MutexLock lock(&state.mu);
   state.holds_left = 0;
   for (Lookup& lookup : state.held) {
-    if (lookup == Lookup::kHeld) lookup = Lookup::kFail;
+    if (lookup == Lookup::kHeld) lookup = Lookup::kReleased;
   }
   auto none_blocked = [&state]() ABSL_SHARED_LOCKS_REQUIRED(state.mu) {
     return state.blocked == 0;
@@ -150,7 +140,7 @@ extern "C" int getaddrinfo(const char* node, const char* service,
     return real(node, service, hints, result);
   }
   if (aopay::test_interposer::HoldIfAsked(node) ==
-      aopay::test_interposer::Lookup::kFail) {
+      aopay::test_interposer::Lookup::kReleased) {
     return EAI_AGAIN;
   }
   if (absl::StartsWithIgnoreCase(node, kUnresolvablePrefix)) return EAI_NONAME;

@@ -24,19 +24,16 @@ namespace test_interposer {
 inline constexpr absl::string_view kFakeDomain = ".aopay.test";
 inline constexpr absl::string_view kUnresolvablePrefix = "nxdomain.";
 
-// The next `count` lookups of `host` (under kFakeDomain) block, each until
-// ReleaseLookup names it or ReleaseHeldLookups runs, or at most
-// kSafetyTimeout. Held lookups are numbered from 0 in the order they
-// started; the numbering restarts with each call.
+// The next `count` lookups of `host` (under kFakeDomain) block until
+// ReleaseHeldLookups runs, or at most kSafetyTimeout, and then fail with
+// EAI_AGAIN. Held lookups are numbered from 0 in the order they started;
+// the numbering restarts with each call.
 inline constexpr absl::Duration kSafetyTimeout = absl::Seconds(60);
 void HoldLookupsOf(absl::string_view host, int count);
 // Waits until `count` lookups have been held; false after `timeout`.
 [[nodiscard]] bool AwaitHeldLookups(int count, absl::Duration timeout);
 // Whether held lookup `index` is blocked right now.
 [[nodiscard]] bool LookupHeld(int index);
-// Lets held lookup `index` return: resolved to 127.0.0.1, or failed with
-// EAI_AGAIN. Returns at once.
-void ReleaseLookup(int index, bool resolve);
 // Lets every held lookup fail with EAI_AGAIN, holds no further ones, and
 // waits until none is blocked any more.
 void ReleaseHeldLookups();
