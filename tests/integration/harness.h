@@ -41,6 +41,8 @@ class ChildProcess {
   // Waits for the exit (the process must end by itself).
   int Wait();
   bool running() const { return pid_ > 0; }
+  // The process id while running, -1 after it ended.
+  pid_t pid() const { return pid_; }
   const std::string& stderr_path() const { return stderr_path_; }
 
  private:
