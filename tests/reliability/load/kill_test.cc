@@ -7,11 +7,14 @@
 // recorded, nothing left PENDING, and every UNKNOWN payout explained.
 //
 // RELIABILITY_MODE=ci: 3 kills; long: 20. Knobs: RELIABILITY_KILLS,
-// RELIABILITY_CALLERS, RELIABILITY_SEED.
+// RELIABILITY_CALLERS, RELIABILITY_SEED. RELIABILITY_INJECT_DOUBLE_SEND=1
+// sends one accepted payout to the sandbox again before the reconciliation,
+// to show that the test then fails.
 
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <deque>
 #include <iostream>
 #include <limits>
@@ -275,6 +278,26 @@ TEST(KillTest, RandomKillsUnderLoadNeverSendTwiceNorLoseAPayout) {
   // Reconcile, request id by request id.
   std::vector<const SandboxProcess*> all;
   for (const auto& sandbox : sandboxes) all.push_back(sandbox.get());
+  if (EnvInt("RELIABILITY_INJECT_DOUBLE_SEND", 0) == 1) {
+    // A negative control: one accepted payout reaches AOPay again, and the
+    // reconciliation below must report it.
+    for (const std::vector<Tracked>& list : tracked) {
+      auto accepted = std::find_if(list.begin(), list.end(), [](auto& t) {
+        return t.final_answer == Answer::kAccepted;
+      });
+      if (accepted == list.end()) continue;
+      const std::string& account =
+          accepted->request.beneficiary().account_number();
+      for (const auto& sandbox : sandboxes) {
+        if (SendAgain(*sandbox, account).ok()) {
+          std::cout << "  injected a double send of "
+                    << accepted->request.request_id() << std::endl;
+          break;
+        }
+      }
+      break;
+    }
+  }
   std::map<std::string, int> sends = PayoutSends(all);
   absl::StatusOr<std::map<std::string, LedgerRow>> rows = ReadLedger(ledger);
   ASSERT_TRUE(rows.ok()) << rows.status();

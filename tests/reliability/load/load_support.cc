@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/errors.h"
+#include "httplib.h"
 
 namespace aopay::testing::load {
 namespace {
@@ -240,6 +241,19 @@ std::map<std::string, int> PayoutSends(
     }
   }
   return sends;
+}
+
+absl::Status SendAgain(const SandboxProcess& sandbox,
+                       const std::string& account) {
+  for (const JournalEntry& entry : sandbox.Journal()) {
+    if (entry.path != kPayoutPath || entry.account_number != account) continue;
+    httplib::Client client(sandbox.url());
+    httplib::Result result =
+        client.Post(std::string(kPayoutPath), entry.body, "application/json");
+    if (!result) return absl::UnavailableError("the sandbox did not answer");
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("no payout call for ", account));
 }
 
 }  // namespace aopay::testing::load

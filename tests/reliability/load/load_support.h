@@ -108,6 +108,12 @@ inline constexpr int kStateUnknown = 6;
 std::map<std::string, int> PayoutSends(
     const std::vector<const SandboxProcess*>& sandboxes);
 
+// Posts the payout call `sandbox` journalled for `account` to it once more,
+// as a gateway sending it twice would. Only for showing that a test's
+// reconciliation catches a double send (RELIABILITY_INJECT_DOUBLE_SEND=1).
+[[nodiscard]] absl::Status SendAgain(const SandboxProcess& sandbox,
+                                     const std::string& account);
+
 }  // namespace aopay::testing::load
 
 #endif  // AOPAY_TESTS_RELIABILITY_LOAD_LOAD_SUPPORT_H_
