@@ -258,16 +258,27 @@ PayoutVerdict ErrorBodyVerdict(const Value& root, int http_status) {
 }
 
 // The transaction id an answer names: resourceData's transactionID, else a
-// top-level one. Any string counts, trackable or not.
-std::optional<absl::string_view> NamedTransactionId(const Value& root,
-                                                    const Located& located) {
+// top-level one; a string or an integer (written in decimal).
+std::optional<std::string> NamedTransactionId(const Value& root,
+                                              const Located& located) {
   if (located.resource_data != nullptr) {
-    if (std::optional<absl::string_view> id =
-            StringMember(*located.resource_data, "transactionID")) {
+    if (std::optional<std::string> id =
+            TextOrInteger(Member(*located.resource_data, "transactionID"))) {
       return id;
     }
   }
-  return StringMember(root, "transactionID");
+  return TextOrInteger(Member(root, "transactionID"));
+}
+
+// Whether the answer carries a transactionID of any type: an answer that
+// does may describe a payout AOPay took.
+bool MentionsTransactionId(const Value& root, const Located& located) {
+  auto present = [](const Value* value) {
+    return value != nullptr && !value->IsNull();
+  };
+  return present(Member(root, "transactionID")) ||
+         (located.resource_data != nullptr &&
+          present(Member(*located.resource_data, "transactionID")));
 }
 
 // Copies what the answer says about the transaction into `verdict`: the
@@ -454,7 +465,7 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
   // An answer that also carries success markers or a transaction id may
   // describe a payout AOPay took: neither a refusal nor "not sent".
   const bool may_have_taken =
-      says_success || NamedTransactionId(document, located).has_value();
+      says_success || MentionsTransactionId(document, located);
   if (http == 429) {
     return may_have_taken
                ? ContradictionVerdict(document, located, http, "HTTP 429")
@@ -514,7 +525,7 @@ StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
   if (!ParseObject(answer.body, &document)) return verdict;
 
   const Located located = FindResourceData(document);
-  const std::optional<absl::string_view> named =
+  const std::optional<std::string> named =
       NamedTransactionId(document, located);
   const bool names_own_transaction =
       named.has_value() && !transaction_id.empty() &&

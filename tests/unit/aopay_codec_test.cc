@@ -368,6 +368,14 @@ INSTANTIATE_TEST_SUITE_P(
                             R"("message":"bad","resourceData":)"
                             R"({"transactionID":"TERF1"}})"),
                 Upstream("200", std::nullopt, "bad"), "TERF1"),
+        Unknown("ErrorWithNumericTransactionId",
+                Answer(200, R"({"status":"ERROR","subCode":"422",)"
+                            R"("message":"bad","transactionID":920898})"),
+                Upstream("200", std::nullopt, "bad"), "920898"),
+        Unknown("ErrorWithObjectTransactionId",
+                Answer(200, R"({"status":"ERROR","subCode":"422",)"
+                            R"("message":"bad","transactionID":{"id":1}})"),
+                Upstream("200", std::nullopt, "bad")),
         Unknown("ErrorWithTopLevelTransactionId",
                 Answer(200, R"({"status":"ERROR","subCode":"422",)"
                             R"("message":"bad","transactionID":"TERF1"})"),
