@@ -287,9 +287,9 @@ bool MentionsTransactionId(const Value& root, const Located& located) {
 // text.
 bool CopyTransactionFields(const Value& root, const Located& located,
                            PayoutVerdict& verdict) {
-  const std::optional<absl::string_view> id = NamedTransactionId(root, located);
+  const std::optional<std::string> id = NamedTransactionId(root, located);
   if (id.has_value() && IsTrackableTransactionId(*id)) {
-    verdict.transaction_id = std::string(*id);
+    verdict.transaction_id = *id;
   }
   if (located.resource_data == nullptr) return true;
   const Value& data = *located.resource_data;

@@ -253,6 +253,13 @@ INSTANTIATE_TEST_SUITE_P(
     Table, InterpretPayoutAnswerTest,
     testing::Values(
         // The documented success.
+        // Longer than std::string's inline buffer: a copy that outlives
+        // its source must hold the whole id.
+        Accepted("LongTransactionId",
+                 Answer(200,
+                        SuccessWith(R"({"status":"ACPT",)"
+                                    R"("transactionID":"TERF329028909568"})")),
+                 PayoutState::kAccepted, "TERF329028909568", "ACPT"),
         Accepted("DocumentedSuccess", Answer(200, kDocumentedSuccess),
                  PayoutState::kAccepted, "TERF920898", "ACPT"),
         // Each documented error, with its own HTTP status and with 200.
