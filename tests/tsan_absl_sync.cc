@@ -82,13 +82,17 @@ void ReleaseReader(const absl::Mutex* mu) { __tsan_release(ReaderAddress(mu)); }
 class HeldCondition {
  public:
   HeldCondition(const absl::Mutex* mu, const absl::Condition& cond)
-      : mu_(mu), cond_(cond), condition_(&Eval, this) {
+      : mu_(mu), cond_(cond), condition_(&Eval, static_cast<void*>(this)) {
     __tsan_release(this);
   }
   const absl::Condition& condition() const { return condition_; }
 
  private:
-  static bool Eval(HeldCondition* self) {
+  // Condition's void* constructor: Abseil reads condition_ in its own
+  // (uninstrumented) code, so the first instrumented read is after the
+  // acquire.
+  static bool Eval(void* arg) {
+    HeldCondition* self = static_cast<HeldCondition*>(arg);
     __tsan_acquire(self);
     AcquireWriter(self->mu_);
     const bool met = self->cond_.Eval();
