@@ -95,6 +95,17 @@ ChildProcess::ChildProcess(std::vector<std::string> argv,
 ChildProcess::~ChildProcess() {
   if (pid_ > 0) Signal(SIGKILL);
   if (stdout_fd_ >= 0) close(stdout_fd_);
+  // In a sanitizer build a child's report fails the test, also when the
+  // child is killed here and never gets to exit with the sanitizer's code.
+  const std::string log = ReadFile(stderr_path_);
+  for (absl::string_view marker :
+       {"SUMMARY: ThreadSanitizer", "SUMMARY: AddressSanitizer",
+        "SUMMARY: UndefinedBehaviorSanitizer"}) {
+    if (absl::StrContains(log, marker)) {
+      ADD_FAILURE() << marker << " in " << stderr_path_ << ":\n" << log;
+      break;
+    }
+  }
 }
 
 absl::StatusOr<std::string> ChildProcess::WaitForListening(
