@@ -220,7 +220,10 @@ TEST_F(SlowSandboxLedgerTest, CallerDeadlineDoesNotCancelTheAopayCall) {
 TEST_F(SlowSandboxLedgerTest, KilledMidCallBecomesUnknownAndIsNeverResent) {
   const std::string account = UniqueAccount();
   const v1::CreatePayoutRequest request = ValidRequest(account);
-  std::thread caller([&] { (void)client().CreatePayout(request, kCall); });
+  // The caller has its own client: Restart() destroys the gateway's.
+  std::thread caller([&request, channel = gateway_->channel()] {
+    (void)PayoutClient(channel).CreatePayout(request, kCall);
+  });
   ASSERT_TRUE(sandbox_.WaitForJournal(
       [&](const std::vector<JournalEntry>& journal) {
         return !journal.empty();
