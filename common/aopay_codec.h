@@ -79,7 +79,7 @@ struct StatusVerdict {
 };
 
 // Reads an answer of the status endpoint about the payout whose AOPay
-// transaction id is `transaction_id` (docs/aopay.md, "Status answers"):
+// transaction id is `transaction_id` (docs/aopay.md, "The status call"):
 //   1. resourceData.status / resourceData.transactionStatus (resourceData at
 //      the top or under any top-level object) is the payout's status;
 //   2. without those, a top-level status / statuss / transactionStatus counts

@@ -696,10 +696,9 @@ absl::Status Migrate(Connection& db, absl::string_view path) {
   }
 }
 
-// A ledger belongs to one AOPay registration (docs/operations.md, "One
-// ledger, one registration"). Refuses a ledger holding payouts of another
-// one; otherwise records `registration` as the ledger's. Names neither id:
-// both are secrets.
+// A ledger belongs to one AOPay registration (docs/operations.md, "The
+// ledger"). Refuses a ledger holding payouts of another one; otherwise
+// records `registration` as the ledger's. Names neither id: both are secrets.
 absl::Status ClaimRegistration(Connection& db, absl::string_view path,
                                const std::string& registration) {
   auto claim = [&]() -> absl::Status {
