@@ -15,6 +15,10 @@ packages=(
   libspdlog-dev libfmt-dev
   python3 python3-grpcio python3-protobuf
   clang-format
+  # The reliability suite: fuzzing (clang + libFuzzer + sanitizer runtimes),
+  # ledger faults on a small filesystem of their own (mkfs.ext4, losetup).
+  clang-14 libfuzzer-14-dev libclang-rt-14-dev
+  e2fsprogs util-linux mount
 )
 
 sudo_cmd=()
