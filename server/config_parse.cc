@@ -51,6 +51,10 @@ absl::StatusOr<LedgerSpec> ParseLedgerSpec(absl::string_view spec) {
   LedgerSpec out;
   std::vector<absl::string_view> parts = absl::StrSplit(spec, '?');
   out.path = std::string(parts[0]);
+  if (out.path.empty()) {
+    return absl::InvalidArgumentError(
+        "--ledger must be sqlite:PATH with a path before the '?'");
+  }
   if (parts.size() > 2 || (parts.size() == 2 && parts[1] != "synchronous=off" &&
                            parts[1] != "synchronous=full")) {
     return absl::InvalidArgumentError(
