@@ -22,7 +22,7 @@ namespace aopay::fuzz {
 namespace {
 
 void CheckVerdict(const HttpAnswer& answer, absl::string_view transaction_id) {
-  const StatusVerdict verdict = InterpretStatusAnswer(answer);
+  const StatusVerdict verdict = InterpretStatusAnswer(answer, transaction_id);
   const int http = answer.http_status;
 
   FUZZ_CHECK(IsPrintableUtf8(verdict.word));
@@ -42,8 +42,14 @@ void CheckVerdict(const HttpAnswer& answer, absl::string_view transaction_id) {
              *verdict.state == PayoutState::kReversed);
 
   const AnswerFacts facts = ReadAnswer(answer.body);
-  FUZZ_CHECK(facts.is_object);
-  (void)transaction_id;
+  FUZZ_CHECK(facts.is_object && !facts.says_error);
+  // Without resourceData, a top-level word counts only beside the payout's
+  // own transaction id (contract 2.2, rule 2).
+  if (!facts.has_resource_data) {
+    FUZZ_CHECK(!transaction_id.empty() && facts.names_transaction);
+    FUZZ_CHECK(absl::StrContains(answer.body, "\\") ||
+               absl::StrContains(answer.body, transaction_id));
+  }
 }
 
 }  // namespace
