@@ -29,6 +29,10 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view flag,
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, " needs a host, got \"", text, "\""));
   }
+  if (absl::StrContains(out.host, '[') || absl::StrContains(out.host, ']')) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, " must be HOST:PORT or [IPV6]:PORT, got \"", text, "\""));
+  }
   return out;
 }
 

@@ -68,5 +68,13 @@ TEST(ParseHostPortTest, RefusesBadAddressesNamingTheFlag) {
   }
 }
 
+// Found by the config fuzz target: a host with brackets inside did not
+// survive JoinHostPort (the address the server prints).
+TEST(ParseHostPortTest, RefusesBracketsInsideTheHost) {
+  for (const char* text : {"[[1;1]]:0", "[a]b]:80", "a]:80", "[a:80"}) {
+    EXPECT_FALSE(ParseHostPort("listen", text).ok()) << text;
+  }
+}
+
 }  // namespace
 }  // namespace aopay
