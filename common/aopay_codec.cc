@@ -270,15 +270,31 @@ std::optional<std::string> NamedTransactionId(const Value& root,
   return TextOrInteger(Member(root, "transactionID"));
 }
 
-// Whether the answer carries a transactionID of any type: an answer that
-// does may describe a payout AOPay took.
-bool MentionsTransactionId(const Value& root, const Located& located) {
-  auto present = [](const Value* value) {
-    return value != nullptr && !value->IsNull();
+// Whether the answer may describe a payout AOPay took: it carries a
+// transactionID (of any type) at the top level or in any resourceData at the
+// top level or one level down, `statuss` SUCCESS, or a wrapper whose
+// metaData.status is SUCCESS. Every wrapper is looked at, not only the one
+// FindResourceData picks.
+bool MayDescribeTakenPayout(const Value& root) {
+  if (Member(root, "transactionID") != nullptr ||
+      StringMemberIs(root, "statuss", "SUCCESS")) {
+    return true;
+  }
+  auto names_transaction = [](const Value& object) {
+    const Value* data = ObjectMember(object, "resourceData");
+    return data != nullptr && Member(*data, "transactionID") != nullptr;
   };
-  return present(Member(root, "transactionID")) ||
-         (located.resource_data != nullptr &&
-          present(Member(*located.resource_data, "transactionID")));
+  if (names_transaction(root)) return true;
+  for (const auto& member : root.GetObject()) {
+    if (!member.value.IsObject()) continue;
+    if (names_transaction(member.value)) return true;
+    const Value* meta_data = ObjectMember(member.value, "metaData");
+    if (meta_data != nullptr &&
+        StringMemberIs(*meta_data, "status", "SUCCESS")) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // Copies what the answer says about the transaction into `verdict`: the
@@ -464,8 +480,7 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
       (meta_data != nullptr && StringMemberIs(*meta_data, "status", "SUCCESS"));
   // An answer that also carries success markers or a transaction id may
   // describe a payout AOPay took: neither a refusal nor "not sent".
-  const bool may_have_taken =
-      says_success || MentionsTransactionId(document, located);
+  const bool may_have_taken = says_success || MayDescribeTakenPayout(document);
   if (http == 429) {
     return may_have_taken
                ? ContradictionVerdict(document, located, http, "HTTP 429")

@@ -352,6 +352,18 @@ INSTANTIATE_TEST_SUITE_P(
         Unknown("Http429WithTopLevelTransactionId",
                 Answer(429, R"({"transactionID":"TERF9"})"), HttpOnly("429"),
                 "TERF9"),
+        // Found by fuzzing: the marker in a second wrapper object.
+        Unknown("Http429WithSuccessInASecondWrapper",
+                Answer(429, R"({"first":{"metaData":{"status":"x"}},)"
+                            R"("second":{"metaData":{"status":"SUCCESS"}}})"),
+                HttpOnly("429")),
+        Unknown("Http429WithTransactionIdInASecondWrapper",
+                Answer(429, R"({"first":{"resourceData":{"status":"x"}},)"
+                            R"("second":{"resourceData":)"
+                            R"({"transactionID":"TERF9"}}})"),
+                HttpOnly("429"), "", "x"),
+        Unknown("Http429WithNullTransactionId",
+                Answer(429, R"({"transactionID":null})"), HttpOnly("429")),
         Unknown("Http429WithErrorAndTransactionId",
                 Answer(429, R"({"status":"ERROR","subCode":"429",)"
                             R"("transactionID":"TERF9"})"),
