@@ -55,7 +55,8 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo || exit 1
 fi
 cmake --build "$build" -j"$jobs" --target payout-server aopay-sandbox \
-  reliability_kill_test reliability_soak_test reliability_overload_test ||
+  reliability_kill_test reliability_soak_test reliability_overload_test \
+  hostile_aopay_test ledger_fault_test ||
   exit 1
 load=$build/tests/reliability/load
 
