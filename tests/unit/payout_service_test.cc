@@ -7,12 +7,16 @@
 
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
+#include <sstream>
 
 #include "common/aopay_codec.h"
 #include "common/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 
 namespace aopay {
 namespace {
@@ -422,6 +426,38 @@ TEST_F(PayoutServiceTest, CertainlyNotSentFreesTheKey) {
 
   auto again = Create(ValidRequest());
   EXPECT_EQ(upstream_.calls.size(), 1u) << "the freed key is sent again";
+}
+
+// Captures what the service logs while it lives.
+class LogCapture {
+ public:
+  LogCapture()
+      : previous_(spdlog::default_logger()),
+        sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink_));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  std::string text() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::logger> previous_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+// An operator must be able to see why AOPay is unreachable; the caller's
+// error leaves the transport's words out.
+TEST_F(PayoutServiceTest, TheTransportsOwnErrorIsLoggedNotReturned) {
+  LogCapture logs;
+  auto result = Create(ValidRequest());
+  upstream_.Answer(absl::UnavailableError(
+      "could not reach AOPay, nothing was sent: Could not resolve host: "
+      "payout.aopay.example (curl error 6)"));
+  ASSERT_TRUE(result->has_value());
+  EXPECT_THAT(logs.text(), HasSubstr("Could not resolve host"));
+  EXPECT_THAT(std::string((*result)->status().message()),
+              ::testing::Not(HasSubstr("Could not resolve host")));
+  EXPECT_THAT(logs.text(), ::testing::Not(HasSubstr("100000011836")));
 }
 
 TEST_F(PayoutServiceTest, MaybeSentBecomesUnknownAndIsNeverResent) {
