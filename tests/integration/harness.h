@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/payout_client.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace aopay::testing {
 
@@ -127,6 +128,11 @@ std::string ExpectedPayoutBody(const std::string& account,
 
 // Polls `check` until it returns true or `timeout` passes.
 bool Eventually(const std::function<bool()>& check, absl::Duration timeout);
+
+// grpc.health.v1.Health/Check of `service` ("" for the server as a whole);
+// UNKNOWN when the call fails.
+grpc::health::v1::HealthCheckResponse::ServingStatus CheckHealth(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& service);
 
 // Fetches http://ADDRESS/PATH; "" when it fails.
 std::string HttpGet(const std::string& address, const std::string& path);

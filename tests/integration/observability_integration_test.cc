@@ -15,26 +15,13 @@ using ::grpc::health::v1::HealthCheckRequest;
 using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::HasSubstr;
 
-HealthCheckResponse::ServingStatus Check(
-    const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
-  auto stub = ::grpc::health::v1::Health::NewStub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(5));
-  HealthCheckRequest request;
-  request.set_service(service);
-  HealthCheckResponse response;
-  grpc::Status status = stub->Check(&context, request, &response);
-  if (!status.ok()) return HealthCheckResponse::UNKNOWN;
-  return response.status();
-}
-
 TEST(ObservabilityTest, HealthIsServingOverallAndPerService) {
   const std::string dir = MakeTempDir();
   GatewayProcess gateway("sandbox", dir + "/ledger.db");
   for (const std::string service : {"", "aopay.payout.v1.PayoutService",
                                     "aopay.payout.v1.PayoutAdminService"}) {
-    EXPECT_EQ(Check(gateway.channel(), service), HealthCheckResponse::SERVING)
+    EXPECT_EQ(CheckHealth(gateway.channel(), service),
+              HealthCheckResponse::SERVING)
         << service;
   }
 }

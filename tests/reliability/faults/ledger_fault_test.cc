@@ -33,28 +33,13 @@ constexpr int64_t kTmpfsBytes = 8 << 20;
 constexpr int64_t kExt4Bytes = 16 << 20;
 constexpr char kPayoutService[] = "aopay.payout.v1.PayoutService";
 
-HealthCheckResponse::ServingStatus Health(
-    const std::shared_ptr<grpc::Channel>& channel, const std::string& service) {
-  auto stub = ::grpc::health::v1::Health::NewStub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(5));
-  HealthCheckRequest request;
-  request.set_service(service);
-  HealthCheckResponse response;
-  if (!stub->Check(&context, request, &response).ok()) {
-    return HealthCheckResponse::UNKNOWN;
-  }
-  return response.status();
-}
-
 // Both the overall status and the payout service's reach `wanted`.
 bool HealthBecomes(GatewayProcess& gateway,
                    HealthCheckResponse::ServingStatus wanted) {
   return Eventually(
       [&] {
-        return Health(gateway.channel(), "") == wanted &&
-               Health(gateway.channel(), kPayoutService) == wanted;
+        return CheckHealth(gateway.channel(), "") == wanted &&
+               CheckHealth(gateway.channel(), kPayoutService) == wanted;
       },
       kHealthFollows);
 }
@@ -107,7 +92,7 @@ class LedgerFaultTest : public ::testing::Test {
     EXPECT_EQ(sandbox_.Journal().size(), journal_before) << "sent to AOPay";
     EXPECT_EQ(sandbox_.PayoutsFor(request.beneficiary().account_number()), 0);
     EXPECT_TRUE(HealthBecomes(*gateway_, HealthCheckResponse::NOT_SERVING))
-        << "health still " << Health(gateway_->channel(), "");
+        << "health still " << CheckHealth(gateway_->channel(), "");
     return request;
   }
 
@@ -122,7 +107,7 @@ class LedgerFaultTest : public ::testing::Test {
       EXPECT_EQ(sandbox_.PayoutsFor(request.beneficiary().account_number()), 1);
     }
     EXPECT_TRUE(HealthBecomes(*gateway_, HealthCheckResponse::SERVING))
-        << "health still " << Health(gateway_->channel(), "");
+        << "health still " << CheckHealth(gateway_->channel(), "");
   }
 
   void ExpectStillRecorded(const v1::CreatePayoutRequest& request) {
@@ -211,7 +196,8 @@ TEST_F(LedgerFaultTest, DeletedLedgerFileRefusesPayoutsUntilRestart) {
   }
   // It does not heal by itself.
   ExpectRefusedAndNothingSent();
-  EXPECT_EQ(Health(gateway_->channel(), ""), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(CheckHealth(gateway_->channel(), ""),
+            HealthCheckResponse::NOT_SERVING);
 
   gateway_->process().Signal(SIGTERM);
   gateway_.reset();
