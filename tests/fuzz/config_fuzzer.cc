@@ -14,7 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "server/config_parse.h"
+#include "server/app/config_parse.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace aopay::fuzz {

@@ -21,7 +21,7 @@
 #include "common/money.h"
 #include "common/validation.h"
 #include "rapidjson/document.h"
-#include "server/proto_convert.h"
+#include "server/transport/proto_convert.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace aopay::fuzz {

@@ -98,9 +98,9 @@ TEST_F(LedgerTest, AChangedRegistrationIdIsRefusedAtStartUp) {
   gateway_.reset();
 
   CommandResult other = RunCommand(
-      {PAYOUT_SERVER_BIN, "--listen=127.0.0.1:0", "--metrics_listen=",
-       "--aopay_url=" + sandbox_.url(), "--registration_id=AOP-OTHER-77",
-       "--ledger=sqlite:" + ledger_});
+      {PAYOUT_SERVER_BIN, "--listen=127.0.0.1:0",
+       "--metrics_listen=", "--aopay_url=" + sandbox_.url(),
+       "--registration_id=AOP-OTHER-77", "--ledger=sqlite:" + ledger_});
   EXPECT_NE(other.exit_code, 0);
   EXPECT_THAT(other.out, ::testing::Not(HasSubstr("listening on")));
   EXPECT_THAT(other.err, HasSubstr("another AOPay registration"));

@@ -1,4 +1,4 @@
-#include "server/config_parse.h"
+#include "server/app/config_parse.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

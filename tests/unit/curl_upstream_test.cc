@@ -1,4 +1,4 @@
-#include "server/curl_upstream.h"
+#include "server/upstream/curl/curl_upstream.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>

@@ -2,7 +2,7 @@
 // domain error as the gateway really builds it, through ToGrpcStatus(), read
 // back from the wire form a client sees.
 
-#include "server/grpc_status.h"
+#include "server/transport/grpc_status.h"
 
 #include <functional>
 #include <optional>

@@ -1,7 +1,7 @@
 // The Prometheus text the gateway serves at /metrics: counters, histograms
 // and gauges, label escaping, and that values move.
 
-#include "server/metrics.h"
+#include "server/observability/metrics.h"
 
 #include <string>
 #include <thread>

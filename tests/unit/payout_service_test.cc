@@ -3,7 +3,7 @@
 // replay, the key freed only when certainly not sent) and every branch of
 // the flow, without a network.
 
-#include "server/payout_service.h"
+#include "server/flow/payout_service.h"
 
 #include <deque>
 #include <map>

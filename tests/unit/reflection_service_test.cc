@@ -1,4 +1,4 @@
-#include "server/reflection_service.h"
+#include "server/transport/reflection_service.h"
 
 #include <memory>
 #include <string>

@@ -1,4 +1,4 @@
-#include "server/sqlite_ledger.h"
+#include "server/ledger/sqlite/sqlite_ledger.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 // ThreadTimer: tasks run once, in the order they fall due, off the caller's
 // thread; an earlier task added later does not wait behind a later one.
 
-#include "server/timer.h"
+#include "server/flow/timer.h"
 
 #include <thread>
 #include <vector>

@@ -1,0 +1,38 @@
+#ifndef AOPAY_SERVER_APP_CONFIG_PARSE_H_
+#define AOPAY_SERVER_APP_CONFIG_PARSE_H_
+
+// Parsers for payout-server's option values (addresses, the ledger spec).
+// Pure functions: no I/O.
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace aopay {
+
+struct HostPort {
+  std::string host;  // without the brackets of an IPv6 literal
+  int port = 0;      // 0 to 65535
+};
+
+// "HOST:PORT" or "[IPV6]:PORT" for the flag `--flag`; INVALID_ARGUMENT with
+// a one-line message naming the flag otherwise.
+absl::StatusOr<HostPort> ParseHostPort(absl::string_view flag,
+                                       absl::string_view text);
+
+// The inverse of ParseHostPort: brackets around hosts with a ':'.
+std::string JoinHostPort(const std::string& host, int port);
+
+struct LedgerSpec {
+  std::string path;
+  bool durable = true;  // false: ?synchronous=off (benchmarks only)
+};
+
+// "sqlite:PATH", optionally followed by "?synchronous=off" or
+// "?synchronous=full"; INVALID_ARGUMENT naming --ledger otherwise.
+absl::StatusOr<LedgerSpec> ParseLedgerSpec(absl::string_view spec);
+
+}  // namespace aopay
+
+#endif  // AOPAY_SERVER_APP_CONFIG_PARSE_H_

@@ -1,0 +1,358 @@
+#include "server/app/server.h"
+
+#include <algorithm>
+#include <memory>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "aopay/payout/v1/payout_descriptor_set.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "httplib.h"
+#include "server/app/config_parse.h"
+#include "server/flow/payout_service.h"
+#include "server/flow/reconciler.h"
+#include "server/flow/timer.h"
+#include "server/ledger/sqlite/sqlite_ledger.h"
+#include "server/observability/metrics.h"
+#include "server/sandbox/sandbox.h"
+#include "server/transport/grpc_service.h"
+#include "server/transport/reflection_service.h"
+#include "server/upstream/curl/curl_upstream.h"
+#include "spdlog/spdlog.h"
+
+namespace aopay {
+namespace {
+
+constexpr absl::string_view kSandboxRegistration = "AOP-SANDBOX";
+constexpr absl::Duration kHousekeepingTick = absl::Seconds(1);
+constexpr absl::Duration kPruneEvery = absl::Hours(1);
+
+absl::Status CheckOptions(const ServerOptions& options) {
+  if (options.upstream_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--upstream_timeout must be positive");
+  }
+  if (options.max_inflight < 1) {
+    return absl::InvalidArgumentError("--max_inflight must be at least 1");
+  }
+  if (options.max_queue < 0) {
+    return absl::InvalidArgumentError("--max_queue must not be negative");
+  }
+  if (options.max_amount_paise < 1) {
+    return absl::InvalidArgumentError("--max_amount_paise must be positive");
+  }
+  if (options.idempotency_retention < absl::Hours(24 * 30)) {
+    return absl::InvalidArgumentError(
+        "--idempotency_retention must be at least 30 days (720h)");
+  }
+  if (options.reconcile_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--reconcile_interval must not be negative");
+  }
+  if (options.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_grace must not be negative");
+  }
+  if (options.aopay_url != "sandbox" && options.registration_id.empty()) {
+    return absl::InvalidArgumentError(
+        "--registration_id is required when --aopay_url is not sandbox");
+  }
+  return absl::OkStatus();
+}
+
+class ServerImpl final : public Server {
+ public:
+  explicit ServerImpl(ServerOptions options) : options_(std::move(options)) {}
+
+  ~ServerImpl() override { Shutdown(); }
+
+  absl::Status Init() {
+    if (absl::Status checked = CheckOptions(options_); !checked.ok()) {
+      return checked;
+    }
+    absl::StatusOr<HostPort> listen = ParseHostPort("listen", options_.listen);
+    if (!listen.ok()) return listen.status();
+    absl::StatusOr<LedgerSpec> ledger_spec = ParseLedgerSpec(options_.ledger);
+    if (!ledger_spec.ok()) return ledger_spec.status();
+    WarnNotYetInEffect();
+
+    std::string aopay_url = options_.aopay_url;
+    std::string registration = options_.registration_id;
+    if (aopay_url == "sandbox") {
+      SandboxOptions sandbox_options;
+      sandbox_options.host = "127.0.0.1";
+      sandbox_options.port = 0;
+      if (registration.empty())
+        registration = std::string(kSandboxRegistration);
+      sandbox_options.registrations = {registration};
+      sandbox_options.latency = options_.sandbox_latency;
+      sandbox_options.settle = options_.sandbox_settle;
+      // One sandbox worker per connection the gateway may hold open.
+      sandbox_options.threads =
+          static_cast<int>(std::max<int64_t>(256, options_.max_inflight + 16));
+      absl::StatusOr<std::unique_ptr<Sandbox>> sandbox =
+          Sandbox::Start(std::move(sandbox_options));
+      if (!sandbox.ok()) return sandbox.status();
+      sandbox_ = *std::move(sandbox);
+      aopay_url = sandbox_->base_url();
+      spdlog::warn(
+          "SANDBOX MODE: AOPay is the built-in sandbox at {}; NO REAL MONEY "
+          "MOVES. Set --aopay_url and --registration_id to pay for real.",
+          aopay_url);
+    }
+
+    SqliteLedgerOptions ledger_options;
+    ledger_options.path = ledger_spec->path;
+    ledger_options.registration_id = registration;
+    ledger_options.durable = ledger_spec->durable;
+    absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
+        SqliteLedger::Open(std::move(ledger_options));
+    if (!ledger.ok()) return ledger.status();
+    ledger_ = *std::move(ledger);
+    if (!ledger_spec->durable) {
+      spdlog::warn(
+          "ledger opened WITHOUT fsync (synchronous=off): a crash "
+          "can lose payouts; for benchmarks only");
+    }
+    absl::StatusOr<int> recovered = ledger_->RecoverPending(absl::Now());
+    if (!recovered.ok()) return recovered.status();
+    if (*recovered > 0) {
+      spdlog::warn(
+          "{} payouts were PENDING when the gateway last stopped; they are "
+          "now UNKNOWN and will not be re-sent (RefreshPayout or "
+          "ResolvePayout settles them)",
+          *recovered);
+    }
+
+    CurlUpstreamOptions upstream_options;
+    upstream_options.base_url = aopay_url;
+    upstream_options.timeout = options_.upstream_timeout;
+    upstream_options.max_inflight = static_cast<size_t>(options_.max_inflight);
+    upstream_options.max_queue = static_cast<size_t>(options_.max_queue);
+    upstream_options.ca_file = options_.aopay_ca;
+    absl::StatusOr<std::unique_ptr<CurlUpstream>> upstream =
+        CurlUpstream::Create(std::move(upstream_options));
+    if (!upstream.ok()) return upstream.status();
+    upstream_ = *std::move(upstream);
+
+    PayoutServiceOptions service_options;
+    service_options.registration_id = registration;
+    service_options.limits.max_amount_paise = options_.max_amount_paise;
+    service_options.max_outstanding =
+        static_cast<size_t>(options_.max_inflight + options_.max_queue);
+    service_options.max_refreshes =
+        std::max<size_t>(1, static_cast<size_t>(options_.max_inflight) / 4);
+    timer_ = std::make_unique<ThreadTimer>();
+    service_ = std::make_unique<PayoutService>(
+        *ledger_, *upstream_, *timer_, metrics_, std::move(service_options));
+    grpc_service_ = std::make_unique<GrpcPayoutService>(*service_, metrics_);
+    admin_service_ =
+        std::make_unique<GrpcPayoutAdminService>(*service_, metrics_);
+    if (options_.reconcile_interval > absl::ZeroDuration()) {
+      reconciler_ =
+          std::make_unique<Reconciler>(*service_, options_.reconcile_interval);
+    }
+
+    metrics_.SetGauge(
+        "aopay_requests_in_flight", "AOPay calls started and not finished.",
+        [this] { return static_cast<double>(upstream_->InFlight()); });
+    metrics_.SetGauge(
+        "aopay_requests_queued", "AOPay calls waiting for an in-flight slot.",
+        [this] { return static_cast<double>(upstream_->Queued()); });
+    metrics_.SetGauge(
+        "payout_outcomes_unrecorded",
+        "AOPay outcomes kept in memory until the ledger can record them.",
+        [this] { return static_cast<double>(service_->Unrecorded()); });
+    metrics_.SetGauge("ledger_healthy", "1 while the ledger accepts writes.",
+                      [this] { return ledger_->Healthy() ? 1.0 : 0.0; });
+
+    // Reflection from a descriptor set that keeps the proto comments, so
+    // `grpcurl describe` shows them (the stock plugin's descriptors do not).
+    absl::StatusOr<std::unique_ptr<ReflectionService>> reflection =
+        ReflectionService::Create(
+            PayoutDescriptorSet(),
+            {payout::v1::PayoutService::service_full_name(),
+             payout::v1::PayoutAdminService::service_full_name(),
+             "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+             "grpc.reflection.v1alpha.ServerReflection"});
+    if (!reflection.ok()) return reflection.status();
+    reflection_ = *std::move(reflection);
+
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    int selected_port = 0;
+    builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
+                             &selected_port);
+    builder.RegisterService(grpc_service_.get());
+    builder.RegisterService(admin_service_.get());
+    reflection_->RegisterWith(builder);
+    grpc_server_ = builder.BuildAndStart();
+    if (grpc_server_ == nullptr || selected_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", options_.listen));
+    }
+    listening_address_ = JoinHostPort(listen->host, selected_port);
+    SetHealth(true);
+
+    if (!options_.metrics_listen.empty()) {
+      if (absl::Status started = StartMetrics(); !started.ok()) return started;
+    }
+    housekeeping_ = std::thread([this] { Housekeeping(); });
+    return absl::OkStatus();
+  }
+
+  std::string listening_address() const override { return listening_address_; }
+  std::string metrics_address() const override { return metrics_address_; }
+
+  void Shutdown() override {
+    if (shut_down_) return;
+    shut_down_ = true;
+    if (grpc_server_ == nullptr) {  // Init failed part-way.
+      StopHelpers();
+      return;
+    }
+    spdlog::info(
+        "shutting down: no new payouts; waiting up to {} for AOPay "
+        "calls in flight",
+        absl::FormatDuration(options_.shutdown_grace));
+    SetHealth(false);
+    service_->Drain();
+    // Stop accepting calls now; calls in flight end as their AOPay calls and
+    // ledger writes complete.
+    const absl::Time deadline = absl::Now() + options_.shutdown_grace;
+    std::thread stop_grpc([this, deadline] {
+      grpc_server_->Shutdown(absl::ToChronoTime(deadline + absl::Seconds(5)));
+    });
+    upstream_->Shutdown(options_.shutdown_grace);
+    // Outcomes the ledger could not record yet get what is left of the
+    // grace; the rest are logged for an operator.
+    service_->WaitIdle(deadline);
+    stop_grpc.join();
+    StopHelpers();
+    spdlog::info("shut down cleanly");
+  }
+
+ private:
+  void StopHelpers() {
+    stop_.Notify();
+    if (housekeeping_.joinable()) housekeeping_.join();
+    if (metrics_server_ != nullptr) metrics_server_->stop();
+    if (metrics_thread_.joinable()) metrics_thread_.join();
+    if (upstream_ != nullptr) upstream_->Shutdown(absl::ZeroDuration());
+    if (timer_ != nullptr) timer_->Stop();
+    if (ledger_ != nullptr) ledger_->Close();
+    if (sandbox_ != nullptr) sandbox_->Stop();
+  }
+
+  void WarnNotYetInEffect() {
+    const std::pair<const char*, const std::string*> later[] = {
+        {"tls_cert", &options_.tls_cert},
+        {"tls_key", &options_.tls_key},
+        {"tls_client_ca", &options_.tls_client_ca},
+        {"auth_tokens", &options_.auth_tokens},
+    };
+    for (const auto& [flag, value] : later) {
+      if (!value->empty()) {
+        spdlog::warn("--{} is set but not yet in effect in this version", flag);
+      }
+    }
+  }
+
+  void SetHealth(bool serving) {
+    if (grpc_server_ == nullptr) return;
+    grpc::HealthCheckServiceInterface* health =
+        grpc_server_->GetHealthCheckService();
+    if (health == nullptr) return;
+    health->SetServingStatus(serving);
+    health->SetServingStatus("aopay.payout.v1.PayoutService", serving);
+    health->SetServingStatus("aopay.payout.v1.PayoutAdminService", serving);
+  }
+
+  absl::Status StartMetrics() {
+    absl::StatusOr<HostPort> where =
+        ParseHostPort("metrics_listen", options_.metrics_listen);
+    if (!where.ok()) return where.status();
+    metrics_server_ = std::make_unique<httplib::Server>();
+    metrics_server_->Get("/metrics", [this](const httplib::Request&,
+                                            httplib::Response& response) {
+      response.set_content(metrics_.Render(),
+                           "text/plain; version=0.0.4; charset=utf-8");
+    });
+    int port = where->port;
+    if (port == 0) {
+      port = metrics_server_->bind_to_any_port(where->host);
+    } else if (!metrics_server_->bind_to_port(where->host, port)) {
+      port = -1;
+    }
+    if (port <= 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on --metrics_listen=", options_.metrics_listen));
+    }
+    metrics_address_ = JoinHostPort(where->host, port);
+    metrics_thread_ =
+        std::thread([this] { metrics_server_->listen_after_bind(); });
+    return absl::OkStatus();
+  }
+
+  // Health follows the ledger; old final payouts are pruned; the reconciler
+  // runs when enabled.
+  void Housekeeping() {
+    absl::Time next_prune = absl::Now();
+    bool healthy = true;
+    while (!stop_.WaitForNotificationWithTimeout(kHousekeepingTick)) {
+      const bool now_healthy = ledger_->Healthy() && !service_->draining();
+      if (now_healthy != healthy) {
+        healthy = now_healthy;
+        SetHealth(healthy);
+        if (!healthy) spdlog::error("ledger cannot write: health NOT_SERVING");
+      }
+      if (absl::Now() >= next_prune) {
+        next_prune = absl::Now() + kPruneEvery;
+        ledger_->Prune(absl::Now() - options_.idempotency_retention,
+                       [](absl::StatusOr<int> pruned) {
+                         if (!pruned.ok()) {
+                           spdlog::warn("pruning old payouts failed: {}",
+                                        pruned.status().ToString());
+                         } else if (*pruned > 0) {
+                           spdlog::info(
+                               "pruned {} final payouts past "
+                               "retention",
+                               *pruned);
+                         }
+                       });
+      }
+      if (reconciler_ != nullptr) reconciler_->Tick(absl::Now());
+    }
+  }
+
+  ServerOptions options_;
+  Metrics metrics_;
+  std::unique_ptr<Sandbox> sandbox_;
+  std::unique_ptr<SqliteLedger> ledger_;
+  std::unique_ptr<CurlUpstream> upstream_;
+  std::unique_ptr<ThreadTimer> timer_;  // stopped before the ledger closes
+  std::unique_ptr<PayoutService> service_;
+  std::unique_ptr<GrpcPayoutService> grpc_service_;
+  std::unique_ptr<GrpcPayoutAdminService> admin_service_;
+  std::unique_ptr<Reconciler> reconciler_;
+  std::unique_ptr<ReflectionService> reflection_;  // outlives grpc_server_
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<httplib::Server> metrics_server_;
+  std::thread metrics_thread_;
+  std::thread housekeeping_;
+  absl::Notification stop_;
+  std::string listening_address_;
+  std::string metrics_address_;
+  bool shut_down_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
+  auto server = std::make_unique<ServerImpl>(std::move(options));
+  if (absl::Status started = server->Init(); !started.ok()) return started;
+  return server;
+}
+
+}  // namespace aopay

@@ -1,0 +1,65 @@
+#ifndef AOPAY_SERVER_APP_SERVER_H_
+#define AOPAY_SERVER_APP_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace aopay {
+
+// Everything payout-server can be told (contract section 3). main.cc fills it
+// from flags; tests fill it directly.
+struct ServerOptions {
+  std::string listen = "127.0.0.1:50051";
+  // AOPay's base URL, or "sandbox" to run the sandbox in this process.
+  std::string aopay_url = "sandbox";
+  // Required unless aopay_url is "sandbox" (then "AOP-SANDBOX").
+  std::string registration_id;
+  // "sqlite:PATH"; "sqlite:PATH?synchronous=off" drops fsync (benchmarks).
+  std::string ledger = "sqlite:payouts.db";
+  absl::Duration upstream_timeout = absl::Seconds(30);
+  int64_t max_inflight = 512;
+  int64_t max_queue = 4096;
+  std::string metrics_listen = "127.0.0.1:9464";  // "" disables
+  int64_t max_amount_paise = 100'000'000;
+  absl::Duration idempotency_retention = absl::Hours(24 * 30);
+  absl::Duration reconcile_interval = absl::ZeroDuration();  // zero: off
+  // How long SIGTERM waits for AOPay calls in flight.
+  absl::Duration shutdown_grace = absl::Seconds(35);
+  std::string aopay_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::string auth_tokens;
+  // The in-process sandbox's knobs (aopay_url == "sandbox" only).
+  absl::Duration sandbox_latency = absl::ZeroDuration();
+  absl::Duration sandbox_settle = absl::Seconds(2);
+};
+
+// The running gateway. Start() checks the options, opens the ledger (turning
+// PENDING payouts UNKNOWN), and serves gRPC and /metrics until Shutdown().
+class Server {
+ public:
+  // Fails with INVALID_ARGUMENT (bad option combination) or
+  // FAILED_PRECONDITION / UNAVAILABLE (ledger, port, AOPay URL) and a
+  // one-line message.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
+
+  virtual ~Server() = default;
+
+  // "HOST:PORT" that gRPC accepts calls on (the real port when 0 was asked).
+  virtual std::string listening_address() const = 0;
+  // "HOST:PORT" of /metrics, or "" when disabled.
+  virtual std::string metrics_address() const = 0;
+
+  // Stops accepting calls, lets AOPay calls in flight finish and be recorded
+  // (up to shutdown_grace), then closes the ledger. Idempotent; blocks.
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace aopay
+
+#endif  // AOPAY_SERVER_APP_SERVER_H_

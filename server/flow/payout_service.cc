@@ -1,0 +1,724 @@
+#include "server/flow/payout_service.h"
+
+#include <cctype>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/aopay_codec.h"
+#include "common/errors.h"
+#include "common/ids.h"
+#include "common/redact.h"
+#include "spdlog/spdlog.h"
+
+namespace aopay {
+namespace {
+
+constexpr int kDefaultPageSize = 50;
+constexpr int kMaxPageSize = 500;
+constexpr size_t kMaxNoteBytes = 2000;
+
+std::string LowerName(PayoutState state) {
+  return absl::AsciiStrToLower(PayoutStateName(state));
+}
+
+absl::Status StatusEndpointUnavailable() {
+  ErrorDetails details;
+  details.reason = std::string(reason::kUpstreamUnavailable);
+  details.retry_delay = absl::Seconds(1);
+  return MakeError(absl::StatusCode::kUnavailable,
+                   "AOPay's status endpoint gave no answer; nothing changed.",
+                   std::move(details));
+}
+
+absl::Status WithPayoutId(absl::Status status, const std::string& payout_id) {
+  return WithErrorMetadata(std::move(status), meta::kPayoutId, payout_id);
+}
+
+absl::Status PayoutError(absl::StatusCode code, absl::string_view reason,
+                         const std::string& payout_id,
+                         absl::string_view message) {
+  ErrorDetails details;
+  details.reason = std::string(reason);
+  details.metadata[std::string(meta::kPayoutId)] = payout_id;
+  return MakeError(code, message, std::move(details));
+}
+
+// Where a status-endpoint answer may move a payout.
+bool RefreshMayMove(PayoutState from, PayoutState to) {
+  if (from == to) return false;
+  switch (from) {
+    case PayoutState::kUnknown:
+      return to != PayoutState::kPending;
+    case PayoutState::kAccepted:
+      return to == PayoutState::kSucceeded || to == PayoutState::kFailed ||
+             to == PayoutState::kReversed;
+    case PayoutState::kSucceeded:
+      return to == PayoutState::kReversed;
+    default:
+      return false;
+  }
+}
+
+// Where an operator may move a payout.
+bool ResolveMayMove(PayoutState from, PayoutState to) {
+  const bool outcome =
+      to == PayoutState::kAccepted || to == PayoutState::kSucceeded ||
+      to == PayoutState::kFailed || to == PayoutState::kReversed;
+  if (!outcome) return false;
+  if (from == PayoutState::kUnknown) return true;
+  return from == PayoutState::kAccepted && to != PayoutState::kAccepted;
+}
+
+std::optional<std::string> NonEmpty(const std::string& value) {
+  if (value.empty()) return std::nullopt;
+  return value;
+}
+
+// A ledger callback that hands the row's payout (or the error) to `done`.
+Ledger::Callback<absl::StatusOr<StoredPayout>> PayoutOf(
+    PayoutService::Callback<absl::StatusOr<Payout>> done) {
+  return [done = std::move(done)](absl::StatusOr<StoredPayout> stored) {
+    if (!stored.ok()) {
+      done(stored.status());
+    } else {
+      done(std::move(stored->payout));
+    }
+  };
+}
+
+}  // namespace
+
+PayoutService::PayoutService(Ledger& ledger, UpstreamClient& upstream,
+                             Timer& timer, Metrics& metrics,
+                             PayoutServiceOptions options, Clock clock)
+    : ledger_(ledger),
+      upstream_(upstream),
+      timer_(timer),
+      metrics_(metrics),
+      options_(std::move(options)),
+      clock_(std::move(clock)) {}
+
+absl::Status PayoutService::Begin(Work work,
+                                  Callback<absl::StatusOr<Payout>>& done) {
+  {
+    // Under mu_ with the count, so that WaitIdle() cannot return between the
+    // check and the increment.
+    absl::MutexLock lock(&mu_);
+    if (draining_.load()) return ShuttingDownError();
+    if (work == Work::kCreate &&
+        outstanding_ + unrecorded_.size() >= options_.max_outstanding) {
+      return OverloadedError(options_.retry_delay);
+    }
+    if (work == Work::kRefresh && refreshing_ >= options_.max_refreshes) {
+      return OverloadedError(options_.retry_delay);
+    }
+    ++outstanding_;
+    if (work == Work::kRefresh) ++refreshing_;
+  }
+  done = [this, work, inner = std::move(done)](absl::StatusOr<Payout> result) {
+    inner(std::move(result));
+    absl::MutexLock lock(&mu_);
+    --outstanding_;
+    if (work == Work::kRefresh) --refreshing_;
+  };
+  return absl::OkStatus();
+}
+
+void PayoutService::Drain() {
+  absl::MutexLock lock(&mu_);
+  draining_.store(true);
+}
+
+size_t PayoutService::WaitIdle(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](size_t* outstanding) { return *outstanding == 0; }, &outstanding_));
+  mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](std::map<std::string, std::string>* unrecorded) {
+            return unrecorded->empty();
+          },
+          &unrecorded_),
+      deadline);
+  for (const auto& [payout_id, what] : unrecorded_) {
+    spdlog::error(
+        "payout {}: {} was not recorded before shutdown; after the restart "
+        "it is UNKNOWN and an operator can resolve it",
+        payout_id, what);
+  }
+  return unrecorded_.size();
+}
+
+size_t PayoutService::Unrecorded() const {
+  absl::MutexLock lock(&mu_);
+  return unrecorded_.size();
+}
+
+std::string PayoutService::Scrub(absl::string_view text) const {
+  return ScrubRegistration(text, options_.registration_id);
+}
+
+absl::Status PayoutService::Scrub(const absl::Status& status) const {
+  return EditErrorText(status, [this](absl::string_view text) {
+    return ScrubRegistration(text, options_.registration_id);
+  });
+}
+
+void PayoutService::CountOutcome(TransferMode mode, absl::string_view outcome) {
+  metrics_.payouts.Increment(
+      {std::string(TransferModeName(mode)), std::string(outcome)});
+}
+
+void PayoutService::LogOutcome(const Payout& payout, absl::Time started,
+                               const absl::Status& error) {
+  const ErrorDetails details = GetErrorDetails(error);
+  auto sub_code = details.metadata.find(std::string(meta::kUpstreamSubCode));
+  spdlog::info(
+      "payout outcome payout_id={} request_id={} state={} duration_ms={} "
+      "account={} mode={} code={} reason={} upstream_sub_code={}",
+      payout.payout_id.empty() ? "-" : payout.payout_id, payout.request_id,
+      payout.payout_id.empty() ? std::string("NOT_RECORDED")
+                               : std::string(PayoutStateName(payout.state)),
+      absl::ToInt64Milliseconds(clock_() - started),
+      MaskAccount(payout.beneficiary.account_number),
+      std::string(TransferModeName(payout.mode)),
+      absl::StatusCodeToString(error.code()),
+      details.reason.empty() ? "-" : details.reason,
+      sub_code == details.metadata.end() ? "-" : sub_code->second);
+}
+
+void PayoutService::Apply(PayoutChange change, const char* op,
+                          Ledger::Callback<absl::StatusOr<StoredPayout>> done) {
+  const absl::Time submitted = clock_();
+  ledger_.Apply(
+      std::move(change), [this, op, submitted, done = std::move(done)](
+                             absl::StatusOr<StoredPayout> applied) {
+        metrics_.ledger_write_duration.Observe({op}, clock_() - submitted);
+        done(std::move(applied));
+      });
+}
+
+void PayoutService::Create(PayoutRequest request,
+                           Callback<absl::StatusOr<Payout>> done) {
+  const absl::Time started = clock_();
+  absl::StatusOr<PayoutRequest> normalized =
+      NormalizeAndValidate(request, options_.limits);
+  if (!normalized.ok()) {
+    CountOutcome(request.mode, "invalid");
+    done(normalized.status());
+    return;
+  }
+  if (absl::Status admitted = Begin(Work::kCreate, done); !admitted.ok()) {
+    CountOutcome(request.mode, draining_.load() ? "not_sent" : "overloaded");
+    done(std::move(admitted));
+    return;
+  }
+
+  Payout payout;
+  payout.payout_id = NewPayoutId(started);
+  payout.request_id = normalized->request_id;
+  payout.state = PayoutState::kPending;
+  payout.beneficiary = normalized->beneficiary;
+  payout.amount_paise = normalized->amount_paise;
+  payout.mode = normalized->mode;
+  payout.create_time = started;
+  payout.update_time = started;
+  std::string fingerprint = RequestFingerprint(*normalized);
+
+  const absl::Time submitted = clock_();
+  ledger_.Insert(payout, fingerprint,
+                 [this, request = *std::move(normalized), payout, fingerprint,
+                  started, submitted, done = std::move(done)](
+                     absl::StatusOr<InsertResult> inserted) mutable {
+                   metrics_.ledger_write_duration.Observe({"insert"},
+                                                          clock_() - submitted);
+                   OnInserted(std::move(request), std::move(payout),
+                              std::move(fingerprint), started,
+                              std::move(inserted), std::move(done));
+                 });
+}
+
+void PayoutService::OnInserted(PayoutRequest request, Payout payout,
+                               std::string fingerprint, absl::Time started,
+                               absl::StatusOr<InsertResult> inserted,
+                               Callback<absl::StatusOr<Payout>> done) {
+  if (!inserted.ok()) {
+    CountOutcome(payout.mode, "ledger_unavailable");
+    spdlog::error("payout not recorded, nothing sent: request_id={} error={}",
+                  payout.request_id, inserted.status().ToString());
+    done(inserted.status());
+    return;
+  }
+  if (!inserted->inserted) {
+    absl::StatusOr<Payout> replay = Replay(inserted->existing, fingerprint);
+    const ErrorDetails details = GetErrorDetails(replay.status());
+    CountOutcome(payout.mode,
+                 details.reason == reason::kRequestIdReused     ? "reused"
+                 : details.reason == reason::kRequestInProgress ? "in_progress"
+                                                                : "replayed");
+    done(std::move(replay));
+    return;
+  }
+
+  UpstreamRequest call;
+  call.path = std::string(kPayoutPath);
+  call.body = BuildPayoutBody(request, options_.registration_id);
+  call.idempotent = false;
+  const absl::Time call_started = clock_();
+  upstream_.Post(
+      std::move(call),
+      [this, payout = std::move(payout), started, call_started,
+       done = std::move(done)](absl::StatusOr<HttpAnswer> answer) mutable {
+        metrics_.upstream_duration.Observe({"payout"}, clock_() - call_started);
+        OnPayoutAnswer(std::move(payout), started, std::move(answer),
+                       std::move(done));
+      });
+}
+
+void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
+                                   absl::StatusOr<HttpAnswer> answer,
+                                   Callback<absl::StatusOr<Payout>> done) {
+  metrics_.upstream_calls.Increment(
+      {"payout", answer.ok() ? absl::StrCat(answer->http_status) : "none"});
+  if (!answer.ok()) {
+    // The transport's own words (TLS, DNS, connect), for the operator; the
+    // caller's error leaves them out. They hold no personal data.
+    spdlog::warn("AOPay call for payout {} got no answer: {}", payout.payout_id,
+                 Scrub(answer.status().message()));
+  }
+  PayoutVerdict verdict = answer.ok()
+                              ? InterpretPayoutAnswer(*answer)
+                              : InterpretTransportFailure(answer.status());
+  verdict.error = Scrub(verdict.error);
+
+  if (verdict.kind == PayoutVerdict::Kind::kNotSent) {
+    ledger_.Forget(
+        payout.payout_id,
+        [this, payout, started, error = std::move(verdict.error),
+         done = std::move(done)](absl::Status forgotten) mutable {
+          CountOutcome(payout.mode, "not_sent");
+          Payout unrecorded = payout;
+          unrecorded.payout_id.clear();
+          LogOutcome(unrecorded, started, error);
+          if (forgotten.ok()) {
+            done(std::move(error));
+            return;
+          }
+          // Never sent, but the key is still taken: the caller hears only
+          // what the ledger holds (in progress) until the delete succeeds.
+          spdlog::error(
+              "payout {} was not sent but its intent could not be removed "
+              "yet: {}; retrying",
+              payout.payout_id, forgotten.ToString());
+          ForgetUntilDone(payout.payout_id, options_.outcome_retry_initial);
+          done(RequestInProgressError(payout.payout_id, options_.retry_delay));
+        });
+    return;
+  }
+
+  PayoutChange change;
+  change.payout_id = payout.payout_id;
+  change.expected_state = PayoutState::kPending;
+  change.transaction_id = NonEmpty(verdict.transaction_id);
+  change.transaction_reference_no =
+      NonEmpty(Scrub(verdict.transaction_reference_no));
+  change.upstream_status = NonEmpty(Scrub(verdict.upstream_status));
+  change.bank_beneficiary_name = NonEmpty(Scrub(verdict.bank_beneficiary_name));
+  if (answer.ok()) {
+    change.raw_answer = std::move(answer->body);  // the ledger scrubs it
+    change.answer_kind = PayoutChange::AnswerKind::kPayout;
+  }
+  change.who = "gateway";
+  change.time = clock_();
+
+  absl::Status error;
+  switch (verdict.kind) {
+    case PayoutVerdict::Kind::kAccepted:
+      change.new_state = verdict.state;
+      change.response = absl::OkStatus();
+      change.why = "AOPay accepted the payout";
+      break;
+    case PayoutVerdict::Kind::kRejected:
+      error = WithPayoutId(std::move(verdict.error), payout.payout_id);
+      change.new_state = PayoutState::kFailed;
+      change.failure = error;
+      change.response = error;
+      change.why = "AOPay refused the payout";
+      break;
+    default:
+      error = WithPayoutId(std::move(verdict.error), payout.payout_id);
+      change.new_state = PayoutState::kUnknown;
+      change.response = error;
+      change.why =
+          "no usable answer from AOPay; the payout may have been sent and "
+          "will not be re-sent";
+      break;
+  }
+
+  const TransferMode mode = payout.mode;
+  RecordOutcome(
+      std::move(change),
+      [this, payout = std::move(payout), started, error = std::move(error),
+       done = std::move(done)](absl::StatusOr<StoredPayout> applied) {
+        if (!applied.ok()) {
+          // The ledger still holds the payout PENDING: the caller hears
+          // "in progress", and a retry of its request id gets the outcome
+          // once it is recorded.
+          CountOutcome(payout.mode, "unrecorded");
+          LogOutcome(payout, started, applied.status());
+          done(RequestInProgressError(payout.payout_id, options_.retry_delay));
+          return;
+        }
+        const Payout& now = applied->payout;
+        CountOutcome(now.mode, LowerName(now.state));
+        LogOutcome(now, started, error);
+        if (error.ok()) {
+          done(now);
+        } else {
+          done(error);
+        }
+      },
+      [this, mode](absl::StatusOr<StoredPayout> applied) {
+        if (applied.ok()) {
+          CountOutcome(mode, LowerName(applied->payout.state));
+          spdlog::info("payout {} outcome {} recorded after retries",
+                       applied->payout.payout_id,
+                       std::string(PayoutStateName(applied->payout.state)));
+        }
+      });
+}
+
+void PayoutService::RecordOutcome(
+    PayoutChange change, Ledger::Callback<absl::StatusOr<StoredPayout>> first,
+    Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
+  PayoutChange again = change;
+  Apply(
+      std::move(change), "outcome",
+      [this, again = std::move(again), first = std::move(first),
+       later = std::move(later)](absl::StatusOr<StoredPayout> applied) mutable {
+        if (applied.ok() ||
+            applied.status().code() != absl::StatusCode::kUnavailable) {
+          first(std::move(applied));
+          return;
+        }
+        const std::string payout_id = again.payout_id;
+        const std::string what = absl::StrCat(
+            "outcome ", PayoutStateName(again.new_state),
+            " (AOPay transaction_id=", again.transaction_id.value_or("-"),
+            " reference=", again.transaction_reference_no.value_or("-"), ")");
+        spdlog::error(
+            "payout {}: {} could not be recorded: {}; kept in memory and "
+            "written again until recorded",
+            payout_id, what, applied.status().ToString());
+        {
+          absl::MutexLock lock(&mu_);
+          unrecorded_[payout_id] = what;
+        }
+        first(applied.status());
+        RetryOutcome(std::move(again), options_.outcome_retry_initial,
+                     std::move(later));
+      });
+}
+
+void PayoutService::RetryOutcome(
+    PayoutChange change, absl::Duration delay,
+    Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
+  timer_.RunAfter(delay, [this, change = std::move(change), delay,
+                          later = std::move(later)]() mutable {
+    PayoutChange again = change;
+    Apply(std::move(change), "outcome",
+          [this, again = std::move(again), delay, later = std::move(later)](
+              absl::StatusOr<StoredPayout> applied) mutable {
+            if (!applied.ok() &&
+                applied.status().code() == absl::StatusCode::kUnavailable) {
+              RetryOutcome(std::move(again),
+                           std::min(delay * 2, options_.outcome_retry_max),
+                           std::move(later));
+              return;
+            }
+            if (!applied.ok()) {
+              spdlog::error("payout {}: outcome {} could not be recorded: {}",
+                            again.payout_id,
+                            std::string(PayoutStateName(again.new_state)),
+                            applied.status().ToString());
+            }
+            {
+              absl::MutexLock lock(&mu_);
+              unrecorded_.erase(again.payout_id);
+            }
+            later(std::move(applied));
+          });
+  });
+}
+
+void PayoutService::ForgetUntilDone(std::string payout_id,
+                                    absl::Duration delay) {
+  {
+    absl::MutexLock lock(&mu_);
+    unrecorded_[payout_id] = "a payout that was not sent";
+  }
+  timer_.RunAfter(delay, [this, payout_id = std::move(payout_id), delay] {
+    ledger_.Forget(payout_id, [this, payout_id, delay](absl::Status forgotten) {
+      if (forgotten.code() == absl::StatusCode::kUnavailable) {
+        ForgetUntilDone(payout_id,
+                        std::min(delay * 2, options_.outcome_retry_max));
+        return;
+      }
+      if (!forgotten.ok()) {
+        spdlog::error("payout {}: its intent could not be removed: {}",
+                      payout_id, forgotten.ToString());
+      }
+      absl::MutexLock lock(&mu_);
+      unrecorded_.erase(payout_id);
+    });
+  });
+}
+
+absl::StatusOr<Payout> PayoutService::Replay(const StoredPayout& stored,
+                                             const std::string& fingerprint) {
+  const Payout& payout = stored.payout;
+  if (stored.fingerprint != fingerprint) {
+    return RequestIdReusedError(payout.payout_id);
+  }
+  if (payout.state == PayoutState::kPending) {
+    return RequestInProgressError(payout.payout_id, options_.retry_delay);
+  }
+  if (!stored.response.ok()) return stored.response;
+  return payout;
+}
+
+void PayoutService::GetByPayoutId(std::string payout_id,
+                                  Callback<absl::StatusOr<Payout>> done) {
+  if (payout_id.empty()) {
+    done(InvalidRequestError({{"payout_id", "is required"}}));
+    return;
+  }
+  ledger_.GetByPayoutId(std::move(payout_id), PayoutOf(std::move(done)));
+}
+
+void PayoutService::GetByRequestId(std::string request_id,
+                                   Callback<absl::StatusOr<Payout>> done) {
+  if (request_id.empty()) {
+    done(InvalidRequestError({{"request_id", "is required"}}));
+    return;
+  }
+  ledger_.GetByRequestId(std::move(request_id), PayoutOf(std::move(done)));
+}
+
+void PayoutService::List(ListQuery query,
+                         Callback<absl::StatusOr<ListPage>> done) {
+  std::vector<FieldViolation> violations;
+  if (query.page_size < 0) {
+    violations.push_back({"page_size", "must not be negative"});
+  }
+  for (PayoutState state : query.states) {
+    if (state == PayoutState::kUnspecified) {
+      violations.push_back({"states", "must name known payout states"});
+      break;
+    }
+  }
+  if (!violations.empty()) {
+    done(InvalidRequestError(std::move(violations)));
+    return;
+  }
+  if (query.page_size == 0) query.page_size = kDefaultPageSize;
+  query.page_size = std::min(query.page_size, kMaxPageSize);
+  ledger_.List(std::move(query), std::move(done));
+}
+
+void PayoutService::Refresh(std::string payout_id, std::string who,
+                            Callback<absl::StatusOr<Payout>> done) {
+  if (payout_id.empty()) {
+    done(InvalidRequestError({{"payout_id", "is required"}}));
+    return;
+  }
+  if (absl::Status admitted = Begin(Work::kRefresh, done); !admitted.ok()) {
+    done(std::move(admitted));
+    return;
+  }
+  ledger_.GetByPayoutId(
+      std::move(payout_id),
+      [this, who = std::move(who),
+       done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
+        if (!stored.ok()) {
+          done(stored.status());
+          return;
+        }
+        if (stored->payout.transaction_id.empty()) {
+          done(PayoutError(absl::StatusCode::kFailedPrecondition,
+                           reason::kNoTransactionId, stored->payout.payout_id,
+                           "The payout has no AOPay transaction id to ask "
+                           "about; an operator can resolve it."));
+          return;
+        }
+        UpstreamRequest call;
+        call.path = std::string(kStatusPath);
+        call.body = BuildStatusBody(stored->payout.transaction_id,
+                                    options_.registration_id);
+        call.idempotent = true;
+        const absl::Time call_started = clock_();
+        upstream_.Post(std::move(call),
+                       [this, stored = *std::move(stored), who = std::move(who),
+                        call_started, done = std::move(done)](
+                           absl::StatusOr<HttpAnswer> answer) mutable {
+                         metrics_.upstream_duration.Observe(
+                             {"status"}, clock_() - call_started);
+                         OnStatusAnswer(std::move(stored), std::move(who),
+                                        std::move(answer), std::move(done));
+                       });
+      });
+}
+
+void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
+                                   absl::StatusOr<HttpAnswer> answer,
+                                   Callback<absl::StatusOr<Payout>> done) {
+  metrics_.upstream_calls.Increment(
+      {"status", answer.ok() ? absl::StrCat(answer->http_status) : "none"});
+  if (!answer.ok()) {
+    done(StatusEndpointUnavailable());
+    return;
+  }
+  const Payout& payout = stored.payout;
+  const StatusVerdict verdict =
+      InterpretStatusAnswer(*answer, payout.transaction_id);
+
+  PayoutChange change;
+  change.payout_id = payout.payout_id;
+  change.expected_state = payout.state;
+  change.new_state = payout.state;
+  change.raw_answer = answer->body;  // the ledger scrubs it
+  change.answer_kind = PayoutChange::AnswerKind::kStatus;
+  change.who = std::move(who);
+  change.time = clock_();
+
+  if (!verdict.state.has_value()) {
+    metrics_.status_not_understood.Increment({});
+    spdlog::warn(
+        "status answer not understood, nothing changed: payout_id={} "
+        "http_status={} bytes={}",
+        payout.payout_id, answer->http_status, answer->body.size());
+    change.why = "AOPay's status answer was not understood; nothing changed";
+  } else if (*verdict.state == payout.state) {
+    change.upstream_status = verdict.word;
+    change.why = absl::StrCat("AOPay reports ", verdict.word, "; no change");
+  } else if (RefreshMayMove(payout.state, *verdict.state)) {
+    change.new_state = *verdict.state;
+    change.upstream_status = verdict.word;
+    if (*verdict.state == PayoutState::kFailed) {
+      change.failure =
+          PayoutError(absl::StatusCode::kFailedPrecondition,
+                      reason::kUpstreamReportedFailure, payout.payout_id,
+                      "AOPay reported that the payout failed.");
+    }
+    // A payout whose first answer was lost now has a known outcome: retries
+    // of its request id get the payout as it stands.
+    if (payout.state == PayoutState::kUnknown) {
+      change.response = absl::OkStatus();
+    }
+    change.why = absl::StrCat("AOPay's status endpoint reports ", verdict.word);
+  } else {
+    if (payout.state == PayoutState::kFailed) {
+      // The caller was told this payout failed and may have paid again:
+      // if AOPay now says the money moved, someone must look at once.
+      metrics_.status_contradictions.Increment(
+          {LowerName(payout.state), LowerName(*verdict.state)});
+      spdlog::error(
+          "AOPay's status endpoint contradicts a FAILED payout: "
+          "payout_id={} reports {}; nothing changed, check with AOPay",
+          payout.payout_id, verdict.word);
+    } else {
+      spdlog::warn(
+          "status answer ignored: payout_id={} cannot move from {} to {}",
+          payout.payout_id, std::string(PayoutStateName(payout.state)),
+          std::string(PayoutStateName(*verdict.state)));
+    }
+    change.upstream_status = verdict.word;
+    change.why = absl::StrCat("AOPay reports ", verdict.word, " but a ",
+                              PayoutStateName(payout.state),
+                              " payout cannot move there; nothing changed");
+  }
+
+  Apply(std::move(change), "refresh", PayoutOf(std::move(done)));
+}
+
+void PayoutService::Resolve(ResolveRequest request,
+                            Callback<absl::StatusOr<Payout>> done) {
+  std::vector<FieldViolation> violations;
+  if (request.payout_id.empty()) {
+    violations.push_back({"payout_id", "is required"});
+  }
+  if (!ResolveMayMove(PayoutState::kUnknown, request.state)) {
+    violations.push_back(
+        {"state", "must be ACCEPTED, SUCCEEDED, FAILED or REVERSED"});
+  }
+  if (!request.transaction_id.empty() &&
+      !IsTrackableTransactionId(request.transaction_id)) {
+    violations.push_back(
+        {"transaction_id",
+         "must be printable text of at most 128 bytes, as AOPay gives it"});
+  }
+  request.note = std::string(absl::StripAsciiWhitespace(request.note));
+  if (request.note.empty()) {
+    violations.push_back({"note", "is required and kept for audit"});
+  } else if (request.note.size() > kMaxNoteBytes) {
+    violations.push_back({"note", "must be at most 2000 bytes"});
+  }
+  if (!violations.empty()) {
+    done(InvalidRequestError(std::move(violations)));
+    return;
+  }
+  std::string payout_id = request.payout_id;
+  ledger_.GetByPayoutId(
+      std::move(payout_id),
+      [this, request = std::move(request),
+       done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
+        if (!stored.ok()) {
+          done(stored.status());
+          return;
+        }
+        const Payout& payout = stored->payout;
+        if (!ResolveMayMove(payout.state, request.state)) {
+          done(PayoutError(
+              absl::StatusCode::kFailedPrecondition, reason::kInvalidTransition,
+              payout.payout_id,
+              absl::StrCat("A payout in state ", PayoutStateName(payout.state),
+                           " cannot be resolved to ",
+                           PayoutStateName(request.state), ".")));
+          return;
+        }
+        if (request.state == PayoutState::kAccepted &&
+            request.transaction_id.empty() && payout.transaction_id.empty()) {
+          // An ACCEPTED payout is settled by refreshing it, which needs
+          // AOPay's transaction id.
+          done(InvalidRequestError(
+              {{"transaction_id",
+                "is required to resolve to ACCEPTED a payout that has none"}}));
+          return;
+        }
+        PayoutChange change;
+        change.payout_id = payout.payout_id;
+        change.expected_state = payout.state;
+        change.new_state = request.state;
+        change.transaction_id = NonEmpty(request.transaction_id);
+        change.failure =
+            request.state == PayoutState::kFailed
+                ? PayoutError(absl::StatusCode::kFailedPrecondition,
+                              reason::kResolvedByOperator, payout.payout_id,
+                              "An operator recorded that the payout failed.")
+                : absl::OkStatus();
+        change.response = absl::OkStatus();
+        change.why = absl::StrCat("resolved by an operator to ",
+                                  PayoutStateName(request.state));
+        change.who = absl::StrCat("operator: ", request.note);
+        change.time = clock_();
+        spdlog::info("payout resolved by operator: payout_id={} from={} to={}",
+                     payout.payout_id,
+                     std::string(PayoutStateName(payout.state)),
+                     std::string(PayoutStateName(request.state)));
+        Apply(std::move(change), "resolve", PayoutOf(std::move(done)));
+      });
+}
+
+}  // namespace aopay

@@ -1,0 +1,168 @@
+#ifndef AOPAY_SERVER_FLOW_PAYOUT_SERVICE_H_
+#define AOPAY_SERVER_FLOW_PAYOUT_SERVICE_H_
+
+// The payout flow, free of transport and wiring:
+//   validate -> ledger intent (durable) -> AOPay call -> codec -> ledger
+//   outcome -> result.
+// It guarantees that a payout is sent to AOPay at most once per request id:
+// the intent is durable before the call starts, a key that exists is never
+// sent again, and only a call that certainly did not reach AOPay frees its
+// key.
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/payout.h"
+#include "common/validation.h"
+#include "server/flow/timer.h"
+#include "server/ledger/ledger.h"
+#include "server/observability/metrics.h"
+#include "server/upstream/upstream_client.h"
+
+namespace aopay {
+
+struct PayoutServiceOptions {
+  // Sent to AOPay with every call; never taken from callers.
+  std::string registration_id;
+  ValidationLimits limits;
+  // Payout creations in progress at once (waiting for the ledger or AOPay);
+  // beyond this, CreatePayout fails at once with RESOURCE_EXHAUSTED.
+  size_t max_outstanding = 512 + 4096;
+  // RetryInfo for REQUEST_IN_PROGRESS and OVERLOADED.
+  absl::Duration retry_delay = absl::Seconds(1);
+  // Status-endpoint calls (RefreshPayout, the reconciler) at once; beyond
+  // this, Refresh fails at once with RESOURCE_EXHAUSTED. Keep it well below
+  // the upstream client's max_inflight so that refreshes never take every
+  // slot from payouts.
+  size_t max_refreshes = 64;
+  // An outcome the ledger could not record is written again after this,
+  // doubling up to outcome_retry_max, until it is recorded.
+  absl::Duration outcome_retry_initial = absl::Milliseconds(100);
+  absl::Duration outcome_retry_max = absl::Seconds(5);
+};
+
+struct ResolveRequest {
+  std::string payout_id;
+  PayoutState state = PayoutState::kUnspecified;
+  std::string transaction_id;  // optional
+  std::string note;            // required
+};
+
+// Thread-safe. Every method returns at once and runs `done` exactly once,
+// either inline (validation errors) or on a ledger, upstream or timer thread;
+// `done` must not block. The ledger, upstream client and timer must outlive
+// the service and every callback it has started.
+//
+// A caller hears an outcome only once the ledger holds it. When the ledger
+// cannot record AOPay's answer (disk full), the caller gets ABORTED /
+// REQUEST_IN_PROGRESS and the outcome is kept in memory and written again
+// with backoff until it is recorded; a retry of the request id then gets it.
+// Those outcomes count against max_outstanding, which bounds them.
+class PayoutService {
+ public:
+  template <typename T>
+  using Callback = std::function<void(T)>;
+  using Clock = std::function<absl::Time()>;
+
+  PayoutService(Ledger& ledger, UpstreamClient& upstream, Timer& timer,
+                Metrics& metrics, PayoutServiceOptions options,
+                Clock clock = &absl::Now);
+
+  PayoutService(const PayoutService&) = delete;
+  PayoutService& operator=(const PayoutService&) = delete;
+
+  // CreatePayout (contract sections 5, 6 and 7).
+  void Create(PayoutRequest request, Callback<absl::StatusOr<Payout>> done);
+
+  void GetByPayoutId(std::string payout_id,
+                     Callback<absl::StatusOr<Payout>> done);
+  void GetByRequestId(std::string request_id,
+                      Callback<absl::StatusOr<Payout>> done);
+  // page_size 0 means 50; more than 500 is cut to 500; negative is invalid.
+  void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done);
+
+  // Asks AOPay's status endpoint and records what it says (section 2.2, 6.3).
+  // `who` names the caller in the event ("refresh", "reconciler").
+  void Refresh(std::string payout_id, std::string who,
+               Callback<absl::StatusOr<Payout>> done);
+
+  // An operator's outcome for an UNKNOWN or ACCEPTED payout.
+  void Resolve(ResolveRequest request, Callback<absl::StatusOr<Payout>> done);
+
+  // From now on Create and Refresh fail with UNAVAILABLE (SHUTTING_DOWN).
+  void Drain();
+  bool draining() const { return draining_.load(); }
+  // Blocks until no Create or Refresh is in progress, then until every
+  // outcome kept in memory is recorded or `deadline` passes. Returns how many
+  // outcomes are still unrecorded (each is logged with AOPay's ids, so that
+  // an operator can resolve it after the restart turns it UNKNOWN).
+  size_t WaitIdle(absl::Time deadline = absl::InfiniteFuture());
+  // Outcomes AOPay gave that the ledger has not recorded yet.
+  size_t Unrecorded() const;
+
+ private:
+  void OnInserted(PayoutRequest request, Payout payout, std::string fingerprint,
+                  absl::Time started, absl::StatusOr<InsertResult> inserted,
+                  Callback<absl::StatusOr<Payout>> done);
+  void OnPayoutAnswer(Payout payout, absl::Time started,
+                      absl::StatusOr<HttpAnswer> answer,
+                      Callback<absl::StatusOr<Payout>> done);
+  void OnStatusAnswer(StoredPayout stored, std::string who,
+                      absl::StatusOr<HttpAnswer> answer,
+                      Callback<absl::StatusOr<Payout>> done);
+  // What a retry of an existing key gets (contract section 7).
+  absl::StatusOr<Payout> Replay(const StoredPayout& stored,
+                                const std::string& fingerprint);
+  // Ledger::Apply with its duration recorded.
+  void Apply(PayoutChange change, const char* op,
+             Ledger::Callback<absl::StatusOr<StoredPayout>> done);
+  // Applies a payout's outcome. `first` runs with the first attempt's
+  // result. When that failed with UNAVAILABLE, the change is kept and
+  // applied again with backoff; `later` runs once a later attempt is
+  // recorded or fails for good.
+  void RecordOutcome(PayoutChange change,
+                     Ledger::Callback<absl::StatusOr<StoredPayout>> first,
+                     Ledger::Callback<absl::StatusOr<StoredPayout>> later);
+  void RetryOutcome(PayoutChange change, absl::Duration delay,
+                    Ledger::Callback<absl::StatusOr<StoredPayout>> later);
+  // Deletes a payout that was certainly not sent, again with backoff until
+  // it is gone (its key stays taken meanwhile).
+  void ForgetUntilDone(std::string payout_id, absl::Duration delay);
+  // AOPay's words with the registration id replaced (contract section 9).
+  std::string Scrub(absl::string_view text) const;
+  absl::Status Scrub(const absl::Status& status) const;
+  void LogOutcome(const Payout& payout, absl::Time started,
+                  const absl::Status& error);
+  void CountOutcome(TransferMode mode, absl::string_view outcome);
+  // Counts a Create (bounded by max_outstanding, outcomes still to record
+  // included) or a Refresh (bounded by max_refreshes) in progress: on OK,
+  // `done` is wrapped so that it ends the count after it has run; on error
+  // (draining, overloaded) `done` is left as it was.
+  enum class Work { kCreate, kRefresh };
+  absl::Status Begin(Work work, Callback<absl::StatusOr<Payout>>& done);
+
+  Ledger& ledger_;
+  UpstreamClient& upstream_;
+  Timer& timer_;
+  Metrics& metrics_;
+  const PayoutServiceOptions options_;
+  const Clock clock_;
+
+  std::atomic<bool> draining_{false};
+  mutable absl::Mutex mu_;
+  size_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t refreshing_ ABSL_GUARDED_BY(mu_) = 0;
+  // Outcomes (and forgets) being written again, by payout id: what an
+  // operator needs if they are never recorded.
+  std::map<std::string, std::string> unrecorded_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace aopay
+
+#endif  // AOPAY_SERVER_FLOW_PAYOUT_SERVICE_H_

@@ -1,0 +1,134 @@
+#ifndef AOPAY_SERVER_LEDGER_LEDGER_H_
+#define AOPAY_SERVER_LEDGER_LEDGER_H_
+
+// Where payouts are recorded. The service depends on this interface only; the
+// SQLite implementation is in sqlite_ledger.h (PostgreSQL can follow).
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/payout.h"
+
+namespace aopay {
+
+// A payout row with what the service needs to answer a retry.
+struct StoredPayout {
+  Payout payout;
+  std::string fingerprint;  // RequestFingerprint() of the request
+  // What CreatePayout returned to the first caller: OK (it returned the
+  // Payout) or the exact error. Retries get this again while it is set.
+  absl::Status response;
+};
+
+// One state change, applied with its event in one transaction.
+struct PayoutChange {
+  std::string payout_id;
+  // Compare-and-set: the change applies only if the row is in this state;
+  // otherwise the call fails with ABORTED and changes nothing.
+  PayoutState expected_state = PayoutState::kPending;
+  PayoutState new_state = PayoutState::kPending;  // may equal expected_state
+  // Fields to overwrite when set.
+  std::optional<std::string> transaction_id;
+  std::optional<std::string> transaction_reference_no;
+  std::optional<std::string> upstream_status;
+  std::optional<std::string> bank_beneficiary_name;
+  std::optional<absl::Status> failure;   // OK clears it
+  std::optional<absl::Status> response;  // replaces StoredPayout::response
+  // AOPay's raw answer that caused the change, kept for audit ("" = none).
+  // The ledger replaces any occurrence of the registration id before storing.
+  std::string raw_answer;
+  enum class AnswerKind { kNone, kPayout, kStatus };
+  AnswerKind answer_kind = AnswerKind::kNone;
+  // The event: why (one sentence) and who ("gateway", "refresh", "recovery",
+  // "reconciler" or "operator: <note>").
+  std::string why;
+  std::string who;
+  absl::Time time;
+};
+
+// One row of the append-only event table.
+struct PayoutEvent {
+  std::string payout_id;
+  PayoutState from = PayoutState::kUnspecified;  // kUnspecified: created
+  PayoutState to = PayoutState::kUnspecified;
+  std::string why;
+  std::string who;
+  absl::Time time;
+};
+
+struct ListQuery {
+  std::vector<PayoutState> states;  // empty: all
+  int page_size = 50;               // already bounded by the caller
+  std::string page_token;           // opaque; "" for the first page
+};
+
+struct ListPage {
+  std::vector<Payout> payouts;  // newest first (payout_id descending)
+  std::string next_page_token;  // "" on the last page
+};
+
+struct InsertResult {
+  bool inserted = false;  // true: the payout is now durably PENDING
+  StoredPayout existing;  // when !inserted: the row that holds the key
+};
+
+// Thread-safe. Every asynchronous method returns at once and runs `done`
+// exactly once on a thread the ledger owns (never inside the call); `done`
+// must not block. Writes are durable (fsynced, unless the ledger was opened
+// without durability for benchmarks) before `done` runs. A ledger that cannot
+// write fails writes with UNAVAILABLE (reason LEDGER_UNAVAILABLE).
+class Ledger {
+ public:
+  template <typename T>
+  using Callback = std::function<void(T)>;
+
+  virtual ~Ledger() = default;
+
+  // Records `payout` (state PENDING, with its creation event) unless the key
+  // (registration, request_id) is taken, in which case returns that row.
+  virtual void Insert(const Payout& payout, std::string fingerprint,
+                      Callback<absl::StatusOr<InsertResult>> done) = 0;
+
+  // Applies `change`; returns the row as it is afterwards. NOT_FOUND for an
+  // unknown payout_id, ABORTED when the state is not change.expected_state.
+  virtual void Apply(PayoutChange change,
+                     Callback<absl::StatusOr<StoredPayout>> done) = 0;
+
+  // Deletes a PENDING payout that was certainly not sent, so that its
+  // request_id can be used again. FAILED_PRECONDITION if not PENDING.
+  virtual void Forget(std::string payout_id, Callback<absl::Status> done) = 0;
+
+  // Reads. NOT_FOUND when there is no such payout.
+  virtual void GetByPayoutId(std::string payout_id,
+                             Callback<absl::StatusOr<StoredPayout>> done) = 0;
+  virtual void GetByRequestId(std::string request_id,
+                              Callback<absl::StatusOr<StoredPayout>> done) = 0;
+  // INVALID_ARGUMENT for a page token this ledger did not make.
+  virtual void List(ListQuery query,
+                    Callback<absl::StatusOr<ListPage>> done) = 0;
+  virtual void Events(
+      std::string payout_id,
+      Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) = 0;
+
+  // Start-up, before serving: every PENDING payout becomes UNKNOWN with an
+  // event ("recovery"). Returns how many. Blocking.
+  [[nodiscard]] virtual absl::StatusOr<int> RecoverPending(absl::Time now) = 0;
+
+  // Deletes payouts in a final state (SUCCEEDED, FAILED, REVERSED) created
+  // before `cutoff`, with their events. Never deletes PENDING, ACCEPTED or
+  // UNKNOWN payouts. Returns how many.
+  virtual void Prune(absl::Time cutoff, Callback<absl::StatusOr<int>> done) = 0;
+
+  // False once a write has failed and no later write has succeeded.
+  virtual bool Healthy() const = 0;
+};
+
+}  // namespace aopay
+
+#endif  // AOPAY_SERVER_LEDGER_LEDGER_H_

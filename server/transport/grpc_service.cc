@@ -1,0 +1,304 @@
+#include "server/transport/grpc_service.h"
+
+#include <deque>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/transport/grpc_status.h"
+#include "server/transport/proto_convert.h"
+
+namespace aopay {
+namespace {
+
+namespace v1 = payout::v1;
+
+// Finishes a unary reactor once, recording the RPC's metrics.
+class UnaryFinisher {
+ public:
+  UnaryFinisher(Metrics& metrics, const char* method,
+                grpc::ServerUnaryReactor* reactor)
+      : metrics_(&metrics),
+        method_(method),
+        reactor_(reactor),
+        started_(absl::Now()) {}
+
+  void Finish(const absl::Status& status) const {
+    metrics_->rpcs.Increment(
+        {method_, absl::StatusCodeToString(status.code())});
+    metrics_->rpc_duration.Observe({method_}, absl::Now() - started_);
+    reactor_->Finish(ToGrpcStatus(status));
+  }
+
+ private:
+  Metrics* metrics_;
+  const char* method_;
+  grpc::ServerUnaryReactor* reactor_;
+  absl::Time started_;
+};
+
+// A callback that writes the Payout into `response` and finishes.
+PayoutService::Callback<absl::StatusOr<Payout>> PayoutResponder(
+    Metrics& metrics, const char* method, grpc::ServerUnaryReactor* reactor,
+    v1::Payout* response) {
+  return [finisher = UnaryFinisher(metrics, method, reactor),
+          response](absl::StatusOr<Payout> payout) {
+    if (payout.ok()) ToProto(*payout, response);
+    finisher.Finish(payout.status());
+  };
+}
+
+// BatchCreatePayouts: reads requests, runs each through CreatePayout's flow
+// and writes each answer as it comes, in completion order. At most
+// kMaxBacklog requests are being created or waiting to be written per stream;
+// reading pauses beyond that, so a caller that writes fast or reads slowly is
+// held back by flow control rather than buffered.
+//
+// Lifetime: gRPC runs OnDone after every reaction, but the creations' callbacks
+// come from ledger and upstream threads. Each holds the reactor (holds_) until
+// it has returned; the last of OnDone and those callbacks deletes it.
+class BatchReactor final
+    : public grpc::ServerBidiReactor<v1::CreatePayoutRequest,
+                                     v1::BatchCreatePayoutsResponse> {
+ public:
+  static constexpr size_t kMaxBacklog = 64;
+
+  BatchReactor(PayoutService& service, Metrics& metrics)
+      : service_(service), metrics_(metrics), started_(absl::Now()) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      {
+        absl::MutexLock lock(&mu_);
+        reads_done_ = true;
+      }
+      Pump();
+      return;
+    }
+    // Copy the request out before anything can start the next read into
+    // request_.
+    PayoutRequest request = FromProto(request_);
+    std::string request_id = request_.request_id();
+    bool read_more;
+    {
+      absl::MutexLock lock(&mu_);
+      ++in_flight_;
+      ++holds_;
+      read_more = Backlog() < kMaxBacklog;
+      read_paused_ = !read_more;
+    }
+    service_.Create(std::move(request),
+                    [this, request_id = std::move(request_id)](
+                        absl::StatusOr<Payout> payout) {
+                      OnCreated(request_id, std::move(payout));
+                    });
+    if (read_more) StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool resume_reading;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      queue_.pop_front();
+      if (!ok) write_failed_ = true;
+      resume_reading = ResumeReadingLocked();
+    }
+    if (resume_reading) StartRead(&request_);
+    Pump();
+  }
+
+  void OnDone() override {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      last = holds_ == 0;
+    }
+    if (last) delete this;
+  }
+
+ private:
+  size_t Backlog() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<size_t>(in_flight_) + queue_.size();
+  }
+
+  bool ResumeReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!read_paused_ || Backlog() >= kMaxBacklog) return false;
+    read_paused_ = false;
+    return true;
+  }
+
+  void OnCreated(const std::string& request_id, absl::StatusOr<Payout> payout) {
+    v1::BatchCreatePayoutsResponse response;
+    response.set_request_id(request_id);
+    if (payout.ok()) {
+      ToProto(*payout, response.mutable_payout());
+    } else {
+      *response.mutable_error() = ToRpcStatus(payout.status());
+    }
+    bool resume_reading;
+    {
+      absl::MutexLock lock(&mu_);
+      --in_flight_;
+      queue_.push_back(std::move(response));
+      resume_reading = ResumeReadingLocked();
+    }
+    if (resume_reading) StartRead(&request_);
+    Pump();
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --holds_ == 0 && done_;
+    }
+    if (last) delete this;
+  }
+
+  // Starts the next write, or finishes once everything is answered. gRPC
+  // calls are made outside the lock.
+  void Pump() {
+    const v1::BatchCreatePayoutsResponse* next = nullptr;
+    bool finish = false;
+    bool caller_gone = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (write_failed_) {
+        // The caller is gone: its answers are recorded in the ledger anyway.
+        if (!writing_) queue_.clear();
+      } else if (!writing_ && !queue_.empty()) {
+        writing_ = true;
+        next = &queue_.front();
+      }
+      if (!finished_ && reads_done_ && in_flight_ == 0 && queue_.empty() &&
+          !writing_) {
+        finished_ = true;
+        finish = true;
+        caller_gone = write_failed_;
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+    if (finish) {
+      const absl::Status status =
+          caller_gone ? absl::CancelledError("the caller went away")
+                      : absl::OkStatus();
+      metrics_.rpcs.Increment(
+          {"BatchCreatePayouts", absl::StatusCodeToString(status.code())});
+      metrics_.rpc_duration.Observe({"BatchCreatePayouts"},
+                                    absl::Now() - started_);
+      Finish(ToGrpcStatus(status));
+    }
+  }
+
+  PayoutService& service_;
+  Metrics& metrics_;
+  const absl::Time started_;
+  // Written by the one read in progress; read only in OnReadDone.
+  v1::CreatePayoutRequest request_;
+
+  absl::Mutex mu_;
+  // Answers waiting to be written; the front is being written when
+  // writing_. A deque keeps the front's address while others are added.
+  std::deque<v1::BatchCreatePayoutsResponse> queue_ ABSL_GUARDED_BY(mu_);
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int holds_ ABSL_GUARDED_BY(mu_) = 0;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+GrpcPayoutService::GrpcPayoutService(PayoutService& service, Metrics& metrics)
+    : service_(service), metrics_(metrics) {}
+
+grpc::ServerUnaryReactor* GrpcPayoutService::CreatePayout(
+    grpc::CallbackServerContext* context,
+    const v1::CreatePayoutRequest* request, v1::Payout* response) {
+  auto* reactor = context->DefaultReactor();
+  // The caller's deadline or cancellation does not reach the service: an
+  // AOPay call that has started runs to its own timeout and is recorded.
+  service_.Create(FromProto(*request),
+                  PayoutResponder(metrics_, "CreatePayout", reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GrpcPayoutService::GetPayout(
+    grpc::CallbackServerContext* context, const v1::GetPayoutRequest* request,
+    v1::Payout* response) {
+  auto* reactor = context->DefaultReactor();
+  auto done = PayoutResponder(metrics_, "GetPayout", reactor, response);
+  if (request->key_case() == v1::GetPayoutRequest::kRequestId) {
+    service_.GetByRequestId(request->request_id(), std::move(done));
+  } else {
+    service_.GetByPayoutId(request->payout_id(), std::move(done));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GrpcPayoutService::ListPayouts(
+    grpc::CallbackServerContext* context, const v1::ListPayoutsRequest* request,
+    v1::ListPayoutsResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  ListQuery query;
+  for (int state : request->states()) {
+    query.states.push_back(FromProto(static_cast<v1::PayoutState>(state)));
+  }
+  query.page_size = request->page_size();
+  query.page_token = request->page_token();
+  service_.List(std::move(query),
+                [finisher = UnaryFinisher(metrics_, "ListPayouts", reactor),
+                 response](absl::StatusOr<ListPage> page) {
+                  if (page.ok()) {
+                    for (const Payout& payout : page->payouts) {
+                      ToProto(payout, response->add_payouts());
+                    }
+                    response->set_next_page_token(page->next_page_token);
+                  }
+                  finisher.Finish(page.status());
+                });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GrpcPayoutService::RefreshPayout(
+    grpc::CallbackServerContext* context,
+    const v1::RefreshPayoutRequest* request, v1::Payout* response) {
+  auto* reactor = context->DefaultReactor();
+  service_.Refresh(
+      request->payout_id(), "refresh",
+      PayoutResponder(metrics_, "RefreshPayout", reactor, response));
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::CreatePayoutRequest,
+                        v1::BatchCreatePayoutsResponse>*
+GrpcPayoutService::BatchCreatePayouts(grpc::CallbackServerContext*) {
+  return new BatchReactor(service_, metrics_);
+}
+
+GrpcPayoutAdminService::GrpcPayoutAdminService(PayoutService& service,
+                                               Metrics& metrics)
+    : service_(service), metrics_(metrics) {}
+
+grpc::ServerUnaryReactor* GrpcPayoutAdminService::ResolvePayout(
+    grpc::CallbackServerContext* context,
+    const v1::ResolvePayoutRequest* request, v1::Payout* response) {
+  auto* reactor = context->DefaultReactor();
+  ResolveRequest resolve;
+  resolve.payout_id = request->payout_id();
+  resolve.state = FromProto(request->state());
+  resolve.transaction_id = request->transaction_id();
+  resolve.note = request->note();
+  service_.Resolve(
+      std::move(resolve),
+      PayoutResponder(metrics_, "ResolvePayout", reactor, response));
+  return reactor;
+}
+
+}  // namespace aopay

@@ -1,0 +1,63 @@
+#ifndef AOPAY_SERVER_TRANSPORT_GRPC_SERVICE_H_
+#define AOPAY_SERVER_TRANSPORT_GRPC_SERVICE_H_
+
+// The gRPC services: thin adapters on the callback API. Each method converts
+// proto -> domain, calls one PayoutService operation and converts the result
+// back with ToGrpcStatus(). Nothing here blocks a gRPC thread: the operation
+// finishes the reactor from a ledger or upstream thread.
+
+#include "aopay/payout/v1/payout.grpc.pb.h"
+#include "server/flow/payout_service.h"
+#include "server/observability/metrics.h"
+
+namespace aopay {
+
+class GrpcPayoutService final
+    : public payout::v1::PayoutService::CallbackService {
+ public:
+  // Both must outlive the service.
+  GrpcPayoutService(PayoutService& service, Metrics& metrics);
+
+  grpc::ServerUnaryReactor* CreatePayout(
+      grpc::CallbackServerContext* context,
+      const payout::v1::CreatePayoutRequest* request,
+      payout::v1::Payout* response) override;
+  grpc::ServerUnaryReactor* GetPayout(
+      grpc::CallbackServerContext* context,
+      const payout::v1::GetPayoutRequest* request,
+      payout::v1::Payout* response) override;
+  grpc::ServerUnaryReactor* ListPayouts(
+      grpc::CallbackServerContext* context,
+      const payout::v1::ListPayoutsRequest* request,
+      payout::v1::ListPayoutsResponse* response) override;
+  grpc::ServerUnaryReactor* RefreshPayout(
+      grpc::CallbackServerContext* context,
+      const payout::v1::RefreshPayoutRequest* request,
+      payout::v1::Payout* response) override;
+  grpc::ServerBidiReactor<payout::v1::CreatePayoutRequest,
+                          payout::v1::BatchCreatePayoutsResponse>*
+  BatchCreatePayouts(grpc::CallbackServerContext* context) override;
+
+ private:
+  PayoutService& service_;
+  Metrics& metrics_;
+};
+
+class GrpcPayoutAdminService final
+    : public payout::v1::PayoutAdminService::CallbackService {
+ public:
+  GrpcPayoutAdminService(PayoutService& service, Metrics& metrics);
+
+  grpc::ServerUnaryReactor* ResolvePayout(
+      grpc::CallbackServerContext* context,
+      const payout::v1::ResolvePayoutRequest* request,
+      payout::v1::Payout* response) override;
+
+ private:
+  PayoutService& service_;
+  Metrics& metrics_;
+};
+
+}  // namespace aopay
+
+#endif  // AOPAY_SERVER_TRANSPORT_GRPC_SERVICE_H_

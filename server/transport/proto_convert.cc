@@ -1,0 +1,83 @@
+#include "server/transport/proto_convert.h"
+
+#include "server/transport/grpc_status.h"
+
+namespace aopay {
+namespace {
+
+namespace v1 = payout::v1;
+
+void ToTimestamp(absl::Time time, google::protobuf::Timestamp* out) {
+  const int64_t micros = absl::ToUnixMicros(time);
+  out->set_seconds(micros / 1'000'000);
+  out->set_nanos(static_cast<int32_t>(micros % 1'000'000) * 1000);
+}
+
+void ToProto(const Beneficiary& beneficiary, v1::Beneficiary* out) {
+  out->set_account_number(beneficiary.account_number);
+  out->set_ifsc(beneficiary.ifsc);
+  out->set_name(beneficiary.name);
+  out->set_email(beneficiary.email);
+  out->set_mobile(beneficiary.mobile);
+}
+
+}  // namespace
+
+TransferMode FromProto(v1::TransferMode mode) {
+  switch (mode) {
+    case v1::TRANSFER_MODE_NEFT:
+      return TransferMode::kNeft;
+    case v1::TRANSFER_MODE_IMPS:
+      return TransferMode::kImps;
+    default:
+      return TransferMode::kUnspecified;
+  }
+}
+
+PayoutState FromProto(v1::PayoutState state) {
+  if (state < v1::PAYOUT_STATE_UNSPECIFIED ||
+      state > v1::PAYOUT_STATE_UNKNOWN) {
+    return PayoutState::kUnspecified;
+  }
+  return static_cast<PayoutState>(state);
+}
+
+PayoutRequest FromProto(const v1::CreatePayoutRequest& request) {
+  PayoutRequest out;
+  out.request_id = request.request_id();
+  out.beneficiary.account_number = request.beneficiary().account_number();
+  out.beneficiary.ifsc = request.beneficiary().ifsc();
+  out.beneficiary.name = request.beneficiary().name();
+  out.beneficiary.email = request.beneficiary().email();
+  out.beneficiary.mobile = request.beneficiary().mobile();
+  out.amount_paise = request.amount_paise();
+  out.mode = FromProto(request.mode());
+  return out;
+}
+
+v1::TransferMode ToProto(TransferMode mode) {
+  return static_cast<v1::TransferMode>(mode);
+}
+
+v1::PayoutState ToProto(PayoutState state) {
+  return static_cast<v1::PayoutState>(state);
+}
+
+void ToProto(const Payout& payout, v1::Payout* out) {
+  out->set_payout_id(payout.payout_id);
+  out->set_request_id(payout.request_id);
+  out->set_state(ToProto(payout.state));
+  ToProto(payout.beneficiary, out->mutable_beneficiary());
+  out->set_amount_paise(payout.amount_paise);
+  out->set_mode(ToProto(payout.mode));
+  out->set_transaction_id(payout.transaction_id);
+  out->set_transaction_reference_no(payout.transaction_reference_no);
+  out->set_upstream_status(payout.upstream_status);
+  out->set_bank_beneficiary_name(payout.bank_beneficiary_name);
+  if (!payout.failure.ok())
+    *out->mutable_failure() = ToRpcStatus(payout.failure);
+  ToTimestamp(payout.create_time, out->mutable_create_time());
+  ToTimestamp(payout.update_time, out->mutable_update_time());
+}
+
+}  // namespace aopay

@@ -1,0 +1,693 @@
+#include "server/upstream/curl/curl_upstream.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+
+namespace aopay {
+namespace {
+
+struct EasyDeleter {
+  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
+};
+struct MultiDeleter {
+  void operator()(CURLM* multi) const { curl_multi_cleanup(multi); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
+};
+struct UrlDeleter {
+  void operator()(CURLU* url) const { curl_url_cleanup(url); }
+};
+struct CurlStringDeleter {
+  void operator()(char* text) const { curl_free(text); }
+};
+struct BioDeleter {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct CertificateDeleter {
+  void operator()(X509* certificate) const { X509_free(certificate); }
+};
+using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
+using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
+using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
+using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
+using CurlString = std::unique_ptr<char, CurlStringDeleter>;
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+using CertificatePtr = std::unique_ptr<X509, CertificateDeleter>;
+
+// The CAs of options.ca_file, read once; trusted besides the system's.
+using CaCertificates = std::vector<CertificatePtr>;
+
+// Payouts only reuse a kept-alive connection that has been idle for less than
+// two seconds (libcurl compares whole idle seconds with ">"). A server closes
+// an idle connection after its keep-alive timeout; if that close crosses our
+// request on the wire, the request may have arrived and no answer comes back,
+// so the payout ends UNKNOWN (never re-sent, see BeforeSend). The shortest
+// idle timeouts in common use are around five seconds (Apache httpd, Node.js),
+// so staying well below that keeps the race rare, while a busy gateway still
+// reuses its connections. The price is a fresh TCP and TLS handshake for a
+// payout after a quiet spell. Idempotent calls keep libcurl's default.
+constexpr long kPayoutMaxIdleSeconds = 1;
+
+absl::StatusOr<std::string> GetUrlPart(CURLU* url, CURLUPart part) {
+  char* raw = nullptr;
+  const CURLUcode code = curl_url_get(url, part, &raw, 0);
+  CurlString text(raw);
+  if (code != CURLUE_OK || text == nullptr) {
+    return absl::NotFoundError("no such part");
+  }
+  return std::string(text.get());
+}
+
+bool IsLoopbackHost(absl::string_view host) {
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  std::string bare(host);
+  if (absl::ConsumePrefix(&host, "[") && absl::ConsumeSuffix(&host, "]")) {
+    bare = std::string(host);
+    in6_addr v6{};
+    return inet_pton(AF_INET6, bare.c_str(), &v6) == 1 &&
+           IN6_IS_ADDR_LOOPBACK(&v6);
+  }
+  in_addr v4{};
+  return inet_pton(AF_INET, bare.c_str(), &v4) == 1 &&
+         (ntohl(v4.s_addr) >> 24) == 127;
+}
+
+// Returns the base URL without trailing slashes, ready for a path.
+absl::StatusOr<std::string> CheckBaseUrl(const std::string& base_url) {
+  UrlPtr url(curl_url());
+  if (url == nullptr) return absl::ResourceExhaustedError("out of memory");
+  if (curl_url_set(url.get(), CURLUPART_URL, base_url.c_str(), 0) !=
+      CURLUE_OK) {
+    return absl::InvalidArgumentError(
+        "base_url is not an absolute http(s) URL");
+  }
+  absl::StatusOr<std::string> scheme = GetUrlPart(url.get(), CURLUPART_SCHEME);
+  absl::StatusOr<std::string> host = GetUrlPart(url.get(), CURLUPART_HOST);
+  if (!scheme.ok() || !host.ok()) {
+    return absl::InvalidArgumentError("base_url has no scheme or host");
+  }
+  if (GetUrlPart(url.get(), CURLUPART_USER).ok() ||
+      GetUrlPart(url.get(), CURLUPART_PASSWORD).ok()) {
+    return absl::InvalidArgumentError("base_url must not carry user info");
+  }
+  if (GetUrlPart(url.get(), CURLUPART_QUERY).ok() ||
+      GetUrlPart(url.get(), CURLUPART_FRAGMENT).ok()) {
+    return absl::InvalidArgumentError(
+        "base_url must not have a query or fragment");
+  }
+  const std::string lower_scheme = absl::AsciiStrToLower(*scheme);
+  if (lower_scheme == "http") {
+    if (!IsLoopbackHost(*host)) {
+      return absl::InvalidArgumentError(
+          "base_url must use https:// unless the host is loopback "
+          "(127.0.0.0/8, [::1], localhost)");
+    }
+  } else if (lower_scheme != "https") {
+    return absl::InvalidArgumentError("base_url must use https://");
+  }
+  return std::string(absl::StripSuffix(base_url, "/"));
+}
+
+// Everything one call needs while libcurl works on it. Owned by the loop;
+// its address is what libcurl's callbacks receive.
+struct Transfer {
+  UpstreamRequest request;
+  UpstreamClient::Callback done;
+  std::string url;
+  EasyPtr easy;
+  HttpAnswer answer;
+  int attempts = 0;             // times libcurl was about to send the request
+  bool refused_resend = false;  // BeforeSend stopped a second copy
+  char error[CURL_ERROR_SIZE] = {};
+};
+
+size_t KeepBody(char* data, size_t size, size_t count, void* user) {
+  auto* transfer = static_cast<Transfer*>(user);
+  const size_t length = size * count;
+  const size_t room = kMaxAnswerBytes - transfer->answer.body.size();
+  if (length > room) {
+    transfer->answer.body.append(data, room);
+    transfer->answer.truncated = true;
+    return 0;  // anything but `length` ends the transfer (CURLE_WRITE_ERROR)
+  }
+  transfer->answer.body.append(data, length);
+  return length;
+}
+
+// libcurl calls this right before it writes each attempt's request: once
+// normally, again for each silent re-send it decides on (a reused
+// connection that died before the first answer byte). A second attempt of a
+// payout is a possible double payment, so it is refused.
+int BeforeSend(void* user, char* /*remote_ip*/, char* /*local_ip*/,
+               int /*remote_port*/, int /*local_port*/) {
+  auto* transfer = static_cast<Transfer*>(user);
+  ++transfer->attempts;
+  if (transfer->attempts > 1 && !transfer->request.idempotent) {
+    transfer->refused_resend = true;
+    return CURL_PREREQFUNC_ABORT;
+  }
+  return CURL_PREREQFUNC_OK;
+}
+
+// Reads every certificate of a PEM bundle. INVALID_ARGUMENT when the file
+// cannot be read, a certificate block in it cannot be parsed, or it holds
+// none. Text around the PEM blocks is ignored, as OpenSSL does.
+absl::StatusOr<std::shared_ptr<const CaCertificates>> LoadCaBundle(
+    const std::string& path) {
+  ERR_clear_error();
+  BioPtr file(BIO_new_file(path.c_str(), "r"));
+  if (file == nullptr) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("ca_file cannot be read");
+  }
+  auto certificates = std::make_shared<CaCertificates>();
+  while (X509* certificate =
+             PEM_read_bio_X509_AUX(file.get(), nullptr, nullptr, nullptr)) {
+    certificates->emplace_back(certificate);
+  }
+  // Running out of PEM blocks is the normal end; any other error is a
+  // certificate block that does not parse.
+  const unsigned long error = ERR_peek_last_error();
+  ERR_clear_error();
+  if (ERR_GET_LIB(error) != ERR_LIB_PEM ||
+      ERR_GET_REASON(error) != PEM_R_NO_START_LINE) {
+    return absl::InvalidArgumentError(
+        "ca_file holds a certificate that cannot be parsed");
+  }
+  if (certificates->empty()) {
+    return absl::InvalidArgumentError("ca_file holds no PEM certificate");
+  }
+  return std::shared_ptr<const CaCertificates>(std::move(certificates));
+}
+
+// libcurl calls this with each new connection's OpenSSL context after it has
+// loaded the system's CAs into it (CURLOPT_SSL_CTX_FUNCTION); the extra CAs
+// join them. libcurl may hand the same certificate store again (it caches
+// it per multi handle); OpenSSL 3 accepts a certificate already there.
+CURLcode AddExtraCas(CURL* /*easy*/, void* ssl_ctx, void* user) {
+  const auto* certificates = static_cast<const CaCertificates*>(user);
+  X509_STORE* store = SSL_CTX_get_cert_store(static_cast<SSL_CTX*>(ssl_ctx));
+  if (store == nullptr) return CURLE_SSL_CACERT_BADFILE;
+  for (const CertificatePtr& certificate : *certificates) {
+    if (X509_STORE_add_cert(store, certificate.get()) != 1) {
+      ERR_clear_error();
+      return CURLE_SSL_CACERT_BADFILE;
+    }
+  }
+  return CURLE_OK;
+}
+
+// The request headers every call sends; libcurl only reads the list, so one
+// list serves every transfer for the client's lifetime.
+absl::StatusOr<SlistPtr> MakeHeaders() {
+  SlistPtr headers;
+  for (const char* header : {"Content-Type: application/json", "Expect:"}) {
+    curl_slist* longer = curl_slist_append(headers.get(), header);
+    if (longer == nullptr) {
+      return absl::ResourceExhaustedError("curl_slist_append failed");
+    }
+    (void)headers.release();  // now part of `longer`
+    headers.reset(longer);
+  }
+  return headers;
+}
+
+// Fills in the options; the easy handle is created here. `headers` and
+// `extra_cas` (null when there are none) must outlive the transfer.
+absl::Status Configure(const CurlUpstreamOptions& options,
+                       const curl_slist* headers,
+                       const CaCertificates* extra_cas, Transfer& transfer) {
+  transfer.easy.reset(curl_easy_init());
+  if (transfer.easy == nullptr) {
+    return absl::ResourceExhaustedError("curl_easy_init failed");
+  }
+
+  CURL* easy = transfer.easy.get();
+  CURLcode code = CURLE_OK;
+  const char* failed = nullptr;
+  auto set = [&](const char* name, auto option, auto value) {
+    if (code != CURLE_OK) return;
+    code = curl_easy_setopt(easy, option, value);
+    if (code != CURLE_OK) failed = name;
+  };
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(options.timeout);
+  const int64_t connect_ms =
+      std::min(timeout_ms, absl::ToInt64Milliseconds(options.connect_timeout));
+
+  set("URL", CURLOPT_URL, transfer.url.c_str());
+  set("POST", CURLOPT_POST, 1L);
+  // The body stays in `transfer.request` until the handle is cleaned up.
+  set("POSTFIELDS", CURLOPT_POSTFIELDS, transfer.request.body.data());
+  set("POSTFIELDSIZE_LARGE", CURLOPT_POSTFIELDSIZE_LARGE,
+      static_cast<curl_off_t>(transfer.request.body.size()));
+  set("HTTPHEADER", CURLOPT_HTTPHEADER, headers);
+  set("HTTP_VERSION", CURLOPT_HTTP_VERSION,
+      static_cast<long>(CURL_HTTP_VERSION_1_1));
+  set("NOSIGNAL", CURLOPT_NOSIGNAL, 1L);
+  // With the threaded resolver, a transfer that ends while its lookup is
+  // still running (timed out resolving, aborted at shutdown, or finished with
+  // an address another transfer's lookup put in the DNS cache) waits inside
+  // curl_multi_perform for the lookup thread to return: every call on the
+  // loop stalls for as long as getaddrinfo hangs. QUICK_EXIT makes libcurl
+  // detach that thread instead; it frees itself when getaddrinfo returns.
+  set("QUICK_EXIT", CURLOPT_QUICK_EXIT, 1L);
+  set("TIMEOUT_MS", CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
+  set("CONNECTTIMEOUT_MS", CURLOPT_CONNECTTIMEOUT_MS,
+      static_cast<long>(connect_ms));
+  set("FOLLOWLOCATION", CURLOPT_FOLLOWLOCATION, 0L);
+  set("PROTOCOLS_STR", CURLOPT_PROTOCOLS_STR, "http,https");
+  set("REDIR_PROTOCOLS_STR", CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  // An http_proxy/https_proxy variable in the environment must not quietly
+  // route payouts through somebody else's machine.
+  set("PROXY", CURLOPT_PROXY, "");
+  set("SSL_VERIFYPEER", CURLOPT_SSL_VERIFYPEER, 1L);
+  set("SSL_VERIFYHOST", CURLOPT_SSL_VERIFYHOST, 2L);
+  if (extra_cas != nullptr) {
+    set("SSL_CTX_FUNCTION", CURLOPT_SSL_CTX_FUNCTION, &AddExtraCas);
+    set("SSL_CTX_DATA", CURLOPT_SSL_CTX_DATA,
+        const_cast<void*>(static_cast<const void*>(extra_cas)));
+  }
+  set("WRITEFUNCTION", CURLOPT_WRITEFUNCTION, &KeepBody);
+  set("WRITEDATA", CURLOPT_WRITEDATA, static_cast<void*>(&transfer));
+  set("PREREQFUNCTION", CURLOPT_PREREQFUNCTION, &BeforeSend);
+  set("PREREQDATA", CURLOPT_PREREQDATA, static_cast<void*>(&transfer));
+  set("ERRORBUFFER", CURLOPT_ERRORBUFFER, transfer.error);
+  set("PRIVATE", CURLOPT_PRIVATE, static_cast<void*>(&transfer));
+  if (!transfer.request.idempotent) {
+    set("MAXAGE_CONN", CURLOPT_MAXAGE_CONN, kPayoutMaxIdleSeconds);
+  }
+  if (code != CURLE_OK) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("libcurl refused option CURLOPT_", failed, ": ",
+                     curl_easy_strerror(code)));
+  }
+  return absl::OkStatus();
+}
+
+// Rule for "certainly not sent": libcurl got nowhere near writing the
+// request. Three of its own facts say whether it did: BeforeSend runs right
+// before each attempt's request is written (after TCP connect and TLS
+// handshake); CURLINFO_REQUEST_SIZE counts request bytes written;
+// CURLINFO_PRETRANSFER_TIME_T is stamped when the transfer phase begins. Only
+// when all three are zero was nothing sent. The CURLcode alone does not say:
+// it names the last failure, and an idempotent call may end in
+// CURLE_COULDNT_CONNECT after an earlier attempt went out. A fact that cannot
+// be read counts as "may have been sent".
+bool MayHaveBeenSent(const Transfer& transfer) {
+  if (transfer.attempts > 0) return true;
+  long request_size = 0;
+  curl_off_t pretransfer_us = 0;
+  if (curl_easy_getinfo(transfer.easy.get(), CURLINFO_REQUEST_SIZE,
+                        &request_size) != CURLE_OK ||
+      curl_easy_getinfo(transfer.easy.get(), CURLINFO_PRETRANSFER_TIME_T,
+                        &pretransfer_us) != CURLE_OK) {
+    return true;
+  }
+  return request_size > 0 || pretransfer_us > 0;
+}
+
+// libcurl's words for a failure, without any URL query (it never quotes
+// bodies). The error buffer can be empty; strerror never is.
+std::string Describe(CURLcode code, const char* error_buffer) {
+  std::string text = error_buffer != nullptr && error_buffer[0] != '\0'
+                         ? std::string(error_buffer)
+                         : std::string(curl_easy_strerror(code));
+  for (size_t query = text.find('?'); query != std::string::npos;
+       query = text.find('?', query + 1)) {
+    const size_t end = text.find_first_of(" '\"\t\r\n", query);
+    text.replace(query, end == std::string::npos ? end : end - query, "?...");
+  }
+  return absl::StrCat(text, " (curl error ", static_cast<int>(code), ")");
+}
+
+absl::StatusOr<HttpAnswer> Outcome(Transfer& transfer, CURLcode code) {
+  if (code == CURLE_OK ||
+      (code == CURLE_WRITE_ERROR && transfer.answer.truncated)) {
+    long http_status = 0;
+    curl_easy_getinfo(transfer.easy.get(), CURLINFO_RESPONSE_CODE,
+                      &http_status);
+    transfer.answer.http_status = static_cast<int>(http_status);
+    return std::move(transfer.answer);
+  }
+  if (transfer.refused_resend) {
+    return absl::UnknownError(
+        "the connection to AOPay closed without an answer after the request "
+        "was sent; it was not re-sent and may have been received");
+  }
+  const std::string detail = Describe(code, transfer.error);
+  if (!MayHaveBeenSent(transfer)) {
+    return absl::UnavailableError(
+        absl::StrCat("could not reach AOPay, nothing was sent: ", detail));
+  }
+  if (code == CURLE_OPERATION_TIMEDOUT) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "AOPay did not answer in time; the request may have been received: ",
+        detail));
+  }
+  return absl::UnknownError(absl::StrCat(
+      "AOPay call failed after the request may have been sent: ", detail));
+}
+
+}  // namespace
+
+class CurlUpstream::Loop {
+ public:
+  Loop(CurlUpstreamOptions options, std::string base_url, SlistPtr headers,
+       std::shared_ptr<const CaCertificates> extra_cas, MultiPtr multi)
+      : options_(std::move(options)),
+        headers_(std::move(headers)),
+        extra_cas_(std::move(extra_cas)),
+        base_url_(std::move(base_url)),
+        multi_(std::move(multi)) {}
+
+  ~Loop() {
+    Shutdown(absl::ZeroDuration());
+    {
+      absl::MutexLock lock(&mu_);
+      quit_ = true;
+    }
+    curl_multi_wakeup(multi_.get());
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  void Post(UpstreamRequest request, Callback done) {
+    {
+      absl::MutexLock lock(&mu_);
+      Call call{std::move(request), std::move(done)};
+      if (stopping_) {
+        rejected_.push_back(
+            {std::move(call.done),
+             absl::CancelledError(
+                 "the upstream client is shutting down; the call was not "
+                 "sent")});
+      } else if (slots_used_ < options_.max_inflight) {
+        ++slots_used_;
+        to_start_.push_back(std::move(call));
+      } else if (waiting_.size() < options_.max_queue) {
+        waiting_.push_back(std::move(call));
+      } else {
+        rejected_.push_back(
+            {std::move(call.done),
+             absl::ResourceExhaustedError(absl::StrCat(
+                 "the upstream queue is full (", options_.max_queue,
+                 " waiting); the call was not sent"))});
+      }
+    }
+    curl_multi_wakeup(multi_.get());
+  }
+
+  size_t InFlight() const {
+    absl::MutexLock lock(&mu_);
+    return slots_used_;
+  }
+
+  size_t Queued() const {
+    absl::MutexLock lock(&mu_);
+    return waiting_.size();
+  }
+
+  void Shutdown(absl::Duration grace) {
+    {
+      absl::MutexLock lock(&mu_);
+      const absl::Time deadline =
+          absl::Now() + std::max(grace, absl::ZeroDuration());
+      deadline_ = stopping_ ? std::min(deadline_, deadline) : deadline;
+      stopping_ = true;
+    }
+    curl_multi_wakeup(multi_.get());
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&drained_));
+  }
+
+ private:
+  struct Call {
+    UpstreamRequest request;
+    Callback done;
+  };
+  struct Delivery {
+    Callback done;
+    absl::StatusOr<HttpAnswer> result;
+  };
+
+  void Run() {
+    std::vector<Delivery> out;
+    std::deque<Call> starting;  // reused: a deque allocates when built
+    while (true) {
+      starting.clear();
+      bool abort_now = false;
+      {
+        absl::MutexLock lock(&mu_);
+        starting.swap(to_start_);
+        for (Delivery& rejected : rejected_) out.push_back(std::move(rejected));
+        rejected_.clear();
+        if (stopping_ && !aborted_ && absl::Now() >= deadline_) {
+          aborted_ = abort_now = true;
+          for (Call& call : waiting_) out.push_back(Cancel(std::move(call)));
+          waiting_.clear();
+        }
+        if (aborted_) {
+          for (Call& call : starting) out.push_back(Cancel(std::move(call)));
+          slots_used_ -= starting.size();
+          starting.clear();
+        }
+      }
+      for (Call& call : starting) StartTransfer(std::move(call), out);
+      if (abort_now) AbortActive(out);
+      Deliver(out);
+
+      int running = 0;
+      curl_multi_perform(multi_.get(), &running);
+      int left = 0;
+      while (CURLMsg* message = curl_multi_info_read(multi_.get(), &left)) {
+        if (message->msg == CURLMSG_DONE) {
+          FinishTransfer(message->easy_handle, message->data.result, out);
+        }
+      }
+      Deliver(out);
+
+      int wait_ms = 1000;
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_ && slots_used_ == 0 && waiting_.empty() &&
+            rejected_.empty()) {
+          drained_ = true;
+        }
+        if (quit_ && drained_ && rejected_.empty()) break;
+        if (!to_start_.empty() || !rejected_.empty()) {
+          wait_ms = 0;
+        } else if (stopping_ && !aborted_) {
+          const int64_t until_deadline = absl::ToInt64Milliseconds(
+              absl::Ceil(deadline_ - absl::Now(), absl::Milliseconds(1)));
+          wait_ms =
+              static_cast<int>(std::clamp<int64_t>(until_deadline, 0, wait_ms));
+        }
+      }
+      // Wakes early for socket activity, libcurl's own timers, or a wakeup
+      // from Post/Shutdown (which is never lost: it leaves a byte in a pipe).
+      curl_multi_poll(multi_.get(), nullptr, 0, wait_ms, nullptr);
+    }
+  }
+
+  static Delivery Cancel(Call call) {
+    return {std::move(call.done),
+            absl::CancelledError(
+                "the upstream client shut down before the call was sent")};
+  }
+
+  void StartTransfer(Call call, std::vector<Delivery>& out) {
+    auto transfer = std::make_unique<Transfer>();
+    transfer->request = std::move(call.request);
+    transfer->done = std::move(call.done);
+    const bool has_slash = absl::StartsWith(transfer->request.path, "/");
+    transfer->url =
+        absl::StrCat(base_url_, has_slash ? "" : "/", transfer->request.path);
+    absl::Status status =
+        Configure(options_, headers_.get(), extra_cas_.get(), *transfer);
+    if (status.ok()) {
+      const CURLMcode added =
+          curl_multi_add_handle(multi_.get(), transfer->easy.get());
+      if (added != CURLM_OK) {
+        status = absl::InternalError(curl_multi_strerror(added));
+      }
+    }
+    if (!status.ok()) {
+      ReleaseSlot();
+      out.push_back({std::move(transfer->done),
+                     absl::UnavailableError(absl::StrCat(
+                         "could not set up the AOPay call, nothing was sent: ",
+                         status.message()))});
+      return;
+    }
+    CURL* easy = transfer->easy.get();
+    active_.emplace(easy, std::move(transfer));
+  }
+
+  void FinishTransfer(CURL* easy, CURLcode code, std::vector<Delivery>& out) {
+    auto found = active_.find(easy);
+    if (found == active_.end()) return;
+    std::unique_ptr<Transfer> transfer = std::move(found->second);
+    active_.erase(found);
+    curl_multi_remove_handle(multi_.get(), easy);
+    absl::StatusOr<HttpAnswer> result = Outcome(*transfer, code);
+    ReleaseSlot();
+    out.push_back({std::move(transfer->done), std::move(result)});
+  }
+
+  // Shutdown's grace is over: whatever is still on the wire is dropped.
+  void AbortActive(std::vector<Delivery>& out) {
+    for (auto& [easy, transfer] : active_) {
+      curl_multi_remove_handle(multi_.get(), easy);
+      absl::Status status =
+          MayHaveBeenSent(*transfer)
+              ? absl::UnknownError(
+                    "the upstream client shut down during the AOPay call; "
+                    "the request may have been received")
+              : absl::CancelledError(
+                    "the upstream client shut down before the call was sent");
+      ReleaseSlot();
+      out.push_back({std::move(transfer->done), std::move(status)});
+    }
+    active_.clear();
+  }
+
+  // A finished call's slot goes to the oldest waiting call, if any.
+  void ReleaseSlot() {
+    absl::MutexLock lock(&mu_);
+    if (!aborted_ && !waiting_.empty()) {
+      to_start_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    } else {
+      --slots_used_;
+    }
+  }
+
+  static void Deliver(std::vector<Delivery>& out) {
+    for (Delivery& delivery : out) {
+      if (delivery.done) delivery.done(std::move(delivery.result));
+    }
+    out.clear();
+  }
+
+  const CurlUpstreamOptions options_;
+  const SlistPtr headers_;  // shared by every transfer
+  const std::shared_ptr<const CaCertificates> extra_cas_;  // null: none
+  const std::string base_url_;
+  const MultiPtr multi_;  // curl_multi_wakeup from any thread; else loop only
+  // Loop thread only. Declared after multi_ so the handles go first.
+  std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
+
+  mutable absl::Mutex mu_;
+  std::deque<Call> to_start_ ABSL_GUARDED_BY(mu_);  // hold a slot
+  std::deque<Call> waiting_ ABSL_GUARDED_BY(mu_);   // wait for a slot
+  std::vector<Delivery> rejected_ ABSL_GUARDED_BY(mu_);
+  // Calls in to_start_ or on the wire.
+  size_t slots_used_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  bool aborted_ ABSL_GUARDED_BY(mu_) = false;  // grace is over
+  bool drained_ ABSL_GUARDED_BY(mu_) = false;  // every callback has run
+  bool quit_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::thread thread_;
+};
+
+absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
+    CurlUpstreamOptions options) {
+  absl::StatusOr<std::string> base_url = CheckBaseUrl(options.base_url);
+  if (!base_url.ok()) return base_url.status();
+  if (options.timeout <= absl::ZeroDuration() ||
+      options.connect_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "timeout and connect_timeout must be positive");
+  }
+  if (options.max_inflight == 0) {
+    return absl::InvalidArgumentError("max_inflight must be at least 1");
+  }
+  std::shared_ptr<const CaCertificates> extra_cas;
+  if (!options.ca_file.empty()) {
+    absl::StatusOr<std::shared_ptr<const CaCertificates>> loaded =
+        LoadCaBundle(options.ca_file);
+    if (!loaded.ok()) return loaded.status();
+    extra_cas = *std::move(loaded);
+  }
+
+  // A dry run of the per-call options finds a libcurl without one of them
+  // (CURLOPT_PREREQFUNCTION needs 7.80, CURLOPT_QUICK_EXIT 7.87,
+  // CURLOPT_SSL_CTX_FUNCTION the OpenSSL backend) before any payout depends
+  // on it.
+  absl::StatusOr<SlistPtr> headers = MakeHeaders();
+  if (!headers.ok()) return headers.status();
+  Transfer probe;
+  probe.url = *base_url;
+  if (absl::Status status =
+          Configure(options, headers->get(), extra_cas.get(), probe);
+      !status.ok()) {
+    return status;
+  }
+
+  MultiPtr multi(curl_multi_init());
+  if (multi == nullptr) {
+    return absl::ResourceExhaustedError("curl_multi_init failed");
+  }
+  const long max_connects =
+      static_cast<long>(std::min<size_t>(options.max_inflight, 1 << 20));
+  if (curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, max_connects) !=
+          CURLM_OK ||
+      curl_multi_setopt(multi.get(), CURLMOPT_PIPELINING,
+                        static_cast<long>(CURLPIPE_NOTHING)) != CURLM_OK) {
+    return absl::FailedPreconditionError(
+        "libcurl refused the connection cache options");
+  }
+  auto loop = std::make_unique<Loop>(std::move(options), *std::move(base_url),
+                                     *std::move(headers), std::move(extra_cas),
+                                     std::move(multi));
+  loop->Start();
+  return std::unique_ptr<CurlUpstream>(new CurlUpstream(std::move(loop)));
+}
+
+CurlUpstream::CurlUpstream(std::unique_ptr<Loop> loop)
+    : loop_(std::move(loop)) {}
+
+CurlUpstream::~CurlUpstream() = default;
+
+void CurlUpstream::Shutdown(absl::Duration grace) { loop_->Shutdown(grace); }
+
+void CurlUpstream::Post(UpstreamRequest request, Callback done) {
+  loop_->Post(std::move(request), std::move(done));
+}
+
+size_t CurlUpstream::InFlight() const { return loop_->InFlight(); }
+
+size_t CurlUpstream::Queued() const { return loop_->Queued(); }
+
+}  // namespace aopay
