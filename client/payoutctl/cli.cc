@@ -1,0 +1,241 @@
+#include "client/payoutctl/cli.h"
+
+#include <algorithm>
+#include <iterator>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/flags/reflection.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+
+namespace aopay {
+namespace payoutctl {
+namespace {
+
+constexpr absl::string_view kGlobalFlags[] = {
+    "target",     "json",   "timeout",  "token",
+    "token_file", "tls_ca", "tls_cert", "tls_key"};
+
+// Flags that absl itself defines and handles.
+bool IsAbslBuiltinFlag(absl::string_view name) {
+  return name == "flagfile" || name == "fromenv" || name == "tryfromenv" ||
+         name == "undefok" || name == "version";
+}
+
+bool IsHelpFlag(absl::string_view name) {
+  return name == "help" || name == "helpfull" || name == "helpshort" ||
+         name == "helppackage" || name == "h" || name == "?";
+}
+
+constexpr absl::string_view kUsageHead =
+    R"(payoutctl: command-line client of the AOPay payout gateway.
+
+Usage: payoutctl <command> [flags]
+       payoutctl help
+
+The gateway is --target, else $PAYOUT_TARGET, else 127.0.0.1:50051.
+Human output masks account numbers, mobiles and e-mails; --json prints the
+full response. Errors show the gRPC code, the message, the reason, every field
+violation and the retry delay.
+)";
+
+constexpr absl::string_view kUsageTail =
+    R"(
+Exit codes:
+  0      success
+  1      local failure (e.g. the output could not be written)
+  2      usage: unknown command, unknown or bad flag, unreadable file
+  3      batch: the stream completed but at least one payout failed
+  10+N   the gateway answered with gRPC code N:
+           11 CANCELLED            19 FAILED_PRECONDITION
+           12 UNKNOWN              20 ABORTED
+           13 INVALID_ARGUMENT     21 OUT_OF_RANGE
+           14 DEADLINE_EXCEEDED    22 UNIMPLEMENTED
+           15 NOT_FOUND            23 INTERNAL
+           16 ALREADY_EXISTS       24 UNAVAILABLE
+           17 PERMISSION_DENIED    25 DATA_LOSS
+           18 RESOURCE_EXHAUSTED   26 UNAUTHENTICATED
+
+A create that ends in DEADLINE_EXCEEDED, UNAVAILABLE or ABORTED may be retried
+with the same --request_id: the gateway sends a payout at most once per id.
+
+Examples:
+  payoutctl create --account 100000011836 --ifsc SBIN0000002 --name "Dean Jon" \
+      --email abc@gmail.com --mobile 9959640000 --amount 12.00 --mode IMPS
+  payoutctl get --request_id 6f1c2d0e-...
+  payoutctl list --state UNKNOWN --all
+  payoutctl resolve --payout_id po_... --state SUCCEEDED --note "bank stmt 12/3"
+  payoutctl batch --file payouts.jsonl --json
+)";
+
+void AppendFlagHelp(std::string& out, absl::string_view name) {
+  const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  if (flag == nullptr) return;
+  std::string head = absl::StrCat("  --", name);
+  const std::string def = flag->DefaultValue();
+  if (!def.empty() && !flag->IsOfType<bool>()) {
+    absl::StrAppend(&head, " (default ", def, ")");
+  }
+  absl::StrAppend(&out, head, "\n");
+  // Word-wrapped to fit an 80-column terminal.
+  std::string line = "     ";
+  for (absl::string_view word :
+       absl::StrSplit(flag->Help(), ' ', absl::SkipEmpty())) {
+    if (line.size() + 1 + word.size() > 78 && line.size() > 5) {
+      absl::StrAppend(&out, line, "\n");
+      line = "     ";
+    }
+    absl::StrAppend(&line, " ", word);
+  }
+  absl::StrAppend(&out, line, "\n");
+}
+
+}  // namespace
+
+const std::vector<Command>& Commands() {
+  static const auto* commands = new std::vector<Command>{
+      {"create",
+       "send one payout (CreatePayout)",
+       {"request_id", "account", "ifsc", "name", "email", "mobile", "amount",
+        "amount_paise", "mode"}},
+      {"get",
+       "read one payout by --payout_id or --request_id",
+       {"payout_id", "request_id"}},
+      {"list",
+       "list payouts, newest first",
+       {"state", "page_size", "page_token", "all"}},
+      {"refresh", "ask AOPay for a payout's state now", {"payout_id"}},
+      {"resolve",
+       "record an operator's outcome for an UNKNOWN or ACCEPTED payout",
+       {"payout_id", "state", "transaction_id", "note"}},
+      {"batch",
+       "create many payouts over one stream; prints one result line each",
+       {"file"}},
+  };
+  return *commands;
+}
+
+const Command* FindCommand(absl::string_view name) {
+  for (const Command& command : Commands()) {
+    if (command.name == name) return &command;
+  }
+  return nullptr;
+}
+
+bool FlagApplies(absl::string_view name, const Command& command) {
+  return IsAbslBuiltinFlag(name) ||
+         std::find(std::begin(kGlobalFlags), std::end(kGlobalFlags), name) !=
+             std::end(kGlobalFlags) ||
+         std::find(command.flags.begin(), command.flags.end(), name) !=
+             command.flags.end();
+}
+
+std::string Usage() {
+  std::string out(kUsageHead);
+  absl::StrAppend(&out, "\nCommands:\n");
+  for (const Command& command : Commands()) {
+    absl::StrAppend(
+        &out, absl::StrFormat("  %-9s%s\n", command.name, command.summary));
+  }
+  absl::StrAppend(&out, "  help     show this text\n\nGlobal flags:\n");
+  for (absl::string_view name : kGlobalFlags) AppendFlagHelp(out, name);
+  for (const Command& command : Commands()) {
+    absl::StrAppend(&out, "\n", command.name, " flags:\n");
+    for (const std::string& name : command.flags) AppendFlagHelp(out, name);
+  }
+  absl::StrAppend(&out, kUsageTail);
+  return out;
+}
+
+absl::StatusOr<ScannedArgs> ScanArgs(int argc, char** argv) {
+  ScannedArgs scanned;
+  scanned.argv.push_back(argc > 0 ? argv[0] : "payoutctl");
+  std::vector<std::string> states;
+  bool state_given = false;
+  std::vector<std::string> rest;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--") {
+      rest.push_back("--");  // what follows stays positional for absl too
+      for (++i; i < argc; ++i) {
+        scanned.positional.push_back(argv[i]);
+        rest.push_back(argv[i]);
+      }
+      break;
+    }
+    if (arg.size() < 2 || arg[0] != '-') {
+      scanned.positional.push_back(std::string(arg));
+      rest.push_back(std::string(arg));
+      continue;
+    }
+    absl::string_view body = arg.substr(arg[1] == '-' ? 2 : 1);
+    absl::string_view name = body;
+    std::optional<std::string> value;
+    if (const size_t eq = body.find('='); eq != absl::string_view::npos) {
+      name = body.substr(0, eq);
+      value = std::string(body.substr(eq + 1));
+    }
+    if (IsHelpFlag(name)) {
+      scanned.help = true;
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      const absl::CommandLineFlag* negated =
+          absl::FindCommandLineFlag(name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>() && !value) {
+        scanned.given.insert(std::string(name.substr(2)));
+        rest.push_back(std::string(arg));
+        continue;
+      }
+    }
+    if (flag == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    }
+    if (!value && !flag->IsOfType<bool>()) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    scanned.given.insert(std::string(name));
+    if (IsAbslBuiltinFlag(name)) {
+      rest.push_back(value ? absl::StrCat("--", name, "=", *value)
+                           : std::string(arg));
+      continue;
+    }
+    if (name == "state") {
+      state_given = true;
+      states.push_back(*value);
+      continue;
+    }
+    // Check the value now, so a bad one is a usage error (exit 2). Parsing
+    // sets the flag; absl::ParseCommandLine sets it again to the same value.
+    std::string error;
+    if (value && !flag->ParseFrom(*value, &error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad value for --", name, ": ", error));
+    }
+    rest.push_back(value ? absl::StrCat("--", name, "=", *value)
+                         : std::string(arg));
+  }
+  if (state_given) {
+    scanned.argv.push_back(
+        absl::StrCat("--state=", absl::StrJoin(states, ",")));
+  }
+  scanned.argv.insert(scanned.argv.end(), rest.begin(), rest.end());
+  return scanned;
+}
+
+}  // namespace payoutctl
+}  // namespace aopay

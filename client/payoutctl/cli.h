@@ -1,0 +1,59 @@
+#ifndef AOPAY_CLIENT_PAYOUTCTL_CLI_H_
+#define AOPAY_CLIENT_PAYOUTCTL_CLI_H_
+
+// payoutctl's command line: the table of sub-commands and the flags each
+// takes, the --help text, and the first pass over argv. Everything here reads
+// the flag registry (absl/flags/reflection.h), so it works only in a binary
+// that defines payoutctl's flags.
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace aopay {
+namespace payoutctl {
+
+// A sub-command, with the flags it takes besides the global ones.
+struct Command {
+  std::string name;
+  std::string summary;
+  std::vector<std::string> flags;
+};
+
+// Every sub-command, in usage order. The table lives as long as the process.
+const std::vector<Command>& Commands();
+
+// The sub-command called `name`, or nullptr if there is none.
+const Command* FindCommand(absl::string_view name);
+
+// Whether flag `name` may be given with `command`: a global flag, one of the
+// command's own, or one that absl itself handles (--flagfile and the like).
+bool FlagApplies(absl::string_view name, const Command& command);
+
+// The full --help text: commands, every flag with its default and help, exit
+// codes and examples.
+std::string Usage();
+
+// What a first pass over argv found. It exists because absl flags cannot
+// repeat a flag (--state A --state B), cannot tell "given" from "default",
+// and exit with status 1 on a bad flag where payoutctl promises 2.
+struct ScannedArgs {
+  std::vector<std::string> argv;  // for absl::ParseCommandLine
+  std::set<std::string> given;    // flags named on the command line
+  std::vector<std::string> positional;
+  bool help = false;
+};
+
+// Splits argv into flags and positional arguments, checking each flag's value
+// (and setting it) as it goes. Repeated --state values are joined into one
+// comma list for absl. An unknown flag, a missing or bad value is an
+// InvalidArgument error whose message is fit for the user.
+[[nodiscard]] absl::StatusOr<ScannedArgs> ScanArgs(int argc, char** argv);
+
+}  // namespace payoutctl
+}  // namespace aopay
+
+#endif  // AOPAY_CLIENT_PAYOUTCTL_CLI_H_

@@ -1,0 +1,65 @@
+#ifndef AOPAY_CLIENT_PAYOUTCTL_COMMANDS_H_
+#define AOPAY_CLIENT_PAYOUTCTL_COMMANDS_H_
+
+// payoutctl's sub-commands. Each Run* function reads its flags (flags.h),
+// makes its calls through ctx.client, prints the outcome (output.h) and
+// returns the exit code; a problem with the command line itself (a bad or
+// missing flag value, an unreadable file) is an InvalidArgument status
+// instead, whose message is fit for the user and which the caller turns
+// into exit code 2. `given` names the flags set on the command line.
+
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "client/payout_client.h"
+#include "client/payoutctl/output.h"
+
+namespace aopay {
+namespace payoutctl {
+
+// create: one CreatePayout. Without --request_id a fresh one is made and
+// printed on stderr; after an error that may be retried, says how to retry.
+[[nodiscard]] absl::StatusOr<int> RunCreate(const Context& ctx,
+                                            const std::set<std::string>& given);
+
+// get: one GetPayout by exactly one of --payout_id and --request_id.
+[[nodiscard]] absl::StatusOr<int> RunGet(const Context& ctx,
+                                         const std::set<std::string>& given);
+
+// list: one page of ListPayouts, or every page with --all.
+[[nodiscard]] absl::StatusOr<int> RunList(const Context& ctx);
+
+// refresh: one RefreshPayout.
+[[nodiscard]] absl::StatusOr<int> RunRefresh(const Context& ctx);
+
+// resolve: one ResolvePayout; --state, if given, must be given once.
+[[nodiscard]] absl::StatusOr<int> RunResolve(
+    const Context& ctx, const std::set<std::string>& given);
+
+// batch: every line of --file parsed first, then one BatchCreatePayouts
+// stream; one result line per request. kExitBatchPartial if any failed.
+[[nodiscard]] absl::StatusOr<int> RunBatch(const Context& ctx);
+
+// A random RFC 4122 version 4 UUID in its 36-character text form.
+std::string NewUuidV4();
+
+// A payout state by name, with or without PAYOUT_STATE_, any case;
+// UNSPECIFIED and unknown names are usage errors.
+[[nodiscard]] absl::StatusOr<v1::PayoutState> ParseState(
+    absl::string_view text);
+
+// A transfer mode by name, with or without TRANSFER_MODE_, any case;
+// UNSPECIFIED and unknown names are usage errors.
+[[nodiscard]] absl::StatusOr<v1::TransferMode> ParseMode(
+    absl::string_view text);
+
+// The bytes of the file at `path`; a usage error if it cannot be read.
+[[nodiscard]] absl::StatusOr<std::string> ReadWholeFile(
+    const std::string& path);
+
+}  // namespace payoutctl
+}  // namespace aopay
+
+#endif  // AOPAY_CLIENT_PAYOUTCTL_COMMANDS_H_
