@@ -32,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/internal/cctz/include/cctz/time_zone.h"
 #include "absl/time/time.h"
 
 #define PAYOUT_TSAN_STRINGIFY_INNER(x) #x
@@ -57,6 +58,32 @@ Function Next(const char* name) {
   }
   return reinterpret_cast<Function>(found);
 }
+
+// cctz (libabsl_time_zone) keeps the lock of its map of loaded zones in a
+// function-local static `new std::mutex` (TimeZoneMutex), built by the first
+// load of a named zone. gRPC formats times when it builds or prints error
+// statuses, so that is whichever gRPC thread first handles a failed call. A
+// later thread finds the static built with a plain load of its guard inside
+// the uninstrumented library, skipping __cxa_guard_acquire, so TSan reported
+// its pthread_mutex_lock as racing with the allocation. Loading a named zone
+// here, before main and so before any other thread exists, builds the static
+// on the main thread; thread creation then orders it before every user. The
+// library is looked up rather than linked: not every binary uses it.
+const bool kTimeZoneStaticsBuilt = [] {
+  using Type =
+      bool (*)(const std::string&, absl::time_internal::cctz::time_zone*);
+  const std::string ns =
+      PAYOUT_TSAN_STRINGIFY(ABSL_OPTION_INLINE_NAMESPACE_NAME);
+  const std::string name =
+      "_ZN4absl" + std::to_string(ns.size()) + ns +
+      "13time_internal4cctz14load_time_zoneERKNSt7__cxx1112basic_string"
+      "IcSt11char_traitsIcESaIcEEEPNS2_9time_zoneE";
+  if (void* load = dlsym(RTLD_DEFAULT, name.c_str())) {
+    absl::time_internal::cctz::time_zone zone;
+    reinterpret_cast<Type>(load)("localtime", &zone);
+  }
+  return true;
+}();
 
 // Writers release here; readers release to ReaderAddress.
 void* WriterAddress(const absl::Mutex* mu) {

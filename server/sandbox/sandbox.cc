@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -71,6 +72,82 @@ constexpr int kListenBacklog = 4096;
 constexpr size_t kKeepAliveMaxCount = 100000;
 constexpr size_t kMaxBodyBytes = 1 << 20;
 constexpr absl::Duration kStartTimeout = absl::Seconds(30);
+
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer builds only. Debian's libcpp-httplib is not instrumented
+// and builds function-local statics on first use: the set of request
+// methods in Server::parse_request_line, and regexes in Client's
+// constructor and ClientImpl::read_response_line. A thread that finds such a
+// static already built skips __cxa_guard_acquire (the only step TSan sees)
+// after a plain load of the guard inside the library, so its reads were
+// reported as racing with the thread that built it (the sandbox's workers;
+// sandbox_test's client threads). Building them here, on the thread that
+// starts the sandbox and before the listener, its workers or a test's
+// client threads exist, lets thread creation order them before every user.
+// Nothing goes over the network: a throwaway server parses a request, and a
+// throwaway client reads an answer, from memory.
+
+// Reads `input` and discards what is written back.
+class MemoryStream : public httplib::Stream {
+ public:
+  explicit MemoryStream(std::string input) : input_(std::move(input)) {}
+  bool is_readable() const override { return true; }
+  bool is_writable() const override { return true; }
+  ssize_t read(char* ptr, size_t size) override {
+    const size_t n = std::min(size, input_.size() - read_);
+    std::memcpy(ptr, input_.data() + read_, n);
+    read_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char*, size_t size) override {
+    return static_cast<ssize_t>(size);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    ip = "127.0.0.1";
+    port = 0;
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    ip = "127.0.0.1";
+    port = 0;
+  }
+  socket_t socket() const override { return INVALID_SOCKET; }
+
+ private:
+  const std::string input_;
+  size_t read_ = 0;
+};
+
+class ServerStaticsWarmer : public httplib::Server {
+ public:
+  void Warm() {
+    MemoryStream stream("GET / HTTP/1.1\r\n\r\n");  // answered 404
+    bool connection_closed = false;
+    process_request(stream, /*close_connection=*/true, connection_closed,
+                    nullptr);
+  }
+};
+
+class ClientStaticsWarmer : public httplib::ClientImpl {
+ public:
+  ClientStaticsWarmer() : httplib::ClientImpl("127.0.0.1", 1) {}
+  void Warm() {
+    MemoryStream stream("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    httplib::Request request;
+    request.method = "GET";
+    request.path = "/";
+    httplib::Response response;
+    httplib::Error error = httplib::Error::Success;
+    process_request(stream, request, response, /*close_connection=*/false,
+                    error);
+  }
+};
+
+void WarmHttplibStatics() {
+  ServerStaticsWarmer().Warm();
+  ClientStaticsWarmer().Warm();
+  httplib::Client client("http://127.0.0.1:1");  // parses the URL only
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // JSON, with RapidJSON directly: the sandbox must not share the gateway's
@@ -534,6 +611,9 @@ class Sandbox::Impl {
 };
 
 absl::Status Sandbox::Impl::Start() {
+#if defined(__SANITIZE_THREAD__)
+  WarmHttplibStatics();
+#endif
   if (!options_.journal_path.empty()) {
     absl::StatusOr<std::unique_ptr<Journal>> journal =
         Journal::Open(options_.journal_path);
