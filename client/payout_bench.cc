@@ -2,20 +2,25 @@
 // --payouts CreatePayout calls through the gRPC callback API, either closed
 // loop (--concurrency calls in flight) or open loop (--rate calls a second,
 // latency measured from each call's intended send time so a slow gateway
-// cannot hide its queueing), and reports throughput, latency percentiles and
-// the count of each gRPC code.
+// cannot hide its queueing), or all of them over one BatchCreatePayouts
+// stream (--mode=batch). A share of the calls can re-send an earlier request
+// id with identical parameters (--replay_fraction); --echo drives the bare
+// echo server of tests/bench with the same load. Reports throughput, latency
+// percentiles and the count of each gRPC code, and prints progress to stderr
+// every second.
 //
 // Exit status: 0 when the run completed (errors are counted, not fatal),
-// 1 when the gateway could not be reached, 2 on bad flags.
+// 1 when the server could not be reached, 2 on bad flags.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,39 +28,56 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/hash/hash.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/bench/load.h"
 #include "client/payout_client.h"
 #include "common/money.h"
 #include "rapidjson/prettywriter.h"
 #include "rapidjson/stringbuffer.h"
 
 ABSL_FLAG(std::string, target, "",
-          "Gateway address host:port. Default: $PAYOUT_TARGET if set, else "
+          "Server address host:port. Default: $PAYOUT_TARGET if set, else "
           "127.0.0.1:50051.");
-ABSL_FLAG(int64_t, payouts, 1000, "Total CreatePayout calls to make.");
+ABSL_FLAG(int64_t, payouts, 1000, "Total payouts to send.");
+ABSL_FLAG(std::string, mode, "unary",
+          "unary: one CreatePayout call per payout; batch: every payout over "
+          "one BatchCreatePayouts stream (payouts/s, latency per answer).");
 ABSL_FLAG(std::optional<int32_t>, concurrency, std::nullopt,
-          "Closed loop: keep this many calls in flight (default 32).");
+          "Closed loop (unary): keep this many calls in flight (default 32).");
 ABSL_FLAG(std::optional<double>, rate, std::nullopt,
-          "Open loop: start this many calls a second, whatever is in flight. "
-          "Latency is then measured from each call's intended send time.");
-ABSL_FLAG(std::string, mode, "IMPS", "Transfer mode: IMPS or NEFT.");
+          "Open loop (unary): start this many calls a second, whatever is in "
+          "flight. Latency is then measured from each call's intended send "
+          "time (no coordinated omission).");
+ABSL_FLAG(double, replay_fraction, 0,
+          "Share of calls (0..1) that re-send the request id of an earlier, "
+          "already answered call with identical parameters (an idempotent "
+          "replay).");
+ABSL_FLAG(bool, echo, false,
+          "Call the bare echo server's aopay.echo.v1.EchoService/Echo "
+          "(tests/bench/echo-server) instead of CreatePayout (unary only).");
+ABSL_FLAG(bool, progress, true,
+          "Print sent, done, rate and errors to stderr every second.");
+ABSL_FLAG(std::string, transfer_mode, "IMPS", "Transfer mode: IMPS or NEFT.");
 ABSL_FLAG(int64_t, amount_paise, 100, "Amount of every payout, in paise.");
 ABSL_FLAG(std::string, request_prefix, "",
           "Request ids are PREFIX-N. Default: a random run id, so runs never "
           "collide with each other.");
 ABSL_FLAG(std::string, account, "",
-          "Send every payout to this account. Default: random 12-digit "
-          "accounts that avoid the sandbox's scripted endings.");
+          "Send every payout to this account. Default: 12-digit accounts "
+          "derived from the request id that avoid the sandbox's scripted "
+          "endings.");
 ABSL_FLAG(std::string, ifsc, "SBIN0000002", "Beneficiary IFSC.");
 ABSL_FLAG(std::string, token, "",
           "Bearer token. When neither --token nor --token_file is given, "
@@ -65,9 +87,10 @@ ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle; turns TLS on.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mTLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, json_out, "", "Also write the report as JSON here.");
-ABSL_FLAG(absl::Duration, timeout, absl::Seconds(60), "Deadline of each call.");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(60),
+          "Deadline of each call (of the whole stream with --mode=batch).");
 ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(10),
-          "How long to wait for the gateway to accept a connection.");
+          "How long to wait for the server to accept a connection.");
 
 namespace aopay {
 namespace {
@@ -80,34 +103,13 @@ constexpr int32_t kDefaultConcurrency = 32;
 constexpr size_t kMaxRequestIdLength = 64;
 constexpr int kGrpcCodes = 17;
 
-// Account endings that make the sandbox answer with a scripted error or
-// delay (contract section 8); random accounts never end in them.
-constexpr int kScriptedEndings[] = {403, 409, 412, 422, 429,
-                                    500, 502, 504, 601, 602};
-
 struct Options {
   std::string target;
-  int64_t payouts = 0;
-  int32_t concurrency = 0;     // closed loop when > 0
-  std::optional<double> rate;  // open loop when set
-  v1::TransferMode mode = v1::TRANSFER_MODE_UNSPECIFIED;
-  int64_t amount_paise = 0;
-  std::string request_prefix;
-  std::string account;  // empty: random
-  std::string ifsc;
-  absl::Duration timeout;
+  bool batch = false;
+  bool echo = false;
+  bench::RequestShape shape;
+  bench::LoadOptions load;
 };
-
-std::string RandomAccount() {
-  thread_local absl::BitGen gen;
-  int ending;
-  do {
-    ending = absl::Uniform(gen, 0, 10000);
-  } while (std::find(std::begin(kScriptedEndings), std::end(kScriptedEndings),
-                     ending) != std::end(kScriptedEndings));
-  const int64_t head = absl::Uniform<int64_t>(gen, 10000000, 100000000);
-  return absl::StrFormat("%08d%04d", head, ending);
-}
 
 std::string RandomRunId() {
   absl::BitGen gen;
@@ -120,90 +122,9 @@ bool IsRequestIdChar(char c) {
          c == '-';
 }
 
-// Runs the load and keeps one sample per call. Thread-safe in the way it is
-// used: Run() from one thread; completions arrive on gRPC threads and each
-// writes only its own slot.
-class Bench {
- public:
-  Bench(const PayoutClient& client, const Options& options)
-      : client_(client),
-        options_(options),
-        latency_ns_(options.payouts, 0),
-        codes_(options.payouts, 0) {}
-
-  // Blocks until every call has completed. Returns the wall time.
-  absl::Duration Run() {
-    start_ = absl::Now();
-    if (options_.rate) {
-      const absl::Duration interval = absl::Seconds(1) / *options_.rate;
-      for (int64_t i = 0; i < options_.payouts; ++i) {
-        const absl::Time intended = start_ + interval * i;
-        // Pacing, not synchronisation: the schedule is the point of an open
-        // loop.
-        const absl::Duration wait = intended - absl::Now();
-        if (wait > absl::ZeroDuration()) absl::SleepFor(wait);
-        Issue(i, intended);
-      }
-    } else {
-      const int64_t first =
-          std::min<int64_t>(options_.concurrency, options_.payouts);
-      next_.store(first);
-      for (int64_t i = 0; i < first; ++i) Issue(i, absl::Now());
-    }
-    all_done_.WaitForNotification();
-    return end_ - start_;
-  }
-
-  const std::vector<int64_t>& latency_ns() const { return latency_ns_; }
-  const std::vector<uint8_t>& codes() const { return codes_; }
-
- private:
-  void Issue(int64_t index, absl::Time intended) {
-    v1::CreatePayoutRequest request;
-    request.set_request_id(absl::StrCat(options_.request_prefix, "-", index));
-    v1::Beneficiary& b = *request.mutable_beneficiary();
-    b.set_account_number(options_.account.empty() ? RandomAccount()
-                                                  : options_.account);
-    b.set_ifsc(options_.ifsc);
-    b.set_name("Bench Beneficiary");
-    b.set_email("bench@example.com");
-    b.set_mobile("9876543210");
-    request.set_amount_paise(options_.amount_paise);
-    request.set_mode(options_.mode);
-    client_.CreatePayoutAsync(
-        request, options_.timeout,
-        [this, index, intended](absl::StatusOr<v1::Payout> result) {
-          OnDone(index, intended, result.status());
-        });
-  }
-
-  void OnDone(int64_t index, absl::Time intended, const absl::Status& status) {
-    const absl::Time now = absl::Now();
-    latency_ns_[index] = absl::ToInt64Nanoseconds(now - intended);
-    codes_[index] = static_cast<uint8_t>(status.code());
-    if (!options_.rate) {
-      const int64_t next = next_.fetch_add(1);
-      if (next < options_.payouts) Issue(next, absl::Now());
-    }
-    if (completed_.fetch_add(1) + 1 == options_.payouts) {
-      end_ = now;
-      all_done_.Notify();  // last use of `this` on this thread
-    }
-  }
-
-  const PayoutClient& client_;
-  const Options options_;
-  absl::Time start_;
-  absl::Time end_;  // written by the last completion, before Notify()
-  std::vector<int64_t> latency_ns_;
-  std::vector<uint8_t> codes_;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int64_t> completed_{0};
-  absl::Notification all_done_;
-};
-
 struct Report {
   int64_t payouts = 0;
+  int64_t replays = 0;
   double wall_seconds = 0;
   double per_second = 0;
   // p50, p90, p99, p99.9 and max, in milliseconds.
@@ -219,12 +140,13 @@ double PercentileMs(const std::vector<int64_t>& sorted, double q) {
   return sorted[rank - 1] / 1e6;
 }
 
-Report Summarise(const Bench& bench, absl::Duration wall) {
+Report Summarise(const bench::Samples& samples) {
   Report report;
-  std::vector<int64_t> sorted = bench.latency_ns();
+  std::vector<int64_t> sorted = samples.latency_ns;
   std::sort(sorted.begin(), sorted.end());
   report.payouts = static_cast<int64_t>(sorted.size());
-  report.wall_seconds = absl::ToDoubleSeconds(wall);
+  report.replays = std::count(samples.replay.begin(), samples.replay.end(), 1);
+  report.wall_seconds = absl::ToDoubleSeconds(samples.wall);
   report.per_second =
       report.wall_seconds > 0 ? report.payouts / report.wall_seconds : 0;
   report.p50 = PercentileMs(sorted, 0.50);
@@ -233,7 +155,10 @@ Report Summarise(const Bench& bench, absl::Duration wall) {
   report.p999 = PercentileMs(sorted, 0.999);
   report.max = sorted.empty() ? 0 : sorted.back() / 1e6;
   int64_t counts[kGrpcCodes] = {};
-  for (const uint8_t code : bench.codes()) ++counts[code];
+  for (const absl::StatusCode code : samples.codes) {
+    const int index = static_cast<int>(code);
+    ++counts[index >= 0 && index < kGrpcCodes ? index : 2];  // 2: UNKNOWN
+  }
   for (int code = 0; code < kGrpcCodes; ++code) {
     if (counts[code] == 0) continue;
     report
@@ -244,8 +169,18 @@ Report Summarise(const Bench& bench, absl::Duration wall) {
 }
 
 std::string LoopText(const Options& options) {
-  if (options.rate) return absl::StrFormat("open loop, %g/s", *options.rate);
-  return absl::StrCat("closed loop, concurrency ", options.concurrency);
+  if (options.batch) return "one BatchCreatePayouts stream";
+  std::string text =
+      options.load.rate
+          ? absl::StrFormat("open loop, %g/s", *options.load.rate)
+          : absl::StrCat("closed loop, concurrency ", options.load.concurrency);
+  if (options.echo) absl::StrAppend(&text, ", echo");
+  return text;
+}
+
+std::string TransferModeName(const Options& options) {
+  return std::string(absl::StripPrefix(
+      v1::TransferMode_Name(options.shape.mode), "TRANSFER_MODE_"));
 }
 
 std::string HumanReport(const Options& options, const Report& r) {
@@ -255,15 +190,15 @@ std::string HumanReport(const Options& options, const Report& r) {
   }
   return absl::StrFormat(
       "payout-bench: %d payouts of \u20b9%s %s to %s (%s), run %s\n"
+      "replays       %d\n"
       "wall time     %.3f s\n"
       "throughput    %.1f payouts/s\n"
       "latency (ms)  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n"
       "codes         %s\n",
-      r.payouts, FormatRupees(options.amount_paise),
-      absl::StripPrefix(v1::TransferMode_Name(options.mode), "TRANSFER_MODE_"),
-      options.target, LoopText(options), options.request_prefix, r.wall_seconds,
-      r.per_second, r.p50, r.p90, r.p99, r.p999, r.max,
-      absl::StrJoin(codes, "  "));
+      r.payouts, FormatRupees(options.shape.amount_paise),
+      TransferModeName(options), options.target, LoopText(options),
+      options.shape.request_prefix, r.replays, r.wall_seconds, r.per_second,
+      r.p50, r.p90, r.p99, r.p999, r.max, absl::StrJoin(codes, "  "));
 }
 
 std::string JsonReport(const Options& options, const Report& r) {
@@ -276,21 +211,29 @@ std::string JsonReport(const Options& options, const Report& r) {
   w.StartObject();
   key("target");
   str(options.target);
+  key("method");
+  str(options.batch  ? "BatchCreatePayouts"
+      : options.echo ? "Echo"
+                     : "CreatePayout");
   key("mode");
-  str(absl::StripPrefix(v1::TransferMode_Name(options.mode), "TRANSFER_MODE_"));
+  str(TransferModeName(options));
   key("amountPaise");
-  w.Int64(options.amount_paise);
+  w.Int64(options.shape.amount_paise);
   key("requestPrefix");
-  str(options.request_prefix);
+  str(options.shape.request_prefix);
   key("loop");
-  str(options.rate ? "open" : "closed");
-  if (options.rate) {
+  str(options.batch ? "batch" : options.load.rate ? "open" : "closed");
+  if (options.load.rate) {
     key("rate");
-    w.Double(*options.rate);
-  } else {
+    w.Double(*options.load.rate);
+  } else if (!options.batch) {
     key("concurrency");
-    w.Int(options.concurrency);
+    w.Int(options.load.concurrency);
   }
+  key("replayFraction");
+  w.Double(options.load.replay_fraction);
+  key("replays");
+  w.Int64(r.replays);
   key("payouts");
   w.Int64(r.payouts);
   key("wallTimeSeconds");
@@ -329,54 +272,83 @@ absl::StatusOr<Options> ReadOptions() {
     const char* env = std::getenv("PAYOUT_TARGET");
     options.target = env != nullptr && *env != '\0' ? env : kDefaultTarget;
   }
-  options.payouts = absl::GetFlag(FLAGS_payouts);
-  if (options.payouts <= 0) {
+  bench::LoadOptions& load = options.load;
+  load.calls = absl::GetFlag(FLAGS_payouts);
+  if (load.calls <= 0) {
     return absl::InvalidArgumentError("--payouts must be positive");
   }
+  const std::string mode = absl::AsciiStrToLower(absl::GetFlag(FLAGS_mode));
+  if (mode == "batch") {
+    options.batch = true;
+  } else if (mode != "unary") {
+    return absl::InvalidArgumentError(
+        "--mode must be unary or batch (the transfer mode is "
+        "--transfer_mode)");
+  }
+  options.echo = absl::GetFlag(FLAGS_echo);
   const std::optional<int32_t> concurrency = absl::GetFlag(FLAGS_concurrency);
-  options.rate = absl::GetFlag(FLAGS_rate);
-  if (concurrency && options.rate) {
+  load.rate = absl::GetFlag(FLAGS_rate);
+  if (options.batch && (concurrency || load.rate || options.echo)) {
+    return absl::InvalidArgumentError(
+        "--mode=batch sends one stream: --concurrency, --rate and --echo do "
+        "not apply");
+  }
+  if (concurrency && load.rate) {
     return absl::InvalidArgumentError(
         "give --concurrency (closed loop) or --rate (open loop), not both");
   }
-  if (options.rate && !(*options.rate > 0 && std::isfinite(*options.rate))) {
+  if (load.rate && !(*load.rate > 0 && std::isfinite(*load.rate))) {
     return absl::InvalidArgumentError("--rate must be a positive number");
   }
-  options.concurrency = concurrency.value_or(kDefaultConcurrency);
-  if (!options.rate && options.concurrency <= 0) {
+  load.concurrency = concurrency.value_or(kDefaultConcurrency);
+  if (!load.rate && load.concurrency <= 0) {
     return absl::InvalidArgumentError("--concurrency must be positive");
   }
-  const std::string mode = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_mode));
-  if (mode == "IMPS") {
-    options.mode = v1::TRANSFER_MODE_IMPS;
-  } else if (mode == "NEFT") {
-    options.mode = v1::TRANSFER_MODE_NEFT;
-  } else {
-    return absl::InvalidArgumentError("--mode must be IMPS or NEFT");
+  load.replay_fraction = absl::GetFlag(FLAGS_replay_fraction);
+  if (!(load.replay_fraction >= 0 && load.replay_fraction <= 1)) {
+    return absl::InvalidArgumentError(
+        "--replay_fraction must be between 0 and 1");
   }
-  options.amount_paise = absl::GetFlag(FLAGS_amount_paise);
-  if (options.amount_paise <= 0) {
+  const std::string transfer_mode =
+      absl::AsciiStrToUpper(absl::GetFlag(FLAGS_transfer_mode));
+  if (transfer_mode == "IMPS") {
+    options.shape.mode = v1::TRANSFER_MODE_IMPS;
+  } else if (transfer_mode == "NEFT") {
+    options.shape.mode = v1::TRANSFER_MODE_NEFT;
+  } else {
+    return absl::InvalidArgumentError("--transfer_mode must be IMPS or NEFT");
+  }
+  options.shape.amount_paise = absl::GetFlag(FLAGS_amount_paise);
+  if (options.shape.amount_paise <= 0) {
     return absl::InvalidArgumentError("--amount_paise must be positive");
   }
-  options.request_prefix = absl::GetFlag(FLAGS_request_prefix);
-  if (options.request_prefix.empty()) options.request_prefix = RandomRunId();
-  if (!std::all_of(options.request_prefix.begin(), options.request_prefix.end(),
-                   IsRequestIdChar)) {
+  std::string& prefix = options.shape.request_prefix;
+  prefix = absl::GetFlag(FLAGS_request_prefix);
+  if (prefix.empty()) prefix = RandomRunId();
+  if (!std::all_of(prefix.begin(), prefix.end(), IsRequestIdChar)) {
     return absl::InvalidArgumentError(
         "--request_prefix may hold only A-Z a-z 0-9 _ -");
   }
-  const size_t longest_id = options.request_prefix.size() + 1 +
-                            absl::StrCat(options.payouts - 1).size();
+  const size_t longest_id =
+      prefix.size() + 1 + absl::StrCat(load.calls - 1).size();
   if (longest_id > kMaxRequestIdLength) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--request_prefix is too long: request ids would reach ", longest_id,
         " characters (at most ", kMaxRequestIdLength, ")"));
   }
-  options.account = absl::GetFlag(FLAGS_account);
-  options.ifsc = absl::GetFlag(FLAGS_ifsc);
-  options.timeout = absl::GetFlag(FLAGS_timeout);
-  if (options.timeout <= absl::ZeroDuration()) {
+  // The same prefix gives the same accounts: a rerun with it replays every
+  // request with identical parameters.
+  options.shape.seed = absl::HashOf(prefix);
+  options.shape.account = absl::GetFlag(FLAGS_account);
+  options.shape.ifsc = absl::GetFlag(FLAGS_ifsc);
+  load.timeout = absl::GetFlag(FLAGS_timeout);
+  if (load.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--timeout must be positive");
+  }
+  if (absl::GetFlag(FLAGS_progress)) {
+    load.on_progress = [](const bench::Progress& progress) {
+      std::cerr << bench::FormatProgress(progress) << std::endl;
+    };
   }
   return options;
 }
@@ -385,10 +357,19 @@ int Main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "load generator for the payout gateway.\n"
       "Usage: payout-bench [--target HOST:PORT] [--payouts N] "
-      "[--concurrency C | --rate R] [--json_out FILE] ...\n"
+      "[--concurrency C | --rate R | --mode=batch] [--replay_fraction F] "
+      "[--echo] [--json_out FILE] ...\n"
       "Exit status: 0 when the run completed (errors are counted), 1 when the "
-      "gateway could not be reached or the report not written, 2 on bad flag "
+      "server could not be reached or the report not written, 2 on bad flag "
       "values (1 for flags absl cannot parse).");
+  // --help lists the flags of this file (absl looks for a file named after
+  // the program by default, and payout-bench has a dash).
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "payout_bench.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {
     std::cerr << "payout-bench: unexpected argument '" << positional[1]
@@ -425,10 +406,17 @@ int Main(int argc, char** argv) {
     return kExitFailure;
   }
 
-  PayoutClient client(*channel, *token);
-  Bench bench(client, *options);
-  const absl::Duration wall = bench.Run();
-  const Report report = Summarise(bench, wall);
+  bench::Samples samples;
+  if (options->batch) {
+    samples = bench::RunBatch(*channel, *token, options->shape, options->load);
+  } else {
+    std::unique_ptr<bench::UnaryTarget> target =
+        options->echo
+            ? bench::MakeMethodTarget(*channel, *token, bench::kEchoMethod)
+            : bench::MakeCreatePayoutTarget(*channel, *token);
+    samples = bench::RunUnary(*target, options->shape, options->load);
+  }
+  const Report report = Summarise(samples);
   std::cout << HumanReport(*options, report) << std::flush;
 
   const std::string json_out = absl::GetFlag(FLAGS_json_out);
