@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "httplib.h"
+#include "server/sandbox/delay_scheduler.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -601,6 +602,8 @@ class Sandbox::Impl {
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
   absl::Notification stopping_;
+  // Releases the handlers waiting out `latency` and `slow`.
+  DelayScheduler delays_;
 
   std::atomic<int64_t> requests_received_{0};
   IdSource ids_;
@@ -709,6 +712,7 @@ void Sandbox::Impl::Stop() {
   if (server_ != nullptr) server_->stop();
   if (listener_.joinable()) CloseOpenConnections();
   stopping_.Notify();
+  delays_.Stop();
   if (listener_.joinable()) listener_.join();
   journal_.reset();
 }
@@ -739,7 +743,7 @@ bool Sandbox::Impl::Receive(const httplib::Request& request,
 
 bool Sandbox::Impl::Delay(absl::Duration delay) {
   if (delay <= absl::ZeroDuration()) return !stopping_.HasBeenNotified();
-  return !stopping_.WaitForNotificationWithTimeout(delay);
+  return delays_.WaitUntil(absl::Now() + delay);
 }
 
 void Sandbox::Impl::HandlePayout(const httplib::Request& request,
