@@ -1,21 +1,53 @@
 #!/usr/bin/env bash
-# Benchmarks, measured side by side in one run on loopback (shared, noisy
-# machines: compare the ratios; absolute numbers are context only).
+# The gateway's benchmarks, measured side by side in one run on loopback, and
+# printed as ONE table (markdown). Shared, noisy machines: compare the ratios;
+# absolute numbers are context only.
 #
-#   1. Throughput and latency: N payouts at C in flight against the sandbox.
-#   2. What durability costs: the same load against a gateway whose ledger
-#      fsyncs every commit (synchronous=FULL) and one that never fsyncs
-#      (synchronous=off), rounds interleaved; prints the ratio.
+#   a. CPU per call: the gateway (durable ledger, sandbox answering at once)
+#      and the bare gRPC echo server (tests/bench/echo-server) at the same
+#      offered rate (open loop), rounds interleaved; CPU from the server
+#      process's utime+stime (/proc/PID/stat) over the run; ratio.
+#   b. The sandbox alone over HTTP: its ceiling (sandbox-load, closed loop).
+#   c. Slow AOPay: sandbox --latency=1s, SLOW_INFLIGHT payouts in flight
+#      (gateway --max_inflight the same): payouts/s, errors, the gateway's
+#      peak threads and RSS, the sandbox's.
+#   d. What durability costs: fsync (synchronous=FULL) vs no-fsync
+#      (synchronous=off) ledgers at 32 in flight, rounds interleaved; ratio of
+#      the medians.
+#   e. One BatchCreatePayouts stream of BATCH payouts: payouts/s.
 #
 # Usage: tests/bench/run_benchmarks.sh [BUILD_DIR]   (default: build)
-#   PAYOUTS=1000 CONCURRENCY=32 ROUNDS=3 SANDBOX_LATENCY=0s
+# Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2
+#   SLOW_INFLIGHT=5000 SLOW_PAYOUTS=40000 LEDGER_PAYOUTS=5000 BATCH=10000
+#   SANDBOX_CONNECTIONS=16 SANDBOX_REQUESTS=40000
+# Every load is bounded in count and in time; the whole run takes 2-4 min.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$repo/build}
-payouts=${PAYOUTS:-1000}
-concurrency=${CONCURRENCY:-32}
-rounds=${ROUNDS:-3}
-latency=${SANDBOX_LATENCY:-0s}
+rate=${RATE:-2000}
+rate_seconds=${RATE_SECONDS:-10}
+rounds=${ROUNDS:-2}
+slow_inflight=${SLOW_INFLIGHT:-5000}
+slow_payouts=${SLOW_PAYOUTS:-40000}
+ledger_payouts=${LEDGER_PAYOUTS:-5000}
+batch=${BATCH:-10000}
+sandbox_connections=${SANDBOX_CONNECTIONS:-16}
+sandbox_requests=${SANDBOX_REQUESTS:-40000}
+
+for program in server/payout-server server/aopay-sandbox client/payout-bench \
+               tests/bench/echo-server tests/bench/sandbox-load; do
+  [ -x "$build/$program" ] || {
+    echo "missing $build/$program: build it first" >&2
+    exit 2
+  }
+done
+# 5,000 calls in flight need 5,000 sockets in the gateway and the sandbox.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" -lt $((slow_inflight * 2 + 1000)) ]; then
+  echo "open-file limit $(ulimit -n) is too low for $slow_inflight in flight" >&2
+  exit 2
+fi
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -24,17 +56,22 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+clk_tck=$(getconf CLK_TCK)
+bench=$build/client/payout-bench
+started=$(date +%s)
 
-# start NAME COMMAND...: runs it, waits for "listening on", sets $address.
+# start NAME COMMAND...: runs it, waits for "listening on", sets $address
+# and $pid.
 start() {
   local name=$1
   shift
   "$@" >"$work/$name.out" 2>"$work/$name.err" &
-  pids+=($!)
+  pid=$!
+  pids+=("$pid")
   for _ in $(seq 1 600); do
     address=$(sed -n 's/^listening on //p' "$work/$name.out")
     [ -n "$address" ] && return 0
-    kill -0 "${pids[-1]}" 2>/dev/null || break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
   echo "$name did not start:" >&2
@@ -42,54 +79,180 @@ start() {
   exit 1
 }
 
-bench() {  # bench TARGET REPORT
-  "$build/client/payout-bench" --target="$1" --payouts="$payouts" \
-    --concurrency="$concurrency" --json_out="$2" >/dev/null
+stop() {  # stop PID: SIGTERM and wait for it
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
 }
 
-field() {  # field REPORT KEY  (a top-level number, or latencyMs.KEY)
+cpu_ticks() {  # utime+stime of PID, in clock ticks
+  # The command name (field 2) may hold spaces: count from after its ')'.
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+status_kib() {  # status_kib PID FIELD: a "kB" line of /proc/PID/status
+  awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"
+}
+
+json() {  # json REPORT EXPRESSION (python, the report is r)
   /usr/bin/python3 -c 'import json,sys
-r=json.load(open(sys.argv[1])); k=sys.argv[2]
-print(r["latencyMs"][k] if k in r["latencyMs"] else r[k])' "$1" "$2"
+r=json.load(open(sys.argv[1]))
+errors=sum(v for k,v in r["codes"].items() if k!="OK")
+print(eval(sys.argv[2]))' "$1" "$2"
 }
 
-start sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 \
-  --latency="$latency" --threads=512
-sandbox="http://$address"
-common=(--listen=127.0.0.1:0 --metrics_listen= --aopay_url="$sandbox"
+rows=()
+row() { rows+=("$(printf '| %s | %s | %s | %s |' "$@")"); }
+progress() { echo "[$(($(date +%s) - started))s] $*" >&2; }
+
+# --- a. CPU per call: gateway vs echo at the same offered rate --------------
+start sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 --threads=512
+sandbox_url="http://$address"
+sandbox_pid=$pid
+common=(--listen=127.0.0.1:0 --metrics_listen= --aopay_url="$sandbox_url"
         --registration_id=AOP-SANDBOX)
 start durable "$build/server/payout-server" "${common[@]}" \
   --ledger="sqlite:$work/durable.db"
 durable=$address
+durable_pid=$pid
+start echo "$build/tests/bench/echo-server" --listen=127.0.0.1:0
+echo_address=$address
+echo_pid=$pid
+
+calls=$((rate * rate_seconds))
+declare -A cpu_us rate_got p99 errs
+for round in $(seq 1 "$rounds"); do
+  for kind in gateway echo; do
+    if [ "$kind" = gateway ]; then
+      target=$durable server_pid=$durable_pid extra=()
+    else
+      target=$echo_address server_pid=$echo_pid extra=(--echo)
+    fi
+    progress "a. round $round: $kind, $calls calls at $rate/s"
+    before=$(cpu_ticks "$server_pid")
+    sandbox_before=$(cpu_ticks "$sandbox_pid")
+    "$bench" --target="$target" "${extra[@]}" --rate="$rate" \
+      --payouts="$calls" --timeout=30s --progress=false \
+      --json_out="$work/a-$kind-$round.json" >/dev/null
+    after=$(cpu_ticks "$server_pid")
+    sandbox_after=$(cpu_ticks "$sandbox_pid")
+    report=$work/a-$kind-$round.json
+    cpu_us[$kind]+=" $(((after - before) * 1000000 / clk_tck / calls))"
+    rate_got[$kind]+=" $(json "$report" 'round(r["payoutsPerSecond"])')"
+    p99[$kind]+=" $(json "$report" 'round(r["latencyMs"]["p99"], 2)')"
+    errs[$kind]+=" $(json "$report" errors)"
+    if [ "$kind" = gateway ]; then
+      cpu_us[sandbox]+=" $(((sandbox_after - sandbox_before) * 1000000 / clk_tck / calls))"
+    fi
+  done
+done
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n |
+  awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+sum() { tr ' ' '\n' <<<"$1" | awk '{s+=$1} END {print s+0}'; }
+g=$(median "${cpu_us[gateway]}")
+e=$(median "${cpu_us[echo]}")
+row a "gateway CPU per payout, $rate/s offered (durable ledger, sandbox at once)" \
+  "$g µs (rounds:${cpu_us[gateway]}; achieved${rate_got[gateway]}/s; p99${p99[gateway]} ms; errors $(sum "${errs[gateway]}"))" ""
+row a "echo server CPU per call, $rate/s offered" \
+  "$e µs (rounds:${cpu_us[echo]}; achieved${rate_got[echo]}/s; p99${p99[echo]} ms; errors $(sum "${errs[echo]}"))" ""
+row a "**gateway / echo CPU per call**" \
+  "**$(awk -v g="$g" -v e="$e" 'BEGIN {printf (e > 0 ? "%.1f×" : "n/a"), g / e}')**" "≤ 2.0×"
+row a "sandbox CPU per payout during those runs (not the gateway's)" \
+  "$(median "${cpu_us[sandbox]}") µs" ""
+stop "$echo_pid"
+
+# --- b. the sandbox alone ----------------------------------------------------
+progress "b. sandbox alone: $sandbox_requests requests, $sandbox_connections connections"
+sandbox_line=$("$build/tests/bench/sandbox-load" --url="$sandbox_url" \
+  --connections="$sandbox_connections" --requests="$sandbox_requests" \
+  --max_time=30s || true)
+row b "sandbox alone over HTTP/1.1 keep-alive, $sandbox_connections connections (client on the same 2 cores)" \
+  "$(sed -E 's/.* ([0-9]+)\/s$/\1 calls\/s/' <<<"$sandbox_line") (${sandbox_line#sandbox-load: })" ""
+
+# --- d. durable vs no fsync at 32 in flight ----------------------------------
 start nofsync "$build/server/payout-server" "${common[@]}" \
   --ledger="sqlite:$work/nofsync.db?synchronous=off"
 nofsync=$address
-
-echo "payouts per run: $payouts, in flight: $concurrency, sandbox latency: $latency, rounds: $rounds"
-echo
-printf '%-7s %-22s %12s %9s %9s %9s\n' round ledger payouts/s p50_ms p99_ms errors
-durable_rates=()
-nofsync_rates=()
-for round in $(seq 1 "$rounds"); do
+nofsync_pid=$pid
+d_rates=() n_rates=()
+for round in $(seq 1 $((rounds + 1))); do
   for kind in durable nofsync; do
-    target=${!kind}
-    report="$work/$kind-$round.json"
-    bench "$target" "$report"
-    rate=$(field "$report" payoutsPerSecond)
-    ok=$(/usr/bin/python3 -c 'import json,sys
-c=json.load(open(sys.argv[1]))["codes"]; print(sum(v for k,v in c.items() if k!="OK"))' "$report")
-    label=$([ "$kind" = durable ] && echo "fsync (synchronous=FULL)" || echo "no fsync (off)")
-    printf '%-7s %-22s %12.0f %9.2f %9.2f %9s\n' "$round" "$label" "$rate" \
-      "$(field "$report" p50)" "$(field "$report" p99)" "$ok"
-    if [ "$kind" = durable ]; then durable_rates+=("$rate"); else nofsync_rates+=("$rate"); fi
+    progress "d. round $round: $kind, $ledger_payouts payouts at 32 in flight"
+    report=$work/d-$kind-$round.json
+    "$bench" --target="${!kind}" --payouts="$ledger_payouts" --concurrency=32 \
+      --timeout=30s --progress=false --json_out="$report" >/dev/null
+    r=$(json "$report" 'round(r["payoutsPerSecond"])')
+    if [ "$kind" = durable ]; then d_rates+=("$r"); else n_rates+=("$r"); fi
   done
 done
+md=$(median "${d_rates[*]}")
+mn=$(median "${n_rates[*]}")
+row d "fsync ledger, 32 in flight (payouts/s, rounds: ${d_rates[*]})" "$md" ""
+row d "no-fsync ledger, 32 in flight (payouts/s, rounds: ${n_rates[*]})" "$mn" ""
+row d "**fsync / no-fsync throughput**" \
+  "**$(awk -v d="$md" -v n="$mn" 'BEGIN {printf "%.2f", d / n}')**" "≥ 0.8"
+stop "$nofsync_pid"
+
+# --- e. one batch stream ------------------------------------------------------
+progress "e. one BatchCreatePayouts stream of $batch payouts"
+report=$work/e.json
+"$bench" --target="$durable" --mode=batch --payouts="$batch" --timeout=120s \
+  --progress=false --json_out="$report" >/dev/null
+row e "one BatchCreatePayouts stream of $batch payouts (durable ledger)" \
+  "$(json "$report" '"%.0f payouts/s (p50 %.1f ms, p99 %.1f ms per answer, errors %d)" % (r["payoutsPerSecond"], r["latencyMs"]["p50"], r["latencyMs"]["p99"], errors)')" ""
+stop "$durable_pid"
+stop "$sandbox_pid"
+
+# --- c. slow AOPay, many in flight --------------------------------------------
+start slow_sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 \
+  --latency=1s --threads=$((slow_inflight + 500))
+slow_sandbox_pid=$pid
+start slow "$build/server/payout-server" --listen=127.0.0.1:0 \
+  --metrics_listen= --aopay_url="http://$address" \
+  --registration_id=AOP-SANDBOX --ledger="sqlite:$work/slow.db" \
+  --max_inflight="$slow_inflight" --max_queue="$slow_inflight"
+slow=$address
+slow_pid=$pid
+progress "c. $slow_payouts payouts at $slow_inflight in flight, AOPay 1 s"
+report=$work/c.json
+"$bench" --target="$slow" --payouts="$slow_payouts" \
+  --concurrency="$slow_inflight" --timeout=60s --progress=false \
+  --json_out="$report" >/dev/null &
+bench_pid=$!
+max_threads=0
+# Sampled while the run lasts (at most 120 s).
+for _ in $(seq 1 1200); do
+  kill -0 "$bench_pid" 2>/dev/null || break
+  t=$(status_kib "$slow_pid" Threads || echo 0)
+  [ "${t:-0}" -gt "$max_threads" ] && max_threads=$t
+  sleep 0.1
+done
+wait "$bench_pid"
+rss=$(status_kib "$slow_pid" VmHWM)
+sandbox_rss=$(status_kib "$slow_sandbox_pid" VmHWM)
+sandbox_threads=$(status_kib "$slow_sandbox_pid" Threads)
+row c "payouts/s, $slow_inflight in flight, AOPay answering after 1 s ($slow_payouts payouts)" \
+  "$(json "$report" '"%.0f (p50 %.0f ms, p99 %.0f ms)" % (r["payoutsPerSecond"], r["latencyMs"]["p50"], r["latencyMs"]["p99"])')" "≥ 4,500"
+row c "errors (codes: $(json "$report" '" ".join(f"{k} {v}" for k,v in r["codes"].items())'))" \
+  "$(json "$report" errors)" "0"
+row c "gateway peak RSS / peak threads" \
+  "$((rss / 1024)) MiB / $max_threads threads" "RSS < 512 MiB"
+row c "sandbox peak RSS / threads (one per connection)" \
+  "$((sandbox_rss / 1024)) MiB / $sandbox_threads threads" ""
+stop "$slow_pid"
+stop "$slow_sandbox_pid"
+
 echo
-/usr/bin/python3 - "${durable_rates[*]}" "${nofsync_rates[*]}" <<'PY'
-import statistics, sys
-d = [float(x) for x in sys.argv[1].split()]
-n = [float(x) for x in sys.argv[2].split()]
-md, mn = statistics.median(d), statistics.median(n)
-print(f"median payouts/s: fsync {md:.0f}, no fsync {mn:.0f}")
-print(f"durability ratio (fsync / no fsync, medians of interleaved rounds): {md / mn:.2f}")
-PY
+echo "$(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - started)) s"
+echo
+echo "| | measurement | result | target |"
+echo "|---|---|---|---|"
+for r in "${rows[@]}"; do
+  case "$r" in
+    "| a"*) echo "$r" ;;
+  esac
+done
+for section in b c d e; do
+  for r in "${rows[@]}"; do
+    case "$r" in "| $section "*) echo "$r" ;; esac
+  done
+done
