@@ -1,7 +1,7 @@
 #ifndef AOPAY_CLIENT_PAYOUT_CLIENT_H_
 #define AOPAY_CLIENT_PAYOUT_CLIENT_H_
 
-// A C++ client for the payout gateway (contract section 4). Errors come back
+// A C++ client for the payout gateway (docs/api.md). Errors come back
 // as absl::Status values built with MakeError(), so GetErrorDetails() yields
 // the ErrorInfo reason and metadata, every BadRequest field violation and the
 // RetryInfo delay the gateway sent.

@@ -21,7 +21,7 @@ namespace {
 using rapidjson::Value;
 using Kind = PayoutVerdict::Kind;
 
-// The wrapper of the documented success answer (contract 2.1).
+// The wrapper of the documented success answer (docs/aopay.md).
 constexpr absl::string_view kKnownWrapper =
     "initiateAuthGenericFundTransferAPIResp";
 

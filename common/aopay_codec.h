@@ -1,7 +1,7 @@
 #ifndef AOPAY_COMMON_AOPAY_CODEC_H_
 #define AOPAY_COMMON_AOPAY_CODEC_H_
 
-// AOPay's JSON, both ways (contract section 2). Pure functions: no I/O.
+// AOPay's JSON, both ways (docs/aopay.md). Pure functions: no I/O.
 
 #include <optional>
 #include <string>
@@ -26,7 +26,7 @@ struct HttpAnswer {
   bool truncated = false;  // the body was longer and was cut
 };
 
-// The payout body of section 2.1: every value a JSON string, amount as rupees
+// The payout body (docs/aopay.md): every value a JSON string, amount as rupees
 // with two decimals. Takes a normalised request.
 std::string BuildPayoutBody(const PayoutRequest& request,
                             absl::string_view registration_id);
@@ -44,7 +44,7 @@ struct PayoutVerdict {
   };
   Kind kind = Kind::kUnknown;
   // kAccepted: ACCEPTED for ACPT and the other "still in progress" words of
-  // section 6.3, SUCCEEDED for the success words.
+  // docs/aopay.md, SUCCEEDED for the success words.
   PayoutState state = PayoutState::kUnknown;
   std::string transaction_id;
   std::string transaction_reference_no;
@@ -70,7 +70,7 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer);
 // sent (kNotSent); anything else means it may have been sent (kUnknown).
 PayoutVerdict InterpretTransportFailure(const absl::Status& transport_error);
 
-// What AOPay's status endpoint said (section 2.2, 6.3).
+// What AOPay's status endpoint said (docs/aopay.md).
 struct StatusVerdict {
   // The state the payout moves to; nullopt when the answer is not understood
   // (then nothing changes). ACCEPTED for the "still in progress" words.

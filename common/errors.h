@@ -23,7 +23,7 @@ namespace aopay {
 // ErrorInfo.domain of every error the gateway returns.
 inline constexpr absl::string_view kErrorDomain = "payout.aopay.v1";
 
-// ErrorInfo reasons (contract sections 5, 6.2 and 7).
+// ErrorInfo reasons (docs/errors.md).
 namespace reason {
 inline constexpr absl::string_view kInvalidRequest = "INVALID_REQUEST";
 inline constexpr absl::string_view kUpstreamInvalidIfsc =
@@ -61,7 +61,7 @@ inline constexpr absl::string_view kUpstreamHttpStatus = "upstreamHttpStatus";
 inline constexpr absl::string_view kUpstreamMessage = "upstreamMessage";
 }  // namespace meta
 
-// Messages are cut to this many bytes (contract section 6.2).
+// Messages are cut to this many bytes (docs/errors.md).
 inline constexpr size_t kMaxErrorMessageBytes = 1024;
 
 struct FieldViolation {

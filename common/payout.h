@@ -13,7 +13,7 @@ namespace aopay {
 // How the bank moves the money. Values match the proto enum.
 enum class TransferMode { kUnspecified = 0, kNeft = 1, kImps = 2 };
 
-// Where a payout stands (contract section 6.1). Values match the proto enum.
+// Where a payout stands (docs/api.md, States). Values match the proto enum.
 enum class PayoutState {
   kUnspecified = 0,
   kPending = 1,

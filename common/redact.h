@@ -7,7 +7,7 @@
 
 namespace aopay {
 
-// Masks for logs (contract section 9). Each keeps at most the last four
+// Masks for logs (docs/operations.md, Privacy). Each keeps at most the last four
 // characters and never returns its whole input:
 //   MaskAccount("100000011836") == "XXXXXXXX1836"
 //   MaskMobile("9959640000")    == "XXXXXX0000"
@@ -23,7 +23,7 @@ std::string MaskRegistration(absl::string_view registration_id);
 
 // `text` with every occurrence of `registration_id` replaced by
 // "[registration]": for text AOPay sends back (messages, raw answers), which
-// is stored and returned (contract section 9). An empty id changes nothing.
+// is stored and returned (docs/operations.md, Privacy). An empty id changes nothing.
 std::string ScrubRegistration(absl::string_view text,
                               absl::string_view registration_id);
 

@@ -15,7 +15,7 @@ struct ValidationLimits {
   int64_t imps_max_amount_paise = 50'000'000;
 };
 
-// Checks every rule of contract section 5 and returns the request in canonical
+// Checks every validation rule (docs/api.md) and returns the request in canonical
 // form: IFSC trimmed and upper-cased, name and e-mail trimmed, mobile with a
 // leading +91 or 0 stripped, account number trimmed. On any violation returns
 // INVALID_ARGUMENT, reason INVALID_REQUEST, with one FieldViolation per broken
@@ -25,7 +25,7 @@ struct ValidationLimits {
 // amount above both limits) gets one violation per rule; an empty field gets
 // only "is required".
 //
-// Rules beyond the contract's table, each a choice for safety:
+// Rules beyond the documented table, each a choice for safety:
 //  - request_id is not trimmed: it is the caller's idempotency key, byte for
 //    byte.
 //  - beneficiary.name and beneficiary.email must be ASCII: AOPay and the bank

@@ -18,7 +18,7 @@ namespace bench {
 namespace {
 
 // Account endings that make the sandbox answer with a scripted error or
-// delay (contract section 8); derived accounts never end in them.
+// delay (docs/sandbox.md); derived accounts never end in them.
 constexpr int kScriptedEndings[] = {403, 409, 412, 422, 429,
                                     500, 502, 504, 601, 602};
 

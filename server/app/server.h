@@ -10,7 +10,7 @@
 
 namespace aopay {
 
-// Everything payout-server can be told (contract section 3). main.cc fills it
+// Everything payout-server can be told (docs/configuration.md). main.cc fills it
 // from flags; tests fill it directly.
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";

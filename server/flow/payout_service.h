@@ -77,7 +77,7 @@ class PayoutService {
   PayoutService(const PayoutService&) = delete;
   PayoutService& operator=(const PayoutService&) = delete;
 
-  // CreatePayout (contract sections 5, 6 and 7).
+  // CreatePayout (docs/api.md, docs/errors.md, docs/idempotency.md).
   void Create(PayoutRequest request, Callback<absl::StatusOr<Payout>> done);
 
   void GetByPayoutId(std::string payout_id,
@@ -87,7 +87,7 @@ class PayoutService {
   // page_size 0 means 50; more than 500 is cut to 500; negative is invalid.
   void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done);
 
-  // Asks AOPay's status endpoint and records what it says (section 2.2, 6.3).
+  // Asks AOPay's status endpoint and records what it says (docs/aopay.md).
   // `who` names the caller in the event ("refresh", "reconciler").
   void Refresh(std::string payout_id, std::string who,
                Callback<absl::StatusOr<Payout>> done);
@@ -116,7 +116,7 @@ class PayoutService {
   void OnStatusAnswer(StoredPayout stored, std::string who,
                       absl::StatusOr<HttpAnswer> answer,
                       Callback<absl::StatusOr<Payout>> done);
-  // What a retry of an existing key gets (contract section 7).
+  // What a retry of an existing key gets (docs/idempotency.md).
   absl::StatusOr<Payout> Replay(const StoredPayout& stored,
                                 const std::string& fingerprint);
   // Ledger::Apply with its duration recorded.
@@ -134,7 +134,8 @@ class PayoutService {
   // Deletes a payout that was certainly not sent, again with backoff until
   // it is gone (its key stays taken meanwhile).
   void ForgetUntilDone(std::string payout_id, absl::Duration delay);
-  // AOPay's words with the registration id replaced (contract section 9).
+  // AOPay's words with the registration id replaced (docs/operations.md,
+  // Privacy).
   std::string Scrub(absl::string_view text) const;
   absl::Status Scrub(const absl::Status& status) const;
   void LogOutcome(const Payout& payout, absl::Time started,

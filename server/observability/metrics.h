@@ -59,7 +59,7 @@ class HistogramFamily {
   std::map<LabelValues, Series> series_ ABSL_GUARDED_BY(mu_);
 };
 
-// The gateway's metrics (contract section 10).
+// The gateway's metrics (docs/operations.md).
 class Metrics {
  public:
   Metrics();

@@ -40,7 +40,7 @@ namespace {
 constexpr char kPayoutPath[] = "/api/V6/Payout/AOPPayout";
 constexpr char kStatusPath[] = "/api/V6/Payout/AOPPayoutStatus";
 
-// AOPay's documented messages (contract 2.1), verbatim.
+// AOPay's documented messages (docs/aopay.md), verbatim.
 constexpr char kMessage403[] =
     "APIs not enabled. Please reach out to care@AOP.com";
 constexpr char kMessage409[] = "Beneficiary Id already exists";

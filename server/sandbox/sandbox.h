@@ -1,7 +1,7 @@
 #ifndef AOPAY_SERVER_SANDBOX_SANDBOX_H_
 #define AOPAY_SERVER_SANDBOX_SANDBOX_H_
 
-// A stand-in for AOPay's payout API over real HTTP(S) (contract section 8),
+// A stand-in for AOPay's payout API over real HTTP(S) (docs/sandbox.md),
 // for development, demos, tests and benchmarks. No money moves.
 //
 // It parses and builds AOPay's JSON with its own code, never the gateway's
@@ -30,7 +30,7 @@
 //                        once)
 //   anything else        success; the status endpoint reports PENDING until
 //                        `settle` has passed since acceptance, then SUCCESS
-// Success is the documented body (contract 2.1) with a fresh 12-digit
+// Success is the documented body (docs/aopay.md) with a fresh 12-digit
 // transactionReferenceNo and a fresh "TERF..." transactionID.
 //
 // The status endpoint (whose answer AOPay does not document) answers

@@ -1,4 +1,4 @@
-// aopay-sandbox: the AOPay stand-in (contract section 8) as a program.
+// aopay-sandbox: the AOPay stand-in (docs/sandbox.md) as a program.
 // Flags only live here; they fill SandboxOptions.
 
 #include <pthread.h>

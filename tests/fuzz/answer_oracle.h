@@ -1,7 +1,7 @@
 #ifndef AOPAY_TESTS_FUZZ_ANSWER_ORACLE_H_
 #define AOPAY_TESTS_FUZZ_ANSWER_ORACLE_H_
 
-// What an AOPay answer says, read the way contract section 2 describes it,
+// What an AOPay answer says, read the way docs/aopay.md describes it,
 // independently of the gateway's codec: the fuzz targets compare the codec's
 // verdicts with it.
 

@@ -1,4 +1,4 @@
-// InterpretPayoutAnswer (contract sections 2.1, 6): every answer gets exactly
+// InterpretPayoutAnswer (docs/aopay.md): every answer gets exactly
 // one verdict, and the verdict never claims more than the answer says.
 //
 // Input: a first line with the HTTP status as three digits, followed by 't'

@@ -1,4 +1,4 @@
-// Validation and the AOPay request body (contract sections 2.1, 5): any
+// Validation and the AOPay request body (docs/aopay.md, docs/api.md): any
 // CreatePayoutRequest the server could receive is converted as the server
 // converts it, validated, and — when valid — turned into AOPay's JSON body,
 // which must say exactly what the normalised request says.

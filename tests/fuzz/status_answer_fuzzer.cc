@@ -1,4 +1,4 @@
-// InterpretStatusAnswer (contract sections 2.2, 6.3): a state comes only from
+// InterpretStatusAnswer (docs/aopay.md): a state comes only from
 // a known status word in an answer that is understood; anything else changes
 // nothing.
 //
@@ -32,7 +32,7 @@ void CheckVerdict(const HttpAnswer& answer, absl::string_view transaction_id) {
   }
   if (!verdict.state.has_value()) return;
 
-  // Only a word of section 6.3, and the state that word means.
+  // Only a known word (docs/aopay.md), and the state that word means.
   FUZZ_CHECK(!verdict.word.empty());
   const std::optional<PayoutState> meant = MapStatusWord(verdict.word);
   FUZZ_CHECK(meant.has_value() && *meant == *verdict.state);
@@ -44,7 +44,7 @@ void CheckVerdict(const HttpAnswer& answer, absl::string_view transaction_id) {
   const AnswerFacts facts = ReadAnswer(answer.body);
   FUZZ_CHECK(facts.is_object && !facts.says_error);
   // Without resourceData, a top-level word counts only beside the payout's
-  // own transaction id (contract 2.2, rule 2).
+  // own transaction id (docs/aopay.md, rule 2).
   if (!facts.has_resource_data) {
     FUZZ_CHECK(!transaction_id.empty() && facts.names_transaction);
     FUZZ_CHECK(absl::StrContains(answer.body, "\\") ||

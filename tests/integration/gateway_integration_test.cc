@@ -1,7 +1,7 @@
 // The gateway end to end: payout-server against aopay-sandbox, both real
-// processes on loopback ports the kernel picked; every row of contract
-// sections 6.2 and 8 over real gRPC and real HTTP, checked against the
-// sandbox's journal.
+// processes on loopback ports the kernel picked; every row of the outcome
+// table (docs/errors.md) and every scripted answer (docs/sandbox.md) over
+// real gRPC and real HTTP, checked against the sandbox's journal.
 
 #include <netinet/in.h>
 #include <sys/socket.h>

@@ -1,4 +1,4 @@
-// One case per row of the contract's outcome table (section 6.2 and 7): the
+// One case per row of the outcome table (docs/errors.md): the
 // domain error as the gateway really builds it, through ToGrpcStatus(), read
 // back from the wire form a client sees.
 

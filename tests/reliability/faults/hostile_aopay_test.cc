@@ -1,5 +1,5 @@
 // The real payout-server against an AOPay that misbehaves on the wire: every
-// case asserts what the caller gets (contract section 6.2), what the ledger
+// case asserts what the caller gets (docs/errors.md), what the ledger
 // holds, how many copies of the payout AOPay received, and that the next
 // payout still goes through.
 

@@ -1,6 +1,6 @@
 // The real payout-server on a SQLite ledger whose storage fails under it:
 // the disk fills up, the filesystem turns read-only, the ledger file is
-// deleted. The contract's promise (section 6.2): when the intent cannot be
+// deleted. The promise (docs/operations.md): when the intent cannot be
 // recorded the caller gets UNAVAILABLE / LEDGER_UNAVAILABLE and nothing is
 // sent; health is NOT_SERVING while the ledger cannot write; reads keep
 // working where the storage allows; payouts resume once the fault is gone.

@@ -43,7 +43,7 @@ constexpr absl::Duration kCallTimeout = absl::Seconds(10);
 constexpr absl::Duration kDrainTimeout = absl::Seconds(120);
 constexpr absl::string_view kNormalSuffix = "7301";
 
-// The scripted answers of contract section 8 mixed into the load, each on
+// The scripted answers of docs/sandbox.md mixed into the load, each on
 // this share of the requests.
 struct Fault {
   absl::string_view suffix;
@@ -332,8 +332,8 @@ TEST(KillTest, RandomKillsUnderLoadNeverSendTwiceNorLoseAPayout) {
       ++answers[*t->final_answer];
     }
     if (suffix == "0429") {
-      // AOPay refused each of these without taking it: the contract lets
-      // the caller send the request id again (section 6.1).
+      // AOPay refused each of these without taking it: the caller may send
+      // the request id again (docs/errors.md).
       if (sent > 1) ++resent_429;
     } else {
       if (sent > 1) {
