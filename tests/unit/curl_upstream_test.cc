@@ -1096,14 +1096,14 @@ constexpr absl::Duration kSlack = absl::Seconds(3);
 
 // An https client for `host` (under kFakeDomain: it resolves to 127.0.0.1)
 // on `server`'s port, trusting `ca`, connecting for at most a second.
-std::unique_ptr<CurlUpstream> ClientFor(const std::string& host,
-                                        const RawServer& server,
-                                        const TestCa& ca) {
+std::unique_ptr<CurlUpstream> ClientFor(
+    const std::string& host, const RawServer& server, const TestCa& ca,
+    absl::Duration connect_timeout = absl::Seconds(1)) {
   CurlUpstreamOptions options;
   options.base_url = absl::StrCat("https://", host, ":", server.port());
   options.ca_file = ca.pem_path();
   options.timeout = kWait;
-  options.connect_timeout = absl::Seconds(1);
+  options.connect_timeout = connect_timeout;
   return MakeClient(std::move(options));
 }
 
@@ -1164,7 +1164,10 @@ TEST(CurlUpstreamDnsTest, CallsGetTheirAnswersWhileAnAbandonedLookupHangs) {
         return Reply{200, absl::StrCat(R"({"echo":)", request.body, "}")};
       },
       tls.get());
-  std::unique_ptr<CurlUpstream> client = ClientFor(host, server, ca);
+  // Time enough for TLS handshakes on a slow (sanitized, loaded) machine:
+  // the lookup stays held until both calls have ended or kWait has passed.
+  std::unique_ptr<CurlUpstream> client =
+      ClientFor(host, server, ca, /*connect_timeout=*/kWait);
   ASSERT_NE(client, nullptr);
   test_interposer::ReleaseOnExit release_lookups;
 
@@ -1173,8 +1176,8 @@ TEST(CurlUpstreamDnsTest, CallsGetTheirAnswersWhileAnAbandonedLookupHangs) {
   ASSERT_TRUE(test_interposer::AwaitHeldLookups(1, kWait));
   std::shared_ptr<Call> second = Send(*client, R"({"n":"second"})");
 
-  const bool second_ended = second->AwaitDone(kSlack);
-  const bool first_ended = first->AwaitDone(kSlack);
+  const bool second_ended = second->AwaitDone(kWait);
+  const bool first_ended = first->AwaitDone(kWait);
   const bool still_hanging = test_interposer::LookupHeld(0);
   test_interposer::ReleaseHeldLookups();
 
