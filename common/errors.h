@@ -87,8 +87,9 @@ struct ErrorDetails {
 
 // A non-OK status with `message` (cut to kMaxErrorMessageBytes on a UTF-8
 // boundary) and `details` attached as a payload. `code` must not be kOk.
-absl::Status MakeError(absl::StatusCode code, absl::string_view message,
-                       ErrorDetails details);
+[[nodiscard]] absl::Status MakeError(absl::StatusCode code,
+                                     absl::string_view message,
+                                     ErrorDetails details);
 
 // The details attached by MakeError; empty details (reason "") for a status
 // without them, including OK.
@@ -115,23 +116,25 @@ ErrorDetails GetErrorDetails(const absl::Status& status);
 // with INVALID_ARGUMENT on malformed text; note that its *value* is itself a
 // status: check ok() on the StatusOr before reading the parsed status.
 std::string SerializeError(const absl::Status& status);
-absl::StatusOr<absl::Status> ParseSerializedError(absl::string_view text);
+[[nodiscard]] absl::StatusOr<absl::Status> ParseSerializedError(
+    absl::string_view text);
 
 // Constructors for the errors the gateway itself raises.
-absl::Status InvalidRequestError(std::vector<FieldViolation> violations);
-absl::Status OverloadedError(absl::Duration retry_delay);
-absl::Status RequestIdReusedError(absl::string_view payout_id);
-absl::Status RequestInProgressError(absl::string_view payout_id,
-                                    absl::Duration retry_delay);
+[[nodiscard]] absl::Status InvalidRequestError(
+    std::vector<FieldViolation> violations);
+[[nodiscard]] absl::Status OverloadedError(absl::Duration retry_delay);
+[[nodiscard]] absl::Status RequestIdReusedError(absl::string_view payout_id);
+[[nodiscard]] absl::Status RequestInProgressError(absl::string_view payout_id,
+                                                  absl::Duration retry_delay);
 // UNAVAILABLE, LEDGER_UNAVAILABLE, retry after 1s; message "The payout ledger
 // is unavailable: <what>." (`what` says what failed, without personal data).
-absl::Status LedgerUnavailableError(absl::string_view what);
+[[nodiscard]] absl::Status LedgerUnavailableError(absl::string_view what);
 // NOT_FOUND, reason NOT_FOUND; message "<what> was not found." (`what` names
 // the missing thing, e.g. "Payout po_01J...").
-absl::Status NotFoundError(absl::string_view what);
+[[nodiscard]] absl::Status NotFoundError(absl::string_view what);
 // UNAVAILABLE, SHUTTING_DOWN, RetryInfo: the gateway is draining and sent
 // nothing.
-absl::Status ShuttingDownError();
+[[nodiscard]] absl::Status ShuttingDownError();
 
 }  // namespace aopay
 

@@ -19,7 +19,7 @@ std::string FormatRupees(int64_t paise);
 // exponents, separators, whitespace, more than two decimals, empty input and
 // anything that overflows int64 paise (INVALID_ARGUMENT, with a message that
 // says why).
-absl::StatusOr<int64_t> ParseRupees(absl::string_view text);
+[[nodiscard]] absl::StatusOr<int64_t> ParseRupees(absl::string_view text);
 
 }  // namespace aopay
 

@@ -15,11 +15,11 @@ struct ValidationLimits {
   int64_t imps_max_amount_paise = 50'000'000;
 };
 
-// Checks every validation rule (docs/api.md) and returns the request in canonical
-// form: IFSC trimmed and upper-cased, name and e-mail trimmed, mobile with a
-// leading +91 or 0 stripped, account number trimmed. On any violation returns
-// INVALID_ARGUMENT, reason INVALID_REQUEST, with one FieldViolation per broken
-// rule (field = proto path such as "beneficiary.ifsc"), in field order.
+// Checks every validation rule (docs/api.md) and returns the request in
+// canonical form: IFSC trimmed and upper-cased, name and e-mail trimmed, mobile
+// with a leading +91 or 0 stripped, account number trimmed. On any violation
+// returns INVALID_ARGUMENT, reason INVALID_REQUEST, with one FieldViolation per
+// broken rule (field = proto path such as "beneficiary.ifsc"), in field order.
 // Descriptions never echo the offending value. A field breaking two rules
 // (e.g. a name both too long and with a forbidden character, or an IMPS
 // amount above both limits) gets one violation per rule; an empty field gets
@@ -38,7 +38,7 @@ struct ValidationLimits {
 //    stripped; then exactly 10 digits, the first 6 to 9.
 //  - mode: anything but NEFT or IMPS (including UNSPECIFIED) is a violation
 //    on "mode".
-absl::StatusOr<PayoutRequest> NormalizeAndValidate(
+[[nodiscard]] absl::StatusOr<PayoutRequest> NormalizeAndValidate(
     const PayoutRequest& request, const ValidationLimits& limits);
 
 // A hash (lower-case hex SHA-256) of the canonical request parameters, all but

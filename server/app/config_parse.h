@@ -18,8 +18,8 @@ struct HostPort {
 
 // "HOST:PORT" or "[IPV6]:PORT" for the flag `--flag`; INVALID_ARGUMENT with
 // a one-line message naming the flag otherwise.
-absl::StatusOr<HostPort> ParseHostPort(absl::string_view flag,
-                                       absl::string_view text);
+[[nodiscard]] absl::StatusOr<HostPort> ParseHostPort(absl::string_view flag,
+                                                     absl::string_view text);
 
 // The inverse of ParseHostPort: brackets around hosts with a ':'.
 std::string JoinHostPort(const std::string& host, int port);
@@ -31,7 +31,8 @@ struct LedgerSpec {
 
 // "sqlite:PATH", optionally followed by "?synchronous=off" or
 // "?synchronous=full"; INVALID_ARGUMENT naming --ledger otherwise.
-absl::StatusOr<LedgerSpec> ParseLedgerSpec(absl::string_view spec);
+[[nodiscard]] absl::StatusOr<LedgerSpec> ParseLedgerSpec(
+    absl::string_view spec);
 
 }  // namespace aopay
 

@@ -141,8 +141,9 @@ class ServerImpl final : public Server {
     service_options.limits.max_amount_paise = options_.max_amount_paise;
     service_options.max_outstanding =
         static_cast<size_t>(options_.max_inflight + options_.max_queue);
-    service_options.max_refreshes =
+    const size_t refresh_bound =
         std::max<size_t>(1, static_cast<size_t>(options_.max_inflight) / 4);
+    service_options.max_refreshes = refresh_bound;
     timer_ = std::make_unique<ThreadTimer>();
     service_ = std::make_unique<PayoutService>(
         *ledger_, *upstream_, *timer_, metrics_, std::move(service_options));
@@ -150,8 +151,10 @@ class ServerImpl final : public Server {
     admin_service_ =
         std::make_unique<GrpcPayoutAdminService>(*service_, metrics_);
     if (options_.reconcile_interval > absl::ZeroDuration()) {
+      // Half the refresh bound: callers' RefreshPayout keeps the rest.
       reconciler_ =
-          std::make_unique<Reconciler>(*service_, options_.reconcile_interval);
+          std::make_unique<Reconciler>(*service_, options_.reconcile_interval,
+                                       std::max<size_t>(1, refresh_bound / 2));
     }
 
     metrics_.SetGauge(

@@ -9,8 +9,11 @@
 
 namespace aopay {
 
-Reconciler::Reconciler(PayoutService& service, absl::Duration interval)
-    : service_(service), interval_(interval) {}
+Reconciler::Reconciler(PayoutService& service, absl::Duration interval,
+                       size_t max_in_flight)
+    : service_(service),
+      interval_(interval),
+      max_in_flight_(std::max<size_t>(max_in_flight, 1)) {}
 
 void Reconciler::Tick(absl::Time now) {
   ListQuery query;
@@ -28,7 +31,6 @@ void Reconciler::Tick(absl::Time now) {
 }
 
 void Reconciler::OnPage(absl::Time now, absl::StatusOr<ListPage> page) {
-  std::vector<std::string> due;
   {
     absl::MutexLock lock(&mu_);
     if (!page.ok()) {
@@ -43,7 +45,7 @@ void Reconciler::OnPage(absl::Time now, absl::StatusOr<ListPage> page) {
       seen_.insert(payout.payout_id);
       auto it = backoff_.find(payout.payout_id);
       if (it == backoff_.end() || it->second.next <= now) {
-        due.push_back(payout.payout_id);
+        due_.push_back(payout.payout_id);
       }
     }
     page_token_ = page->next_page_token;
@@ -54,10 +56,22 @@ void Reconciler::OnPage(absl::Time now, absl::StatusOr<ListPage> page) {
       }
       seen_.clear();
     }
-    refreshing_ = static_cast<int>(due.size());
-    if (due.empty()) busy_ = false;
+    if (due_.empty()) busy_ = false;
   }
-  for (const std::string& payout_id : due) {
+  StartMore(now);
+}
+
+void Reconciler::StartMore(absl::Time now) {
+  std::vector<std::string> starting;
+  {
+    absl::MutexLock lock(&mu_);
+    while (in_flight_ < max_in_flight_ && !due_.empty()) {
+      starting.push_back(std::move(due_.front()));
+      due_.pop_front();
+      ++in_flight_;
+    }
+  }
+  for (const std::string& payout_id : starting) {
     service_.Refresh(payout_id, "reconciler",
                      [this, payout_id, now](absl::StatusOr<Payout> payout) {
                        OnRefreshed(payout_id, now, payout);
@@ -67,16 +81,25 @@ void Reconciler::OnPage(absl::Time now, absl::StatusOr<ListPage> page) {
 
 void Reconciler::OnRefreshed(const std::string& payout_id, absl::Time now,
                              const absl::StatusOr<Payout>& payout) {
-  absl::MutexLock lock(&mu_);
-  if (payout.ok() && payout->state != PayoutState::kAccepted) {
-    backoff_.erase(payout_id);
-  } else {
-    auto [it, inserted] =
-        backoff_.try_emplace(payout_id, Backoff{now, interval_});
-    if (!inserted) it->second.delay = std::min(it->second.delay * 2, kMaxDelay);
-    it->second.next = now + it->second.delay;
+  {
+    absl::MutexLock lock(&mu_);
+    if (payout.ok() && payout->state != PayoutState::kAccepted) {
+      backoff_.erase(payout_id);
+    } else if (payout.status().code() != absl::StatusCode::kResourceExhausted) {
+      auto [it, inserted] =
+          backoff_.try_emplace(payout_id, Backoff{now, interval_});
+      if (!inserted) {
+        it->second.delay = std::min(it->second.delay * 2, kMaxDelay);
+      }
+      it->second.next = now + it->second.delay;
+    }
+    --in_flight_;
+    if (in_flight_ == 0 && due_.empty()) {
+      busy_ = false;
+      return;
+    }
   }
-  if (--refreshing_ == 0) busy_ = false;
+  StartMore(now);
 }
 
 }  // namespace aopay

@@ -5,16 +5,19 @@
 
 #include "server/flow/payout_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
 #include "common/aopay_codec.h"
 #include "common/errors.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/flow/reconciler.h"
 #include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
 
@@ -97,9 +100,20 @@ class FakeLedger final : public Ledger {
     }
     done(NotFoundError("payout"));
   }
+  // One page: every row in one of query.states (all when empty), newest
+  // first.
   void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done) override {
     last_query = query;
-    done(ListPage{});
+    ListPage page;
+    for (auto it = rows_.rbegin(); it != rows_.rend(); ++it) {
+      const Payout& payout = it->second.payout;
+      if (query.states.empty() ||
+          std::find(query.states.begin(), query.states.end(), payout.state) !=
+              query.states.end()) {
+        page.payouts.push_back(payout);
+      }
+    }
+    done(std::move(page));
   }
   void Events(
       std::string,
@@ -396,6 +410,39 @@ TEST_F(PayoutServiceTest, RefreshesHaveTheirOwnBound) {
   EXPECT_EQ(answered, 1);
   service_->Refresh(id, "refresh", [&](absl::StatusOr<Payout>) { ++answered; });
   EXPECT_EQ(upstream_.calls.size(), 3u);
+}
+
+// The reconciler keeps its refreshes within a window below the service's
+// bound: with a backlog larger than the bound it must not make the service
+// refuse it (each refused payout was backed off, the backlog of ACCEPTED
+// payouts grew without end, and memory with it).
+TEST_F(PayoutServiceTest, TheReconcilerStaysWithinItsWindow) {
+  PayoutServiceOptions options;
+  options.max_refreshes = 4;
+  Rebuild(options);
+  constexpr int kPayouts = 20;
+  for (int i = 0; i < kPayouts; ++i) {
+    auto created = Create(ValidRequest(absl::StrCat("req-", i)));
+    upstream_.Answer(Http(200, kAccepted));
+  }
+  Reconciler reconciler(*service_, absl::Seconds(1), /*max_in_flight=*/2);
+  reconciler.Tick(absl::Now());
+  size_t most_at_once = 0;
+  int answered = 0;
+  while (!upstream_.calls.empty() && answered < 10 * kPayouts) {
+    most_at_once = std::max(most_at_once, upstream_.calls.size());
+    upstream_.Answer(Http(200, R"({"resourceData":{"status":"SUCCESS"}})"));
+    ++answered;
+  }
+  EXPECT_EQ(most_at_once, 2u);
+  EXPECT_EQ(answered, kPayouts) << "each payout refreshed once";
+  ListQuery accepted;
+  accepted.states = {PayoutState::kAccepted};
+  absl::StatusOr<ListPage> left;
+  service_->List(
+      accepted, [&](absl::StatusOr<ListPage> page) { left = std::move(page); });
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->payouts.empty());
 }
 
 TEST_F(PayoutServiceTest, SuccessReportedForAFailedPayoutIsCountedAndLogged) {
