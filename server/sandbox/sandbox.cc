@@ -1,7 +1,6 @@
 #include "server/sandbox/sandbox.h"
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -9,63 +8,29 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstring>
-#include <initializer_list>
 #include <optional>
-#include <random>
 #include <string>
 #include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "httplib.h"
 #include "server/sandbox/delay_scheduler.h"
-#include "rapidjson/document.h"
-#include "rapidjson/stringbuffer.h"
-#include "rapidjson/writer.h"
+#include "server/sandbox/journal.h"
+#include "server/sandbox/script.h"
+#include "server/sandbox/wire.h"
 
 namespace aopay {
 namespace {
 
 constexpr char kPayoutPath[] = "/api/V6/Payout/AOPPayout";
 constexpr char kStatusPath[] = "/api/V6/Payout/AOPPayoutStatus";
-
-// AOPay's documented messages (docs/aopay.md), verbatim.
-constexpr char kMessage403[] =
-    "APIs not enabled. Please reach out to care@AOP.com";
-constexpr char kMessage409[] = "Beneficiary Id already exists";
-constexpr char kMessage412[] = "Post data is empty or not a valid JSON";
-constexpr char kMessage422[] = "Please provide a valid Bank IFSC code.";
-constexpr char kMessageAccepted[] = "fundTransfer successfully processed";
-// Not documented by AOPay: the status endpoint and unknown paths.
-constexpr char kMessageNoTransaction[] = "Transaction not found";
-constexpr char kMessageNoResource[] = "Resource not found";
-constexpr char kMessageStatus[] = "Transaction status fetched successfully";
-
-constexpr char kHtml500[] =
-    "<!DOCTYPE html>\n<html><head><title>500 Internal Server Error</title>"
-    "</head>\n<body><h1>Internal Server Error</h1>\n<p>The server "
-    "encountered an internal error and was unable to complete your request."
-    "</p>\n<hr><address>aopay-sandbox</address></body></html>\n";
-constexpr char kHtmlJournalFailed[] =
-    "<!DOCTYPE html>\n<html><body><h1>Internal Server Error</h1>\n"
-    "<p>aopay-sandbox could not write its journal.</p></body></html>\n";
-constexpr char kHtmlNotDropped[] =
-    "<!DOCTYPE html>\n<html><body><h1>Bad Gateway</h1>\n<p>aopay-sandbox "
-    "could not close the connection (scripted 0502).</p></body></html>\n";
-
-constexpr char kJson[] = "application/json";
-constexpr char kHtml[] = "text/html; charset=utf-8";
 
 // httplib listens with a backlog of 5 (compiled into the library); a burst
 // of a few hundred connects would then lose SYNs and stall for a second.
@@ -149,150 +114,6 @@ void WarmHttplibStatics() {
   httplib::Client client("http://127.0.0.1:1");  // parses the URL only
 }
 #endif
-
-// ---------------------------------------------------------------------------
-// JSON, with RapidJSON directly: the sandbox must not share the gateway's
-// codec.
-
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
-
-void WriteString(JsonWriter& writer, absl::string_view value) {
-  writer.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
-}
-
-void WriteField(JsonWriter& writer, absl::string_view key,
-                absl::string_view value) {
-  writer.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
-  WriteString(writer, value);
-}
-
-std::string Contents(const rapidjson::StringBuffer& buffer) {
-  return std::string(buffer.GetString(), buffer.GetSize());
-}
-
-std::string ErrorBody(absl::string_view sub_code, absl::string_view message) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter writer(buffer);
-  writer.StartObject();
-  WriteField(writer, "status", "ERROR");
-  WriteField(writer, "subCode", sub_code);
-  WriteField(writer, "message", message);
-  writer.EndObject();
-  return Contents(buffer);
-}
-
-std::string AcceptedBody(absl::Time now, absl::string_view reference_no,
-                         absl::string_view transaction_id,
-                         absl::string_view beneficiary_name) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter writer(buffer);
-  writer.StartObject();
-  writer.Key("initiateAuthGenericFundTransferAPIResp");
-  writer.StartObject();
-  writer.Key("metaData");
-  writer.StartObject();
-  WriteField(writer, "status", "SUCCESS");
-  WriteField(writer, "message", kMessageAccepted);
-  WriteField(writer, "version", "v1");
-  WriteField(
-      writer, "time",
-      absl::FormatTime("%Y-%m-%d%ET%H:%M:%E3SZ", now, absl::UTCTimeZone()));
-  writer.EndObject();
-  writer.Key("resourceData");
-  writer.StartObject();
-  WriteField(writer, "status", "ACPT");
-  WriteField(writer, "transactionReferenceNo", reference_no);
-  WriteField(writer, "transactionID", transaction_id);
-  WriteField(writer, "beneficiaryName", beneficiary_name);
-  writer.EndObject();
-  writer.EndObject();
-  WriteField(writer, "statuss", "SUCCESS");
-  WriteField(writer, "message", kMessageAccepted);
-  WriteField(writer, "value", "");
-  writer.EndObject();
-  return Contents(buffer);
-}
-
-std::string StatusBody(absl::string_view transaction_id,
-                       absl::string_view reference_no, absl::string_view word) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter writer(buffer);
-  writer.StartObject();
-  WriteField(writer, "status", "SUCCESS");
-  WriteField(writer, "message", kMessageStatus);
-  writer.Key("resourceData");
-  writer.StartObject();
-  WriteField(writer, "transactionID", transaction_id);
-  WriteField(writer, "transactionReferenceNo", reference_no);
-  WriteField(writer, "transactionStatus", word);
-  writer.EndObject();
-  writer.EndObject();
-  return Contents(buffer);
-}
-
-// The body goes in as a JSON string holding exactly its bytes: RapidJSON's
-// writer escapes quotes, backslashes and control characters (NUL included)
-// and copies every other byte, valid UTF-8 or not, so a reader gets the
-// body back byte for byte.
-std::string JournalLine(int64_t seq, absl::string_view path,
-                        absl::string_view body, absl::Time received) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter writer(buffer);
-  writer.StartObject();
-  writer.Key("seq");
-  writer.Int64(seq);
-  WriteField(writer, "path", path);
-  WriteField(writer, "body", body);
-  writer.Key("received_unix_ms");
-  writer.Int64(absl::ToUnixMillis(received));
-  writer.EndObject();
-  std::string line = Contents(buffer);
-  line.push_back('\n');
-  return line;
-}
-
-// Reads `body` as AOPay would: a JSON object in which every named field is
-// present and a string. False means 412.
-[[nodiscard]] bool ReadStringFields(
-    const std::string& body,
-    std::initializer_list<std::pair<const char*, std::string*>> fields) {
-  if (body.empty()) return false;
-  rapidjson::Document document;
-  document.Parse<rapidjson::kParseIterativeFlag |
-                 rapidjson::kParseValidateEncodingFlag>(body.data(),
-                                                        body.size());
-  if (document.HasParseError() || !document.IsObject()) return false;
-  for (const auto& [name, out] : fields) {
-    const auto member = document.FindMember(name);
-    if (member == document.MemberEnd() || !member->value.IsString()) {
-      return false;
-    }
-    out->assign(member->value.GetString(), member->value.GetStringLength());
-  }
-  return true;
-}
-
-// The documented request header; a body sent as anything else (curl's
-// default form encoding, say) is not JSON to the server.
-bool HasJsonContentType(const httplib::Request& request) {
-  std::string type = request.get_header_value("Content-Type");
-  type = type.substr(0, type.find(';'));
-  return absl::AsciiStrToLower(absl::StripAsciiWhitespace(type)) == kJson;
-}
-
-// ^[A-Z]{4}0[A-Z0-9]{6}$
-bool IsValidIfsc(absl::string_view ifsc) {
-  if (ifsc.size() != 11) return false;
-  for (size_t i = 0; i < ifsc.size(); ++i) {
-    const char c = ifsc[i];
-    const bool upper = c >= 'A' && c <= 'Z';
-    const bool digit = c >= '0' && c <= '9';
-    if (i < 4 ? !upper : i == 4 ? c != '0' : !(upper || digit)) return false;
-  }
-  return true;
-}
-
-// ---------------------------------------------------------------------------
 // Sockets. httplib 0.11 gives a handler no way to close its connection
 // without answering, nor a way to close idle keep-alive connections on stop;
 // both need the accepted socket, which the handler does not see. With TLS it
@@ -377,127 +198,6 @@ bool DropConnection(const httplib::Request& request) {
   return dropped;
 }
 
-// ---------------------------------------------------------------------------
-
-// One JSON line per request, appended with one write(2) each: no user-space
-// buffer, so a line is in the file (readable by other processes) as soon as
-// Append returns.
-class Journal {
- public:
-  static absl::StatusOr<std::unique_ptr<Journal>> Open(
-      const std::string& path) {
-    const int fd =
-        open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot open journal ", path, ": ", std::strerror(errno)));
-    }
-    return std::unique_ptr<Journal>(new Journal(fd));
-  }
-  ~Journal() { close(fd_); }
-  Journal(const Journal&) = delete;
-  Journal& operator=(const Journal&) = delete;
-
-  // Thread-safe; lines appear in `seq` order.
-  [[nodiscard]] bool Append(absl::string_view path, absl::string_view body,
-                            absl::Time received) {
-    absl::MutexLock lock(&mu_);
-    const std::string line = JournalLine(++seq_, path, body, received);
-    size_t written = 0;
-    while (written < line.size()) {
-      const ssize_t n =
-          write(fd_, line.data() + written, line.size() - written);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      written += static_cast<size_t>(n);
-    }
-    return true;
-  }
-
- private:
-  explicit Journal(int fd) : fd_(fd) {}
-
-  absl::Mutex mu_;
-  const int fd_;
-  int64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// Fresh identifiers. A counter makes them unique within a sandbox; a random
-// start makes a collision between two sandboxes (a restarted one, say)
-// unlikely.
-class IdSource {
- public:
-  IdSource() {
-    std::random_device device;
-    std::uniform_int_distribution<int64_t> start(0, kSpan - 1);
-    transaction_start_ = start(device);
-    reference_start_ = start(device);
-  }
-
-  std::string NextTransactionId() {
-    return absl::StrCat(
-        "TERF",
-        kLowest + (transaction_start_ + transactions_.fetch_add(1)) % kSpan);
-  }
-  // 12 digits, no leading zero.
-  std::string NextReferenceNo() {
-    return absl::StrCat(kLowest +
-                        (reference_start_ + references_.fetch_add(1)) % kSpan);
-  }
-
- private:
-  static constexpr int64_t kLowest = 100'000'000'000;
-  static constexpr int64_t kSpan = 900'000'000'000;
-
-  int64_t transaction_start_ = 0;
-  int64_t reference_start_ = 0;
-  std::atomic<int64_t> transactions_{0};
-  std::atomic<int64_t> references_{0};
-};
-
-// What the status endpoint will say about an accepted payout.
-enum class Fate { kSettles, kFails, kReverses };
-
-struct Transaction {
-  std::string reference_no;
-  std::string registration;
-  absl::Time accepted;
-  Fate fate = Fate::kSettles;
-};
-
-// What to do with a request once its delay has passed.
-struct Answer {
-  enum class Kind { kReply, kDrop, kAccept };
-  Kind kind = Kind::kReply;
-  // kReply
-  int http_status = 200;
-  std::string content_type;
-  std::string body;
-  // Waited on top of the latency.
-  absl::Duration delay = absl::ZeroDuration();
-  // kAccept
-  std::string beneficiary_name;
-  std::string registration;
-  Fate fate = Fate::kSettles;
-};
-
-Answer Reply(int http_status, std::string content_type, std::string body) {
-  Answer answer;
-  answer.http_status = http_status;
-  answer.content_type = std::move(content_type);
-  answer.body = std::move(body);
-  return answer;
-}
-
-// A documented AOPay error, with HTTP status = subCode.
-Answer DocumentedError(int sub_code) {
-  const char* message = sub_code == 403   ? kMessage403
-                        : sub_code == 409 ? kMessage409
-                        : sub_code == 412 ? kMessage412
-                                          : kMessage422;
-  return Reply(sub_code, kJson, ErrorBody(absl::StrCat(sub_code), message));
-}
-
 std::string HostForUrl(const std::string& host) {
   return host.find(':') == std::string::npos ? host
                                              : absl::StrCat("[", host, "]");
@@ -538,9 +238,7 @@ absl::Status CheckOptions(const SandboxOptions& options) {
 class Sandbox::Impl {
  public:
   explicit Impl(SandboxOptions options)
-      : options_(std::move(options)),
-        registrations_(options_.registrations.begin(),
-                       options_.registrations.end()) {
+      : options_(std::move(options)), script_(options_) {
     // httplib wants the host without IPv6 brackets.
     if (options_.host.size() > 2 && options_.host.front() == '[' &&
         options_.host.back() == ']') {
@@ -569,24 +267,21 @@ class Sandbox::Impl {
   void HandleOther(const httplib::Request& request,
                    httplib::Response& response);
 
-  // Journals and counts `request`. False (with a 500 answer in `response`)
-  // when the journal cannot be written: an answer must never go out for a
-  // request the journal does not show.
-  bool Receive(const httplib::Request& request, httplib::Response& response);
-  // Waits `delay`; false as soon as the sandbox is stopping.
-  bool Delay(absl::Duration delay);
-  Answer DecidePayout(const httplib::Request& request) const;
-  Answer DecideStatus(const httplib::Request& request);
+  // What every request goes through before its answer: journalled and
+  // counted, then held for the latency plus `delay`. False when it is to get
+  // no answer: the journal could not be written (`response` then holds a
+  // 500; an answer must never go out for a request the journal does not
+  // show), or the sandbox is stopping.
+  bool Admit(const httplib::Request& request, httplib::Response& response,
+             absl::Duration delay = absl::ZeroDuration());
   void Perform(const httplib::Request& request, const Answer& answer,
                httplib::Response& response);
-  // Records an accepted payout and returns the documented success body.
-  std::string Accept(const Answer& answer);
   // Shuts down every connection accepted on the sandbox's address, so that
   // workers idling in keep-alive end now rather than after its timeout.
   void CloseOpenConnections();
 
   SandboxOptions options_;
-  const absl::flat_hash_set<std::string> registrations_;
+  Script script_;
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<httplib::Server> server_;
   std::thread listener_;
@@ -606,11 +301,6 @@ class Sandbox::Impl {
   DelayScheduler delays_;
 
   std::atomic<int64_t> requests_received_{0};
-  IdSource ids_;
-
-  absl::Mutex transactions_mu_;
-  absl::flat_hash_map<std::string, Transaction> transactions_
-      ABSL_GUARDED_BY(transactions_mu_);
 };
 
 absl::Status Sandbox::Impl::Start() {
@@ -728,129 +418,51 @@ void Sandbox::Impl::CloseOpenConnections() {
   });
 }
 
-bool Sandbox::Impl::Receive(const httplib::Request& request,
-                            httplib::Response& response) {
+bool Sandbox::Impl::Admit(const httplib::Request& request,
+                          httplib::Response& response, absl::Duration delay) {
   const absl::Time now = absl::Now();
   if (journal_ != nullptr &&
       !journal_->Append(request.path, request.body, now)) {
     response.status = 500;
-    response.set_content(kHtmlJournalFailed, kHtml);
+    response.set_content(kJournalFailedPage, kHtmlContentType);
     return false;
   }
   requests_received_.fetch_add(1);
-  return true;
-}
-
-bool Sandbox::Impl::Delay(absl::Duration delay) {
-  if (delay <= absl::ZeroDuration()) return !stopping_.HasBeenNotified();
-  return delays_.WaitUntil(absl::Now() + delay);
+  delay += script_.latency();
+  const bool waited = delay <= absl::ZeroDuration()
+                          ? !stopping_.HasBeenNotified()
+                          : delays_.WaitUntil(absl::Now() + delay);
+  // Not sent: Stop has closed the connection.
+  if (!waited) response.status = 503;
+  return waited;
 }
 
 void Sandbox::Impl::HandlePayout(const httplib::Request& request,
                                  httplib::Response& response) {
-  if (!Receive(request, response)) return;
-  const Answer answer = DecidePayout(request);
-  if (!Delay(options_.latency + answer.delay)) {
-    response.status = 503;  // Not sent: Stop has closed the connection.
-    return;
+  // Decided before the wait, which depends on it. Deciding records nothing.
+  const Answer answer = script_.DecidePayout(
+      request.get_header_value("Content-Type"), request.body);
+  if (Admit(request, response, answer.delay)) {
+    Perform(request, answer, response);
   }
-  Perform(request, answer, response);
 }
 
 void Sandbox::Impl::HandleStatus(const httplib::Request& request,
                                  httplib::Response& response) {
-  if (!Receive(request, response)) return;
-  // Decided after the delay: the status is the one at answer time.
-  if (!Delay(options_.latency)) {
-    response.status = 503;
-    return;
+  // Decided after the wait: the status is the one at answer time.
+  if (Admit(request, response)) {
+    Perform(request,
+            script_.DecideStatus(request.get_header_value("Content-Type"),
+                                 request.body),
+            response);
   }
-  Perform(request, DecideStatus(request), response);
 }
 
 void Sandbox::Impl::HandleOther(const httplib::Request& request,
                                 httplib::Response& response) {
-  if (!Receive(request, response)) return;
-  if (!Delay(options_.latency)) {
-    response.status = 503;
-    return;
+  if (Admit(request, response)) {
+    Perform(request, script_.DecideOther(), response);
   }
-  Perform(request, Reply(404, kJson, ErrorBody("404", kMessageNoResource)),
-          response);
-}
-
-Answer Sandbox::Impl::DecidePayout(const httplib::Request& request) const {
-  std::string account, amount, type, ifsc, name, email, mobile, registration;
-  if (!HasJsonContentType(request) ||
-      !ReadStringFields(request.body, {{"accountNumber", &account},
-                                       {"amount", &amount},
-                                       {"transactionType", &type},
-                                       {"beneficiaryIFSC", &ifsc},
-                                       {"beneficiaryName", &name},
-                                       {"emailID", &email},
-                                       {"mobileNo", &mobile},
-                                       {"registrationID", &registration}})) {
-    return DocumentedError(412);
-  }
-  if (!registrations_.contains(registration)) return DocumentedError(403);
-  if (!IsValidIfsc(ifsc)) return DocumentedError(422);
-
-  const absl::string_view suffix =
-      account.size() < 4
-          ? absl::string_view()
-          : absl::string_view(account).substr(account.size() - 4);
-  if (suffix == "0403") return DocumentedError(403);
-  if (suffix == "0409") return DocumentedError(409);
-  if (suffix == "0412") return DocumentedError(412);
-  if (suffix == "0422") return DocumentedError(422);
-  if (suffix == "0429") return Reply(429, "", "");
-  if (suffix == "0500") return Reply(500, kHtml, kHtml500);
-  Answer answer;
-  if (suffix == "0502") {
-    answer.kind = Answer::Kind::kDrop;
-    return answer;
-  }
-  answer.kind = Answer::Kind::kAccept;
-  answer.beneficiary_name = absl::AsciiStrToUpper(name);
-  answer.registration = std::move(registration);
-  if (suffix == "0504") answer.delay = options_.slow;
-  if (suffix == "0601") answer.fate = Fate::kFails;
-  if (suffix == "0602") answer.fate = Fate::kReverses;
-  return answer;
-}
-
-Answer Sandbox::Impl::DecideStatus(const httplib::Request& request) {
-  std::string transaction_id, registration;
-  if (!HasJsonContentType(request) ||
-      !ReadStringFields(request.body, {{"transactionID", &transaction_id},
-                                       {"registrationID", &registration}})) {
-    return DocumentedError(412);
-  }
-  if (!registrations_.contains(registration)) return DocumentedError(403);
-
-  const absl::Time now = absl::Now();
-  absl::MutexLock lock(&transactions_mu_);
-  const auto found = transactions_.find(transaction_id);
-  if (found == transactions_.end() ||
-      found->second.registration != registration) {
-    return Reply(404, kJson, ErrorBody("404", kMessageNoTransaction));
-  }
-  const Transaction& transaction = found->second;
-  absl::string_view word;
-  switch (transaction.fate) {
-    case Fate::kFails:
-      word = "FAILED";
-      break;
-    case Fate::kReverses:
-      word = "REVERSED";
-      break;
-    case Fate::kSettles:
-      word =
-          now - transaction.accepted >= options_.settle ? "SUCCESS" : "PENDING";
-      break;
-  }
-  return Reply(200, kJson,
-               StatusBody(transaction_id, transaction.reference_no, word));
 }
 
 void Sandbox::Impl::Perform(const httplib::Request& request,
@@ -866,31 +478,14 @@ void Sandbox::Impl::Perform(const httplib::Request& request,
       // httplib then fails to write its default answer and closes.
       if (!DropConnection(request)) {
         response.status = 502;
-        response.set_content(kHtmlNotDropped, kHtml);
+        response.set_content(kNotDroppedPage, kHtmlContentType);
       }
       return;
     case Answer::Kind::kAccept:
       response.status = 200;
-      response.set_content(Accept(answer), kJson);
+      response.set_content(script_.Accept(answer), kJsonContentType);
       return;
   }
-}
-
-std::string Sandbox::Impl::Accept(const Answer& answer) {
-  const absl::Time now = absl::Now();
-  std::string transaction_id = ids_.NextTransactionId();
-  std::string reference_no = ids_.NextReferenceNo();
-  std::string body =
-      AcceptedBody(now, reference_no, transaction_id, answer.beneficiary_name);
-  Transaction transaction;
-  transaction.reference_no = std::move(reference_no);
-  transaction.registration = answer.registration;
-  transaction.accepted = now;
-  transaction.fate = answer.fate;
-  absl::MutexLock lock(&transactions_mu_);
-  transactions_.insert_or_assign(std::move(transaction_id),
-                                 std::move(transaction));
-  return body;
 }
 
 absl::StatusOr<std::unique_ptr<Sandbox>> Sandbox::Start(
