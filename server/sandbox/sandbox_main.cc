@@ -45,10 +45,11 @@ ABSL_FLAG(int, threads, 256,
 
 namespace {
 
-constexpr absl::string_view kOwnFlags[] = {
-    "listen",  "registrations", "latency", "slow",    "settle",
-    "journal", "tls_cert",      "tls_key", "threads",
-};
+// The sandbox's own flags are the ones defined in this file; --help lists
+// them, and CheckCommandLine checks their values.
+bool DefinesOwnFlags(absl::string_view path) {
+  return absl::EndsWith(path, "sandbox_main.cc");
+}
 
 int Fail(absl::string_view message) {
   std::cerr << "aopay-sandbox: " << message << std::endl;
@@ -64,13 +65,6 @@ constexpr absl::string_view kUsageFlags[] = {
 bool IsUsageFlag(absl::string_view name) {
   for (absl::string_view usage : kUsageFlags) {
     if (name == usage) return true;
-  }
-  return false;
-}
-
-bool IsOwnFlag(absl::string_view name) {
-  for (absl::string_view own : kOwnFlags) {
-    if (name == own) return true;
   }
   return false;
 }
@@ -95,7 +89,7 @@ std::string CheckCommandLine(int argc, char** argv) {
     if (IsUsageFlag(name)) continue;
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr) return absl::StrCat("unknown flag --", name);
-    if (!IsOwnFlag(name)) continue;
+    if (!DefinesOwnFlags(flag->Filename())) continue;
     std::string value;
     if (equals != absl::string_view::npos) {
       value = std::string(arg.substr(equals + 1));
@@ -138,9 +132,7 @@ int main(int argc, char** argv) {
   // --help lists the flags of this file (absl looks for a file named after
   // the program by default).
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "sandbox_main.cc");
-  };
+  usage.contains_help_flags = DefinesOwnFlags;
   usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   if (std::string error = CheckCommandLine(argc, argv); !error.empty()) {
