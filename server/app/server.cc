@@ -12,6 +12,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "httplib.h"
 #include "server/app/config_parse.h"
+#include "server/executor/executor.h"
 #include "server/flow/payout_service.h"
 #include "server/flow/reconciler.h"
 #include "server/flow/timer.h"
@@ -29,6 +30,10 @@ namespace {
 constexpr absl::string_view kSandboxRegistration = "AOP-SANDBOX";
 constexpr absl::Duration kHousekeepingTick = absl::Seconds(1);
 constexpr absl::Duration kPruneEvery = absl::Hours(1);
+// Threads that run the ledger's callbacks (building AOPay bodies, answering
+// callers): the writer thread only writes. Two keep one batch's answers from
+// waiting behind another's without adding much switching on small machines.
+constexpr size_t kCallbackThreads = 2;
 
 absl::Status CheckOptions(const ServerOptions& options) {
   if (options.upstream_timeout <= absl::ZeroDuration()) {
@@ -102,10 +107,12 @@ class ServerImpl final : public Server {
           aopay_url);
     }
 
+    callbacks_ = std::make_unique<ThreadPool>(kCallbackThreads);
     SqliteLedgerOptions ledger_options;
     ledger_options.path = ledger_spec->path;
     ledger_options.registration_id = registration;
     ledger_options.durable = ledger_spec->durable;
+    ledger_options.executor = callbacks_.get();
     absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
         SqliteLedger::Open(std::move(ledger_options));
     if (!ledger.ok()) return ledger.status();
@@ -245,6 +252,7 @@ class ServerImpl final : public Server {
     if (upstream_ != nullptr) upstream_->Shutdown(absl::ZeroDuration());
     if (timer_ != nullptr) timer_->Stop();
     if (ledger_ != nullptr) ledger_->Close();
+    if (callbacks_ != nullptr) callbacks_->Stop();
     if (sandbox_ != nullptr) sandbox_->Stop();
   }
 
@@ -332,6 +340,7 @@ class ServerImpl final : public Server {
   ServerOptions options_;
   Metrics metrics_;
   std::unique_ptr<Sandbox> sandbox_;
+  std::unique_ptr<ThreadPool> callbacks_;  // outlives the ledger
   std::unique_ptr<SqliteLedger> ledger_;
   std::unique_ptr<CurlUpstream> upstream_;
   std::unique_ptr<ThreadTimer> timer_;  // stopped before the ledger closes

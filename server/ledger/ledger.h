@@ -79,10 +79,13 @@ struct InsertResult {
 };
 
 // Thread-safe. Every asynchronous method returns at once and runs `done`
-// exactly once on a thread the ledger owns (never inside the call); `done`
-// must not block. Writes are durable (fsynced, unless the ledger was opened
-// without durability for benchmarks) before `done` runs. A ledger that cannot
-// write fails writes with UNAVAILABLE (reason LEDGER_UNAVAILABLE).
+// exactly once, never inside the call, on a thread of the executor the
+// ledger was given (never the thread that writes: a commit does not wait for
+// its callers' work); `done` must not block. No order between callbacks is
+// promised beyond what an implementation documents. Writes are durable
+// (fsynced, unless the ledger was opened without durability for benchmarks)
+// before `done` runs. A ledger that cannot write fails writes with
+// UNAVAILABLE (reason LEDGER_UNAVAILABLE).
 class Ledger {
  public:
   template <typename T>
@@ -92,7 +95,7 @@ class Ledger {
 
   // Records `payout` (state PENDING, with its creation event) unless the key
   // (registration, request_id) is taken, in which case returns that row.
-  virtual void Insert(const Payout& payout, std::string fingerprint,
+  virtual void Insert(Payout payout, std::string fingerprint,
                       Callback<absl::StatusOr<InsertResult>> done) = 0;
 
   // Applies `change`; returns the row as it is afterwards. NOT_FOUND for an

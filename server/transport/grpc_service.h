@@ -4,7 +4,8 @@
 // The gRPC services: thin adapters on the callback API. Each method converts
 // proto -> domain, calls one PayoutService operation and converts the result
 // back with ToGrpcStatus(). Nothing here blocks a gRPC thread: the operation
-// finishes the reactor from a ledger or upstream thread.
+// finishes the reactor from a thread that runs ledger callbacks or from the
+// upstream client's loop.
 
 #include "aopay/payout/v1/payout.grpc.pb.h"
 #include "server/flow/payout_service.h"

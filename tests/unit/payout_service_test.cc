@@ -32,7 +32,7 @@ class FakeLedger final : public Ledger {
   bool fail_writes = false;
   std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
 
-  void Insert(const Payout& payout, std::string fingerprint,
+  void Insert(Payout payout, std::string fingerprint,
               Callback<absl::StatusOr<InsertResult>> done) override {
     if (fail_writes) return done(LedgerUnavailableError("disk full"));
     log.push_back("insert " + payout.payout_id);

@@ -47,6 +47,10 @@ struct Faults {
   std::atomic<int> write_error{SQLITE_IOERR_WRITE};
   // Only the -wal file fails: the main file (its header, checkpoints) works.
   std::atomic<bool> wal_only{false};
+  // While set, every sync waits: holds the writer inside a commit.
+  absl::Mutex sync_mu;
+  bool hold_syncs ABSL_GUARDED_BY(sync_mu) = false;
+  int syncs_held ABSL_GUARDED_BY(sync_mu) = 0;
 };
 
 Faults& TheFaults() {
@@ -85,6 +89,16 @@ int FaultTruncate(sqlite3_file* f, sqlite3_int64 size) {
   return Real(f)->pMethods->xTruncate(Real(f), size);
 }
 int FaultSync(sqlite3_file* f, int flags) {
+  {
+    Faults& faults = TheFaults();
+    absl::MutexLock lock(&faults.sync_mu);
+    if (faults.hold_syncs) {
+      ++faults.syncs_held;
+      faults.sync_mu.Await(absl::Condition(
+          +[](bool* hold) { return !*hold; }, &faults.hold_syncs));
+      --faults.syncs_held;
+    }
+  }
   if (TheFaults().fail_syncs.load() && Faulty(f)) return SQLITE_IOERR_FSYNC;
   return Real(f)->pMethods->xSync(Real(f), flags);
 }
@@ -1085,8 +1099,25 @@ TEST_F(SqliteLedgerTest, MigratedFinalPayoutsCountFromTheirLastChange) {
   EXPECT_EQ(*pruned, 1);
 }
 
+void HoldSyncs() {
+  absl::MutexLock lock(&TheFaults().sync_mu);
+  TheFaults().hold_syncs = true;
+}
+void WaitUntilASyncIsHeld() {
+  Faults& faults = TheFaults();
+  absl::MutexLock lock(&faults.sync_mu);
+  faults.sync_mu.Await(absl::Condition(
+      +[](int* held) { return *held > 0; }, &faults.syncs_held));
+}
+void ReleaseSyncs() {
+  absl::MutexLock lock(&TheFaults().sync_mu);
+  TheFaults().hold_syncs = false;
+}
+
 TEST_F(SqliteLedgerTest, ConcurrentInsertsShareTransactions) {
-  auto ledger = OpenLedger();
+  SqliteLedgerOptions options = Options();
+  options.vfs = FaultVfs();
+  auto ledger = OpenLedger(options);
   ASSERT_NE(ledger, nullptr);
   constexpr int kThreads = 4;
   constexpr int kPerThread = 50;
@@ -1094,20 +1125,20 @@ TEST_F(SqliteLedgerTest, ConcurrentInsertsShareTransactions) {
   std::vector<std::atomic<int>> calls(kInserts + 1);
   std::atomic<int> inserted{0};
   absl::BlockingCounter finished(kInserts);
-  absl::Notification all_submitted;
   auto insert = [&](int n) {
     ledger->Insert(MakePayout(n), "fp",
                    [&, n](absl::StatusOr<InsertResult> result) {
                      if (result.ok() && result->inserted) ++inserted;
-                     // The first callback holds the writer until every insert
-                     // is queued, so that they are certainly concurrent.
-                     if (n == 1) all_submitted.WaitForNotification();
                      ++calls[n];
                      finished.DecrementCount();
                    });
   };
   const SqliteLedger::Stats before = ledger->stats();
+  // The first insert holds the writer in its commit's fsync until every
+  // other insert is queued, so that they are certainly concurrent.
+  HoldSyncs();
   insert(1);
+  WaitUntilASyncIsHeld();
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -1118,7 +1149,7 @@ TEST_F(SqliteLedgerTest, ConcurrentInsertsShareTransactions) {
     });
   }
   for (std::thread& thread : threads) thread.join();
-  all_submitted.Notify();
+  ReleaseSyncs();
   finished.Wait();
 
   EXPECT_EQ(inserted.load(), kInserts);
@@ -1520,6 +1551,88 @@ TEST_F(SqliteLedgerTest, CloseRunsEveryQueuedCallbackExactlyOnce) {
   ASSERT_NE(reopened, nullptr);
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"),
             absl::StrCat(kInserts));
+}
+
+// The writer only writes: while a callback of one commit still runs, the
+// next write is committed.
+TEST_F(SqliteLedgerTest, ACallbackDoesNotHoldUpTheNextCommit) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  absl::Notification first_called, second_committed, second_called;
+  ledger->Insert(MakePayout(1), "fp", [&](absl::StatusOr<InsertResult> r) {
+    EXPECT_TRUE(r.ok() && r->inserted);
+    first_called.Notify();
+    second_committed.WaitForNotification();
+  });
+  first_called.WaitForNotification();
+  ledger->Insert(MakePayout(2), "fp", [&](absl::StatusOr<InsertResult> r) {
+    EXPECT_TRUE(r.ok() && r->inserted);
+    second_called.Notify();
+  });
+  // The file holds the second payout while the first callback still runs.
+  // (With callbacks on the writer thread this would never happen.)
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (QueryText(path_, "SELECT count(*) FROM payouts") != "2" &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "2");
+  second_committed.Notify();
+  second_called.WaitForNotification();
+}
+
+// An executor that marks the threads of the tasks it runs.
+class MarkingExecutor final : public Executor {
+ public:
+  static bool OnExecutor() { return on_executor_; }
+  void Run(Task task) override {
+    ++tasks_;
+    pool_.Run([task = std::move(task)]() mutable {
+      on_executor_ = true;
+      std::move(task)();
+      on_executor_ = false;
+    });
+  }
+  int tasks() const { return tasks_.load(); }
+
+ private:
+  static thread_local bool on_executor_;
+  std::atomic<int> tasks_{0};
+  ThreadPool pool_{2};
+};
+thread_local bool MarkingExecutor::on_executor_ = false;
+
+TEST_F(SqliteLedgerTest, CallbacksRunOnTheGivenExecutor) {
+  MarkingExecutor executor;
+  SqliteLedgerOptions options = Options();
+  options.executor = &executor;
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  bool on_executor = false;
+  auto marked = [&](auto start) {
+    on_executor = false;
+    absl::Notification done;
+    start([&](auto) {
+      on_executor = MarkingExecutor::OnExecutor();
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return on_executor;
+  };
+  EXPECT_TRUE(marked([&](auto done) {
+    ledger->Insert(MakePayout(1), "fp", std::move(done));
+  }));
+  EXPECT_TRUE(marked([&](auto done) {
+    ledger->Apply(
+        Change(PayoutId(1), PayoutState::kPending, PayoutState::kAccepted),
+        std::move(done));
+  }));
+  EXPECT_TRUE(marked(
+      [&](auto done) { ledger->GetByPayoutId(PayoutId(1), std::move(done)); }));
+  EXPECT_TRUE(
+      marked([&](auto done) { ledger->List(ListQuery{}, std::move(done)); }));
+  EXPECT_GE(executor.tasks(), 4);
+  ledger->Close();  // before the executor goes
 }
 
 }  // namespace

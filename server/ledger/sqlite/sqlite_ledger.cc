@@ -38,6 +38,7 @@
 #include "common/errors.h"
 #include "common/payout.h"
 #include "common/redact.h"
+#include "server/executor/executor.h"
 
 namespace aopay {
 namespace {
@@ -375,13 +376,25 @@ absl::StatusOr<StoredPayout> ReadPayout(const Statement& row) {
 }
 
 // Runs a prepared SELECT of kPayoutColumns expected to match at most one row.
-absl::StatusOr<StoredPayout> SelectOne(absl::StatusOr<Statement> select,
-                                       absl::string_view what) {
+// nullopt: no row.
+absl::StatusOr<std::optional<StoredPayout>> FindOne(
+    absl::StatusOr<Statement> select) {
   if (!select.ok()) return select.status();
   absl::StatusOr<bool> row = select->Step();
   if (!row.ok()) return row.status();
-  if (!*row) return aopay::NotFoundError(what);
-  return ReadPayout(*select);
+  if (!*row) return std::nullopt;
+  absl::StatusOr<StoredPayout> stored = ReadPayout(*select);
+  if (!stored.ok()) return stored.status();
+  return *std::move(stored);
+}
+
+absl::StatusOr<StoredPayout> SelectOne(absl::StatusOr<Statement> select,
+                                       absl::string_view what) {
+  absl::StatusOr<std::optional<StoredPayout>> found =
+      FindOne(std::move(select));
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) return aopay::NotFoundError(what);
+  return **std::move(found);
 }
 
 absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
@@ -398,9 +411,11 @@ absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
   return SelectOne(std::move(select), absl::StrCat("Payout ", payout_id));
 }
 
-absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
-                                               const std::string& registration,
-                                               const std::string& request_id) {
+// The row holding the key, if any. Insert asks this of every new payout, so
+// a miss is not an error (that would build a NOT_FOUND message each time).
+absl::StatusOr<std::optional<StoredPayout>> FindByRequestId(
+    Connection& db, const std::string& registration,
+    const std::string& request_id) {
   static const std::string* const kSql = new std::string(absl::StrCat(
       "SELECT ", kPayoutColumns,
       " FROM payouts WHERE registration = ?1 AND request_id = ?2"));
@@ -409,8 +424,20 @@ absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
     select->Bind(1, registration);
     select->Bind(2, request_id);
   }
-  return SelectOne(std::move(select),
-                   absl::StrCat("Payout with request_id ", request_id));
+  return FindOne(std::move(select));
+}
+
+absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
+                                               const std::string& registration,
+                                               const std::string& request_id) {
+  absl::StatusOr<std::optional<StoredPayout>> found =
+      FindByRequestId(db, registration, request_id);
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) {
+    return aopay::NotFoundError(
+        absl::StrCat("Payout with request_id ", request_id));
+  }
+  return **std::move(found);
 }
 
 absl::Status AppendEvent(Connection& db, const std::string& payout_id,
@@ -838,6 +865,30 @@ struct FileIdentity {
   }
 };
 
+// Counts callbacks handed to the executor and not yet returned, so that
+// Close() can wait for them. Shared with each task: a task that has just
+// returned may still be leaving Done() when Close() sees the count at zero.
+class CallbackCount {
+ public:
+  void Add() {
+    absl::MutexLock lock(&mu_);
+    ++running_;
+  }
+  void Done() {
+    absl::MutexLock lock(&mu_);
+    --running_;
+  }
+  void WaitForZero() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](int64_t* running) { return *running == 0; }, &running_));
+  }
+
+ private:
+  absl::Mutex mu_;
+  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -850,7 +901,12 @@ class SqliteLedger::Impl {
         file_(file),
         lock_(std::move(lock)),
         writer_db_(std::move(writer)),
-        reader_db_(std::move(reader)) {
+        reader_db_(std::move(reader)),
+        own_executor_(options_.executor == nullptr
+                          ? std::make_unique<ThreadPool>(1)
+                          : nullptr),
+        executor_(options_.executor != nullptr ? *options_.executor
+                                               : *own_executor_) {
     writer_thread_ = std::thread([this] { WriterLoop(); });
     reader_thread_ = std::thread([this] { ReaderLoop(); });
   }
@@ -876,6 +932,8 @@ class SqliteLedger::Impl {
     }
     if (writer_thread_.joinable()) writer_thread_.join();
     if (reader_thread_.joinable()) reader_thread_.join();
+    callbacks_->WaitForZero();
+    if (own_executor_ != nullptr) own_executor_->Stop();
     lock_.Release();
   }
 
@@ -898,8 +956,12 @@ class SqliteLedger::Impl {
             Callback<absl::StatusOr<T>> done) {
     absl::MutexLock lock(&mu_);
     if (!closing_) {
-      reads_.push_back([body = std::move(body), done = std::move(done)](
-                           Connection& db) { done(body(db)); });
+      reads_.push_back([this, body = std::move(body),
+                        done = std::move(done)](Connection& db) mutable {
+        Dispatch([done = std::move(done), result = body(db)]() mutable {
+          done(std::move(result));
+        });
+      });
       return;
     }
     RunLateLocked([done = std::move(done)] { done(ClosedError()); });
@@ -912,6 +974,16 @@ class SqliteLedger::Impl {
   }
 
  private:
+  // Hands a callback to the executor: the writer and reader threads only
+  // read and write.
+  void Dispatch(Executor::Task task) {
+    callbacks_->Add();
+    executor_.Run([callbacks = callbacks_, task = std::move(task)]() mutable {
+      std::move(task)();
+      callbacks->Done();
+    });
+  }
+
   // Calls after Close() are answered on a thread of their own: callbacks
   // never run inside the call, and the ledger's threads are gone.
   void RunLateLocked(std::function<void()> task)
@@ -960,13 +1032,13 @@ class SqliteLedger::Impl {
           }
         }
       }
-      RunBatch(batch);
+      RunBatch(std::move(batch));
     }
   }
 
   void ReaderLoop() {
     for (;;) {
-      std::function<void(Connection&)> task;
+      absl::AnyInvocable<void(Connection&)> task;
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(this, &Impl::ReaderHasWork));
@@ -994,8 +1066,9 @@ class SqliteLedger::Impl {
         [](absl::StatusOr<bool>) {});
   }
 
-  // Group commit: one transaction, one fsync, then every callback.
-  void RunBatch(std::vector<std::unique_ptr<WriteOp>>& batch) {
+  // Group commit: one transaction, one fsync, then every callback, in
+  // submission order, in one task on the executor.
+  void RunBatch(std::vector<std::unique_ptr<WriteOp>> batch) {
     transactions_.fetch_add(1);
     writes_count_.fetch_add(static_cast<int64_t>(batch.size()));
     bool op_storage_error = false;
@@ -1025,7 +1098,9 @@ class SqliteLedger::Impl {
       }
     }
     healthy_.store(outcome.ok() && !op_storage_error);
-    for (std::unique_ptr<WriteOp>& op : batch) op->Finish(outcome);
+    Dispatch([batch = std::move(batch), outcome = std::move(outcome)] {
+      for (const std::unique_ptr<WriteOp>& op : batch) op->Finish(outcome);
+    });
   }
 
   // Non-OK only when the whole transaction is lost.
@@ -1059,6 +1134,12 @@ class SqliteLedger::Impl {
   Connection writer_db_;
   Connection reader_db_;
 
+  // Runs the callbacks; own_executor_ when the options name none.
+  const std::unique_ptr<ThreadPool> own_executor_;
+  Executor& executor_;
+  const std::shared_ptr<CallbackCount> callbacks_ =
+      std::make_shared<CallbackCount>();
+
   mutable std::atomic<bool> file_gone_{false};
   std::atomic<bool> healthy_{true};
   std::atomic<int64_t> transactions_{0};
@@ -1068,7 +1149,7 @@ class SqliteLedger::Impl {
   absl::Mutex mu_;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::unique_ptr<WriteOp>> writes_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::function<void(Connection&)>> reads_ ABSL_GUARDED_BY(mu_);
+  std::deque<absl::AnyInvocable<void(Connection&)>> reads_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> late_threads_ ABSL_GUARDED_BY(mu_);
 
   std::thread writer_thread_;
@@ -1142,20 +1223,23 @@ bool SqliteLedger::Healthy() const { return impl_->healthy(); }
 
 SqliteLedger::Stats SqliteLedger::stats() const { return impl_->stats(); }
 
-void SqliteLedger::Insert(const Payout& payout, std::string fingerprint,
+void SqliteLedger::Insert(Payout payout, std::string fingerprint,
                           Callback<absl::StatusOr<InsertResult>> done) {
   const std::string& registration = impl_->registration();
   impl_->Write<InsertResult>(
-      [&registration, payout, fingerprint = std::move(fingerprint)](
+      [&registration, payout = std::move(payout),
+       fingerprint = std::move(fingerprint)](
           Connection& db) -> absl::StatusOr<InsertResult> {
         if (payout.payout_id.empty() || payout.request_id.empty()) {
           return absl::InvalidArgumentError(
               "a payout needs a payout_id and a request_id");
         }
-        absl::StatusOr<StoredPayout> existing =
-            SelectByRequestId(db, registration, payout.request_id);
-        if (existing.ok()) return InsertResult{false, *std::move(existing)};
-        if (!absl::IsNotFound(existing.status())) return existing.status();
+        absl::StatusOr<std::optional<StoredPayout>> existing =
+            FindByRequestId(db, registration, payout.request_id);
+        if (!existing.ok()) return existing.status();
+        if (existing->has_value()) {
+          return InsertResult{false, **std::move(existing)};
+        }
 
         absl::StatusOr<Statement> insert = db.Prepare(
             "INSERT INTO payouts (payout_id, registration, request_id, "

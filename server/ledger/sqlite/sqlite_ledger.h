@@ -6,14 +6,16 @@
 // Writes run on one writer thread with group commit: every queued write (up
 // to max_batch) goes into one BEGIN IMMEDIATE ... COMMIT, each in its own
 // SAVEPOINT so that one write's failure (NOT_FOUND, ABORTED, ...) does not
-// undo the others; the batch is fsynced once and only then are the callbacks
-// run, in submission order. A failed COMMIT fails every write of the batch
-// with UNAVAILABLE (reason LEDGER_UNAVAILABLE) and makes Healthy() false until
-// a later batch commits.
+// undo the others; the batch is fsynced once and only then are its callbacks
+// handed, as one task, to the executor, which runs them in submission order.
+// The writer thread only writes: it goes on to the next batch while the
+// callbacks of the last one run. A failed COMMIT fails every write of the
+// batch with UNAVAILABLE (reason LEDGER_UNAVAILABLE) and makes Healthy()
+// false until a later batch commits.
 //
-// Reads run on a separate reader thread with its own read-only connection:
-// they see every write whose callback has run, and keep working while writes
-// fail.
+// Reads run on a separate reader thread with its own read-only connection,
+// their callbacks on the executor too: they see every write whose callback
+// has run, and keep working while writes fail.
 //
 // Every row is scoped to the registration the ledger was opened for: the
 // idempotency key is (registration, request_id), and reads, changes, recovery
@@ -28,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "server/executor/executor.h"
 #include "server/ledger/ledger.h"
 
 namespace aopay {
@@ -44,6 +47,9 @@ struct SqliteLedgerOptions {
   bool durable = true;
   // Most writes committed in one transaction.
   size_t max_batch = 512;
+  // Runs every callback; must outlive the ledger (or at least its Close()).
+  // nullptr: the ledger runs them on a thread of its own.
+  Executor* executor = nullptr;
   // Name of a registered sqlite3_vfs to open the database with; "" for the
   // default. Tests register fault-injecting VFSes.
   std::string vfs;
@@ -52,9 +58,13 @@ struct SqliteLedgerOptions {
 };
 
 // Thread-safe, as Ledger promises. Owns two threads (writer, reader) and two
-// connections. Callbacks run on those threads, write callbacks in submission
-// order; a call made after Close() gets UNAVAILABLE through its callback, run
-// on a short-lived thread the ledger joins when destroyed.
+// connections. Callbacks run on options.executor (or the ledger's own
+// callback thread), never on the writer or reader thread; the callbacks of
+// one group commit run in submission order, one after the other, while
+// those of different commits and of reads may run at the same time on an
+// executor with several threads. A call made after Close() gets UNAVAILABLE
+// through its callback, run on a short-lived thread the ledger joins when
+// destroyed.
 class SqliteLedger final : public Ledger {
  public:
   // The schema version this code writes. A database with a newer version is
@@ -77,7 +87,7 @@ class SqliteLedger final : public Ledger {
   SqliteLedger(const SqliteLedger&) = delete;
   SqliteLedger& operator=(const SqliteLedger&) = delete;
 
-  void Insert(const Payout& payout, std::string fingerprint,
+  void Insert(Payout payout, std::string fingerprint,
               Callback<absl::StatusOr<InsertResult>> done) override;
   void Apply(PayoutChange change,
              Callback<absl::StatusOr<StoredPayout>> done) override;
@@ -103,9 +113,9 @@ class SqliteLedger final : public Ledger {
   };
   Stats stats() const;
 
-  // Stops accepting calls, finishes every queued read and write (running
-  // their callbacks), and joins the threads. Idempotent. Must not be called
-  // from a ledger callback.
+  // Stops accepting calls, finishes every queued read and write, waits until
+  // their callbacks have returned, and joins the threads. Idempotent. Must
+  // not be called from a ledger callback.
   void Close();
 
  private:
