@@ -1,6 +1,7 @@
 #include "server/app/server.h"
 
 #include <algorithm>
+#include <climits>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -191,6 +192,12 @@ class ServerImpl final : public Server {
 
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
+    // Admission is the gateway's (RESOURCE_EXHAUSTED / OVERLOADED with
+    // RetryInfo beyond max_inflight + max_queue), never a queue hidden in
+    // HTTP/2: any number of calls may share one connection, so thousands of
+    // callers on a few channels all reach the service. (gRPC's own default
+    // is the same; it is stated here so that it stays so.)
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, INT_MAX);
     int selected_port = 0;
     builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
                              &selected_port);
