@@ -421,12 +421,34 @@ PayoutVerdict RateLimitedVerdict(int http_status) {
                         http_status);
 }
 
+// A buffer and writer per thread, reused: building a body then allocates only
+// the string it returns (a fresh StringBuffer and Writer allocate their
+// buffer and nesting stack on first use, for every body).
+class ReusableWriter {
+ public:
+  static ReusableWriter& ForThisThread() {
+    thread_local ReusableWriter reusable;
+    reusable.buffer_.Clear();
+    reusable.writer_.Reset(reusable.buffer_);
+    return reusable;
+  }
+  JsonWriter& writer() { return writer_; }
+  std::string Take() const {
+    return std::string(buffer_.GetString(), buffer_.GetSize());
+  }
+
+ private:
+  ReusableWriter() : writer_(buffer_) {}
+  rapidjson::StringBuffer buffer_;
+  JsonWriter writer_;
+};
+
 }  // namespace
 
 std::string BuildPayoutBody(const PayoutRequest& request,
                             absl::string_view registration_id) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter writer(buffer);
+  ReusableWriter& reusable = ReusableWriter::ForThisThread();
+  JsonWriter& writer = reusable.writer();
   writer.StartObject();
   WriteMember(writer, "accountNumber", request.beneficiary.account_number);
   WriteMember(writer, "amount", FormatRupees(request.amount_paise));
@@ -437,18 +459,18 @@ std::string BuildPayoutBody(const PayoutRequest& request,
   WriteMember(writer, "mobileNo", request.beneficiary.mobile);
   WriteMember(writer, "registrationID", registration_id);
   writer.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  return reusable.Take();
 }
 
 std::string BuildStatusBody(absl::string_view transaction_id,
                             absl::string_view registration_id) {
-  rapidjson::StringBuffer buffer;
-  JsonWriter writer(buffer);
+  ReusableWriter& reusable = ReusableWriter::ForThisThread();
+  JsonWriter& writer = reusable.writer();
   writer.StartObject();
   WriteMember(writer, "transactionID", transaction_id);
   WriteMember(writer, "registrationID", registration_id);
   writer.EndObject();
-  return std::string(buffer.GetString(), buffer.GetSize());
+  return reusable.Take();
 }
 
 PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {

@@ -1,6 +1,7 @@
 #include "server/flow/payout_service.h"
 
 #include <cctype>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -18,6 +19,11 @@ namespace {
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 500;
 constexpr size_t kMaxNoteBytes = 2000;
+
+// For fmt, which formats std::string_view without a copy.
+std::string_view View(absl::string_view text) {
+  return std::string_view(text.data(), text.size());
+}
 
 std::string LowerName(PayoutState state) {
   return absl::AsciiStrToLower(PayoutStateName(state));
@@ -171,22 +177,30 @@ void PayoutService::CountOutcome(TransferMode mode, absl::string_view outcome) {
       {std::string(TransferModeName(mode)), std::string(outcome)});
 }
 
+// One line per payout, so kept cheap: no copies of what it prints, and the
+// error's details are read only for an error.
 void PayoutService::LogOutcome(const Payout& payout, absl::Time started,
                                const absl::Status& error) {
-  const ErrorDetails details = GetErrorDetails(error);
-  auto sub_code = details.metadata.find(std::string(meta::kUpstreamSubCode));
+  std::string_view reason = "-";
+  std::string_view sub_code = "-";
+  ErrorDetails details;
+  if (!error.ok()) {
+    details = GetErrorDetails(error);
+    if (!details.reason.empty()) reason = details.reason;
+    auto found = details.metadata.find(std::string(meta::kUpstreamSubCode));
+    if (found != details.metadata.end()) sub_code = found->second;
+  }
+  const bool recorded = !payout.payout_id.empty();
   spdlog::info(
       "payout outcome payout_id={} request_id={} state={} duration_ms={} "
       "account={} mode={} code={} reason={} upstream_sub_code={}",
-      payout.payout_id.empty() ? "-" : payout.payout_id, payout.request_id,
-      payout.payout_id.empty() ? std::string("NOT_RECORDED")
-                               : std::string(PayoutStateName(payout.state)),
+      recorded ? std::string_view(payout.payout_id) : "-",
+      std::string_view(payout.request_id),
+      recorded ? View(PayoutStateName(payout.state)) : "NOT_RECORDED",
       absl::ToInt64Milliseconds(clock_() - started),
       MaskAccount(payout.beneficiary.account_number),
-      std::string(TransferModeName(payout.mode)),
-      absl::StatusCodeToString(error.code()),
-      details.reason.empty() ? "-" : details.reason,
-      sub_code == details.metadata.end() ? "-" : sub_code->second);
+      View(TransferModeName(payout.mode)),
+      absl::StatusCodeToString(error.code()), reason, sub_code);
 }
 
 void PayoutService::Apply(PayoutChange change, const char* op,
@@ -227,21 +241,24 @@ void PayoutService::Create(PayoutRequest request,
   payout.update_time = started;
   std::string fingerprint = RequestFingerprint(*normalized);
 
+  // The ledger keeps a copy; the callback keeps this one. The fingerprint is
+  // needed again only for a replay, which recomputes it.
+  Payout recorded = payout;
   const absl::Time submitted = clock_();
-  ledger_.Insert(payout, fingerprint,
-                 [this, request = *std::move(normalized), payout, fingerprint,
-                  started, submitted, done = std::move(done)](
-                     absl::StatusOr<InsertResult> inserted) mutable {
-                   metrics_.ledger_write_duration.Observe({"insert"},
-                                                          clock_() - submitted);
-                   OnInserted(std::move(request), std::move(payout),
-                              std::move(fingerprint), started,
-                              std::move(inserted), std::move(done));
-                 });
+  ledger_.Insert(
+      std::move(recorded), std::move(fingerprint),
+      [this, request = *std::move(normalized), payout = std::move(payout),
+       started, submitted,
+       done = std::move(done)](absl::StatusOr<InsertResult> inserted) mutable {
+        metrics_.ledger_write_duration.Observe({"insert"},
+                                               clock_() - submitted);
+        OnInserted(std::move(request), std::move(payout), started,
+                   std::move(inserted), std::move(done));
+      });
 }
 
 void PayoutService::OnInserted(PayoutRequest request, Payout payout,
-                               std::string fingerprint, absl::Time started,
+                               absl::Time started,
                                absl::StatusOr<InsertResult> inserted,
                                Callback<absl::StatusOr<Payout>> done) {
   if (!inserted.ok()) {
@@ -252,7 +269,8 @@ void PayoutService::OnInserted(PayoutRequest request, Payout payout,
     return;
   }
   if (!inserted->inserted) {
-    absl::StatusOr<Payout> replay = Replay(inserted->existing, fingerprint);
+    absl::StatusOr<Payout> replay =
+        Replay(inserted->existing, RequestFingerprint(request));
     const ErrorDetails details = GetErrorDetails(replay.status());
     CountOutcome(payout.mode,
                  details.reason == reason::kRequestIdReused     ? "reused"

@@ -55,7 +55,8 @@ struct ResolveRequest {
 };
 
 // Thread-safe. Every method returns at once and runs `done` exactly once,
-// either inline (validation errors) or on a ledger, upstream or timer thread;
+// either inline (validation errors) or on a thread of the ledger's callback
+// executor, the upstream client or the timer;
 // `done` must not block. The ledger, upstream client and timer must outlive
 // the service and every callback it has started.
 //
@@ -107,8 +108,8 @@ class PayoutService {
   size_t Unrecorded() const;
 
  private:
-  void OnInserted(PayoutRequest request, Payout payout, std::string fingerprint,
-                  absl::Time started, absl::StatusOr<InsertResult> inserted,
+  void OnInserted(PayoutRequest request, Payout payout, absl::Time started,
+                  absl::StatusOr<InsertResult> inserted,
                   Callback<absl::StatusOr<Payout>> done);
   void OnPayoutAnswer(Payout payout, absl::Time started,
                       absl::StatusOr<HttpAnswer> answer,
