@@ -11,7 +11,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
-namespace aopay {
+namespace aopay::sandbox {
 namespace {
 
 // RapidJSON's writer escapes quotes, backslashes and control characters
@@ -64,4 +64,4 @@ bool Journal::Append(absl::string_view path, absl::string_view body,
   return true;
 }
 
-}  // namespace aopay
+}  // namespace aopay::sandbox

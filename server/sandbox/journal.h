@@ -17,7 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
-namespace aopay {
+namespace aopay::sandbox {
 
 // Thread-safe. Each line goes to the file with one write(2), no user-space
 // buffer: it is in the file, readable by other processes, as soon as
@@ -46,6 +46,6 @@ class Journal {
   int64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace aopay
+}  // namespace aopay::sandbox
 
 #endif  // AOPAY_SERVER_SANDBOX_JOURNAL_H_

@@ -29,6 +29,17 @@
 namespace aopay {
 namespace {
 
+// The sandbox's own wire format, script and journal live in
+// aopay::sandbox: the gateway's domain has types of the same names
+// (PayoutRequest), and one program links both.
+using sandbox::Answer;
+using sandbox::Journal;
+using sandbox::kHtmlContentType;
+using sandbox::kJournalFailedPage;
+using sandbox::kJsonContentType;
+using sandbox::kNotDroppedPage;
+using sandbox::Script;
+
 constexpr char kPayoutPath[] = "/api/V6/Payout/AOPPayout";
 constexpr char kStatusPath[] = "/api/V6/Payout/AOPPayoutStatus";
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/sandbox/wire.h"
 
-namespace aopay {
+namespace aopay::sandbox {
 namespace {
 
 constexpr int64_t kLowestId = 100'000'000'000;
@@ -154,4 +154,4 @@ std::string Script::Accept(const Answer& answer) {
   return body;
 }
 
-}  // namespace aopay
+}  // namespace aopay::sandbox

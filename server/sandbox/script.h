@@ -20,7 +20,7 @@
 #include "absl/time/time.h"
 #include "server/sandbox/sandbox.h"
 
-namespace aopay {
+namespace aopay::sandbox {
 
 // What the status endpoint will say about an accepted payout.
 enum class Fate { kSettles, kFails, kReverses };
@@ -108,6 +108,6 @@ class Script {
       ABSL_GUARDED_BY(transactions_mu_);
 };
 
-}  // namespace aopay
+}  // namespace aopay::sandbox
 
 #endif  // AOPAY_SERVER_SANDBOX_SCRIPT_H_

@@ -9,7 +9,7 @@
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
-namespace aopay {
+namespace aopay::sandbox {
 
 const char kInternalErrorPage[] =
     "<!DOCTYPE html>\n<html><head><title>500 Internal Server Error</title>"
@@ -188,4 +188,4 @@ std::string StatusBody(absl::string_view transaction_id,
   return Contents(buffer);
 }
 
-}  // namespace aopay
+}  // namespace aopay::sandbox

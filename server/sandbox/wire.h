@@ -12,7 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace aopay {
+namespace aopay::sandbox {
 
 inline constexpr char kJsonContentType[] = "application/json";
 inline constexpr char kHtmlContentType[] = "text/html; charset=utf-8";
@@ -66,6 +66,6 @@ extern const char kInternalErrorPage[];
 extern const char kJournalFailedPage[];
 extern const char kNotDroppedPage[];
 
-}  // namespace aopay
+}  // namespace aopay::sandbox
 
 #endif  // AOPAY_SERVER_SANDBOX_WIRE_H_
