@@ -7,8 +7,8 @@
 
 namespace aopay {
 
-// Masks for logs (docs/operations.md, Privacy). Each keeps at most the last four
-// characters and never returns its whole input:
+// Masks for logs (docs/operations.md, Privacy). Each keeps at most the last
+// four characters and never returns its whole input:
 //   MaskAccount("100000011836") == "XXXXXXXX1836"
 //   MaskMobile("9959640000")    == "XXXXXX0000"
 //   MaskEmail("abc@gmail.com")  == "a***@gmail.com"
@@ -23,7 +23,8 @@ std::string MaskRegistration(absl::string_view registration_id);
 
 // `text` with every occurrence of `registration_id` replaced by
 // "[registration]": for text AOPay sends back (messages, raw answers), which
-// is stored and returned (docs/operations.md, Privacy). An empty id changes nothing.
+// is stored and returned (docs/operations.md, Privacy). An empty id changes
+// nothing.
 std::string ScrubRegistration(absl::string_view text,
                               absl::string_view registration_id);
 

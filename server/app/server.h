@@ -10,8 +10,8 @@
 
 namespace aopay {
 
-// Everything payout-server can be told (docs/configuration.md). main.cc fills it
-// from flags; tests fill it directly.
+// Everything payout-server can be told (docs/configuration.md). main.cc fills
+// it from flags; tests fill it directly.
 struct ServerOptions {
   std::string listen = "127.0.0.1:50051";
   // AOPay's base URL, or "sandbox" to run the sandbox in this process.
