@@ -319,11 +319,16 @@ class ServerImpl final : public Server {
     absl::Time next_prune = absl::Now();
     bool healthy = true;
     while (!stop_.WaitForNotificationWithTimeout(kHousekeepingTick)) {
-      const bool now_healthy = ledger_->Healthy() && !service_->draining();
+      const bool ledger_healthy = ledger_->Healthy();
+      const bool now_healthy = ledger_healthy && !service_->draining();
       if (now_healthy != healthy) {
         healthy = now_healthy;
         SetHealth(healthy);
-        if (!healthy) spdlog::error("ledger cannot write: health NOT_SERVING");
+        if (!ledger_healthy) {
+          spdlog::error("ledger cannot write: health NOT_SERVING");
+        } else if (healthy) {
+          spdlog::info("ledger writes again: health SERVING");
+        }
       }
       if (absl::Now() >= next_prune) {
         next_prune = absl::Now() + kPruneEvery;
