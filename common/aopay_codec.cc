@@ -35,8 +35,6 @@ constexpr size_t kMaxStatusWordBytes = 64;
 // AOPay words that are quoted in messages must look like codes.
 constexpr size_t kMaxQuotedTokenBytes = 32;
 
-constexpr absl::Duration kRetryDelay = absl::Seconds(1);
-
 using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 
 void WriteMember(JsonWriter& writer, absl::string_view key,
@@ -185,7 +183,7 @@ PayoutVerdict NotSentVerdict(absl::StatusCode code, absl::string_view reason,
                              std::optional<int> http_status) {
   ErrorDetails details;
   details.reason = std::string(reason);
-  details.retry_delay = kRetryDelay;
+  details.retry_delay = kDefaultRetryDelay;
   if (http_status.has_value()) {
     details.metadata[std::string(meta::kUpstreamHttpStatus)] =
         HttpStatusText(*http_status);

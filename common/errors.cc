@@ -340,7 +340,7 @@ absl::Status RequestInProgressError(absl::string_view payout_id,
 
 absl::Status LedgerUnavailableError(absl::string_view what) {
   ErrorDetails details = WithReason(reason::kLedgerUnavailable);
-  details.retry_delay = absl::Seconds(1);
+  details.retry_delay = kDefaultRetryDelay;
   return MakeError(absl::StatusCode::kUnavailable,
                    absl::StrCat("The payout ledger is unavailable: ",
                                 WithoutFinalDot(what), "."),
@@ -349,7 +349,7 @@ absl::Status LedgerUnavailableError(absl::string_view what) {
 
 absl::Status ShuttingDownError() {
   ErrorDetails details = WithReason(reason::kShuttingDown);
-  details.retry_delay = absl::Seconds(1);
+  details.retry_delay = kDefaultRetryDelay;
   return MakeError(absl::StatusCode::kUnavailable,
                    "The gateway is shutting down; the payout was not sent, "
                    "try again later or on another instance.",

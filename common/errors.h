@@ -61,6 +61,9 @@ inline constexpr absl::string_view kUpstreamHttpStatus = "upstreamHttpStatus";
 inline constexpr absl::string_view kUpstreamMessage = "upstreamMessage";
 }  // namespace meta
 
+// RetryInfo of every retryable error the gateway raises itself.
+inline constexpr absl::Duration kDefaultRetryDelay = absl::Seconds(1);
+
 // Messages are cut to this many bytes (docs/errors.md).
 inline constexpr size_t kMaxErrorMessageBytes = 1024;
 

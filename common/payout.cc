@@ -19,6 +19,27 @@ bool IsFinal(PayoutState state) {
          state == PayoutState::kReversed;
 }
 
+bool StatusMayMove(PayoutState from, PayoutState to) {
+  if (from == to) return false;
+  switch (from) {
+    case PayoutState::kUnknown:
+      return to != PayoutState::kPending && to != PayoutState::kUnspecified;
+    case PayoutState::kAccepted:
+      return IsFinal(to);
+    case PayoutState::kSucceeded:
+      return to == PayoutState::kReversed;
+    default:
+      return false;
+  }
+}
+
+bool OperatorMayMove(PayoutState from, PayoutState to) {
+  const bool outcome = to == PayoutState::kAccepted || IsFinal(to);
+  if (!outcome) return false;
+  if (from == PayoutState::kUnknown) return true;
+  return from == PayoutState::kAccepted && to != PayoutState::kAccepted;
+}
+
 absl::string_view PayoutStateName(PayoutState state) {
   switch (state) {
     case PayoutState::kPending:

@@ -29,6 +29,20 @@ enum class PayoutState {
 // from the moment it became final. (REVERSED may still follow SUCCEEDED.)
 bool IsFinal(PayoutState state);
 
+// Where AOPay's status endpoint may move a payout (docs/aopay.md): ACCEPTED
+// to SUCCEEDED, FAILED or REVERSED; SUCCEEDED to REVERSED; UNKNOWN to any
+// outcome. Staying put is not a move.
+bool StatusMayMove(PayoutState from, PayoutState to);
+
+// Where an operator may move a payout (ResolvePayout, docs/idempotency.md):
+// UNKNOWN to ACCEPTED, SUCCEEDED, FAILED or REVERSED; ACCEPTED to SUCCEEDED,
+// FAILED or REVERSED.
+bool OperatorMayMove(PayoutState from, PayoutState to);
+
+// ListPayouts' page size: 0 asks for the default; larger ones are cut.
+inline constexpr int kDefaultPageSize = 50;
+inline constexpr int kMaxPageSize = 500;
+
 // "NEFT", "IMPS" (AOPay's transactionType), or "UNSPECIFIED".
 absl::string_view TransferModeName(TransferMode mode);
 // "PENDING", "ACCEPTED", ... ("UNSPECIFIED" for kUnspecified).

@@ -16,8 +16,6 @@
 namespace aopay {
 namespace {
 
-constexpr int kDefaultPageSize = 50;
-constexpr int kMaxPageSize = 500;
 constexpr size_t kMaxNoteBytes = 2000;
 
 // For fmt, which formats std::string_view without a copy.
@@ -32,7 +30,7 @@ std::string LowerName(PayoutState state) {
 absl::Status StatusEndpointUnavailable() {
   ErrorDetails details;
   details.reason = std::string(reason::kUpstreamUnavailable);
-  details.retry_delay = absl::Seconds(1);
+  details.retry_delay = kDefaultRetryDelay;
   return MakeError(absl::StatusCode::kUnavailable,
                    "AOPay's status endpoint gave no answer; nothing changed.",
                    std::move(details));
@@ -49,32 +47,6 @@ absl::Status PayoutError(absl::StatusCode code, absl::string_view reason,
   details.reason = std::string(reason);
   details.metadata[std::string(meta::kPayoutId)] = payout_id;
   return MakeError(code, message, std::move(details));
-}
-
-// Where a status-endpoint answer may move a payout.
-bool RefreshMayMove(PayoutState from, PayoutState to) {
-  if (from == to) return false;
-  switch (from) {
-    case PayoutState::kUnknown:
-      return to != PayoutState::kPending;
-    case PayoutState::kAccepted:
-      return to == PayoutState::kSucceeded || to == PayoutState::kFailed ||
-             to == PayoutState::kReversed;
-    case PayoutState::kSucceeded:
-      return to == PayoutState::kReversed;
-    default:
-      return false;
-  }
-}
-
-// Where an operator may move a payout.
-bool ResolveMayMove(PayoutState from, PayoutState to) {
-  const bool outcome =
-      to == PayoutState::kAccepted || to == PayoutState::kSucceeded ||
-      to == PayoutState::kFailed || to == PayoutState::kReversed;
-  if (!outcome) return false;
-  if (from == PayoutState::kUnknown) return true;
-  return from == PayoutState::kAccepted && to != PayoutState::kAccepted;
 }
 
 std::optional<std::string> NonEmpty(const std::string& value) {
@@ -621,7 +593,7 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
   } else if (*verdict.state == payout.state) {
     change.upstream_status = verdict.word;
     change.why = absl::StrCat("AOPay reports ", verdict.word, "; no change");
-  } else if (RefreshMayMove(payout.state, *verdict.state)) {
+  } else if (StatusMayMove(payout.state, *verdict.state)) {
     change.new_state = *verdict.state;
     change.upstream_status = verdict.word;
     if (*verdict.state == PayoutState::kFailed) {
@@ -667,7 +639,7 @@ void PayoutService::Resolve(ResolveRequest request,
   if (request.payout_id.empty()) {
     violations.push_back({"payout_id", "is required"});
   }
-  if (!ResolveMayMove(PayoutState::kUnknown, request.state)) {
+  if (!OperatorMayMove(PayoutState::kUnknown, request.state)) {
     violations.push_back(
         {"state", "must be ACCEPTED, SUCCEEDED, FAILED or REVERSED"});
   }
@@ -697,7 +669,7 @@ void PayoutService::Resolve(ResolveRequest request,
           return;
         }
         const Payout& payout = stored->payout;
-        if (!ResolveMayMove(payout.state, request.state)) {
+        if (!OperatorMayMove(payout.state, request.state)) {
           done(PayoutError(
               absl::StatusCode::kFailedPrecondition, reason::kInvalidTransition,
               payout.payout_id,

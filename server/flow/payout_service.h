@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/errors.h"
 #include "common/payout.h"
 #include "common/validation.h"
 #include "server/flow/timer.h"
@@ -35,7 +36,7 @@ struct PayoutServiceOptions {
   // beyond this, CreatePayout fails at once with RESOURCE_EXHAUSTED.
   size_t max_outstanding = 512 + 4096;
   // RetryInfo for REQUEST_IN_PROGRESS and OVERLOADED.
-  absl::Duration retry_delay = absl::Seconds(1);
+  absl::Duration retry_delay = kDefaultRetryDelay;
   // Status-endpoint calls (RefreshPayout, the reconciler) at once; beyond
   // this, Refresh fails at once with RESOURCE_EXHAUSTED. Keep it well below
   // the upstream client's max_inflight so that refreshes never take every
@@ -85,7 +86,8 @@ class PayoutService {
                      Callback<absl::StatusOr<Payout>> done);
   void GetByRequestId(std::string request_id,
                       Callback<absl::StatusOr<Payout>> done);
-  // page_size 0 means 50; more than 500 is cut to 500; negative is invalid.
+  // page_size 0 means kDefaultPageSize; more than kMaxPageSize is cut to it;
+  // negative is invalid.
   void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done);
 
   // Asks AOPay's status endpoint and records what it says (docs/aopay.md).

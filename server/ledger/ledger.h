@@ -63,9 +63,9 @@ struct PayoutEvent {
 };
 
 struct ListQuery {
-  std::vector<PayoutState> states;  // empty: all
-  int page_size = 50;               // already bounded by the caller
-  std::string page_token;           // opaque; "" for the first page
+  std::vector<PayoutState> states;   // empty: all
+  int page_size = kDefaultPageSize;  // already bounded by the caller
+  std::string page_token;            // opaque; "" for the first page
 };
 
 struct ListPage {

@@ -47,8 +47,6 @@ namespace {
 // SQLite file is refused rather than migrated.
 constexpr int32_t kApplicationId = 0x414F5059;
 
-constexpr int kDefaultPageSize = 50;
-constexpr int kMaxPageSize = 1000;
 constexpr absl::string_view kPageTokenVersion = "v1";
 constexpr size_t kMaxPayoutIdBytes = 64;
 
