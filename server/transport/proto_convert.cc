@@ -7,6 +7,22 @@ namespace {
 
 namespace v1 = payout::v1;
 
+// The domain's enums carry the proto's numbers, so conversions are casts.
+template <typename Domain, typename Proto>
+constexpr bool Same(Domain domain, Proto proto) {
+  return static_cast<int>(domain) == static_cast<int>(proto);
+}
+static_assert(Same(TransferMode::kUnspecified, v1::TRANSFER_MODE_UNSPECIFIED) &&
+              Same(TransferMode::kNeft, v1::TRANSFER_MODE_NEFT) &&
+              Same(TransferMode::kImps, v1::TRANSFER_MODE_IMPS));
+static_assert(Same(PayoutState::kUnspecified, v1::PAYOUT_STATE_UNSPECIFIED) &&
+              Same(PayoutState::kPending, v1::PAYOUT_STATE_PENDING) &&
+              Same(PayoutState::kAccepted, v1::PAYOUT_STATE_ACCEPTED) &&
+              Same(PayoutState::kSucceeded, v1::PAYOUT_STATE_SUCCEEDED) &&
+              Same(PayoutState::kFailed, v1::PAYOUT_STATE_FAILED) &&
+              Same(PayoutState::kReversed, v1::PAYOUT_STATE_REVERSED) &&
+              Same(PayoutState::kUnknown, v1::PAYOUT_STATE_UNKNOWN));
+
 void ToTimestamp(absl::Time time, google::protobuf::Timestamp* out) {
   const int64_t micros = absl::ToUnixMicros(time);
   out->set_seconds(micros / 1'000'000);
