@@ -347,6 +347,16 @@ absl::Status LedgerUnavailableError(absl::string_view what) {
                    std::move(details));
 }
 
+absl::Status RecoveredAsUnknownError(absl::string_view payout_id) {
+  ErrorDetails details = WithReason(reason::kOutcomeUnknown);
+  details.metadata[std::string(meta::kPayoutId)] = std::string(payout_id);
+  return MakeError(absl::StatusCode::kDeadlineExceeded,
+                   "The gateway restarted while the AOPay call for this "
+                   "payout was in flight; its outcome is unknown and it will "
+                   "not be re-sent.",
+                   std::move(details));
+}
+
 absl::Status ShuttingDownError() {
   ErrorDetails details = WithReason(reason::kShuttingDown);
   details.retry_delay = kDefaultRetryDelay;

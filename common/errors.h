@@ -135,6 +135,11 @@ std::string SerializeError(const absl::Status& status);
 // NOT_FOUND, reason NOT_FOUND; message "<what> was not found." (`what` names
 // the missing thing, e.g. "Payout po_01J...").
 [[nodiscard]] absl::Status NotFoundError(absl::string_view what);
+// DEADLINE_EXCEEDED, OUTCOME_UNKNOWN, payoutId: the gateway restarted while
+// the payout's AOPay call was in flight; what its request id gets from then
+// on until the payout is refreshed or resolved.
+[[nodiscard]] absl::Status RecoveredAsUnknownError(absl::string_view payout_id);
+
 // UNAVAILABLE, SHUTTING_DOWN, RetryInfo: the gateway is draining and sent
 // nothing.
 [[nodiscard]] absl::Status ShuttingDownError();

@@ -1525,15 +1525,7 @@ absl::StatusOr<int> SqliteLedger::RecoverPending(absl::Time now) {
         for (const std::string& payout_id : pending) {
           // What a retry of its request id gets from now on, as if the
           // first caller's call had timed out.
-          ErrorDetails details;
-          details.reason = std::string(reason::kOutcomeUnknown);
-          details.metadata[std::string(meta::kPayoutId)] = payout_id;
-          const absl::Status response = MakeError(
-              absl::StatusCode::kDeadlineExceeded,
-              "The gateway restarted while the AOPay call for this payout "
-              "was in flight; its outcome is unknown and it will not be "
-              "re-sent.",
-              std::move(details));
+          const absl::Status response = RecoveredAsUnknownError(payout_id);
           absl::StatusOr<Statement> update = db.Prepare(
               "UPDATE payouts SET state = ?2, "
               "response = COALESCE(response, ?3), update_time_us = ?4 "
