@@ -290,7 +290,19 @@ INSTANTIATE_TEST_SUITE_P(
                                     absl::StatusCode::kNotFound,
                                     "NOT_FOUND",
                                     {},
-                                    std::nullopt}),
+                                    std::nullopt},
+                    ConstructorCase{"RecoveredAsUnknown",
+                                    RecoveredAsUnknownError("po_d"),
+                                    absl::StatusCode::kDeadlineExceeded,
+                                    "OUTCOME_UNKNOWN",
+                                    {{"payoutId", "po_d"}},
+                                    std::nullopt},
+                    ConstructorCase{"ShuttingDown",
+                                    ShuttingDownError(),
+                                    absl::StatusCode::kUnavailable,
+                                    "SHUTTING_DOWN",
+                                    {},
+                                    kDefaultRetryDelay}),
     [](const auto& info) { return info.param.name; });
 
 TEST(ConstructorsTest, MessagesNameWhatFailed) {
