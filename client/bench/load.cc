@@ -55,6 +55,36 @@ void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
+// One unary call in flight: what gRPC's callback API needs to outlive the
+// call, and the caller's completion.
+struct OneCall {
+  grpc::ClientContext context;
+  v1::CreatePayoutRequest request;
+  v1::Payout payout;
+  UnaryTarget::Done done;
+
+  // A call with its token, deadline and request set; released to gRPC by
+  // the caller and owned again by Finish.
+  static OneCall* Start(const v1::CreatePayoutRequest& request,
+                        const std::string& token, absl::Duration timeout,
+                        UnaryTarget::Done done) {
+    auto call = std::make_unique<OneCall>();
+    AddToken(call->context, token);
+    SetDeadline(call->context, timeout);
+    call->request = request;
+    call->done = std::move(done);
+    return call.release();
+  }
+
+  // Frees the call before reporting: done() may end the run.
+  static void Finish(OneCall* raw, const grpc::Status& status) {
+    std::unique_ptr<OneCall> owned(raw);
+    UnaryTarget::Done done = std::move(owned->done);
+    owned.reset();
+    done(static_cast<absl::StatusCode>(status.error_code()));
+  }
+};
+
 class CreatePayoutTarget final : public UnaryTarget {
  public:
   CreatePayoutTarget(std::shared_ptr<grpc::Channel> channel, std::string token)
@@ -63,29 +93,13 @@ class CreatePayoutTarget final : public UnaryTarget {
 
   void Call(const v1::CreatePayoutRequest& request, absl::Duration timeout,
             Done done) override {
-    auto call = std::make_unique<OneCall>();
-    AddToken(call->context, token_);
-    SetDeadline(call->context, timeout);
-    call->request = request;
-    call->done = std::move(done);
-    OneCall* raw = call.release();
+    OneCall* raw = OneCall::Start(request, token_, timeout, std::move(done));
     stub_->async()->CreatePayout(
-        &raw->context, &raw->request, &raw->payout, [raw](grpc::Status status) {
-          std::unique_ptr<OneCall> owned(raw);
-          Done done = std::move(owned->done);
-          owned.reset();  // before done(): it may end the run
-          done(static_cast<absl::StatusCode>(status.error_code()));
-        });
+        &raw->context, &raw->request, &raw->payout,
+        [raw](grpc::Status status) { OneCall::Finish(raw, status); });
   }
 
  private:
-  struct OneCall {
-    grpc::ClientContext context;
-    v1::CreatePayoutRequest request;
-    v1::Payout payout;
-    Done done;
-  };
-
   std::unique_ptr<v1::PayoutService::Stub> stub_;
   const std::string token_;
 };
@@ -100,29 +114,14 @@ class MethodTarget final : public UnaryTarget {
 
   void Call(const v1::CreatePayoutRequest& request, absl::Duration timeout,
             Done done) override {
-    auto call = std::make_unique<OneCall>();
-    AddToken(call->context, token_);
-    SetDeadline(call->context, timeout);
-    call->request = request;
-    call->done = std::move(done);
-    OneCall* raw = call.release();
+    OneCall* raw = OneCall::Start(request, token_, timeout, std::move(done));
     stub_.UnaryCall(&raw->context, method_, grpc::StubOptions(), &raw->request,
                     &raw->payout, [raw](grpc::Status status) {
-                      std::unique_ptr<OneCall> owned(raw);
-                      Done done = std::move(owned->done);
-                      owned.reset();
-                      done(static_cast<absl::StatusCode>(status.error_code()));
+                      OneCall::Finish(raw, status);
                     });
   }
 
  private:
-  struct OneCall {
-    grpc::ClientContext context;
-    v1::CreatePayoutRequest request;
-    v1::Payout payout;
-    Done done;
-  };
-
   grpc::TemplatedGenericStub<v1::CreatePayoutRequest, v1::Payout> stub_;
   const std::string token_;
   const std::string method_;
