@@ -8,8 +8,12 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -51,6 +55,20 @@ struct BioDeleter {
 };
 struct CertificateDeleter {
   void operator()(X509* certificate) const { X509_free(certificate); }
+};
+// Owns a file descriptor (-1: none).
+class FdPtr {
+ public:
+  explicit FdPtr(int fd) : fd_(fd) {}
+  FdPtr(FdPtr&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  FdPtr& operator=(FdPtr&&) = delete;
+  ~FdPtr() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
 };
 using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
 using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
@@ -379,30 +397,57 @@ absl::StatusOr<HttpAnswer> Outcome(Transfer& transfer, CURLcode code) {
 class CurlUpstream::Loop {
  public:
   Loop(CurlUpstreamOptions options, std::string base_url, SlistPtr headers,
-       std::shared_ptr<const CaCertificates> extra_cas, MultiPtr multi)
+       std::shared_ptr<const CaCertificates> extra_cas, MultiPtr multi,
+       FdPtr epoll, FdPtr wake)
       : options_(std::move(options)),
         headers_(std::move(headers)),
         extra_cas_(std::move(extra_cas)),
         base_url_(std::move(base_url)),
+        epoll_(std::move(epoll)),
+        wake_(std::move(wake)),
         multi_(std::move(multi)) {}
 
   ~Loop() {
+    if (!thread_.joinable()) return;  // Start failed: nothing was posted
     Shutdown(absl::ZeroDuration());
     {
       absl::MutexLock lock(&mu_);
       quit_ = true;
     }
-    curl_multi_wakeup(multi_.get());
+    Wake();
     if (thread_.joinable()) thread_.join();
   }
 
-  void Start() {
+  // Hands libcurl's sockets and timer to this loop (curl_multi_socket_action
+  // with epoll: each turn costs what is ready, not what is in flight).
+  absl::Status Start() {
+    CURLM* multi = multi_.get();
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = wake_.get();
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &event) != 0 ||
+        curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &OnSocket) !=
+            CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_SOCKETDATA,
+                          static_cast<void*>(this)) != CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &OnTimer) !=
+            CURLM_OK ||
+        curl_multi_setopt(multi, CURLMOPT_TIMERDATA,
+                          static_cast<void*>(this)) != CURLM_OK) {
+      return absl::FailedPreconditionError(
+          "cannot hand libcurl's sockets to the event loop");
+    }
     thread_ = std::thread([this] { Run(); });
+    return absl::OkStatus();
   }
 
   void Post(UpstreamRequest request, Callback done) {
+    bool wake = false;
     {
       absl::MutexLock lock(&mu_);
+      // Only the first of a burst wakes the loop: until the loop takes
+      // to_start_ and rejected_ it will not sleep.
+      wake = to_start_.empty() && rejected_.empty();
       Call call{std::move(request), std::move(done)};
       if (stopping_) {
         rejected_.push_back(
@@ -415,6 +460,7 @@ class CurlUpstream::Loop {
         to_start_.push_back(std::move(call));
       } else if (waiting_.size() < options_.max_queue) {
         waiting_.push_back(std::move(call));
+        wake = false;  // taken when a slot frees, not on a wakeup
       } else {
         rejected_.push_back(
             {std::move(call.done),
@@ -423,7 +469,7 @@ class CurlUpstream::Loop {
                  " waiting); the call was not sent"))});
       }
     }
-    curl_multi_wakeup(multi_.get());
+    if (wake) Wake();
   }
 
   size_t InFlight() const {
@@ -444,7 +490,7 @@ class CurlUpstream::Loop {
       deadline_ = stopping_ ? std::min(deadline_, deadline) : deadline;
       stopping_ = true;
     }
-    curl_multi_wakeup(multi_.get());
+    Wake();
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(&drained_));
   }
@@ -462,6 +508,7 @@ class CurlUpstream::Loop {
   void Run() {
     std::vector<Delivery> out;
     std::deque<Call> starting;  // reused: a deque allocates when built
+    std::vector<epoll_event> events(256);
     while (true) {
       starting.clear();
       bool abort_now = false;
@@ -485,14 +532,8 @@ class CurlUpstream::Loop {
       if (abort_now) AbortActive(out);
       Deliver(out);
 
-      int running = 0;
-      curl_multi_perform(multi_.get(), &running);
-      int left = 0;
-      while (CURLMsg* message = curl_multi_info_read(multi_.get(), &left)) {
-        if (message->msg == CURLMSG_DONE) {
-          FinishTransfer(message->easy_handle, message->data.result, out);
-        }
-      }
+      RunDueTimer();
+      Collect(out);
       Deliver(out);
 
       int wait_ms = 1000;
@@ -512,9 +553,85 @@ class CurlUpstream::Loop {
               static_cast<int>(std::clamp<int64_t>(until_deadline, 0, wait_ms));
         }
       }
-      // Wakes early for socket activity, libcurl's own timers, or a wakeup
-      // from Post/Shutdown (which is never lost: it leaves a byte in a pipe).
-      curl_multi_poll(multi_.get(), nullptr, 0, wait_ms, nullptr);
+      if (timer_due_ != absl::InfiniteFuture()) {
+        const int64_t until_timer = absl::ToInt64Milliseconds(
+            absl::Ceil(timer_due_ - absl::Now(), absl::Milliseconds(1)));
+        wait_ms = static_cast<int>(
+            std::clamp<int64_t>(until_timer, 0, static_cast<int64_t>(wait_ms)));
+      }
+      // Wakes early for socket activity or a wakeup from Post/Shutdown
+      // (never lost: the eventfd stays readable until read); libcurl's timer
+      // bounds the wait.
+      const int ready = epoll_wait(epoll_.get(), events.data(),
+                                   static_cast<int>(events.size()), wait_ms);
+      for (int i = 0; i < ready; ++i) {
+        const int fd = events[i].data.fd;
+        if (fd == wake_.get()) {
+          uint64_t count = 0;
+          (void)!read(fd, &count, sizeof(count));
+          continue;
+        }
+        int mask = 0;
+        if (events[i].events & EPOLLIN) mask |= CURL_CSELECT_IN;
+        if (events[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
+        if (events[i].events & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
+        int running = 0;
+        curl_multi_socket_action(multi_.get(), fd, mask, &running);
+      }
+      Collect(out);
+      Deliver(out);
+    }
+  }
+
+  void Wake() {
+    const uint64_t one = 1;
+    (void)!write(wake_.get(), &one, sizeof(one));
+  }
+
+  // libcurl's timer: called from inside its own calls on the loop thread.
+  static int OnTimer(CURLM* /*multi*/, long timeout_ms, void* user) {
+    auto* loop = static_cast<Loop*>(user);
+    loop->timer_due_ = timeout_ms < 0
+                           ? absl::InfiniteFuture()
+                           : absl::Now() + absl::Milliseconds(timeout_ms);
+    return 0;
+  }
+
+  // libcurl's sockets: which to watch, for what; called on the loop thread.
+  static int OnSocket(CURL* /*easy*/, curl_socket_t socket, int what,
+                      void* user, void* /*socket_data*/) {
+    auto* loop = static_cast<Loop*>(user);
+    if (what == CURL_POLL_REMOVE) {
+      // libcurl may already have closed it; then the kernel dropped it too.
+      epoll_ctl(loop->epoll_.get(), EPOLL_CTL_DEL, socket, nullptr);
+      return 0;
+    }
+    epoll_event event{};
+    event.data.fd = socket;
+    if (what & CURL_POLL_IN) event.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT) event.events |= EPOLLOUT;
+    if (epoll_ctl(loop->epoll_.get(), EPOLL_CTL_MOD, socket, &event) != 0 &&
+        errno == ENOENT &&
+        epoll_ctl(loop->epoll_.get(), EPOLL_CTL_ADD, socket, &event) != 0) {
+      return -1;  // libcurl fails the transfers on this socket
+    }
+    return 0;
+  }
+
+  void RunDueTimer() {
+    if (timer_due_ > absl::Now()) return;
+    timer_due_ = absl::InfiniteFuture();
+    int running = 0;
+    curl_multi_socket_action(multi_.get(), CURL_SOCKET_TIMEOUT, 0, &running);
+  }
+
+  void Collect(std::vector<Delivery>& out) {
+    RunDueTimer();
+    int left = 0;
+    while (CURLMsg* message = curl_multi_info_read(multi_.get(), &left)) {
+      if (message->msg == CURLMSG_DONE) {
+        FinishTransfer(message->easy_handle, message->data.result, out);
+      }
     }
   }
 
@@ -602,8 +719,13 @@ class CurlUpstream::Loop {
   const SlistPtr headers_;  // shared by every transfer
   const std::shared_ptr<const CaCertificates> extra_cas_;  // null: none
   const std::string base_url_;
-  const MultiPtr multi_;  // curl_multi_wakeup from any thread; else loop only
-  // Loop thread only. Declared after multi_ so the handles go first.
+  const FdPtr epoll_;  // libcurl's sockets and wake_
+  const FdPtr wake_;   // an eventfd: Wake from any thread
+  absl::Time timer_due_ = absl::InfiniteFuture();  // libcurl's; loop only
+  // Loop thread only. Declared after what libcurl's callbacks touch, which
+  // curl_multi_cleanup may still call, and before active_ so the handles go
+  // first.
+  const MultiPtr multi_;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
 
   mutable absl::Mutex mu_;
@@ -668,10 +790,17 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
     return absl::FailedPreconditionError(
         "libcurl refused the connection cache options");
   }
+  FdPtr epoll(epoll_create1(EPOLL_CLOEXEC));
+  FdPtr wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (epoll.get() < 0 || wake.get() < 0) {
+    return absl::ResourceExhaustedError(
+        "cannot create the upstream client's epoll or eventfd");
+  }
   auto loop = std::make_unique<Loop>(std::move(options), *std::move(base_url),
                                      *std::move(headers), std::move(extra_cas),
-                                     std::move(multi));
-  loop->Start();
+                                     std::move(multi), std::move(epoll),
+                                     std::move(wake));
+  if (absl::Status started = loop->Start(); !started.ok()) return started;
   return std::unique_ptr<CurlUpstream>(new CurlUpstream(std::move(loop)));
 }
 
