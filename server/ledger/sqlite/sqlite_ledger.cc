@@ -1,16 +1,16 @@
+// SqliteLedger: its threads, the queues they serve, and each Ledger call's
+// reads and writes. The pieces it is built from live beside it: handle.h
+// (SQLite handles, opening the file), schema.h (migrations, the
+// registration), rows.h (payout rows and events), pages.h (List's pages)
+// and write_queue.h (writes and group commit).
+
 #include "server/ledger/sqlite/sqlite_ledger.h"
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -21,17 +21,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -39,853 +33,52 @@
 #include "common/payout.h"
 #include "common/redact.h"
 #include "server/executor/executor.h"
+#include "server/ledger/ledger.h"
+#include "server/ledger/sqlite/handle.h"
+#include "server/ledger/sqlite/pages.h"
+#include "server/ledger/sqlite/rows.h"
+#include "server/ledger/sqlite/schema.h"
+#include "server/ledger/sqlite/write_queue.h"
 
 namespace aopay {
+
+using sqlite_internal::AbandonBatch;
+using sqlite_internal::AppendEvent;
+using sqlite_internal::CallbackCount;
+using sqlite_internal::CheckDirectory;
+using sqlite_internal::ClaimRegistration;
+using sqlite_internal::CommitBatch;
+using sqlite_internal::Configure;
+using sqlite_internal::Connection;
+using sqlite_internal::DbHandle;
+using sqlite_internal::FileIdentity;
+using sqlite_internal::FindByRequestId;
+using sqlite_internal::IsKnownState;
+using sqlite_internal::LedgerLock;
+using sqlite_internal::ListSql;
+using sqlite_internal::MakePageToken;
+using sqlite_internal::Migrate;
+using sqlite_internal::OpenConnection;
+using sqlite_internal::ParsePageToken;
+using sqlite_internal::ProbeOp;
+using sqlite_internal::QueryText;
+using sqlite_internal::ReadPayout;
+using sqlite_internal::RowError;
+using sqlite_internal::SelectByPayoutId;
+using sqlite_internal::SelectByRequestId;
+using sqlite_internal::StateMask;
+using sqlite_internal::Statement;
+using sqlite_internal::StatusColumn;
+using sqlite_internal::TakeBatch;
+using sqlite_internal::TypedWriteOp;
+using sqlite_internal::WriteBatch;
+using sqlite_internal::WriteOp;
+
 namespace {
-
-// "AOPY": marks the file as a payout ledger, so that another application's
-// SQLite file is refused rather than migrated.
-constexpr int32_t kApplicationId = 0x414F5059;
-
-constexpr absl::string_view kPageTokenVersion = "v1";
-constexpr size_t kMaxPayoutIdBytes = 64;
-
-// Ordered; migration i (0-based) takes the schema from version i to i + 1.
-// Each runs in its own transaction with the schema_version row it adds.
-// Never edit a migration that has shipped: append a new one.
-constexpr const char* kMigrations[] = {
-    // 1: the version table, payouts and their append-only events.
-    R"sql(
-CREATE TABLE schema_version (
-  version INTEGER NOT NULL PRIMARY KEY,
-  applied_time_us INTEGER NOT NULL
-);
-CREATE TABLE payouts (
-  payout_id TEXT NOT NULL PRIMARY KEY,
-  registration TEXT NOT NULL,
-  request_id TEXT NOT NULL,
-  fingerprint TEXT NOT NULL,
-  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 6),
-  account_number TEXT NOT NULL,
-  ifsc TEXT NOT NULL,
-  name TEXT NOT NULL,
-  email TEXT NOT NULL,
-  mobile TEXT NOT NULL,
-  amount_paise INTEGER NOT NULL,
-  mode INTEGER NOT NULL,
-  transaction_id TEXT NOT NULL DEFAULT '',
-  transaction_reference_no TEXT NOT NULL DEFAULT '',
-  upstream_status TEXT NOT NULL DEFAULT '',
-  bank_beneficiary_name TEXT NOT NULL DEFAULT '',
-  failure TEXT,
-  response TEXT,
-  payout_answer TEXT,
-  status_answer TEXT,
-  create_time_us INTEGER NOT NULL,
-  update_time_us INTEGER NOT NULL,
-  UNIQUE (registration, request_id)
-);
-CREATE INDEX payouts_by_registration ON payouts (registration, payout_id);
-CREATE INDEX payouts_by_state ON payouts (registration, state, payout_id);
-CREATE INDEX payouts_by_transaction_id ON payouts (transaction_id)
-  WHERE transaction_id <> '';
-CREATE TABLE payout_events (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  payout_id TEXT NOT NULL
-    REFERENCES payouts (payout_id) ON DELETE CASCADE,
-  from_state INTEGER NOT NULL,
-  to_state INTEGER NOT NULL,
-  why TEXT NOT NULL,
-  who TEXT NOT NULL,
-  time_us INTEGER NOT NULL
-);
-CREATE INDEX payout_events_by_payout ON payout_events (payout_id, id);
-CREATE TRIGGER payout_events_append_only BEFORE UPDATE ON payout_events
-BEGIN
-  SELECT RAISE(ABORT, 'payout_events is append-only');
-END;
-CREATE TRIGGER payout_events_deleted_with_payout BEFORE DELETE ON payout_events
-  WHEN EXISTS (SELECT 1 FROM payouts WHERE payout_id = OLD.payout_id)
-BEGIN
-  SELECT RAISE(ABORT, 'payout_events are deleted only with their payout');
-END;
-PRAGMA application_id = 1095716953;
-)sql",
-    // 2: retention counts from the moment a payout became final; rows that
-    // were final before this version count from their last change (never
-    // earlier than the moment they became final). The ledger records the
-    // AOPay registration it belongs to.
-    R"sql(
-ALTER TABLE payouts ADD COLUMN final_time_us INTEGER;
-UPDATE payouts SET final_time_us = update_time_us WHERE state IN (3, 4, 5);
-CREATE INDEX payouts_by_final_time ON payouts (registration, final_time_us)
-  WHERE final_time_us IS NOT NULL;
-CREATE TABLE ledger_meta (
-  key TEXT NOT NULL PRIMARY KEY,
-  value TEXT NOT NULL
-);
-)sql",
-};
-constexpr int kKnownVersion =
-    static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
-static_assert(kKnownVersion == SqliteLedger::kSchemaVersion,
-              "kSchemaVersion must match the migrations");
-static_assert(kApplicationId == 1095716953, "the migration's application_id");
-
-// ---------------------------------------------------------------------------
-// RAII around the C API.
-
-struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
-};
-using DbHandle = std::unique_ptr<sqlite3, DbCloser>;
-
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
-};
-using StmtHandle = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
-
-// The error for a failed SQLite call while `doing` something. Constraint
-// violations are the ledger refusing a value (INTERNAL); everything else is
-// the storage failing (UNAVAILABLE, LEDGER_UNAVAILABLE).
-absl::Status StorageError(sqlite3* db, int rc, absl::string_view doing) {
-  const char* message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-    return absl::InternalError(absl::StrCat(
-        "The payout ledger refused a row while ", doing, ": ", message, "."));
-  }
-  return LedgerUnavailableError(absl::StrCat(doing, ": ", message));
-}
-
-// A cached prepared statement, borrowed for one use: binding, stepping and
-// reading columns. Resets the statement (ending its implicit read
-// transaction) and clears its bindings when it goes out of scope.
-class Statement {
- public:
-  Statement(sqlite3_stmt* stmt, const char* doing)
-      : stmt_(stmt), doing_(doing) {}
-  ~Statement() {
-    if (stmt_ != nullptr) {
-      sqlite3_reset(stmt_);
-      sqlite3_clear_bindings(stmt_);
-    }
-  }
-  Statement(Statement&& other) noexcept
-      : stmt_(std::exchange(other.stmt_, nullptr)),
-        doing_(other.doing_),
-        bind_rc_(other.bind_rc_) {}
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  Statement& operator=(Statement&&) = delete;
-
-  void Bind(int index, absl::string_view text) {
-    // A null pointer would bind NULL; "" must stay "".
-    const char* data = text.data() != nullptr ? text.data() : "";
-    Check(sqlite3_bind_text64(stmt_, index, data, text.size(), SQLITE_TRANSIENT,
-                              SQLITE_UTF8));
-  }
-  void Bind(int index, const std::string& text) {
-    Bind(index, absl::string_view(text));
-  }
-  void Bind(int index, int64_t value) {
-    Check(sqlite3_bind_int64(stmt_, index, value));
-  }
-  void Bind(int index, int value) { Bind(index, static_cast<int64_t>(value)); }
-  void Bind(int index, const std::optional<int64_t>& value) {
-    if (value.has_value()) {
-      Bind(index, *value);
-    } else {
-      Check(sqlite3_bind_null(stmt_, index));
-    }
-  }
-  void Bind(int index, const std::optional<std::string>& text) {
-    if (text.has_value()) {
-      Bind(index, *text);
-    } else {
-      Check(sqlite3_bind_null(stmt_, index));
-    }
-  }
-
-  // true: a row is ready; false: done.
-  [[nodiscard]] absl::StatusOr<bool> Step() {
-    if (bind_rc_ != SQLITE_OK) return Error(bind_rc_);
-    const int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return Error(rc);
-  }
-
-  // Steps to the end, ignoring rows.
-  [[nodiscard]] absl::Status Run() {
-    for (;;) {
-      absl::StatusOr<bool> row = Step();
-      if (!row.ok()) return row.status();
-      if (!*row) return absl::OkStatus();
-    }
-  }
-
-  bool IsNull(int column) const {
-    return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
-  }
-  int64_t Int(int column) const { return sqlite3_column_int64(stmt_, column); }
-  std::string Text(int column) const {
-    const unsigned char* text = sqlite3_column_text(stmt_, column);
-    if (text == nullptr) return std::string();
-    return std::string(
-        reinterpret_cast<const char*>(text),
-        static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
-  }
-
-  // Rows changed by the last Step() of this statement's connection.
-  int Changes() const { return sqlite3_changes(sqlite3_db_handle(stmt_)); }
-
- private:
-  void Check(int rc) {
-    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
-  }
-  absl::Status Error(int rc) const {
-    return StorageError(sqlite3_db_handle(stmt_), rc, doing_);
-  }
-
-  sqlite3_stmt* stmt_;
-  const char* doing_;
-  int bind_rc_ = SQLITE_OK;
-};
-
-// One connection and its cache of prepared statements. Used by one thread at
-// a time.
-class Connection {
- public:
-  explicit Connection(DbHandle db) : db_(std::move(db)) {}
-
-  sqlite3* db() const { return db_.get(); }
-
-  // The cached statement for `sql` (prepared on first use). `doing` names
-  // the work in error messages.
-  [[nodiscard]] absl::StatusOr<Statement> Prepare(absl::string_view sql,
-                                                  const char* doing) {
-    auto it = cache_.find(sql);  // no copy of the SQL on a hit
-    if (it == cache_.end()) {
-      sqlite3_stmt* stmt = nullptr;
-      const int rc = sqlite3_prepare_v3(
-          db_.get(), sql.data(), static_cast<int>(sql.size()),
-          SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-      if (rc != SQLITE_OK) {
-        sqlite3_finalize(stmt);
-        return StorageError(db_.get(), rc, doing);
-      }
-      it = cache_.emplace(std::string(sql), StmtHandle(stmt)).first;
-    }
-    return Statement(it->second.get(), doing);
-  }
-
-  // Runs one statement without parameters to its end.
-  [[nodiscard]] absl::Status Run(absl::string_view sql, const char* doing) {
-    absl::StatusOr<Statement> statement = Prepare(sql, doing);
-    if (!statement.ok()) return statement.status();
-    return statement->Run();
-  }
-
-  bool InTransaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
-
- private:
-  DbHandle db_;
-  // Declared after db_: statements are finalized before the connection
-  // closes.
-  absl::flat_hash_map<std::string, StmtHandle> cache_;
-};
-
-// ---------------------------------------------------------------------------
-// Rows.
-
-constexpr char kPayoutColumns[] =
-    "payout_id, request_id, fingerprint, state, account_number, ifsc, name, "
-    "email, mobile, amount_paise, mode, transaction_id, "
-    "transaction_reference_no, upstream_status, bank_beneficiary_name, "
-    "failure, response, create_time_us, update_time_us";
-
-bool IsKnownState(int64_t value) {
-  return value >= static_cast<int64_t>(PayoutState::kUnspecified) &&
-         value <= static_cast<int64_t>(PayoutState::kUnknown);
-}
-
-bool IsKnownMode(int64_t value) {
-  return value >= static_cast<int64_t>(TransferMode::kUnspecified) &&
-         value <= static_cast<int64_t>(TransferMode::kImps);
-}
-
-absl::Status RowError(absl::string_view payout_id, absl::string_view what) {
-  return absl::DataLossError(
-      absl::StrCat("The ledger row of payout ", payout_id, " has ", what, "."));
-}
-
-// NULL is OK; anything else must be SerializeError's form.
-absl::StatusOr<absl::Status> ReadStatusColumn(const Statement& row, int column,
-                                              absl::string_view payout_id,
-                                              absl::string_view name) {
-  if (row.IsNull(column)) return absl::OkStatus();
-  absl::StatusOr<absl::Status> parsed = ParseSerializedError(row.Text(column));
-  if (!parsed.ok()) {
-    return RowError(payout_id, absl::StrCat("an unreadable ", name, " column"));
-  }
-  return *std::move(parsed);
-}
-
-std::optional<std::string> StatusColumn(const absl::Status& status) {
-  if (status.ok()) return std::nullopt;
-  return SerializeError(status);
-}
-
-// Reads a row selected with kPayoutColumns.
-absl::StatusOr<StoredPayout> ReadPayout(const Statement& row) {
-  StoredPayout stored;
-  Payout& payout = stored.payout;
-  payout.payout_id = row.Text(0);
-  payout.request_id = row.Text(1);
-  stored.fingerprint = row.Text(2);
-  const int64_t state = row.Int(3);
-  if (!IsKnownState(state))
-    return RowError(payout.payout_id, "an unknown state");
-  payout.state = static_cast<PayoutState>(state);
-  payout.beneficiary.account_number = row.Text(4);
-  payout.beneficiary.ifsc = row.Text(5);
-  payout.beneficiary.name = row.Text(6);
-  payout.beneficiary.email = row.Text(7);
-  payout.beneficiary.mobile = row.Text(8);
-  payout.amount_paise = row.Int(9);
-  const int64_t mode = row.Int(10);
-  if (!IsKnownMode(mode)) return RowError(payout.payout_id, "an unknown mode");
-  payout.mode = static_cast<TransferMode>(mode);
-  payout.transaction_id = row.Text(11);
-  payout.transaction_reference_no = row.Text(12);
-  payout.upstream_status = row.Text(13);
-  payout.bank_beneficiary_name = row.Text(14);
-  absl::StatusOr<absl::Status> failure =
-      ReadStatusColumn(row, 15, payout.payout_id, "failure");
-  if (!failure.ok()) return failure.status();
-  payout.failure = *std::move(failure);
-  absl::StatusOr<absl::Status> response =
-      ReadStatusColumn(row, 16, payout.payout_id, "response");
-  if (!response.ok()) return response.status();
-  stored.response = *std::move(response);
-  payout.create_time = absl::FromUnixMicros(row.Int(17));
-  payout.update_time = absl::FromUnixMicros(row.Int(18));
-  return stored;
-}
-
-// Runs a prepared SELECT of kPayoutColumns expected to match at most one row.
-// nullopt: no row.
-absl::StatusOr<std::optional<StoredPayout>> FindOne(
-    absl::StatusOr<Statement> select) {
-  if (!select.ok()) return select.status();
-  absl::StatusOr<bool> row = select->Step();
-  if (!row.ok()) return row.status();
-  if (!*row) return std::nullopt;
-  absl::StatusOr<StoredPayout> stored = ReadPayout(*select);
-  if (!stored.ok()) return stored.status();
-  return *std::move(stored);
-}
-
-absl::StatusOr<StoredPayout> SelectOne(absl::StatusOr<Statement> select,
-                                       absl::string_view what) {
-  absl::StatusOr<std::optional<StoredPayout>> found =
-      FindOne(std::move(select));
-  if (!found.ok()) return found.status();
-  if (!found->has_value()) return aopay::NotFoundError(what);
-  return **std::move(found);
-}
-
-absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
-                                              const std::string& registration,
-                                              const std::string& payout_id) {
-  static const std::string* const kSql = new std::string(
-      absl::StrCat("SELECT ", kPayoutColumns,
-                   " FROM payouts WHERE registration = ?1 AND payout_id = ?2"));
-  absl::StatusOr<Statement> select = db.Prepare(*kSql, "reading a payout");
-  if (select.ok()) {
-    select->Bind(1, registration);
-    select->Bind(2, payout_id);
-  }
-  return SelectOne(std::move(select), absl::StrCat("Payout ", payout_id));
-}
-
-// The row holding the key, if any. Insert asks this of every new payout, so
-// a miss is not an error (that would build a NOT_FOUND message each time).
-absl::StatusOr<std::optional<StoredPayout>> FindByRequestId(
-    Connection& db, const std::string& registration,
-    const std::string& request_id) {
-  static const std::string* const kSql = new std::string(absl::StrCat(
-      "SELECT ", kPayoutColumns,
-      " FROM payouts WHERE registration = ?1 AND request_id = ?2"));
-  absl::StatusOr<Statement> select = db.Prepare(*kSql, "reading a payout");
-  if (select.ok()) {
-    select->Bind(1, registration);
-    select->Bind(2, request_id);
-  }
-  return FindOne(std::move(select));
-}
-
-absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
-                                               const std::string& registration,
-                                               const std::string& request_id) {
-  absl::StatusOr<std::optional<StoredPayout>> found =
-      FindByRequestId(db, registration, request_id);
-  if (!found.ok()) return found.status();
-  if (!found->has_value()) {
-    return aopay::NotFoundError(
-        absl::StrCat("Payout with request_id ", request_id));
-  }
-  return **std::move(found);
-}
-
-absl::Status AppendEvent(Connection& db, const std::string& payout_id,
-                         PayoutState from, PayoutState to,
-                         absl::string_view why, absl::string_view who,
-                         absl::Time time) {
-  absl::StatusOr<Statement> insert = db.Prepare(
-      "INSERT INTO payout_events (payout_id, from_state, to_state, why, who, "
-      "time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-      "recording a payout event");
-  if (!insert.ok()) return insert.status();
-  insert->Bind(1, payout_id);
-  insert->Bind(2, static_cast<int>(from));
-  insert->Bind(3, static_cast<int>(to));
-  insert->Bind(4, why);
-  insert->Bind(5, who);
-  insert->Bind(6, absl::ToUnixMicros(time));
-  return insert->Run();
-}
-
-// ---------------------------------------------------------------------------
-// List page tokens: base64url of "v1|<state filter mask>|<last payout id>".
-
-uint32_t StateMask(const std::vector<PayoutState>& states) {
-  uint32_t mask = 0;
-  for (PayoutState state : states) {
-    const int bit = static_cast<int>(state);
-    if (bit >= 0 && bit < 32) mask |= 1u << bit;
-  }
-  return mask;
-}
-
-std::string MakePageToken(uint32_t mask, absl::string_view last_payout_id) {
-  return absl::WebSafeBase64Escape(
-      absl::StrCat(kPageTokenVersion, "|", mask, "|", last_payout_id));
-}
-
-absl::Status BadPageToken(absl::string_view why) {
-  return InvalidRequestError({{"page_token", std::string(why)}});
-}
-
-// The last payout id of the previous page.
-absl::StatusOr<std::string> ParsePageToken(absl::string_view token,
-                                           uint32_t mask) {
-  std::string text;
-  if (!absl::WebSafeBase64Unescape(token, &text)) {
-    return BadPageToken("is not a page token this service made");
-  }
-  std::vector<std::string> parts =
-      absl::StrSplit(text, absl::MaxSplits('|', 2));
-  uint32_t token_mask = 0;
-  if (parts.size() != 3 || parts[0] != kPageTokenVersion ||
-      !absl::SimpleAtoi(parts[1], &token_mask) || parts[2].empty() ||
-      parts[2].size() > kMaxPayoutIdBytes) {
-    return BadPageToken("is not a page token this service made");
-  }
-  if (token_mask != mask) {
-    return BadPageToken("was made for a different states filter");
-  }
-  return std::move(parts[2]);
-}
-
-// The SELECT for one page. Only the state filter varies, so the number of
-// distinct cached statements stays small.
-std::string ListSql(const std::vector<PayoutState>& states, bool after) {
-  std::vector<int> values;
-  for (PayoutState state : states) values.push_back(static_cast<int>(state));
-  std::sort(values.begin(), values.end());
-  values.erase(std::unique(values.begin(), values.end()), values.end());
-  std::string sql = absl::StrCat("SELECT ", kPayoutColumns,
-                                 " FROM payouts WHERE registration = ?1");
-  if (!values.empty()) {
-    absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(values, ", "), ")");
-  }
-  if (after) absl::StrAppend(&sql, " AND payout_id < ?3");
-  absl::StrAppend(&sql, " ORDER BY payout_id DESC LIMIT ?2");
-  return sql;
-}
-
-// ---------------------------------------------------------------------------
-// Opening.
-
-absl::Status OpenError(absl::string_view path, sqlite3* db, int rc,
-                       absl::string_view doing) {
-  const char* message = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  const std::string text =
-      absl::StrCat("ledger ", path, ": ", doing, ": ", message);
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_NOMEM:
-    case SQLITE_PROTOCOL:
-      return absl::UnavailableError(text);
-    case SQLITE_NOTADB:
-    case SQLITE_CORRUPT:
-      return absl::FailedPreconditionError(
-          absl::StrCat("ledger ", path,
-                       " is not a SQLite database or is corrupt: ", message));
-    default:
-      return absl::FailedPreconditionError(text);
-  }
-}
-
-// Runs `sql` (one statement) and returns the first column of its first row.
-absl::StatusOr<std::string> QueryText(sqlite3* db, absl::string_view path,
-                                      const char* sql, const char* doing) {
-  sqlite3_stmt* raw = nullptr;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &raw, nullptr);
-  StmtHandle stmt(raw);
-  if (rc != SQLITE_OK) return OpenError(path, db, rc, doing);
-  std::string value;
-  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
-    if (value.empty() && sqlite3_column_text(stmt.get(), 0) != nullptr) {
-      value = reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0));
-    }
-  }
-  if (rc != SQLITE_DONE) return OpenError(path, db, rc, doing);
-  return value;
-}
-
-absl::Status CheckDirectory(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "."
-                          : slash == 0               ? "/"
-                                                     : path.substr(0, slash);
-  struct stat info;
-  if (stat(dir.c_str(), &info) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ledger ", path, ": the directory ", dir, " does not exist"));
-  }
-  if (!S_ISDIR(info.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("ledger ", path, ": ", dir, " is not a directory"));
-  }
-  if (access(dir.c_str(), W_OK | X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ledger ", path, ": the directory ", dir,
-        " is not writable (SQLite keeps its -wal and -shm files there)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<DbHandle> OpenConnection(const SqliteLedgerOptions& options,
-                                        bool read_only) {
-  const int flags = (read_only ? SQLITE_OPEN_READONLY
-                               : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-                    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
-  sqlite3* raw = nullptr;
-  const int rc =
-      sqlite3_open_v2(options.path.c_str(), &raw, flags,
-                      options.vfs.empty() ? nullptr : options.vfs.c_str());
-  DbHandle db(raw);
-  if (rc != SQLITE_OK) {
-    return OpenError(options.path, db.get(), rc, "cannot open the file");
-  }
-  if (!read_only && sqlite3_db_readonly(db.get(), "main") == 1) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("ledger ", options.path, " is read-only"));
-  }
-  sqlite3_busy_timeout(
-      db.get(),
-      static_cast<int>(std::clamp<int64_t>(
-          absl::ToInt64Milliseconds(options.busy_timeout), 0, INT32_MAX)));
-  return db;
-}
-
-absl::Status Configure(sqlite3* db, const SqliteLedgerOptions& options) {
-  const std::string& path = options.path;
-  absl::StatusOr<std::string> mode =
-      QueryText(db, path, "PRAGMA journal_mode = WAL", "switching to WAL");
-  if (!mode.ok()) return mode.status();
-  if (*mode != "wal") {
-    return absl::FailedPreconditionError(
-        absl::StrCat("ledger ", path, ": cannot use WAL mode (journal_mode is ",
-                     *mode, ")"));
-  }
-  for (const char* pragma : {options.durable ? "PRAGMA synchronous = FULL"
-                                             : "PRAGMA synchronous = OFF",
-                             "PRAGMA foreign_keys = ON"}) {
-    absl::StatusOr<std::string> set = QueryText(db, path, pragma, pragma);
-    if (!set.ok()) return set.status();
-  }
-  absl::StatusOr<std::string> foreign_keys =
-      QueryText(db, path, "PRAGMA foreign_keys", "checking foreign keys");
-  if (!foreign_keys.ok()) return foreign_keys.status();
-  if (*foreign_keys != "1") {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ledger ", path, ": this SQLite does not enforce foreign keys"));
-  }
-  return absl::OkStatus();
-}
-
-// The schema version, read inside the caller's transaction. 0: a new file.
-absl::StatusOr<int> SchemaVersion(sqlite3* db, absl::string_view path) {
-  absl::StatusOr<std::string> app =
-      QueryText(db, path, "PRAGMA application_id", "reading the header");
-  if (!app.ok()) return app.status();
-  if (*app != "0" && *app != absl::StrCat(kApplicationId)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ledger ", path, " is another application's SQLite database"));
-  }
-  absl::StatusOr<std::string> tables =
-      QueryText(db, path,
-                "SELECT count(*) FROM sqlite_schema "
-                "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
-                "reading the schema");
-  if (!tables.ok()) return tables.status();
-  absl::StatusOr<std::string> has_version =
-      QueryText(db, path,
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
-                "name = 'schema_version'",
-                "reading the schema");
-  if (!has_version.ok()) return has_version.status();
-  if (*has_version == "0") {
-    if (*tables != "0") {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "ledger ", path,
-          " holds tables but no schema_version: it is not a payout ledger"));
-    }
-    return 0;
-  }
-  absl::StatusOr<std::string> current = QueryText(
-      db, path, "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-      "reading the schema version");
-  if (!current.ok()) return current.status();
-  int version = 0;
-  if (!absl::SimpleAtoi(*current, &version) || version < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("ledger ", path, " has an unreadable schema version \"",
-                     *current, "\""));
-  }
-  if (version > kKnownVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("ledger ", path, " has schema version ", version,
-                     ", newer than this gateway understands (", kKnownVersion,
-                     "); run a newer gateway"));
-  }
-  return version;
-}
-
-// Applies the missing migrations, each in a transaction of its own that also
-// reads the version, so that two processes opening a new file at once do not
-// both migrate it.
-absl::Status Migrate(Connection& db, absl::string_view path) {
-  for (;;) {
-    if (sqlite3_exec(db.db(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) !=
-        SQLITE_OK) {
-      return OpenError(path, db.db(), sqlite3_extended_errcode(db.db()),
-                       "cannot lock the file to check its schema");
-    }
-    absl::StatusOr<int> version = SchemaVersion(db.db(), path);
-    absl::Status step = version.status();
-    int next = 0;
-    if (step.ok() && *version < kKnownVersion) {
-      next = *version + 1;
-      const std::string script = absl::StrCat(
-          kMigrations[next - 1],
-          "\nINSERT INTO schema_version (version, applied_time_us) VALUES (",
-          next, ", ", absl::ToUnixMicros(absl::Now()), ");");
-      if (sqlite3_exec(db.db(), script.c_str(), nullptr, nullptr, nullptr) !=
-          SQLITE_OK) {
-        step = OpenError(
-            path, db.db(), sqlite3_extended_errcode(db.db()),
-            absl::StrCat("migration to schema version ", next, " failed"));
-      }
-    }
-    if (step.ok() && sqlite3_exec(db.db(), "COMMIT", nullptr, nullptr,
-                                  nullptr) != SQLITE_OK) {
-      step = OpenError(path, db.db(), sqlite3_extended_errcode(db.db()),
-                       next == 0 ? std::string("cannot read the schema")
-                                 : absl::StrCat("migration to schema version ",
-                                                next, " failed"));
-    }
-    if (!step.ok()) {
-      if (db.InTransaction()) {
-        sqlite3_exec(db.db(), "ROLLBACK", nullptr, nullptr, nullptr);
-      }
-      return step;
-    }
-    if (next == 0) return absl::OkStatus();
-  }
-}
-
-// A ledger belongs to one AOPay registration (docs/operations.md, "The
-// ledger"). Refuses a ledger holding payouts of another one; otherwise
-// records `registration` as the ledger's. Names neither id: both are secrets.
-absl::Status ClaimRegistration(Connection& db, absl::string_view path,
-                               const std::string& registration) {
-  auto claim = [&]() -> absl::Status {
-    absl::StatusOr<Statement> other =
-        db.Prepare("SELECT 1 FROM payouts WHERE registration <> ?1 LIMIT 1",
-                   "checking the registration");
-    if (!other.ok()) return other.status();
-    other->Bind(1, registration);
-    absl::StatusOr<bool> found = other->Step();
-    if (!found.ok()) return found.status();
-    if (*found) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "ledger ", path,
-          " holds payouts of another AOPay registration; a ledger belongs to "
-          "one registration, so check --registration_id (old request ids "
-          "would otherwise look new and be sent again)"));
-    }
-    absl::StatusOr<Statement> record = db.Prepare(
-        "INSERT INTO ledger_meta (key, value) VALUES ('registration', ?1) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        "recording the registration");
-    if (!record.ok()) return record.status();
-    record->Bind(1, registration);
-    return record->Run();
-  };
-  absl::Status status = db.Run("BEGIN IMMEDIATE", "checking the registration");
-  if (!status.ok()) return status;
-  status = claim();
-  if (!status.ok()) {
-    (void)db.Run("ROLLBACK", "checking the registration");
-    return status;
-  }
-  return db.Run("COMMIT", "recording the registration");
-}
 
 absl::Status ClosedError() {
   return LedgerUnavailableError("the ledger is closed");
 }
-
-// ---------------------------------------------------------------------------
-// Queued work.
-
-// A write: runs inside the batch transaction (in its own savepoint), then is
-// finished after the commit.
-class WriteOp {
- public:
-  virtual ~WriteOp() = default;
-  // Non-OK rolls back this op's savepoint only.
-  virtual absl::Status Run(Connection& db) = 0;
-  // `batch`: the batch's outcome; when not OK the op failed with it.
-  virtual void Finish(const absl::Status& batch) = 0;
-};
-
-template <typename T>
-class TypedWriteOp final : public WriteOp {
- public:
-  using Body = std::function<absl::StatusOr<T>(Connection&)>;
-  TypedWriteOp(Body body, Ledger::Callback<absl::StatusOr<T>> done)
-      : body_(std::move(body)), done_(std::move(done)) {}
-
-  absl::Status Run(Connection& db) override {
-    result_ = body_(db);
-    return result_.status();
-  }
-  void Finish(const absl::Status& batch) override {
-    if (batch.ok()) {
-      done_(std::move(result_));
-    } else {
-      done_(batch);
-    }
-  }
-
- private:
-  Body body_;
-  Ledger::Callback<absl::StatusOr<T>> done_;
-  absl::StatusOr<T> result_ = absl::UnknownError("not run");
-};
-
-// An exclusive lock on PATH.lock for as long as a process has the ledger
-// open. Two gateways on one file would each turn the other's in-flight
-// PENDING payouts UNKNOWN at start-up and then fail to record their outcomes.
-class LedgerLock {
- public:
-  static absl::StatusOr<LedgerLock> Acquire(const std::string& path) {
-    const std::string lock_path = path + ".lock";
-    const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      return absl::UnavailableError(absl::StrCat("ledger ", path,
-                                                 ": cannot open ", lock_path,
-                                                 ": ", std::strerror(errno)));
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      const int error = errno;
-      close(fd);
-      if (error == EWOULDBLOCK) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "ledger ", path, " is in use by another gateway process (",
-            lock_path, " is locked)"));
-      }
-      return absl::UnavailableError(absl::StrCat("ledger ", path,
-                                                 ": cannot lock ", lock_path,
-                                                 ": ", std::strerror(error)));
-    }
-    return LedgerLock(fd);
-  }
-
-  LedgerLock(LedgerLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  LedgerLock& operator=(LedgerLock&&) = delete;
-  ~LedgerLock() { Release(); }
-
-  void Release() {
-    if (fd_ >= 0) close(std::exchange(fd_, -1));  // closing drops the flock
-  }
-
- private:
-  explicit LedgerLock(int fd) : fd_(fd) {}
-  int fd_;
-};
-
-// Which file a path names, so that a ledger deleted or replaced under the
-// running gateway is noticed: SQLite would go on writing to the unlinked
-// file, and every payout recorded from then on would be lost at the next
-// restart.
-struct FileIdentity {
-  dev_t device = 0;
-  ino_t inode = 0;
-
-  static absl::StatusOr<FileIdentity> Of(const std::string& path) {
-    struct stat info {};
-    if (stat(path.c_str(), &info) != 0) {
-      return absl::NotFoundError(std::strerror(errno));
-    }
-    return FileIdentity{info.st_dev, info.st_ino};
-  }
-  bool operator==(const FileIdentity& other) const {
-    return device == other.device && inode == other.inode;
-  }
-};
-
-// Counts callbacks handed to the executor and not yet returned, so that
-// Close() can wait for them. Shared with each task: a task that has just
-// returned may still be leaving Done() when Close() sees the count at zero.
-class CallbackCount {
- public:
-  void Add() {
-    absl::MutexLock lock(&mu_);
-    ++running_;
-  }
-  void Done() {
-    absl::MutexLock lock(&mu_);
-    --running_;
-  }
-  void WaitForZero() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(
-        +[](int64_t* running) { return *running == 0; }, &running_));
-  }
-
- private:
-  absl::Mutex mu_;
-  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 }  // namespace
 
@@ -1008,7 +201,7 @@ class SqliteLedger::Impl {
 
   void WriterLoop() {
     for (;;) {
-      std::vector<std::unique_ptr<WriteOp>> batch;
+      WriteBatch batch;
       {
         absl::MutexLock lock(&mu_);
         // While writes fail, a probe every kProbeInterval finds out when the
@@ -1021,13 +214,7 @@ class SqliteLedger::Impl {
           batch.push_back(ProbeOp());
         } else {
           if (writes_.empty()) return;  // closing, and everything is done
-          const size_t n =
-              std::min(writes_.size(), std::max<size_t>(options_.max_batch, 1));
-          batch.reserve(n);
-          for (size_t i = 0; i < n; ++i) {
-            batch.push_back(std::move(writes_.front()));
-            writes_.pop_front();
-          }
+          batch = TakeBatch(writes_, options_.max_batch);
         }
       }
       RunBatch(std::move(batch));
@@ -1048,77 +235,25 @@ class SqliteLedger::Impl {
     }
   }
 
-  // A write that changes no payout: records when the ledger last wrote.
-  std::unique_ptr<WriteOp> ProbeOp() {
-    return std::make_unique<TypedWriteOp<bool>>(
-        [](Connection& db) -> absl::StatusOr<bool> {
-          absl::StatusOr<Statement> probe = db.Prepare(
-              "INSERT INTO ledger_meta (key, value) VALUES ('probe_time_us', "
-              "?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-              "probing the ledger");
-          if (!probe.ok()) return probe.status();
-          probe->Bind(1, absl::StrCat(absl::ToUnixMicros(absl::Now())));
-          if (absl::Status run = probe->Run(); !run.ok()) return run;
-          return true;
-        },
-        [](absl::StatusOr<bool>) {});
-  }
-
   // Group commit: one transaction, one fsync, then every callback, in
   // submission order, in one task on the executor.
-  void RunBatch(std::vector<std::unique_ptr<WriteOp>> batch) {
+  void RunBatch(WriteBatch batch) {
     transactions_.fetch_add(1);
     writes_count_.fetch_add(static_cast<int64_t>(batch.size()));
     bool op_storage_error = false;
     absl::Status outcome =
         FileGone()
-            ? LedgerUnavailableError(
-                  "the ledger file was deleted or replaced while the gateway "
-                  "ran; nothing more is written until it is restarted")
-            : writer_db_.Run("BEGIN IMMEDIATE", "starting a write transaction");
-    for (std::unique_ptr<WriteOp>& op : batch) {
-      if (!outcome.ok()) break;
-      outcome = RunInSavepoint(*op, &op_storage_error);
-    }
-    if (outcome.ok()) {
-      outcome = writer_db_.Run("COMMIT", "committing");
-    }
-    if (!outcome.ok()) {
-      // Only UNAVAILABLE reaches the callers: whatever the SQLite error,
-      // nothing of the batch was recorded.
-      if (outcome.code() != absl::StatusCode::kUnavailable) {
-        outcome = LedgerUnavailableError(outcome.message());
-      }
-      if (writer_db_.InTransaction()) {
-        // On an I/O error SQLite may already have rolled back; when it has
-        // not, this must, or the next BEGIN fails too.
-        (void)writer_db_.Run("ROLLBACK", "rolling back");
-      }
-    }
+            ? AbandonBatch(
+                  writer_db_,
+                  LedgerUnavailableError(
+                      "the ledger file was deleted or replaced while the "
+                      "gateway ran; nothing more is written until it is "
+                      "restarted"))
+            : CommitBatch(writer_db_, batch, &op_storage_error);
     healthy_.store(outcome.ok() && !op_storage_error);
     Dispatch([batch = std::move(batch), outcome = std::move(outcome)] {
       for (const std::unique_ptr<WriteOp>& op : batch) op->Finish(outcome);
     });
-  }
-
-  // Non-OK only when the whole transaction is lost.
-  absl::Status RunInSavepoint(WriteOp& op, bool* op_storage_error) {
-    absl::Status status = writer_db_.Run("SAVEPOINT op", "starting a write");
-    if (!status.ok()) return status;
-    const absl::Status result = op.Run(writer_db_);
-    if (!writer_db_.InTransaction()) {
-      // SQLite rolls the whole transaction back on some errors (I/O, disk
-      // full): the writes before this one are gone too.
-      return LedgerUnavailableError(
-          "SQLite rolled the write transaction back after an error");
-    }
-    if (result.ok()) return writer_db_.Run("RELEASE op", "finishing a write");
-    if (result.code() == absl::StatusCode::kUnavailable) {
-      *op_storage_error = true;
-    }
-    status = writer_db_.Run("ROLLBACK TO op", "undoing a failed write");
-    if (!status.ok()) return status;
-    return writer_db_.Run("RELEASE op", "undoing a failed write");
   }
 
   static constexpr absl::Duration kProbeInterval = absl::Seconds(1);

@@ -1,0 +1,165 @@
+// The SQLite ledger's rows: reading payouts, the status columns, and events
+// (see rows.h).
+
+#include "server/ledger/sqlite/rows.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/errors.h"
+
+namespace aopay::sqlite_internal {
+namespace {
+
+// NULL is OK; anything else must be SerializeError's form.
+absl::StatusOr<absl::Status> ReadStatusColumn(const Statement& row, int column,
+                                              absl::string_view payout_id,
+                                              absl::string_view name) {
+  if (row.IsNull(column)) return absl::OkStatus();
+  absl::StatusOr<absl::Status> parsed = ParseSerializedError(row.Text(column));
+  if (!parsed.ok()) {
+    return RowError(payout_id, absl::StrCat("an unreadable ", name, " column"));
+  }
+  return *std::move(parsed);
+}
+
+// Runs a prepared SELECT of kPayoutColumns expected to match at most one row.
+// nullopt: no row.
+absl::StatusOr<std::optional<StoredPayout>> FindOne(
+    absl::StatusOr<Statement> select) {
+  if (!select.ok()) return select.status();
+  absl::StatusOr<bool> row = select->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::nullopt;
+  absl::StatusOr<StoredPayout> stored = ReadPayout(*select);
+  if (!stored.ok()) return stored.status();
+  return *std::move(stored);
+}
+
+absl::StatusOr<StoredPayout> SelectOne(absl::StatusOr<Statement> select,
+                                       absl::string_view what) {
+  absl::StatusOr<std::optional<StoredPayout>> found =
+      FindOne(std::move(select));
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) return aopay::NotFoundError(what);
+  return **std::move(found);
+}
+
+}  // namespace
+
+bool IsKnownState(int64_t value) {
+  return value >= static_cast<int64_t>(PayoutState::kUnspecified) &&
+         value <= static_cast<int64_t>(PayoutState::kUnknown);
+}
+
+bool IsKnownMode(int64_t value) {
+  return value >= static_cast<int64_t>(TransferMode::kUnspecified) &&
+         value <= static_cast<int64_t>(TransferMode::kImps);
+}
+
+absl::Status RowError(absl::string_view payout_id, absl::string_view what) {
+  return absl::DataLossError(
+      absl::StrCat("The ledger row of payout ", payout_id, " has ", what, "."));
+}
+
+std::optional<std::string> StatusColumn(const absl::Status& status) {
+  if (status.ok()) return std::nullopt;
+  return SerializeError(status);
+}
+
+absl::StatusOr<StoredPayout> ReadPayout(const Statement& row) {
+  StoredPayout stored;
+  Payout& payout = stored.payout;
+  payout.payout_id = row.Text(0);
+  payout.request_id = row.Text(1);
+  stored.fingerprint = row.Text(2);
+  const int64_t state = row.Int(3);
+  if (!IsKnownState(state))
+    return RowError(payout.payout_id, "an unknown state");
+  payout.state = static_cast<PayoutState>(state);
+  payout.beneficiary.account_number = row.Text(4);
+  payout.beneficiary.ifsc = row.Text(5);
+  payout.beneficiary.name = row.Text(6);
+  payout.beneficiary.email = row.Text(7);
+  payout.beneficiary.mobile = row.Text(8);
+  payout.amount_paise = row.Int(9);
+  const int64_t mode = row.Int(10);
+  if (!IsKnownMode(mode)) return RowError(payout.payout_id, "an unknown mode");
+  payout.mode = static_cast<TransferMode>(mode);
+  payout.transaction_id = row.Text(11);
+  payout.transaction_reference_no = row.Text(12);
+  payout.upstream_status = row.Text(13);
+  payout.bank_beneficiary_name = row.Text(14);
+  absl::StatusOr<absl::Status> failure =
+      ReadStatusColumn(row, 15, payout.payout_id, "failure");
+  if (!failure.ok()) return failure.status();
+  payout.failure = *std::move(failure);
+  absl::StatusOr<absl::Status> response =
+      ReadStatusColumn(row, 16, payout.payout_id, "response");
+  if (!response.ok()) return response.status();
+  stored.response = *std::move(response);
+  payout.create_time = absl::FromUnixMicros(row.Int(17));
+  payout.update_time = absl::FromUnixMicros(row.Int(18));
+  return stored;
+}
+
+absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
+                                              const std::string& registration,
+                                              const std::string& payout_id) {
+  static const std::string* const kSql = new std::string(
+      absl::StrCat("SELECT ", kPayoutColumns,
+                   " FROM payouts WHERE registration = ?1 AND payout_id = ?2"));
+  absl::StatusOr<Statement> select = db.Prepare(*kSql, "reading a payout");
+  if (select.ok()) {
+    select->Bind(1, registration);
+    select->Bind(2, payout_id);
+  }
+  return SelectOne(std::move(select), absl::StrCat("Payout ", payout_id));
+}
+
+absl::StatusOr<std::optional<StoredPayout>> FindByRequestId(
+    Connection& db, const std::string& registration,
+    const std::string& request_id) {
+  static const std::string* const kSql = new std::string(absl::StrCat(
+      "SELECT ", kPayoutColumns,
+      " FROM payouts WHERE registration = ?1 AND request_id = ?2"));
+  absl::StatusOr<Statement> select = db.Prepare(*kSql, "reading a payout");
+  if (select.ok()) {
+    select->Bind(1, registration);
+    select->Bind(2, request_id);
+  }
+  return FindOne(std::move(select));
+}
+
+absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
+                                               const std::string& registration,
+                                               const std::string& request_id) {
+  absl::StatusOr<std::optional<StoredPayout>> found =
+      FindByRequestId(db, registration, request_id);
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) {
+    return aopay::NotFoundError(
+        absl::StrCat("Payout with request_id ", request_id));
+  }
+  return **std::move(found);
+}
+
+absl::Status AppendEvent(Connection& db, const std::string& payout_id,
+                         PayoutState from, PayoutState to,
+                         absl::string_view why, absl::string_view who,
+                         absl::Time time) {
+  absl::StatusOr<Statement> insert = db.Prepare(
+      "INSERT INTO payout_events (payout_id, from_state, to_state, why, who, "
+      "time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+      "recording a payout event");
+  if (!insert.ok()) return insert.status();
+  insert->Bind(1, payout_id);
+  insert->Bind(2, static_cast<int>(from));
+  insert->Bind(3, static_cast<int>(to));
+  insert->Bind(4, why);
+  insert->Bind(5, who);
+  insert->Bind(6, absl::ToUnixMicros(time));
+  return insert->Run();
+}
+
+}  // namespace aopay::sqlite_internal

@@ -1,0 +1,231 @@
+// The SQLite ledger's schema: its migrations, the version check, and the
+// registration a ledger belongs to (see schema.h).
+
+#include "server/ledger/sqlite/schema.h"
+
+#include <sqlite3.h>
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/ledger/sqlite/sqlite_ledger.h"
+
+namespace aopay::sqlite_internal {
+namespace {
+
+// "AOPY": marks the file as a payout ledger, so that another application's
+// SQLite file is refused rather than migrated.
+constexpr int32_t kApplicationId = 0x414F5059;
+
+// Ordered; migration i (0-based) takes the schema from version i to i + 1.
+// Each runs in its own transaction with the schema_version row it adds.
+// Never edit a migration that has shipped: append a new one.
+constexpr const char* kMigrations[] = {
+    // 1: the version table, payouts and their append-only events.
+    R"sql(
+CREATE TABLE schema_version (
+  version INTEGER NOT NULL PRIMARY KEY,
+  applied_time_us INTEGER NOT NULL
+);
+CREATE TABLE payouts (
+  payout_id TEXT NOT NULL PRIMARY KEY,
+  registration TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 6),
+  account_number TEXT NOT NULL,
+  ifsc TEXT NOT NULL,
+  name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  mobile TEXT NOT NULL,
+  amount_paise INTEGER NOT NULL,
+  mode INTEGER NOT NULL,
+  transaction_id TEXT NOT NULL DEFAULT '',
+  transaction_reference_no TEXT NOT NULL DEFAULT '',
+  upstream_status TEXT NOT NULL DEFAULT '',
+  bank_beneficiary_name TEXT NOT NULL DEFAULT '',
+  failure TEXT,
+  response TEXT,
+  payout_answer TEXT,
+  status_answer TEXT,
+  create_time_us INTEGER NOT NULL,
+  update_time_us INTEGER NOT NULL,
+  UNIQUE (registration, request_id)
+);
+CREATE INDEX payouts_by_registration ON payouts (registration, payout_id);
+CREATE INDEX payouts_by_state ON payouts (registration, state, payout_id);
+CREATE INDEX payouts_by_transaction_id ON payouts (transaction_id)
+  WHERE transaction_id <> '';
+CREATE TABLE payout_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  payout_id TEXT NOT NULL
+    REFERENCES payouts (payout_id) ON DELETE CASCADE,
+  from_state INTEGER NOT NULL,
+  to_state INTEGER NOT NULL,
+  why TEXT NOT NULL,
+  who TEXT NOT NULL,
+  time_us INTEGER NOT NULL
+);
+CREATE INDEX payout_events_by_payout ON payout_events (payout_id, id);
+CREATE TRIGGER payout_events_append_only BEFORE UPDATE ON payout_events
+BEGIN
+  SELECT RAISE(ABORT, 'payout_events is append-only');
+END;
+CREATE TRIGGER payout_events_deleted_with_payout BEFORE DELETE ON payout_events
+  WHEN EXISTS (SELECT 1 FROM payouts WHERE payout_id = OLD.payout_id)
+BEGIN
+  SELECT RAISE(ABORT, 'payout_events are deleted only with their payout');
+END;
+PRAGMA application_id = 1095716953;
+)sql",
+    // 2: retention counts from the moment a payout became final; rows that
+    // were final before this version count from their last change (never
+    // earlier than the moment they became final). The ledger records the
+    // AOPay registration it belongs to.
+    R"sql(
+ALTER TABLE payouts ADD COLUMN final_time_us INTEGER;
+UPDATE payouts SET final_time_us = update_time_us WHERE state IN (3, 4, 5);
+CREATE INDEX payouts_by_final_time ON payouts (registration, final_time_us)
+  WHERE final_time_us IS NOT NULL;
+CREATE TABLE ledger_meta (
+  key TEXT NOT NULL PRIMARY KEY,
+  value TEXT NOT NULL
+);
+)sql",
+};
+constexpr int kKnownVersion =
+    static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
+static_assert(kKnownVersion == SqliteLedger::kSchemaVersion,
+              "kSchemaVersion must match the migrations");
+static_assert(kApplicationId == 1095716953, "the migration's application_id");
+
+// The schema version, read inside the caller's transaction. 0: a new file.
+absl::StatusOr<int> SchemaVersion(sqlite3* db, absl::string_view path) {
+  absl::StatusOr<std::string> app =
+      QueryText(db, path, "PRAGMA application_id", "reading the header");
+  if (!app.ok()) return app.status();
+  if (*app != "0" && *app != absl::StrCat(kApplicationId)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ledger ", path, " is another application's SQLite database"));
+  }
+  absl::StatusOr<std::string> tables =
+      QueryText(db, path,
+                "SELECT count(*) FROM sqlite_schema "
+                "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+                "reading the schema");
+  if (!tables.ok()) return tables.status();
+  absl::StatusOr<std::string> has_version =
+      QueryText(db, path,
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
+                "name = 'schema_version'",
+                "reading the schema");
+  if (!has_version.ok()) return has_version.status();
+  if (*has_version == "0") {
+    if (*tables != "0") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ledger ", path,
+          " holds tables but no schema_version: it is not a payout ledger"));
+    }
+    return 0;
+  }
+  absl::StatusOr<std::string> current = QueryText(
+      db, path, "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+      "reading the schema version");
+  if (!current.ok()) return current.status();
+  int version = 0;
+  if (!absl::SimpleAtoi(*current, &version) || version < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ledger ", path, " has an unreadable schema version \"",
+                     *current, "\""));
+  }
+  if (version > kKnownVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ledger ", path, " has schema version ", version,
+                     ", newer than this gateway understands (", kKnownVersion,
+                     "); run a newer gateway"));
+  }
+  return version;
+}
+
+}  // namespace
+
+absl::Status Migrate(Connection& db, absl::string_view path) {
+  for (;;) {
+    if (sqlite3_exec(db.db(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) !=
+        SQLITE_OK) {
+      return OpenError(path, db.db(), sqlite3_extended_errcode(db.db()),
+                       "cannot lock the file to check its schema");
+    }
+    absl::StatusOr<int> version = SchemaVersion(db.db(), path);
+    absl::Status step = version.status();
+    int next = 0;
+    if (step.ok() && *version < kKnownVersion) {
+      next = *version + 1;
+      const std::string script = absl::StrCat(
+          kMigrations[next - 1],
+          "\nINSERT INTO schema_version (version, applied_time_us) VALUES (",
+          next, ", ", absl::ToUnixMicros(absl::Now()), ");");
+      if (sqlite3_exec(db.db(), script.c_str(), nullptr, nullptr, nullptr) !=
+          SQLITE_OK) {
+        step = OpenError(
+            path, db.db(), sqlite3_extended_errcode(db.db()),
+            absl::StrCat("migration to schema version ", next, " failed"));
+      }
+    }
+    if (step.ok() && sqlite3_exec(db.db(), "COMMIT", nullptr, nullptr,
+                                  nullptr) != SQLITE_OK) {
+      step = OpenError(path, db.db(), sqlite3_extended_errcode(db.db()),
+                       next == 0 ? std::string("cannot read the schema")
+                                 : absl::StrCat("migration to schema version ",
+                                                next, " failed"));
+    }
+    if (!step.ok()) {
+      if (db.InTransaction()) {
+        sqlite3_exec(db.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+      }
+      return step;
+    }
+    if (next == 0) return absl::OkStatus();
+  }
+}
+
+absl::Status ClaimRegistration(Connection& db, absl::string_view path,
+                               const std::string& registration) {
+  auto claim = [&]() -> absl::Status {
+    absl::StatusOr<Statement> other =
+        db.Prepare("SELECT 1 FROM payouts WHERE registration <> ?1 LIMIT 1",
+                   "checking the registration");
+    if (!other.ok()) return other.status();
+    other->Bind(1, registration);
+    absl::StatusOr<bool> found = other->Step();
+    if (!found.ok()) return found.status();
+    if (*found) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ledger ", path,
+          " holds payouts of another AOPay registration; a ledger belongs to "
+          "one registration, so check --registration_id (old request ids "
+          "would otherwise look new and be sent again)"));
+    }
+    absl::StatusOr<Statement> record = db.Prepare(
+        "INSERT INTO ledger_meta (key, value) VALUES ('registration', ?1) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        "recording the registration");
+    if (!record.ok()) return record.status();
+    record->Bind(1, registration);
+    return record->Run();
+  };
+  absl::Status status = db.Run("BEGIN IMMEDIATE", "checking the registration");
+  if (!status.ok()) return status;
+  status = claim();
+  if (!status.ok()) {
+    (void)db.Run("ROLLBACK", "checking the registration");
+    return status;
+  }
+  return db.Run("COMMIT", "recording the registration");
+}
+
+}  // namespace aopay::sqlite_internal
