@@ -97,7 +97,7 @@ class SqliteLedger final : public Ledger {
   void GetByRequestId(std::string request_id,
                       Callback<absl::StatusOr<StoredPayout>> done) override;
   // Page tokens hold the last payout id and the state filter; they survive a
-  // restart. A page_size of 0 or less means 50; at most 1000 rows a page.
+  // restart. The page size is bounded by the caller (common/payout.h).
   void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done) override;
   void Events(std::string payout_id,
               Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) override;
