@@ -366,6 +366,54 @@ absl::Status ShuttingDownError() {
                    std::move(details));
 }
 
+absl::Status StatusEndpointUnavailableError() {
+  ErrorDetails details = WithReason(reason::kUpstreamUnavailable);
+  details.retry_delay = kDefaultRetryDelay;
+  return MakeError(absl::StatusCode::kUnavailable,
+                   "AOPay's status endpoint gave no answer; nothing changed.",
+                   std::move(details));
+}
+
+namespace {
+
+absl::Status PayoutPreconditionError(absl::string_view reason,
+                                     absl::string_view payout_id,
+                                     absl::string_view message) {
+  ErrorDetails details = WithReason(reason);
+  details.metadata[std::string(meta::kPayoutId)] = std::string(payout_id);
+  return MakeError(absl::StatusCode::kFailedPrecondition, message,
+                   std::move(details));
+}
+
+}  // namespace
+
+absl::Status NoTransactionIdError(absl::string_view payout_id) {
+  return PayoutPreconditionError(
+      reason::kNoTransactionId, payout_id,
+      "The payout has no AOPay transaction id to ask about; an operator can "
+      "resolve it.");
+}
+
+absl::Status InvalidTransitionError(absl::string_view payout_id,
+                                    absl::string_view from,
+                                    absl::string_view to) {
+  return PayoutPreconditionError(
+      reason::kInvalidTransition, payout_id,
+      absl::StrCat("A payout in state ", from, " cannot be resolved to ", to,
+                   "."));
+}
+
+absl::Status ReportedFailureError(absl::string_view payout_id) {
+  return PayoutPreconditionError(reason::kUpstreamReportedFailure, payout_id,
+                                 "AOPay reported that the payout failed.");
+}
+
+absl::Status ResolvedAsFailedError(absl::string_view payout_id) {
+  return PayoutPreconditionError(
+      reason::kResolvedByOperator, payout_id,
+      "An operator recorded that the payout failed.");
+}
+
 absl::Status NotFoundError(absl::string_view what) {
   return MakeError(absl::StatusCode::kNotFound,
                    absl::StrCat(WithoutFinalDot(what), " was not found."),

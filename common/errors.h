@@ -144,6 +144,24 @@ std::string SerializeError(const absl::Status& status);
 // nothing.
 [[nodiscard]] absl::Status ShuttingDownError();
 
+// UNAVAILABLE, UPSTREAM_UNAVAILABLE, RetryInfo: a refresh got no answer from
+// AOPay's status endpoint and changed nothing.
+[[nodiscard]] absl::Status StatusEndpointUnavailableError();
+// FAILED_PRECONDITION, NO_TRANSACTION_ID, payoutId: a refresh of a payout
+// AOPay never gave a transaction id.
+[[nodiscard]] absl::Status NoTransactionIdError(absl::string_view payout_id);
+// FAILED_PRECONDITION, INVALID_TRANSITION, payoutId: a resolve the state
+// machine (common/payout.h) does not allow; `from` and `to` are state names.
+[[nodiscard]] absl::Status InvalidTransitionError(absl::string_view payout_id,
+                                                  absl::string_view from,
+                                                  absl::string_view to);
+// FAILED_PRECONDITION, payoutId: the stored failure of a payout that failed
+// after its first answer, because AOPay's status endpoint reported it
+// (UPSTREAM_REPORTED_FAILURE) or an operator resolved it so
+// (RESOLVED_BY_OPERATOR).
+[[nodiscard]] absl::Status ReportedFailureError(absl::string_view payout_id);
+[[nodiscard]] absl::Status ResolvedAsFailedError(absl::string_view payout_id);
+
 }  // namespace aopay
 
 #endif  // AOPAY_COMMON_ERRORS_H_

@@ -27,26 +27,8 @@ std::string LowerName(PayoutState state) {
   return absl::AsciiStrToLower(PayoutStateName(state));
 }
 
-absl::Status StatusEndpointUnavailable() {
-  ErrorDetails details;
-  details.reason = std::string(reason::kUpstreamUnavailable);
-  details.retry_delay = kDefaultRetryDelay;
-  return MakeError(absl::StatusCode::kUnavailable,
-                   "AOPay's status endpoint gave no answer; nothing changed.",
-                   std::move(details));
-}
-
 absl::Status WithPayoutId(absl::Status status, const std::string& payout_id) {
   return WithErrorMetadata(std::move(status), meta::kPayoutId, payout_id);
-}
-
-absl::Status PayoutError(absl::StatusCode code, absl::string_view reason,
-                         const std::string& payout_id,
-                         absl::string_view message) {
-  ErrorDetails details;
-  details.reason = std::string(reason);
-  details.metadata[std::string(meta::kPayoutId)] = payout_id;
-  return MakeError(code, message, std::move(details));
 }
 
 std::optional<std::string> NonEmpty(const std::string& value) {
@@ -537,10 +519,7 @@ void PayoutService::Refresh(std::string payout_id, std::string who,
           return;
         }
         if (stored->payout.transaction_id.empty()) {
-          done(PayoutError(absl::StatusCode::kFailedPrecondition,
-                           reason::kNoTransactionId, stored->payout.payout_id,
-                           "The payout has no AOPay transaction id to ask "
-                           "about; an operator can resolve it."));
+          done(NoTransactionIdError(stored->payout.payout_id));
           return;
         }
         UpstreamRequest call;
@@ -567,7 +546,7 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
   metrics_.upstream_calls.Increment(
       {"status", answer.ok() ? absl::StrCat(answer->http_status) : "none"});
   if (!answer.ok()) {
-    done(StatusEndpointUnavailable());
+    done(StatusEndpointUnavailableError());
     return;
   }
   const Payout& payout = stored.payout;
@@ -597,10 +576,7 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
     change.new_state = *verdict.state;
     change.upstream_status = verdict.word;
     if (*verdict.state == PayoutState::kFailed) {
-      change.failure =
-          PayoutError(absl::StatusCode::kFailedPrecondition,
-                      reason::kUpstreamReportedFailure, payout.payout_id,
-                      "AOPay reported that the payout failed.");
+      change.failure = ReportedFailureError(payout.payout_id);
     }
     // A payout whose first answer was lost now has a known outcome: retries
     // of its request id get the payout as it stands.
@@ -670,12 +646,9 @@ void PayoutService::Resolve(ResolveRequest request,
         }
         const Payout& payout = stored->payout;
         if (!OperatorMayMove(payout.state, request.state)) {
-          done(PayoutError(
-              absl::StatusCode::kFailedPrecondition, reason::kInvalidTransition,
-              payout.payout_id,
-              absl::StrCat("A payout in state ", PayoutStateName(payout.state),
-                           " cannot be resolved to ",
-                           PayoutStateName(request.state), ".")));
+          done(InvalidTransitionError(payout.payout_id,
+                                      PayoutStateName(payout.state),
+                                      PayoutStateName(request.state)));
           return;
         }
         if (request.state == PayoutState::kAccepted &&
@@ -692,12 +665,9 @@ void PayoutService::Resolve(ResolveRequest request,
         change.expected_state = payout.state;
         change.new_state = request.state;
         change.transaction_id = NonEmpty(request.transaction_id);
-        change.failure =
-            request.state == PayoutState::kFailed
-                ? PayoutError(absl::StatusCode::kFailedPrecondition,
-                              reason::kResolvedByOperator, payout.payout_id,
-                              "An operator recorded that the payout failed.")
-                : absl::OkStatus();
+        change.failure = request.state == PayoutState::kFailed
+                             ? ResolvedAsFailedError(payout.payout_id)
+                             : absl::OkStatus();
         change.response = absl::OkStatus();
         change.why = absl::StrCat("resolved by an operator to ",
                                   PayoutStateName(request.state));
