@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 
 namespace aopay {
 
@@ -38,10 +39,6 @@ bool StatusMayMove(PayoutState from, PayoutState to);
 // UNKNOWN to ACCEPTED, SUCCEEDED, FAILED or REVERSED; ACCEPTED to SUCCEEDED,
 // FAILED or REVERSED.
 bool OperatorMayMove(PayoutState from, PayoutState to);
-
-// ListPayouts' page size: 0 asks for the default; larger ones are cut.
-inline constexpr int kDefaultPageSize = 50;
-inline constexpr int kMaxPageSize = 500;
 
 // "NEFT", "IMPS" (AOPay's transactionType), or "UNSPECIFIED".
 absl::string_view TransferModeName(TransferMode mode);

@@ -4,15 +4,16 @@
 #include <cstdint>
 
 #include "absl/status/statusor.h"
+#include "common/limits.h"
 #include "common/payout.h"
 
 namespace aopay {
 
 struct ValidationLimits {
   // Any mode (--max_amount_paise).
-  int64_t max_amount_paise = 100'000'000;
+  int64_t max_amount_paise = kDefaultMaxAmountPaise;
   // IMPS: the RBI per-transaction limit, Rs 5,00,000.
-  int64_t imps_max_amount_paise = 50'000'000;
+  int64_t imps_max_amount_paise = kImpsMaxAmountPaise;
 };
 
 // Checks every validation rule (docs/api.md) and returns the request in

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "server/app/server.h"
 #include "spdlog/formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
@@ -36,21 +37,23 @@ ABSL_FLAG(std::string, registration_id, "",
           "otherwise required); @/path reads it from a file");
 ABSL_FLAG(std::string, ledger, "sqlite:payouts.db",
           "where payouts are recorded: sqlite:PATH");
-ABSL_FLAG(absl::Duration, upstream_timeout, absl::Seconds(30),
+ABSL_FLAG(absl::Duration, upstream_timeout, aopay::kDefaultUpstreamTimeout,
           "the longest a single AOPay call may take");
-ABSL_FLAG(int64_t, max_inflight, 512, "AOPay calls in flight at once");
-ABSL_FLAG(int64_t, max_queue, 4096,
+ABSL_FLAG(int64_t, max_inflight, aopay::kDefaultMaxInflight,
+          "AOPay calls in flight at once");
+ABSL_FLAG(int64_t, max_queue, aopay::kDefaultMaxQueue,
           "payouts waiting for an in-flight slot beyond which new ones get "
           "RESOURCE_EXHAUSTED");
 ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
           "Prometheus /metrics address HOST:PORT; empty disables");
-ABSL_FLAG(int64_t, max_amount_paise, 100'000'000,
+ABSL_FLAG(int64_t, max_amount_paise, aopay::kDefaultMaxAmountPaise,
           "the largest payout accepted in any mode, in paise");
-ABSL_FLAG(absl::Duration, idempotency_retention, absl::Hours(24 * 30),
+ABSL_FLAG(absl::Duration, idempotency_retention,
+          aopay::kMinIdempotencyRetention,
           "how long request ids of final payouts are kept (at least 720h)");
 ABSL_FLAG(absl::Duration, reconcile_interval, absl::ZeroDuration(),
           "refresh ACCEPTED payouts in the background this often (0: off)");
-ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(35),
+ABSL_FLAG(absl::Duration, shutdown_grace, aopay::kDefaultShutdownGrace,
           "on SIGTERM, how long to wait for AOPay calls in flight");
 ABSL_FLAG(std::string, aopay_ca, "", "extra CA bundle for AOPay's HTTPS");
 ABSL_FLAG(std::string, tls_cert, "", "serve gRPC over TLS: certificate");

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "aopay/payout/v1/payout_descriptor_set.h"
+#include "common/limits.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "httplib.h"
@@ -49,9 +50,10 @@ absl::Status CheckOptions(const ServerOptions& options) {
   if (options.max_amount_paise < 1) {
     return absl::InvalidArgumentError("--max_amount_paise must be positive");
   }
-  if (options.idempotency_retention < absl::Hours(24 * 30)) {
+  if (options.idempotency_retention < kMinIdempotencyRetention) {
     return absl::InvalidArgumentError(
-        "--idempotency_retention must be at least 30 days (720h)");
+        absl::StrCat("--idempotency_retention must be at least ",
+                     absl::FormatDuration(kMinIdempotencyRetention)));
   }
   if (options.reconcile_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 
 namespace aopay {
 
@@ -20,15 +21,15 @@ struct ServerOptions {
   std::string registration_id;
   // "sqlite:PATH"; "sqlite:PATH?synchronous=off" drops fsync (benchmarks).
   std::string ledger = "sqlite:payouts.db";
-  absl::Duration upstream_timeout = absl::Seconds(30);
-  int64_t max_inflight = 512;
-  int64_t max_queue = 4096;
+  absl::Duration upstream_timeout = kDefaultUpstreamTimeout;
+  int64_t max_inflight = kDefaultMaxInflight;
+  int64_t max_queue = kDefaultMaxQueue;
   std::string metrics_listen = "127.0.0.1:9464";  // "" disables
-  int64_t max_amount_paise = 100'000'000;
-  absl::Duration idempotency_retention = absl::Hours(24 * 30);
+  int64_t max_amount_paise = kDefaultMaxAmountPaise;
+  absl::Duration idempotency_retention = kMinIdempotencyRetention;
   absl::Duration reconcile_interval = absl::ZeroDuration();  // zero: off
   // How long SIGTERM waits for AOPay calls in flight.
-  absl::Duration shutdown_grace = absl::Seconds(35);
+  absl::Duration shutdown_grace = kDefaultShutdownGrace;
   std::string aopay_ca;
   std::string tls_cert;
   std::string tls_key;

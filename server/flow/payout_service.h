@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/errors.h"
+#include "common/limits.h"
 #include "common/payout.h"
 #include "common/validation.h"
 #include "server/flow/timer.h"
@@ -34,7 +35,7 @@ struct PayoutServiceOptions {
   ValidationLimits limits;
   // Payout creations in progress at once (waiting for the ledger or AOPay);
   // beyond this, CreatePayout fails at once with RESOURCE_EXHAUSTED.
-  size_t max_outstanding = 512 + 4096;
+  size_t max_outstanding = kDefaultMaxInflight + kDefaultMaxQueue;
   // RetryInfo for REQUEST_IN_PROGRESS and OVERLOADED.
   absl::Duration retry_delay = kDefaultRetryDelay;
   // Status-endpoint calls (RefreshPayout, the reconciler) at once; beyond

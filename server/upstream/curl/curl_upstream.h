@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "server/upstream/upstream_client.h"
 
 namespace aopay {
@@ -19,13 +20,13 @@ struct CurlUpstreamOptions {
   // (127.0.0.0/8, [::1], localhost). No user info, query or fragment.
   std::string base_url;
   // The longest one call may take, connecting included.
-  absl::Duration timeout = absl::Seconds(30);
+  absl::Duration timeout = kDefaultUpstreamTimeout;
   // The longest connecting (TCP and TLS) may take; capped at `timeout`.
   absl::Duration connect_timeout = absl::Seconds(10);
   // Calls on the wire at once; also the size of the connection cache.
-  size_t max_inflight = 512;
+  size_t max_inflight = kDefaultMaxInflight;
   // Calls waiting for a slot beyond which Post answers RESOURCE_EXHAUSTED.
-  size_t max_queue = 4096;
+  size_t max_queue = kDefaultMaxQueue;
   // A PEM bundle of CAs trusted in addition to the system's; "" = the
   // system's only. Read once, by Create.
   std::string ca_file;

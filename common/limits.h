@@ -1,0 +1,42 @@
+#ifndef AOPAY_COMMON_LIMITS_H_
+#define AOPAY_COMMON_LIMITS_H_
+
+// The gateway's limits and defaults, each in one place: the flags, the
+// options structs and the messages that name a bound are built from these
+// (docs/configuration.md describes them). The retry delay the gateway gives
+// callers lives with the errors (common/errors.h: kDefaultRetryDelay).
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+
+namespace aopay {
+
+// AOPay calls in flight at once (--max_inflight); also the size of the
+// upstream client's connection cache.
+inline constexpr int64_t kDefaultMaxInflight = 512;
+// Payouts waiting for an in-flight slot before new ones get
+// RESOURCE_EXHAUSTED (--max_queue).
+inline constexpr int64_t kDefaultMaxQueue = 4096;
+
+// The largest payout accepted in any mode, in paise (--max_amount_paise):
+// Rs 10,00,000.
+inline constexpr int64_t kDefaultMaxAmountPaise = 100'000'000;
+// IMPS: the RBI per-transaction limit, Rs 5,00,000.
+inline constexpr int64_t kImpsMaxAmountPaise = 50'000'000;
+
+// The longest a single AOPay call may take (--upstream_timeout).
+inline constexpr absl::Duration kDefaultUpstreamTimeout = absl::Seconds(30);
+// How long request ids of final payouts are kept (--idempotency_retention):
+// the default is also the least allowed.
+inline constexpr absl::Duration kMinIdempotencyRetention = absl::Hours(24 * 30);
+// How long SIGTERM waits for AOPay calls in flight (--shutdown_grace).
+inline constexpr absl::Duration kDefaultShutdownGrace = absl::Seconds(35);
+
+// ListPayouts' page size: 0 asks for the default; larger ones are cut.
+inline constexpr int kDefaultPageSize = 50;
+inline constexpr int kMaxPageSize = 500;
+
+}  // namespace aopay
+
+#endif  // AOPAY_COMMON_LIMITS_H_
