@@ -84,6 +84,9 @@ struct Payout {
   absl::Status failure;
   absl::Time create_time = absl::UnixEpoch();
   absl::Time update_time = absl::UnixEpoch();
+  // The client that created it (the clients file's name); "" when the
+  // gateway runs without clients (everyone is the anonymous client).
+  std::string client;
 };
 
 }  // namespace aopay
