@@ -1,5 +1,6 @@
 #include "common/errors.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <set>
 #include <utility>
@@ -364,6 +365,36 @@ absl::Status ShuttingDownError() {
                    "The gateway is shutting down; the payout was not sent, "
                    "try again later or on another instance.",
                    std::move(details));
+}
+
+absl::Status UnauthenticatedError() {
+  return MakeError(absl::StatusCode::kUnauthenticated,
+                   "The call carries no valid credentials: send "
+                   "'authorization: Bearer <token>' with a token from the "
+                   "gateway's clients file.",
+                   WithReason(reason::kUnauthenticated));
+}
+
+absl::Status PermissionDeniedError(absl::string_view method,
+                                   absl::string_view scope) {
+  return MakeError(absl::StatusCode::kPermissionDenied,
+                   absl::StrCat(method, " needs the scope ", scope,
+                                ", which this client does not have."),
+                   WithReason(reason::kPermissionDenied));
+}
+
+absl::Status ClientLimitExceededError(absl::string_view limit,
+                                      int64_t remaining_paise) {
+  const int64_t remaining = std::max<int64_t>(0, remaining_paise);
+  ErrorDetails details = WithReason(reason::kClientLimitExceeded);
+  details.metadata[std::string(meta::kLimit)] = std::string(limit);
+  details.metadata[std::string(meta::kRemainingPaise)] =
+      absl::StrCat(remaining);
+  return MakeError(
+      absl::StatusCode::kResourceExhausted,
+      absl::StrCat("The payout is over this client's ", limit, " (", remaining,
+                   " paise remain); nothing was recorded or sent."),
+      std::move(details));
 }
 
 absl::Status StatusEndpointUnavailableError() {

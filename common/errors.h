@@ -51,11 +51,15 @@ inline constexpr absl::string_view kNoTransactionId = "NO_TRANSACTION_ID";
 inline constexpr absl::string_view kResolvedByOperator = "RESOLVED_BY_OPERATOR";
 inline constexpr absl::string_view kUpstreamReportedFailure =
     "UPSTREAM_REPORTED_FAILURE";
+inline constexpr absl::string_view kClientLimitExceeded =
+    "CLIENT_LIMIT_EXCEEDED";
 }  // namespace reason
 
 // ErrorInfo metadata keys.
 namespace meta {
 inline constexpr absl::string_view kPayoutId = "payoutId";
+inline constexpr absl::string_view kLimit = "limit";
+inline constexpr absl::string_view kRemainingPaise = "remainingPaise";
 inline constexpr absl::string_view kUpstreamSubCode = "upstreamSubCode";
 inline constexpr absl::string_view kUpstreamHttpStatus = "upstreamHttpStatus";
 inline constexpr absl::string_view kUpstreamMessage = "upstreamMessage";
@@ -143,6 +147,19 @@ std::string SerializeError(const absl::Status& status);
 // UNAVAILABLE, SHUTTING_DOWN, RetryInfo: the gateway is draining and sent
 // nothing.
 [[nodiscard]] absl::Status ShuttingDownError();
+
+// UNAUTHENTICATED, UNAUTHENTICATED: no token, or one no client holds (the
+// message never says which, nor quotes the token).
+[[nodiscard]] absl::Status UnauthenticatedError();
+// PERMISSION_DENIED, PERMISSION_DENIED: the client lacks `scope` (its name in
+// the clients file, e.g. "payouts:write") for `method`.
+[[nodiscard]] absl::Status PermissionDeniedError(absl::string_view method,
+                                                 absl::string_view scope);
+// RESOURCE_EXHAUSTED, CLIENT_LIMIT_EXCEEDED, metadata limit
+// ("max_payout_paise" or "daily_paise") and remainingPaise (what the client
+// may still send under that limit, never negative). Nothing was recorded.
+[[nodiscard]] absl::Status ClientLimitExceededError(absl::string_view limit,
+                                                    int64_t remaining_paise);
 
 // UNAVAILABLE, UPSTREAM_UNAVAILABLE, RetryInfo: a refresh got no answer from
 // AOPay's status endpoint and changed nothing.

@@ -303,6 +303,24 @@ INSTANTIATE_TEST_SUITE_P(
                         "SHUTTING_DOWN",
                         {},
                         kDefaultRetryDelay},
+        ConstructorCase{"Unauthenticated",
+                        UnauthenticatedError(),
+                        absl::StatusCode::kUnauthenticated,
+                        "UNAUTHENTICATED",
+                        {},
+                        std::nullopt},
+        ConstructorCase{"PermissionDenied",
+                        PermissionDeniedError("ResolvePayout", "admin"),
+                        absl::StatusCode::kPermissionDenied,
+                        "PERMISSION_DENIED",
+                        {},
+                        std::nullopt},
+        ConstructorCase{"ClientLimitExceeded",
+                        ClientLimitExceededError("daily_paise", 2500),
+                        absl::StatusCode::kResourceExhausted,
+                        "CLIENT_LIMIT_EXCEEDED",
+                        {{"limit", "daily_paise"}, {"remainingPaise", "2500"}},
+                        std::nullopt},
         ConstructorCase{"StatusEndpointUnavailable",
                         StatusEndpointUnavailableError(),
                         absl::StatusCode::kUnavailable,
@@ -334,6 +352,12 @@ INSTANTIATE_TEST_SUITE_P(
                         {{"payoutId", "po_h"}},
                         std::nullopt}),
     [](const auto& info) { return info.param.name; });
+
+TEST(ConstructorsTest, RemainingPaiseIsNeverNegative) {
+  EXPECT_EQ(GetErrorDetails(ClientLimitExceededError("daily_paise", -5))
+                .metadata.at("remainingPaise"),
+            "0");
+}
 
 TEST(ConstructorsTest, InvalidTransitionNamesBothStates) {
   EXPECT_EQ(InvalidTransitionError("po_f", "SUCCEEDED", "FAILED").message(),
