@@ -3,13 +3,15 @@
 
 // Who may call the gateway: the clients file (--clients), its scopes and
 // limits, and finding the client a bearer token or certificate names.
-// docs/security.md describes the file for operators.
+// docs/security.md describes the file for operators. One client a line (the
+// digests shortened here; a real one is 64 hex digits):
 //
+// clang-format off
 //   # name        sha256-of-token   scopes                       limits
-//   payroll-svc   9f86d0...0f00a08  payouts:write,payouts:read
-//   max_payout_paise=5000000 daily_paise=200000000 ops-console 60303a...11c752
-//   payouts:read,admin batch-host    -                 payouts:write (mTLS:
-//   named by its certificate's CN)
+//   payroll-svc   9f86d0...0f00a08  payouts:write,payouts:read   max_payout_paise=5000000 daily_paise=200000000
+//   ops-console   60303a...11c752   payouts:read,admin
+//   batch-host    -                 payouts:write                # mTLS: named by its certificate's CN
+// clang-format on
 
 #include <cstdint>
 #include <memory>
