@@ -40,6 +40,7 @@ constexpr absl::string_view kUsageHead =
     R"(payoutctl: command-line client of the AOPay payout gateway.
 
 Usage: payoutctl <command> [flags]
+       payoutctl token NAME [SCOPES] [LIMIT=VALUE ...] [--json]
        payoutctl help
 
 The gateway is --target, else $PAYOUT_TARGET, else 127.0.0.1:50051.
@@ -50,10 +51,20 @@ violation and the retry delay.
 
 constexpr absl::string_view kUsageTail =
     R"(
+token NAME [SCOPES] [LIMIT=VALUE ...] makes a new bearer token (32 random
+bytes, base64url without padding) and prints it with the line to add to the
+gateway's clients file: NAME, the token's SHA-256 in hex, SCOPES and the
+limits. SCOPES is a comma list of payouts:write, payouts:read,
+payouts:read_all, admin and approve (default payouts:write,payouts:read);
+the limits are max_payout_paise=N and daily_paise=N. It calls no gateway;
+--json prints {"token", "line", "digest"}. Give the token to the client only:
+the clients file holds its digest, from which it cannot be recovered.
+
 Exit codes:
   0      success
   1      local failure (e.g. the output could not be written)
-  2      usage: unknown command, unknown or bad flag, unreadable file
+  2      usage: unknown command, unknown or bad flag or argument, unreadable
+         file
   3      batch: the stream completed but at least one payout failed
   10+N   the gateway answered with gRPC code N:
            11 CANCELLED            19 FAILED_PRECONDITION
@@ -75,6 +86,7 @@ Examples:
   payoutctl list --state UNKNOWN --all
   payoutctl resolve --payout_id po_... --state SUCCEEDED --note "bank stmt 12/3"
   payoutctl batch --file payouts.jsonl --json
+  payoutctl token payroll-svc payouts:write max_payout_paise=5000000
 )";
 
 void AppendFlagHelp(std::string& out, absl::string_view name) {
@@ -106,20 +118,39 @@ const std::vector<Command>& Commands() {
       {"create",
        "send one payout (CreatePayout)",
        {"request_id", "account", "ifsc", "name", "email", "mobile", "amount",
-        "amount_paise", "mode"}},
+        "amount_paise", "mode"},
+       "",
+       true},
       {"get",
        "read one payout by --payout_id or --request_id",
-       {"payout_id", "request_id"}},
+       {"payout_id", "request_id"},
+       "",
+       true},
       {"list",
        "list payouts, newest first",
-       {"state", "page_size", "page_token", "all"}},
-      {"refresh", "ask AOPay for a payout's state now", {"payout_id"}},
+       {"state", "page_size", "page_token", "all"},
+       "",
+       true},
+      {"refresh",
+       "ask AOPay for a payout's state now",
+       {"payout_id"},
+       "",
+       true},
       {"resolve",
        "record an operator's outcome for an UNKNOWN or ACCEPTED payout",
-       {"payout_id", "state", "transaction_id", "note"}},
+       {"payout_id", "state", "transaction_id", "note"},
+       "",
+       true},
       {"batch",
        "create many payouts over one stream; prints one result line each",
-       {"file"}},
+       {"file"},
+       "",
+       true},
+      {"token",
+       "print a new bearer token and its clients-file line (no gateway)",
+       {},
+       "NAME [SCOPES] [LIMIT=VALUE ...]",
+       false},
   };
   return *commands;
 }
@@ -132,9 +163,12 @@ const Command* FindCommand(absl::string_view name) {
 }
 
 bool FlagApplies(absl::string_view name, const Command& command) {
-  return IsAbslBuiltinFlag(name) ||
-         std::find(std::begin(kGlobalFlags), std::end(kGlobalFlags), name) !=
-             std::end(kGlobalFlags) ||
+  const bool global =
+      command.calls_gateway
+          ? std::find(std::begin(kGlobalFlags), std::end(kGlobalFlags), name) !=
+                std::end(kGlobalFlags)
+          : name == "json";
+  return IsAbslBuiltinFlag(name) || global ||
          std::find(command.flags.begin(), command.flags.end(), name) !=
              command.flags.end();
 }
@@ -149,6 +183,7 @@ std::string Usage() {
   absl::StrAppend(&out, "  help     show this text\n\nGlobal flags:\n");
   for (absl::string_view name : kGlobalFlags) AppendFlagHelp(out, name);
   for (const Command& command : Commands()) {
+    if (command.flags.empty()) continue;
     absl::StrAppend(&out, "\n", command.name, " flags:\n");
     for (const std::string& name : command.flags) AppendFlagHelp(out, name);
   }

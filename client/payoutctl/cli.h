@@ -21,6 +21,12 @@ struct Command {
   std::string name;
   std::string summary;
   std::vector<std::string> flags;
+  // The positional arguments the command takes after its name, e.g. "NAME
+  // [SCOPES]"; "" when it takes none (then any is a usage error).
+  std::string arguments;
+  // False for a command that calls no gateway: of the global flags only
+  // --json applies to it.
+  bool calls_gateway = true;
 };
 
 // Every sub-command, in usage order. The table lives as long as the process.

@@ -1,5 +1,7 @@
 #include "client/payoutctl/commands.h"
 
+#include <openssl/rand.h>
+
 #include <cstdint>
 #include <fstream>
 #include <iostream>
@@ -15,14 +17,20 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/payout_client.h"
 #include "client/payoutctl/flags.h"
 #include "client/payoutctl/output.h"
+#include "common/clients.h"
 #include "common/money.h"
 #include "google/protobuf/util/json_util.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 
 namespace aopay {
 namespace payoutctl {
@@ -34,7 +42,19 @@ absl::Status UsageError(absl::string_view message) {
   return absl::InvalidArgumentError(message);
 }
 
+constexpr absl::string_view kDefaultTokenScopes = "payouts:write,payouts:read";
+constexpr int kTokenBytes = 32;
+
 }  // namespace
+
+absl::StatusOr<std::string> NewToken() {
+  unsigned char bytes[kTokenBytes];
+  if (RAND_bytes(bytes, kTokenBytes) != 1) {
+    return absl::InternalError("the random number generator failed");
+  }
+  return absl::WebSafeBase64Escape(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
 
 std::string NewUuidV4() {
   absl::BitGen gen;
@@ -332,6 +352,79 @@ absl::StatusOr<int> RunBatch(const Context& ctx) {
   }
   if (!std::cout) return kExitLocalFailure;
   return failed == 0 ? kExitOk : kExitBatchPartial;
+}
+
+absl::StatusOr<int> RunToken(const Context& ctx,
+                             const std::vector<std::string>& args) {
+  if (args.empty()) {
+    return UsageError(
+        "token needs NAME: payoutctl token NAME [SCOPES] "
+        "[LIMIT=VALUE ...]");
+  }
+  // One argument, one field of the line: nothing that would split it or
+  // turn the rest of the line into a comment.
+  for (const std::string& arg : args) {
+    if (arg.empty() || arg.find_first_of(" \t\r\n\v\f#") != std::string::npos) {
+      return UsageError(absl::StrCat("token: bad argument '", arg,
+                                     "' (empty, or holds a space or '#')"));
+    }
+  }
+  // SCOPES is optional: the second argument is a limit when it has a '='.
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  std::string scopes(kDefaultTokenScopes);
+  if (!rest.empty() && !absl::StrContains(rest.front(), '=')) {
+    scopes = rest.front();
+    rest.erase(rest.begin());
+  }
+
+  absl::StatusOr<std::string> token = NewToken();
+  if (!token.ok()) {
+    std::cerr << "payoutctl: " << token.status().message() << "\n";
+    return kExitLocalFailure;
+  }
+  const std::string digest = TokenDigest(*token);
+  std::vector<std::string> fields = {args.front(), digest, scopes};
+  fields.insert(fields.end(), rest.begin(), rest.end());
+  const std::string line = absl::StrJoin(fields, " ");
+
+  // The gateway's own parser decides whether the line is good.
+  absl::StatusOr<std::shared_ptr<const ClientRegistry>> parsed =
+      ClientRegistry::Parse(line);
+  if (!parsed.ok()) {
+    return UsageError(absl::StrCat(
+        "token: ", absl::StripPrefix(parsed.status().message(), "line 1: ")));
+  }
+  const Client* client = (*parsed)->FindByToken(*token);
+  if (client == nullptr || client->name != args.front()) {
+    std::cerr << "payoutctl: the line made does not admit its token\n";
+    return kExitLocalFailure;
+  }
+
+  if (ctx.json) {
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    auto string = [&writer](absl::string_view s) {
+      writer.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+    };
+    writer.StartObject();
+    string("token");
+    string(*token);
+    string("line");
+    string(line);
+    string("digest");
+    string(digest);
+    writer.EndObject();
+    std::cout << absl::string_view(buffer.GetString(), buffer.GetSize())
+              << std::endl;
+  } else {
+    std::cout << "token  " << *token << "\n"
+              << "line   " << line << std::endl;
+    std::cerr << "give the token to " << args.front()
+              << " and add the line to the gateway's clients file;\n"
+                 "the token is kept nowhere and cannot be recovered from the "
+                 "line\n";
+  }
+  return std::cout ? kExitOk : kExitLocalFailure;
 }
 
 }  // namespace payoutctl

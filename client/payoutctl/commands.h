@@ -10,6 +10,7 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -41,6 +42,17 @@ namespace payoutctl {
 // batch: every line of --file parsed first, then one BatchCreatePayouts
 // stream; one result line per request. kExitBatchPartial if any failed.
 [[nodiscard]] absl::StatusOr<int> RunBatch(const Context& ctx);
+
+// token: `args` are NAME [SCOPES] [LIMIT=VALUE ...]. Makes a new token
+// (NewToken) and prints it with the clients-file line that admits it; calls
+// no gateway (ctx.client is not used). The line is checked with the clients
+// file's own parser, so whatever it refuses is a usage error here.
+[[nodiscard]] absl::StatusOr<int> RunToken(
+    const Context& ctx, const std::vector<std::string>& args);
+
+// A new bearer token: 32 bytes from OpenSSL's RAND_bytes, base64url without
+// padding (43 characters). Internal if the generator fails.
+[[nodiscard]] absl::StatusOr<std::string> NewToken();
 
 // A random RFC 4122 version 4 UUID in its 36-character text form.
 std::string NewUuidV4();

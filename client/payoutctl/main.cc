@@ -1,7 +1,8 @@
 // payoutctl: the command-line client of the payout gateway. Every RPC, human
 // or --json output, exit codes derived from gRPC codes (see kUsageTail in
-// cli.cc). This file defines the flags, checks the command line and calls the
-// sub-command.
+// cli.cc); and `token`, which makes a bearer token and its clients-file line
+// without calling the gateway. This file defines the flags, checks the
+// command line and calls the sub-command.
 
 #include <cstdint>
 #include <cstdlib>
@@ -114,7 +115,7 @@ int Main(int argc, char** argv) {
   if (command == nullptr) {
     return UsageFailure(absl::StrCat("unknown command '", name, "'"));
   }
-  if (scanned->positional.size() > 1) {
+  if (command->arguments.empty() && scanned->positional.size() > 1) {
     return UsageFailure(
         absl::StrCat("unexpected argument '", scanned->positional[1], "'"));
   }
@@ -127,6 +128,13 @@ int Main(int argc, char** argv) {
 
   Context ctx;
   ctx.json = absl::GetFlag(FLAGS_json);
+  if (name == "token") {  // calls no gateway: no channel, no bearer token
+    const std::vector<std::string> args(scanned->positional.begin() + 1,
+                                        scanned->positional.end());
+    absl::StatusOr<int> result = RunToken(ctx, args);
+    if (!result.ok()) return UsageFailure(result.status().message());
+    return *result;
+  }
   ctx.timeout = absl::GetFlag(FLAGS_timeout);
   if (ctx.timeout <= absl::ZeroDuration()) {
     return UsageFailure("--timeout must be positive");
