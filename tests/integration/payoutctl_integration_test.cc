@@ -1,6 +1,19 @@
 // payoutctl against a real gateway: output, --json, exact rupee input, and
-// exit codes derived from the gRPC code (10 + code).
+// exit codes derived from the gRPC code (10 + code). And `payoutctl token`,
+// which needs no gateway.
 
+#include <openssl/evp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "common/clients.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rapidjson/document.h"
@@ -10,6 +23,7 @@ namespace aopay::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
 using ::testing::Not;
 
 class PayoutctlTest : public ::testing::Test {
@@ -129,6 +143,162 @@ TEST(PayoutctlStandaloneTest, UsageErrorsExitTwoAndNoGatewayExitsUnavailable) {
   CommandResult down = RunCommand({PAYOUTCTL_BIN, "get", "--target=127.0.0.1:1",
                                    "--payout_id=po_x", "--timeout=5s"});
   EXPECT_EQ(down.exit_code, 10 + 14);  // UNAVAILABLE
+}
+
+// SHA-256 of `text` in lower-case hex, computed here rather than with the
+// code under test.
+std::string Sha256Hex(absl::string_view text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EXPECT_EQ(EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(),
+                       nullptr),
+            1);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
+struct TokenOutput {
+  std::string token;
+  std::string line;
+  std::string digest;
+};
+
+// Runs `payoutctl token ARGS... --json` and reads its one JSON object.
+TokenOutput RunTokenJson(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {PAYOUTCTL_BIN, "token"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--json");
+  const CommandResult result = RunCommand(argv);
+  EXPECT_EQ(result.exit_code, 0) << result.out << result.err;
+  rapidjson::Document json;
+  json.Parse(result.out.c_str());
+  TokenOutput out;
+  if (json.HasParseError() || !json.IsObject() || !json.HasMember("token") ||
+      !json.HasMember("line") || !json.HasMember("digest")) {
+    ADD_FAILURE() << "not the token JSON: " << result.out;
+    return out;
+  }
+  EXPECT_EQ(json.MemberCount(), 3u) << result.out;
+  out.token = json["token"].GetString();
+  out.line = json["line"].GetString();
+  out.digest = json["digest"].GetString();
+  return out;
+}
+
+TEST(PayoutctlTokenTest, PrintedLineParsesAndAdmitsThePrintedToken) {
+  const TokenOutput out = RunTokenJson({"payroll-svc"});
+  // 32 random bytes, base64url without padding.
+  EXPECT_THAT(out.token, MatchesRegex("[A-Za-z0-9_-]{43}"));
+  EXPECT_EQ(out.digest, Sha256Hex(out.token));
+  EXPECT_EQ(out.line,
+            "payroll-svc " + out.digest + " payouts:write,payouts:read");
+
+  absl::StatusOr<std::shared_ptr<const ClientRegistry>> registry =
+      ClientRegistry::Parse(out.line);
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  ASSERT_EQ((*registry)->clients().size(), 1u);
+  const Client* client = (*registry)->FindByToken(out.token);
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->name, "payroll-svc");
+  EXPECT_EQ(client->scopes, kScopeWrite | kScopeRead);
+  EXPECT_FALSE(client->max_payout_paise.has_value());
+  EXPECT_FALSE(client->daily_paise.has_value());
+}
+
+TEST(PayoutctlTokenTest, ScopesAndLimitsGoIntoTheLine) {
+  const TokenOutput out =
+      RunTokenJson({"ops.console_2", "payouts:read,admin,approve",
+                    "max_payout_paise=5000000", "daily_paise=200000000"});
+  EXPECT_EQ(out.digest, Sha256Hex(out.token));
+  absl::StatusOr<std::shared_ptr<const ClientRegistry>> registry =
+      ClientRegistry::Parse(out.line);
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  const Client* client = (*registry)->FindByToken(out.token);
+  ASSERT_NE(client, nullptr) << out.line;
+  EXPECT_EQ(client->name, "ops.console_2");
+  EXPECT_EQ(client->scopes, kScopeRead | kScopeAdmin | kScopeApprove);
+  EXPECT_EQ(client->max_payout_paise, 5000000);
+  EXPECT_EQ(client->daily_paise, 200000000);
+
+  // Limits without SCOPES keep the default scopes.
+  const TokenOutput limits_only = RunTokenJson({"batch", "daily_paise=7"});
+  registry = ClientRegistry::Parse(limits_only.line);
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  client = (*registry)->FindByToken(limits_only.token);
+  ASSERT_NE(client, nullptr) << limits_only.line;
+  EXPECT_EQ(client->scopes, kScopeWrite | kScopeRead);
+  EXPECT_EQ(client->daily_paise, 7);
+}
+
+TEST(PayoutctlTokenTest, HumanOutputHasTheTokenAndTheLine) {
+  const CommandResult result =
+      RunCommand({PAYOUTCTL_BIN, "token", "payroll-svc", "payouts:write"});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  const std::vector<std::string> lines =
+      absl::StrSplit(result.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << result.out;
+  ASSERT_THAT(lines[0], MatchesRegex("token  [A-Za-z0-9_-]{43}"));
+  ASSERT_THAT(lines[1], MatchesRegex("line   payroll-svc [0-9a-f]{64} "
+                                     "payouts:write"));
+  const std::string token = lines[0].substr(7);
+  const std::string line = lines[1].substr(7);
+  EXPECT_THAT(line, HasSubstr(Sha256Hex(token)));
+  absl::StatusOr<std::shared_ptr<const ClientRegistry>> registry =
+      ClientRegistry::Parse(line);
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  EXPECT_NE((*registry)->FindByToken(token), nullptr);
+  // The advice goes to stderr and never repeats the token.
+  EXPECT_THAT(result.err, HasSubstr("clients file"));
+  EXPECT_THAT(result.err, Not(HasSubstr(token)));
+}
+
+TEST(PayoutctlTokenTest, TwoRunsDiffer) {
+  const TokenOutput first = RunTokenJson({"payroll-svc"});
+  const TokenOutput second = RunTokenJson({"payroll-svc"});
+  EXPECT_FALSE(first.token.empty());
+  EXPECT_NE(first.token, second.token);
+  EXPECT_NE(first.digest, second.digest);
+  EXPECT_NE(first.line, second.line);
+}
+
+TEST(PayoutctlTokenTest, BadInputIsAUsageErrorAndPrintsNoToken) {
+  struct BadCase {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<BadCase> cases = {
+      {{}, "token needs NAME"},
+      {{"payroll-svc", "payouts:delete"}, "unknown scope 'payouts:delete'"},
+      {{"payroll-svc", "payouts:write,Admin"}, "unknown scope 'Admin'"},
+      {{"payroll-svc", "payouts:write,"}, "empty scope"},
+      {{"payroll-svc", ","}, "no scope"},
+      {{"payroll/svc"}, "bad client name"},
+      {{std::string(65, 'n')}, "bad client name"},
+      {{"payroll svc"}, "bad argument"},
+      {{"payroll-svc", "admin#x"}, "bad argument"},
+      {{"payroll-svc", "admin", "weekly_paise=5"},
+       "unknown limit 'weekly_paise'"},
+      {{"payroll-svc", "admin", "daily_paise=0"},
+       "daily_paise must be a positive integer"},
+      {{"payroll-svc", "daily_paise=1", "daily_paise=2"},
+       "daily_paise given twice"},
+      {{"payroll-svc", "admin", "payouts:read"}, "is not LIMIT=VALUE"},
+      // The gateway's flags do not apply: token calls no gateway.
+      {{"payroll-svc", "--target=127.0.0.1:1"}, "does not apply to 'token'"},
+      {{"payroll-svc", "--token=abc"}, "does not apply to 'token'"},
+  };
+  for (const BadCase& c : cases) {
+    std::vector<std::string> argv = {PAYOUTCTL_BIN, "token"};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    for (bool json : {false, true}) {
+      if (json) argv.push_back("--json");
+      const CommandResult result = RunCommand(argv);
+      const std::string what = absl::StrJoin(argv, " ");
+      EXPECT_EQ(result.exit_code, 2) << what << "\n" << result.err;
+      EXPECT_THAT(result.err, HasSubstr(c.says)) << what;
+      EXPECT_EQ(result.out, "") << what;
+    }
+  }
 }
 
 }  // namespace
