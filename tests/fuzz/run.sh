@@ -18,7 +18,7 @@ fi
 seconds=$1
 here=$(cd "$(dirname "$0")" && pwd)
 build_dir=${BUILD_DIR:-build-fuzz}
-targets=(payout_answer status_answer payout_request money config)
+targets=(payout_answer status_answer payout_request money config clients_file)
 
 for target in "${targets[@]}"; do
   binary=$build_dir/tests/fuzz/${target}_fuzzer
