@@ -94,7 +94,8 @@ class Ledger {
   virtual ~Ledger() = default;
 
   // Records `payout` (state PENDING, with its creation event) unless the key
-  // (registration, request_id) is taken, in which case returns that row.
+  // (registration, payout.client, request_id) is taken, in which case
+  // returns that row.
   virtual void Insert(Payout payout, std::string fingerprint,
                       Callback<absl::StatusOr<InsertResult>> done) = 0;
 
@@ -110,6 +111,7 @@ class Ledger {
   // Reads. NOT_FOUND when there is no such payout.
   virtual void GetByPayoutId(std::string payout_id,
                              Callback<absl::StatusOr<StoredPayout>> done) = 0;
+  // The anonymous client's ("") payout with this request_id.
   virtual void GetByRequestId(std::string request_id,
                               Callback<absl::StatusOr<StoredPayout>> done) = 0;
   // INVALID_ARGUMENT for a page token this ledger did not make.

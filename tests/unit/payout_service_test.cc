@@ -38,7 +38,8 @@ class FakeLedger final : public Ledger {
     log.push_back("insert " + payout.payout_id);
     InsertResult result;
     for (auto& [id, stored] : rows_) {
-      if (stored.payout.request_id == payout.request_id) {
+      if (stored.payout.client == payout.client &&
+          stored.payout.request_id == payout.request_id) {
         result.existing = stored;
         return done(result);
       }
@@ -96,7 +97,10 @@ class FakeLedger final : public Ledger {
   void GetByRequestId(std::string request_id,
                       Callback<absl::StatusOr<StoredPayout>> done) override {
     for (auto& [id, stored] : rows_) {
-      if (stored.payout.request_id == request_id) return done(stored);
+      if (stored.payout.client.empty() &&
+          stored.payout.request_id == request_id) {
+        return done(stored);
+      }
     }
     done(NotFoundError("payout"));
   }

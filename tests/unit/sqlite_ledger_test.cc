@@ -309,6 +309,14 @@ Payout MakePayout(int n, std::string request_id = "") {
   return payout;
 }
 
+// Payout n of `client`, for `amount_paise`.
+Payout ClientPayout(int n, std::string client, int64_t amount_paise) {
+  Payout payout = MakePayout(n);
+  payout.client = std::move(client);
+  payout.amount_paise = amount_paise;
+  return payout;
+}
+
 PayoutChange Change(const std::string& payout_id, PayoutState from,
                     PayoutState to, absl::Time time = T(1000)) {
   PayoutChange change;
@@ -387,6 +395,7 @@ void ExpectSameStatus(const absl::Status& actual,
 
 void ExpectSamePayout(const Payout& actual, const Payout& expected) {
   EXPECT_EQ(actual.payout_id, expected.payout_id);
+  EXPECT_EQ(actual.client, expected.client);
   EXPECT_EQ(actual.request_id, expected.request_id);
   EXPECT_EQ(actual.state, expected.state);
   EXPECT_EQ(actual.beneficiary, expected.beneficiary);
@@ -405,6 +414,73 @@ std::vector<std::string> Ids(const ListPage& page) {
   std::vector<std::string> ids;
   for (const Payout& payout : page.payouts) ids.push_back(payout.payout_id);
   return ids;
+}
+
+// Takes a ledger file back to schema version 2, as a gateway of that
+// version left it: payouts without a client, the key a table constraint on
+// (registration, request_id). Only for files whose payouts are all the
+// anonymous client's.
+constexpr char kDowngradeToVersion2[] = R"sql(
+PRAGMA foreign_keys = OFF;
+BEGIN;
+CREATE TABLE payouts_v2 (
+  payout_id TEXT NOT NULL PRIMARY KEY,
+  registration TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 6),
+  account_number TEXT NOT NULL,
+  ifsc TEXT NOT NULL,
+  name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  mobile TEXT NOT NULL,
+  amount_paise INTEGER NOT NULL,
+  mode INTEGER NOT NULL,
+  transaction_id TEXT NOT NULL DEFAULT '',
+  transaction_reference_no TEXT NOT NULL DEFAULT '',
+  upstream_status TEXT NOT NULL DEFAULT '',
+  bank_beneficiary_name TEXT NOT NULL DEFAULT '',
+  failure TEXT,
+  response TEXT,
+  payout_answer TEXT,
+  status_answer TEXT,
+  create_time_us INTEGER NOT NULL,
+  update_time_us INTEGER NOT NULL,
+  final_time_us INTEGER,
+  UNIQUE (registration, request_id)
+);
+INSERT INTO payouts_v2 SELECT payout_id, registration, request_id, fingerprint,
+  state, account_number, ifsc, name, email, mobile, amount_paise, mode,
+  transaction_id, transaction_reference_no, upstream_status,
+  bank_beneficiary_name, failure, response, payout_answer, status_answer,
+  create_time_us, update_time_us, final_time_us FROM payouts;
+DROP TRIGGER payout_events_deleted_with_payout;
+DROP TABLE payouts;
+ALTER TABLE payouts_v2 RENAME TO payouts;
+CREATE INDEX payouts_by_registration ON payouts (registration, payout_id);
+CREATE INDEX payouts_by_state ON payouts (registration, state, payout_id);
+CREATE INDEX payouts_by_transaction_id ON payouts (transaction_id)
+  WHERE transaction_id <> '';
+CREATE INDEX payouts_by_final_time ON payouts (registration, final_time_us)
+  WHERE final_time_us IS NOT NULL;
+CREATE TRIGGER payout_events_deleted_with_payout BEFORE DELETE ON payout_events
+  WHEN EXISTS (SELECT 1 FROM payouts WHERE payout_id = OLD.payout_id)
+BEGIN
+  SELECT RAISE(ABORT, 'payout_events are deleted only with their payout');
+END;
+DELETE FROM schema_version WHERE version > 2;
+COMMIT;
+)sql";
+
+void DowngradeToVersion2(const std::string& path) {
+  ASSERT_EQ(QueryText(path, "SELECT count(*) FROM payouts WHERE client <> ''"),
+            "0");
+  std::string message;
+  ASSERT_EQ(Exec(path, kDowngradeToVersion2, &message), SQLITE_OK) << message;
+  ASSERT_EQ(QueryText(path,
+                      "SELECT count(*) FROM pragma_table_info('payouts') "
+                      "WHERE name = 'client'"),
+            "0");
 }
 
 std::string MakeTempDir() {
@@ -508,6 +584,22 @@ TEST_F(SqliteLedgerTest, DuplicateKeyReturnsTheExistingRowAndWritesNothing) {
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "1");
   EXPECT_EQ(ledger->stats().writes, before.writes + 1);
+}
+
+TEST_F(SqliteLedgerTest, AClientsRequestIdStillDedupes) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout first = ClientPayout(1, "alpha", 1200);
+  ASSERT_TRUE(Insert(*ledger, first, "fp-first").ok());
+
+  Payout second = ClientPayout(2, "alpha", 999'999);
+  second.request_id = first.request_id;
+  absl::StatusOr<InsertResult> again = Insert(*ledger, second, "fp-second");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->inserted);
+  ExpectSamePayout(again->existing.payout, first);
+  EXPECT_EQ(again->existing.fingerprint, "fp-first");
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
 }
 
 // A ledger belongs to one AOPay registration: opened with another one (a
@@ -1078,6 +1170,7 @@ TEST_F(SqliteLedgerTest, MigratedFinalPayoutsCountFromTheirLastChange) {
                     .ok());
   }
   // Back to schema version 1, as an older gateway left it.
+  DowngradeToVersion2(path_);
   std::string message;
   ASSERT_EQ(Exec(path_,
                  "DROP INDEX payouts_by_final_time;"
@@ -1097,6 +1190,78 @@ TEST_F(SqliteLedgerTest, MigratedFinalPayoutsCountFromTheirLastChange) {
   pruned = Prune(*ledger, T(501));
   ASSERT_TRUE(pruned.ok());
   EXPECT_EQ(*pruned, 1);
+}
+
+// A ledger of schema version 2 (no clients): every payout becomes the
+// anonymous client's, keeps its request id and its events.
+TEST_F(SqliteLedgerTest, MigrationToVersion3KeepsEveryPayoutAsTheAnonymous) {
+  using S = PayoutState;
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    InsertIn(*ledger, MakePayout(1), {S::kAccepted, S::kSucceeded});
+    InsertIn(*ledger, MakePayout(2), {S::kFailed});
+    InsertIn(*ledger, MakePayout(3));
+  }
+  DowngradeToVersion2(path_);
+  ASSERT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"), "2");
+  ASSERT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "6");
+
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"), "3");
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts WHERE client = ''"),
+            "3");
+  // Dropping the old table with foreign keys on would have deleted them.
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "6");
+  EXPECT_EQ(QueryText(path_, "PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(QueryText(path_, "PRAGMA foreign_key_check"), "");
+  EXPECT_EQ(QueryText(path_,
+                      "SELECT count(*) FROM sqlite_schema WHERE name IN ("
+                      "'payouts_by_key', 'payouts_by_client_day', "
+                      "'payouts_by_registration', 'payouts_by_state', "
+                      "'payouts_by_transaction_id', 'payouts_by_final_time', "
+                      "'payout_events_deleted_with_payout', "
+                      "'payout_events_append_only')"),
+            "8");
+
+  const std::vector<std::pair<int, S>> expected = {
+      {1, S::kSucceeded}, {2, S::kFailed}, {3, S::kPending}};
+  for (const auto& [n, state] : expected) {
+    absl::StatusOr<StoredPayout> stored =
+        GetByRequest(*ledger, MakePayout(n).request_id);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(stored->payout.payout_id, PayoutId(n));
+    EXPECT_EQ(stored->payout.client, "");
+    EXPECT_EQ(stored->payout.state, state);
+  }
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, PayoutId(1));
+  ASSERT_TRUE(events.ok()) << events.status();
+  EXPECT_EQ(events->size(), 3u);
+
+  // The key is now the client's: the anonymous client's old request ids
+  // still dedupe, and another client may use them.
+  absl::StatusOr<InsertResult> replay =
+      Insert(*ledger, MakePayout(4, MakePayout(1).request_id));
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_FALSE(replay->inserted);
+  EXPECT_EQ(replay->existing.payout.payout_id, PayoutId(1));
+  Payout alpha = MakePayout(5, MakePayout(1).request_id);
+  alpha.client = "alpha";
+  absl::StatusOr<InsertResult> fresh = Insert(*ledger, alpha);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_TRUE(fresh->inserted);
+
+  // Events are still append-only and go with their payout.
+  std::string message;
+  EXPECT_NE(Exec(path_, "DELETE FROM payout_events", &message), SQLITE_OK);
+  EXPECT_THAT(message, HasSubstr("deleted only with their payout"));
+  EXPECT_TRUE(Forget(*ledger, PayoutId(3)).ok());
+  EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payout_events "
+                                          "WHERE payout_id = '",
+                                          PayoutId(3), "'")),
+            "0");
 }
 
 void HoldSyncs() {
@@ -1440,6 +1605,42 @@ TEST_P(SqliteLedgerFaultTest, AFailedMigrationLeavesTheFileUsable) {
   InsertIn(*ledger, MakePayout(1));
   EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"),
             absl::StrCat(SqliteLedger::kSchemaVersion));
+}
+
+// The table rebuild of version 3 is one transaction: a failure leaves the
+// version 2 file as it was, and the next start migrates it.
+TEST_F(SqliteLedgerTest, AFailedMigrationToVersion3LeavesVersion2Whole) {
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+  }
+  DowngradeToVersion2(path_);
+  SqliteLedgerOptions options = Options();
+  options.vfs = FaultVfs();
+  {
+    FaultGuard guard;
+    TheFaults().write_error = SQLITE_IOERR_WRITE;
+    TheFaults().wal_only = true;
+    TheFaults().fail_writes = true;
+    absl::StatusOr<std::unique_ptr<SqliteLedger>> opened =
+        SqliteLedger::Open(options);
+    ExpectRefused(opened, "migration to schema version 3 failed");
+  }
+  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"), "2");
+  EXPECT_EQ(QueryText(path_,
+                      "SELECT count(*) FROM pragma_table_info('payouts') "
+                      "WHERE name = 'client'"),
+            "0");
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "2");
+
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"), "3");
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "2");
 }
 
 INSTANTIATE_TEST_SUITE_P(

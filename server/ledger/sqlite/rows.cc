@@ -100,6 +100,7 @@ absl::StatusOr<StoredPayout> ReadPayout(const Statement& row) {
   stored.response = *std::move(response);
   payout.create_time = absl::FromUnixMicros(row.Int(17));
   payout.update_time = absl::FromUnixMicros(row.Int(18));
+  payout.client = row.Text(19);
   return stored;
 }
 
@@ -118,24 +119,27 @@ absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
 }
 
 absl::StatusOr<std::optional<StoredPayout>> FindByRequestId(
-    Connection& db, const std::string& registration,
+    Connection& db, const std::string& registration, const std::string& client,
     const std::string& request_id) {
-  static const std::string* const kSql = new std::string(absl::StrCat(
-      "SELECT ", kPayoutColumns,
-      " FROM payouts WHERE registration = ?1 AND request_id = ?2"));
+  static const std::string* const kSql = new std::string(
+      absl::StrCat("SELECT ", kPayoutColumns,
+                   " FROM payouts WHERE registration = ?1 AND client = ?2 AND "
+                   "request_id = ?3"));
   absl::StatusOr<Statement> select = db.Prepare(*kSql, "reading a payout");
   if (select.ok()) {
     select->Bind(1, registration);
-    select->Bind(2, request_id);
+    select->Bind(2, client);
+    select->Bind(3, request_id);
   }
   return FindOne(std::move(select));
 }
 
 absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
                                                const std::string& registration,
+                                               const std::string& client,
                                                const std::string& request_id) {
   absl::StatusOr<std::optional<StoredPayout>> found =
-      FindByRequestId(db, registration, request_id);
+      FindByRequestId(db, registration, client, request_id);
   if (!found.ok()) return found.status();
   if (!found->has_value()) {
     return aopay::NotFoundError(

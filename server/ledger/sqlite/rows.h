@@ -2,8 +2,8 @@
 #define AOPAY_SERVER_LEDGER_SQLITE_ROWS_H_
 
 // The SQLite ledger's rows: reading a payout row into a StoredPayout,
-// finding one by payout id or request id, the form of the status columns,
-// and appending to a payout's events. Internal to the ledger.
+// finding one by payout id or by key (client, request id), the form of the
+// status columns, and appending to a payout's events. Internal to the ledger.
 
 #include <cstdint>
 #include <optional>
@@ -24,7 +24,7 @@ inline constexpr char kPayoutColumns[] =
     "payout_id, request_id, fingerprint, state, account_number, ifsc, name, "
     "email, mobile, amount_paise, mode, transaction_id, "
     "transaction_reference_no, upstream_status, bank_beneficiary_name, "
-    "failure, response, create_time_us, update_time_us";
+    "failure, response, create_time_us, update_time_us, client";
 
 // Whether a stored integer is a PayoutState / TransferMode this code knows.
 bool IsKnownState(int64_t value);
@@ -45,15 +45,18 @@ absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
                                               const std::string& registration,
                                               const std::string& payout_id);
 
-// The row holding the key, if any. Insert asks this of every new payout, so
-// a miss is not an error (that would build a NOT_FOUND message each time).
+// The row holding the key (registration, client, request_id), if any.
+// Insert asks this of every new payout, so a miss is not an error (that
+// would build a NOT_FOUND message each time).
 absl::StatusOr<std::optional<StoredPayout>> FindByRequestId(
-    Connection& db, const std::string& registration,
+    Connection& db, const std::string& registration, const std::string& client,
     const std::string& request_id);
 
-// The row holding the key; NOT_FOUND when there is none.
+// The row holding the key; NOT_FOUND when there is none (also when only
+// another client has the request id: the message does not say so).
 absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
                                                const std::string& registration,
+                                               const std::string& client,
                                                const std::string& request_id);
 
 // Appends one event to payout_events (which is append-only).

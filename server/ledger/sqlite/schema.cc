@@ -96,6 +96,75 @@ CREATE TABLE ledger_meta (
   value TEXT NOT NULL
 );
 )sql",
+    // 3: payouts record their client, and the idempotency key becomes
+    // (registration, client, request_id); rows from before are the anonymous
+    // client's (''). payouts_by_client_day serves the sum of a client's
+    // payouts of one day (daily limits). The key was a table constraint, so
+    // the table is rebuilt as SQLite documents it (lang_altertable.html,
+    // "other kinds of table schema changes"): create the new one, copy,
+    // drop, rename, recreate the indexes. Migrate() runs it with foreign keys
+    // off, or dropping the old table would delete every event (ON DELETE
+    // CASCADE), and checks them before the commit. The trigger on
+    // payout_events that reads payouts is dropped and recreated too: the
+    // rename fails while it names a missing table. The key is now a named
+    // unique index, which a later change can replace without a rebuild.
+    R"sql(
+CREATE TABLE payouts_v3 (
+  payout_id TEXT NOT NULL PRIMARY KEY,
+  registration TEXT NOT NULL,
+  client TEXT NOT NULL DEFAULT '',
+  request_id TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 6),
+  account_number TEXT NOT NULL,
+  ifsc TEXT NOT NULL,
+  name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  mobile TEXT NOT NULL,
+  amount_paise INTEGER NOT NULL,
+  mode INTEGER NOT NULL,
+  transaction_id TEXT NOT NULL DEFAULT '',
+  transaction_reference_no TEXT NOT NULL DEFAULT '',
+  upstream_status TEXT NOT NULL DEFAULT '',
+  bank_beneficiary_name TEXT NOT NULL DEFAULT '',
+  failure TEXT,
+  response TEXT,
+  payout_answer TEXT,
+  status_answer TEXT,
+  create_time_us INTEGER NOT NULL,
+  update_time_us INTEGER NOT NULL,
+  final_time_us INTEGER
+);
+INSERT INTO payouts_v3 (payout_id, registration, client, request_id,
+  fingerprint, state, account_number, ifsc, name, email, mobile, amount_paise,
+  mode, transaction_id, transaction_reference_no, upstream_status,
+  bank_beneficiary_name, failure, response, payout_answer, status_answer,
+  create_time_us, update_time_us, final_time_us)
+SELECT payout_id, registration, '', request_id, fingerprint, state,
+  account_number, ifsc, name, email, mobile, amount_paise, mode,
+  transaction_id, transaction_reference_no, upstream_status,
+  bank_beneficiary_name, failure, response, payout_answer, status_answer,
+  create_time_us, update_time_us, final_time_us
+FROM payouts;
+DROP TRIGGER payout_events_deleted_with_payout;
+DROP TABLE payouts;
+ALTER TABLE payouts_v3 RENAME TO payouts;
+CREATE UNIQUE INDEX payouts_by_key ON payouts (registration, client,
+  request_id);
+CREATE INDEX payouts_by_registration ON payouts (registration, payout_id);
+CREATE INDEX payouts_by_state ON payouts (registration, state, payout_id);
+CREATE INDEX payouts_by_transaction_id ON payouts (transaction_id)
+  WHERE transaction_id <> '';
+CREATE INDEX payouts_by_final_time ON payouts (registration, final_time_us)
+  WHERE final_time_us IS NOT NULL;
+CREATE INDEX payouts_by_client_day ON payouts (registration, client,
+  create_time_us);
+CREATE TRIGGER payout_events_deleted_with_payout BEFORE DELETE ON payout_events
+  WHEN EXISTS (SELECT 1 FROM payouts WHERE payout_id = OLD.payout_id)
+BEGIN
+  SELECT RAISE(ABORT, 'payout_events are deleted only with their payout');
+END;
+)sql",
 };
 constexpr int kKnownVersion =
     static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
@@ -151,9 +220,26 @@ absl::StatusOr<int> SchemaVersion(sqlite3* db, absl::string_view path) {
   return version;
 }
 
-}  // namespace
+// Sets PRAGMA foreign_keys (outside a transaction: inside one it does
+// nothing) and checks that it took.
+absl::Status SetForeignKeys(sqlite3* db, absl::string_view path, bool on) {
+  const char* pragma =
+      on ? "PRAGMA foreign_keys = ON" : "PRAGMA foreign_keys = OFF";
+  absl::StatusOr<std::string> set = QueryText(db, path, pragma, pragma);
+  if (!set.ok()) return set.status();
+  absl::StatusOr<std::string> now =
+      QueryText(db, path, "PRAGMA foreign_keys", "checking foreign keys");
+  if (!now.ok()) return now.status();
+  if (*now != (on ? "1" : "0")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ledger ", path, ": cannot turn foreign keys ",
+                     on ? "on" : "off", " for the schema migrations"));
+  }
+  return absl::OkStatus();
+}
 
-absl::Status Migrate(Connection& db, absl::string_view path) {
+// Migrate() with foreign keys off.
+absl::Status MigrateAll(Connection& db, absl::string_view path) {
   for (;;) {
     if (sqlite3_exec(db.db(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) !=
         SQLITE_OK) {
@@ -175,6 +261,21 @@ absl::Status Migrate(Connection& db, absl::string_view path) {
             path, db.db(), sqlite3_extended_errcode(db.db()),
             absl::StrCat("migration to schema version ", next, " failed"));
       }
+      if (step.ok()) {
+        // Foreign keys are off while migrating: a migration must not leave
+        // an event without its payout.
+        absl::StatusOr<std::string> orphan =
+            QueryText(db.db(), path, "PRAGMA foreign_key_check",
+                      "checking foreign keys after the migration");
+        if (!orphan.ok()) {
+          step = orphan.status();
+        } else if (!orphan->empty()) {
+          step = absl::FailedPreconditionError(
+              absl::StrCat("ledger ", path, ": migration to schema version ",
+                           next, " failed: it left rows of ", *orphan,
+                           " without the row they refer to"));
+        }
+      }
     }
     if (step.ok() && sqlite3_exec(db.db(), "COMMIT", nullptr, nullptr,
                                   nullptr) != SQLITE_OK) {
@@ -191,6 +292,20 @@ absl::Status Migrate(Connection& db, absl::string_view path) {
     }
     if (next == 0) return absl::OkStatus();
   }
+}
+
+}  // namespace
+
+absl::Status Migrate(Connection& db, absl::string_view path) {
+  // SQLite's way of rebuilding a table asks for foreign keys off (each
+  // migration checks them before it commits instead); Configure() turned
+  // them on, and they are on again afterwards.
+  if (absl::Status off = SetForeignKeys(db.db(), path, false); !off.ok()) {
+    return off;
+  }
+  absl::Status migrated = MigrateAll(db, path);
+  absl::Status on = SetForeignKeys(db.db(), path, true);
+  return migrated.ok() ? on : migrated;
 }
 
 absl::Status ClaimRegistration(Connection& db, absl::string_view path,

@@ -15,8 +15,10 @@ namespace aopay::sqlite_internal {
 
 // Applies the missing migrations, each in a transaction of its own that also
 // reads the version, so that two processes opening a new file at once do not
-// both migrate it. FAILED_PRECONDITION for a file that is not a ledger
-// (another application's, one with a newer schema).
+// both migrate it. They run with foreign keys off (a migration may rebuild a
+// table), each checked before its commit; Migrate turns them on again.
+// FAILED_PRECONDITION for a file that is not a ledger (another
+// application's, one with a newer schema).
 absl::Status Migrate(Connection& db, absl::string_view path);
 
 // A ledger belongs to one AOPay registration (docs/operations.md, "The

@@ -368,7 +368,7 @@ void SqliteLedger::Insert(Payout payout, std::string fingerprint,
               "a payout needs a payout_id and a request_id");
         }
         absl::StatusOr<std::optional<StoredPayout>> existing =
-            FindByRequestId(db, registration, payout.request_id);
+            FindByRequestId(db, registration, payout.client, payout.request_id);
         if (!existing.ok()) return existing.status();
         if (existing->has_value()) {
           return InsertResult{false, **std::move(existing)};
@@ -379,9 +379,9 @@ void SqliteLedger::Insert(Payout payout, std::string fingerprint,
             "fingerprint, state, account_number, ifsc, name, email, mobile, "
             "amount_paise, mode, transaction_id, transaction_reference_no, "
             "upstream_status, bank_beneficiary_name, failure, response, "
-            "create_time_us, update_time_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-            "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL, ?18, "
-            "?19)",
+            "create_time_us, update_time_us, client) VALUES (?1, ?2, ?3, ?4, "
+            "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL, "
+            "?18, ?19, ?20)",
             "recording the payout");
         if (!insert.ok()) return insert.status();
         insert->Bind(1, payout.payout_id);
@@ -403,6 +403,7 @@ void SqliteLedger::Insert(Payout payout, std::string fingerprint,
         insert->Bind(17, StatusColumn(payout.failure));
         insert->Bind(18, absl::ToUnixMicros(payout.create_time));
         insert->Bind(19, absl::ToUnixMicros(payout.update_time));
+        insert->Bind(20, payout.client);
         if (absl::Status run = insert->Run(); !run.ok()) return run;
         if (absl::Status event = AppendEvent(
                 db, payout.payout_id, PayoutState::kUnspecified,
@@ -537,7 +538,7 @@ void SqliteLedger::GetByRequestId(std::string request_id,
   const std::string& registration = impl_->registration();
   impl_->Read<StoredPayout>(
       [&registration, request_id = std::move(request_id)](Connection& db) {
-        return SelectByRequestId(db, registration, request_id);
+        return SelectByRequestId(db, registration, std::string(), request_id);
       },
       std::move(done));
 }

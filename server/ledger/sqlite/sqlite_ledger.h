@@ -18,8 +18,8 @@
 // has run, and keep working while writes fail.
 //
 // Every row is scoped to the registration the ledger was opened for: the
-// idempotency key is (registration, request_id), and reads, changes, recovery
-// and pruning see only that registration's payouts.
+// idempotency key is (registration, client, request_id), and reads, changes,
+// recovery and pruning see only that registration's payouts.
 
 #include <cstddef>
 #include <cstdint>
@@ -69,7 +69,7 @@ class SqliteLedger final : public Ledger {
  public:
   // The schema version this code writes. A database with a newer version is
   // refused.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating and migrating when needed) the database and starts the
   // threads. Errors, each with a one-line message: FAILED_PRECONDITION for a
