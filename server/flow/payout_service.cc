@@ -476,7 +476,8 @@ void PayoutService::GetByRequestId(std::string request_id,
     done(InvalidRequestError({{"request_id", "is required"}}));
     return;
   }
-  ledger_.GetByRequestId(std::move(request_id), PayoutOf(std::move(done)));
+  ledger_.GetByRequestId(std::string(), std::move(request_id),
+                         PayoutOf(std::move(done)));
 }
 
 void PayoutService::List(ListQuery query,

@@ -66,6 +66,10 @@ struct ListQuery {
   std::vector<PayoutState> states;   // empty: all
   int page_size = kDefaultPageSize;  // already bounded by the caller
   std::string page_token;            // opaque; "" for the first page
+  // Set: only this client's payouts ("" is the anonymous client); unset:
+  // every client's. Applied from the query on every page, never from the
+  // token, so a token cannot show a caller another client's payouts.
+  std::optional<std::string> client;
 };
 
 struct ListPage {
@@ -111,8 +115,9 @@ class Ledger {
   // Reads. NOT_FOUND when there is no such payout.
   virtual void GetByPayoutId(std::string payout_id,
                              Callback<absl::StatusOr<StoredPayout>> done) = 0;
-  // The anonymous client's ("") payout with this request_id.
-  virtual void GetByRequestId(std::string request_id,
+  // By key: the client's ("" the anonymous client's) request_id. Another
+  // client's payout with the same request_id is NOT_FOUND.
+  virtual void GetByRequestId(std::string client, std::string request_id,
                               Callback<absl::StatusOr<StoredPayout>> done) = 0;
   // INVALID_ARGUMENT for a page token this ledger did not make.
   virtual void List(ListQuery query,

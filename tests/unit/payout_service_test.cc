@@ -94,23 +94,24 @@ class FakeLedger final : public Ledger {
     if (it == rows_.end()) return done(NotFoundError("payout"));
     done(it->second);
   }
-  void GetByRequestId(std::string request_id,
+  void GetByRequestId(std::string client, std::string request_id,
                       Callback<absl::StatusOr<StoredPayout>> done) override {
     for (auto& [id, stored] : rows_) {
-      if (stored.payout.client.empty() &&
+      if (stored.payout.client == client &&
           stored.payout.request_id == request_id) {
         return done(stored);
       }
     }
     done(NotFoundError("payout"));
   }
-  // One page: every row in one of query.states (all when empty), newest
-  // first.
+  // One page: every row of query.client (all clients' when unset) in one of
+  // query.states (all when empty), newest first.
   void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done) override {
     last_query = query;
     ListPage page;
     for (auto it = rows_.rbegin(); it != rows_.rend(); ++it) {
       const Payout& payout = it->second.payout;
+      if (query.client.has_value() && payout.client != *query.client) continue;
       if (query.states.empty() ||
           std::find(query.states.begin(), query.states.end(), payout.state) !=
               query.states.end()) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -366,11 +367,17 @@ absl::StatusOr<StoredPayout> GetById(Ledger& ledger, std::string payout_id) {
     ledger.GetByPayoutId(std::move(payout_id), std::move(done));
   });
 }
+absl::StatusOr<StoredPayout> GetByKey(Ledger& ledger, std::string client,
+                                      std::string request_id) {
+  return Call<absl::StatusOr<StoredPayout>>([&](auto done) {
+    ledger.GetByRequestId(std::move(client), std::move(request_id),
+                          std::move(done));
+  });
+}
+// The anonymous client's payout.
 absl::StatusOr<StoredPayout> GetByRequest(Ledger& ledger,
                                           std::string request_id) {
-  return Call<absl::StatusOr<StoredPayout>>([&](auto done) {
-    ledger.GetByRequestId(std::move(request_id), std::move(done));
-  });
+  return GetByKey(ledger, std::string(), std::move(request_id));
 }
 absl::StatusOr<ListPage> List(Ledger& ledger, ListQuery query) {
   return Call<absl::StatusOr<ListPage>>(
@@ -586,6 +593,34 @@ TEST_F(SqliteLedgerTest, DuplicateKeyReturnsTheExistingRowAndWritesNothing) {
   EXPECT_EQ(ledger->stats().writes, before.writes + 1);
 }
 
+// The key is (registration, client, request_id): clients choose their
+// request ids on their own, and one client's id must neither block nor
+// replay another's payout.
+TEST_F(SqliteLedgerTest, TwoClientsMayUseTheSameRequestId) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  std::vector<Payout> payouts;
+  for (const char* client : {"alpha", "beta", ""}) {
+    Payout payout =
+        MakePayout(static_cast<int>(payouts.size()) + 1, "req-same");
+    payout.client = client;
+    payouts.push_back(payout);
+    absl::StatusOr<InsertResult> inserted = Insert(*ledger, payout);
+    ASSERT_TRUE(inserted.ok()) << inserted.status();
+    EXPECT_TRUE(inserted->inserted) << "client \"" << client << "\"";
+  }
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "3");
+  for (const Payout& payout : payouts) {
+    absl::StatusOr<StoredPayout> stored =
+        GetByKey(*ledger, payout.client, "req-same");
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    ExpectSamePayout(stored->payout, payout);
+    absl::StatusOr<StoredPayout> by_id = GetById(*ledger, payout.payout_id);
+    ASSERT_TRUE(by_id.ok()) << by_id.status();
+    EXPECT_EQ(by_id->payout.client, payout.client);
+  }
+}
+
 TEST_F(SqliteLedgerTest, AClientsRequestIdStillDedupes) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
@@ -600,6 +635,23 @@ TEST_F(SqliteLedgerTest, AClientsRequestIdStillDedupes) {
   ExpectSamePayout(again->existing.payout, first);
   EXPECT_EQ(again->existing.fingerprint, "fp-first");
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
+}
+
+TEST_F(SqliteLedgerTest, GetByRequestIdDoesNotFindAnotherClientsPayout) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout alpha = ClientPayout(1, "alpha", 1200);
+  InsertIn(*ledger, alpha);
+  ASSERT_TRUE(GetByKey(*ledger, "alpha", alpha.request_id).ok());
+  for (const char* other : {"beta", "", "ALPHA", "alph"}) {
+    absl::StatusOr<StoredPayout> missing =
+        GetByKey(*ledger, other, alpha.request_id);
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << other;
+    EXPECT_EQ(GetErrorDetails(missing.status()).reason, reason::kNotFound);
+    // Nothing says that another client has the id.
+    EXPECT_FALSE(absl::StrContains(missing.status().message(), "alpha"))
+        << missing.status();
+  }
 }
 
 // A ledger belongs to one AOPay registration: opened with another one (a
@@ -1072,6 +1124,88 @@ TEST_F(SqliteLedgerTest, ListRefusesBadTokensAndTokensOfAnotherFilter) {
     ASSERT_EQ(details.violations.size(), 1u) << c.name;
     EXPECT_EQ(details.violations[0].field, "page_token") << c.name;
   }
+}
+
+// The client filter comes from the query on every page: a page token made
+// for one client's listing shows another client nothing of the first's.
+TEST_F(SqliteLedgerTest, ListFiltersByClientAcrossPages) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const std::vector<std::string> clients = {"alpha", "beta", ""};
+  std::map<std::string, std::vector<std::string>> ids_of;  // newest first
+  std::vector<std::string> all_ids;
+  for (int n = 9; n >= 1; --n) {
+    const std::string& client = clients[n % 3];
+    InsertIn(*ledger, ClientPayout(n, client, 1200),
+             n % 2 == 0 ? std::vector<PayoutState>{PayoutState::kAccepted}
+                        : std::vector<PayoutState>{});
+  }
+  for (int n = 9; n >= 1; --n) {
+    ids_of[clients[n % 3]].push_back(PayoutId(n));
+    all_ids.push_back(PayoutId(n));
+  }
+
+  // Every page of one query; every row must be `client`'s when set.
+  auto list_all = [&](ListQuery query) {
+    std::vector<std::string> ids;
+    for (int pages = 0; pages < 20; ++pages) {
+      absl::StatusOr<ListPage> page = List(*ledger, query);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      for (const Payout& payout : page->payouts) {
+        if (query.client.has_value()) {
+          EXPECT_EQ(payout.client, *query.client) << payout.payout_id;
+        }
+        ids.push_back(payout.payout_id);
+      }
+      if (page->next_page_token.empty()) break;
+      query.page_token = page->next_page_token;
+    }
+    return ids;
+  };
+  for (int page_size : {1, 2, 50}) {
+    for (const std::string& client : clients) {
+      ListQuery query;
+      query.page_size = page_size;
+      query.client = client;
+      EXPECT_EQ(list_all(query), ids_of[client])
+          << "client \"" << client << "\", page size " << page_size;
+    }
+    ListQuery everyone;
+    everyone.page_size = page_size;
+    EXPECT_EQ(list_all(everyone), all_ids) << "page size " << page_size;
+  }
+
+  // With a state filter too.
+  ListQuery accepted;
+  accepted.page_size = 1;
+  accepted.client = "alpha";
+  accepted.states = {PayoutState::kAccepted};
+  EXPECT_THAT(list_all(accepted), ElementsAre(PayoutId(6)));
+
+  // alpha's first page ends at payout 6; its token, with beta's filter,
+  // goes on with beta's payouts older than 6 only.
+  ListQuery alpha;
+  alpha.page_size = 2;
+  alpha.client = "alpha";
+  absl::StatusOr<ListPage> first = List(*ledger, alpha);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_THAT(Ids(*first), ElementsAre(PayoutId(9), PayoutId(6)));
+  ListQuery beta;
+  beta.page_size = 50;
+  beta.client = "beta";
+  beta.page_token = first->next_page_token;
+  absl::StatusOr<ListPage> next = List(*ledger, beta);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_THAT(Ids(*next), ElementsAre(PayoutId(4), PayoutId(1)));
+  // And without a client filter, it lists everyone's again.
+  ListQuery everyone;
+  everyone.page_size = 50;
+  everyone.page_token = first->next_page_token;
+  absl::StatusOr<ListPage> rest = List(*ledger, everyone);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_THAT(Ids(*rest), ElementsAre(PayoutId(5), PayoutId(4), PayoutId(3),
+                                      PayoutId(2), PayoutId(1)));
 }
 
 TEST_F(SqliteLedgerTest, PruneDeletesOnlyPayoutsFinalBeforeTheCutoff) {

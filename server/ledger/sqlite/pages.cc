@@ -62,7 +62,8 @@ absl::StatusOr<std::string> ParsePageToken(absl::string_view token,
   return std::move(parts[2]);
 }
 
-std::string ListSql(const std::vector<PayoutState>& states, bool after) {
+std::string ListSql(const std::vector<PayoutState>& states, bool after,
+                    bool client) {
   std::vector<int> values;
   for (PayoutState state : states) values.push_back(static_cast<int>(state));
   std::sort(values.begin(), values.end());
@@ -72,6 +73,7 @@ std::string ListSql(const std::vector<PayoutState>& states, bool after) {
   if (!values.empty()) {
     absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(values, ", "), ")");
   }
+  if (client) absl::StrAppend(&sql, " AND client = ?4");
   if (after) absl::StrAppend(&sql, " AND payout_id < ?3");
   absl::StrAppend(&sql, " ORDER BY payout_id DESC LIMIT ?2");
   return sql;

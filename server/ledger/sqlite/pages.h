@@ -26,10 +26,12 @@ std::string MakePageToken(uint32_t mask, absl::string_view last_payout_id);
 absl::StatusOr<std::string> ParsePageToken(absl::string_view token,
                                            uint32_t mask);
 
-// The SELECT for one page: ?1 the registration, ?2 the row limit, and with
-// `after` ?3 the last payout id of the previous page. Only the state filter
-// varies, so the number of distinct cached statements stays small.
-std::string ListSql(const std::vector<PayoutState>& states, bool after);
+// The SELECT for one page: ?1 the registration, ?2 the row limit, with
+// `after` ?3 the last payout id of the previous page, and with `client` ?4
+// the client whose payouts alone are listed. Only the state filter varies
+// otherwise, so the number of distinct cached statements stays small.
+std::string ListSql(const std::vector<PayoutState>& states, bool after,
+                    bool client);
 
 }  // namespace aopay::sqlite_internal
 

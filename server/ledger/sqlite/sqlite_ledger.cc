@@ -533,12 +533,13 @@ void SqliteLedger::GetByPayoutId(std::string payout_id,
       std::move(done));
 }
 
-void SqliteLedger::GetByRequestId(std::string request_id,
+void SqliteLedger::GetByRequestId(std::string client, std::string request_id,
                                   Callback<absl::StatusOr<StoredPayout>> done) {
   const std::string& registration = impl_->registration();
   impl_->Read<StoredPayout>(
-      [&registration, request_id = std::move(request_id)](Connection& db) {
-        return SelectByRequestId(db, registration, std::string(), request_id);
+      [&registration, client = std::move(client),
+       request_id = std::move(request_id)](Connection& db) {
+        return SelectByRequestId(db, registration, client, request_id);
       },
       std::move(done));
 }
@@ -560,13 +561,17 @@ void SqliteLedger::List(ListQuery query,
         const int page_size = query.page_size <= 0
                                   ? kDefaultPageSize
                                   : std::min(query.page_size, kMaxPageSize);
+        // The client filter comes from the query on every page, never from
+        // the token.
         absl::StatusOr<Statement> select = db.Prepare(
-            ListSql(query.states, after.has_value()), "listing payouts");
+            ListSql(query.states, after.has_value(), query.client.has_value()),
+            "listing payouts");
         if (!select.ok()) return select.status();
         select->Bind(1, registration);
         // One row more than the page tells whether another page follows.
         select->Bind(2, page_size + 1);
         if (after.has_value()) select->Bind(3, *after);
+        if (query.client.has_value()) select->Bind(4, *query.client);
         ListPage page;
         bool more = false;
         for (;;) {

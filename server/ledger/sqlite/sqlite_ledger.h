@@ -94,10 +94,11 @@ class SqliteLedger final : public Ledger {
   void Forget(std::string payout_id, Callback<absl::Status> done) override;
   void GetByPayoutId(std::string payout_id,
                      Callback<absl::StatusOr<StoredPayout>> done) override;
-  void GetByRequestId(std::string request_id,
+  void GetByRequestId(std::string client, std::string request_id,
                       Callback<absl::StatusOr<StoredPayout>> done) override;
   // Page tokens hold the last payout id and the state filter; they survive a
-  // restart. The page size is bounded by the caller (common/payout.h).
+  // restart. The client filter is not in the token: each page takes it from
+  // its query. The page size is bounded by the caller (common/payout.h).
   void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done) override;
   void Events(std::string payout_id,
               Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) override;
