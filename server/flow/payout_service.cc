@@ -200,7 +200,7 @@ void PayoutService::Create(PayoutRequest request,
   Payout recorded = payout;
   const absl::Time submitted = clock_();
   ledger_.Insert(
-      std::move(recorded), std::move(fingerprint),
+      InsertRequest{std::move(recorded), std::move(fingerprint), std::nullopt},
       [this, request = *std::move(normalized), payout = std::move(payout),
        started, submitted,
        done = std::move(done)](absl::StatusOr<InsertResult> inserted) mutable {

@@ -77,9 +77,35 @@ struct ListPage {
   std::string next_page_token;  // "" on the last page
 };
 
+// A client's daily budget, checked atomically with the insert.
+struct DailyLimit {
+  int64_t limit_paise = 0;
+  absl::Time day_start;  // the payout's calendar day in Asia/Kolkata:
+  absl::Time day_end;    // [day_start, day_end)
+};
+
+// Payouts in these states do not count against a daily limit: the money
+// certainly did not move. A later state that means the same (a payout
+// rejected or cancelled before it was sent) is added here, and only here.
+inline constexpr PayoutState kStatesOutsideDailyLimit[] = {
+    PayoutState::kFailed,
+};
+
+struct InsertRequest {
+  Payout payout;  // state PENDING; payout.client set
+  std::string fingerprint;
+  std::optional<DailyLimit> daily_limit;
+};
+
 struct InsertResult {
   bool inserted = false;  // true: the payout is now durably PENDING
-  StoredPayout existing;  // when !inserted: the row that holds the key
+  // When the key was taken: the row that holds it (over_daily_limit false).
+  StoredPayout existing;
+  // The daily limit refused the payout; nothing was written.
+  bool over_daily_limit = false;
+  // When over_daily_limit: the sum of the client's payouts of that day that
+  // counted against the limit (without this one).
+  int64_t spent_paise = 0;
 };
 
 // Thread-safe. Every asynchronous method returns at once and runs `done`
@@ -97,10 +123,18 @@ class Ledger {
 
   virtual ~Ledger() = default;
 
-  // Records `payout` (state PENDING, with its creation event) unless the key
-  // (registration, payout.client, request_id) is taken, in which case
-  // returns that row.
-  virtual void Insert(Payout payout, std::string fingerprint,
+  // Records request.payout (state PENDING, with its creation event), in one
+  // write transaction that also makes the checks below, so that concurrent
+  // inserts cannot together overshoot a limit:
+  // - the key (registration, payout.client, request_id) is taken: returns
+  //   that row (inserted false). A replay wins over the limit.
+  // - request.daily_limit is set and the client's payouts created in
+  //   [day_start, day_end), in a state other than kStatesOutsideDailyLimit,
+  //   plus this one would exceed limit_paise: writes nothing and returns
+  //   over_daily_limit with spent_paise.
+  // INVALID_ARGUMENT for a payout without payout_id or request_id, or a
+  // daily limit that is negative or has an empty day.
+  virtual void Insert(InsertRequest request,
                       Callback<absl::StatusOr<InsertResult>> done) = 0;
 
   // Applies `change`; returns the row as it is afterwards. NOT_FOUND for an

@@ -32,9 +32,10 @@ class FakeLedger final : public Ledger {
   bool fail_writes = false;
   std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
 
-  void Insert(Payout payout, std::string fingerprint,
+  void Insert(InsertRequest request,
               Callback<absl::StatusOr<InsertResult>> done) override {
     if (fail_writes) return done(LedgerUnavailableError("disk full"));
+    const Payout& payout = request.payout;
     log.push_back("insert " + payout.payout_id);
     InsertResult result;
     for (auto& [id, stored] : rows_) {
@@ -44,7 +45,28 @@ class FakeLedger final : public Ledger {
         return done(result);
       }
     }
-    rows_[payout.payout_id] = StoredPayout{payout, std::move(fingerprint), {}};
+    if (request.daily_limit.has_value()) {
+      const DailyLimit& limit = *request.daily_limit;
+      int64_t spent = 0;
+      for (auto& [id, stored] : rows_) {
+        const Payout& other = stored.payout;
+        if (other.client == payout.client &&
+            other.create_time >= limit.day_start &&
+            other.create_time < limit.day_end &&
+            std::find(std::begin(kStatesOutsideDailyLimit),
+                      std::end(kStatesOutsideDailyLimit),
+                      other.state) == std::end(kStatesOutsideDailyLimit)) {
+          spent += other.amount_paise;
+        }
+      }
+      if (spent + payout.amount_paise > limit.limit_paise) {
+        result.over_daily_limit = true;
+        result.spent_paise = spent;
+        return done(result);
+      }
+    }
+    rows_[payout.payout_id] =
+        StoredPayout{payout, std::move(request.fingerprint), {}};
     result.inserted = true;
     done(result);
   }

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -318,6 +319,19 @@ Payout ClientPayout(int n, std::string client, int64_t amount_paise) {
   return payout;
 }
 
+// India Standard Time, without needing the time zone database.
+const absl::TimeZone kIndia = absl::FixedTimeZone((5 * 60 + 30) * 60);
+
+// The calendar day in India of the payouts MakePayout makes (T(n) is 03:43
+// IST on 15 November 2023).
+absl::Time DayStart() {
+  return absl::FromCivil(absl::CivilDay(2023, 11, 15), kIndia);
+}
+absl::Time DayEnd() { return DayStart() + absl::Hours(24); }
+DailyLimit Limit(int64_t limit_paise) {
+  return DailyLimit{limit_paise, DayStart(), DayEnd()};
+}
+
 PayoutChange Change(const std::string& payout_id, PayoutState from,
                     PayoutState to, absl::Time time = T(1000)) {
   PayoutChange change;
@@ -348,10 +362,22 @@ T Call(Start start) {
   return *std::move(result);
 }
 
+InsertRequest Request(Payout payout, std::string fingerprint = "fp",
+                      std::optional<DailyLimit> daily_limit = std::nullopt) {
+  return InsertRequest{std::move(payout), std::move(fingerprint),
+                       std::move(daily_limit)};
+}
+
 absl::StatusOr<InsertResult> Insert(Ledger& ledger, const Payout& payout,
                                     std::string fingerprint = "fp-1") {
   return Call<absl::StatusOr<InsertResult>>([&](auto done) {
-    ledger.Insert(payout, std::move(fingerprint), std::move(done));
+    ledger.Insert(Request(payout, std::move(fingerprint)), std::move(done));
+  });
+}
+absl::StatusOr<InsertResult> InsertWithin(Ledger& ledger, const Payout& payout,
+                                          const DailyLimit& limit) {
+  return Call<absl::StatusOr<InsertResult>>([&](auto done) {
+    ledger.Insert(Request(payout, "fp-1", limit), std::move(done));
   });
 }
 absl::StatusOr<StoredPayout> Apply(Ledger& ledger, PayoutChange change) {
@@ -632,6 +658,7 @@ TEST_F(SqliteLedgerTest, AClientsRequestIdStillDedupes) {
   absl::StatusOr<InsertResult> again = Insert(*ledger, second, "fp-second");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_FALSE(again->inserted);
+  EXPECT_FALSE(again->over_daily_limit);
   ExpectSamePayout(again->existing.payout, first);
   EXPECT_EQ(again->existing.fingerprint, "fp-first");
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
@@ -885,7 +912,7 @@ TEST_F(SqliteLedgerTest, ReadsSeeEveryWriteWhoseCallbackRan) {
   absl::BlockingCounter read(kPayouts);
   std::atomic<int> found{0};
   for (int i = 1; i <= kPayouts; ++i) {
-    ledger->Insert(MakePayout(i), "fp",
+    ledger->Insert(Request(MakePayout(i)),
                    [&, i](absl::StatusOr<InsertResult> inserted) {
                      EXPECT_TRUE(inserted.ok() && inserted->inserted);
                      ledger->GetByPayoutId(
@@ -1425,7 +1452,7 @@ TEST_F(SqliteLedgerTest, ConcurrentInsertsShareTransactions) {
   std::atomic<int> inserted{0};
   absl::BlockingCounter finished(kInserts);
   auto insert = [&](int n) {
-    ledger->Insert(MakePayout(n), "fp",
+    ledger->Insert(Request(MakePayout(n)),
                    [&, n](absl::StatusOr<InsertResult> result) {
                      if (result.ok() && result->inserted) ++inserted;
                      ++calls[n];
@@ -1468,13 +1495,13 @@ TEST_F(SqliteLedgerTest, OneFailingWriteDoesNotUndoItsBatch) {
   // Queue a failing Apply between two good writes, all in one batch.
   absl::Notification release;
   absl::BlockingCounter finished(4);
-  ledger->Insert(MakePayout(9), "fp", [&](absl::StatusOr<InsertResult>) {
+  ledger->Insert(Request(MakePayout(9)), [&](absl::StatusOr<InsertResult>) {
     release.WaitForNotification();
     finished.DecrementCount();
   });
   absl::Status bad_apply, good_insert;
   bool good_apply = false;
-  ledger->Insert(MakePayout(2), "fp", [&](absl::StatusOr<InsertResult> r) {
+  ledger->Insert(Request(MakePayout(2)), [&](absl::StatusOr<InsertResult> r) {
     good_insert = r.status();
     finished.DecrementCount();
   });
@@ -1517,6 +1544,309 @@ TEST_F(SqliteLedgerTest, WorksWithoutDurability) {
   absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(stored->payout.state, PayoutState::kAccepted);
+}
+
+// ---------------------------------------------------------------------------
+// Daily limits.
+
+// What the client has spent today as the ledger counts it: an insert of 1
+// paisa against a limit of 0 is always over, and says how much counted.
+int64_t Spent(Ledger& ledger, const std::string& client) {
+  Payout probe = ClientPayout(9999, client, 1);
+  absl::StatusOr<InsertResult> refused = InsertWithin(ledger, probe, Limit(0));
+  EXPECT_TRUE(refused.ok()) << refused.status();
+  if (!refused.ok()) return -1;
+  EXPECT_TRUE(refused->over_daily_limit);
+  EXPECT_FALSE(refused->inserted);
+  return refused->spent_paise;
+}
+
+TEST_F(SqliteLedgerTest, DailyLimitAdmitsUpToTheLimitAndRefusesTheOvershoot) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  for (auto [n, amount] : {std::pair<int, int64_t>{1, 4'000}, {2, 6'000}}) {
+    absl::StatusOr<InsertResult> inserted =
+        InsertWithin(*ledger, ClientPayout(n, "alpha", amount), Limit(10'000));
+    ASSERT_TRUE(inserted.ok()) << inserted.status();
+    EXPECT_TRUE(inserted->inserted) << n;
+    EXPECT_FALSE(inserted->over_daily_limit) << n;
+  }
+  const SqliteLedger::Stats before = ledger->stats();
+  const Payout over = ClientPayout(3, "alpha", 1);
+  absl::StatusOr<InsertResult> refused =
+      InsertWithin(*ledger, over, Limit(10'000));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_FALSE(refused->inserted);
+  EXPECT_TRUE(refused->over_daily_limit);
+  EXPECT_EQ(refused->spent_paise, 10'000);
+  EXPECT_EQ(refused->existing.payout.payout_id, "");
+  EXPECT_EQ(ledger->stats().writes, before.writes + 1);
+
+  // Nothing was written, and the key is still free.
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "2");
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "2");
+  EXPECT_EQ(GetById(*ledger, over.payout_id).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(GetByKey(*ledger, "alpha", over.request_id).status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<InsertResult> later =
+      InsertWithin(*ledger, over, Limit(10'001));
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_TRUE(later->inserted);
+
+  // Without a limit nothing is counted.
+  absl::StatusOr<InsertResult> unlimited =
+      Insert(*ledger, ClientPayout(4, "alpha", 50'000));
+  ASSERT_TRUE(unlimited.ok()) << unlimited.status();
+  EXPECT_TRUE(unlimited->inserted);
+}
+
+TEST_F(SqliteLedgerTest, FailedPayoutsDoNotCountAgainstTheDailyLimit) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  using S = PayoutState;
+  // One payout in every state; only the FAILED one does not count (the
+  // money may have moved, or did, for all the others).
+  const std::vector<std::pair<std::vector<S>, int64_t>> payouts = {
+      {{}, 1},                                               // PENDING
+      {{S::kAccepted}, 10},                                  // ACCEPTED
+      {{S::kAccepted, S::kSucceeded}, 100},                  // SUCCEEDED
+      {{S::kAccepted, S::kSucceeded, S::kReversed}, 1'000},  // REVERSED
+      {{S::kUnknown}, 10'000},                               // UNKNOWN
+      {{S::kFailed}, 100'000},                               // FAILED
+      {{S::kUnknown, S::kFailed}, 1'000'000},                // FAILED, resolved
+  };
+  int n = 0;
+  for (const auto& [path, amount] : payouts) {
+    InsertIn(*ledger, ClientPayout(++n, "alpha", amount), path);
+  }
+  EXPECT_EQ(Spent(*ledger, "alpha"), 11'111);
+
+  absl::StatusOr<InsertResult> fits =
+      InsertWithin(*ledger, ClientPayout(++n, "alpha", 8'889), Limit(20'000));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_TRUE(fits->inserted);
+  absl::StatusOr<InsertResult> over =
+      InsertWithin(*ledger, ClientPayout(++n, "alpha", 1), Limit(20'000));
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_TRUE(over->over_daily_limit);
+  EXPECT_EQ(over->spent_paise, 20'000);
+
+  // A payout that fails later stops counting.
+  ASSERT_TRUE(
+      Apply(*ledger, Change(PayoutId(1), S::kPending, S::kFailed)).ok());
+  EXPECT_EQ(Spent(*ledger, "alpha"), 19'999);
+}
+
+TEST_F(SqliteLedgerTest, PayoutsOutsideTheDayDoNotCount) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const std::vector<std::pair<absl::Time, int64_t>> payouts = {
+      {DayStart() - absl::Microseconds(1), 100'000},  // the day before
+      {DayStart(), 1},                                // the first moment
+      {DayStart() + absl::Hours(12), 10},
+      {DayEnd() - absl::Microseconds(1), 100},  // the last moment
+      {DayEnd(), 1'000'000},                    // the next day
+  };
+  int n = 0;
+  for (const auto& [time, amount] : payouts) {
+    Payout payout = ClientPayout(++n, "alpha", amount);
+    payout.create_time = time;
+    payout.update_time = time;
+    InsertIn(*ledger, payout);
+  }
+  EXPECT_EQ(Spent(*ledger, "alpha"), 111);
+  absl::StatusOr<InsertResult> fits =
+      InsertWithin(*ledger, ClientPayout(++n, "alpha", 889), Limit(1'000));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_TRUE(fits->inserted);
+
+  // The next day's limit counts the next day's payouts.
+  const DailyLimit next_day{1'000'000, DayEnd(), DayEnd() + absl::Hours(24)};
+  Payout tomorrow = ClientPayout(++n, "alpha", 1);
+  tomorrow.create_time = DayEnd() + absl::Hours(1);
+  absl::StatusOr<InsertResult> over = InsertWithin(*ledger, tomorrow, next_day);
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_TRUE(over->over_daily_limit);
+  EXPECT_EQ(over->spent_paise, 1'000'000);
+}
+
+TEST_F(SqliteLedgerTest, AnotherClientsPayoutsDoNotCount) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, ClientPayout(1, "alpha", 1));
+  InsertIn(*ledger, ClientPayout(2, "beta", 10));
+  InsertIn(*ledger, ClientPayout(3, "", 100));
+  InsertIn(*ledger, ClientPayout(4, "alpha2", 1'000));
+  // Another registration's row (a ledger holds one registration; this one
+  // is only here to show that the sum stays within the ledger's).
+  std::string message;
+  ASSERT_EQ(
+      Exec(path_,
+           absl::StrCat(
+               "INSERT INTO payouts (payout_id, registration, client, "
+               "request_id, fingerprint, state, account_number, ifsc, name, "
+               "email, mobile, amount_paise, mode, create_time_us, "
+               "update_time_us) VALUES ('",
+               PayoutId(5),
+               "', 'AOP-999', 'alpha', 'req-0005', 'fp', 1, "
+               "'100000011836', 'SBIN0000002', 'Dean Jon', '', '', 10000, 2, ",
+               absl::ToUnixMicros(T(5)), ", ", absl::ToUnixMicros(T(5)), ")"),
+           &message),
+      SQLITE_OK)
+      << message;
+
+  EXPECT_EQ(Spent(*ledger, "alpha"), 1);
+  EXPECT_EQ(Spent(*ledger, "beta"), 10);
+  EXPECT_EQ(Spent(*ledger, ""), 100);
+  EXPECT_EQ(Spent(*ledger, "alpha2"), 1'000);
+  EXPECT_EQ(Spent(*ledger, "gamma"), 0);
+  absl::StatusOr<InsertResult> fits =
+      InsertWithin(*ledger, ClientPayout(6, "alpha", 9), Limit(10));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_TRUE(fits->inserted);
+}
+
+TEST_F(SqliteLedgerTest, AReplayWinsOverTheDailyLimit) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout first = ClientPayout(1, "alpha", 8'000);
+  absl::StatusOr<InsertResult> inserted =
+      InsertWithin(*ledger, first, Limit(10'000));
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  ASSERT_TRUE(inserted->inserted);
+
+  // A retry makes a new payout id; the key is what matters.
+  Payout retry = ClientPayout(2, "alpha", 8'000);
+  retry.request_id = first.request_id;
+  for (const DailyLimit& limit : {Limit(10'000), Limit(0)}) {
+    absl::StatusOr<InsertResult> replay = InsertWithin(*ledger, retry, limit);
+    ASSERT_TRUE(replay.ok()) << replay.status();
+    EXPECT_FALSE(replay->inserted);
+    EXPECT_FALSE(replay->over_daily_limit);
+    EXPECT_EQ(replay->spent_paise, 0);
+    ExpectSamePayout(replay->existing.payout, first);
+  }
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
+}
+
+TEST_F(SqliteLedgerTest, RefusesAMalformedDailyLimit) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  for (const DailyLimit& limit : {DailyLimit{-1, DayStart(), DayEnd()},
+                                  DailyLimit{1'000, DayStart(), DayStart()},
+                                  DailyLimit{1'000, DayEnd(), DayStart()}}) {
+    EXPECT_EQ(InsertWithin(*ledger, ClientPayout(1, "alpha", 1), limit)
+                  .status()
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "0");
+}
+
+// Posts kRacers inserts of kRaceAmount each for client "alpha" against
+// `limit` from kRacers threads at once, runs `posted` once every insert is
+// posted, and counts what they got.
+struct RaceOutcome {
+  int inserted = 0;
+  int over = 0;  // over_daily_limit with spent_paise == the limit
+  int other = 0;
+};
+constexpr int kRacers = 20;
+constexpr int64_t kRaceAmount = 1'000;
+
+RaceOutcome RaceInserts(
+    Ledger& ledger, const DailyLimit& limit, int first_n,
+    const std::function<void()>& posted = [] {}) {
+  std::atomic<int> inserted{0}, over{0}, other{0};
+  absl::BlockingCounter ready(kRacers);     // a latch: every thread is up
+  absl::Notification go;                    // then they all post at once
+  absl::BlockingCounter answered(kRacers);  // every callback has run
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRacers; ++i) {
+    threads.emplace_back([&, n = first_n + i] {
+      ready.DecrementCount();
+      go.WaitForNotification();
+      ledger.Insert(Request(ClientPayout(n, "alpha", kRaceAmount), "fp", limit),
+                    [&](absl::StatusOr<InsertResult> result) {
+                      if (result.ok() && result->inserted) {
+                        ++inserted;
+                      } else if (result.ok() && result->over_daily_limit &&
+                                 result->spent_paise == limit.limit_paise) {
+                        ++over;
+                      } else {
+                        ++other;
+                      }
+                      answered.DecrementCount();
+                    });
+    });
+  }
+  ready.Wait();
+  go.Notify();
+  for (std::thread& thread : threads) thread.join();
+  posted();
+  answered.Wait();
+  return RaceOutcome{inserted.load(), over.load(), other.load()};
+}
+
+// The check and the insert are one step on the writer: inserts posted at
+// the same moment cannot together overshoot the limit.
+TEST_F(SqliteLedgerTest, ConcurrentInsertsNeverOvershootTheDailyLimit) {
+  const DailyLimit limit = Limit(10 * kRaceAmount);
+  {
+    auto ledger = OpenLedger();
+    ASSERT_NE(ledger, nullptr);
+    const RaceOutcome outcome = RaceInserts(*ledger, limit, 1);
+    EXPECT_EQ(outcome.inserted, 10);
+    EXPECT_EQ(outcome.over, 10);
+    EXPECT_EQ(outcome.other, 0);
+  }
+  EXPECT_EQ(QueryText(path_,
+                      "SELECT sum(amount_paise) FROM payouts "
+                      "WHERE client = 'alpha'"),
+            absl::StrCat(10 * kRaceAmount));
+  // The sum is counted from the rows: it survives a restart.
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  absl::StatusOr<InsertResult> after =
+      InsertWithin(*ledger, ClientPayout(100, "alpha", 1), limit);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(after->over_daily_limit);
+  EXPECT_EQ(after->spent_paise, 10 * kRaceAmount);
+  absl::StatusOr<InsertResult> other =
+      InsertWithin(*ledger, ClientPayout(101, "beta", kRaceAmount), limit);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_TRUE(other->inserted);
+}
+
+// Group commit runs many inserts in one transaction: each one's sum must
+// see the inserts before it in the same, not yet committed, batch.
+TEST_F(SqliteLedgerTest, ADailyLimitCountsEarlierInsertsOfTheSameBatch) {
+  SqliteLedgerOptions options = Options();
+  options.vfs = FaultVfs();
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  // The first insert holds the writer in its commit's fsync while the race
+  // is posted, so that the racers queue up and go into one batch.
+  absl::Notification held_done;
+  HoldSyncs();
+  ledger->Insert(Request(ClientPayout(100, "beta", 1)),
+                 [&](absl::StatusOr<InsertResult>) { held_done.Notify(); });
+  WaitUntilASyncIsHeld();
+  SqliteLedger::Stats before;
+  const RaceOutcome outcome =
+      RaceInserts(*ledger, Limit(10 * kRaceAmount), 1, [&] {
+        before = ledger->stats();
+        ReleaseSyncs();
+      });
+  held_done.WaitForNotification();
+  EXPECT_EQ(outcome.inserted, 10);
+  EXPECT_EQ(outcome.over, 10);
+  EXPECT_EQ(outcome.other, 0);
+  const SqliteLedger::Stats after = ledger->stats();
+  EXPECT_EQ(after.writes - before.writes, kRacers);
+  EXPECT_EQ(after.transactions - before.transactions, 1)
+      << "the racers should have shared one transaction";
 }
 
 // ---------------------------------------------------------------------------
@@ -1824,7 +2154,7 @@ TEST_F(SqliteLedgerTest, CloseRunsEveryQueuedCallbackExactlyOnce) {
 
   // A callback on each thread holds it, so that the work behind it is still
   // queued when Close() starts.
-  ledger->Insert(MakePayout(1), "fp", [&](absl::StatusOr<InsertResult> r) {
+  ledger->Insert(Request(MakePayout(1)), [&](absl::StatusOr<InsertResult> r) {
     inserted[1] = r.ok() && r->inserted;
     ++insert_calls[1];
     writer_held.Notify();
@@ -1835,10 +2165,11 @@ TEST_F(SqliteLedgerTest, CloseRunsEveryQueuedCallbackExactlyOnce) {
     release.WaitForNotification();
   });
   for (int n = 2; n <= kInserts; ++n) {
-    ledger->Insert(MakePayout(n), "fp", [&, n](absl::StatusOr<InsertResult> r) {
-      inserted[n] = r.ok() && r->inserted;
-      ++insert_calls[n];
-    });
+    ledger->Insert(Request(MakePayout(n)),
+                   [&, n](absl::StatusOr<InsertResult> r) {
+                     inserted[n] = r.ok() && r->inserted;
+                     ++insert_calls[n];
+                   });
   }
   for (int i = 0; i < kReads; ++i) {
     ledger->GetByPayoutId(PayoutId(1), [&, i](absl::StatusOr<StoredPayout> r) {
@@ -1894,13 +2225,13 @@ TEST_F(SqliteLedgerTest, ACallbackDoesNotHoldUpTheNextCommit) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   absl::Notification first_called, second_committed, second_called;
-  ledger->Insert(MakePayout(1), "fp", [&](absl::StatusOr<InsertResult> r) {
+  ledger->Insert(Request(MakePayout(1)), [&](absl::StatusOr<InsertResult> r) {
     EXPECT_TRUE(r.ok() && r->inserted);
     first_called.Notify();
     second_committed.WaitForNotification();
   });
   first_called.WaitForNotification();
-  ledger->Insert(MakePayout(2), "fp", [&](absl::StatusOr<InsertResult> r) {
+  ledger->Insert(Request(MakePayout(2)), [&](absl::StatusOr<InsertResult> r) {
     EXPECT_TRUE(r.ok() && r->inserted);
     second_called.Notify();
   });
@@ -1955,7 +2286,7 @@ TEST_F(SqliteLedgerTest, CallbacksRunOnTheGivenExecutor) {
     return on_executor;
   };
   EXPECT_TRUE(marked([&](auto done) {
-    ledger->Insert(MakePayout(1), "fp", std::move(done));
+    ledger->Insert(Request(MakePayout(1)), std::move(done));
   }));
   EXPECT_TRUE(marked([&](auto done) {
     ledger->Apply(

@@ -4,8 +4,10 @@
 #include "server/ledger/sqlite/rows.h"
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/errors.h"
 
 namespace aopay::sqlite_internal {
@@ -146,6 +148,34 @@ absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
         absl::StrCat("Payout with request_id ", request_id));
   }
   return **std::move(found);
+}
+
+absl::StatusOr<int64_t> DailySpent(Connection& db,
+                                   const std::string& registration,
+                                   const std::string& client,
+                                   absl::Time day_start, absl::Time day_end) {
+  // Served by the index payouts_by_client_day.
+  static const std::string* const kSql = [] {
+    std::vector<int> outside;
+    for (PayoutState state : kStatesOutsideDailyLimit) {
+      outside.push_back(static_cast<int>(state));
+    }
+    return new std::string(absl::StrCat(
+        "SELECT COALESCE(SUM(amount_paise), 0) FROM payouts "
+        "WHERE registration = ?1 AND client = ?2 AND create_time_us >= ?3 AND "
+        "create_time_us < ?4 AND state NOT IN (",
+        absl::StrJoin(outside, ", "), ")"));
+  }();
+  absl::StatusOr<Statement> sum =
+      db.Prepare(*kSql, "adding up the client's payouts of the day");
+  if (!sum.ok()) return sum.status();
+  sum->Bind(1, registration);
+  sum->Bind(2, client);
+  sum->Bind(3, absl::ToUnixMicros(day_start));
+  sum->Bind(4, absl::ToUnixMicros(day_end));
+  absl::StatusOr<bool> row = sum->Step();
+  if (!row.ok()) return row.status();
+  return *row ? sum->Int(0) : 0;
 }
 
 absl::Status AppendEvent(Connection& db, const std::string& payout_id,

@@ -59,6 +59,13 @@ absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
                                                const std::string& client,
                                                const std::string& request_id);
 
+// What the client's payouts created in [day_start, day_end) add up to,
+// leaving out those in a state of kStatesOutsideDailyLimit.
+absl::StatusOr<int64_t> DailySpent(Connection& db,
+                                   const std::string& registration,
+                                   const std::string& client,
+                                   absl::Time day_start, absl::Time day_end);
+
 // Appends one event to payout_events (which is append-only).
 absl::Status AppendEvent(Connection& db, const std::string& payout_id,
                          PayoutState from, PayoutState to,

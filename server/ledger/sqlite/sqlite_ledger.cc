@@ -50,6 +50,7 @@ using sqlite_internal::ClaimRegistration;
 using sqlite_internal::CommitBatch;
 using sqlite_internal::Configure;
 using sqlite_internal::Connection;
+using sqlite_internal::DailySpent;
 using sqlite_internal::DbHandle;
 using sqlite_internal::FileIdentity;
 using sqlite_internal::FindByRequestId;
@@ -356,22 +357,47 @@ bool SqliteLedger::Healthy() const { return impl_->healthy(); }
 
 SqliteLedger::Stats SqliteLedger::stats() const { return impl_->stats(); }
 
-void SqliteLedger::Insert(Payout payout, std::string fingerprint,
+void SqliteLedger::Insert(InsertRequest request,
                           Callback<absl::StatusOr<InsertResult>> done) {
   const std::string& registration = impl_->registration();
   impl_->Write<InsertResult>(
-      [&registration, payout = std::move(payout),
-       fingerprint = std::move(fingerprint)](
+      [&registration, request = std::move(request)](
           Connection& db) -> absl::StatusOr<InsertResult> {
+        const Payout& payout = request.payout;
         if (payout.payout_id.empty() || payout.request_id.empty()) {
           return absl::InvalidArgumentError(
               "a payout needs a payout_id and a request_id");
         }
+        const std::optional<DailyLimit>& limit = request.daily_limit;
+        if (limit.has_value() &&
+            (limit->limit_paise < 0 || limit->day_end <= limit->day_start)) {
+          return absl::InvalidArgumentError(
+              "a daily limit needs a limit of 0 or more and a day that ends "
+              "after it starts");
+        }
+        // A replay wins over the limit: its payout was counted when it was
+        // recorded.
         absl::StatusOr<std::optional<StoredPayout>> existing =
             FindByRequestId(db, registration, payout.client, payout.request_id);
         if (!existing.ok()) return existing.status();
         if (existing->has_value()) {
-          return InsertResult{false, **std::move(existing)};
+          InsertResult result;
+          result.existing = **std::move(existing);
+          return result;
+        }
+        // Counted in the batch's transaction on the writer: every earlier
+        // insert, of this batch or a committed one, is in the sum.
+        if (limit.has_value()) {
+          absl::StatusOr<int64_t> spent =
+              DailySpent(db, registration, payout.client, limit->day_start,
+                         limit->day_end);
+          if (!spent.ok()) return spent.status();
+          if (*spent + payout.amount_paise > limit->limit_paise) {
+            InsertResult result;
+            result.over_daily_limit = true;
+            result.spent_paise = *spent;
+            return result;
+          }
         }
 
         absl::StatusOr<Statement> insert = db.Prepare(
@@ -387,7 +413,7 @@ void SqliteLedger::Insert(Payout payout, std::string fingerprint,
         insert->Bind(1, payout.payout_id);
         insert->Bind(2, registration);
         insert->Bind(3, payout.request_id);
-        insert->Bind(4, fingerprint);
+        insert->Bind(4, request.fingerprint);
         insert->Bind(5, static_cast<int>(PayoutState::kPending));
         insert->Bind(6, payout.beneficiary.account_number);
         insert->Bind(7, payout.beneficiary.ifsc);
@@ -412,7 +438,9 @@ void SqliteLedger::Insert(Payout payout, std::string fingerprint,
             !event.ok()) {
           return event;
         }
-        return InsertResult{true, StoredPayout{}};
+        InsertResult result;
+        result.inserted = true;
+        return result;
       },
       std::move(done));
 }

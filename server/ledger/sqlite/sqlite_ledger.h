@@ -87,7 +87,10 @@ class SqliteLedger final : public Ledger {
   SqliteLedger(const SqliteLedger&) = delete;
   SqliteLedger& operator=(const SqliteLedger&) = delete;
 
-  void Insert(Payout payout, std::string fingerprint,
+  // The key check, the daily sum and the insert run on the writer thread in
+  // the batch's transaction: the sum sees every write before it, committed
+  // or earlier in the same batch.
+  void Insert(InsertRequest request,
               Callback<absl::StatusOr<InsertResult>> done) override;
   void Apply(PayoutChange change,
              Callback<absl::StatusOr<StoredPayout>> done) override;
