@@ -1,5 +1,8 @@
 #include "server/app/config_parse.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <vector>
 
 #include "absl/status/status.h"
@@ -10,6 +13,18 @@
 #include "absl/strings/strip.h"
 
 namespace aopay {
+
+bool IsLoopbackHost(absl::string_view host) {
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  const std::string text(host);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6{};
+  return inet_pton(AF_INET6, text.c_str(), &v6) == 1 &&
+         IN6_IS_ADDR_LOOPBACK(&v6);
+}
 
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view flag,
                                        absl::string_view text) {

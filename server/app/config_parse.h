@@ -21,6 +21,10 @@ struct HostPort {
 [[nodiscard]] absl::StatusOr<HostPort> ParseHostPort(absl::string_view flag,
                                                      absl::string_view text);
 
+// True for 127.0.0.0/8, ::1 and "localhost": addresses only this host can
+// reach.
+bool IsLoopbackHost(absl::string_view host);
+
 // The inverse of ParseHostPort: brackets around hosts with a ':'.
 std::string JoinHostPort(const std::string& host, int port);
 

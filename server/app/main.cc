@@ -60,8 +60,16 @@ ABSL_FLAG(std::string, tls_cert, "", "serve gRPC over TLS: certificate");
 ABSL_FLAG(std::string, tls_key, "", "serve gRPC over TLS: private key");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "require client certificates signed by this CA (mTLS)");
-ABSL_FLAG(std::string, auth_tokens, "",
-          "file of accepted bearer tokens, one 'NAME SHA256HEX' a line");
+ABSL_FLAG(std::string, clients, "",
+          "the callers: one 'NAME SHA256-OF-TOKEN SCOPES [LIMITS]' a line "
+          "(docs/security.md); re-read on SIGHUP");
+ABSL_FLAG(std::string, auth_tokens, "", "old name of --clients");
+ABSL_FLAG(bool, allow_insecure_tokens, false,
+          "accept --clients without TLS (loopback development only)");
+ABSL_FLAG(bool, allow_unauthenticated, false,
+          "listen on a non-loopback address without --clients");
+ABSL_FLAG(bool, print_config, false,
+          "print the effective configuration (secrets masked) and exit");
 ABSL_FLAG(std::string, log_format, "text", "text or json");
 ABSL_FLAG(absl::Duration, sandbox_latency, absl::ZeroDuration(),
           "with --aopay_url=sandbox: delay every sandbox answer");
@@ -89,7 +97,10 @@ constexpr const char* kFlagNames[] = {
     "tls_cert",
     "tls_key",
     "tls_client_ca",
+    "clients",
     "auth_tokens",
+    "allow_insecure_tokens",
+    "allow_unauthenticated",
     "log_format",
     "sandbox_latency",
     "sandbox_settle",
@@ -165,6 +176,26 @@ class JsonFormatter final : public spdlog::formatter {
   }
 };
 
+// Flags whose values are secrets: --print_config shows only whether they are
+// set.
+bool IsSecretFlag(absl::string_view name) { return name == "registration_id"; }
+
+// One "name = value" line a flag, in kFlagNames order, as the gateway would
+// run with them (environment applied, @/path secrets read, then masked).
+void PrintConfig() {
+  for (const char* name : kFlagNames) {
+    if (absl::string_view(name) == "auth_tokens") continue;  // see clients
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) continue;
+    std::string value = flag->CurrentValue();
+    if (IsSecretFlag(name)) {
+      value = value.empty() ? "" : "[set, masked]";
+    }
+    std::cout << name << " = " << value << "\n";
+  }
+  std::cout.flush();
+}
+
 int Fail(const std::string& message) {
   std::cerr << "payout-server: " << message << std::endl;
   return 2;
@@ -221,9 +252,22 @@ int main(int argc, char** argv) {
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
-  options.auth_tokens = absl::GetFlag(FLAGS_auth_tokens);
+  options.clients = absl::GetFlag(FLAGS_clients);
+  if (const std::string old_name = absl::GetFlag(FLAGS_auth_tokens);
+      !old_name.empty()) {
+    if (!options.clients.empty() && options.clients != old_name) {
+      return Fail("--clients and --auth_tokens (its old name) disagree");
+    }
+    options.clients = old_name;
+  }
+  options.allow_insecure_tokens = absl::GetFlag(FLAGS_allow_insecure_tokens);
+  options.allow_unauthenticated = absl::GetFlag(FLAGS_allow_unauthenticated);
   options.sandbox_latency = absl::GetFlag(FLAGS_sandbox_latency);
   options.sandbox_settle = absl::GetFlag(FLAGS_sandbox_settle);
+  if (absl::GetFlag(FLAGS_print_config)) {
+    PrintConfig();
+    return 0;
+  }
 
   // Signals are taken by sigwait below; every thread started from here on
   // inherits the blocked mask.
@@ -231,6 +275,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
@@ -249,7 +294,10 @@ int main(int argc, char** argv) {
   }
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    spdlog::info("received SIGHUP: reloading the clients file and TLS files");
+    (*server)->Reload();
+  }
   spdlog::info("received {}", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   (*server)->Shutdown();
   server->reset();

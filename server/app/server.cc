@@ -21,8 +21,10 @@
 #include "server/ledger/sqlite/sqlite_ledger.h"
 #include "server/observability/metrics.h"
 #include "server/sandbox/sandbox.h"
+#include "server/transport/auth.h"
 #include "server/transport/grpc_service.h"
 #include "server/transport/reflection_service.h"
+#include "server/transport/tls.h"
 #include "server/upstream/curl/curl_upstream.h"
 #include "spdlog/spdlog.h"
 
@@ -69,6 +71,38 @@ absl::Status CheckOptions(const ServerOptions& options) {
   return absl::OkStatus();
 }
 
+// The safe defaults of docs/security.md: bearer tokens never cross a network
+// in clear text, and a gateway reachable from other hosts knows its callers.
+absl::Status CheckExposure(const ServerOptions& options,
+                           const HostPort& listen) {
+  const bool loopback = IsLoopbackHost(listen.host);
+  const bool tls = !options.tls_cert.empty();
+  if (!options.clients.empty() && !tls) {
+    if (!options.allow_insecure_tokens) {
+      return absl::InvalidArgumentError(
+          "--clients without TLS would send bearer tokens in clear text: add "
+          "--tls_cert and --tls_key (or --allow_insecure_tokens for loopback "
+          "development)");
+    }
+    if (!loopback) {
+      return absl::InvalidArgumentError(
+          "--allow_insecure_tokens is for loopback development only: "
+          "--listen must be a loopback address");
+    }
+  }
+  if (options.clients.empty() && !loopback && !options.allow_unauthenticated) {
+    return absl::InvalidArgumentError(
+        "--listen is not a loopback address and there is no --clients: "
+        "anyone who reaches the port could send money (give --clients, or "
+        "--allow_unauthenticated to accept that)");
+  }
+  if (options.tls_cert.empty() && !options.tls_client_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  return absl::OkStatus();
+}
+
 class ServerImpl final : public Server {
  public:
   explicit ServerImpl(ServerOptions options) : options_(std::move(options)) {}
@@ -83,7 +117,39 @@ class ServerImpl final : public Server {
     if (!listen.ok()) return listen.status();
     absl::StatusOr<LedgerSpec> ledger_spec = ParseLedgerSpec(options_.ledger);
     if (!ledger_spec.ok()) return ledger_spec.status();
-    WarnNotYetInEffect();
+    if (absl::Status exposed = CheckExposure(options_, *listen);
+        !exposed.ok()) {
+      return exposed;
+    }
+    std::shared_ptr<const ClientRegistry> clients;
+    if (!options_.clients.empty()) {
+      absl::StatusOr<std::shared_ptr<const ClientRegistry>> loaded =
+          ClientRegistry::Load(options_.clients);
+      if (!loaded.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--clients: ", loaded.status().message()));
+      }
+      clients = *std::move(loaded);
+      spdlog::info("{} clients from {}", clients->clients().size(),
+                   options_.clients);
+    } else if (options_.allow_unauthenticated &&
+               !IsLoopbackHost(listen->host)) {
+      spdlog::warn(
+          "no --clients on a non-loopback address (--allow_unauthenticated): "
+          "every caller may send money");
+    }
+    authenticator_ =
+        std::make_unique<Authenticator>(std::move(clients), metrics_);
+    std::shared_ptr<grpc::ServerCredentials> credentials =
+        grpc::InsecureServerCredentials();
+    if (!options_.tls_cert.empty()) {
+      absl::StatusOr<std::unique_ptr<TlsCredentials>> tls =
+          TlsCredentials::Create(
+              {options_.tls_cert, options_.tls_key, options_.tls_client_ca});
+      if (!tls.ok()) return tls.status();
+      tls_ = *std::move(tls);
+      credentials = tls_->server_credentials();
+    }
 
     std::string aopay_url = options_.aopay_url;
     std::string registration = options_.registration_id;
@@ -157,9 +223,10 @@ class ServerImpl final : public Server {
     timer_ = std::make_unique<ThreadTimer>();
     service_ = std::make_unique<PayoutService>(
         *ledger_, *upstream_, *timer_, metrics_, std::move(service_options));
-    grpc_service_ = std::make_unique<GrpcPayoutService>(*service_, metrics_);
-    admin_service_ =
-        std::make_unique<GrpcPayoutAdminService>(*service_, metrics_);
+    grpc_service_ = std::make_unique<GrpcPayoutService>(
+        *service_, *authenticator_, metrics_);
+    admin_service_ = std::make_unique<GrpcPayoutAdminService>(
+        *service_, *authenticator_, metrics_);
     if (options_.reconcile_interval > absl::ZeroDuration()) {
       // Half the refresh bound: callers' RefreshPayout keeps the rest.
       reconciler_ =
@@ -201,8 +268,7 @@ class ServerImpl final : public Server {
     // is the same; it is stated here so that it stays so.)
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, INT_MAX);
     int selected_port = 0;
-    builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(),
-                             &selected_port);
+    builder.AddListeningPort(options_.listen, credentials, &selected_port);
     builder.RegisterService(grpc_service_.get());
     builder.RegisterService(admin_service_.get());
     reflection_->RegisterWith(builder);
@@ -222,6 +288,30 @@ class ServerImpl final : public Server {
   }
 
   std::string listening_address() const override { return listening_address_; }
+
+  void Reload() override {
+    if (!options_.clients.empty()) {
+      absl::StatusOr<std::shared_ptr<const ClientRegistry>> loaded =
+          ClientRegistry::Load(options_.clients);
+      if (loaded.ok()) {
+        spdlog::info("reloaded {}: {} clients", options_.clients,
+                     (*loaded)->clients().size());
+        authenticator_->Replace(*std::move(loaded));
+      } else {
+        spdlog::error("reload refused, the clients in use stay: {}",
+                      std::string(loaded.status().message()));
+      }
+    }
+    if (tls_ != nullptr) {
+      absl::StatusOr<std::string> served = tls_->Reload();
+      if (served.ok()) {
+        spdlog::info("reloaded the TLS certificate: {}", *served);
+      } else {
+        spdlog::error("TLS reload refused, the certificate in use stays: {}",
+                      std::string(served.status().message()));
+      }
+    }
+  }
   std::string metrics_address() const override { return metrics_address_; }
 
   void Shutdown() override {
@@ -263,20 +353,6 @@ class ServerImpl final : public Server {
     if (ledger_ != nullptr) ledger_->Close();
     if (callbacks_ != nullptr) callbacks_->Stop();
     if (sandbox_ != nullptr) sandbox_->Stop();
-  }
-
-  void WarnNotYetInEffect() {
-    const std::pair<const char*, const std::string*> later[] = {
-        {"tls_cert", &options_.tls_cert},
-        {"tls_key", &options_.tls_key},
-        {"tls_client_ca", &options_.tls_client_ca},
-        {"auth_tokens", &options_.auth_tokens},
-    };
-    for (const auto& [flag, value] : later) {
-      if (!value->empty()) {
-        spdlog::warn("--{} is set but not yet in effect in this version", flag);
-      }
-    }
   }
 
   void SetHealth(bool serving) {
@@ -359,6 +435,8 @@ class ServerImpl final : public Server {
   std::unique_ptr<CurlUpstream> upstream_;
   std::unique_ptr<ThreadTimer> timer_;  // stopped before the ledger closes
   std::unique_ptr<PayoutService> service_;
+  std::unique_ptr<Authenticator> authenticator_;
+  std::unique_ptr<TlsCredentials> tls_;  // outlives grpc_server_
   std::unique_ptr<GrpcPayoutService> grpc_service_;
   std::unique_ptr<GrpcPayoutAdminService> admin_service_;
   std::unique_ptr<Reconciler> reconciler_;

@@ -34,7 +34,13 @@ struct ServerOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
-  std::string auth_tokens;
+  // The clients file (docs/security.md); "" = everyone is the anonymous
+  // client, allowed on loopback only unless allow_unauthenticated.
+  std::string clients;
+  // --clients without TLS (loopback development only).
+  bool allow_insecure_tokens = false;
+  // No --clients on a non-loopback --listen.
+  bool allow_unauthenticated = false;
   // The in-process sandbox's knobs (aopay_url == "sandbox" only).
   absl::Duration sandbox_latency = absl::ZeroDuration();
   absl::Duration sandbox_settle = absl::Seconds(2);
@@ -55,6 +61,10 @@ class Server {
   virtual std::string listening_address() const = 0;
   // "HOST:PORT" of /metrics, or "" when disabled.
   virtual std::string metrics_address() const = 0;
+
+  // SIGHUP: re-reads the clients file and the TLS files. A file that does not
+  // parse or check is refused with a log line and the old one stays in use.
+  virtual void Reload() = 0;
 
   // Stops accepting calls, lets AOPay calls in flight finish and be recorded
   // (up to shutdown_grace), then closes the ledger. Idempotent; blocks.

@@ -36,12 +36,39 @@ std::optional<std::string> NonEmpty(const std::string& value) {
   return value;
 }
 
-// A ledger callback that hands the row's payout (or the error) to `done`.
+// India Standard Time: UTC+05:30 all year (no daylight saving since 1945),
+// so a fixed offset needs no time-zone database on the host.
+constexpr int kIndiaUtcOffsetSeconds = 5 * 3600 + 30 * 60;
+
+// The calendar day in India that `when` falls on, as [start, end).
+void IndianDay(absl::Time when, absl::Time& start, absl::Time& end) {
+  const absl::TimeZone india = absl::FixedTimeZone(kIndiaUtcOffsetSeconds);
+  const absl::CivilDay day = absl::ToCivilDay(when, india);
+  start = absl::FromCivil(day, india);
+  end = absl::FromCivil(day + 1, india);
+}
+
+// Whether `caller` may see `payout`: its own, or every one with read_all.
+bool Visible(const Client& caller, const Payout& payout) {
+  return caller.ReadsAll() || payout.client == caller.name;
+}
+
+// What a caller gets for a payout it may not see: the same NOT_FOUND as for
+// one that does not exist.
+absl::Status Hidden(const std::string& payout_id) {
+  return NotFoundError(absl::StrCat("Payout ", payout_id));
+}
+
+// A ledger callback that hands the row's payout (or the error) to `done`;
+// a payout `caller` may not see is NOT_FOUND.
 Ledger::Callback<absl::StatusOr<StoredPayout>> PayoutOf(
-    PayoutService::Callback<absl::StatusOr<Payout>> done) {
-  return [done = std::move(done)](absl::StatusOr<StoredPayout> stored) {
+    Client caller, PayoutService::Callback<absl::StatusOr<Payout>> done) {
+  return [caller = std::move(caller),
+          done = std::move(done)](absl::StatusOr<StoredPayout> stored) {
     if (!stored.ok()) {
       done(stored.status());
+    } else if (!Visible(caller, stored->payout)) {
+      done(Hidden(stored->payout.payout_id));
     } else {
       done(std::move(stored->payout));
     }
@@ -145,16 +172,20 @@ void PayoutService::LogOutcome(const Payout& payout, absl::Time started,
     if (found != details.metadata.end()) sub_code = found->second;
   }
   const bool recorded = !payout.payout_id.empty();
+  const std::string code = absl::StatusCodeToString(error.code());
+  metrics_.client_payouts.Increment({payout.client, code});
   spdlog::info(
-      "payout outcome payout_id={} request_id={} state={} duration_ms={} "
-      "account={} mode={} code={} reason={} upstream_sub_code={}",
+      "payout outcome payout_id={} request_id={} client={} state={} "
+      "duration_ms={} account={} mode={} code={} reason={} "
+      "upstream_sub_code={}",
       recorded ? std::string_view(payout.payout_id) : "-",
       std::string_view(payout.request_id),
+      payout.client.empty() ? std::string_view("-")
+                            : std::string_view(payout.client),
       recorded ? View(PayoutStateName(payout.state)) : "NOT_RECORDED",
       absl::ToInt64Milliseconds(clock_() - started),
       MaskAccount(payout.beneficiary.account_number),
-      View(TransferModeName(payout.mode)),
-      absl::StatusCodeToString(error.code()), reason, sub_code);
+      View(TransferModeName(payout.mode)), code, reason, sub_code);
 }
 
 void PayoutService::Apply(PayoutChange change, const char* op,
@@ -168,7 +199,7 @@ void PayoutService::Apply(PayoutChange change, const char* op,
       });
 }
 
-void PayoutService::Create(PayoutRequest request,
+void PayoutService::Create(PayoutRequest request, Client caller,
                            Callback<absl::StatusOr<Payout>> done) {
   const absl::Time started = clock_();
   absl::StatusOr<PayoutRequest> normalized =
@@ -176,6 +207,12 @@ void PayoutService::Create(PayoutRequest request,
   if (!normalized.ok()) {
     CountOutcome(request.mode, "invalid");
     done(normalized.status());
+    return;
+  }
+  if (caller.max_payout_paise.has_value() &&
+      normalized->amount_paise > *caller.max_payout_paise) {
+    RefuseOverMaximum(*std::move(normalized), std::move(caller), started,
+                      std::move(done));
     return;
   }
   if (absl::Status admitted = Begin(Work::kCreate, done); !admitted.ok()) {
@@ -193,26 +230,63 @@ void PayoutService::Create(PayoutRequest request,
   payout.mode = normalized->mode;
   payout.create_time = started;
   payout.update_time = started;
-  std::string fingerprint = RequestFingerprint(*normalized);
+  payout.client = std::move(caller.name);
 
   // The ledger keeps a copy; the callback keeps this one. The fingerprint is
   // needed again only for a replay, which recomputes it.
-  Payout recorded = payout;
+  InsertRequest insert;
+  insert.payout = payout;
+  insert.fingerprint = RequestFingerprint(*normalized);
+  if (caller.daily_paise.has_value()) {
+    insert.daily_limit = DailyLimit{*caller.daily_paise, {}, {}};
+    IndianDay(started, insert.daily_limit->day_start,
+              insert.daily_limit->day_end);
+  }
   const absl::Time submitted = clock_();
   ledger_.Insert(
-      InsertRequest{std::move(recorded), std::move(fingerprint), std::nullopt},
+      std::move(insert),
       [this, request = *std::move(normalized), payout = std::move(payout),
-       started, submitted,
+       started, submitted, daily_limit = caller.daily_paise,
        done = std::move(done)](absl::StatusOr<InsertResult> inserted) mutable {
         metrics_.ledger_write_duration.Observe({"insert"},
                                                clock_() - submitted);
-        OnInserted(std::move(request), std::move(payout), started,
+        OnInserted(std::move(request), std::move(payout), started, daily_limit,
                    std::move(inserted), std::move(done));
+      });
+}
+
+void PayoutService::RefuseOverMaximum(PayoutRequest request, Client caller,
+                                      absl::Time started,
+                                      Callback<absl::StatusOr<Payout>> done) {
+  const int64_t maximum = *caller.max_payout_paise;
+  std::string request_id = request.request_id;
+  ledger_.GetByRequestId(
+      std::move(caller.name), std::move(request_id),
+      [this, request = std::move(request), maximum, started,
+       done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
+        if (stored.ok()) {
+          done(Replay(*stored, RequestFingerprint(request)));
+          return;
+        }
+        if (stored.status().code() != absl::StatusCode::kNotFound) {
+          done(stored.status());
+          return;
+        }
+        CountOutcome(request.mode, "client_limit");
+        Payout refused;
+        refused.request_id = request.request_id;
+        refused.beneficiary = request.beneficiary;
+        refused.mode = request.mode;
+        absl::Status error =
+            ClientLimitExceededError("max_payout_paise", maximum);
+        LogOutcome(refused, started, error);
+        done(std::move(error));
       });
 }
 
 void PayoutService::OnInserted(PayoutRequest request, Payout payout,
                                absl::Time started,
+                               std::optional<int64_t> daily_limit,
                                absl::StatusOr<InsertResult> inserted,
                                Callback<absl::StatusOr<Payout>> done) {
   if (!inserted.ok()) {
@@ -220,6 +294,15 @@ void PayoutService::OnInserted(PayoutRequest request, Payout payout,
     spdlog::error("payout not recorded, nothing sent: request_id={} error={}",
                   payout.request_id, inserted.status().ToString());
     done(inserted.status());
+    return;
+  }
+  if (inserted->over_daily_limit) {
+    CountOutcome(payout.mode, "client_limit");
+    absl::Status error = ClientLimitExceededError(
+        "daily_paise", daily_limit.value_or(0) - inserted->spent_paise);
+    payout.payout_id.clear();  // not recorded
+    LogOutcome(payout, started, error);
+    done(std::move(error));
     return;
   }
   if (!inserted->inserted) {
@@ -461,26 +544,28 @@ absl::StatusOr<Payout> PayoutService::Replay(const StoredPayout& stored,
   return payout;
 }
 
-void PayoutService::GetByPayoutId(std::string payout_id,
+void PayoutService::GetByPayoutId(std::string payout_id, Client caller,
                                   Callback<absl::StatusOr<Payout>> done) {
   if (payout_id.empty()) {
     done(InvalidRequestError({{"payout_id", "is required"}}));
     return;
   }
-  ledger_.GetByPayoutId(std::move(payout_id), PayoutOf(std::move(done)));
+  ledger_.GetByPayoutId(std::move(payout_id),
+                        PayoutOf(std::move(caller), std::move(done)));
 }
 
-void PayoutService::GetByRequestId(std::string request_id,
+void PayoutService::GetByRequestId(std::string request_id, Client caller,
                                    Callback<absl::StatusOr<Payout>> done) {
   if (request_id.empty()) {
     done(InvalidRequestError({{"request_id", "is required"}}));
     return;
   }
-  ledger_.GetByRequestId(std::string(), std::move(request_id),
-                         PayoutOf(std::move(done)));
+  std::string client = caller.name;
+  ledger_.GetByRequestId(std::move(client), std::move(request_id),
+                         PayoutOf(std::move(caller), std::move(done)));
 }
 
-void PayoutService::List(ListQuery query,
+void PayoutService::List(ListQuery query, Client caller,
                          Callback<absl::StatusOr<ListPage>> done) {
   std::vector<FieldViolation> violations;
   if (query.page_size < 0) {
@@ -498,11 +583,27 @@ void PayoutService::List(ListQuery query,
   }
   if (query.page_size == 0) query.page_size = kDefaultPageSize;
   query.page_size = std::min(query.page_size, kMaxPageSize);
+  if (!caller.ReadsAll()) query.client = std::move(caller.name);
   ledger_.List(std::move(query), std::move(done));
 }
 
-void PayoutService::Refresh(std::string payout_id, std::string who,
+void PayoutService::Refresh(std::string payout_id, Client caller,
                             Callback<absl::StatusOr<Payout>> done) {
+  std::string who = caller.name.empty()
+                        ? std::string("refresh")
+                        : absl::StrCat("refresh by ", caller.name);
+  RefreshAs(std::move(payout_id), std::move(who), std::move(caller),
+            std::move(done));
+}
+
+void PayoutService::Reconcile(std::string payout_id,
+                              Callback<absl::StatusOr<Payout>> done) {
+  RefreshAs(std::move(payout_id), "reconciler", std::nullopt, std::move(done));
+}
+
+void PayoutService::RefreshAs(std::string payout_id, std::string who,
+                              std::optional<Client> caller,
+                              Callback<absl::StatusOr<Payout>> done) {
   if (payout_id.empty()) {
     done(InvalidRequestError({{"payout_id", "is required"}}));
     return;
@@ -513,10 +614,14 @@ void PayoutService::Refresh(std::string payout_id, std::string who,
   }
   ledger_.GetByPayoutId(
       std::move(payout_id),
-      [this, who = std::move(who),
+      [this, who = std::move(who), caller = std::move(caller),
        done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
         if (!stored.ok()) {
           done(stored.status());
+          return;
+        }
+        if (caller.has_value() && !Visible(*caller, stored->payout)) {
+          done(Hidden(stored->payout.payout_id));
           return;
         }
         if (stored->payout.transaction_id.empty()) {
@@ -607,10 +712,11 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
                               " payout cannot move there; nothing changed");
   }
 
-  Apply(std::move(change), "refresh", PayoutOf(std::move(done)));
+  Apply(std::move(change), "refresh",
+        PayoutOf(AnonymousClient(), std::move(done)));
 }
 
-void PayoutService::Resolve(ResolveRequest request,
+void PayoutService::Resolve(ResolveRequest request, Client caller,
                             Callback<absl::StatusOr<Payout>> done) {
   std::vector<FieldViolation> violations;
   if (request.payout_id.empty()) {
@@ -639,7 +745,7 @@ void PayoutService::Resolve(ResolveRequest request,
   std::string payout_id = request.payout_id;
   ledger_.GetByPayoutId(
       std::move(payout_id),
-      [this, request = std::move(request),
+      [this, request = std::move(request), caller = std::move(caller),
        done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
         if (!stored.ok()) {
           done(stored.status());
@@ -672,13 +778,17 @@ void PayoutService::Resolve(ResolveRequest request,
         change.response = absl::OkStatus();
         change.why = absl::StrCat("resolved by an operator to ",
                                   PayoutStateName(request.state));
-        change.who = absl::StrCat("operator: ", request.note);
+        change.who =
+            caller.name.empty()
+                ? absl::StrCat("operator: ", request.note)
+                : absl::StrCat("operator ", caller.name, ": ", request.note);
         change.time = clock_();
         spdlog::info("payout resolved by operator: payout_id={} from={} to={}",
                      payout.payout_id,
                      std::string(PayoutStateName(payout.state)),
                      std::string(PayoutStateName(request.state)));
-        Apply(std::move(change), "resolve", PayoutOf(std::move(done)));
+        Apply(std::move(change), "resolve",
+              PayoutOf(AnonymousClient(), std::move(done)));
       });
 }
 

@@ -13,11 +13,13 @@
 #include <cstddef>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clients.h"
 #include "common/errors.h"
 #include "common/limits.h"
 #include "common/payout.h"
@@ -80,24 +82,37 @@ class PayoutService {
   PayoutService(const PayoutService&) = delete;
   PayoutService& operator=(const PayoutService&) = delete;
 
-  // CreatePayout (docs/api.md, docs/errors.md, docs/idempotency.md).
-  void Create(PayoutRequest request, Callback<absl::StatusOr<Payout>> done);
+  // Every call names its caller, already authenticated and allowed the
+  // call's scope by the transport (docs/security.md). A caller that may not
+  // read every client's payouts sees only its own: another client's payout
+  // is NOT_FOUND, exactly as a missing one.
 
-  void GetByPayoutId(std::string payout_id,
+  // CreatePayout (docs/api.md, docs/errors.md, docs/idempotency.md). The
+  // idempotency key is (registration, caller, request_id); the caller's
+  // limits are checked before anything is recorded or sent, the daily one
+  // atomically with the intent.
+  void Create(PayoutRequest request, Client caller,
+              Callback<absl::StatusOr<Payout>> done);
+
+  void GetByPayoutId(std::string payout_id, Client caller,
                      Callback<absl::StatusOr<Payout>> done);
-  void GetByRequestId(std::string request_id,
+  // The caller's own request ids only.
+  void GetByRequestId(std::string request_id, Client caller,
                       Callback<absl::StatusOr<Payout>> done);
   // page_size 0 means kDefaultPageSize; more than kMaxPageSize is cut to it;
   // negative is invalid.
-  void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done);
+  void List(ListQuery query, Client caller,
+            Callback<absl::StatusOr<ListPage>> done);
 
   // Asks AOPay's status endpoint and records what it says (docs/aopay.md).
-  // `who` names the caller in the event ("refresh", "reconciler").
-  void Refresh(std::string payout_id, std::string who,
+  void Refresh(std::string payout_id, Client caller,
                Callback<absl::StatusOr<Payout>> done);
+  // The same for the background reconciler (the event says "reconciler").
+  void Reconcile(std::string payout_id, Callback<absl::StatusOr<Payout>> done);
 
   // An operator's outcome for an UNKNOWN or ACCEPTED payout.
-  void Resolve(ResolveRequest request, Callback<absl::StatusOr<Payout>> done);
+  void Resolve(ResolveRequest request, Client caller,
+               Callback<absl::StatusOr<Payout>> done);
 
   // From now on Create and Refresh fail with UNAVAILABLE (SHUTTING_DOWN).
   void Drain();
@@ -111,7 +126,17 @@ class PayoutService {
   size_t Unrecorded() const;
 
  private:
+  void RefreshAs(std::string payout_id, std::string who,
+                 std::optional<Client> caller,
+                 Callback<absl::StatusOr<Payout>> done);
+  // What a caller over its max_payout_paise gets: the recorded payout when
+  // the request id is already taken (a replay never contradicts the first
+  // answer), else CLIENT_LIMIT_EXCEEDED.
+  void RefuseOverMaximum(PayoutRequest request, Client caller,
+                         absl::Time started,
+                         Callback<absl::StatusOr<Payout>> done);
   void OnInserted(PayoutRequest request, Payout payout, absl::Time started,
+                  std::optional<int64_t> daily_limit,
                   absl::StatusOr<InsertResult> inserted,
                   Callback<absl::StatusOr<Payout>> done);
   void OnPayoutAnswer(Payout payout, absl::Time started,

@@ -25,9 +25,10 @@ void Reconciler::Tick(absl::Time now) {
   }
   query.states = {PayoutState::kAccepted};
   query.page_size = kPageSize;
-  service_.List(std::move(query), [this, now](absl::StatusOr<ListPage> page) {
-    OnPage(now, std::move(page));
-  });
+  service_.List(std::move(query), AnonymousClient(),
+                [this, now](absl::StatusOr<ListPage> page) {
+                  OnPage(now, std::move(page));
+                });
 }
 
 void Reconciler::OnPage(absl::Time now, absl::StatusOr<ListPage> page) {
@@ -72,10 +73,10 @@ void Reconciler::StartMore(absl::Time now) {
     }
   }
   for (const std::string& payout_id : starting) {
-    service_.Refresh(payout_id, "reconciler",
-                     [this, payout_id, now](absl::StatusOr<Payout> payout) {
-                       OnRefreshed(payout_id, now, payout);
-                     });
+    service_.Reconcile(payout_id,
+                       [this, payout_id, now](absl::StatusOr<Payout> payout) {
+                         OnRefreshed(payout_id, now, payout);
+                       });
   }
 }
 

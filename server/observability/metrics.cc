@@ -129,6 +129,8 @@ std::string Metrics::Render() const {
   rpcs.Render(&out);
   rpc_duration.Render(&out);
   ledger_write_duration.Render(&out);
+  client_payouts.Render(&out);
+  auth_failures.Render(&out);
   status_not_understood.Render(&out);
   status_contradictions.Render(&out);
   absl::MutexLock lock(&mu_);

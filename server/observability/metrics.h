@@ -94,6 +94,16 @@ class Metrics {
       "Status answers that contradict a payout's final state (e.g. SUCCESS "
       "for a FAILED payout); each needs a person.",
       {"from", "to"}};
+  // client: the clients file's name ("" without --clients), a bounded set;
+  // code: the gRPC code the caller got.
+  CounterFamily client_payouts{"client_payouts_total",
+                               "CreatePayout outcomes by client and gRPC code.",
+                               {"client", "code"}};
+  // reason: missing, malformed, unknown_token, unknown_certificate, scope.
+  CounterFamily auth_failures{
+      "auth_failures_total",
+      "Calls refused before any work: UNAUTHENTICATED or PERMISSION_DENIED.",
+      {"reason"}};
   CounterFamily status_not_understood{
       "aopay_status_answers_not_understood_total",
       "Status-endpoint answers the gateway could not map to a state.",

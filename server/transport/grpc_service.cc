@@ -1,6 +1,7 @@
 #include "server/transport/grpc_service.h"
 
 #include <deque>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -65,8 +66,11 @@ class BatchReactor final
  public:
   static constexpr size_t kMaxBacklog = 64;
 
-  BatchReactor(PayoutService& service, Metrics& metrics)
-      : service_(service), metrics_(metrics), started_(absl::Now()) {
+  BatchReactor(PayoutService& service, Metrics& metrics, Client caller)
+      : service_(service),
+        metrics_(metrics),
+        caller_(std::move(caller)),
+        started_(absl::Now()) {
     StartRead(&request_);
   }
 
@@ -91,7 +95,7 @@ class BatchReactor final
       read_more = Backlog() < kMaxBacklog;
       read_paused_ = !read_more;
     }
-    service_.Create(std::move(request),
+    service_.Create(std::move(request), caller_,
                     [this, request_id = std::move(request_id)](
                         absl::StatusOr<Payout> payout) {
                       OnCreated(request_id, std::move(payout));
@@ -195,6 +199,7 @@ class BatchReactor final
 
   PayoutService& service_;
   Metrics& metrics_;
+  const Client caller_;
   const absl::Time started_;
   // Written by the one read in progress; read only in OnReadDone.
   v1::CreatePayoutRequest request_;
@@ -213,18 +218,50 @@ class BatchReactor final
   bool done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// A stream refused before any work (UNAUTHENTICATED, PERMISSION_DENIED).
+class RefusedStream final
+    : public grpc::ServerBidiReactor<v1::CreatePayoutRequest,
+                                     v1::BatchCreatePayoutsResponse> {
+ public:
+  RefusedStream(Metrics& metrics, const absl::Status& status) {
+    metrics.rpcs.Increment(
+        {"BatchCreatePayouts", absl::StatusCodeToString(status.code())});
+    Finish(ToGrpcStatus(status));
+  }
+  void OnDone() override { delete this; }
+};
+
+// Finds the caller and checks `scope`; on refusal finishes the call.
+std::optional<Client> Admit(const Authenticator& auth,
+                            grpc::CallbackServerContext* context, Scope scope,
+                            const UnaryFinisher& finisher,
+                            absl::string_view method) {
+  absl::StatusOr<Client> caller = auth.Authorize(*context, scope, method);
+  if (!caller.ok()) {
+    finisher.Finish(caller.status());
+    return std::nullopt;
+  }
+  return *std::move(caller);
+}
+
 }  // namespace
 
-GrpcPayoutService::GrpcPayoutService(PayoutService& service, Metrics& metrics)
-    : service_(service), metrics_(metrics) {}
+GrpcPayoutService::GrpcPayoutService(PayoutService& service,
+                                     const Authenticator& auth,
+                                     Metrics& metrics)
+    : service_(service), auth_(auth), metrics_(metrics) {}
 
 grpc::ServerUnaryReactor* GrpcPayoutService::CreatePayout(
     grpc::CallbackServerContext* context,
     const v1::CreatePayoutRequest* request, v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
+  std::optional<Client> caller =
+      Admit(auth_, context, kScopeWrite,
+            UnaryFinisher(metrics_, "CreatePayout", reactor), "CreatePayout");
+  if (!caller) return reactor;
   // The caller's deadline or cancellation does not reach the service: an
   // AOPay call that has started runs to its own timeout and is recorded.
-  service_.Create(FromProto(*request),
+  service_.Create(FromProto(*request), *std::move(caller),
                   PayoutResponder(metrics_, "CreatePayout", reactor, response));
   return reactor;
 }
@@ -233,11 +270,17 @@ grpc::ServerUnaryReactor* GrpcPayoutService::GetPayout(
     grpc::CallbackServerContext* context, const v1::GetPayoutRequest* request,
     v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
+  std::optional<Client> caller =
+      Admit(auth_, context, kScopeRead,
+            UnaryFinisher(metrics_, "GetPayout", reactor), "GetPayout");
+  if (!caller) return reactor;
   auto done = PayoutResponder(metrics_, "GetPayout", reactor, response);
   if (request->key_case() == v1::GetPayoutRequest::kRequestId) {
-    service_.GetByRequestId(request->request_id(), std::move(done));
+    service_.GetByRequestId(request->request_id(), *std::move(caller),
+                            std::move(done));
   } else {
-    service_.GetByPayoutId(request->payout_id(), std::move(done));
+    service_.GetByPayoutId(request->payout_id(), *std::move(caller),
+                           std::move(done));
   }
   return reactor;
 }
@@ -246,13 +289,17 @@ grpc::ServerUnaryReactor* GrpcPayoutService::ListPayouts(
     grpc::CallbackServerContext* context, const v1::ListPayoutsRequest* request,
     v1::ListPayoutsResponse* response) {
   auto* reactor = context->DefaultReactor();
+  std::optional<Client> caller =
+      Admit(auth_, context, kScopeRead,
+            UnaryFinisher(metrics_, "ListPayouts", reactor), "ListPayouts");
+  if (!caller) return reactor;
   ListQuery query;
   for (int state : request->states()) {
     query.states.push_back(FromProto(static_cast<v1::PayoutState>(state)));
   }
   query.page_size = request->page_size();
   query.page_token = request->page_token();
-  service_.List(std::move(query),
+  service_.List(std::move(query), *std::move(caller),
                 [finisher = UnaryFinisher(metrics_, "ListPayouts", reactor),
                  response](absl::StatusOr<ListPage> page) {
                   if (page.ok()) {
@@ -270,33 +317,45 @@ grpc::ServerUnaryReactor* GrpcPayoutService::RefreshPayout(
     grpc::CallbackServerContext* context,
     const v1::RefreshPayoutRequest* request, v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
+  std::optional<Client> caller =
+      Admit(auth_, context, kScopeWrite,
+            UnaryFinisher(metrics_, "RefreshPayout", reactor), "RefreshPayout");
+  if (!caller) return reactor;
   service_.Refresh(
-      request->payout_id(), "refresh",
+      request->payout_id(), *std::move(caller),
       PayoutResponder(metrics_, "RefreshPayout", reactor, response));
   return reactor;
 }
 
 grpc::ServerBidiReactor<v1::CreatePayoutRequest,
                         v1::BatchCreatePayoutsResponse>*
-GrpcPayoutService::BatchCreatePayouts(grpc::CallbackServerContext*) {
-  return new BatchReactor(service_, metrics_);
+GrpcPayoutService::BatchCreatePayouts(grpc::CallbackServerContext* context) {
+  absl::StatusOr<Client> caller =
+      auth_.Authorize(*context, kScopeWrite, "BatchCreatePayouts");
+  if (!caller.ok()) return new RefusedStream(metrics_, caller.status());
+  return new BatchReactor(service_, metrics_, *std::move(caller));
 }
 
 GrpcPayoutAdminService::GrpcPayoutAdminService(PayoutService& service,
+                                               const Authenticator& auth,
                                                Metrics& metrics)
-    : service_(service), metrics_(metrics) {}
+    : service_(service), auth_(auth), metrics_(metrics) {}
 
 grpc::ServerUnaryReactor* GrpcPayoutAdminService::ResolvePayout(
     grpc::CallbackServerContext* context,
     const v1::ResolvePayoutRequest* request, v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
+  std::optional<Client> caller =
+      Admit(auth_, context, kScopeAdmin,
+            UnaryFinisher(metrics_, "ResolvePayout", reactor), "ResolvePayout");
+  if (!caller) return reactor;
   ResolveRequest resolve;
   resolve.payout_id = request->payout_id();
   resolve.state = FromProto(request->state());
   resolve.transaction_id = request->transaction_id();
   resolve.note = request->note();
   service_.Resolve(
-      std::move(resolve),
+      std::move(resolve), *std::move(caller),
       PayoutResponder(metrics_, "ResolvePayout", reactor, response));
   return reactor;
 }

@@ -1,23 +1,26 @@
 #ifndef AOPAY_SERVER_TRANSPORT_GRPC_SERVICE_H_
 #define AOPAY_SERVER_TRANSPORT_GRPC_SERVICE_H_
 
-// The gRPC services: thin adapters on the callback API. Each method converts
-// proto -> domain, calls one PayoutService operation and converts the result
-// back with ToGrpcStatus(). Nothing here blocks a gRPC thread: the operation
-// finishes the reactor from a thread that runs ledger callbacks or from the
-// upstream client's loop.
+// The gRPC services: thin adapters on the callback API. Each method first
+// finds the caller and checks its scope (auth.h), before any other work; then
+// converts proto -> domain, calls one PayoutService operation with the caller
+// and converts the result back with ToGrpcStatus(). Nothing here blocks a gRPC
+// thread: the operation finishes the reactor from a thread that runs ledger
+// callbacks or from the upstream client's loop.
 
 #include "aopay/payout/v1/payout.grpc.pb.h"
 #include "server/flow/payout_service.h"
 #include "server/observability/metrics.h"
+#include "server/transport/auth.h"
 
 namespace aopay {
 
 class GrpcPayoutService final
     : public payout::v1::PayoutService::CallbackService {
  public:
-  // Both must outlive the service.
-  GrpcPayoutService(PayoutService& service, Metrics& metrics);
+  // All must outlive the service.
+  GrpcPayoutService(PayoutService& service, const Authenticator& auth,
+                    Metrics& metrics);
 
   grpc::ServerUnaryReactor* CreatePayout(
       grpc::CallbackServerContext* context,
@@ -41,13 +44,15 @@ class GrpcPayoutService final
 
  private:
   PayoutService& service_;
+  const Authenticator& auth_;
   Metrics& metrics_;
 };
 
 class GrpcPayoutAdminService final
     : public payout::v1::PayoutAdminService::CallbackService {
  public:
-  GrpcPayoutAdminService(PayoutService& service, Metrics& metrics);
+  GrpcPayoutAdminService(PayoutService& service, const Authenticator& auth,
+                         Metrics& metrics);
 
   grpc::ServerUnaryReactor* ResolvePayout(
       grpc::CallbackServerContext* context,
@@ -56,6 +61,7 @@ class GrpcPayoutAdminService final
 
  private:
   PayoutService& service_;
+  const Authenticator& auth_;
   Metrics& metrics_;
 };
 

@@ -94,6 +94,7 @@ void ToProto(const Payout& payout, v1::Payout* out) {
     *out->mutable_failure() = ToRpcStatus(payout.failure);
   ToTimestamp(payout.create_time, out->mutable_create_time());
   ToTimestamp(payout.update_time, out->mutable_update_time());
+  out->set_client(payout.client);
 }
 
 }  // namespace aopay

@@ -244,9 +244,9 @@ class PayoutServiceTest : public ::testing::Test {
   std::shared_ptr<std::optional<absl::StatusOr<Payout>>> Create(
       PayoutRequest request) {
     auto result = std::make_shared<std::optional<absl::StatusOr<Payout>>>();
-    service_->Create(std::move(request), [result](absl::StatusOr<Payout> r) {
-      *result = std::move(r);
-    });
+    service_->Create(
+        std::move(request), AnonymousClient(),
+        [result](absl::StatusOr<Payout> r) { *result = std::move(r); });
     return result;
   }
 
@@ -420,11 +420,11 @@ TEST_F(PayoutServiceTest, RefreshesHaveTheirOwnBound) {
   const std::string id = ledger_.only().payout.payout_id;
   int answered = 0;
   for (int i = 0; i < 2; ++i) {
-    service_->Refresh(id, "refresh",
+    service_->Refresh(id, AnonymousClient(),
                       [&](absl::StatusOr<Payout>) { ++answered; });
   }
   absl::StatusOr<Payout> third =
-      Call(&PayoutService::Refresh, id, std::string("refresh"));
+      Call(&PayoutService::Refresh, id, AnonymousClient());
   EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(GetErrorDetails(third.status()).reason, "OVERLOADED");
   EXPECT_EQ(upstream_.calls.size(), 2u);
@@ -435,7 +435,8 @@ TEST_F(PayoutServiceTest, RefreshesHaveTheirOwnBound) {
 
   upstream_.Answer(Http(200, R"({"resourceData":{"status":"PDNG"}})"));
   EXPECT_EQ(answered, 1);
-  service_->Refresh(id, "refresh", [&](absl::StatusOr<Payout>) { ++answered; });
+  service_->Refresh(id, AnonymousClient(),
+                    [&](absl::StatusOr<Payout>) { ++answered; });
   EXPECT_EQ(upstream_.calls.size(), 3u);
 }
 
@@ -467,7 +468,8 @@ TEST_F(PayoutServiceTest, TheReconcilerStaysWithinItsWindow) {
   accepted.states = {PayoutState::kAccepted};
   absl::StatusOr<ListPage> left;
   service_->List(
-      accepted, [&](absl::StatusOr<ListPage> page) { left = std::move(page); });
+      accepted, AnonymousClient(),
+      [&](absl::StatusOr<ListPage> page) { left = std::move(page); });
   ASSERT_TRUE(left.ok());
   EXPECT_TRUE(left->payouts.empty());
 }
@@ -476,12 +478,12 @@ TEST_F(PayoutServiceTest, SuccessReportedForAFailedPayoutIsCountedAndLogged) {
   auto created = Create(ValidRequest());
   upstream_.Answer(Http(200, kAccepted));
   const std::string id = ledger_.only().payout.payout_id;
-  service_->Refresh(id, "refresh", [](absl::StatusOr<Payout>) {});
+  service_->Refresh(id, AnonymousClient(), [](absl::StatusOr<Payout>) {});
   upstream_.Answer(Http(200, R"({"resourceData":{"status":"RJCT"}})"));
   ASSERT_EQ(ledger_.only().payout.state, PayoutState::kFailed);
 
   absl::StatusOr<Payout> refreshed;
-  service_->Refresh(id, "refresh", [&](absl::StatusOr<Payout> r) {
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
     refreshed = std::move(r);
   });
   upstream_.Answer(Http(200, R"({"resourceData":{"status":"SUCCESS"}})"));
@@ -619,7 +621,7 @@ TEST_P(RefreshTest, MovesOnlyWhereTheContractAllows) {
   }
 
   std::optional<absl::StatusOr<Payout>> refreshed;
-  service_->Refresh(id, "refresh", [&](absl::StatusOr<Payout> r) {
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
     refreshed = std::move(r);
   });
   ASSERT_EQ(upstream_.calls.size(), 1u);
@@ -688,7 +690,7 @@ TEST_F(PayoutServiceTest, RefreshNeedsATransactionId) {
   ASSERT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
   absl::StatusOr<Payout> refreshed =
       Call(&PayoutService::Refresh, ledger_.only().payout.payout_id,
-           std::string("refresh"));
+           AnonymousClient());
   EXPECT_EQ(GetErrorDetails(refreshed.status()).reason, "NO_TRANSACTION_ID");
 }
 
@@ -704,7 +706,8 @@ TEST_F(PayoutServiceTest, ResolveToAcceptedNeedsAValidTransactionId) {
   request.payout_id = id;
   request.state = PayoutState::kAccepted;
   request.note = "AOPay support confirmed by phone";
-  absl::StatusOr<Payout> resolved = Call(&PayoutService::Resolve, request);
+  absl::StatusOr<Payout> resolved =
+      Call(&PayoutService::Resolve, request, AnonymousClient());
   EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
   ASSERT_EQ(GetErrorDetails(resolved.status()).violations.size(), 1u);
   EXPECT_EQ(GetErrorDetails(resolved.status()).violations[0].field,
@@ -712,14 +715,14 @@ TEST_F(PayoutServiceTest, ResolveToAcceptedNeedsAValidTransactionId) {
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
 
   request.transaction_id = std::string("TERF\x01\n", 6);
-  resolved = Call(&PayoutService::Resolve, request);
+  resolved = Call(&PayoutService::Resolve, request, AnonymousClient());
   EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
   request.transaction_id = std::string(129, 'T');
-  resolved = Call(&PayoutService::Resolve, request);
+  resolved = Call(&PayoutService::Resolve, request, AnonymousClient());
   EXPECT_EQ(resolved.status().code(), absl::StatusCode::kInvalidArgument);
 
   request.transaction_id = "TERF555";
-  resolved = Call(&PayoutService::Resolve, request);
+  resolved = Call(&PayoutService::Resolve, request, AnonymousClient());
   ASSERT_TRUE(resolved.ok()) << resolved.status();
   EXPECT_EQ(resolved->state, PayoutState::kAccepted);
   EXPECT_EQ(resolved->transaction_id, "TERF555");
@@ -733,7 +736,8 @@ TEST_F(PayoutServiceTest, ResolveChecksItsInputAndTheTransition) {
   ResolveRequest bad;
   bad.payout_id = id;
   bad.state = PayoutState::kPending;
-  absl::StatusOr<Payout> refused = Call(&PayoutService::Resolve, bad);
+  absl::StatusOr<Payout> refused =
+      Call(&PayoutService::Resolve, bad, AnonymousClient());
   ASSERT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(GetErrorDetails(refused.status()).violations.size(), 2u);
 
@@ -741,7 +745,8 @@ TEST_F(PayoutServiceTest, ResolveChecksItsInputAndTheTransition) {
   good.payout_id = id;
   good.state = PayoutState::kFailed;
   good.note = "bank confirmed it bounced";
-  absl::StatusOr<Payout> resolved = Call(&PayoutService::Resolve, good);
+  absl::StatusOr<Payout> resolved =
+      Call(&PayoutService::Resolve, good, AnonymousClient());
   ASSERT_TRUE(resolved.ok()) << resolved.status();
   EXPECT_EQ(resolved->state, PayoutState::kFailed);
   EXPECT_EQ(GetErrorDetails(resolved->failure).reason, "RESOLVED_BY_OPERATOR");
@@ -752,7 +757,8 @@ TEST_F(PayoutServiceTest, ResolveChecksItsInputAndTheTransition) {
   ASSERT_TRUE(replay->has_value() && (*replay)->ok());
   EXPECT_EQ((**replay)->state, PayoutState::kFailed);
 
-  absl::StatusOr<Payout> again = Call(&PayoutService::Resolve, good);
+  absl::StatusOr<Payout> again =
+      Call(&PayoutService::Resolve, good, AnonymousClient());
   EXPECT_EQ(GetErrorDetails(again.status()).reason, "INVALID_TRANSITION");
 }
 
@@ -760,15 +766,15 @@ TEST_F(PayoutServiceTest, ListBoundsThePageSize) {
   std::optional<absl::StatusOr<ListPage>> page;
   ListQuery query;
   query.page_size = 0;
-  service_->List(query,
+  service_->List(query, AnonymousClient(),
                  [&](absl::StatusOr<ListPage> p) { page = std::move(p); });
   EXPECT_EQ(ledger_.last_query->page_size, 50);
   query.page_size = 9000;
-  service_->List(query,
+  service_->List(query, AnonymousClient(),
                  [&](absl::StatusOr<ListPage> p) { page = std::move(p); });
   EXPECT_EQ(ledger_.last_query->page_size, 500);
   query.page_size = -1;
-  service_->List(query,
+  service_->List(query, AnonymousClient(),
                  [&](absl::StatusOr<ListPage> p) { page = std::move(p); });
   EXPECT_EQ(page->status().code(), absl::StatusCode::kInvalidArgument);
 }

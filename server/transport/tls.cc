@@ -1,0 +1,243 @@
+#include "server/transport/tls.h"
+
+#include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "grpcpp/security/tls_credentials_options.h"
+
+namespace aopay {
+namespace {
+
+// How often gRPC re-reads the private copies.
+constexpr unsigned int kRefreshSeconds = 1;
+
+struct BioDeleter {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Deleter {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct KeyDeleter {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+using KeyPtr = std::unique_ptr<EVP_PKEY, KeyDeleter>;
+
+absl::StatusOr<std::string> ReadFile(const char* flag,
+                                     const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": cannot read ", path));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+BioPtr MemoryBio(const std::string& pem) {
+  return BioPtr(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+}
+
+// Every certificate in `pem`, in order; none when it holds none.
+std::vector<X509Ptr> Certificates(const std::string& pem) {
+  std::vector<X509Ptr> out;
+  BioPtr bio = MemoryBio(pem);
+  while (bio != nullptr) {
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (cert == nullptr) break;
+    out.push_back(std::move(cert));
+  }
+  return out;
+}
+
+std::string Describe(X509* cert) {
+  char subject[256] = {};
+  X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+  BioPtr out(BIO_new(BIO_s_mem()));
+  std::string not_after = "?";
+  if (out != nullptr && ASN1_TIME_print(out.get(), X509_get0_notAfter(cert))) {
+    char* data = nullptr;
+    const long size = BIO_get_mem_data(out.get(), &data);
+    not_after.assign(data, static_cast<size_t>(size));
+  }
+  return absl::StrCat("subject ", subject, ", valid until ", not_after);
+}
+
+struct CheckedFiles {
+  std::string cert;
+  std::string key;
+  std::string client_ca;
+  std::string description;
+};
+
+absl::StatusOr<CheckedFiles> ReadAndCheck(const TlsFiles& files) {
+  CheckedFiles out;
+  absl::StatusOr<std::string> cert = ReadFile("tls_cert", files.cert);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFile("tls_key", files.key);
+  if (!key.ok()) return key.status();
+  std::vector<X509Ptr> chain = Certificates(*cert);
+  if (chain.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert: no PEM certificate in ", files.cert));
+  }
+  BioPtr key_bio = MemoryBio(*key);
+  KeyPtr private_key(
+      key_bio == nullptr
+          ? nullptr
+          : PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  if (private_key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls_key: no unencrypted PEM private key in ", files.key));
+  }
+  if (X509_check_private_key(chain.front().get(), private_key.get()) != 1) {
+    return absl::InvalidArgumentError(
+        "--tls_key does not match the certificate of --tls_cert");
+  }
+  if (!files.client_ca.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile("tls_client_ca", files.client_ca);
+    if (!ca.ok()) return ca.status();
+    if (Certificates(*ca).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tls_client_ca: no PEM certificate in ", files.client_ca));
+    }
+    out.client_ca = *std::move(ca);
+  }
+  out.description = Describe(chain.front().get());
+  out.cert = *std::move(cert);
+  out.key = *std::move(key);
+  return out;
+}
+
+// Writes `text` to dir/name through a temporary file and a rename, so a
+// reader sees the old file or the new one, never part of one.
+absl::Status WriteAtomically(const std::string& dir, const char* name,
+                             const std::string& text) {
+  const std::string path = absl::StrCat(dir, "/", name);
+  const std::string temporary = absl::StrCat(path, ".new");
+  const int fd =
+      open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot write ", temporary, ": ", std::strerror(errno)));
+  }
+  size_t written = 0;
+  while (written < text.size()) {
+    const ssize_t n = write(fd, text.data() + written, text.size() - written);
+    if (n <= 0) {
+      close(fd);
+      return absl::InternalError(absl::StrCat("cannot write ", temporary));
+    }
+    written += static_cast<size_t>(n);
+  }
+  close(fd);
+  if (rename(temporary.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", temporary));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+TlsCredentials::TlsCredentials(TlsFiles files, std::string dir)
+    : files_(std::move(files)), dir_(std::move(dir)) {}
+
+TlsCredentials::~TlsCredentials() {
+  credentials_.reset();
+  for (const char* name : {"cert.pem", "key.pem", "client_ca.pem"}) {
+    const std::string path = absl::StrCat(dir_, "/", name);
+    unlink(path.c_str());
+  }
+  rmdir(dir_.c_str());
+}
+
+absl::StatusOr<std::unique_ptr<TlsCredentials>> TlsCredentials::Create(
+    TlsFiles files) {
+  if (files.cert.empty() != files.key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together: give both or neither");
+  }
+  if (files.cert.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = absl::StrCat(
+      tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/payout-tls-XXXXXX");
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return absl::InternalError(
+        absl::StrCat("cannot make a private directory for the TLS files: ",
+                     std::strerror(errno)));
+  }
+  std::unique_ptr<TlsCredentials> tls(
+      new TlsCredentials(std::move(files), std::move(pattern)));
+  absl::StatusOr<std::string> staged = tls->Stage();
+  if (!staged.ok()) return staged.status();
+
+  const bool mutual = !tls->files_.client_ca.empty();
+  auto provider =
+      std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+          absl::StrCat(tls->dir_, "/key.pem"),
+          absl::StrCat(tls->dir_, "/cert.pem"),
+          mutual ? absl::StrCat(tls->dir_, "/client_ca.pem") : std::string(),
+          kRefreshSeconds);
+  grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_identity_key_cert_pairs();
+  if (mutual) {
+    options.watch_root_certs();
+    options.set_cert_request_type(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  } else {
+    options.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  }
+  tls->credentials_ = grpc::experimental::TlsServerCredentials(options);
+  if (tls->credentials_ == nullptr) {
+    return absl::InternalError("gRPC refused the TLS options");
+  }
+  return tls;
+}
+
+absl::StatusOr<std::string> TlsCredentials::Stage() {
+  absl::StatusOr<CheckedFiles> checked = ReadAndCheck(files_);
+  if (!checked.ok()) return checked.status();
+  // The CA and the key before the certificate: gRPC pairs a key with a
+  // certificate only when they match, so a refresh between two renames
+  // keeps the old pair.
+  if (!checked->client_ca.empty()) {
+    if (absl::Status s =
+            WriteAtomically(dir_, "client_ca.pem", checked->client_ca);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = WriteAtomically(dir_, "key.pem", checked->key);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = WriteAtomically(dir_, "cert.pem", checked->cert);
+      !s.ok()) {
+    return s;
+  }
+  return checked->description;
+}
+
+absl::StatusOr<std::string> TlsCredentials::Reload() { return Stage(); }
+
+}  // namespace aopay
