@@ -1,0 +1,554 @@
+// Security end to end (docs/security.md): TLS and mTLS with certificates made
+// at test time by the openssl command, bearer tokens, scopes, per-client
+// isolation of reads and request ids, limits that cannot be raced, SIGHUP
+// reloads of the clients file and the certificate, the safe defaults, and a
+// scan of everything the gateway printed for every token used.
+
+#include <signal.h>
+
+#include <atomic>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "client/payout_client.h"
+#include "common/clients.h"
+#include "common/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/harness.h"
+
+namespace aopay::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr absl::Duration kCall = absl::Seconds(20);
+constexpr absl::Duration kReload = absl::Seconds(15);
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs openssl; fails the test when it fails.
+void OpenSsl(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"/usr/bin/openssl"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const CommandResult result = RunCommand(argv);
+  ASSERT_EQ(result.exit_code, 0) << absl::StrJoin(argv, " ") << "\n"
+                                 << result.err;
+}
+
+// A CA, and certificates it signs, in `dir`.
+class Pki {
+ public:
+  Pki(std::string dir, std::string name) : dir_(std::move(dir)) {
+    ca_key_ = Path(name + "-ca.key");
+    ca_cert_ = Path(name + "-ca.pem");
+    OpenSsl({"req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key_, "-out",
+             ca_cert_, "-days", "2", "-subj", "/CN=" + name + " test CA"});
+  }
+  const std::string& ca() const { return ca_cert_; }
+
+  // Writes NAME.key and NAME.pem (CN=`common_name`, for localhost and
+  // 127.0.0.1) and returns their paths.
+  std::pair<std::string, std::string> Issue(const std::string& name,
+                                            const std::string& common_name) {
+    const std::string key = Path(name + ".key");
+    const std::string csr = Path(name + ".csr");
+    const std::string cert = Path(name + ".pem");
+    const std::string ext = Path(name + ".ext");
+    WriteFile(ext,
+              "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+              "extendedKeyUsage=serverAuth,clientAuth\n");
+    OpenSsl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", key, "-out", csr, "-subj",
+             "/CN=" + common_name});
+    OpenSsl({"x509", "-req", "-in", csr, "-CA", ca_cert_, "-CAkey", ca_key_,
+             "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext});
+    return {key, cert};
+  }
+
+ private:
+  std::string Path(const std::string& name) const {
+    return absl::StrCat(dir_, "/", name);
+  }
+  std::string dir_;
+  std::string ca_key_;
+  std::string ca_cert_;
+};
+
+// A fresh random-looking token and its clients-file line.
+struct Token {
+  std::string token;
+  std::string line;
+};
+
+Token MakeToken(const std::string& name, const std::string& scopes,
+                const std::string& limits = "") {
+  static std::atomic<int> counter{0};
+  Token out;
+  out.token = absl::StrCat("tok-", name, "-", getpid(), "-",
+                           counter.fetch_add(1), "-Zq81xY");
+  out.line = absl::StrCat(name, " ", TokenDigest(out.token), " ", scopes,
+                          limits.empty() ? "" : " ", limits, "\n");
+  return out;
+}
+
+std::string ReasonOf(const absl::Status& status) {
+  return GetErrorDetails(status).reason;
+}
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  SecurityTest()
+      : dir_(MakeTempDir()), pki_(dir_, "main"), sandbox_({"--settle=0s"}) {
+    std::tie(server_key_, server_cert_) = pki_.Issue("server", "gw-one");
+  }
+
+  // Every token a test used must be absent from everything the gateway
+  // printed, whatever happened.
+  void TearDown() override {
+    for (const auto& gateway : gateways_) {
+      const std::string output = gateway->Stderr();
+      for (const std::string& token : tokens_) {
+        EXPECT_THAT(output, Not(HasSubstr(token)))
+            << "a token reached the gateway's output";
+      }
+    }
+  }
+
+  Token NewClient(const std::string& name, const std::string& scopes,
+                  const std::string& limits = "") {
+    Token token = MakeToken(name, scopes, limits);
+    tokens_.push_back(token.token);
+    return token;
+  }
+
+  std::string ClientsFile(const std::string& text) {
+    const std::string path = dir_ + "/clients";
+    WriteFile(path, text);
+    return path;
+  }
+
+  GatewayProcess& StartGateway(std::vector<std::string> flags) {
+    gateways_.push_back(std::make_unique<GatewayProcess>(
+        sandbox_.url(), dir_ + "/ledger.db", std::move(flags)));
+    return *gateways_.back();
+  }
+
+  std::vector<std::string> TlsFlags() const {
+    return {"--tls_cert=" + server_cert_, "--tls_key=" + server_key_};
+  }
+
+  // A client over TLS to `gateway` (mTLS with `cert`, if given).
+  std::unique_ptr<PayoutClient> Client(
+      GatewayProcess& gateway, const std::string& token,
+      std::pair<std::string, std::string> cert = {}) {
+    ChannelOptions options;
+    options.target = gateway.address();
+    options.tls_ca_file = pki_.ca();
+    options.tls_key_file = cert.first;
+    options.tls_cert_file = cert.second;
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        MakeChannel(options);
+    EXPECT_TRUE(channel.ok()) << channel.status();
+    return std::make_unique<PayoutClient>(*channel, token);
+  }
+
+  std::string dir_;
+  Pki pki_;
+  SandboxProcess sandbox_;
+  std::string server_key_;
+  std::string server_cert_;
+  std::vector<std::string> tokens_;
+  std::vector<std::unique_ptr<GatewayProcess>> gateways_;
+};
+
+TEST_F(SecurityTest, TlsServesCallersAndPlaintextCannotConnect) {
+  const Token writer = NewClient("writer", "payouts:write,payouts:read");
+  GatewayProcess& gateway = StartGateway(
+      {"--clients=" + ClientsFile(writer.line), TlsFlags()[0], TlsFlags()[1]});
+  const std::string account = UniqueAccount();
+  EXPECT_TRUE(Client(gateway, writer.token)
+                  ->CreatePayout(ValidRequest(account), kCall)
+                  .ok());
+
+  PayoutClient plaintext(
+      grpc::CreateChannel(gateway.address(),
+                          grpc::InsecureChannelCredentials()),
+      writer.token);
+  absl::StatusOr<v1::Payout> refused =
+      plaintext.CreatePayout(ValidRequest(UniqueAccount()), absl::Seconds(5));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(sandbox_.PayoutsFor(account), 1);
+}
+
+TEST_F(SecurityTest, MutualTlsRefusesCallsWithoutACertificateOfItsCa) {
+  const Token writer = NewClient("writer", "payouts:write,payouts:read");
+  GatewayProcess& gateway =
+      StartGateway({"--clients=" + ClientsFile(writer.line), TlsFlags()[0],
+                    TlsFlags()[1], "--tls_client_ca=" + pki_.ca()});
+  Pki other(dir_, "other");
+  const auto good = pki_.Issue("good-client", "good-client");
+  const auto foreign = other.Issue("foreign-client", "foreign-client");
+
+  const std::string refused_account = UniqueAccount();
+  EXPECT_FALSE(
+      Client(gateway, writer.token)
+          ->CreatePayout(ValidRequest(refused_account), absl::Seconds(5))
+          .ok());
+  EXPECT_FALSE(
+      Client(gateway, writer.token, foreign)
+          ->CreatePayout(ValidRequest(refused_account), absl::Seconds(5))
+          .ok());
+  const std::string account = UniqueAccount();
+  EXPECT_TRUE(Client(gateway, writer.token, good)
+                  ->CreatePayout(ValidRequest(account), kCall)
+                  .ok());
+  EXPECT_EQ(sandbox_.PayoutsFor(refused_account), 0);
+  EXPECT_EQ(sandbox_.PayoutsFor(account), 1);
+}
+
+TEST_F(SecurityTest, ACertificateNamesAClientWhoseLineHasNoDigest) {
+  GatewayProcess& gateway = StartGateway(
+      {"--clients=" + ClientsFile("batch-host - payouts:write,payouts:read\n"),
+       TlsFlags()[0], TlsFlags()[1], "--tls_client_ca=" + pki_.ca()});
+  const auto named = pki_.Issue("batch-host", "batch-host");
+  const auto unnamed = pki_.Issue("stranger", "stranger");
+
+  absl::StatusOr<v1::Payout> payout =
+      Client(gateway, "", named)
+          ->CreatePayout(ValidRequest(UniqueAccount()), kCall);
+  ASSERT_TRUE(payout.ok()) << payout.status();
+  EXPECT_EQ(payout->client(), "batch-host");
+  absl::StatusOr<v1::Payout> refused =
+      Client(gateway, "", unnamed)
+          ->CreatePayout(ValidRequest(UniqueAccount()), kCall);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(SecurityTest, TokensAndScopesAreCheckedBeforeAnyWork) {
+  const Token writer = NewClient("writer", "payouts:write,payouts:read");
+  const Token reader = NewClient("reader", "payouts:read");
+  GatewayProcess& gateway =
+      StartGateway({"--clients=" + ClientsFile(writer.line + reader.line),
+                    TlsFlags()[0], TlsFlags()[1]});
+  const std::string account = UniqueAccount();
+
+  absl::StatusOr<v1::Payout> anonymous =
+      Client(gateway, "")->CreatePayout(ValidRequest(account), kCall);
+  EXPECT_EQ(anonymous.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(ReasonOf(anonymous.status()), "UNAUTHENTICATED");
+
+  const std::string wrong_token = "not-a-token-of-anyone";
+  tokens_.push_back(wrong_token);
+  absl::StatusOr<v1::Payout> wrong =
+      Client(gateway, wrong_token)->CreatePayout(ValidRequest(account), kCall);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kUnauthenticated);
+
+  absl::StatusOr<v1::Payout> read_only =
+      Client(gateway, reader.token)->CreatePayout(ValidRequest(account), kCall);
+  EXPECT_EQ(read_only.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ReasonOf(read_only.status()), "PERMISSION_DENIED");
+
+  v1::ResolvePayoutRequest resolve;
+  resolve.set_payout_id("po_01J00000000000000000000000");
+  resolve.set_state(v1::PAYOUT_STATE_FAILED);
+  resolve.set_note("test");
+  EXPECT_EQ(Client(gateway, writer.token)
+                ->ResolvePayout(resolve, kCall)
+                .status()
+                .code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(sandbox_.PayoutsFor(account), 0);
+
+  // Health needs no token.
+  ChannelOptions options;
+  options.target = gateway.address();
+  options.tls_ca_file = pki_.ca();
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(options);
+  ASSERT_TRUE(channel.ok());
+  EXPECT_EQ(CheckHealth(*channel, ""),
+            grpc::health::v1::HealthCheckResponse::SERVING);
+
+  // Failures are counted by reason.
+  const std::string metrics = HttpGet(gateway.metrics_address(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("auth_failures_total{reason=\"missing\"} 1"));
+  EXPECT_THAT(metrics,
+              HasSubstr("auth_failures_total{reason=\"unknown_token\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("auth_failures_total{reason=\"scope\"} 2"));
+}
+
+TEST_F(SecurityTest, ClientsSeeOnlyTheirOwnPayoutsAndRequestIds) {
+  const Token alpha = NewClient("alpha", "payouts:write,payouts:read");
+  const Token beta = NewClient("beta", "payouts:write,payouts:read");
+  const Token auditor = NewClient("auditor", "payouts:read_all");
+  GatewayProcess& gateway = StartGateway(
+      {"--clients=" + ClientsFile(alpha.line + beta.line + auditor.line),
+       TlsFlags()[0], TlsFlags()[1]});
+  auto as_alpha = Client(gateway, alpha.token);
+  auto as_beta = Client(gateway, beta.token);
+
+  // The same request id from two clients: two payouts, both sent.
+  v1::CreatePayoutRequest request = ValidRequest(UniqueAccount());
+  absl::StatusOr<v1::Payout> first = as_alpha->CreatePayout(request, kCall);
+  request.mutable_beneficiary()->set_account_number(UniqueAccount());
+  absl::StatusOr<v1::Payout> second = as_beta->CreatePayout(request, kCall);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(first->payout_id(), second->payout_id());
+  EXPECT_EQ(first->client(), "alpha");
+  EXPECT_EQ(second->client(), "beta");
+  EXPECT_EQ(sandbox_.PayoutsFor(first->beneficiary().account_number()), 1);
+  EXPECT_EQ(sandbox_.PayoutsFor(second->beneficiary().account_number()), 1);
+
+  // Someone else's payout reads as missing.
+  v1::GetPayoutRequest by_id;
+  by_id.set_payout_id(second->payout_id());
+  absl::StatusOr<v1::Payout> hidden = as_alpha->GetPayout(by_id, kCall);
+  EXPECT_EQ(hidden.status().code(), absl::StatusCode::kNotFound);
+  v1::GetPayoutRequest missing;
+  missing.set_payout_id("po_01J00000000000000000000000");
+  EXPECT_EQ(as_alpha->GetPayout(missing, kCall).status().message(),
+            absl::StrReplaceAll(
+                hidden.status().message(),
+                {{second->payout_id(), "po_01J00000000000000000000000"}}));
+  v1::RefreshPayoutRequest refresh;
+  refresh.set_payout_id(second->payout_id());
+  EXPECT_EQ(as_alpha->RefreshPayout(refresh, kCall).status().code(),
+            absl::StatusCode::kNotFound);
+
+  // A request id means the caller's own payout.
+  v1::GetPayoutRequest by_request;
+  by_request.set_request_id(request.request_id());
+  absl::StatusOr<v1::Payout> own = as_alpha->GetPayout(by_request, kCall);
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(own->payout_id(), first->payout_id());
+
+  absl::StatusOr<v1::ListPayoutsResponse> alpha_list =
+      as_alpha->ListPayouts(v1::ListPayoutsRequest(), kCall);
+  ASSERT_TRUE(alpha_list.ok());
+  ASSERT_EQ(alpha_list->payouts_size(), 1);
+  EXPECT_EQ(alpha_list->payouts(0).payout_id(), first->payout_id());
+  absl::StatusOr<v1::ListPayoutsResponse> all =
+      Client(gateway, auditor.token)
+          ->ListPayouts(v1::ListPayoutsRequest(), kCall);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->payouts_size(), 2);
+}
+
+TEST_F(SecurityTest, ConcurrentPayoutsCannotOvershootTheDailyLimit) {
+  constexpr int kAmount = 1000;
+  const Token capped =
+      NewClient("capped", "payouts:write,payouts:read",
+                absl::StrCat("daily_paise=", 10 * kAmount,
+                             " max_payout_paise=", 5 * kAmount));
+  const std::string clients = ClientsFile(capped.line);
+  std::vector<std::string> flags = {"--clients=" + clients, TlsFlags()[0],
+                                    TlsFlags()[1]};
+  {
+    GatewayProcess& gateway = StartGateway(flags);
+    auto client = Client(gateway, capped.token);
+
+    absl::StatusOr<v1::Payout> too_big = client->CreatePayout(
+        ValidRequest(UniqueAccount(), 5 * kAmount + 1), kCall);
+    EXPECT_EQ(too_big.status().code(), absl::StatusCode::kResourceExhausted);
+    const ErrorDetails big = GetErrorDetails(too_big.status());
+    EXPECT_EQ(big.reason, "CLIENT_LIMIT_EXCEEDED");
+    EXPECT_EQ(big.metadata.at("limit"), "max_payout_paise");
+
+    absl::Mutex mu;
+    int accepted = 0;
+    std::vector<absl::Status> refused;
+    absl::BlockingCounter finished(20);
+    for (int i = 0; i < 20; ++i) {
+      client->CreatePayoutAsync(ValidRequest(UniqueAccount(), kAmount), kCall,
+                                [&](absl::StatusOr<v1::Payout> payout) {
+                                  absl::MutexLock lock(&mu);
+                                  if (payout.ok()) {
+                                    ++accepted;
+                                  } else {
+                                    refused.push_back(payout.status());
+                                  }
+                                  finished.DecrementCount();
+                                });
+    }
+    finished.Wait();
+    EXPECT_EQ(accepted, 10);
+    ASSERT_EQ(refused.size(), 10u);
+    for (const absl::Status& status : refused) {
+      const ErrorDetails details = GetErrorDetails(status);
+      EXPECT_EQ(details.reason, "CLIENT_LIMIT_EXCEEDED") << status;
+      EXPECT_EQ(details.metadata.at("limit"), "daily_paise");
+      EXPECT_EQ(details.metadata.at("remainingPaise"), "0");
+    }
+    int sent = 0;
+    for (const JournalEntry& entry : sandbox_.Journal()) {
+      sent += entry.path == "/api/V6/Payout/AOPPayout";
+    }
+    EXPECT_EQ(sent, 10);
+    gateway.process().Signal(SIGTERM);
+  }
+  // The day's sum is the ledger's: a restart does not reset it.
+  GatewayProcess& restarted = StartGateway(flags);
+  absl::StatusOr<v1::Payout> after_restart =
+      Client(restarted, capped.token)
+          ->CreatePayout(ValidRequest(UniqueAccount(), 1), kCall);
+  EXPECT_EQ(ReasonOf(after_restart.status()), "CLIENT_LIMIT_EXCEEDED");
+}
+
+TEST_F(SecurityTest, SighupReloadsTheClientsFileAndKeepsItWhenMalformed) {
+  const Token first = NewClient("first", "payouts:write,payouts:read");
+  const Token second = NewClient("second", "payouts:write,payouts:read");
+  const std::string clients = ClientsFile(first.line);
+  GatewayProcess& gateway =
+      StartGateway({"--clients=" + clients, TlsFlags()[0], TlsFlags()[1]});
+  auto as_second = Client(gateway, second.token);
+  v1::ListPayoutsRequest list;
+  EXPECT_EQ(as_second->ListPayouts(list, kCall).status().code(),
+            absl::StatusCode::kUnauthenticated);
+
+  WriteFile(clients, first.line + second.line);
+  ASSERT_EQ(kill(gateway.process().pid(), SIGHUP), 0);
+  EXPECT_TRUE(Eventually(
+      [&] { return as_second->ListPayouts(list, kCall).ok(); }, kReload));
+
+  WriteFile(clients, first.line + "broken line\n");
+  ASSERT_EQ(kill(gateway.process().pid(), SIGHUP), 0);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        const std::string log = gateway.Stderr();
+        const size_t at = log.find("reload refused, the clients in use stay: ");
+        return at != std::string::npos &&
+               log.find("line 2", at) != std::string::npos;
+      },
+      kReload));
+  EXPECT_TRUE(as_second->ListPayouts(list, kCall).ok());
+}
+
+// The subject CN of the certificate the gateway serves, from a real
+// handshake by the openssl command.
+std::string ServedCommonName(const std::string& address,
+                             const std::string& ca) {
+  const CommandResult result =
+      RunCommand({"/usr/bin/openssl", "s_client", "-connect", address,
+                  "-CAfile", ca, "-verify_return_error", "-brief"},
+                 "");
+  const std::string text = result.out + result.err;
+  for (const char* name : {"gw-one", "gw-two"}) {
+    if (absl::StrContains(text, absl::StrCat("CN = ", name)) ||
+        absl::StrContains(text, absl::StrCat("CN=", name))) {
+      return name;
+    }
+  }
+  return "";
+}
+
+TEST_F(SecurityTest, SighupRotatesTheCertificateAndRefusesABadOne) {
+  const std::string cert = dir_ + "/served.pem";
+  const std::string key = dir_ + "/served.key";
+  WriteFile(cert, ReadAll(server_cert_));
+  WriteFile(key, ReadAll(server_key_));
+  GatewayProcess& gateway =
+      StartGateway({"--tls_cert=" + cert, "--tls_key=" + key});
+  EXPECT_EQ(ServedCommonName(gateway.address(), pki_.ca()), "gw-one");
+
+  const auto next = pki_.Issue("server-two", "gw-two");
+  WriteFile(key, ReadAll(next.first));
+  WriteFile(cert, ReadAll(next.second));
+  ASSERT_EQ(kill(gateway.process().pid(), SIGHUP), 0);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return ServedCommonName(gateway.address(), pki_.ca()) == "gw-two";
+      },
+      kReload));
+
+  WriteFile(cert, "-----BEGIN CERTIFICATE-----\ngarbage\n");
+  ASSERT_EQ(kill(gateway.process().pid(), SIGHUP), 0);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return absl::StrContains(
+            gateway.Stderr(),
+            "TLS reload refused, the certificate in use stays");
+      },
+      kReload));
+  EXPECT_EQ(ServedCommonName(gateway.address(), pki_.ca()), "gw-two");
+  EXPECT_TRUE(Client(gateway, "")
+                  ->CreatePayout(ValidRequest(UniqueAccount()), kCall)
+                  .ok());
+}
+
+// payout-server with `flags` must refuse to start, saying `expected`.
+void ExpectRefusedStart(const std::vector<std::string>& flags,
+                        const std::string& expected) {
+  std::vector<std::string> argv = {
+      PAYOUT_SERVER_BIN, "--aopay_url=sandbox",
+      "--metrics_listen=", "--ledger=sqlite:" + MakeTempDir() + "/ledger.db"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  const CommandResult result = RunCommand(argv);
+  EXPECT_NE(result.exit_code, 0) << absl::StrJoin(flags, " ");
+  EXPECT_THAT(result.err, HasSubstr(expected)) << absl::StrJoin(flags, " ");
+}
+
+TEST_F(SecurityTest, UnsafeConfigurationsRefuseToStart) {
+  const Token writer = NewClient("writer", "payouts:write");
+  const std::string clients = ClientsFile(writer.line);
+  ExpectRefusedStart({"--listen=127.0.0.1:0", "--clients=" + clients},
+                     "bearer tokens in clear text");
+  ExpectRefusedStart(
+      {"--listen=0.0.0.0:0", "--clients=" + clients, "--allow_insecure_tokens"},
+      "loopback development only");
+  ExpectRefusedStart({"--listen=0.0.0.0:0"}, "no --clients");
+  ExpectRefusedStart({"--listen=127.0.0.1:0", "--tls_client_ca=" + pki_.ca()},
+                     "--tls_client_ca needs --tls_cert");
+  ExpectRefusedStart({"--listen=127.0.0.1:0", TlsFlags()[0]},
+                     "--tls_cert and --tls_key go together");
+  const std::string bad = dir_ + "/bad-clients";
+  WriteFile(bad, writer.line + "second 1234 payouts:write\n");
+  ExpectRefusedStart(
+      {"--listen=127.0.0.1:0", "--clients=" + bad, "--allow_insecure_tokens"},
+      "line 2");
+  const std::string mismatched = pki_.Issue("mismatch", "gw-one").first;
+  ExpectRefusedStart(
+      {"--listen=127.0.0.1:0", TlsFlags()[0], "--tls_key=" + mismatched},
+      "does not match");
+
+  // Allowed with the explicit flags.
+  GatewayProcess& insecure =
+      StartGateway({"--clients=" + clients, "--allow_insecure_tokens"});
+  EXPECT_FALSE(insecure.address().empty());
+}
+
+TEST_F(SecurityTest, PrintConfigMasksSecretsAndExits) {
+  const std::string secret = dir_ + "/registration";
+  WriteFile(secret, "AOP-SECRET-REG-77\n");
+  const CommandResult result = RunCommand(
+      {PAYOUT_SERVER_BIN, "--print_config", "--aopay_url=https://aopay.test",
+       "--registration_id=@" + secret, "--listen=127.0.0.1:7"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_THAT(result.out, HasSubstr("listen = 127.0.0.1:7"));
+  EXPECT_THAT(result.out, HasSubstr("registration_id = [set, masked]"));
+  EXPECT_THAT(result.out + result.err, Not(HasSubstr("AOP-SECRET-REG-77")));
+}
+
+}  // namespace
+}  // namespace aopay::testing
