@@ -647,6 +647,19 @@ TEST_F(SqliteLedgerTest, TwoClientsMayUseTheSameRequestId) {
   }
 }
 
+TEST_F(SqliteLedgerTest, TheCreationEventNamesTheClient) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  Payout payout = MakePayout(1);
+  payout.client = "payroll-svc";
+  ASSERT_TRUE(Insert(*ledger, payout).ok());
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, payout.payout_id);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].who, "client payroll-svc");
+}
+
 TEST_F(SqliteLedgerTest, AClientsRequestIdStillDedupes) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);

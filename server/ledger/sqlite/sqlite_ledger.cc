@@ -77,6 +77,13 @@ using sqlite_internal::WriteOp;
 
 namespace {
 
+// Who caused a payout's creation event: its client, or "gateway" when the
+// gateway runs without clients.
+std::string CreatedBy(const Payout& payout) {
+  return payout.client.empty() ? std::string("gateway")
+                               : absl::StrCat("client ", payout.client);
+}
+
 absl::Status ClosedError() {
   return LedgerUnavailableError("the ledger is closed");
 }
@@ -434,7 +441,7 @@ void SqliteLedger::Insert(InsertRequest request,
         if (absl::Status event = AppendEvent(
                 db, payout.payout_id, PayoutState::kUnspecified,
                 PayoutState::kPending, "recorded before calling AOPay",
-                "gateway", payout.create_time);
+                CreatedBy(payout), payout.create_time);
             !event.ok()) {
           return event;
         }
