@@ -15,6 +15,9 @@
 #      (synchronous=off) ledgers at 32 in flight, rounds interleaved; ratio of
 #      the medians.
 #   e. One BatchCreatePayouts stream of BATCH payouts: payouts/s.
+#   f. What security costs: the gateway over TLS with a bearer token (clients
+#      file) vs the plaintext gateway of (a), same offered rate, rounds
+#      interleaved; CPU per payout and the ratio.
 #
 # Usage: tests/bench/run_benchmarks.sh [BUILD_DIR]   (default: build)
 # Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2
@@ -199,6 +202,58 @@ report=$work/e.json
   --progress=false --json_out="$report" >/dev/null
 row e "one BatchCreatePayouts stream of $batch payouts (durable ledger)" \
   "$(json "$report" '"%.0f payouts/s (p50 %.1f ms, p99 %.1f ms per answer, errors %d)" % (r["payoutsPerSecond"], r["latencyMs"]["p50"], r["latencyMs"]["p99"], errors)')" ""
+
+# --- f. TLS + token vs plaintext ---------------------------------------------
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -keyout "$work/ca.key" -out "$work/ca.pem" -days 1 -subj /CN=bench-ca \
+  2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -keyout "$work/server.key" -out "$work/server.csr" -subj /CN=localhost \
+  2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$work/server.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" \
+  -CAkey "$work/ca.key" -CAcreateserial -out "$work/server.pem" -days 1 \
+  -extfile "$work/server.ext" 2>/dev/null
+"$build/client/payoutctl" --json token bench payouts:write,payouts:read \
+  >"$work/token.json"
+/usr/bin/python3 -c 'import json,sys
+r=json.load(open(sys.argv[1]))
+open(sys.argv[2], "w").write(r["line"] + "\n")
+open(sys.argv[3], "w").write(r["token"] + "\n")' \
+  "$work/token.json" "$work/clients" "$work/token"
+start secure "$build/server/payout-server" "${common[@]}" \
+  --ledger="sqlite:$work/secure.db" --clients="$work/clients" \
+  --tls_cert="$work/server.pem" --tls_key="$work/server.key"
+secure=$address
+secure_pid=$pid
+declare -A f_cpu f_errs
+for round in $(seq 1 "$rounds"); do
+  for kind in plaintext secure; do
+    if [ "$kind" = secure ]; then
+      target=$secure server_pid=$secure_pid
+      extra=(--tls_ca="$work/ca.pem" --token_file="$work/token")
+    else
+      target=$durable server_pid=$durable_pid extra=()
+    fi
+    progress "f. round $round: $kind, $calls calls at $rate/s"
+    before=$(cpu_ticks "$server_pid")
+    "$bench" --target="$target" "${extra[@]}" --rate="$rate" \
+      --payouts="$calls" --timeout=30s --progress=false \
+      --json_out="$work/f-$kind-$round.json" >/dev/null
+    after=$(cpu_ticks "$server_pid")
+    f_cpu[$kind]+=" $(((after - before) * 1000000 / clk_tck / calls))"
+    f_errs[$kind]+=" $(json "$work/f-$kind-$round.json" errors)"
+  done
+done
+fp=$(median "${f_cpu[plaintext]}")
+fs=$(median "${f_cpu[secure]}")
+row f "plaintext gateway CPU per payout, $rate/s offered" \
+  "$fp µs (rounds:${f_cpu[plaintext]}; errors $(sum "${f_errs[plaintext]}"))" ""
+row f "TLS + bearer token gateway CPU per payout, $rate/s offered" \
+  "$fs µs (rounds:${f_cpu[secure]}; errors $(sum "${f_errs[secure]}"))" ""
+row f "**TLS + token / plaintext CPU per payout**" \
+  "**$(awk -v s="$fs" -v p="$fp" 'BEGIN {printf (p > 0 ? "%.2f×" : "n/a"), s / p}')**" ""
+stop "$secure_pid"
 stop "$durable_pid"
 stop "$sandbox_pid"
 
@@ -251,7 +306,7 @@ for r in "${rows[@]}"; do
     "| a"*) echo "$r" ;;
   esac
 done
-for section in b c d e; do
+for section in b c d e f; do
   for r in "${rows[@]}"; do
     case "$r" in "| $section "*) echo "$r" ;; esac
   done

@@ -24,7 +24,9 @@
 namespace aopay {
 namespace {
 
+using ::testing::Contains;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // A ledger in memory. Calls back inline; can be told to fail.
 class FakeLedger final : public Ledger {
@@ -169,6 +171,7 @@ class FakeUpstream final : public UpstreamClient {
  public:
   void Post(UpstreamRequest request, Callback done) override {
     calls.push_back({std::move(request), std::move(done)});
+    ++posted;
   }
   size_t InFlight() const override { return calls.size(); }
   size_t Queued() const override { return 0; }
@@ -184,7 +187,8 @@ class FakeUpstream final : public UpstreamClient {
     UpstreamRequest request;
     Callback done;
   };
-  std::deque<Call> calls;
+  std::deque<Call> calls;  // not answered yet
+  size_t posted = 0;       // every call ever posted
 };
 
 // Holds delayed tasks until the test runs them.
@@ -242,10 +246,10 @@ class PayoutServiceTest : public ::testing::Test {
 
   // Starts a call; its result lands in the returned slot.
   std::shared_ptr<std::optional<absl::StatusOr<Payout>>> Create(
-      PayoutRequest request) {
+      PayoutRequest request, Client caller = AnonymousClient()) {
     auto result = std::make_shared<std::optional<absl::StatusOr<Payout>>>();
     service_->Create(
-        std::move(request), AnonymousClient(),
+        std::move(request), std::move(caller),
         [result](absl::StatusOr<Payout> r) { *result = std::move(r); });
     return result;
   }
@@ -298,6 +302,85 @@ TEST_F(PayoutServiceTest, IntentIsRecordedBeforeTheCallAndOutcomeAfter) {
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
   EXPECT_EQ(ledger_.last_payout_answer, kAccepted);
   EXPECT_EQ(metrics_.payouts.Value({"IMPS", "accepted"}), 1u);
+}
+
+Client Capped(int64_t max_payout_paise, std::optional<int64_t> daily = {}) {
+  Client client;
+  client.name = "payroll";
+  client.scopes = kScopeWrite | kScopeRead;
+  client.max_payout_paise = max_payout_paise;
+  client.daily_paise = daily;
+  return client;
+}
+
+TEST_F(PayoutServiceTest, OverTheMaximumNothingIsRecordedOrSent) {
+  auto result = Create(ValidRequest(), Capped(1000));
+  ASSERT_TRUE(result->has_value());
+  const ErrorDetails details = GetErrorDetails((*result)->status());
+  EXPECT_EQ((*result)->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(details.reason, "CLIENT_LIMIT_EXCEEDED");
+  EXPECT_EQ(details.metadata.at("limit"), "max_payout_paise");
+  EXPECT_EQ(details.metadata.at("remainingPaise"), "1000");
+  EXPECT_TRUE(upstream_.calls.empty());
+  EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("insert"))));
+}
+
+// A limit lowered after a payout was recorded must not contradict what its
+// first caller was told: a retry gets the recorded payout.
+TEST_F(PayoutServiceTest, ARetryOverALoweredMaximumGetsTheRecordedPayout) {
+  auto first = Create(ValidRequest(), Capped(5000));
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(first->has_value() && (*first)->ok());
+
+  auto retry = Create(ValidRequest(), Capped(1000));
+  ASSERT_TRUE(retry->has_value());
+  ASSERT_TRUE((*retry)->ok()) << (*retry)->status();
+  EXPECT_EQ((*retry)->value().payout_id, (*first)->value().payout_id);
+  EXPECT_EQ(upstream_.posted, 1u);
+}
+
+TEST_F(PayoutServiceTest, TheDailyLimitIsTheLedgersAndNamesWhatRemains) {
+  auto first = Create(ValidRequest("req-1"), Capped(5000, 2000));
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(first->has_value() && (*first)->ok());
+  EXPECT_EQ((*first)->value().client, "payroll");
+
+  auto second = Create(ValidRequest("req-2"), Capped(5000, 2000));
+  ASSERT_TRUE(second->has_value());
+  const ErrorDetails details = GetErrorDetails((*second)->status());
+  EXPECT_EQ(details.reason, "CLIENT_LIMIT_EXCEEDED");
+  EXPECT_EQ(details.metadata.at("limit"), "daily_paise");
+  EXPECT_EQ(details.metadata.at("remainingPaise"), "766");
+  EXPECT_EQ(upstream_.posted, 1u);
+}
+
+TEST_F(PayoutServiceTest, AnotherClientsPayoutReadsAsMissing) {
+  auto created = Create(ValidRequest(), Capped(5000));
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(created->has_value() && (*created)->ok());
+  const std::string id = (*created)->value().payout_id;
+
+  Client other = Capped(5000);
+  other.name = "other";
+  absl::StatusOr<Payout> hidden =
+      Call(&PayoutService::GetByPayoutId, id, other);
+  absl::StatusOr<Payout> missing =
+      Call(&PayoutService::GetByPayoutId, std::string("po_missing"), other);
+  EXPECT_EQ(hidden.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(GetErrorDetails(hidden.status()).reason, "NOT_FOUND");
+  EXPECT_EQ(hidden.status().message(), "Payout " + id + " was not found.");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Call(&PayoutService::Refresh, id, other).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(Call(&PayoutService::GetByRequestId, std::string("req-1"), other)
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+
+  Client auditor;
+  auditor.name = "auditor";
+  auditor.scopes = kScopeReadAll;
+  EXPECT_TRUE(Call(&PayoutService::GetByPayoutId, id, auditor).ok());
 }
 
 TEST_F(PayoutServiceTest, LedgerFailureMeansNothingIsSent) {
