@@ -188,6 +188,9 @@ void PrintConfig() {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr) continue;
     std::string value = flag->CurrentValue();
+    if (absl::string_view(name) == "clients" && value.empty()) {
+      value = absl::GetFlag(FLAGS_auth_tokens);  // the old name
+    }
     if (IsSecretFlag(name)) {
       value = value.empty() ? "" : "[set, masked]";
     }

@@ -96,6 +96,10 @@ absl::Status CheckExposure(const ServerOptions& options,
         "anyone who reaches the port could send money (give --clients, or "
         "--allow_unauthenticated to accept that)");
   }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert and --tls_key go together: give both or neither");
+  }
   if (options.tls_cert.empty() && !options.tls_client_ca.empty()) {
     return absl::InvalidArgumentError(
         "--tls_client_ca needs --tls_cert and --tls_key");

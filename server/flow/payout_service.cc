@@ -260,9 +260,11 @@ void PayoutService::RefuseOverMaximum(PayoutRequest request, Client caller,
                                       Callback<absl::StatusOr<Payout>> done) {
   const int64_t maximum = *caller.max_payout_paise;
   std::string request_id = request.request_id;
+  std::string client = caller.name;
   ledger_.GetByRequestId(
-      std::move(caller.name), std::move(request_id),
+      std::move(client), std::move(request_id),
       [this, request = std::move(request), maximum, started,
+       client = caller.name,
        done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
         if (stored.ok()) {
           done(Replay(*stored, RequestFingerprint(request)));
@@ -274,6 +276,7 @@ void PayoutService::RefuseOverMaximum(PayoutRequest request, Client caller,
         }
         CountOutcome(request.mode, "client_limit");
         Payout refused;
+        refused.client = std::move(client);
         refused.request_id = request.request_id;
         refused.beneficiary = request.beneficiary;
         refused.mode = request.mode;

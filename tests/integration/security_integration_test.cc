@@ -497,16 +497,23 @@ TEST_F(SecurityTest, SighupRotatesTheCertificateAndRefusesABadOne) {
                   .ok());
 }
 
-// payout-server with `flags` must refuse to start, saying `expected`.
+// payout-server with `flags` must refuse to start, saying `expected`. A
+// gateway that starts anyway is a failure (and is killed), never a hang.
 void ExpectRefusedStart(const std::vector<std::string>& flags,
                         const std::string& expected) {
+  const std::string dir = MakeTempDir();
   std::vector<std::string> argv = {
       PAYOUT_SERVER_BIN, "--aopay_url=sandbox",
-      "--metrics_listen=", "--ledger=sqlite:" + MakeTempDir() + "/ledger.db"};
+      "--metrics_listen=", "--ledger=sqlite:" + dir + "/ledger.db"};
   argv.insert(argv.end(), flags.begin(), flags.end());
-  const CommandResult result = RunCommand(argv);
-  EXPECT_NE(result.exit_code, 0) << absl::StrJoin(flags, " ");
-  EXPECT_THAT(result.err, HasSubstr(expected)) << absl::StrJoin(flags, " ");
+  ChildProcess process(argv, dir + "/stderr");
+  absl::StatusOr<std::string> address =
+      process.WaitForListening(absl::Seconds(30));
+  EXPECT_FALSE(address.ok()) << "started with " << absl::StrJoin(flags, " ");
+  if (address.ok()) return;  // ~ChildProcess kills it
+  EXPECT_NE(process.Wait(), 0) << absl::StrJoin(flags, " ");
+  EXPECT_THAT(ReadAll(dir + "/stderr"), HasSubstr(expected))
+      << absl::StrJoin(flags, " ");
 }
 
 TEST_F(SecurityTest, UnsafeConfigurationsRefuseToStart) {
@@ -521,6 +528,8 @@ TEST_F(SecurityTest, UnsafeConfigurationsRefuseToStart) {
   ExpectRefusedStart({"--listen=127.0.0.1:0", "--tls_client_ca=" + pki_.ca()},
                      "--tls_client_ca needs --tls_cert");
   ExpectRefusedStart({"--listen=127.0.0.1:0", TlsFlags()[0]},
+                     "--tls_cert and --tls_key go together");
+  ExpectRefusedStart({"--listen=127.0.0.1:0", TlsFlags()[1]},
                      "--tls_cert and --tls_key go together");
   const std::string bad = dir_ + "/bad-clients";
   WriteFile(bad, writer.line + "second 1234 payouts:write\n");
@@ -543,9 +552,11 @@ TEST_F(SecurityTest, PrintConfigMasksSecretsAndExits) {
   WriteFile(secret, "AOP-SECRET-REG-77\n");
   const CommandResult result = RunCommand(
       {PAYOUT_SERVER_BIN, "--print_config", "--aopay_url=https://aopay.test",
-       "--registration_id=@" + secret, "--listen=127.0.0.1:7"});
+       "--registration_id=@" + secret, "--listen=127.0.0.1:7",
+       "--auth_tokens=/etc/payout/clients"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_THAT(result.out, HasSubstr("listen = 127.0.0.1:7"));
+  EXPECT_THAT(result.out, HasSubstr("clients = /etc/payout/clients"));
   EXPECT_THAT(result.out, HasSubstr("registration_id = [set, masked]"));
   EXPECT_THAT(result.out + result.err, Not(HasSubstr("AOP-SECRET-REG-77")));
 }

@@ -321,6 +321,8 @@ TEST_F(PayoutServiceTest, OverTheMaximumNothingIsRecordedOrSent) {
   EXPECT_EQ(details.reason, "CLIENT_LIMIT_EXCEEDED");
   EXPECT_EQ(details.metadata.at("limit"), "max_payout_paise");
   EXPECT_EQ(details.metadata.at("remainingPaise"), "1000");
+  EXPECT_EQ(metrics_.client_payouts.Value({"payroll", "RESOURCE_EXHAUSTED"}),
+            1u);
   EXPECT_TRUE(upstream_.calls.empty());
   EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("insert"))));
 }
