@@ -11,7 +11,7 @@ packages=(
   rapidjson-dev
   libgtest-dev libgmock-dev googletest
   libsqlite3-dev sqlite3
-  libcpp-httplib-dev
+  libcpp-httplib-dev libevent-dev
   libspdlog-dev libfmt-dev
   python3 python3-grpcio python3-protobuf
   clang-format

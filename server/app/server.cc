@@ -166,9 +166,6 @@ class ServerImpl final : public Server {
       sandbox_options.registrations = {registration};
       sandbox_options.latency = options_.sandbox_latency;
       sandbox_options.settle = options_.sandbox_settle;
-      // One sandbox worker per connection the gateway may hold open.
-      sandbox_options.threads =
-          static_cast<int>(std::max<int64_t>(256, options_.max_inflight + 16));
       absl::StatusOr<std::unique_ptr<Sandbox>> sandbox =
           Sandbox::Start(std::move(sandbox_options));
       if (!sandbox.ok()) return sandbox.status();

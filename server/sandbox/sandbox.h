@@ -73,15 +73,20 @@ struct SandboxOptions {
   // Both or neither.
   std::string tls_cert;
   std::string tls_key;
-  // Worker threads. Each open connection holds one for its lifetime (idle
-  // keep-alive included), so this bounds the connections served at once;
-  // more wait for a free worker. Give it at least the client's connection
-  // pool size (for the gateway: --max_inflight).
+  // Accepted for compatibility, and otherwise unused: it was the number of
+  // worker threads when each open connection held one. Every connection is
+  // now served by the sandbox's one event-loop thread, and an answer waiting
+  // out a delay is a timer on it, so nothing is sized to the client's
+  // connection pool any more. Still checked (1..100000), so that a value
+  // that was refused before still is.
   int threads = 256;
 };
 
 // A running sandbox. Thread-safe: every method may be called from any
-// thread. Requests are served on the sandbox's own threads, concurrently.
+// thread. Every connection is served by the sandbox's own event-loop thread;
+// answers with a delay (latency, `slow`) wait as timers on it, any number at
+// once, not as waiting threads. That thread blocks SIGPIPE for itself: an
+// answer to a client that has gone fails with EPIPE instead of raising it.
 class Sandbox {
  public:
   // Checks `options`, opens the journal, binds and starts serving. Returns
@@ -106,7 +111,7 @@ class Sandbox {
 
   // Stops accepting, cuts short every pending wait (latency, `slow`; those
   // requests get no answer), closes every open connection and joins the
-  // sandbox's threads. Returns promptly. Idempotent.
+  // sandbox's thread. Returns promptly. Idempotent.
   void Stop();
 
  private:

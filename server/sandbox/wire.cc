@@ -19,9 +19,6 @@ const char kInternalErrorPage[] =
 const char kJournalFailedPage[] =
     "<!DOCTYPE html>\n<html><body><h1>Internal Server Error</h1>\n"
     "<p>aopay-sandbox could not write its journal.</p></body></html>\n";
-const char kNotDroppedPage[] =
-    "<!DOCTYPE html>\n<html><body><h1>Bad Gateway</h1>\n<p>aopay-sandbox "
-    "could not close the connection (scripted 0502).</p></body></html>\n";
 
 namespace {
 

@@ -60,11 +60,9 @@ std::string StatusBody(absl::string_view transaction_id,
                        absl::string_view reference_no, absl::string_view word);
 
 // HTML pages (kHtmlContentType): the scripted 500; the sandbox's own 500
-// when its journal cannot be written; its 502 when a scripted 0502 could not
-// close the connection.
+// when its journal cannot be written.
 extern const char kInternalErrorPage[];
 extern const char kJournalFailedPage[];
-extern const char kNotDroppedPage[];
 
 }  // namespace aopay::sandbox
 
