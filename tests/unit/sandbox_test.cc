@@ -6,6 +6,7 @@
 #include "server/sandbox/sandbox.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -259,39 +260,73 @@ std::string TempPath(const std::string& name) {
                       counter.fetch_add(1), "_", name);
 }
 
-// Sends `request` on a fresh connection and returns every byte received
-// until the server closes it.
-std::string RawExchange(int port, const std::string& request) {
+// A connection to 127.0.0.1:port whose reads time out after 10 s; -1 when
+// it could not be made.
+int Connect(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "socket failed";
+  if (fd < 0) return -1;
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<uint16_t>(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   timeval timeout{10, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  std::string received;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) ==
-          0 &&
-      send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(request.size())) {
-    char buffer[4096];
-    ssize_t n = 0;
-    while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) {
-      received.append(buffer, static_cast<size_t>(n));
-    }
-  } else {
-    received = "connect or send failed";
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) !=
+      0) {
+    close(fd);
+    return -1;
   }
+  return fd;
+}
+
+bool SendAll(int fd, const std::string& data) {
+  return send(fd, data.data(), data.size(), MSG_NOSIGNAL) ==
+         static_cast<ssize_t>(data.size());
+}
+
+// Every byte received on `fd` until the server closes it.
+std::string ReadUntilClosed(int fd) {
+  std::string received;
+  char buffer[4096];
+  ssize_t n = 0;
+  while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) {
+    received.append(buffer, static_cast<size_t>(n));
+  }
+  return received;
+}
+
+// Sends `request` on a fresh connection and returns every byte received
+// until the server closes it.
+std::string RawExchange(int port, const std::string& request) {
+  const int fd = Connect(port);
+  if (fd < 0) return "connect failed";
+  const std::string received =
+      SendAll(fd, request) ? ReadUntilClosed(fd) : "send failed";
   close(fd);
   return received;
 }
 
-std::string RawPost(const std::string& path, const std::string& body) {
+// A POST with a JSON body; the connection is closed after its answer unless
+// `keep_alive`.
+std::string RawPost(const std::string& path, const std::string& body,
+                    bool keep_alive = false) {
   return absl::StrCat("POST ", path,
                       " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                       "application/json\r\nContent-Length: ",
-                      body.size(), "\r\nConnection: close\r\n\r\n", body);
+                      body.size(), "\r\n",
+                      keep_alive ? "" : "Connection: close\r\n", "\r\n", body);
+}
+
+// Threads of this process now.
+int ThreadCount() {
+  int count = 0;
+  std::unique_ptr<DIR, int (*)(DIR*)> tasks(opendir("/proc/self/task"),
+                                            closedir);
+  if (tasks == nullptr) return -1;
+  while (const dirent* entry = readdir(tasks.get())) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  return count;
 }
 
 // ---------------------------------------------------------------------------
@@ -631,6 +666,59 @@ TEST(SandboxPayoutTest, UnknownPathsAreNotFound) {
   EXPECT_EQ(At(Parse(result->body), {"status"}), "ERROR");
 }
 
+TEST(SandboxPayoutTest, OtherMethodsGetAnEmptyNotFound) {
+  std::unique_ptr<Sandbox> sandbox = StartSandbox();
+  ASSERT_NE(sandbox, nullptr);
+  for (const char* method : {"GET", "PUT", "DELETE", "PATCH", "OPTIONS"}) {
+    SCOPED_TRACE(method);
+    const std::string answer = RawExchange(
+        sandbox->port(),
+        absl::StrCat(method, " ", kPayoutPath,
+                     " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n"));
+    EXPECT_THAT(answer, StartsWith("HTTP/1.1 404 Not Found\r\n"));
+    EXPECT_THAT(answer, HasSubstr("\r\nContent-Length: 0\r\n"));
+    EXPECT_THAT(answer, ::testing::EndsWith("\r\n\r\n"));  // no body
+  }
+  // Neither journalled nor counted.
+  EXPECT_EQ(sandbox->requests_received(), 0);
+}
+
+TEST(SandboxPayoutTest, BodiesOverOneMebibyteAreRefused) {
+  std::unique_ptr<Sandbox> sandbox = StartSandbox();
+  ASSERT_NE(sandbox, nullptr);
+  EXPECT_THAT(
+      RawExchange(sandbox->port(),
+                  RawPost(kPayoutPath, std::string((1 << 20) + 1, 'x'))),
+      StartsWith("HTTP/1.1 413 "));
+  EXPECT_EQ(sandbox->requests_received(), 0);
+  // 1 MiB itself is read (and is no payout).
+  EXPECT_THAT(RawExchange(sandbox->port(),
+                          RawPost(kPayoutPath, std::string(1 << 20, 'x'))),
+              StartsWith("HTTP/1.1 412 "));
+  EXPECT_EQ(sandbox->requests_received(), 1);
+}
+
+TEST(SandboxPayoutTest, AnswersPipelinedRequestsInOrder) {
+  std::unique_ptr<Sandbox> sandbox = StartSandbox();
+  ASSERT_NE(sandbox, nullptr);
+  const std::string answers = RawExchange(
+      sandbox->port(),
+      RawPost(kPayoutPath, PayoutBody("100000010422"), /*keep_alive=*/true) +
+          RawPost(kPayoutPath, PayoutBody("100000010409"),
+                  /*keep_alive=*/true) +
+          RawPost(kStatusPath, StatusBody("TERF1")));
+  const size_t first = answers.find("HTTP/1.1 422 ");
+  const size_t second = answers.find("HTTP/1.1 409 ");
+  const size_t third = answers.find("HTTP/1.1 404 ");
+  EXPECT_EQ(first, 0u) << answers;
+  EXPECT_NE(second, std::string::npos) << answers;
+  EXPECT_NE(third, std::string::npos) << answers;
+  EXPECT_LT(first, second);
+  EXPECT_LT(second, third);
+  EXPECT_EQ(sandbox->requests_received(), 3);
+}
+
 // ---------------------------------------------------------------------------
 // The status endpoint.
 
@@ -873,6 +961,25 @@ TEST(SandboxJournalTest, ConcurrentRequestsGetOneWholeLineEach) {
   std::remove(options.journal_path.c_str());
 }
 
+TEST(SandboxJournalTest, ARequestItCannotJournalGetsA500AtOnce) {
+  SandboxOptions options;
+  options.journal_path = "/dev/full";  // every write fails with ENOSPC
+  options.latency = absl::Seconds(60);
+  std::unique_ptr<Sandbox> sandbox = StartSandbox(options);
+  ASSERT_NE(sandbox, nullptr);
+  const absl::Time start = absl::Now();
+  httplib::Result result =
+      Post(*sandbox, kPayoutPath, PayoutBody("100000011836"));
+  ASSERT_TRUE(result) << httplib::to_string(result.error());
+  // Not the script's answer, and not after the latency.
+  EXPECT_EQ(result->status, 500);
+  EXPECT_THAT(result->get_header_value("Content-Type"),
+              StartsWith("text/html"));
+  EXPECT_THAT(result->body, HasSubstr("could not write its journal"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_EQ(sandbox->requests_received(), 0);
+}
+
 // ---------------------------------------------------------------------------
 // Latency, concurrency, stopping.
 
@@ -935,6 +1042,58 @@ TEST(SandboxTimingTest, ServesManyRequestsOnOneConnection) {
     ASSERT_TRUE(result) << i << ": " << httplib::to_string(result.error());
     ASSERT_EQ(result->status, 200);
   }
+}
+
+TEST(SandboxTimingTest, DelayedAnswersWaitOnTimersNotThreads) {
+  SandboxOptions options;
+  options.latency = absl::Milliseconds(500);
+  std::unique_ptr<Sandbox> sandbox = StartSandbox(options);
+  ASSERT_NE(sandbox, nullptr);
+  const int threads_before = ThreadCount();
+  constexpr int kConnections = 300;
+  std::vector<int> connections;
+  for (int i = 0; i < kConnections; ++i) {
+    const int fd = Connect(sandbox->port());
+    ASSERT_GE(fd, 0) << i;
+    connections.push_back(fd);
+    ASSERT_TRUE(SendAll(fd, RawPost(kPayoutPath, PayoutBody())));
+  }
+  ASSERT_TRUE(
+      Eventually([&] { return sandbox->requests_received() == kConnections; },
+                 absl::Seconds(10)));
+  // 300 answers are waiting out their latency, and not one more thread.
+  EXPECT_EQ(ThreadCount(), threads_before);
+  for (const int fd : connections) {
+    EXPECT_THAT(ReadUntilClosed(fd), StartsWith("HTTP/1.1 200 OK\r\n"));
+    close(fd);
+  }
+}
+
+TEST(SandboxTimingTest, ClientsThatLeaveBeforeTheirAnswerDoNotDisturbIt) {
+  SandboxOptions options;
+  options.latency = absl::Milliseconds(200);
+  std::unique_ptr<Sandbox> sandbox = StartSandbox(options);
+  ASSERT_NE(sandbox, nullptr);
+  constexpr int kLeavers = 20;
+  for (int i = 0; i < kLeavers; ++i) {
+    const int fd = Connect(sandbox->port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(SendAll(fd, RawPost(kPayoutPath, PayoutBody())));
+    // Half close politely, half reset: each answer, when its timer fires,
+    // goes to a connection that is gone.
+    if (i % 2 == 0) {
+      const linger reset{1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    }
+    close(fd);
+  }
+  ASSERT_TRUE(
+      Eventually([&] { return sandbox->requests_received() == kLeavers; },
+                 absl::Seconds(10)));
+  // Its answer comes after theirs were written (an earlier deadline fires
+  // first).
+  MustAccept(*sandbox, "100000011836");
+  MustAccept(*sandbox, "100000011836");
 }
 
 // Starts a payout on its own thread; the sandbox has it once
