@@ -108,7 +108,7 @@ row() { rows+=("$(printf '| %s | %s | %s | %s |' "$@")"); }
 progress() { echo "[$(($(date +%s) - started))s] $*" >&2; }
 
 # --- a. CPU per call: gateway vs echo at the same offered rate --------------
-start sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 --threads=512
+start sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0
 sandbox_url="http://$address"
 sandbox_pid=$pid
 common=(--listen=127.0.0.1:0 --metrics_listen= --aopay_url="$sandbox_url"
@@ -259,7 +259,7 @@ stop "$sandbox_pid"
 
 # --- c. slow AOPay, many in flight --------------------------------------------
 start slow_sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 \
-  --latency=1s --threads=$((slow_inflight + 500))
+  --latency=1s
 slow_sandbox_pid=$pid
 start slow "$build/server/payout-server" --listen=127.0.0.1:0 \
   --metrics_listen= --aopay_url="http://$address" \
@@ -291,7 +291,7 @@ row c "errors (codes: $(json "$report" '" ".join(f"{k} {v}" for k,v in r["codes"
   "$(json "$report" errors)" "0"
 row c "gateway peak RSS / peak threads" \
   "$((rss / 1024)) MiB / $max_threads threads" "RSS < 512 MiB"
-row c "sandbox peak RSS / threads (one per connection)" \
+row c "sandbox peak RSS / threads (one event loop for every connection)" \
   "$((sandbox_rss / 1024)) MiB / $sandbox_threads threads" ""
 stop "$slow_pid"
 stop "$slow_sandbox_pid"

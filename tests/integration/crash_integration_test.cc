@@ -40,7 +40,7 @@ std::vector<absl::StatusOr<v1::Payout>> CreateAll(
 }
 
 TEST(CrashTest, KilledWhilePayoutsAreInFlightNothingIsSentTwiceOrLost) {
-  SandboxProcess sandbox({"--latency=1s", "--threads=512"});
+  SandboxProcess sandbox({"--latency=1s"});
   const std::string dir = MakeTempDir();
   const std::string ledger = dir + "/ledger.db";
 

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <map>
 #include <optional>
 #include <thread>
@@ -456,6 +457,25 @@ TEST(GatewayStandaloneTest, BadFlagsStopWithOneLineAndNonZeroExit) {
     EXPECT_THAT(result.out, Not(HasSubstr("listening on"))) << flags[0];
     EXPECT_FALSE(result.err.empty()) << flags[0];
   }
+}
+
+// The aopay-sandbox program's own command line and port.
+TEST(SandboxProgramTest, KeepsItsFlagsAndItsPort) {
+  // --threads sizes nothing any more, but is accepted and checked as before.
+  SandboxProcess sandbox({"--threads=512"});
+  ASSERT_FALSE(sandbox.url().empty());
+  EXPECT_EQ(
+      RunCommand({AOPAY_SANDBOX_BIN, "--listen=127.0.0.1:0", "--threads=0"})
+          .exit_code,
+      2);
+  // A second sandbox on the same port fails rather than sharing it (the
+  // timeout ends one that would serve).
+  const CommandResult second =
+      RunCommand({"/usr/bin/timeout", "10", AOPAY_SANDBOX_BIN,
+                  "--listen=" + sandbox.url().substr(std::strlen("http://"))});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_THAT(second.err, HasSubstr("cannot listen on"));
+  EXPECT_THAT(second.out, Not(HasSubstr("listening on")));
 }
 
 }  // namespace

@@ -219,7 +219,7 @@ TEST(SoakTest, MemoryAndFileDescriptorsStayFlatUnderMixedLoad) {
   const Mode mode = CurrentMode();
   const Config config = ForMode(mode);
   RunSeed();
-  SandboxProcess sandbox({"--latency=20ms", "--settle=1s", "--threads=96"});
+  SandboxProcess sandbox({"--latency=20ms", "--settle=1s"});
   ASSERT_FALSE(sandbox.url().empty());
   const std::string ledger = MakeTempDir() + "/ledger.db";
   GatewayProcess gateway(sandbox.url(), ledger,
