@@ -41,6 +41,9 @@ struct EasyDeleter {
 struct MultiDeleter {
   void operator()(CURLM* multi) const { curl_multi_cleanup(multi); }
 };
+struct ShareDeleter {
+  void operator()(CURLSH* share) const { curl_share_cleanup(share); }
+};
 struct SlistDeleter {
   void operator()(curl_slist* list) const { curl_slist_free_all(list); }
 };
@@ -72,6 +75,7 @@ class FdPtr {
 };
 using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
 using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
+using SharePtr = std::unique_ptr<CURLSH, ShareDeleter>;
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
 using CurlString = std::unique_ptr<char, CurlStringDeleter>;
@@ -152,6 +156,29 @@ absl::StatusOr<std::string> CheckBaseUrl(const std::string& base_url) {
   return std::string(absl::StripSuffix(base_url, "/"));
 }
 
+// One libcurl multi handle and its connection cache. libcurl 7.88 looks for
+// a reusable connection by walking every connection to the host, so a
+// transfer costs time in proportion to the connections open: with 5,000 in
+// flight that walk was half the gateway's CPU. The loop spreads transfers
+// over shards of at most kShardConnections connections each, all driven by
+// its one thread and one epoll set.
+struct Shard {
+  MultiPtr multi;
+  uint32_t index = 0;
+  size_t active = 0;                              // transfers added
+  absl::Time timer_due = absl::InfiniteFuture();  // libcurl's timer
+  int epoll_fd = -1;                              // the loop's epoll set
+};
+
+constexpr size_t kShardConnections = 256;
+
+// epoll's data for a socket: its shard and descriptor; the wakeup eventfd
+// has the shard kNoShard.
+constexpr uint32_t kNoShard = UINT32_MAX;
+uint64_t EpollKey(uint32_t shard, int fd) {
+  return (static_cast<uint64_t>(shard) << 32) | static_cast<uint32_t>(fd);
+}
+
 // Everything one call needs while libcurl works on it. Owned by the loop;
 // its address is what libcurl's callbacks receive.
 struct Transfer {
@@ -162,6 +189,7 @@ struct Transfer {
   HttpAnswer answer;
   int attempts = 0;             // times libcurl was about to send the request
   bool refused_resend = false;  // BeforeSend stopped a second copy
+  Shard* shard = nullptr;       // whose multi handle runs it
   char error[CURL_ERROR_SIZE] = {};
 };
 
@@ -256,12 +284,16 @@ absl::StatusOr<SlistPtr> MakeHeaders() {
   return headers;
 }
 
-// Fills in the options; the easy handle is created here. `headers` and
-// `extra_cas` (null when there are none) must outlive the transfer.
+// Fills in the options; the easy handle is created here. `headers`,
+// `extra_cas` and `share` (null when there are none) must outlive the
+// transfer.
 absl::Status Configure(const CurlUpstreamOptions& options,
                        const curl_slist* headers,
-                       const CaCertificates* extra_cas, Transfer& transfer) {
-  transfer.easy.reset(curl_easy_init());
+                       const CaCertificates* extra_cas, CURLSH* share,
+                       Transfer& transfer) {
+  // A handle from an earlier call comes reset (curl_easy_reset): it keeps
+  // only its buffers.
+  if (transfer.easy == nullptr) transfer.easy.reset(curl_easy_init());
   if (transfer.easy == nullptr) {
     return absl::ResourceExhaustedError("curl_easy_init failed");
   }
@@ -317,6 +349,7 @@ absl::Status Configure(const CurlUpstreamOptions& options,
   set("PREREQDATA", CURLOPT_PREREQDATA, static_cast<void*>(&transfer));
   set("ERRORBUFFER", CURLOPT_ERRORBUFFER, transfer.error);
   set("PRIVATE", CURLOPT_PRIVATE, static_cast<void*>(&transfer));
+  if (share != nullptr) set("SHARE", CURLOPT_SHARE, share);
   if (!transfer.request.idempotent) {
     set("MAXAGE_CONN", CURLOPT_MAXAGE_CONN, kPayoutMaxIdleSeconds);
   }
@@ -397,15 +430,23 @@ absl::StatusOr<HttpAnswer> Outcome(Transfer& transfer, CURLcode code) {
 class CurlUpstream::Loop {
  public:
   Loop(CurlUpstreamOptions options, std::string base_url, SlistPtr headers,
-       std::shared_ptr<const CaCertificates> extra_cas, MultiPtr multi,
-       FdPtr epoll, FdPtr wake)
+       std::shared_ptr<const CaCertificates> extra_cas, SharePtr share,
+       std::vector<MultiPtr> multis, FdPtr epoll, FdPtr wake)
       : options_(std::move(options)),
         headers_(std::move(headers)),
         extra_cas_(std::move(extra_cas)),
         base_url_(std::move(base_url)),
         epoll_(std::move(epoll)),
         wake_(std::move(wake)),
-        multi_(std::move(multi)) {}
+        share_(std::move(share)) {
+    for (MultiPtr& multi : multis) {
+      auto shard = std::make_unique<Shard>();
+      shard->multi = std::move(multi);
+      shard->index = static_cast<uint32_t>(shards_.size());
+      shard->epoll_fd = epoll_.get();
+      shards_.push_back(std::move(shard));
+    }
+  }
 
   ~Loop() {
     if (!thread_.joinable()) return;  // Start failed: nothing was posted
@@ -421,21 +462,24 @@ class CurlUpstream::Loop {
   // Hands libcurl's sockets and timer to this loop (curl_multi_socket_action
   // with epoll: each turn costs what is ready, not what is in flight).
   absl::Status Start() {
-    CURLM* multi = multi_.get();
     epoll_event event{};
     event.events = EPOLLIN;
-    event.data.fd = wake_.get();
-    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &event) != 0 ||
-        curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &OnSocket) !=
-            CURLM_OK ||
-        curl_multi_setopt(multi, CURLMOPT_SOCKETDATA,
-                          static_cast<void*>(this)) != CURLM_OK ||
-        curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &OnTimer) !=
-            CURLM_OK ||
-        curl_multi_setopt(multi, CURLMOPT_TIMERDATA,
-                          static_cast<void*>(this)) != CURLM_OK) {
-      return absl::FailedPreconditionError(
-          "cannot hand libcurl's sockets to the event loop");
+    event.data.u64 = EpollKey(kNoShard, wake_.get());
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &event) != 0) {
+      return absl::FailedPreconditionError("cannot watch the loop's eventfd");
+    }
+    for (const std::unique_ptr<Shard>& shard : shards_) {
+      CURLM* multi = shard->multi.get();
+      void* data = static_cast<void*>(shard.get());
+      if (curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &OnSocket) !=
+              CURLM_OK ||
+          curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, data) != CURLM_OK ||
+          curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &OnTimer) !=
+              CURLM_OK ||
+          curl_multi_setopt(multi, CURLMOPT_TIMERDATA, data) != CURLM_OK) {
+        return absl::FailedPreconditionError(
+            "cannot hand libcurl's sockets to the event loop");
+      }
     }
     thread_ = std::thread([this] { Run(); });
     return absl::OkStatus();
@@ -532,7 +576,7 @@ class CurlUpstream::Loop {
       if (abort_now) AbortActive(out);
       Deliver(out);
 
-      RunDueTimer();
+      RunDueTimers();
       Collect(out);
       Deliver(out);
 
@@ -553,9 +597,13 @@ class CurlUpstream::Loop {
               static_cast<int>(std::clamp<int64_t>(until_deadline, 0, wait_ms));
         }
       }
-      if (timer_due_ != absl::InfiniteFuture()) {
+      absl::Time timer_due = absl::InfiniteFuture();
+      for (const std::unique_ptr<Shard>& shard : shards_) {
+        timer_due = std::min(timer_due, shard->timer_due);
+      }
+      if (timer_due != absl::InfiniteFuture()) {
         const int64_t until_timer = absl::ToInt64Milliseconds(
-            absl::Ceil(timer_due_ - absl::Now(), absl::Milliseconds(1)));
+            absl::Ceil(timer_due - absl::Now(), absl::Milliseconds(1)));
         wait_ms = static_cast<int>(
             std::clamp<int64_t>(until_timer, 0, static_cast<int64_t>(wait_ms)));
       }
@@ -565,8 +613,9 @@ class CurlUpstream::Loop {
       const int ready = epoll_wait(epoll_.get(), events.data(),
                                    static_cast<int>(events.size()), wait_ms);
       for (int i = 0; i < ready; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == wake_.get()) {
+        const uint32_t shard = static_cast<uint32_t>(events[i].data.u64 >> 32);
+        const int fd = static_cast<int>(events[i].data.u64 & 0xffffffffu);
+        if (shard == kNoShard) {
           uint64_t count = 0;
           (void)!read(fd, &count, sizeof(count));
           continue;
@@ -576,7 +625,8 @@ class CurlUpstream::Loop {
         if (events[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
         if (events[i].events & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
         int running = 0;
-        curl_multi_socket_action(multi_.get(), fd, mask, &running);
+        curl_multi_socket_action(shards_[shard]->multi.get(), fd, mask,
+                                 &running);
       }
       Collect(out);
       Deliver(out);
@@ -590,8 +640,8 @@ class CurlUpstream::Loop {
 
   // libcurl's timer: called from inside its own calls on the loop thread.
   static int OnTimer(CURLM* /*multi*/, long timeout_ms, void* user) {
-    auto* loop = static_cast<Loop*>(user);
-    loop->timer_due_ = timeout_ms < 0
+    auto* shard = static_cast<Shard*>(user);
+    shard->timer_due = timeout_ms < 0
                            ? absl::InfiniteFuture()
                            : absl::Now() + absl::Milliseconds(timeout_ms);
     return 0;
@@ -600,39 +650,55 @@ class CurlUpstream::Loop {
   // libcurl's sockets: which to watch, for what; called on the loop thread.
   static int OnSocket(CURL* /*easy*/, curl_socket_t socket, int what,
                       void* user, void* /*socket_data*/) {
-    auto* loop = static_cast<Loop*>(user);
+    auto* shard = static_cast<Shard*>(user);
     if (what == CURL_POLL_REMOVE) {
       // libcurl may already have closed it; then the kernel dropped it too.
-      epoll_ctl(loop->epoll_.get(), EPOLL_CTL_DEL, socket, nullptr);
+      epoll_ctl(shard->epoll_fd, EPOLL_CTL_DEL, socket, nullptr);
       return 0;
     }
     epoll_event event{};
-    event.data.fd = socket;
+    event.data.u64 = EpollKey(shard->index, socket);
     if (what & CURL_POLL_IN) event.events |= EPOLLIN;
     if (what & CURL_POLL_OUT) event.events |= EPOLLOUT;
-    if (epoll_ctl(loop->epoll_.get(), EPOLL_CTL_MOD, socket, &event) != 0 &&
+    if (epoll_ctl(shard->epoll_fd, EPOLL_CTL_MOD, socket, &event) != 0 &&
         errno == ENOENT &&
-        epoll_ctl(loop->epoll_.get(), EPOLL_CTL_ADD, socket, &event) != 0) {
+        epoll_ctl(shard->epoll_fd, EPOLL_CTL_ADD, socket, &event) != 0) {
       return -1;  // libcurl fails the transfers on this socket
     }
     return 0;
   }
 
-  void RunDueTimer() {
-    if (timer_due_ > absl::Now()) return;
-    timer_due_ = absl::InfiniteFuture();
-    int running = 0;
-    curl_multi_socket_action(multi_.get(), CURL_SOCKET_TIMEOUT, 0, &running);
+  void RunDueTimers() {
+    const absl::Time now = absl::Now();
+    for (const std::unique_ptr<Shard>& shard : shards_) {
+      if (shard->timer_due > now) continue;
+      shard->timer_due = absl::InfiniteFuture();
+      int running = 0;
+      curl_multi_socket_action(shard->multi.get(), CURL_SOCKET_TIMEOUT, 0,
+                               &running);
+    }
   }
 
   void Collect(std::vector<Delivery>& out) {
-    RunDueTimer();
-    int left = 0;
-    while (CURLMsg* message = curl_multi_info_read(multi_.get(), &left)) {
-      if (message->msg == CURLMSG_DONE) {
-        FinishTransfer(message->easy_handle, message->data.result, out);
+    RunDueTimers();
+    for (const std::unique_ptr<Shard>& shard : shards_) {
+      int left = 0;
+      while (CURLMsg* message =
+                 curl_multi_info_read(shard->multi.get(), &left)) {
+        if (message->msg == CURLMSG_DONE) {
+          FinishTransfer(message->easy_handle, message->data.result, out);
+        }
       }
     }
+  }
+
+  // The shard with the fewest transfers: connections spread evenly.
+  Shard& LeastBusyShard() {
+    Shard* best = shards_.front().get();
+    for (const std::unique_ptr<Shard>& shard : shards_) {
+      if (shard->active < best->active) best = shard.get();
+    }
+    return *best;
   }
 
   static Delivery Cancel(Call call) {
@@ -643,16 +709,21 @@ class CurlUpstream::Loop {
 
   void StartTransfer(Call call, std::vector<Delivery>& out) {
     auto transfer = std::make_unique<Transfer>();
+    if (!spare_handles_.empty()) {
+      transfer->easy = std::move(spare_handles_.back());
+      spare_handles_.pop_back();
+    }
     transfer->request = std::move(call.request);
     transfer->done = std::move(call.done);
     const bool has_slash = absl::StartsWith(transfer->request.path, "/");
     transfer->url =
         absl::StrCat(base_url_, has_slash ? "" : "/", transfer->request.path);
-    absl::Status status =
-        Configure(options_, headers_.get(), extra_cas_.get(), *transfer);
+    absl::Status status = Configure(options_, headers_.get(), extra_cas_.get(),
+                                    share_.get(), *transfer);
+    Shard& shard = LeastBusyShard();
     if (status.ok()) {
       const CURLMcode added =
-          curl_multi_add_handle(multi_.get(), transfer->easy.get());
+          curl_multi_add_handle(shard.multi.get(), transfer->easy.get());
       if (added != CURLM_OK) {
         status = absl::InternalError(curl_multi_strerror(added));
       }
@@ -666,6 +737,8 @@ class CurlUpstream::Loop {
       return;
     }
     CURL* easy = transfer->easy.get();
+    transfer->shard = &shard;
+    ++shard.active;
     active_.emplace(easy, std::move(transfer));
   }
 
@@ -674,16 +747,28 @@ class CurlUpstream::Loop {
     if (found == active_.end()) return;
     std::unique_ptr<Transfer> transfer = std::move(found->second);
     active_.erase(found);
-    curl_multi_remove_handle(multi_.get(), easy);
+    curl_multi_remove_handle(transfer->shard->multi.get(), easy);
+    --transfer->shard->active;
     absl::StatusOr<HttpAnswer> result = Outcome(*transfer, code);
     ReleaseSlot();
     out.push_back({std::move(transfer->done), std::move(result)});
+    Recycle(std::move(transfer->easy));
+  }
+
+  // Keeps a finished call's handle for the next call: creating one costs
+  // tens of kilobytes of buffers, allocated and freed per call. Every option
+  // is reset; the next call sets its own.
+  void Recycle(EasyPtr easy) {
+    if (easy == nullptr || spare_handles_.size() >= kMaxSpareHandles) return;
+    curl_easy_reset(easy.get());
+    spare_handles_.push_back(std::move(easy));
   }
 
   // Shutdown's grace is over: whatever is still on the wire is dropped.
   void AbortActive(std::vector<Delivery>& out) {
     for (auto& [easy, transfer] : active_) {
-      curl_multi_remove_handle(multi_.get(), easy);
+      curl_multi_remove_handle(transfer->shard->multi.get(), easy);
+      --transfer->shard->active;
       absl::Status status =
           MayHaveBeenSent(*transfer)
               ? absl::UnknownError(
@@ -721,12 +806,18 @@ class CurlUpstream::Loop {
   const std::string base_url_;
   const FdPtr epoll_;  // libcurl's sockets and wake_
   const FdPtr wake_;   // an eventfd: Wake from any thread
-  absl::Time timer_due_ = absl::InfiniteFuture();  // libcurl's; loop only
-  // Loop thread only. Declared after what libcurl's callbacks touch, which
-  // curl_multi_cleanup may still call, and before active_ so the handles go
-  // first.
-  const MultiPtr multi_;
+  // Loop thread only. Declared after epoll_, which libcurl's callbacks touch
+  // (curl_multi_cleanup may still call them), and before active_ so the
+  // handles go first.
+  // The shards' one DNS cache and TLS session cache (not their connections):
+  // an address one shard looked up serves the others, as in one multi
+  // handle. Used by the loop thread only, so it needs no lock callbacks.
+  const SharePtr share_;
+  std::vector<std::unique_ptr<Shard>> shards_;
   std::unordered_map<CURL*, std::unique_ptr<Transfer>> active_;
+  // Finished calls' handles, reset, for the next calls (loop thread only).
+  static constexpr size_t kMaxSpareHandles = 1024;
+  std::vector<EasyPtr> spare_handles_;
 
   mutable absl::Mutex mu_;
   std::deque<Call> to_start_ ABSL_GUARDED_BY(mu_);  // hold a slot
@@ -772,23 +863,38 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
   Transfer probe;
   probe.url = *base_url;
   if (absl::Status status =
-          Configure(options, headers->get(), extra_cas.get(), probe);
+          Configure(options, headers->get(), extra_cas.get(), nullptr, probe);
       !status.ok()) {
     return status;
   }
 
-  MultiPtr multi(curl_multi_init());
-  if (multi == nullptr) {
-    return absl::ResourceExhaustedError("curl_multi_init failed");
+  const size_t shard_count = std::clamp<size_t>(
+      (options.max_inflight + kShardConnections - 1) / kShardConnections, 1,
+      64);
+  const long max_connects = static_cast<long>(std::min<size_t>(
+      (options.max_inflight + shard_count - 1) / shard_count, 1 << 20));
+  SharePtr share(curl_share_init());
+  if (share == nullptr ||
+      curl_share_setopt(share.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) !=
+          CURLSHE_OK ||
+      curl_share_setopt(share.get(), CURLSHOPT_SHARE,
+                        CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+    return absl::ResourceExhaustedError("libcurl refused the shared caches");
   }
-  const long max_connects =
-      static_cast<long>(std::min<size_t>(options.max_inflight, 1 << 20));
-  if (curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, max_connects) !=
-          CURLM_OK ||
-      curl_multi_setopt(multi.get(), CURLMOPT_PIPELINING,
-                        static_cast<long>(CURLPIPE_NOTHING)) != CURLM_OK) {
-    return absl::FailedPreconditionError(
-        "libcurl refused the connection cache options");
+  std::vector<MultiPtr> multis;
+  for (size_t i = 0; i < shard_count; ++i) {
+    MultiPtr multi(curl_multi_init());
+    if (multi == nullptr) {
+      return absl::ResourceExhaustedError("curl_multi_init failed");
+    }
+    if (curl_multi_setopt(multi.get(), CURLMOPT_MAXCONNECTS, max_connects) !=
+            CURLM_OK ||
+        curl_multi_setopt(multi.get(), CURLMOPT_PIPELINING,
+                          static_cast<long>(CURLPIPE_NOTHING)) != CURLM_OK) {
+      return absl::FailedPreconditionError(
+          "libcurl refused the connection cache options");
+    }
+    multis.push_back(std::move(multi));
   }
   FdPtr epoll(epoll_create1(EPOLL_CLOEXEC));
   FdPtr wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -798,8 +904,8 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
   }
   auto loop = std::make_unique<Loop>(std::move(options), *std::move(base_url),
                                      *std::move(headers), std::move(extra_cas),
-                                     std::move(multi), std::move(epoll),
-                                     std::move(wake));
+                                     std::move(share), std::move(multis),
+                                     std::move(epoll), std::move(wake));
   if (absl::Status started = loop->Start(); !started.ok()) return started;
   return std::unique_ptr<CurlUpstream>(new CurlUpstream(std::move(loop)));
 }
