@@ -27,6 +27,7 @@
 #include "client/payoutctl/flags.h"
 #include "client/payoutctl/output.h"
 #include "common/clients.h"
+#include "common/errors.h"
 #include "common/money.h"
 #include "google/protobuf/util/json_util.h"
 #include "rapidjson/stringbuffer.h"
@@ -153,7 +154,11 @@ absl::StatusOr<int> RunCreate(const Context& ctx,
   absl::StatusOr<v1::Payout> payout =
       ctx.client->CreatePayout(request, ctx.timeout);
   const int code = ReportPayout(ctx, payout);
-  if (!payout.ok() && !ctx.json) {
+  // Over the client's own limit, the same request id is refused again until
+  // the limit allows it: retrying now is no help.
+  const bool over_limit =
+      GetErrorDetails(payout.status()).reason == reason::kClientLimitExceeded;
+  if (!payout.ok() && !ctx.json && !over_limit) {
     switch (payout.status().code()) {
       case absl::StatusCode::kDeadlineExceeded:
       case absl::StatusCode::kUnavailable:
@@ -297,7 +302,16 @@ absl::StatusOr<int> RunBatch(const Context& ctx) {
       ctx.client->BatchCreatePayouts(requests, ctx.timeout);
   if (!answers.ok()) {
     const int code = Report(ctx, answers.status(), nullptr, "");
-    if (!ctx.json) {
+    // Only a stream that broke is worth retrying as it is; a refused caller
+    // or request gets the same refusal again.
+    const absl::StatusCode failed = answers.status().code();
+    const bool retryable = failed == absl::StatusCode::kUnavailable ||
+                           failed == absl::StatusCode::kDeadlineExceeded ||
+                           failed == absl::StatusCode::kAborted ||
+                           failed == absl::StatusCode::kCancelled ||
+                           failed == absl::StatusCode::kUnknown ||
+                           failed == absl::StatusCode::kResourceExhausted;
+    if (!ctx.json && retryable) {
       std::cerr << "the batch may be retried as it is: the gateway sends a "
                    "payout at most once per request id\n";
     }

@@ -547,6 +547,54 @@ TEST_F(SecurityTest, UnsafeConfigurationsRefuseToStart) {
   EXPECT_FALSE(insecure.address().empty());
 }
 
+// payoutctl's advice follows the refusal: retrying does not lift a client's
+// limit or grant it a scope.
+TEST_F(SecurityTest, PayoutctlDoesNotAdviseRetriesThatCannotHelp) {
+  const Token capped =
+      NewClient("capped", "payouts:write,payouts:read", "max_payout_paise=100");
+  const Token reader = NewClient("reader", "payouts:read");
+  GatewayProcess& gateway =
+      StartGateway({"--clients=" + ClientsFile(capped.line + reader.line),
+                    TlsFlags()[0], TlsFlags()[1]});
+  const std::string capped_token = dir_ + "/capped.token";
+  const std::string reader_token = dir_ + "/reader.token";
+  WriteFile(capped_token, capped.token);
+  WriteFile(reader_token, reader.token);
+  const std::vector<std::string> common = {
+      PAYOUTCTL_BIN, "--target=" + gateway.address(), "--tls_ca=" + pki_.ca()};
+
+  std::vector<std::string> create = common;
+  for (const std::string& arg :
+       {"--token_file=" + capped_token, std::string("create"),
+        "--account=" + UniqueAccount(), std::string("--ifsc=SBIN0000002"),
+        std::string("--name=Dean Jon"), std::string("--email=abc@gmail.com"),
+        std::string("--mobile=9959640000"), std::string("--amount=12.00"),
+        std::string("--mode=IMPS")}) {
+    create.push_back(arg);
+  }
+  const CommandResult over = RunCommand(create);
+  EXPECT_EQ(over.exit_code,
+            10 + static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(over.err, HasSubstr("CLIENT_LIMIT_EXCEEDED"));
+  EXPECT_THAT(over.err, Not(HasSubstr("retry with --request_id")));
+
+  const std::string batch_file = dir_ + "/batch.jsonl";
+  WriteFile(batch_file, "");
+  std::vector<std::string> batch = common;
+  batch.push_back("--token_file=" + reader_token);
+  batch.push_back("batch");
+  batch.push_back("--file=" + batch_file);
+  WriteFile(
+      batch_file,
+      R"({"request_id":"b-1","beneficiary":{"account_number":"100000011836","ifsc":"SBIN0000002","name":"Dean Jon","email":"abc@gmail.com","mobile":"9959640000"},"amount_paise":1200,"mode":"TRANSFER_MODE_IMPS"})"
+      "\n");
+  const CommandResult refused = RunCommand(batch);
+  EXPECT_EQ(refused.exit_code,
+            10 + static_cast<int>(absl::StatusCode::kPermissionDenied))
+      << refused.err;
+  EXPECT_THAT(refused.err, Not(HasSubstr("may be retried")));
+}
+
 TEST_F(SecurityTest, PrintConfigMasksSecretsAndExits) {
   const std::string secret = dir_ + "/registration";
   WriteFile(secret, "AOP-SECRET-REG-77\n");
