@@ -4,12 +4,12 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -126,46 +126,55 @@ absl::StatusOr<CheckedFiles> ReadAndCheck(const TlsFiles& files) {
   return out;
 }
 
-// Writes `text` to dir/name through a temporary file and a rename, so a
-// reader sees the old file or the new one, never part of one.
-absl::Status WriteAtomically(const std::string& dir, const char* name,
-                             const std::string& text) {
-  const std::string path = absl::StrCat(dir, "/", name);
-  const std::string temporary = absl::StrCat(path, ".new");
-  const int fd =
-      open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::InternalError(
-        absl::StrCat("cannot write ", temporary, ": ", std::strerror(errno)));
-  }
+// A new anonymous in-memory file (memfd) holding `text`; -1 on failure.
+int MemoryFile(const char* name, const std::string& text) {
+  const int fd = memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) return -1;
   size_t written = 0;
   while (written < text.size()) {
     const ssize_t n = write(fd, text.data() + written, text.size() - written);
     if (n <= 0) {
       close(fd);
-      return absl::InternalError(absl::StrCat("cannot write ", temporary));
+      return -1;
     }
     written += static_cast<size_t>(n);
   }
+  return fd;
+}
+
+// Puts `text` behind descriptor `slot` (creating it when -1): a new memfd is
+// filled, then dup3 makes `slot` refer to it in one step, so whoever opens
+// /proc/self/fd/<slot> reads the old text or the new one, never part of one.
+absl::Status Replace(int& slot, const char* name, const std::string& text) {
+  const int fd = MemoryFile(name, text);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat(
+        "cannot keep the TLS files in memory: ", std::strerror(errno)));
+  }
+  if (slot < 0) {
+    slot = fd;
+    return absl::OkStatus();
+  }
+  const int replaced = dup3(fd, slot, O_CLOEXEC);
   close(fd);
-  if (rename(temporary.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename ", temporary));
+  if (replaced < 0) {
+    return absl::InternalError(absl::StrCat(
+        "cannot replace the TLS files in memory: ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }
 
+std::string FdPath(int fd) { return absl::StrCat("/proc/self/fd/", fd); }
+
 }  // namespace
 
-TlsCredentials::TlsCredentials(TlsFiles files, std::string dir)
-    : files_(std::move(files)), dir_(std::move(dir)) {}
+TlsCredentials::TlsCredentials(TlsFiles files) : files_(std::move(files)) {}
 
 TlsCredentials::~TlsCredentials() {
   credentials_.reset();
-  for (const char* name : {"cert.pem", "key.pem", "client_ca.pem"}) {
-    const std::string path = absl::StrCat(dir_, "/", name);
-    unlink(path.c_str());
+  for (int fd : {cert_fd_, key_fd_, client_ca_fd_}) {
+    if (fd >= 0) close(fd);
   }
-  rmdir(dir_.c_str());
 }
 
 absl::StatusOr<std::unique_ptr<TlsCredentials>> TlsCredentials::Create(
@@ -178,26 +187,15 @@ absl::StatusOr<std::unique_ptr<TlsCredentials>> TlsCredentials::Create(
     return absl::InvalidArgumentError(
         "--tls_client_ca needs --tls_cert and --tls_key");
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = absl::StrCat(
-      tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/payout-tls-XXXXXX");
-  if (mkdtemp(pattern.data()) == nullptr) {
-    return absl::InternalError(
-        absl::StrCat("cannot make a private directory for the TLS files: ",
-                     std::strerror(errno)));
-  }
-  std::unique_ptr<TlsCredentials> tls(
-      new TlsCredentials(std::move(files), std::move(pattern)));
+  std::unique_ptr<TlsCredentials> tls(new TlsCredentials(std::move(files)));
   absl::StatusOr<std::string> staged = tls->Stage();
   if (!staged.ok()) return staged.status();
 
   const bool mutual = !tls->files_.client_ca.empty();
   auto provider =
       std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
-          absl::StrCat(tls->dir_, "/key.pem"),
-          absl::StrCat(tls->dir_, "/cert.pem"),
-          mutual ? absl::StrCat(tls->dir_, "/client_ca.pem") : std::string(),
-          kRefreshSeconds);
+          FdPath(tls->key_fd_), FdPath(tls->cert_fd_),
+          mutual ? FdPath(tls->client_ca_fd_) : std::string(), kRefreshSeconds);
   grpc::experimental::TlsServerCredentialsOptions options(provider);
   options.watch_identity_key_cert_pairs();
   if (mutual) {
@@ -217,21 +215,21 @@ absl::StatusOr<std::unique_ptr<TlsCredentials>> TlsCredentials::Create(
 absl::StatusOr<std::string> TlsCredentials::Stage() {
   absl::StatusOr<CheckedFiles> checked = ReadAndCheck(files_);
   if (!checked.ok()) return checked.status();
-  // The CA and the key before the certificate: gRPC pairs a key with a
-  // certificate only when they match, so a refresh between two renames
-  // keeps the old pair.
+  // gRPC reads the key and the certificate one after the other; a refresh
+  // that falls between the two replacements may pair the new key with the
+  // old certificate for one refresh interval, after which both are new.
   if (!checked->client_ca.empty()) {
     if (absl::Status s =
-            WriteAtomically(dir_, "client_ca.pem", checked->client_ca);
+            Replace(client_ca_fd_, "payout-tls-client-ca", checked->client_ca);
         !s.ok()) {
       return s;
     }
   }
-  if (absl::Status s = WriteAtomically(dir_, "key.pem", checked->key);
+  if (absl::Status s = Replace(key_fd_, "payout-tls-key", checked->key);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = WriteAtomically(dir_, "cert.pem", checked->cert);
+  if (absl::Status s = Replace(cert_fd_, "payout-tls-cert", checked->cert);
       !s.ok()) {
     return s;
   }

@@ -8,10 +8,11 @@
 // re-reads whatever files it watches every second. It never watches the
 // operator's files directly: they are checked (PEM that parses, a key that
 // matches the certificate, a CA bundle with at least one certificate) and
-// copied into a private directory, at start and on Reload (SIGHUP). A bad or
-// half-written new file is refused and the copies in use stay as they were;
-// a good one is renamed into place and serves new connections within a
-// second. docs/security.md describes rotation for operators.
+// copied into memory-only files (memfd, read by gRPC as /proc/self/fd/N), at
+// start and on Reload (SIGHUP). A bad or half-written new file is refused and
+// the copies in use stay as they were; a good one replaces them in one step
+// and serves new connections within a second. The copies never touch a disk
+// and end with the process. docs/security.md describes rotation.
 
 #include <memory>
 #include <string>
@@ -49,11 +50,14 @@ class TlsCredentials {
   absl::StatusOr<std::string> Reload();
 
  private:
-  TlsCredentials(TlsFiles files, std::string dir);
+  explicit TlsCredentials(TlsFiles files);
   absl::StatusOr<std::string> Stage();
 
   const TlsFiles files_;
-  const std::string dir_;  // 0700; the copies gRPC watches
+  // The memfds gRPC reads as /proc/self/fd/N; -1 until staged.
+  int cert_fd_ = -1;
+  int key_fd_ = -1;
+  int client_ca_fd_ = -1;
   std::shared_ptr<grpc::ServerCredentials> credentials_;
 };
 
