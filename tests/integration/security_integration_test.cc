@@ -4,6 +4,7 @@
 // reloads of the clients file and the certificate, the safe defaults, and a
 // scan of everything the gateway printed for every token used.
 
+#include <dirent.h>
 #include <signal.h>
 
 #include <atomic>
@@ -495,6 +496,32 @@ TEST_F(SecurityTest, SighupRotatesTheCertificateAndRefusesABadOne) {
   EXPECT_TRUE(Client(gateway, "")
                   ->CreatePayout(ValidRequest(UniqueAccount()), kCall)
                   .ok());
+}
+
+// The names in /tmp that start with `prefix`.
+std::set<std::string> TmpEntries(const std::string& prefix) {
+  std::set<std::string> names;
+  if (DIR* dir = opendir("/tmp")) {
+    while (dirent* entry = readdir(dir)) {
+      if (absl::StartsWith(entry->d_name, prefix)) names.insert(entry->d_name);
+    }
+    closedir(dir);
+  }
+  return names;
+}
+
+// The gateway's copies of its key live in memory only: even a gateway that
+// is killed leaves none behind.
+TEST_F(SecurityTest, AKilledGatewayLeavesNoCopyOfItsKey) {
+  const std::set<std::string> before = TmpEntries("payout-tls-");
+  GatewayProcess& gateway = StartGateway({TlsFlags()[0], TlsFlags()[1]});
+  EXPECT_TRUE(Client(gateway, "")
+                  ->CreatePayout(ValidRequest(UniqueAccount()), kCall)
+                  .ok());
+  gateway.process().Signal(SIGKILL);
+  for (const std::string& name : TmpEntries("payout-tls-")) {
+    EXPECT_TRUE(before.count(name) == 1) << "/tmp/" << name << " was left";
+  }
 }
 
 // payout-server with `flags` must refuse to start, saying `expected`. A
