@@ -191,6 +191,12 @@ absl::StatusOr<std::unique_ptr<TlsCredentials>> TlsCredentials::Create(
   absl::StatusOr<std::string> staged = tls->Stage();
   if (!staged.ok()) return staged.status();
 
+  // gRPC opens the copies by name; without /proc it could not.
+  if (access(FdPath(tls->key_fd_).c_str(), R_OK) != 0) {
+    return absl::FailedPreconditionError(
+        "TLS needs /proc mounted: gRPC reads the certificate through "
+        "/proc/self/fd");
+  }
   const bool mutual = !tls->files_.client_ca.empty();
   auto provider =
       std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
