@@ -94,12 +94,17 @@ std::string Quote(absl::string_view text) {
   return absl::StrCat("of ", text.size(), " characters (not shown)");
 }
 
+// Every scope with its name in the file: the one table both directions use.
+constexpr std::pair<Scope, absl::string_view> kScopeNames[] = {
+    {kScopeWrite, "payouts:write"},      {kScopeRead, "payouts:read"},
+    {kScopeReadAll, "payouts:read_all"}, {kScopeAdmin, "admin"},
+    {kScopeApprove, "approve"},
+};
+
 std::optional<uint32_t> ScopeBit(absl::string_view name) {
-  if (name == "payouts:write") return kScopeWrite;
-  if (name == "payouts:read") return kScopeRead;
-  if (name == "payouts:read_all") return kScopeReadAll;
-  if (name == "admin") return kScopeAdmin;
-  if (name == "approve") return kScopeApprove;
+  for (const auto& [scope, scope_name] : kScopeNames) {
+    if (name == scope_name) return scope;
+  }
   return std::nullopt;
 }
 
@@ -127,6 +132,13 @@ absl::Status LineError(int line, absl::string_view what) {
 }
 
 }  // namespace
+
+absl::string_view ScopeName(Scope scope) {
+  for (const auto& [known, name] : kScopeNames) {
+    if (known == scope) return name;
+  }
+  return "unknown";
+}
 
 Client AnonymousClient() {
   Client client;

@@ -50,6 +50,9 @@ struct Client {
   bool ReadsOwn() const { return Has(kScopeRead) || ReadsAll(); }
 };
 
+// "payouts:write", "payouts:read", ...: the scope's name in the clients file.
+absl::string_view ScopeName(Scope scope);
+
 // Without --clients every caller is this client: no name, every scope, no
 // limits.
 Client AnonymousClient();

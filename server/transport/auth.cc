@@ -24,22 +24,6 @@ absl::string_view View(const grpc::string_ref& ref) {
 
 }  // namespace
 
-absl::string_view ScopeName(Scope scope) {
-  switch (scope) {
-    case kScopeWrite:
-      return "payouts:write";
-    case kScopeRead:
-      return "payouts:read";
-    case kScopeReadAll:
-      return "payouts:read_all";
-    case kScopeAdmin:
-      return "admin";
-    case kScopeApprove:
-      return "approve";
-  }
-  return "unknown";
-}
-
 Authenticator::Authenticator(std::shared_ptr<const ClientRegistry> registry,
                              Metrics& metrics)
     : metrics_(metrics), registry_(std::move(registry)) {}

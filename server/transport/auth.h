@@ -17,9 +17,6 @@
 
 namespace aopay {
 
-// "payouts:write", "payouts:read", ...: the scope's name in the clients file.
-absl::string_view ScopeName(Scope scope);
-
 // Thread-safe.
 class Authenticator {
  public:
