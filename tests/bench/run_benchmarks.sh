@@ -103,6 +103,19 @@ errors=sum(v for k,v in r["codes"].items() if k!="OK")
 print(eval(sys.argv[2]))' "$1" "$2"
 }
 
+# rate_run REPORT PID ARGS...: payout-bench with ARGS at $rate/s for $calls
+# calls (open loop), its report in REPORT; prints PID's CPU µs per call.
+rate_run() {
+  local report=$1 server_pid=$2
+  shift 2
+  local before after
+  before=$(cpu_ticks "$server_pid")
+  "$bench" "$@" --rate="$rate" --payouts="$calls" --timeout=30s \
+    --progress=false --json_out="$report" >/dev/null
+  after=$(cpu_ticks "$server_pid")
+  echo $(((after - before) * 1000000 / clk_tck / calls))
+}
+
 rows=()
 row() { rows+=("$(printf '| %s | %s | %s | %s |' "$@")"); }
 progress() { echo "[$(($(date +%s) - started))s] $*" >&2; }
@@ -131,15 +144,10 @@ for round in $(seq 1 "$rounds"); do
       target=$echo_address server_pid=$echo_pid extra=(--echo)
     fi
     progress "a. round $round: $kind, $calls calls at $rate/s"
-    before=$(cpu_ticks "$server_pid")
-    sandbox_before=$(cpu_ticks "$sandbox_pid")
-    "$bench" --target="$target" "${extra[@]}" --rate="$rate" \
-      --payouts="$calls" --timeout=30s --progress=false \
-      --json_out="$work/a-$kind-$round.json" >/dev/null
-    after=$(cpu_ticks "$server_pid")
-    sandbox_after=$(cpu_ticks "$sandbox_pid")
     report=$work/a-$kind-$round.json
-    cpu_us[$kind]+=" $(((after - before) * 1000000 / clk_tck / calls))"
+    sandbox_before=$(cpu_ticks "$sandbox_pid")
+    cpu_us[$kind]+=" $(rate_run "$report" "$server_pid" --target="$target" "${extra[@]}")"
+    sandbox_after=$(cpu_ticks "$sandbox_pid")
     rate_got[$kind]+=" $(json "$report" 'round(r["payoutsPerSecond"])')"
     p99[$kind]+=" $(json "$report" 'round(r["latencyMs"]["p99"], 2)')"
     errs[$kind]+=" $(json "$report" errors)"
@@ -236,12 +244,7 @@ for round in $(seq 1 "$rounds"); do
       target=$durable server_pid=$durable_pid extra=()
     fi
     progress "f. round $round: $kind, $calls calls at $rate/s"
-    before=$(cpu_ticks "$server_pid")
-    "$bench" --target="$target" "${extra[@]}" --rate="$rate" \
-      --payouts="$calls" --timeout=30s --progress=false \
-      --json_out="$work/f-$kind-$round.json" >/dev/null
-    after=$(cpu_ticks "$server_pid")
-    f_cpu[$kind]+=" $(((after - before) * 1000000 / clk_tck / calls))"
+    f_cpu[$kind]+=" $(rate_run "$work/f-$kind-$round.json" "$server_pid" --target="$target" "${extra[@]}")"
     f_errs[$kind]+=" $(json "$work/f-$kind-$round.json" errors)"
   done
 done
