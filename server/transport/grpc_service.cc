@@ -33,6 +33,8 @@ class UnaryFinisher {
     reactor_->Finish(ToGrpcStatus(status));
   }
 
+  const char* method() const { return method_; }
+
  private:
   Metrics* metrics_;
   const char* method_;
@@ -42,10 +44,8 @@ class UnaryFinisher {
 
 // A callback that writes the Payout into `response` and finishes.
 PayoutService::Callback<absl::StatusOr<Payout>> PayoutResponder(
-    Metrics& metrics, const char* method, grpc::ServerUnaryReactor* reactor,
-    v1::Payout* response) {
-  return [finisher = UnaryFinisher(metrics, method, reactor),
-          response](absl::StatusOr<Payout> payout) {
+    UnaryFinisher finisher, v1::Payout* response) {
+  return [finisher, response](absl::StatusOr<Payout> payout) {
     if (payout.ok()) ToProto(*payout, response);
     finisher.Finish(payout.status());
   };
@@ -234,9 +234,9 @@ class RefusedStream final
 // Finds the caller and checks `scope`; on refusal finishes the call.
 std::optional<Client> Admit(const Authenticator& auth,
                             grpc::CallbackServerContext* context, Scope scope,
-                            const UnaryFinisher& finisher,
-                            absl::string_view method) {
-  absl::StatusOr<Client> caller = auth.Authorize(*context, scope, method);
+                            const UnaryFinisher& finisher) {
+  absl::StatusOr<Client> caller =
+      auth.Authorize(*context, scope, finisher.method());
   if (!caller.ok()) {
     finisher.Finish(caller.status());
     return std::nullopt;
@@ -255,14 +255,13 @@ grpc::ServerUnaryReactor* GrpcPayoutService::CreatePayout(
     grpc::CallbackServerContext* context,
     const v1::CreatePayoutRequest* request, v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
-  std::optional<Client> caller =
-      Admit(auth_, context, kScopeWrite,
-            UnaryFinisher(metrics_, "CreatePayout", reactor), "CreatePayout");
+  const UnaryFinisher finisher(metrics_, "CreatePayout", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeWrite, finisher);
   if (!caller) return reactor;
   // The caller's deadline or cancellation does not reach the service: an
   // AOPay call that has started runs to its own timeout and is recorded.
   service_.Create(FromProto(*request), *std::move(caller),
-                  PayoutResponder(metrics_, "CreatePayout", reactor, response));
+                  PayoutResponder(finisher, response));
   return reactor;
 }
 
@@ -270,11 +269,10 @@ grpc::ServerUnaryReactor* GrpcPayoutService::GetPayout(
     grpc::CallbackServerContext* context, const v1::GetPayoutRequest* request,
     v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
-  std::optional<Client> caller =
-      Admit(auth_, context, kScopeRead,
-            UnaryFinisher(metrics_, "GetPayout", reactor), "GetPayout");
+  const UnaryFinisher finisher(metrics_, "GetPayout", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeRead, finisher);
   if (!caller) return reactor;
-  auto done = PayoutResponder(metrics_, "GetPayout", reactor, response);
+  auto done = PayoutResponder(finisher, response);
   if (request->key_case() == v1::GetPayoutRequest::kRequestId) {
     service_.GetByRequestId(request->request_id(), *std::move(caller),
                             std::move(done));
@@ -289,9 +287,8 @@ grpc::ServerUnaryReactor* GrpcPayoutService::ListPayouts(
     grpc::CallbackServerContext* context, const v1::ListPayoutsRequest* request,
     v1::ListPayoutsResponse* response) {
   auto* reactor = context->DefaultReactor();
-  std::optional<Client> caller =
-      Admit(auth_, context, kScopeRead,
-            UnaryFinisher(metrics_, "ListPayouts", reactor), "ListPayouts");
+  const UnaryFinisher finisher(metrics_, "ListPayouts", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeRead, finisher);
   if (!caller) return reactor;
   ListQuery query;
   for (int state : request->states()) {
@@ -300,8 +297,7 @@ grpc::ServerUnaryReactor* GrpcPayoutService::ListPayouts(
   query.page_size = request->page_size();
   query.page_token = request->page_token();
   service_.List(std::move(query), *std::move(caller),
-                [finisher = UnaryFinisher(metrics_, "ListPayouts", reactor),
-                 response](absl::StatusOr<ListPage> page) {
+                [finisher, response](absl::StatusOr<ListPage> page) {
                   if (page.ok()) {
                     for (const Payout& payout : page->payouts) {
                       ToProto(payout, response->add_payouts());
@@ -317,13 +313,11 @@ grpc::ServerUnaryReactor* GrpcPayoutService::RefreshPayout(
     grpc::CallbackServerContext* context,
     const v1::RefreshPayoutRequest* request, v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
-  std::optional<Client> caller =
-      Admit(auth_, context, kScopeWrite,
-            UnaryFinisher(metrics_, "RefreshPayout", reactor), "RefreshPayout");
+  const UnaryFinisher finisher(metrics_, "RefreshPayout", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeWrite, finisher);
   if (!caller) return reactor;
-  service_.Refresh(
-      request->payout_id(), *std::move(caller),
-      PayoutResponder(metrics_, "RefreshPayout", reactor, response));
+  service_.Refresh(request->payout_id(), *std::move(caller),
+                   PayoutResponder(finisher, response));
   return reactor;
 }
 
@@ -345,18 +339,16 @@ grpc::ServerUnaryReactor* GrpcPayoutAdminService::ResolvePayout(
     grpc::CallbackServerContext* context,
     const v1::ResolvePayoutRequest* request, v1::Payout* response) {
   auto* reactor = context->DefaultReactor();
-  std::optional<Client> caller =
-      Admit(auth_, context, kScopeAdmin,
-            UnaryFinisher(metrics_, "ResolvePayout", reactor), "ResolvePayout");
+  const UnaryFinisher finisher(metrics_, "ResolvePayout", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeAdmin, finisher);
   if (!caller) return reactor;
   ResolveRequest resolve;
   resolve.payout_id = request->payout_id();
   resolve.state = FromProto(request->state());
   resolve.transaction_id = request->transaction_id();
   resolve.note = request->note();
-  service_.Resolve(
-      std::move(resolve), *std::move(caller),
-      PayoutResponder(metrics_, "ResolvePayout", reactor, response));
+  service_.Resolve(std::move(resolve), *std::move(caller),
+                   PayoutResponder(finisher, response));
   return reactor;
 }
 
