@@ -3,7 +3,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/file_util.h"
 
 namespace aopay {
 namespace {
@@ -263,25 +263,9 @@ absl::StatusOr<std::shared_ptr<const ClientRegistry>> ClientRegistry::Parse(
 
 absl::StatusOr<std::shared_ptr<const ClientRegistry>> ClientRegistry::Load(
     const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    return absl::ErrnoToStatus(
-        errno, absl::StrCat("cannot open clients file '", path, "'"));
-  }
-  std::string text;
-  char buffer[8192];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) {
-    text.append(buffer, n);
-  }
-  const bool failed = std::ferror(file) != 0;
-  const int error = errno;
-  std::fclose(file);
-  if (failed) {
-    return absl::ErrnoToStatus(
-        error, absl::StrCat("cannot read clients file '", path, "'"));
-  }
-  absl::StatusOr<std::shared_ptr<const ClientRegistry>> registry = Parse(text);
+  absl::StatusOr<std::string> text = ReadWholeFile(path, "clients file");
+  if (!text.ok()) return text.status();
+  absl::StatusOr<std::shared_ptr<const ClientRegistry>> registry = Parse(*text);
   if (!registry.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "clients file '", path, "': ", registry.status().message()));

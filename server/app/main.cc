@@ -6,10 +6,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -21,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/file_util.h"
 #include "common/limits.h"
 #include "server/app/server.h"
 #include "spdlog/formatter.h"
@@ -125,14 +124,14 @@ bool ApplyEnvironment(std::string* error) {
 // "@/path" reads a secret from a file (trailing white space dropped).
 bool ResolveSecret(std::string* value, std::string* error) {
   if (value->empty() || (*value)[0] != '@') return true;
-  std::ifstream file(value->substr(1));
-  if (!file) {
-    *error = absl::StrCat("cannot read ", value->substr(1));
+  const std::string path = value->substr(1);
+  absl::StatusOr<std::string> contents =
+      aopay::ReadWholeFile(path, "secret file");
+  if (!contents.ok()) {
+    *error = absl::StrCat("cannot read ", path);
     return false;
   }
-  std::stringstream contents;
-  contents << file.rdbuf();
-  *value = std::string(absl::StripTrailingAsciiWhitespace(contents.str()));
+  *value = std::string(absl::StripTrailingAsciiWhitespace(*contents));
   return true;
 }
 

@@ -11,12 +11,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 
@@ -41,14 +40,12 @@ using KeyPtr = std::unique_ptr<EVP_PKEY, KeyDeleter>;
 
 absl::StatusOr<std::string> ReadFile(const char* flag,
                                      const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path, "file");
+  if (!text.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, ": cannot read ", path));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return text;
 }
 
 BioPtr MemoryBio(const std::string& pem) {
