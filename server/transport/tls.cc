@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/openssl_ptr.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_credentials_options.h"
 
@@ -24,19 +25,6 @@ namespace {
 
 // How often gRPC re-reads the private copies.
 constexpr unsigned int kRefreshSeconds = 1;
-
-struct BioDeleter {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-struct X509Deleter {
-  void operator()(X509* cert) const { X509_free(cert); }
-};
-struct KeyDeleter {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-using KeyPtr = std::unique_ptr<EVP_PKEY, KeyDeleter>;
 
 absl::StatusOr<std::string> ReadFile(const char* flag,
                                      const std::string& path) {
@@ -53,11 +41,12 @@ BioPtr MemoryBio(const std::string& pem) {
 }
 
 // Every certificate in `pem`, in order; none when it holds none.
-std::vector<X509Ptr> Certificates(const std::string& pem) {
-  std::vector<X509Ptr> out;
+std::vector<CertificatePtr> Certificates(const std::string& pem) {
+  std::vector<CertificatePtr> out;
   BioPtr bio = MemoryBio(pem);
   while (bio != nullptr) {
-    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    CertificatePtr cert(
+        PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
     if (cert == nullptr) break;
     out.push_back(std::move(cert));
   }
@@ -90,13 +79,13 @@ absl::StatusOr<CheckedFiles> ReadAndCheck(const TlsFiles& files) {
   if (!cert.ok()) return cert.status();
   absl::StatusOr<std::string> key = ReadFile("tls_key", files.key);
   if (!key.ok()) return key.status();
-  std::vector<X509Ptr> chain = Certificates(*cert);
+  std::vector<CertificatePtr> chain = Certificates(*cert);
   if (chain.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--tls_cert: no PEM certificate in ", files.cert));
   }
   BioPtr key_bio = MemoryBio(*key);
-  KeyPtr private_key(
+  PrivateKeyPtr private_key(
       key_bio == nullptr
           ? nullptr
           : PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));

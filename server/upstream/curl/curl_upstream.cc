@@ -31,6 +31,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "common/openssl_ptr.h"
 
 namespace aopay {
 namespace {
@@ -53,12 +54,6 @@ struct UrlDeleter {
 struct CurlStringDeleter {
   void operator()(char* text) const { curl_free(text); }
 };
-struct BioDeleter {
-  void operator()(BIO* bio) const { BIO_free(bio); }
-};
-struct CertificateDeleter {
-  void operator()(X509* certificate) const { X509_free(certificate); }
-};
 // Owns a file descriptor (-1: none).
 class FdPtr {
  public:
@@ -79,8 +74,6 @@ using SharePtr = std::unique_ptr<CURLSH, ShareDeleter>;
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
 using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
 using CurlString = std::unique_ptr<char, CurlStringDeleter>;
-using BioPtr = std::unique_ptr<BIO, BioDeleter>;
-using CertificatePtr = std::unique_ptr<X509, CertificateDeleter>;
 
 // The CAs of options.ca_file, read once; trusted besides the system's.
 using CaCertificates = std::vector<CertificatePtr>;
