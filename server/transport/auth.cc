@@ -34,7 +34,7 @@ void Authenticator::Replace(std::shared_ptr<const ClientRegistry> registry) {
 }
 
 std::shared_ptr<const ClientRegistry> Authenticator::registry() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&mu_);  // every call; a reload is rare
   return registry_;
 }
 
