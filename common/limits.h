@@ -37,6 +37,17 @@ inline constexpr absl::Duration kDefaultShutdownGrace = absl::Seconds(35);
 inline constexpr int kDefaultPageSize = 50;
 inline constexpr int kMaxPageSize = 500;
 
+// PostgreSQL ledger (--ledger=postgresql://...).
+// How long a replica may stop heart-beating before its PENDING payouts
+// become UNKNOWN (--owner_lease).
+inline constexpr absl::Duration kDefaultOwnerLease = absl::Seconds(30);
+// The shortest lease allowed: a replica heartbeats every third of it.
+inline constexpr absl::Duration kMinOwnerLease = absl::Seconds(3);
+// Connections, each with a thread, that run the ledger's reads and writes.
+inline constexpr int kDefaultPostgresConnections = 8;
+// The longest one statement may run before the database cancels it.
+inline constexpr absl::Duration kPostgresStatementTimeout = absl::Seconds(10);
+
 }  // namespace aopay
 
 #endif  // AOPAY_COMMON_LIMITS_H_

@@ -59,4 +59,20 @@ void ThreadPool::Loop() {
   }
 }
 
+void CallbackCount::Add() {
+  absl::MutexLock lock(&mu_);
+  ++running_;
+}
+
+void CallbackCount::Done() {
+  absl::MutexLock lock(&mu_);
+  --running_;
+}
+
+void CallbackCount::WaitForZero() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](int64_t* running) { return *running == 0; }, &running_));
+}
+
 }  // namespace aopay

@@ -6,6 +6,7 @@
 // JSON, proto or gRPC work its callers do when told their write is durable).
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <thread>
 #include <vector>
@@ -54,6 +55,21 @@ class ThreadPool final : public Executor {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
+};
+
+// Counts tasks handed to an executor and not yet returned, so that an owner
+// can wait for them before it goes away. Shared with each task (hold it in a
+// shared_ptr): a task that has just returned may still be leaving Done()
+// when the owner sees the count at zero.
+class CallbackCount {
+ public:
+  void Add();
+  void Done();
+  void WaitForZero();
+
+ private:
+  absl::Mutex mu_;
+  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace aopay

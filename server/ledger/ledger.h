@@ -1,8 +1,9 @@
 #ifndef AOPAY_SERVER_LEDGER_LEDGER_H_
 #define AOPAY_SERVER_LEDGER_LEDGER_H_
 
-// Where payouts are recorded. The service depends on this interface only; the
-// SQLite implementation is in sqlite_ledger.h (PostgreSQL can follow).
+// Where payouts are recorded. The service depends on this interface only;
+// sqlite/sqlite_ledger.h keeps them in one file for one process,
+// postgres/postgres_ledger.h in PostgreSQL for several replicas.
 
 #include <cstdint>
 #include <functional>
@@ -171,6 +172,11 @@ class Ledger {
 
   // False once a write has failed and no later write has succeeded.
   virtual bool Healthy() const = 0;
+
+  // Whether this process should run the duties that need only one runner
+  // among replicas sharing the ledger (the reconciler, retention pruning).
+  // A ledger only one process opens always leads.
+  virtual bool IsLeader() const { return true; }
 };
 
 }  // namespace aopay

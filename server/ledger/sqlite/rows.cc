@@ -9,21 +9,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/errors.h"
+#include "server/ledger/shared/row_format.h"
 
 namespace aopay::sqlite_internal {
-namespace {
 
-// NULL is OK; anything else must be SerializeError's form.
-absl::StatusOr<absl::Status> ReadStatusColumn(const Statement& row, int column,
-                                              absl::string_view payout_id,
-                                              absl::string_view name) {
-  if (row.IsNull(column)) return absl::OkStatus();
-  absl::StatusOr<absl::Status> parsed = ParseSerializedError(row.Text(column));
-  if (!parsed.ok()) {
-    return RowError(payout_id, absl::StrCat("an unreadable ", name, " column"));
-  }
-  return *std::move(parsed);
-}
+namespace {
 
 // Runs a prepared SELECT of kPayoutColumns expected to match at most one row.
 // nullopt: no row.
@@ -33,7 +23,7 @@ absl::StatusOr<std::optional<StoredPayout>> FindOne(
   absl::StatusOr<bool> row = select->Step();
   if (!row.ok()) return row.status();
   if (!*row) return std::nullopt;
-  absl::StatusOr<StoredPayout> stored = ReadPayout(*select);
+  absl::StatusOr<StoredPayout> stored = ledger_internal::ReadPayoutRow(*select);
   if (!stored.ok()) return stored.status();
   return *std::move(stored);
 }
@@ -48,63 +38,6 @@ absl::StatusOr<StoredPayout> SelectOne(absl::StatusOr<Statement> select,
 }
 
 }  // namespace
-
-bool IsKnownState(int64_t value) {
-  return value >= static_cast<int64_t>(PayoutState::kUnspecified) &&
-         value <= static_cast<int64_t>(PayoutState::kUnknown);
-}
-
-bool IsKnownMode(int64_t value) {
-  return value >= static_cast<int64_t>(TransferMode::kUnspecified) &&
-         value <= static_cast<int64_t>(TransferMode::kImps);
-}
-
-absl::Status RowError(absl::string_view payout_id, absl::string_view what) {
-  return absl::DataLossError(
-      absl::StrCat("The ledger row of payout ", payout_id, " has ", what, "."));
-}
-
-std::optional<std::string> StatusColumn(const absl::Status& status) {
-  if (status.ok()) return std::nullopt;
-  return SerializeError(status);
-}
-
-absl::StatusOr<StoredPayout> ReadPayout(const Statement& row) {
-  StoredPayout stored;
-  Payout& payout = stored.payout;
-  payout.payout_id = row.Text(0);
-  payout.request_id = row.Text(1);
-  stored.fingerprint = row.Text(2);
-  const int64_t state = row.Int(3);
-  if (!IsKnownState(state))
-    return RowError(payout.payout_id, "an unknown state");
-  payout.state = static_cast<PayoutState>(state);
-  payout.beneficiary.account_number = row.Text(4);
-  payout.beneficiary.ifsc = row.Text(5);
-  payout.beneficiary.name = row.Text(6);
-  payout.beneficiary.email = row.Text(7);
-  payout.beneficiary.mobile = row.Text(8);
-  payout.amount_paise = row.Int(9);
-  const int64_t mode = row.Int(10);
-  if (!IsKnownMode(mode)) return RowError(payout.payout_id, "an unknown mode");
-  payout.mode = static_cast<TransferMode>(mode);
-  payout.transaction_id = row.Text(11);
-  payout.transaction_reference_no = row.Text(12);
-  payout.upstream_status = row.Text(13);
-  payout.bank_beneficiary_name = row.Text(14);
-  absl::StatusOr<absl::Status> failure =
-      ReadStatusColumn(row, 15, payout.payout_id, "failure");
-  if (!failure.ok()) return failure.status();
-  payout.failure = *std::move(failure);
-  absl::StatusOr<absl::Status> response =
-      ReadStatusColumn(row, 16, payout.payout_id, "response");
-  if (!response.ok()) return response.status();
-  stored.response = *std::move(response);
-  payout.create_time = absl::FromUnixMicros(row.Int(17));
-  payout.update_time = absl::FromUnixMicros(row.Int(18));
-  payout.client = row.Text(19);
-  return stored;
-}
 
 absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
                                               const std::string& registration,

@@ -2,8 +2,8 @@
 #define AOPAY_SERVER_LEDGER_SQLITE_ROWS_H_
 
 // The SQLite ledger's rows: reading a payout row into a StoredPayout,
-// finding one by payout id or by key (client, request id), the form of the
-// status columns, and appending to a payout's events. Internal to the ledger.
+// finding one by payout id or by key (client, request id), the daily sum,
+// and appending to a payout's events. Internal to the ledger.
 
 #include <cstdint>
 #include <optional>
@@ -15,30 +15,12 @@
 #include "absl/time/time.h"
 #include "common/payout.h"
 #include "server/ledger/ledger.h"
+#include "server/ledger/shared/row_format.h"
 #include "server/ledger/sqlite/handle.h"
 
 namespace aopay::sqlite_internal {
 
-// The columns ReadPayout reads, in its order.
-inline constexpr char kPayoutColumns[] =
-    "payout_id, request_id, fingerprint, state, account_number, ifsc, name, "
-    "email, mobile, amount_paise, mode, transaction_id, "
-    "transaction_reference_no, upstream_status, bank_beneficiary_name, "
-    "failure, response, create_time_us, update_time_us, client";
-
-// Whether a stored integer is a PayoutState / TransferMode this code knows.
-bool IsKnownState(int64_t value);
-bool IsKnownMode(int64_t value);
-
-// DATA_LOSS: the row of `payout_id` has `what` (e.g. "an unknown state").
-absl::Status RowError(absl::string_view payout_id, absl::string_view what);
-
-// What a status column (failure, response) holds: NULL for OK, otherwise
-// SerializeError's form.
-std::optional<std::string> StatusColumn(const absl::Status& status);
-
-// Reads a row selected with kPayoutColumns.
-absl::StatusOr<StoredPayout> ReadPayout(const Statement& row);
+using ledger_internal::kPayoutColumns;
 
 // The registration's payout `payout_id`; NOT_FOUND when there is none.
 absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,

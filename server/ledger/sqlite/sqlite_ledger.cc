@@ -1,8 +1,9 @@
 // SqliteLedger: its threads, the queues they serve, and each Ledger call's
 // reads and writes. The pieces it is built from live beside it: handle.h
 // (SQLite handles, opening the file), schema.h (migrations, the
-// registration), rows.h (payout rows and events), pages.h (List's pages)
-// and write_queue.h (writes and group commit).
+// registration), rows.h (payout rows and events) and write_queue.h (writes
+// and group commit); what every ledger stores the same way (rows, page
+// tokens) is in ../shared/row_format.h.
 
 #include "server/ledger/sqlite/sqlite_ledger.h"
 
@@ -34,17 +35,25 @@
 #include "common/redact.h"
 #include "server/executor/executor.h"
 #include "server/ledger/ledger.h"
+#include "server/ledger/shared/row_format.h"
 #include "server/ledger/sqlite/handle.h"
-#include "server/ledger/sqlite/pages.h"
 #include "server/ledger/sqlite/rows.h"
 #include "server/ledger/sqlite/schema.h"
 #include "server/ledger/sqlite/write_queue.h"
 
 namespace aopay {
 
+using ledger_internal::CreatedBy;
+using ledger_internal::IsKnownState;
+using ledger_internal::ListSql;
+using ledger_internal::MakePageToken;
+using ledger_internal::ParsePageToken;
+using ledger_internal::ReadPayoutRow;
+using ledger_internal::RowError;
+using ledger_internal::StateMask;
+using ledger_internal::StatusColumn;
 using sqlite_internal::AbandonBatch;
 using sqlite_internal::AppendEvent;
-using sqlite_internal::CallbackCount;
 using sqlite_internal::CheckDirectory;
 using sqlite_internal::ClaimRegistration;
 using sqlite_internal::CommitBatch;
@@ -54,35 +63,20 @@ using sqlite_internal::DailySpent;
 using sqlite_internal::DbHandle;
 using sqlite_internal::FileIdentity;
 using sqlite_internal::FindByRequestId;
-using sqlite_internal::IsKnownState;
 using sqlite_internal::LedgerLock;
-using sqlite_internal::ListSql;
-using sqlite_internal::MakePageToken;
 using sqlite_internal::Migrate;
 using sqlite_internal::OpenConnection;
-using sqlite_internal::ParsePageToken;
 using sqlite_internal::ProbeOp;
 using sqlite_internal::QueryText;
-using sqlite_internal::ReadPayout;
-using sqlite_internal::RowError;
 using sqlite_internal::SelectByPayoutId;
 using sqlite_internal::SelectByRequestId;
-using sqlite_internal::StateMask;
 using sqlite_internal::Statement;
-using sqlite_internal::StatusColumn;
 using sqlite_internal::TakeBatch;
 using sqlite_internal::TypedWriteOp;
 using sqlite_internal::WriteBatch;
 using sqlite_internal::WriteOp;
 
 namespace {
-
-// Who caused a payout's creation event: its client, or "gateway" when the
-// gateway runs without clients.
-std::string CreatedBy(const Payout& payout) {
-  return payout.client.empty() ? std::string("gateway")
-                               : absl::StrCat("client ", payout.client);
-}
 
 absl::Status ClosedError() {
   return LedgerUnavailableError("the ledger is closed");
@@ -598,9 +592,10 @@ void SqliteLedger::List(ListQuery query,
                                   : std::min(query.page_size, kMaxPageSize);
         // The client filter comes from the query on every page, never from
         // the token.
-        absl::StatusOr<Statement> select = db.Prepare(
-            ListSql(query.states, after.has_value(), query.client.has_value()),
-            "listing payouts");
+        absl::StatusOr<Statement> select =
+            db.Prepare(ListSql(query.states, after.has_value(),
+                               query.client.has_value(), '?'),
+                       "listing payouts");
         if (!select.ok()) return select.status();
         select->Bind(1, registration);
         // One row more than the page tells whether another page follows.
@@ -617,7 +612,7 @@ void SqliteLedger::List(ListQuery query,
             more = true;
             break;
           }
-          absl::StatusOr<StoredPayout> stored = ReadPayout(*select);
+          absl::StatusOr<StoredPayout> stored = ReadPayoutRow(*select);
           if (!stored.ok()) return stored.status();
           page.payouts.push_back(std::move(stored->payout));
         }

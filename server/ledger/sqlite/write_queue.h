@@ -82,20 +82,6 @@ absl::Status CommitBatch(Connection& db, const WriteBatch& batch,
 // not already, and returns `cause` as UNAVAILABLE (LEDGER_UNAVAILABLE).
 absl::Status AbandonBatch(Connection& db, absl::Status cause);
 
-// Counts callbacks handed to the executor and not yet returned, so that
-// Close() can wait for them. Shared with each task: a task that has just
-// returned may still be leaving Done() when Close() sees the count at zero.
-class CallbackCount {
- public:
-  void Add();
-  void Done();
-  void WaitForZero();
-
- private:
-  absl::Mutex mu_;
-  int64_t running_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
 }  // namespace aopay::sqlite_internal
 
 #endif  // AOPAY_SERVER_LEDGER_SQLITE_WRITE_QUEUE_H_

@@ -1,5 +1,3 @@
-#include "server/ledger/sqlite/sqlite_ledger.h"
-
 #include <sqlite3.h>
 #include <stdlib.h>
 
@@ -29,6 +27,11 @@
 #include "common/payout.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/ledger/postgres/connection.h"
+#include "server/ledger/postgres/postgres_ledger.h"
+#include "server/ledger/sqlite/sqlite_ledger.h"
+#include "tests/support/tcp_proxy.h"
+#include "tests/support/test_postgres.h"
 
 namespace aopay {
 namespace {
@@ -419,6 +422,21 @@ absl::StatusOr<int> Prune(Ledger& ledger, absl::Time cutoff) {
       [&](auto done) { ledger.Prune(cutoff, std::move(done)); });
 }
 
+// Inserts a payout and moves it along `path` of states.
+void InsertIn(Ledger& ledger, const Payout& payout,
+              std::vector<PayoutState> path = {}) {
+  absl::StatusOr<InsertResult> inserted = Insert(ledger, payout);
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  ASSERT_TRUE(inserted->inserted);
+  PayoutState state = PayoutState::kPending;
+  for (PayoutState next : path) {
+    absl::StatusOr<StoredPayout> applied =
+        Apply(ledger, Change(payout.payout_id, state, next));
+    ASSERT_TRUE(applied.ok()) << applied.status();
+    state = next;
+  }
+}
+
 void ExpectSameStatus(const absl::Status& actual,
                       const absl::Status& expected) {
   EXPECT_EQ(actual.code(), expected.code());
@@ -540,28 +558,71 @@ class SqliteLedgerTest : public ::testing::Test {
   }
   std::unique_ptr<SqliteLedger> OpenLedger() { return OpenLedger(Options()); }
 
-  // Inserts a payout and moves it along `path` of states.
-  void InsertIn(Ledger& ledger, const Payout& payout,
-                std::vector<PayoutState> path = {}) {
-    absl::StatusOr<InsertResult> inserted = Insert(ledger, payout);
-    ASSERT_TRUE(inserted.ok()) << inserted.status();
-    ASSERT_TRUE(inserted->inserted);
-    PayoutState state = PayoutState::kPending;
-    for (PayoutState next : path) {
-      absl::StatusOr<StoredPayout> applied =
-          Apply(ledger, Change(payout.payout_id, state, next));
-      ASSERT_TRUE(applied.ok()) << applied.status();
-      state = next;
-    }
-  }
-
   const std::string dir_ = MakeTempDir();
   const std::string path_ = dir_ + "/ledger.db";
 };
 
 // ---------------------------------------------------------------------------
+// What every ledger promises, run on SQLite and on a real PostgreSQL
+// (tests/support/test_postgres.h).
 
-TEST_F(SqliteLedgerTest, InsertedPayoutIsFoundByBothIds) {
+enum class Backend { kSqlite, kPostgres };
+
+class LedgerSuite : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == Backend::kPostgres) {
+      absl::StatusOr<std::string> uri = test_support::NewTestDatabase();
+      ASSERT_TRUE(uri.ok()) << uri.status();
+      uri_ = *std::move(uri);
+    }
+  }
+
+  std::unique_ptr<Ledger> OpenLedger(
+      std::string registration = std::string(kRegistration)) {
+    if (GetParam() == Backend::kSqlite) {
+      SqliteLedgerOptions options;
+      options.path = path_;
+      options.registration_id = std::move(registration);
+      absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
+          SqliteLedger::Open(std::move(options));
+      EXPECT_TRUE(ledger.ok()) << ledger.status();
+      if (!ledger.ok()) return nullptr;
+      return *std::move(ledger);
+    }
+    PostgresLedgerOptions options;
+    options.uri = uri_;
+    options.registration_id = std::move(registration);
+    absl::StatusOr<std::unique_ptr<PostgresLedger>> ledger =
+        PostgresLedger::Open(std::move(options));
+    EXPECT_TRUE(ledger.ok()) << ledger.status();
+    if (!ledger.ok()) return nullptr;
+    EXPECT_TRUE((*ledger)->Healthy());
+    return *std::move(ledger);
+  }
+
+  // The first column of the first row of `sql`, as text.
+  std::string Query(const std::string& sql) {
+    return GetParam() == Backend::kSqlite ? QueryText(path_, sql)
+                                          : test_support::PgScalar(uri_, sql);
+  }
+
+  const std::string dir_ = MakeTempDir();
+  const std::string path_ = dir_ + "/ledger.db";
+  std::string uri_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, LedgerSuite,
+                         ::testing::Values(Backend::kSqlite,
+                                           Backend::kPostgres),
+                         [](const ::testing::TestParamInfo<Backend>& info) {
+                           return info.param == Backend::kSqlite ? "Sqlite"
+                                                                 : "Postgres";
+                         });
+
+// ---------------------------------------------------------------------------
+
+TEST_P(LedgerSuite, InsertedPayoutIsFoundByBothIds) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const Payout payout = MakePayout(1);
@@ -622,7 +683,7 @@ TEST_F(SqliteLedgerTest, DuplicateKeyReturnsTheExistingRowAndWritesNothing) {
 // The key is (registration, client, request_id): clients choose their
 // request ids on their own, and one client's id must neither block nor
 // replay another's payout.
-TEST_F(SqliteLedgerTest, TwoClientsMayUseTheSameRequestId) {
+TEST_P(LedgerSuite, TwoClientsMayUseTheSameRequestId) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   std::vector<Payout> payouts;
@@ -635,7 +696,7 @@ TEST_F(SqliteLedgerTest, TwoClientsMayUseTheSameRequestId) {
     ASSERT_TRUE(inserted.ok()) << inserted.status();
     EXPECT_TRUE(inserted->inserted) << "client \"" << client << "\"";
   }
-  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "3");
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "3");
   for (const Payout& payout : payouts) {
     absl::StatusOr<StoredPayout> stored =
         GetByKey(*ledger, payout.client, "req-same");
@@ -647,7 +708,7 @@ TEST_F(SqliteLedgerTest, TwoClientsMayUseTheSameRequestId) {
   }
 }
 
-TEST_F(SqliteLedgerTest, TheCreationEventNamesTheClient) {
+TEST_P(LedgerSuite, TheCreationEventNamesTheClient) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   Payout payout = MakePayout(1);
@@ -660,7 +721,7 @@ TEST_F(SqliteLedgerTest, TheCreationEventNamesTheClient) {
   EXPECT_EQ((*events)[0].who, "client payroll-svc");
 }
 
-TEST_F(SqliteLedgerTest, AClientsRequestIdStillDedupes) {
+TEST_P(LedgerSuite, AClientsRequestIdStillDedupes) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const Payout first = ClientPayout(1, "alpha", 1200);
@@ -674,10 +735,10 @@ TEST_F(SqliteLedgerTest, AClientsRequestIdStillDedupes) {
   EXPECT_FALSE(again->over_daily_limit);
   ExpectSamePayout(again->existing.payout, first);
   EXPECT_EQ(again->existing.fingerprint, "fp-first");
-  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
-TEST_F(SqliteLedgerTest, GetByRequestIdDoesNotFindAnotherClientsPayout) {
+TEST_P(LedgerSuite, GetByRequestIdDoesNotFindAnotherClientsPayout) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const Payout alpha = ClientPayout(1, "alpha", 1200);
@@ -753,7 +814,7 @@ TEST_F(SqliteLedgerTest, OneProcessAtATimeHoldsTheLedger) {
   EXPECT_TRUE(second.ok()) << second.status();
 }
 
-TEST_F(SqliteLedgerTest, ApplyChangesTheRowAndAppendsAnEvent) {
+TEST_P(LedgerSuite, ApplyChangesTheRowAndAppendsAnEvent) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const Payout payout = MakePayout(1);
@@ -800,13 +861,12 @@ TEST_F(SqliteLedgerTest, ApplyChangesTheRowAndAppendsAnEvent) {
 
   const std::string where =
       absl::StrCat(" FROM payouts WHERE payout_id = '", payout.payout_id, "'");
-  EXPECT_EQ(QueryText(path_, "SELECT payout_answer" + where),
+  EXPECT_EQ(Query("SELECT payout_answer" + where),
             R"({"statuss":"SUCCESS","registrationID":"[registration]"})");
-  EXPECT_EQ(QueryText(path_, "SELECT status_answer" + where),
-            R"({"status":"SUCCESS"})");
-  EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payouts WHERE "
-                                          "payout_answer LIKE '%",
-                                          kRegistration, "%'")),
+  EXPECT_EQ(Query("SELECT status_answer" + where), R"({"status":"SUCCESS"})");
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM payouts WHERE "
+                               "payout_answer LIKE '%",
+                               kRegistration, "%'")),
             "0");
 
   absl::StatusOr<std::vector<PayoutEvent>> events =
@@ -823,7 +883,7 @@ TEST_F(SqliteLedgerTest, ApplyChangesTheRowAndAppendsAnEvent) {
   EXPECT_EQ((*events)[2].who, "refresh");
 }
 
-TEST_F(SqliteLedgerTest, ApplyIsCompareAndSet) {
+TEST_P(LedgerSuite, ApplyIsCompareAndSet) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const Payout payout = MakePayout(1);
@@ -849,7 +909,7 @@ TEST_F(SqliteLedgerTest, ApplyIsCompareAndSet) {
   EXPECT_EQ(events->size(), 1u);
 }
 
-TEST_F(SqliteLedgerTest, FailureAndResponseSurviveAReopenExactly) {
+TEST_P(LedgerSuite, FailureAndResponseSurviveAReopenExactly) {
   ErrorDetails details;
   details.reason = std::string(reason::kUpstreamInvalidIfsc);
   details.metadata = {{std::string(meta::kPayoutId), PayoutId(1)},
@@ -891,13 +951,12 @@ TEST_F(SqliteLedgerTest, FailureAndResponseSurviveAReopenExactly) {
   ASSERT_TRUE(cleared.ok()) << cleared.status();
   EXPECT_TRUE(cleared->payout.failure.ok());
   EXPECT_TRUE(cleared->response.ok());
-  EXPECT_EQ(QueryText(path_,
-                      "SELECT count(*) FROM payouts WHERE failure IS "
-                      "NULL AND response IS NULL"),
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts WHERE failure IS "
+                  "NULL AND response IS NULL"),
             "1");
 }
 
-TEST_F(SqliteLedgerTest, PayoutsAndEventsPersistAcrossReopen) {
+TEST_P(LedgerSuite, PayoutsAndEventsPersistAcrossReopen) {
   {
     auto ledger = OpenLedger();
     ASSERT_NE(ledger, nullptr);
@@ -918,7 +977,7 @@ TEST_F(SqliteLedgerTest, PayoutsAndEventsPersistAcrossReopen) {
   EXPECT_EQ(events->size(), 2u);
 }
 
-TEST_F(SqliteLedgerTest, ReadsSeeEveryWriteWhoseCallbackRan) {
+TEST_P(LedgerSuite, ReadsSeeEveryWriteWhoseCallbackRan) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   constexpr int kPayouts = 50;
@@ -939,7 +998,7 @@ TEST_F(SqliteLedgerTest, ReadsSeeEveryWriteWhoseCallbackRan) {
   EXPECT_EQ(found.load(), kPayouts);
 }
 
-TEST_F(SqliteLedgerTest, ForgetDeletesAPendingPayoutAndFreesItsKey) {
+TEST_P(LedgerSuite, ForgetDeletesAPendingPayoutAndFreesItsKey) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   InsertIn(*ledger, MakePayout(1, "req-retry"));
@@ -950,9 +1009,9 @@ TEST_F(SqliteLedgerTest, ForgetDeletesAPendingPayoutAndFreesItsKey) {
             absl::StatusCode::kNotFound);
   EXPECT_EQ(Events(*ledger, PayoutId(1)).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payout_events "
-                                          "WHERE payout_id = '",
-                                          PayoutId(1), "'")),
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM payout_events "
+                               "WHERE payout_id = '",
+                               PayoutId(1), "'")),
             "0");
   absl::StatusOr<InsertResult> again =
       Insert(*ledger, MakePayout(3, "req-retry"));
@@ -1017,7 +1076,7 @@ TEST_F(SqliteLedgerTest, RecoverPendingMakesPendingPayoutsUnknown) {
   EXPECT_EQ(*recovered, 0);
 }
 
-TEST_F(SqliteLedgerTest, ListPagesNewestFirstAndTokensSurviveAReopen) {
+TEST_P(LedgerSuite, ListPagesNewestFirstAndTokensSurviveAReopen) {
   std::string token;
   {
     auto ledger = OpenLedger();
@@ -1049,7 +1108,7 @@ TEST_F(SqliteLedgerTest, ListPagesNewestFirstAndTokensSurviveAReopen) {
   EXPECT_EQ(page->next_page_token, "");
 }
 
-TEST_F(SqliteLedgerTest, ListPageBoundariesAreExact) {
+TEST_P(LedgerSuite, ListPageBoundariesAreExact) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   for (int n = 1; n <= 6; ++n) InsertIn(*ledger, MakePayout(n));
@@ -1072,7 +1131,7 @@ TEST_F(SqliteLedgerTest, ListPageBoundariesAreExact) {
   EXPECT_EQ(all->next_page_token, "");
 }
 
-TEST_F(SqliteLedgerTest, ListFiltersByState) {
+TEST_P(LedgerSuite, ListFiltersByState) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
@@ -1126,7 +1185,7 @@ TEST_F(SqliteLedgerTest, ListFiltersByState) {
   EXPECT_THAT(Ids(*page), ElementsAre(PayoutId(4)));
 }
 
-TEST_F(SqliteLedgerTest, ListRefusesBadTokensAndTokensOfAnotherFilter) {
+TEST_P(LedgerSuite, ListRefusesBadTokensAndTokensOfAnotherFilter) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   for (int n = 1; n <= 3; ++n) {
@@ -1168,7 +1227,7 @@ TEST_F(SqliteLedgerTest, ListRefusesBadTokensAndTokensOfAnotherFilter) {
 
 // The client filter comes from the query on every page: a page token made
 // for one client's listing shows another client nothing of the first's.
-TEST_F(SqliteLedgerTest, ListFiltersByClientAcrossPages) {
+TEST_P(LedgerSuite, ListFiltersByClientAcrossPages) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const std::vector<std::string> clients = {"alpha", "beta", ""};
@@ -1248,7 +1307,7 @@ TEST_F(SqliteLedgerTest, ListFiltersByClientAcrossPages) {
                                       PayoutId(2), PayoutId(1)));
 }
 
-TEST_F(SqliteLedgerTest, PruneDeletesOnlyPayoutsFinalBeforeTheCutoff) {
+TEST_P(LedgerSuite, PruneDeletesOnlyPayoutsFinalBeforeTheCutoff) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   using S = PayoutState;
@@ -1279,10 +1338,10 @@ TEST_F(SqliteLedgerTest, PruneDeletesOnlyPayoutsFinalBeforeTheCutoff) {
   }
   for (int n : {4, 5, 6, 7})
     EXPECT_TRUE(GetById(*ledger, PayoutId(n)).ok()) << n;
-  EXPECT_EQ(QueryText(path_, absl::StrCat("SELECT count(*) FROM payout_events "
-                                          "WHERE payout_id IN ('",
-                                          PayoutId(1), "', '", PayoutId(2),
-                                          "', '", PayoutId(3), "')")),
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM payout_events "
+                               "WHERE payout_id IN ('",
+                               PayoutId(1), "', '", PayoutId(2), "', '",
+                               PayoutId(3), "')")),
             "0");
   pruned = Prune(*ledger, T(10));
   ASSERT_TRUE(pruned.ok());
@@ -1293,7 +1352,7 @@ TEST_F(SqliteLedgerTest, PruneDeletesOnlyPayoutsFinalBeforeTheCutoff) {
 // its key for the whole retention after it settled: counting from its
 // creation would free the key at once, and a caller still retrying its
 // request id would send the money again.
-TEST_F(SqliteLedgerTest, RetentionCountsFromTheMomentThePayoutBecameFinal) {
+TEST_P(LedgerSuite, RetentionCountsFromTheMomentThePayoutBecameFinal) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   using S = PayoutState;
@@ -1614,7 +1673,7 @@ TEST_F(SqliteLedgerTest, DailyLimitAdmitsUpToTheLimitAndRefusesTheOvershoot) {
   EXPECT_TRUE(unlimited->inserted);
 }
 
-TEST_F(SqliteLedgerTest, FailedPayoutsDoNotCountAgainstTheDailyLimit) {
+TEST_P(LedgerSuite, FailedPayoutsDoNotCountAgainstTheDailyLimit) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   using S = PayoutState;
@@ -1651,7 +1710,7 @@ TEST_F(SqliteLedgerTest, FailedPayoutsDoNotCountAgainstTheDailyLimit) {
   EXPECT_EQ(Spent(*ledger, "alpha"), 19'999);
 }
 
-TEST_F(SqliteLedgerTest, PayoutsOutsideTheDayDoNotCount) {
+TEST_P(LedgerSuite, PayoutsOutsideTheDayDoNotCount) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const std::vector<std::pair<absl::Time, int64_t>> payouts = {
@@ -1720,7 +1779,7 @@ TEST_F(SqliteLedgerTest, AnotherClientsPayoutsDoNotCount) {
   EXPECT_TRUE(fits->inserted);
 }
 
-TEST_F(SqliteLedgerTest, AReplayWinsOverTheDailyLimit) {
+TEST_P(LedgerSuite, AReplayWinsOverTheDailyLimit) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const Payout first = ClientPayout(1, "alpha", 8'000);
@@ -1740,10 +1799,10 @@ TEST_F(SqliteLedgerTest, AReplayWinsOverTheDailyLimit) {
     EXPECT_EQ(replay->spent_paise, 0);
     ExpectSamePayout(replay->existing.payout, first);
   }
-  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "1");
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
-TEST_F(SqliteLedgerTest, RefusesAMalformedDailyLimit) {
+TEST_P(LedgerSuite, RefusesAMalformedDailyLimit) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   for (const DailyLimit& limit : {DailyLimit{-1, DayStart(), DayEnd()},
@@ -1754,7 +1813,7 @@ TEST_F(SqliteLedgerTest, RefusesAMalformedDailyLimit) {
                   .code(),
               absl::StatusCode::kInvalidArgument);
   }
-  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts"), "0");
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "0");
 }
 
 // Posts kRacers inserts of kRaceAmount each for client "alpha" against
@@ -1804,7 +1863,7 @@ RaceOutcome RaceInserts(
 
 // The check and the insert are one step on the writer: inserts posted at
 // the same moment cannot together overshoot the limit.
-TEST_F(SqliteLedgerTest, ConcurrentInsertsNeverOvershootTheDailyLimit) {
+TEST_P(LedgerSuite, ConcurrentInsertsNeverOvershootTheDailyLimit) {
   const DailyLimit limit = Limit(10 * kRaceAmount);
   {
     auto ledger = OpenLedger();
@@ -1814,9 +1873,8 @@ TEST_F(SqliteLedgerTest, ConcurrentInsertsNeverOvershootTheDailyLimit) {
     EXPECT_EQ(outcome.over, 10);
     EXPECT_EQ(outcome.other, 0);
   }
-  EXPECT_EQ(QueryText(path_,
-                      "SELECT sum(amount_paise) FROM payouts "
-                      "WHERE client = 'alpha'"),
+  EXPECT_EQ(Query("SELECT sum(amount_paise) FROM payouts "
+                  "WHERE client = 'alpha'"),
             absl::StrCat(10 * kRaceAmount));
   // The sum is counted from the rows: it survives a restart.
   auto ledger = OpenLedger();
@@ -2312,6 +2370,414 @@ TEST_F(SqliteLedgerTest, CallbacksRunOnTheGivenExecutor) {
       marked([&](auto done) { ledger->List(ListQuery{}, std::move(done)); }));
   EXPECT_GE(executor.tasks(), 4);
   ledger->Close();  // before the executor goes
+}
+
+// ---------------------------------------------------------------------------
+// PostgreSQL only: several replicas on one database, owners and leases, the
+// duties lock, and a database that goes away (through a TCP proxy).
+
+namespace pg = postgres_internal;
+
+class PostgresLedgerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::string> uri = test_support::NewTestDatabase();
+    ASSERT_TRUE(uri.ok()) << uri.status();
+    uri_ = *std::move(uri);
+  }
+
+  PostgresLedgerOptions Options(std::string owner = "") const {
+    PostgresLedgerOptions options;
+    options.uri = uri_;
+    options.registration_id = std::string(kRegistration);
+    options.owner = std::move(owner);
+    return options;
+  }
+
+  std::unique_ptr<PostgresLedger> Open(PostgresLedgerOptions options) {
+    absl::StatusOr<std::unique_ptr<PostgresLedger>> ledger =
+        PostgresLedger::Open(std::move(options));
+    EXPECT_TRUE(ledger.ok()) << ledger.status();
+    if (!ledger.ok()) return nullptr;
+    return *std::move(ledger);
+  }
+  std::unique_ptr<PostgresLedger> Open(std::string owner = "") {
+    return Open(Options(std::move(owner)));
+  }
+
+  std::string Query(const std::string& sql) {
+    return test_support::PgScalar(uri_, sql);
+  }
+
+  // Makes payout `n` (inserted PENDING) belong to replica `owner`, whose last
+  // heartbeat was `age` ago.
+  void GiveTo(int n, const std::string& owner, absl::Duration age) {
+    ASSERT_EQ(Query(absl::StrCat(
+                  "INSERT INTO gateway_replicas (owner, registration, "
+                  "heartbeat_at) VALUES ('",
+                  owner, "', '", kRegistration, "', now() - interval '",
+                  absl::ToInt64Milliseconds(age),
+                  " milliseconds') ON CONFLICT (owner) DO NOTHING "
+                  "RETURNING 'ok'")),
+              "ok");
+    ASSERT_EQ(Query(absl::StrCat("UPDATE payouts SET owner = '", owner,
+                                 "' WHERE payout_id = '", PayoutId(n),
+                                 "' RETURNING 'ok'")),
+              "ok");
+  }
+
+  absl::StatusOr<PayoutState> StateOf(Ledger& ledger, int n) {
+    absl::StatusOr<StoredPayout> stored = GetById(ledger, PayoutId(n));
+    if (!stored.ok()) return stored.status();
+    return stored->payout.state;
+  }
+
+  // Polls `condition` until it holds or 20 s pass.
+  static bool Eventually(const std::function<bool()>& condition) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      if (condition()) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return condition();
+  }
+
+  std::string uri_;
+};
+
+TEST_F(PostgresLedgerTest, ExactlyOneReplicaWinsEachKey) {
+  auto a = Open("replica-a");
+  auto b = Open("replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  constexpr int kKeys = 40;
+  std::vector<absl::StatusOr<InsertResult>> results(2 * kKeys,
+                                                    absl::UnknownError(""));
+  absl::BlockingCounter answered(2 * kKeys);
+  for (int key = 0; key < kKeys; ++key) {
+    const std::string request_id = absl::StrCat("req-race-", key);
+    // The same key, different payout ids, one insert at each replica.
+    for (int side = 0; side < 2; ++side) {
+      Ledger& ledger = side == 0 ? *a : *b;
+      const int n = 1 + 2 * key + side;
+      ledger.Insert(Request(MakePayout(n, request_id)),
+                    [&, n](absl::StatusOr<InsertResult> result) {
+                      results[n - 1] = std::move(result);
+                      answered.DecrementCount();
+                    });
+    }
+  }
+  answered.Wait();
+  for (int key = 0; key < kKeys; ++key) {
+    const absl::StatusOr<InsertResult>& first = results[2 * key];
+    const absl::StatusOr<InsertResult>& second = results[2 * key + 1];
+    ASSERT_TRUE(first.ok()) << first.status();
+    ASSERT_TRUE(second.ok()) << second.status();
+    ASSERT_NE(first->inserted, second->inserted) << "key " << key;
+    const std::string winner =
+        first->inserted ? PayoutId(1 + 2 * key) : PayoutId(2 + 2 * key);
+    const InsertResult& loser = first->inserted ? *second : *first;
+    EXPECT_EQ(loser.existing.payout.payout_id, winner);
+    // The winner's replica owns it.
+    EXPECT_EQ(Query(absl::StrCat("SELECT owner FROM payouts WHERE payout_id "
+                                 "= '",
+                                 winner, "'")),
+              first->inserted ? "replica-a" : "replica-b");
+  }
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), absl::StrCat(kKeys));
+}
+
+TEST_F(PostgresLedgerTest, TwoReplicasNeverOvershootADailyLimitTogether) {
+  auto a = Open("replica-a");
+  auto b = Open("replica-b");
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  constexpr int kPayouts = 20;
+  std::atomic<int> inserted{0};
+  std::atomic<int> refused{0};
+  absl::BlockingCounter answered(kPayouts);
+  for (int n = 1; n <= kPayouts; ++n) {
+    Ledger& ledger = n % 2 == 0 ? *a : *b;
+    ledger.Insert(Request(ClientPayout(n, "alpha", 1'000), "fp", Limit(10'000)),
+                  [&](absl::StatusOr<InsertResult> result) {
+                    EXPECT_TRUE(result.ok()) << result.status();
+                    if (result.ok() && result->inserted) ++inserted;
+                    if (result.ok() && result->over_daily_limit) ++refused;
+                    answered.DecrementCount();
+                  });
+  }
+  answered.Wait();
+  EXPECT_EQ(inserted.load(), 10);
+  EXPECT_EQ(refused.load(), 10);
+  EXPECT_EQ(Query("SELECT sum(amount_paise) FROM payouts"), "10000");
+}
+
+TEST_F(PostgresLedgerTest, OnlyExpiredLeasesArePendingPayoutsRecovered) {
+  auto live = Open("replica-live");
+  ASSERT_NE(live, nullptr);
+  for (int n = 1; n <= 4; ++n) InsertIn(*live, MakePayout(n));
+  GiveTo(2, "replica-stopped", absl::Hours(1));
+  GiveTo(3, "replica-beating", absl::ZeroDuration());
+  // Payout 4's owner row is gone altogether: it is recovered too.
+  ASSERT_EQ(Query(absl::StrCat("UPDATE payouts SET owner = 'replica-gone' "
+                               "WHERE payout_id = '",
+                               PayoutId(4), "' RETURNING 'ok'")),
+            "ok");
+
+  auto other = Open("replica-other");
+  ASSERT_NE(other, nullptr);
+  absl::StatusOr<int> recovered = other->RecoverPending(T(500));
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ(*recovered, 2);
+  EXPECT_EQ(StateOf(*other, 1).value(), PayoutState::kPending);  // live
+  EXPECT_EQ(StateOf(*other, 3).value(), PayoutState::kPending);  // beating
+  for (int n : {2, 4}) {
+    absl::StatusOr<StoredPayout> stored = GetById(*other, PayoutId(n));
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(stored->payout.state, PayoutState::kUnknown);
+    EXPECT_EQ(stored->response.code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_EQ(GetErrorDetails(stored->response).reason,
+              reason::kOutcomeUnknown);
+    absl::StatusOr<std::vector<PayoutEvent>> events =
+        Events(*other, PayoutId(n));
+    ASSERT_TRUE(events.ok());
+    ASSERT_EQ(events->size(), 2u);
+    EXPECT_EQ(events->back().to, PayoutState::kUnknown);
+    EXPECT_EQ(events->back().who, "recovery by replica-other");
+    EXPECT_THAT(events->back().why, HasSubstr("may have been sent"));
+    EXPECT_EQ(events->back().time, T(500));
+  }
+  // A stopped replica with nothing left PENDING is forgotten.
+  EXPECT_EQ(Query("SELECT count(*) FROM gateway_replicas WHERE owner = "
+                  "'replica-stopped'"),
+            "0");
+  EXPECT_EQ(other->RecoverPending(T(600)).value(), 0);
+}
+
+TEST_F(PostgresLedgerTest, ACleanlyClosedReplicasPayoutsAreRecoveredAtOnce) {
+  {
+    auto first = Open("replica-first");
+    ASSERT_NE(first, nullptr);
+    InsertIn(*first, MakePayout(1));
+  }
+  auto second = Open("replica-second");
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second->RecoverPending(T(500)).value(), 1);
+  EXPECT_EQ(StateOf(*second, 1).value(), PayoutState::kUnknown);
+}
+
+TEST_F(PostgresLedgerTest, ASilentReplicasPayoutsBecomeUnknownAfterItsLease) {
+  PostgresLedgerOptions options = Options("replica-watching");
+  options.owner_lease = kMinOwnerLease;
+  auto watching = Open(std::move(options));
+  ASSERT_NE(watching, nullptr);
+  InsertIn(*watching, MakePayout(1));
+  const absl::Time before_last_heartbeat = absl::Now();
+  GiveTo(1, "replica-silent", absl::ZeroDuration());
+  // Nobody calls RecoverPending: the heartbeat's sweep finds it.
+  ASSERT_TRUE(Eventually([&] {
+    return StateOf(*watching, 1).value_or(PayoutState::kPending) ==
+           PayoutState::kUnknown;
+  }));
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*watching, PayoutId(1));
+  ASSERT_TRUE(events.ok());
+  EXPECT_GE(events->back().time, before_last_heartbeat + kMinOwnerLease);
+  EXPECT_THAT(events->back().why, HasSubstr("replica-silent"));
+}
+
+TEST_F(PostgresLedgerTest, ReplicasStartingTogetherMigrateOnce) {
+  constexpr int kReplicas = 4;
+  std::vector<std::unique_ptr<PostgresLedger>> ledgers(kReplicas);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplicas; ++i) {
+    threads.emplace_back([&, i] { ledgers[i] = Open(absl::StrCat("r", i)); });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (const auto& ledger : ledgers) ASSERT_NE(ledger, nullptr);
+  EXPECT_EQ(Query("SELECT count(*) FROM ledger_schema"), "1");
+  EXPECT_EQ(Query("SELECT count(*) FROM gateway_replicas"),
+            absl::StrCat(kReplicas));
+}
+
+TEST_F(PostgresLedgerTest, OneReplicaLeadsAndAnotherTakesOverWhenItCloses) {
+  auto first = Open("replica-first");
+  ASSERT_NE(first, nullptr);
+  auto second = Open("replica-second");
+  ASSERT_NE(second, nullptr);
+  EXPECT_TRUE(first->IsLeader());
+  EXPECT_FALSE(second->IsLeader());
+  InsertIn(*first, MakePayout(1), {PayoutState::kSucceeded});
+  // Only the leader prunes.
+  EXPECT_EQ(Prune(*second, T(1'000'000)).value(), 0);
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
+  first->Close();
+  EXPECT_TRUE(Eventually([&] { return second->IsLeader(); }));
+  EXPECT_EQ(Prune(*second, T(1'000'000)).value(), 1);
+}
+
+TEST_F(PostgresLedgerTest, RefusesADatabaseOfAnotherRegistration) {
+  {
+    auto ledger = Open();
+    ASSERT_NE(ledger, nullptr);
+    InsertIn(*ledger, MakePayout(1));
+  }
+  PostgresLedgerOptions other = Options();
+  other.registration_id = "AOP-999";
+  absl::StatusOr<std::unique_ptr<PostgresLedger>> refused =
+      PostgresLedger::Open(std::move(other));
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("another AOPay registration"));
+  EXPECT_FALSE(absl::StrContains(refused.status().message(), "AOP-999"));
+  EXPECT_FALSE(absl::StrContains(refused.status().message(), kRegistration));
+}
+
+TEST_F(PostgresLedgerTest, RefusesANewerSchemaAndAnotherApplicationsTables) {
+  { ASSERT_NE(Open(), nullptr); }
+  ASSERT_EQ(Query("INSERT INTO ledger_schema (version) VALUES (99) "
+                  "RETURNING 'ok'"),
+            "ok");
+  absl::StatusOr<std::unique_ptr<PostgresLedger>> newer =
+      PostgresLedger::Open(Options());
+  ASSERT_EQ(newer.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(newer.status().message()), HasSubstr("newer"));
+
+  absl::StatusOr<std::string> foreign = test_support::NewTestDatabase();
+  ASSERT_TRUE(foreign.ok());
+  ASSERT_EQ(test_support::PgScalar(
+                *foreign, "CREATE TABLE payouts (id int); SELECT 'ok'"),
+            "ok");
+  PostgresLedgerOptions options = Options();
+  options.uri = *foreign;
+  absl::StatusOr<std::unique_ptr<PostgresLedger>> refused =
+      PostgresLedger::Open(std::move(options));
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("not a payout ledger"));
+}
+
+// The database behind a proxy that the test takes away and gives back.
+class PostgresFaultTest : public PostgresLedgerTest {
+ protected:
+  void SetUp() override {
+    PostgresLedgerTest::SetUp();
+    const std::string host = UriParameter("host");
+    absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy =
+        test_support::TcpProxy::Start(host + "/.s.PGSQL.5432");
+    ASSERT_TRUE(proxy.ok()) << proxy.status();
+    proxy_ = *std::move(proxy);
+    const std::string database =
+        uri_.substr(std::strlen("postgresql://postgres@/"),
+                    uri_.find('?') - std::strlen("postgresql://postgres@/"));
+    proxied_uri_ =
+        absl::StrCat("postgresql://postgres@127.0.0.1:", proxy_->port(), "/",
+                     database, "?connect_timeout=2");
+  }
+
+  std::string UriParameter(absl::string_view name) const {
+    const size_t start = uri_.find(absl::StrCat(name, "="));
+    const size_t value = start + name.size() + 1;
+    return uri_.substr(value, uri_.find('&', value) - value);
+  }
+
+  PostgresLedgerOptions ProxiedOptions() const {
+    PostgresLedgerOptions options = Options("replica-proxied");
+    options.uri = proxied_uri_;
+    return options;
+  }
+
+  std::unique_ptr<test_support::TcpProxy> proxy_;
+  std::string proxied_uri_;
+};
+
+TEST_F(PostgresFaultTest, UnreachableAtStartServesLaterWithoutARestart) {
+  proxy_->Down();
+  auto ledger = Open(ProxiedOptions());
+  ASSERT_NE(ledger, nullptr);
+  EXPECT_FALSE(ledger->Healthy());
+  absl::StatusOr<InsertResult> refused = Insert(*ledger, MakePayout(1));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails(refused.status()).reason,
+            reason::kLedgerUnavailable);
+  EXPECT_THAT(Query("SELECT count(*) FROM payouts"),
+              HasSubstr("does not exist"))
+      << "nothing was written";
+
+  proxy_->Up();
+  ASSERT_TRUE(Eventually([&] { return ledger->Healthy(); }));
+  absl::StatusOr<InsertResult> inserted = Insert(*ledger, MakePayout(1));
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  EXPECT_TRUE(inserted->inserted);
+}
+
+TEST_F(PostgresFaultTest, LostMidRunWritesFailAtOnceAndResumeWhenItReturns) {
+  auto ledger = Open(ProxiedOptions());
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  ASSERT_TRUE(ledger->Healthy());
+
+  proxy_->Down();
+  absl::StatusOr<InsertResult> refused = Insert(*ledger, MakePayout(2));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails(refused.status()).reason,
+            reason::kLedgerUnavailable);
+  EXPECT_TRUE(Eventually([&] { return !ledger->Healthy(); }));
+  absl::StatusOr<StoredPayout> outcome =
+      Apply(*ledger,
+            Change(PayoutId(1), PayoutState::kPending, PayoutState::kAccepted));
+  EXPECT_EQ(outcome.status().code(), absl::StatusCode::kUnavailable);
+
+  proxy_->Up();
+  // The same outcome, written again once the database is back.
+  ASSERT_TRUE(Eventually([&] {
+    return Apply(*ledger, Change(PayoutId(1), PayoutState::kPending,
+                                 PayoutState::kAccepted))
+        .ok();
+  }));
+  EXPECT_TRUE(Eventually([&] { return ledger->Healthy(); }));
+  EXPECT_EQ(Query(absl::StrCat("SELECT state FROM payouts WHERE payout_id = '",
+                               PayoutId(1), "'")),
+            absl::StrCat(static_cast<int>(PayoutState::kAccepted)));
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1") << "payout 2 unsent";
+}
+
+TEST(PostgresConnectTargetTest, ReadsThePasswordFromAFileAndHidesIt) {
+  const std::string dir = MakeTempDir();
+  const std::string secret = dir + "/pgpass";
+  {
+    std::ofstream out(secret);
+    out << "s3cret-pw\n";
+  }
+  absl::StatusOr<pg::ConnectTarget> target = pg::ParseConnectTarget(
+      absl::StrCat("postgresql://gw@db.internal:5433/payouts?password=@",
+                   secret, "&sslmode=verify-full"),
+      absl::Seconds(10));
+  ASSERT_TRUE(target.ok()) << target.status();
+  bool found = false;
+  for (size_t i = 0; i < target->keywords.size(); ++i) {
+    if (target->keywords[i] == "password") {
+      EXPECT_EQ(target->values[i], "s3cret-pw");
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_FALSE(absl::StrContains(target->redacted, "s3cret"));
+
+  EXPECT_EQ(pg::RedactUri("postgresql://gw:hunter2@db:5432/p?sslmode=require"),
+            "postgresql://gw:***@db:5432/p?sslmode=require");
+  EXPECT_EQ(pg::RedactUri("postgresql://gw@db/p?password=hunter2&x=1"),
+            "postgresql://gw@db/p?password=***&x=1");
+  EXPECT_EQ(pg::RedactUri("postgresql://gw@db/p?password=@/run/pw"),
+            "postgresql://gw@db/p?password=@/run/pw");
+
+  absl::StatusOr<pg::ConnectTarget> bad = pg::ParseConnectTarget(
+      "postgresql://gw@db/p?nonsense=1", absl::Seconds(1));
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--ledger"));
+  absl::StatusOr<pg::ConnectTarget> missing = pg::ParseConnectTarget(
+      "postgresql://gw@db/p?password=@/no/such/file", absl::Seconds(1));
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,0 +1,1070 @@
+// PostgresLedger: its connection pool, the maintenance thread (connecting,
+// migrating, heart-beating, ending expired leases, leading), and each Ledger
+// call's transaction. The pieces it is built from live beside it:
+// connection.h (libpq) and schema.h (migrations, advisory locks); what every
+// ledger stores the same way is in ../shared/row_format.h.
+
+#include "server/ledger/postgres/postgres_ledger.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/errors.h"
+#include "common/payout.h"
+#include "common/redact.h"
+#include "server/executor/executor.h"
+#include "server/ledger/ledger.h"
+#include "server/ledger/postgres/connection.h"
+#include "server/ledger/postgres/schema.h"
+#include "server/ledger/shared/row_format.h"
+#include "spdlog/spdlog.h"
+
+namespace aopay {
+
+using ledger_internal::CreatedBy;
+using ledger_internal::IsKnownState;
+using ledger_internal::kPayoutColumns;
+using ledger_internal::ListSql;
+using ledger_internal::MakePageToken;
+using ledger_internal::ParsePageToken;
+using ledger_internal::ReadPayoutRow;
+using ledger_internal::RowError;
+using ledger_internal::StateMask;
+using ledger_internal::StatusColumn;
+using postgres_internal::Connection;
+using postgres_internal::ConnectTarget;
+using postgres_internal::IsRetryable;
+using postgres_internal::kDutiesLock;
+using postgres_internal::kLockSpace;
+using postgres_internal::MigrateAndClaim;
+using postgres_internal::Param;
+using postgres_internal::ParseConnectTarget;
+using postgres_internal::Result;
+
+namespace {
+
+// A transaction that met a serialization failure or a deadlock runs again,
+// up to this many times in all.
+constexpr int kMaxAttempts = 3;
+// Reconnecting: the first wait, doubled up to the last.
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
+constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
+// Expired leases ended per sweep transaction.
+constexpr int kSweepBatch = 500;
+
+// One row of a Result, as ReadPayoutRow reads rows.
+class RowView {
+ public:
+  RowView(const Result& result, int row) : result_(result), row_(row) {}
+  bool IsNull(int column) const { return result_.IsNull(row_, column); }
+  std::string Text(int column) const { return result_.Text(row_, column); }
+  int64_t Int(int column) const { return result_.Int(row_, column); }
+
+ private:
+  const Result& result_;
+  int row_;
+};
+
+std::string Number(int64_t value) { return absl::StrCat(value); }
+std::string Number(PayoutState state) {
+  return absl::StrCat(static_cast<int>(state));
+}
+std::string Micros(absl::Time time) {
+  return absl::StrCat(absl::ToUnixMicros(time));
+}
+
+absl::Status ClosedError() {
+  return LedgerUnavailableError("the ledger is closed");
+}
+
+std::string MakeOwner() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  std::random_device random;
+  return absl::StrCat(host[0] != '\0' ? host : "gateway", "-", getpid(), "-",
+                      absl::Hex(random() & 0xffffff, absl::kZeroPad6));
+}
+
+// The payout's row (kPayoutColumns) or nullopt.
+absl::StatusOr<std::optional<StoredPayout>> FindOne(
+    absl::StatusOr<Result> found) {
+  if (!found.ok()) return found.status();
+  if (found->rows() == 0) return std::nullopt;
+  absl::StatusOr<StoredPayout> stored = ReadPayoutRow(RowView(*found, 0));
+  if (!stored.ok()) return stored.status();
+  return *std::move(stored);
+}
+
+absl::StatusOr<std::optional<StoredPayout>> FindByPayoutId(
+    Connection& db, const std::string& registration,
+    const std::string& payout_id, bool for_update) {
+  static const std::string* const kSql = new std::string(
+      absl::StrCat("SELECT ", kPayoutColumns,
+                   " FROM payouts WHERE registration = $1 AND payout_id = $2"));
+  static const std::string* const kLockingSql =
+      new std::string(absl::StrCat(*kSql, " FOR UPDATE"));
+  return FindOne(db.Exec(for_update ? *kLockingSql : *kSql,
+                         {registration, payout_id}, "reading a payout"));
+}
+
+absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
+                                              const std::string& registration,
+                                              const std::string& payout_id,
+                                              bool for_update) {
+  absl::StatusOr<std::optional<StoredPayout>> found =
+      FindByPayoutId(db, registration, payout_id, for_update);
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) {
+    return aopay::NotFoundError(absl::StrCat("Payout ", payout_id));
+  }
+  return **std::move(found);
+}
+
+absl::StatusOr<std::optional<StoredPayout>> FindByRequestId(
+    Connection& db, const std::string& registration, const std::string& client,
+    const std::string& request_id) {
+  static const std::string* const kSql = new std::string(
+      absl::StrCat("SELECT ", kPayoutColumns,
+                   " FROM payouts WHERE registration = $1 AND client = $2 AND "
+                   "request_id = $3"));
+  return FindOne(
+      db.Exec(*kSql, {registration, client, request_id}, "reading a payout"));
+}
+
+absl::Status AppendEvent(Connection& db, const std::string& payout_id,
+                         PayoutState from, PayoutState to,
+                         const std::string& why, const std::string& who,
+                         absl::Time time) {
+  return db.Run(
+      "INSERT INTO payout_events (payout_id, from_state, to_state, why, who, "
+      "time_us) VALUES ($1, $2, $3, $4, $5, $6)",
+      {payout_id, Number(from), Number(to), why, who, Micros(time)},
+      "recording a payout event");
+}
+
+// What the client's payouts created in [day_start, day_end) add up to,
+// leaving out kStatesOutsideDailyLimit.
+absl::StatusOr<int64_t> DailySpent(Connection& db,
+                                   const std::string& registration,
+                                   const std::string& client,
+                                   const DailyLimit& limit) {
+  static const std::string* const kSql = [] {
+    std::vector<int> outside;
+    for (PayoutState state : kStatesOutsideDailyLimit) {
+      outside.push_back(static_cast<int>(state));
+    }
+    return new std::string(absl::StrCat(
+        "SELECT COALESCE(SUM(amount_paise), 0) FROM payouts "
+        "WHERE registration = $1 AND client = $2 AND create_time_us >= $3 AND "
+        "create_time_us < $4 AND state NOT IN (",
+        absl::StrJoin(outside, ", "), ")"));
+  }();
+  absl::StatusOr<Result> sum = db.Exec(
+      *kSql,
+      {registration, client, Micros(limit.day_start), Micros(limit.day_end)},
+      "adding up the client's payouts of the day");
+  if (!sum.ok()) return sum.status();
+  return sum->Int(0, 0);
+}
+
+// A worker's connection, made when first needed and again after it is lost,
+// with backoff.
+class Slot {
+ public:
+  explicit Slot(const ConnectTarget& target) : target_(target) {}
+
+  // The connection, or UNAVAILABLE while the database cannot be reached
+  // (without waiting: a call fails at once until the next attempt is due).
+  absl::StatusOr<Connection*> Get() {
+    if (db_.ok()) return &db_;
+    const absl::Time now = absl::Now();
+    if (now < retry_at_) {
+      return LedgerUnavailableError(
+          absl::StrCat("cannot reach the ledger database ", target_.redacted,
+                       "; reconnecting"));
+    }
+    absl::StatusOr<Connection> opened = Connection::Open(target_);
+    if (!opened.ok()) {
+      retry_at_ = now + backoff_;
+      backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+      return opened.status();
+    }
+    db_ = *std::move(opened);
+    backoff_ = kFirstBackoff;
+    return &db_;
+  }
+
+ private:
+  const ConnectTarget& target_;
+  Connection db_;
+  absl::Time retry_at_ = absl::InfinitePast();
+  absl::Duration backoff_ = kFirstBackoff;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+class PostgresLedger::Impl {
+ public:
+  template <typename T>
+  using Body = absl::AnyInvocable<absl::StatusOr<T>(Connection&)>;
+
+  Impl(PostgresLedgerOptions options, ConnectTarget target)
+      : options_(std::move(options)),
+        target_(std::move(target)),
+        owner_(options_.owner.empty() ? MakeOwner() : options_.owner),
+        own_executor_(options_.executor == nullptr
+                          ? std::make_unique<ThreadPool>(1)
+                          : nullptr),
+        executor_(options_.executor != nullptr ? *options_.executor
+                                               : *own_executor_) {}
+
+  ~Impl() {
+    Close();
+    for (;;) {
+      std::vector<std::thread> late;
+      {
+        absl::MutexLock lock(&mu_);
+        late.swap(late_threads_);
+      }
+      if (late.empty()) break;
+      for (std::thread& thread : late) thread.join();
+    }
+  }
+
+  // The first attempt, on the caller's thread: connect, migrate, claim,
+  // register this replica. UNAVAILABLE leaves the rest to the maintenance
+  // thread; any other error is returned.
+  absl::Status Start() {
+    absl::Status prepared = Prepare();
+    if (!prepared.ok() && prepared.code() != absl::StatusCode::kUnavailable) {
+      return prepared;
+    }
+    if (!prepared.ok()) {
+      spdlog::error(
+          "ledger database not reachable yet, health NOT_SERVING; retrying "
+          "in the background: {}",
+          std::string(prepared.message()));
+    }
+    for (int i = 0; i < std::max(1, options_.connections); ++i) {
+      workers_.emplace_back([this] { WorkerLoop(); });
+    }
+    maintenance_thread_ = std::thread([this] { MaintenanceLoop(); });
+    return absl::OkStatus();
+  }
+
+  void Close() {
+    absl::MutexLock close_lock(&close_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      if (closing_) return;
+      closing_ = true;
+    }
+    for (std::thread& worker : workers_) worker.join();
+    stop_.Notify();
+    if (maintenance_thread_.joinable()) maintenance_thread_.join();
+    EndLease();
+    callbacks_->WaitForZero();
+    if (own_executor_ != nullptr) own_executor_->Stop();
+  }
+
+  // Runs `body` in a transaction on a worker; `done` gets its result on the
+  // executor. `on_unknown_commit` runs (on the worker) when the COMMIT got no
+  // answer.
+  template <typename T>
+  void Submit(Body<T> body, Callback<absl::StatusOr<T>> done,
+              absl::AnyInvocable<void()> on_unknown_commit = nullptr) {
+    absl::MutexLock lock(&mu_);
+    if (closing_) {
+      late_threads_.emplace_back(
+          [done = std::move(done)]() mutable { done(ClosedError()); });
+      return;
+    }
+    calls_.push_back([this, body = std::move(body), done = std::move(done),
+                      on_unknown_commit =
+                          std::move(on_unknown_commit)](Slot& slot) mutable {
+      bool unknown = false;
+      absl::StatusOr<T> result = Transact<T>(slot, body, &unknown);
+      if (unknown && on_unknown_commit != nullptr) on_unknown_commit();
+      NoteOutcome(result.status());
+      Dispatch([done = std::move(done), result = std::move(result)]() mutable {
+        done(std::move(result));
+      });
+    });
+  }
+
+  // Runs `body` on a worker and waits for its result (RecoverPending).
+  template <typename T>
+  absl::StatusOr<T> SubmitAndWait(Body<T> body) {
+    absl::Notification finished;
+    absl::StatusOr<T> out = absl::UnknownError("not run");
+    Submit<T>(std::move(body), [&](absl::StatusOr<T> result) {
+      out = std::move(result);
+      finished.Notify();
+    });
+    finished.WaitForNotification();
+    return out;
+  }
+
+  const std::string& registration() const { return options_.registration_id; }
+  const std::string& owner() const { return owner_; }
+  absl::Duration lease() const { return options_.owner_lease; }
+  bool ready() const { return ready_.load(); }
+  bool healthy() const { return ready_.load() && healthy_.load(); }
+  bool leader() const { return leader_.load(); }
+
+  // An insert whose COMMIT got no answer: its row, if it exists, was never
+  // sent and is deleted once the database answers.
+  void Doubt(std::string payout_id) {
+    absl::MutexLock lock(&doubt_mu_);
+    doubtful_.insert(std::move(payout_id));
+  }
+
+  // Ends expired leases: their PENDING payouts become UNKNOWN. Returns how
+  // many.
+  absl::StatusOr<int> Sweep(Connection& db, absl::Time now) {
+    int total = 0;
+    for (;;) {
+      absl::StatusOr<int> swept = SweepBatch(db, now);
+      if (!swept.ok()) return swept.status();
+      total += *swept;
+      if (*swept < kSweepBatch) break;
+    }
+    absl::Status forgotten = db.Run(
+        "DELETE FROM gateway_replicas r WHERE r.registration = $1 AND "
+        "r.heartbeat_at < now() - make_interval(secs => $2) AND NOT EXISTS "
+        "(SELECT 1 FROM payouts p WHERE p.owner = r.owner AND p.state = 1)",
+        {registration(), LeaseSeconds()}, "forgetting stopped replicas");
+    if (!forgotten.ok()) return forgotten;
+    return total;
+  }
+
+ private:
+  using Call = absl::AnyInvocable<void(Slot&)>;
+
+  void Dispatch(Executor::Task task) {
+    callbacks_->Add();
+    executor_.Run([callbacks = callbacks_, task = std::move(task)]() mutable {
+      std::move(task)();
+      callbacks->Done();
+    });
+  }
+
+  // Health follows the last call that reached the database (or did not).
+  void NoteOutcome(const absl::Status& status) {
+    if (status.ok()) {
+      healthy_.store(true);
+    } else if (status.code() == absl::StatusCode::kUnavailable) {
+      healthy_.store(false);
+    }
+  }
+
+  template <typename T>
+  absl::StatusOr<T> Transact(Slot& slot, Body<T>& body, bool* unknown) {
+    if (!ready_.load()) {
+      return LedgerUnavailableError(
+          "the ledger database has not been reached yet");
+    }
+    for (int attempt = 1;; ++attempt) {
+      absl::StatusOr<Connection*> db = slot.Get();
+      if (!db.ok()) return db.status();
+      absl::Status begun = (*db)->Run("BEGIN", {}, "starting a transaction");
+      if (!begun.ok()) return begun;
+      absl::StatusOr<T> result = body(**db);
+      if (!result.ok()) {
+        (void)(*db)->Run("ROLLBACK", {}, "rolling back");
+        if (IsRetryable(result.status()) && attempt < kMaxAttempts) continue;
+        return result;
+      }
+      absl::Status committed = (*db)->Run("COMMIT", {}, "committing");
+      if (committed.ok()) return result;
+      if (IsRetryable(committed) && attempt < kMaxAttempts) continue;
+      // Lost during COMMIT: it may or may not have been applied.
+      if (!(*db)->ok()) *unknown = true;
+      return committed;
+    }
+  }
+
+  void WorkerLoop() {
+    Slot slot(target_);
+    for (;;) {
+      Call call;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &Impl::HasCalls));
+        if (calls_.empty()) return;  // closing, and every call is answered
+        call = std::move(calls_.front());
+        calls_.pop_front();
+      }
+      call(slot);
+    }
+  }
+
+  bool HasCalls() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closing_ || !calls_.empty();
+  }
+
+  std::string LeaseSeconds() const {
+    return absl::StrCat(absl::ToDoubleSeconds(options_.owner_lease));
+  }
+
+  // Connect, migrate, claim, register this replica.
+  absl::Status Prepare() {
+    absl::StatusOr<Connection> db = Connection::Open(target_);
+    if (!db.ok()) return db.status();
+    maintenance_db_ = *std::move(db);
+    absl::Status status =
+        MigrateAndClaim(maintenance_db_, registration(), target_.redacted);
+    if (!status.ok()) return status;
+    status = maintenance_db_.Run(
+        "INSERT INTO gateway_replicas (owner, registration) VALUES ($1, $2) "
+        "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+        {owner_, registration()}, "registering this replica");
+    if (!status.ok()) return status;
+    if (status = TakeDutiesWhenFree(); !status.ok()) return status;
+    ready_.store(true);
+    healthy_.store(true);
+    spdlog::info("ledger {}: replica {} (owner lease {})", target_.redacted,
+                 owner_, absl::FormatDuration(options_.owner_lease));
+    return absl::OkStatus();
+  }
+
+  // Every third of the lease (every second while the database is away):
+  // connect and migrate when not yet done; heartbeat; end expired leases;
+  // take the duties lock when free; delete doubtful inserts.
+  void MaintenanceLoop() {
+    absl::Duration backoff = kFirstBackoff;
+    bool fatal = false;
+    const absl::Duration tick =
+        std::min(absl::Seconds(1), options_.owner_lease / 3);
+    absl::Duration wait = ready_.load() ? tick : backoff;
+    while (!stop_.WaitForNotificationWithTimeout(wait)) {
+      if (fatal) continue;
+      if (!ready_.load()) {
+        absl::Status prepared = Prepare();
+        if (prepared.ok()) {
+          spdlog::info("ledger database reached: health follows it again");
+          wait = tick;
+        } else if (prepared.code() == absl::StatusCode::kUnavailable) {
+          backoff = std::min(backoff * 2, kMaxBackoff);
+          wait = backoff;
+          continue;
+        } else {
+          fatal = true;
+          spdlog::critical("ledger cannot be used: {}",
+                           std::string(prepared.message()));
+          if (options_.on_fatal) options_.on_fatal(prepared);
+          continue;
+        }
+      }
+      absl::Status beat = Heartbeat();
+      NoteOutcome(beat);
+      if (!beat.ok()) {
+        if (leader_.exchange(false)) {
+          spdlog::warn("ledger: no longer the leader replica: {}",
+                       std::string(beat.message()));
+        }
+        spdlog::warn("ledger heartbeat failed: {}",
+                     std::string(beat.message()));
+        absl::StatusOr<Connection> db = Connection::Open(target_);
+        if (db.ok()) maintenance_db_ = *std::move(db);
+        continue;
+      }
+      absl::StatusOr<int> swept = InTransaction<int>(
+          [this](Connection& db) { return Sweep(db, absl::Now()); });
+      if (!swept.ok()) {
+        spdlog::warn("ledger: ending expired leases failed: {}",
+                     std::string(swept.status().message()));
+      } else if (*swept > 0) {
+        spdlog::warn(
+            "{} payouts of replicas that stopped heart-beating for {} are "
+            "now UNKNOWN and will not be re-sent",
+            *swept, absl::FormatDuration(options_.owner_lease));
+      }
+      ForgetDoubtful();
+    }
+  }
+
+  // Heartbeat, and the duties lock while it is free.
+  absl::Status Heartbeat() {
+    absl::StatusOr<Result> beat = maintenance_db_.Exec(
+        "UPDATE gateway_replicas SET heartbeat_at = now() WHERE owner = $1",
+        {owner_}, "heart-beating");
+    if (!beat.ok()) return beat.status();
+    if (beat->changed() == 0) {
+      // Another replica found this one's lease expired (the database was
+      // out of reach for longer than the lease): its PENDING payouts are
+      // UNKNOWN now. It goes on as a live replica again.
+      spdlog::error(
+          "ledger: this replica's lease had expired (no heartbeat for {}); "
+          "its payouts in flight were made UNKNOWN by another replica",
+          absl::FormatDuration(options_.owner_lease));
+      absl::Status again = maintenance_db_.Run(
+          "INSERT INTO gateway_replicas (owner, registration) VALUES ($1, $2)"
+          " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+          {owner_, registration()}, "registering this replica");
+      if (!again.ok()) return again;
+    }
+    return TakeDutiesWhenFree();
+  }
+
+  // The duties lock is a session lock of the maintenance connection: held
+  // until this replica closes or loses that connection.
+  absl::Status TakeDutiesWhenFree() {
+    if (leader_.load()) return absl::OkStatus();
+    absl::StatusOr<Result> lock = maintenance_db_.Exec(
+        "SELECT pg_try_advisory_lock($1, $2)",
+        {Number(kLockSpace), Number(kDutiesLock)}, "taking the duties lock");
+    if (!lock.ok()) return lock.status();
+    if (lock->Text(0, 0) == "t") {
+      leader_.store(true);
+      spdlog::info("ledger: replica {} leads (reconciler, retention pruning)",
+                   owner_);
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename T>
+  absl::StatusOr<T> InTransaction(Body<T> body) {
+    absl::Status begun = maintenance_db_.Run("BEGIN", {}, "starting");
+    if (!begun.ok()) return begun;
+    absl::StatusOr<T> result = body(maintenance_db_);
+    if (!result.ok()) {
+      (void)maintenance_db_.Run("ROLLBACK", {}, "rolling back");
+      return result;
+    }
+    absl::Status committed = maintenance_db_.Run("COMMIT", {}, "committing");
+    if (!committed.ok()) return committed;
+    return result;
+  }
+
+  absl::StatusOr<int> SweepBatch(Connection& db, absl::Time now) {
+    // Payouts whose owner's lease ran out, or whose owner is unknown.
+    absl::StatusOr<Result> expired = db.Exec(
+        "SELECT p.payout_id, p.owner FROM payouts p LEFT JOIN "
+        "gateway_replicas r ON r.owner = p.owner WHERE p.registration = $1 "
+        "AND p.state = 1 AND (r.owner IS NULL OR r.heartbeat_at < now() - "
+        "make_interval(secs => $2)) ORDER BY p.payout_id LIMIT $3 "
+        "FOR UPDATE OF p SKIP LOCKED",
+        {registration(), LeaseSeconds(), Number(kSweepBatch)},
+        "finding payouts of stopped replicas");
+    if (!expired.ok()) return expired.status();
+    for (int row = 0; row < expired->rows(); ++row) {
+      const std::string payout_id = expired->Text(row, 0);
+      const std::string owner = expired->Text(row, 1);
+      const absl::Status response = RecoveredAsUnknownError(payout_id);
+      absl::Status status = db.Run(
+          "UPDATE payouts SET state = $2, response = COALESCE(response, $3), "
+          "update_time_us = $4 WHERE payout_id = $1",
+          {payout_id, Number(PayoutState::kUnknown), SerializeError(response),
+           Micros(now)},
+          "ending an expired lease");
+      if (!status.ok()) return status;
+      status = AppendEvent(
+          db, payout_id, PayoutState::kPending, PayoutState::kUnknown,
+          absl::StrCat("replica ", owner,
+                       " stopped while the AOPay call was in flight; the "
+                       "payout may have been sent"),
+          absl::StrCat("recovery by ", owner_), now);
+      if (!status.ok()) return status;
+    }
+    return expired->rows();
+  }
+
+  void ForgetDoubtful() {
+    std::vector<std::string> doubtful;
+    {
+      absl::MutexLock lock(&doubt_mu_);
+      doubtful.assign(doubtful_.begin(), doubtful_.end());
+    }
+    for (const std::string& payout_id : doubtful) {
+      absl::Status deleted = maintenance_db_.Run(
+          "DELETE FROM payouts WHERE payout_id = $1 AND owner = $2 AND "
+          "state = 1",
+          {payout_id, owner_}, "removing an insert whose commit went unseen");
+      if (!deleted.ok()) return;
+      absl::MutexLock lock(&doubt_mu_);
+      doubtful_.erase(payout_id);
+    }
+  }
+
+  // A clean stop: this replica's lease ends now, so that any PENDING payout
+  // it leaves becomes UNKNOWN at the next sweep, not after the lease.
+  void EndLease() {
+    if (!ready_.load()) return;
+    if (!maintenance_db_.ok()) {
+      absl::StatusOr<Connection> db = Connection::Open(target_);
+      if (!db.ok()) return;
+      maintenance_db_ = *std::move(db);
+    }
+    ForgetDoubtful();
+    absl::Status ended = maintenance_db_.Run(
+        "UPDATE gateway_replicas SET heartbeat_at = '-infinity' WHERE "
+        "owner = $1",
+        {owner_}, "ending this replica's lease");
+    if (!ended.ok()) {
+      spdlog::warn("ledger: could not end this replica's lease: {}",
+                   std::string(ended.message()));
+    }
+    maintenance_db_ = Connection();  // releases the duties lock
+    leader_.store(false);
+  }
+
+  const PostgresLedgerOptions options_;
+  const ConnectTarget target_;
+  const std::string owner_;
+  const std::unique_ptr<ThreadPool> own_executor_;
+  Executor& executor_;
+  const std::shared_ptr<CallbackCount> callbacks_ =
+      std::make_shared<CallbackCount>();
+
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> healthy_{false};
+  std::atomic<bool> leader_{false};
+
+  // Used by Start() and then only by the maintenance thread (and Close()
+  // after it has joined).
+  Connection maintenance_db_;
+  absl::Notification stop_;
+
+  absl::Mutex doubt_mu_;
+  absl::flat_hash_set<std::string> doubtful_ ABSL_GUARDED_BY(doubt_mu_);
+
+  absl::Mutex close_mu_;  // serializes Close()
+  absl::Mutex mu_;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Call> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> late_threads_ ABSL_GUARDED_BY(mu_);
+
+  std::vector<std::thread> workers_;
+  std::thread maintenance_thread_;
+};
+
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<PostgresLedger>> PostgresLedger::Open(
+    PostgresLedgerOptions options) {
+  if (options.registration_id.empty()) {
+    return absl::InvalidArgumentError("the ledger needs a registration id");
+  }
+  if (options.owner_lease < kMinOwnerLease) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--owner_lease must be at least ",
+                     absl::FormatDuration(kMinOwnerLease)));
+  }
+  absl::StatusOr<ConnectTarget> target =
+      ParseConnectTarget(options.uri, options.statement_timeout);
+  if (!target.ok()) return target.status();
+  auto impl = std::make_unique<Impl>(std::move(options), *std::move(target));
+  if (absl::Status started = impl->Start(); !started.ok()) return started;
+  return std::unique_ptr<PostgresLedger>(new PostgresLedger(std::move(impl)));
+}
+
+PostgresLedger::PostgresLedger(std::unique_ptr<Impl> impl)
+    : impl_(std::move(impl)) {}
+
+PostgresLedger::~PostgresLedger() = default;
+
+void PostgresLedger::Close() { impl_->Close(); }
+
+bool PostgresLedger::Healthy() const { return impl_->healthy(); }
+
+bool PostgresLedger::IsLeader() const { return impl_->leader(); }
+
+const std::string& PostgresLedger::owner() const { return impl_->owner(); }
+
+void PostgresLedger::Insert(InsertRequest request,
+                            Callback<absl::StatusOr<InsertResult>> done) {
+  Impl& impl = *impl_;
+  const std::string payout_id = request.payout.payout_id;
+  impl.Submit<InsertResult>(
+      [&impl, request = std::move(request)](
+          Connection& db) -> absl::StatusOr<InsertResult> {
+        const Payout& payout = request.payout;
+        const std::string& registration = impl.registration();
+        if (payout.payout_id.empty() || payout.request_id.empty()) {
+          return absl::InvalidArgumentError(
+              "a payout needs a payout_id and a request_id");
+        }
+        const std::optional<DailyLimit>& limit = request.daily_limit;
+        if (limit.has_value() &&
+            (limit->limit_paise < 0 || limit->day_end <= limit->day_start)) {
+          return absl::InvalidArgumentError(
+              "a daily limit needs a limit of 0 or more and a day that ends "
+              "after it starts");
+        }
+        auto existing = [&]() -> absl::StatusOr<InsertResult> {
+          absl::StatusOr<std::optional<StoredPayout>> found = FindByRequestId(
+              db, registration, payout.client, payout.request_id);
+          if (!found.ok()) return found.status();
+          if (!found->has_value()) {
+            // Taken and gone again (forgotten meanwhile): run again.
+            absl::Status again = absl::AbortedError("the key changed hands");
+            again.SetPayload(postgres_internal::kRetryPayload,
+                             absl::Cord("key"));
+            return again;
+          }
+          InsertResult result;
+          result.existing = **std::move(found);
+          return result;
+        };
+        if (limit.has_value()) {
+          // One insert per client at a time on every replica, so that the
+          // sum sees every insert committed before it.
+          absl::Status locked = db.Run(
+              "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, "
+              "0))",
+              {registration, payout.client}, "locking the client's limit");
+          if (!locked.ok()) return locked;
+          // A replay wins over the limit: its payout was counted when it was
+          // recorded.
+          absl::StatusOr<std::optional<StoredPayout>> found = FindByRequestId(
+              db, registration, payout.client, payout.request_id);
+          if (!found.ok()) return found.status();
+          if (found->has_value()) {
+            InsertResult result;
+            result.existing = **std::move(found);
+            return result;
+          }
+          absl::StatusOr<int64_t> spent =
+              DailySpent(db, registration, payout.client, *limit);
+          if (!spent.ok()) return spent.status();
+          if (*spent + payout.amount_paise > limit->limit_paise) {
+            InsertResult result;
+            result.over_daily_limit = true;
+            result.spent_paise = *spent;
+            return result;
+          }
+        }
+        // Exactly one replica's insert of a key wins; one racing it waits
+        // for the winner's commit and then finds its row.
+        absl::StatusOr<Result> inserted = db.Exec(
+            "INSERT INTO payouts (payout_id, registration, request_id, "
+            "fingerprint, state, account_number, ifsc, name, email, mobile, "
+            "amount_paise, mode, transaction_id, transaction_reference_no, "
+            "upstream_status, bank_beneficiary_name, failure, response, "
+            "create_time_us, update_time_us, client, owner) VALUES ($1, $2, "
+            "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+            "$17, NULL, $18, $19, $20, $21) ON CONFLICT ON CONSTRAINT "
+            "payouts_key DO NOTHING RETURNING payout_id",
+            {payout.payout_id,
+             registration,
+             payout.request_id,
+             request.fingerprint,
+             Number(PayoutState::kPending),
+             payout.beneficiary.account_number,
+             payout.beneficiary.ifsc,
+             payout.beneficiary.name,
+             payout.beneficiary.email,
+             payout.beneficiary.mobile,
+             Number(payout.amount_paise),
+             Number(static_cast<int>(payout.mode)),
+             payout.transaction_id,
+             payout.transaction_reference_no,
+             payout.upstream_status,
+             payout.bank_beneficiary_name,
+             StatusColumn(payout.failure),
+             Micros(payout.create_time),
+             Micros(payout.update_time),
+             payout.client,
+             impl.owner()},
+            "recording the payout");
+        if (!inserted.ok()) return inserted.status();
+        if (inserted->rows() == 0) return existing();
+        if (absl::Status event = AppendEvent(
+                db, payout.payout_id, PayoutState::kUnspecified,
+                PayoutState::kPending, "recorded before calling AOPay",
+                CreatedBy(payout), payout.create_time);
+            !event.ok()) {
+          return event;
+        }
+        InsertResult result;
+        result.inserted = true;
+        return result;
+      },
+      std::move(done), [&impl, payout_id] { impl.Doubt(payout_id); });
+}
+
+void PostgresLedger::Apply(PayoutChange change,
+                           Callback<absl::StatusOr<StoredPayout>> done) {
+  Impl& impl = *impl_;
+  impl.Submit<StoredPayout>(
+      [&impl, change = std::move(change)](
+          Connection& db) -> absl::StatusOr<StoredPayout> {
+        const std::string& registration = impl.registration();
+        absl::StatusOr<StoredPayout> stored =
+            SelectByPayoutId(db, registration, change.payout_id, true);
+        if (!stored.ok()) return stored.status();
+        Payout& payout = stored->payout;
+        if (payout.state != change.expected_state) {
+          // The same change, committed by an attempt whose COMMIT went
+          // unanswered, is answered as done.
+          if (payout.state == change.new_state) {
+            absl::StatusOr<Result> last = db.Exec(
+                "SELECT from_state, to_state, who, time_us FROM payout_events "
+                "WHERE payout_id = $1 ORDER BY id DESC LIMIT 1",
+                {change.payout_id}, "reading the last event");
+            if (!last.ok()) return last.status();
+            if (last->rows() == 1 &&
+                last->Int(0, 0) == static_cast<int>(change.expected_state) &&
+                last->Int(0, 1) == static_cast<int>(change.new_state) &&
+                last->Text(0, 2) == change.who &&
+                last->Int(0, 3) == absl::ToUnixMicros(change.time)) {
+              return stored;
+            }
+          }
+          return absl::AbortedError(absl::StrCat(
+              "Payout ", payout.payout_id, " is ",
+              PayoutStateName(payout.state), ", not ",
+              PayoutStateName(change.expected_state), "; nothing changed."));
+        }
+        const PayoutState from = payout.state;
+        payout.state = change.new_state;
+        auto set = [](auto& field, const auto& value) {
+          if (value) field = *value;
+        };
+        set(payout.transaction_id, change.transaction_id);
+        set(payout.transaction_reference_no, change.transaction_reference_no);
+        set(payout.upstream_status, change.upstream_status);
+        set(payout.bank_beneficiary_name, change.bank_beneficiary_name);
+        set(payout.failure, change.failure);
+        set(stored->response, change.response);
+        payout.update_time = change.time;
+
+        Param payout_answer;
+        Param status_answer;
+        if (!change.raw_answer.empty()) {
+          std::string raw = ScrubRegistration(change.raw_answer, registration);
+          if (change.answer_kind == PayoutChange::AnswerKind::kPayout) {
+            payout_answer = std::move(raw);
+          } else if (change.answer_kind == PayoutChange::AnswerKind::kStatus) {
+            status_answer = std::move(raw);
+          }
+        }
+        // Retention counts from the latest move into a final state.
+        Param final_time;
+        if (IsFinal(payout.state) && payout.state != from) {
+          final_time = Micros(change.time);
+        }
+        absl::Status updated = db.Run(
+            "UPDATE payouts SET state = $2, transaction_id = $3, "
+            "transaction_reference_no = $4, upstream_status = $5, "
+            "bank_beneficiary_name = $6, failure = $7, response = $8, "
+            "payout_answer = COALESCE($9, payout_answer), "
+            "status_answer = COALESCE($10, status_answer), "
+            "update_time_us = $11, final_time_us = COALESCE($12::bigint, "
+            "final_time_us) WHERE payout_id = $1",
+            {payout.payout_id, Number(payout.state), payout.transaction_id,
+             payout.transaction_reference_no, payout.upstream_status,
+             payout.bank_beneficiary_name, StatusColumn(payout.failure),
+             StatusColumn(stored->response), payout_answer, status_answer,
+             Micros(payout.update_time), final_time},
+            "recording a payout change");
+        if (!updated.ok()) return updated;
+        if (absl::Status event =
+                AppendEvent(db, payout.payout_id, from, payout.state,
+                            change.why, change.who, change.time);
+            !event.ok()) {
+          return event;
+        }
+        return stored;
+      },
+      std::move(done));
+}
+
+void PostgresLedger::Forget(std::string payout_id,
+                            Callback<absl::Status> done) {
+  Impl& impl = *impl_;
+  impl.Submit<bool>(
+      [&impl, payout_id = std::move(payout_id)](
+          Connection& db) -> absl::StatusOr<bool> {
+        absl::StatusOr<StoredPayout> stored =
+            SelectByPayoutId(db, impl.registration(), payout_id, true);
+        if (!stored.ok()) return stored.status();
+        if (stored->payout.state != PayoutState::kPending) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("Payout ", payout_id, " is ",
+                           PayoutStateName(stored->payout.state),
+                           "; only a PENDING payout can be forgotten."));
+        }
+        // Its events go with it (ON DELETE CASCADE).
+        absl::Status deleted =
+            db.Run("DELETE FROM payouts WHERE payout_id = $1", {payout_id},
+                   "forgetting a payout");
+        if (!deleted.ok()) return deleted;
+        return true;
+      },
+      [done = std::move(done)](absl::StatusOr<bool> forgotten) {
+        done(forgotten.status());
+      });
+}
+
+void PostgresLedger::GetByPayoutId(
+    std::string payout_id, Callback<absl::StatusOr<StoredPayout>> done) {
+  Impl& impl = *impl_;
+  impl.Submit<StoredPayout>(
+      [&impl, payout_id = std::move(payout_id)](Connection& db) {
+        return SelectByPayoutId(db, impl.registration(), payout_id, false);
+      },
+      std::move(done));
+}
+
+void PostgresLedger::GetByRequestId(
+    std::string client, std::string request_id,
+    Callback<absl::StatusOr<StoredPayout>> done) {
+  Impl& impl = *impl_;
+  impl.Submit<StoredPayout>(
+      [&impl, client = std::move(client), request_id = std::move(request_id)](
+          Connection& db) -> absl::StatusOr<StoredPayout> {
+        absl::StatusOr<std::optional<StoredPayout>> found =
+            FindByRequestId(db, impl.registration(), client, request_id);
+        if (!found.ok()) return found.status();
+        if (!found->has_value()) {
+          return aopay::NotFoundError(
+              absl::StrCat("Payout with request_id ", request_id));
+        }
+        return **std::move(found);
+      },
+      std::move(done));
+}
+
+void PostgresLedger::List(ListQuery query,
+                          Callback<absl::StatusOr<ListPage>> done) {
+  Impl& impl = *impl_;
+  impl.Submit<ListPage>(
+      [&impl,
+       query = std::move(query)](Connection& db) -> absl::StatusOr<ListPage> {
+        const uint32_t mask = StateMask(query.states);
+        std::optional<std::string> after;
+        if (!query.page_token.empty()) {
+          absl::StatusOr<std::string> last =
+              ParsePageToken(query.page_token, mask);
+          if (!last.ok()) return last.status();
+          after = *std::move(last);
+        }
+        const int page_size = query.page_size <= 0
+                                  ? kDefaultPageSize
+                                  : std::min(query.page_size, kMaxPageSize);
+        std::string sql = ListSql(query.states, after.has_value(),
+                                  query.client.has_value(), '$');
+        std::vector<Param> params = {impl.registration(),
+                                     Number(page_size + 1)};
+        if (after.has_value() || query.client.has_value()) {
+          params.push_back(after);
+          // libpq numbers parameters $1..$n: a $4 needs a $3 in the text.
+          if (!after.has_value()) {
+            sql.insert(sql.find(" ORDER BY"), " AND $3::text IS NULL");
+          }
+        }
+        if (query.client.has_value()) params.push_back(query.client);
+        absl::StatusOr<Result> rows = db.Exec(sql, params, "listing payouts");
+        if (!rows.ok()) return rows.status();
+        ListPage page;
+        const int count = std::min(rows->rows(), page_size);
+        for (int row = 0; row < count; ++row) {
+          absl::StatusOr<StoredPayout> stored =
+              ReadPayoutRow(RowView(*rows, row));
+          if (!stored.ok()) return stored.status();
+          page.payouts.push_back(std::move(stored->payout));
+        }
+        if (rows->rows() > page_size) {
+          page.next_page_token =
+              MakePageToken(mask, page.payouts.back().payout_id);
+        }
+        return page;
+      },
+      std::move(done));
+}
+
+void PostgresLedger::Events(
+    std::string payout_id,
+    Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) {
+  Impl& impl = *impl_;
+  impl.Submit<std::vector<PayoutEvent>>(
+      [&impl, payout_id = std::move(payout_id)](
+          Connection& db) -> absl::StatusOr<std::vector<PayoutEvent>> {
+        // One statement, so that the payout and its events are one snapshot.
+        absl::StatusOr<Result> rows = db.Exec(
+            "SELECT e.id, e.from_state, e.to_state, e.why, e.who, e.time_us "
+            "FROM payouts p LEFT JOIN payout_events e "
+            "ON e.payout_id = p.payout_id "
+            "WHERE p.registration = $1 AND p.payout_id = $2 ORDER BY e.id",
+            {impl.registration(), payout_id}, "reading payout events");
+        if (!rows.ok()) return rows.status();
+        if (rows->rows() == 0) {
+          return aopay::NotFoundError(absl::StrCat("Payout ", payout_id));
+        }
+        std::vector<PayoutEvent> events;
+        for (int row = 0; row < rows->rows(); ++row) {
+          if (rows->IsNull(row, 0)) continue;  // a payout without events
+          const int64_t from = rows->Int(row, 1);
+          const int64_t to = rows->Int(row, 2);
+          if (!IsKnownState(from) || !IsKnownState(to)) {
+            return RowError(payout_id, "an event with an unknown state");
+          }
+          PayoutEvent event;
+          event.payout_id = payout_id;
+          event.from = static_cast<PayoutState>(from);
+          event.to = static_cast<PayoutState>(to);
+          event.why = rows->Text(row, 3);
+          event.who = rows->Text(row, 4);
+          event.time = absl::FromUnixMicros(rows->Int(row, 5));
+          events.push_back(std::move(event));
+        }
+        return events;
+      },
+      std::move(done));
+}
+
+absl::StatusOr<int> PostgresLedger::RecoverPending(absl::Time now) {
+  if (!impl_->ready()) return 0;
+  Impl& impl = *impl_;
+  return impl.SubmitAndWait<int>(
+      [&impl, now](Connection& db) { return impl.Sweep(db, now); });
+}
+
+void PostgresLedger::Prune(absl::Time cutoff,
+                           Callback<absl::StatusOr<int>> done) {
+  Impl& impl = *impl_;
+  const bool leader = impl.leader();
+  impl.Submit<int>(
+      [&impl, cutoff, leader](Connection& db) -> absl::StatusOr<int> {
+        if (!leader) return 0;
+        // Their events go with them (ON DELETE CASCADE).
+        absl::StatusOr<Result> removed = db.Exec(
+            "DELETE FROM payouts WHERE registration = $1 AND "
+            "state IN ($2, $3, $4) AND final_time_us < $5",
+            {impl.registration(), Number(PayoutState::kSucceeded),
+             Number(PayoutState::kFailed), Number(PayoutState::kReversed),
+             Micros(cutoff)},
+            "pruning old payouts");
+        if (!removed.ok()) return removed.status();
+        return removed->changed();
+      },
+      std::move(done));
+}
+
+}  // namespace aopay

@@ -1,0 +1,178 @@
+// The PostgreSQL ledger's schema (see schema.h).
+
+#include "server/ledger/postgres/schema.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/payout.h"
+
+namespace aopay::postgres_internal {
+namespace {
+
+// Ordered; migration i (0-based) takes the schema from version i to i + 1.
+// Each runs in its own transaction with the ledger_schema row it adds.
+// Never edit a migration that has shipped: append a new one. The columns of
+// payouts are those of the SQLite ledger (server/ledger/shared/row_format.h
+// reads both), plus the owner replica of a PENDING payout.
+constexpr const char* kMigrations[] = {
+    // 1: payouts, their append-only events, the registration, replicas.
+    R"sql(
+CREATE TABLE payouts (
+  payout_id text PRIMARY KEY,
+  registration text NOT NULL,
+  client text NOT NULL DEFAULT '',
+  request_id text NOT NULL,
+  fingerprint text NOT NULL,
+  state integer NOT NULL CHECK (state BETWEEN 1 AND 6),
+  account_number text NOT NULL,
+  ifsc text NOT NULL,
+  name text NOT NULL,
+  email text NOT NULL,
+  mobile text NOT NULL,
+  amount_paise bigint NOT NULL,
+  mode integer NOT NULL,
+  transaction_id text NOT NULL DEFAULT '',
+  transaction_reference_no text NOT NULL DEFAULT '',
+  upstream_status text NOT NULL DEFAULT '',
+  bank_beneficiary_name text NOT NULL DEFAULT '',
+  failure text,
+  response text,
+  payout_answer text,
+  status_answer text,
+  create_time_us bigint NOT NULL,
+  update_time_us bigint NOT NULL,
+  final_time_us bigint,
+  owner text,
+  CONSTRAINT payouts_key UNIQUE (registration, client, request_id)
+);
+CREATE INDEX payouts_by_registration ON payouts (registration, payout_id);
+CREATE INDEX payouts_by_state ON payouts (registration, state, payout_id);
+CREATE INDEX payouts_by_final_time ON payouts (registration, final_time_us)
+  WHERE final_time_us IS NOT NULL;
+CREATE INDEX payouts_by_client_day ON payouts (registration, client,
+  create_time_us);
+CREATE INDEX payouts_pending_by_owner ON payouts (owner) WHERE state = 1;
+CREATE TABLE payout_events (
+  id bigserial PRIMARY KEY,
+  payout_id text NOT NULL REFERENCES payouts (payout_id) ON DELETE CASCADE,
+  from_state integer NOT NULL,
+  to_state integer NOT NULL,
+  why text NOT NULL,
+  who text NOT NULL,
+  time_us bigint NOT NULL
+);
+CREATE INDEX payout_events_by_payout ON payout_events (payout_id, id);
+CREATE FUNCTION payout_events_append_only() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'payout_events are append-only';
+END $$;
+CREATE TRIGGER payout_events_append_only BEFORE UPDATE ON payout_events
+  FOR EACH ROW EXECUTE FUNCTION payout_events_append_only();
+CREATE TABLE ledger_meta (
+  key text PRIMARY KEY,
+  value text NOT NULL
+);
+CREATE TABLE gateway_replicas (
+  owner text PRIMARY KEY,
+  registration text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
+)sql",
+};
+static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
+              "one migration per schema version");
+static_assert(static_cast<int>(PayoutState::kPending) == 1,
+              "payouts_pending_by_owner names PENDING as 1");
+
+absl::Status Migrate(Connection& db, const std::string& where) {
+  absl::Status status = db.Run(
+      "CREATE TABLE IF NOT EXISTS ledger_schema (version integer PRIMARY KEY, "
+      "applied_at timestamptz NOT NULL DEFAULT now())",
+      {}, "creating the version table");
+  if (!status.ok()) return status;
+  absl::StatusOr<Result> found = db.Exec(
+      "SELECT COALESCE(max(version), 0), "
+      "(SELECT count(*) FROM ledger_schema), "
+      "to_regclass('payouts') IS NOT NULL FROM ledger_schema",
+      {}, "reading the schema version");
+  if (!found.ok()) return found.status();
+  const int64_t version = found->Int(0, 0);
+  if (version == 0 && found->Text(0, 2) == "t") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ledger ", where,
+        " has a payouts table but no ledger version: it is not a payout "
+        "ledger (another application's database?)"));
+  }
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("ledger ", where, " has schema version ", version,
+                     ", newer than this gateway's ", kSchemaVersion,
+                     "; run a newer gateway"));
+  }
+  for (int next = static_cast<int>(version) + 1; next <= kSchemaVersion;
+       ++next) {
+    const std::string what = absl::StrCat("migrating to version ", next);
+    status = db.Run("BEGIN", {}, what);
+    if (status.ok()) status = db.RunScript(kMigrations[next - 1], what);
+    if (status.ok()) {
+      status = db.Run("INSERT INTO ledger_schema (version) VALUES ($1)",
+                      {absl::StrCat(next)}, what);
+    }
+    if (status.ok()) status = db.Run("COMMIT", {}, what);
+    if (!status.ok()) {
+      (void)db.Run("ROLLBACK", {}, what);
+      return status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Claim(Connection& db, const std::string& registration,
+                   const std::string& where) {
+  absl::Status status = db.Run("BEGIN", {}, "checking the registration");
+  if (!status.ok()) return status;
+  absl::StatusOr<Result> other =
+      db.Exec("SELECT 1 FROM payouts WHERE registration <> $1 LIMIT 1",
+              {registration}, "checking the registration");
+  if (other.ok() && other->rows() > 0) {
+    (void)db.Run("ROLLBACK", {}, "checking the registration");
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ledger ", where,
+        " holds payouts of another AOPay registration; a ledger belongs to "
+        "one registration, so check --registration_id (old request ids "
+        "would otherwise look new and be sent again)"));
+  }
+  if (!other.ok()) status = other.status();
+  if (status.ok()) {
+    status = db.Run(
+        "INSERT INTO ledger_meta (key, value) VALUES ('registration', $1) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        {registration}, "recording the registration");
+  }
+  if (status.ok()) status = db.Run("COMMIT", {}, "recording the registration");
+  if (!status.ok()) (void)db.Run("ROLLBACK", {}, "checking the registration");
+  return status;
+}
+
+}  // namespace
+
+absl::Status MigrateAndClaim(Connection& db, const std::string& registration,
+                             const std::string& where) {
+  const std::vector<Param> lock = {absl::StrCat(kLockSpace),
+                                   absl::StrCat(kMigrationLock)};
+  absl::Status status = db.Run("SELECT pg_advisory_lock($1, $2)", lock,
+                               "waiting for the migration lock");
+  if (!status.ok()) return status;
+  status = Migrate(db, where);
+  if (status.ok()) status = Claim(db, registration, where);
+  absl::Status unlocked = db.Run("SELECT pg_advisory_unlock($1, $2)", lock,
+                                 "releasing the migration lock");
+  return status.ok() ? unlocked : status;
+}
+
+}  // namespace aopay::postgres_internal

@@ -1,0 +1,123 @@
+// What every ledger stores the same way (see row_format.h).
+
+#include "server/ledger/shared/row_format.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/errors.h"
+
+namespace aopay::ledger_internal {
+namespace {
+
+constexpr absl::string_view kPageTokenVersion = "v1";
+constexpr size_t kMaxPayoutIdBytes = 64;
+
+absl::Status BadPageToken(absl::string_view why) {
+  return InvalidRequestError({{"page_token", std::string(why)}});
+}
+
+}  // namespace
+
+bool IsKnownState(int64_t value) {
+  return value >= static_cast<int64_t>(PayoutState::kUnspecified) &&
+         value <= static_cast<int64_t>(PayoutState::kUnknown);
+}
+
+bool IsKnownMode(int64_t value) {
+  return value >= static_cast<int64_t>(TransferMode::kUnspecified) &&
+         value <= static_cast<int64_t>(TransferMode::kImps);
+}
+
+absl::Status RowError(absl::string_view payout_id, absl::string_view what) {
+  return absl::DataLossError(
+      absl::StrCat("The ledger row of payout ", payout_id, " has ", what, "."));
+}
+
+std::optional<std::string> StatusColumn(const absl::Status& status) {
+  if (status.ok()) return std::nullopt;
+  return SerializeError(status);
+}
+
+absl::StatusOr<absl::Status> ParseStatusColumn(
+    const std::optional<std::string>& text, absl::string_view payout_id,
+    absl::string_view column) {
+  if (!text.has_value()) return absl::OkStatus();
+  absl::StatusOr<absl::Status> parsed = ParseSerializedError(*text);
+  if (!parsed.ok()) {
+    return RowError(payout_id,
+                    absl::StrCat("an unreadable ", column, " column"));
+  }
+  return *std::move(parsed);
+}
+
+std::string CreatedBy(const Payout& payout) {
+  return payout.client.empty() ? std::string("gateway")
+                               : absl::StrCat("client ", payout.client);
+}
+
+uint32_t StateMask(const std::vector<PayoutState>& states) {
+  uint32_t mask = 0;
+  for (PayoutState state : states) {
+    const int bit = static_cast<int>(state);
+    if (bit >= 0 && bit < 32) mask |= 1u << bit;
+  }
+  return mask;
+}
+
+std::vector<int> StateNumbers(const std::vector<PayoutState>& states) {
+  std::vector<int> values;
+  for (PayoutState state : states) values.push_back(static_cast<int>(state));
+  std::sort(values.begin(), values.end());
+  values.erase(std::unique(values.begin(), values.end()), values.end());
+  return values;
+}
+
+std::string ListSql(const std::vector<PayoutState>& states, bool after,
+                    bool client, char placeholder_char) {
+  const absl::string_view placeholder(&placeholder_char, 1);
+  const std::vector<int> values = StateNumbers(states);
+  std::string sql =
+      absl::StrCat("SELECT ", kPayoutColumns,
+                   " FROM payouts WHERE registration = ", placeholder, "1");
+  if (!values.empty()) {
+    absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(values, ", "), ")");
+  }
+  if (client) absl::StrAppend(&sql, " AND client = ", placeholder, "4");
+  if (after) absl::StrAppend(&sql, " AND payout_id < ", placeholder, "3");
+  absl::StrAppend(&sql, " ORDER BY payout_id DESC LIMIT ", placeholder, "2");
+  return sql;
+}
+
+std::string MakePageToken(uint32_t mask, absl::string_view last_payout_id) {
+  return absl::WebSafeBase64Escape(
+      absl::StrCat(kPageTokenVersion, "|", mask, "|", last_payout_id));
+}
+
+absl::StatusOr<std::string> ParsePageToken(absl::string_view token,
+                                           uint32_t mask) {
+  std::string text;
+  if (!absl::WebSafeBase64Unescape(token, &text)) {
+    return BadPageToken("is not a page token this service made");
+  }
+  std::vector<std::string> parts =
+      absl::StrSplit(text, absl::MaxSplits('|', 2));
+  uint32_t token_mask = 0;
+  if (parts.size() != 3 || parts[0] != kPageTokenVersion ||
+      !absl::SimpleAtoi(parts[1], &token_mask) || parts[2].empty() ||
+      parts[2].size() > kMaxPayoutIdBytes) {
+    return BadPageToken("is not a page token this service made");
+  }
+  if (token_mask != mask) {
+    return BadPageToken("was made for a different states filter");
+  }
+  return std::move(parts[2]);
+}
+
+}  // namespace aopay::ledger_internal

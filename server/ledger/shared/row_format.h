@@ -1,0 +1,125 @@
+#ifndef AOPAY_SERVER_LEDGER_SHARED_ROW_FORMAT_H_
+#define AOPAY_SERVER_LEDGER_SHARED_ROW_FORMAT_H_
+
+// What every ledger stores the same way, whatever the database: states and
+// modes as their enum numbers, statuses (failure, response) as NULL for OK or
+// SerializeError's text, the creation event's author, and List's page tokens
+// (base64url of "v1|<state filter mask>|<last payout id>", so that they
+// survive a restart and a change of replica). Internal to the ledgers.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/payout.h"
+#include "server/ledger/ledger.h"
+
+namespace aopay::ledger_internal {
+
+// The columns ReadPayoutRow reads, in its order.
+inline constexpr char kPayoutColumns[] =
+    "payout_id, request_id, fingerprint, state, account_number, ifsc, name, "
+    "email, mobile, amount_paise, mode, transaction_id, "
+    "transaction_reference_no, upstream_status, bank_beneficiary_name, "
+    "failure, response, create_time_us, update_time_us, client";
+
+// Whether a stored integer is a PayoutState / TransferMode this code knows.
+bool IsKnownState(int64_t value);
+bool IsKnownMode(int64_t value);
+
+// DATA_LOSS: the row of `payout_id` has `what` (e.g. "an unknown state").
+absl::Status RowError(absl::string_view payout_id, absl::string_view what);
+
+// What a status column (failure, response) holds: NULL for OK, otherwise
+// SerializeError's form.
+std::optional<std::string> StatusColumn(const absl::Status& status);
+
+// The status a column holds (nullopt: NULL, which is OK). DATA_LOSS naming
+// the payout and the column when the text is not SerializeError's form.
+absl::StatusOr<absl::Status> ParseStatusColumn(
+    const std::optional<std::string>& text, absl::string_view payout_id,
+    absl::string_view column);
+
+// Reads a row selected with kPayoutColumns from any database's row type:
+// Row has IsNull(column), Text(column) and Int(column).
+template <typename Row>
+absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row);
+
+// The SELECT of one List page, with the database's parameter prefix ("?" or
+// "$"): parameter 1 the registration, 2 the row limit, with `after` 3 the
+// last payout id of the previous page, and with `client` 4 the client whose
+// payouts alone are listed. Only the state filter varies otherwise, so the
+// number of distinct statements stays small.
+std::string ListSql(const std::vector<PayoutState>& states, bool after,
+                    bool client, char placeholder);
+
+// Who caused a payout's creation event: its client, or "gateway" when the
+// gateway runs without clients.
+std::string CreatedBy(const Payout& payout);
+
+// The state filter as a bit mask, one bit per state.
+uint32_t StateMask(const std::vector<PayoutState>& states);
+
+// The state filter's states, sorted, each once.
+std::vector<int> StateNumbers(const std::vector<PayoutState>& states);
+
+// The token of the page after the one that ended with `last_payout_id`.
+std::string MakePageToken(uint32_t mask, absl::string_view last_payout_id);
+
+// The last payout id of the previous page. INVALID_ARGUMENT for a token this
+// service did not make or one made for another state filter.
+absl::StatusOr<std::string> ParsePageToken(absl::string_view token,
+                                           uint32_t mask);
+
+template <typename Row>
+absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row) {
+  auto optional_text = [&row](int column) -> std::optional<std::string> {
+    if (row.IsNull(column)) return std::nullopt;
+    return row.Text(column);
+  };
+  StoredPayout stored;
+  Payout& payout = stored.payout;
+  payout.payout_id = row.Text(0);
+  payout.request_id = row.Text(1);
+  stored.fingerprint = row.Text(2);
+  const int64_t state = row.Int(3);
+  if (!IsKnownState(state)) {
+    return RowError(payout.payout_id, "an unknown state");
+  }
+  payout.state = static_cast<PayoutState>(state);
+  payout.beneficiary.account_number = row.Text(4);
+  payout.beneficiary.ifsc = row.Text(5);
+  payout.beneficiary.name = row.Text(6);
+  payout.beneficiary.email = row.Text(7);
+  payout.beneficiary.mobile = row.Text(8);
+  payout.amount_paise = row.Int(9);
+  const int64_t mode = row.Int(10);
+  if (!IsKnownMode(mode)) return RowError(payout.payout_id, "an unknown mode");
+  payout.mode = static_cast<TransferMode>(mode);
+  payout.transaction_id = row.Text(11);
+  payout.transaction_reference_no = row.Text(12);
+  payout.upstream_status = row.Text(13);
+  payout.bank_beneficiary_name = row.Text(14);
+  absl::StatusOr<absl::Status> failure =
+      ParseStatusColumn(optional_text(15), payout.payout_id, "failure");
+  if (!failure.ok()) return failure.status();
+  payout.failure = *std::move(failure);
+  absl::StatusOr<absl::Status> response =
+      ParseStatusColumn(optional_text(16), payout.payout_id, "response");
+  if (!response.ok()) return response.status();
+  stored.response = *std::move(response);
+  payout.create_time = absl::FromUnixMicros(row.Int(17));
+  payout.update_time = absl::FromUnixMicros(row.Int(18));
+  payout.client = row.Text(19);
+  return stored;
+}
+
+}  // namespace aopay::ledger_internal
+
+#endif  // AOPAY_SERVER_LEDGER_SHARED_ROW_FORMAT_H_
