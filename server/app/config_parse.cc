@@ -59,13 +59,15 @@ std::string JoinHostPort(const std::string& host, int port) {
 absl::StatusOr<LedgerSpec> ParseLedgerSpec(absl::string_view spec) {
   if (absl::StartsWith(spec, "postgresql://") ||
       absl::StartsWith(spec, "postgres://")) {
-    return absl::InvalidArgumentError(
-        "--ledger: the PostgreSQL ledger is not available yet; use "
-        "sqlite:PATH");
+    LedgerSpec out;
+    out.kind = LedgerSpec::Kind::kPostgres;
+    out.uri = std::string(spec);
+    return out;
   }
   if (!absl::ConsumePrefix(&spec, "sqlite:") || spec.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--ledger must be sqlite:PATH, got \"", spec, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--ledger must be sqlite:PATH or a postgresql:// URI, got \"", spec,
+        "\""));
   }
   LedgerSpec out;
   std::vector<absl::string_view> parts = absl::StrSplit(spec, '?');

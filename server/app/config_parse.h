@@ -29,12 +29,16 @@ bool IsLoopbackHost(absl::string_view host);
 std::string JoinHostPort(const std::string& host, int port);
 
 struct LedgerSpec {
-  std::string path;
-  bool durable = true;  // false: ?synchronous=off (benchmarks only)
+  enum class Kind { kSqlite, kPostgres };
+  Kind kind = Kind::kSqlite;
+  std::string path;     // kSqlite
+  bool durable = true;  // kSqlite; false: ?synchronous=off (benchmarks only)
+  std::string uri;      // kPostgres: the libpq URI, as given
 };
 
 // "sqlite:PATH", optionally followed by "?synchronous=off" or
-// "?synchronous=full"; INVALID_ARGUMENT naming --ledger otherwise.
+// "?synchronous=full"; or a "postgresql://" (or "postgres://") libpq URI,
+// checked when the ledger opens. INVALID_ARGUMENT naming --ledger otherwise.
 [[nodiscard]] absl::StatusOr<LedgerSpec> ParseLedgerSpec(
     absl::string_view spec);
 

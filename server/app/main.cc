@@ -22,6 +22,7 @@
 #include "common/file_util.h"
 #include "common/limits.h"
 #include "server/app/server.h"
+#include "server/ledger/postgres/postgres_ledger.h"
 #include "spdlog/formatter.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
@@ -36,6 +37,9 @@ ABSL_FLAG(std::string, registration_id, "",
           "otherwise required); @/path reads it from a file");
 ABSL_FLAG(std::string, ledger, "sqlite:payouts.db",
           "where payouts are recorded: sqlite:PATH");
+ABSL_FLAG(absl::Duration, owner_lease, aopay::kDefaultOwnerLease,
+          "PostgreSQL ledger: a replica silent this long loses its PENDING "
+          "payouts to UNKNOWN");
 ABSL_FLAG(absl::Duration, upstream_timeout, aopay::kDefaultUpstreamTimeout,
           "the longest a single AOPay call may take");
 ABSL_FLAG(int64_t, max_inflight, aopay::kDefaultMaxInflight,
@@ -84,6 +88,7 @@ constexpr const char* kFlagNames[] = {
     "aopay_url",
     "registration_id",
     "ledger",
+    "owner_lease",
     "upstream_timeout",
     "max_inflight",
     "max_queue",
@@ -193,6 +198,9 @@ void PrintConfig() {
     if (IsSecretFlag(name)) {
       value = value.empty() ? "" : "[set, masked]";
     }
+    if (absl::string_view(name) == "ledger") {
+      value = aopay::RedactLedgerUri(value);
+    }
     std::cout << name << " = " << value << "\n";
   }
   std::cout.flush();
@@ -242,6 +250,7 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("--registration_id: ", error));
   }
   options.ledger = absl::GetFlag(FLAGS_ledger);
+  options.owner_lease = absl::GetFlag(FLAGS_owner_lease);
   options.upstream_timeout = absl::GetFlag(FLAGS_upstream_timeout);
   options.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   options.max_queue = absl::GetFlag(FLAGS_max_queue);

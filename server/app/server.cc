@@ -18,6 +18,7 @@
 #include "server/flow/payout_service.h"
 #include "server/flow/reconciler.h"
 #include "server/flow/timer.h"
+#include "server/ledger/postgres/postgres_ledger.h"
 #include "server/ledger/sqlite/sqlite_ledger.h"
 #include "server/observability/metrics.h"
 #include "server/sandbox/sandbox.h"
@@ -178,28 +179,9 @@ class ServerImpl final : public Server {
     }
 
     callbacks_ = std::make_unique<ThreadPool>(kCallbackThreads);
-    SqliteLedgerOptions ledger_options;
-    ledger_options.path = ledger_spec->path;
-    ledger_options.registration_id = registration;
-    ledger_options.durable = ledger_spec->durable;
-    ledger_options.executor = callbacks_.get();
-    absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
-        SqliteLedger::Open(std::move(ledger_options));
-    if (!ledger.ok()) return ledger.status();
-    ledger_ = *std::move(ledger);
-    if (!ledger_spec->durable) {
-      spdlog::warn(
-          "ledger opened WITHOUT fsync (synchronous=off): a crash "
-          "can lose payouts; for benchmarks only");
-    }
-    absl::StatusOr<int> recovered = ledger_->RecoverPending(absl::Now());
-    if (!recovered.ok()) return recovered.status();
-    if (*recovered > 0) {
-      spdlog::warn(
-          "{} payouts were PENDING when the gateway last stopped; they are "
-          "now UNKNOWN and will not be re-sent (RefreshPayout or "
-          "ResolvePayout settles them)",
-          *recovered);
+    if (absl::Status opened = OpenLedger(*ledger_spec, registration);
+        !opened.ok()) {
+      return opened;
     }
 
     CurlUpstreamOptions upstream_options;
@@ -279,7 +261,10 @@ class ServerImpl final : public Server {
           absl::StrCat("cannot listen on ", options_.listen));
     }
     listening_address_ = JoinHostPort(listen->host, selected_port);
-    SetHealth(true);
+    // NOT_SERVING from the start while the ledger cannot write (a database
+    // not reached yet).
+    initially_healthy_ = ledger_->Healthy();
+    SetHealth(initially_healthy_);
 
     if (!options_.metrics_listen.empty()) {
       if (absl::Status started = StartMetrics(); !started.ok()) return started;
@@ -392,11 +377,58 @@ class ServerImpl final : public Server {
     return absl::OkStatus();
   }
 
-  // Health follows the ledger; old final payouts are pruned; the reconciler
-  // runs when enabled.
+  absl::Status OpenLedger(const LedgerSpec& spec,
+                          const std::string& registration) {
+    if (spec.kind == LedgerSpec::Kind::kPostgres) {
+      PostgresLedgerOptions ledger_options;
+      ledger_options.uri = spec.uri;
+      ledger_options.registration_id = registration;
+      ledger_options.owner_lease = options_.owner_lease;
+      ledger_options.executor = callbacks_.get();
+      // Only before the database was first reached: nothing was sent.
+      ledger_options.on_fatal = [](const absl::Status& status) {
+        spdlog::critical("stopping: the ledger cannot be used: {}",
+                         std::string(status.message()));
+        spdlog::default_logger()->flush();
+        std::_Exit(kLedgerFatalExitCode);
+      };
+      absl::StatusOr<std::unique_ptr<PostgresLedger>> ledger =
+          PostgresLedger::Open(std::move(ledger_options));
+      if (!ledger.ok()) return ledger.status();
+      ledger_ = *std::move(ledger);
+    } else {
+      SqliteLedgerOptions ledger_options;
+      ledger_options.path = spec.path;
+      ledger_options.registration_id = registration;
+      ledger_options.durable = spec.durable;
+      ledger_options.executor = callbacks_.get();
+      absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
+          SqliteLedger::Open(std::move(ledger_options));
+      if (!ledger.ok()) return ledger.status();
+      ledger_ = *std::move(ledger);
+      if (!spec.durable) {
+        spdlog::warn(
+            "ledger opened WITHOUT fsync (synchronous=off): a crash "
+            "can lose payouts; for benchmarks only");
+      }
+    }
+    absl::StatusOr<int> recovered = ledger_->RecoverPending(absl::Now());
+    if (!recovered.ok()) return recovered.status();
+    if (*recovered > 0) {
+      spdlog::warn(
+          "{} payouts were PENDING when their gateway stopped; they are "
+          "now UNKNOWN and will not be re-sent (RefreshPayout or "
+          "ResolvePayout settles them)",
+          *recovered);
+    }
+    return absl::OkStatus();
+  }
+
+  // Health follows the ledger; old final payouts are pruned and the
+  // reconciler runs (when enabled) on the leading replica only.
   void Housekeeping() {
     absl::Time next_prune = absl::Now();
-    bool healthy = true;
+    bool healthy = initially_healthy_;
     while (!stop_.WaitForNotificationWithTimeout(kHousekeepingTick)) {
       const bool ledger_healthy = ledger_->Healthy();
       const bool now_healthy = ledger_healthy && !service_->draining();
@@ -409,6 +441,7 @@ class ServerImpl final : public Server {
           spdlog::info("ledger writes again: health SERVING");
         }
       }
+      if (!ledger_->IsLeader()) continue;
       if (absl::Now() >= next_prune) {
         next_prune = absl::Now() + kPruneEvery;
         ledger_->Prune(absl::Now() - options_.idempotency_retention,
@@ -432,7 +465,8 @@ class ServerImpl final : public Server {
   Metrics metrics_;
   std::unique_ptr<Sandbox> sandbox_;
   std::unique_ptr<ThreadPool> callbacks_;  // outlives the ledger
-  std::unique_ptr<SqliteLedger> ledger_;
+  std::unique_ptr<Ledger> ledger_;
+  bool initially_healthy_ = true;  // set before housekeeping_ starts
   std::unique_ptr<CurlUpstream> upstream_;
   std::unique_ptr<ThreadTimer> timer_;  // stopped before the ledger closes
   std::unique_ptr<PayoutService> service_;

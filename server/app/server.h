@@ -19,8 +19,12 @@ struct ServerOptions {
   std::string aopay_url = "sandbox";
   // Required unless aopay_url is "sandbox" (then "AOP-SANDBOX").
   std::string registration_id;
-  // "sqlite:PATH"; "sqlite:PATH?synchronous=off" drops fsync (benchmarks).
+  // "sqlite:PATH"; "sqlite:PATH?synchronous=off" drops fsync (benchmarks);
+  // or a postgresql:// URI (docs/scale-out.md).
   std::string ledger = "sqlite:payouts.db";
+  // PostgreSQL: how long a replica may stop heart-beating before its PENDING
+  // payouts become UNKNOWN.
+  absl::Duration owner_lease = kDefaultOwnerLease;
   absl::Duration upstream_timeout = kDefaultUpstreamTimeout;
   int64_t max_inflight = kDefaultMaxInflight;
   int64_t max_queue = kDefaultMaxQueue;
@@ -48,6 +52,11 @@ struct ServerOptions {
 
 // The running gateway. Start() checks the options, opens the ledger (turning
 // PENDING payouts UNKNOWN), and serves gRPC and /metrics until Shutdown().
+// The exit status when the ledger turns out to be unusable after start-up
+// (a PostgreSQL database first reached later, whose migration or
+// registration check fails).
+inline constexpr int kLedgerFatalExitCode = 3;
+
 class Server {
  public:
   // Fails with INVALID_ARGUMENT (bad option combination) or

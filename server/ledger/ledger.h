@@ -177,6 +177,11 @@ class Ledger {
   // among replicas sharing the ledger (the reconciler, retention pruning).
   // A ledger only one process opens always leads.
   virtual bool IsLeader() const { return true; }
+
+  // Stops accepting calls, answers every queued one, waits until their
+  // callbacks have returned, and releases what the ledger holds. Idempotent;
+  // must not be called from a ledger callback.
+  virtual void Close() = 0;
 };
 
 }  // namespace aopay

@@ -276,16 +276,19 @@ bool SandboxProcess::WaitForJournal(
 GatewayProcess::GatewayProcess(const std::string& aopay_url,
                                const std::string& ledger_path,
                                std::vector<std::string> extra_flags) {
-  std::vector<std::string> argv = {PAYOUT_SERVER_BIN,
-                                   "--listen=127.0.0.1:0",
-                                   "--metrics_listen=127.0.0.1:0",
-                                   "--aopay_url=" + aopay_url,
-                                   "--ledger=sqlite:" + ledger_path,
-                                   "--shutdown_grace=10s"};
+  std::vector<std::string> argv = {
+      PAYOUT_SERVER_BIN, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
+      "--aopay_url=" + aopay_url, "--shutdown_grace=10s"};
+  // A postgresql:// URI names a database; anything else a SQLite file,
+  // beside which the gateway's stderr is kept.
+  const bool postgres = ledger_path.rfind("postgresql://", 0) == 0;
+  argv.push_back(postgres ? "--ledger=" + ledger_path
+                          : "--ledger=sqlite:" + ledger_path);
   if (aopay_url != "sandbox") argv.push_back("--registration_id=AOP-SANDBOX");
   for (std::string& flag : extra_flags) argv.push_back(std::move(flag));
-  process_ =
-      std::make_unique<ChildProcess>(std::move(argv), ledger_path + ".stderr");
+  process_ = std::make_unique<ChildProcess>(
+      std::move(argv),
+      (postgres ? MakeTempDir() + "/gateway" : ledger_path) + ".stderr");
   absl::StatusOr<std::string> address =
       process_->WaitForListening(kStartTimeout);
   EXPECT_TRUE(address.ok()) << address.status();

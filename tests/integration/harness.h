@@ -91,7 +91,8 @@ class SandboxProcess {
   std::string url_;
 };
 
-// payout-server on 127.0.0.1:0 against `aopay_url`, ledger in `ledger_path`.
+// payout-server on 127.0.0.1:0 against `aopay_url`, ledger in `ledger_path`
+// (a SQLite file, or a postgresql:// URI).
 class GatewayProcess {
  public:
   GatewayProcess(const std::string& aopay_url, const std::string& ledger_path,

@@ -26,13 +26,23 @@ TEST(ParseLedgerSpecTest, SynchronousOffDropsFsync) {
 TEST(ParseLedgerSpecTest, RefusesOtherSchemesAndOptions) {
   EXPECT_FALSE(ParseLedgerSpec("payouts.db").ok());
   EXPECT_FALSE(ParseLedgerSpec("sqlite:").ok());
-  EXPECT_FALSE(ParseLedgerSpec("postgresql://u@h/db").ok());
   EXPECT_FALSE(ParseLedgerSpec("sqlite:p.db?synchronous=normal").ok());
   EXPECT_FALSE(ParseLedgerSpec("sqlite:p.db?synchronous=off?x").ok());
 }
 
 // Found by the config fuzz target: an option without a path gave an empty
 // path (SQLite's temporary database), refused only later and less clearly.
+TEST(ParseLedgerSpecTest, PostgresqlUrisNameThePostgresLedger) {
+  for (const char* uri : {"postgresql://gw@db:5432/payouts?sslmode=verify-full",
+                          "postgres://gw@db/payouts"}) {
+    absl::StatusOr<LedgerSpec> spec = ParseLedgerSpec(uri);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(spec->kind, LedgerSpec::Kind::kPostgres);
+    EXPECT_EQ(spec->uri, uri);
+  }
+  EXPECT_EQ(ParseLedgerSpec("sqlite:p.db")->kind, LedgerSpec::Kind::kSqlite);
+}
+
 TEST(ParseLedgerSpecTest, RefusesAnOptionWithoutAPath) {
   for (const char* spec :
        {"sqlite:?synchronous=off", "sqlite:?synchronous=full"}) {

@@ -31,6 +31,7 @@ using ::testing::Not;
 // A ledger in memory. Calls back inline; can be told to fail.
 class FakeLedger final : public Ledger {
  public:
+  void Close() override {}
   bool fail_writes = false;
   std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
 

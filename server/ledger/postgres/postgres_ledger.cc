@@ -683,6 +683,10 @@ absl::StatusOr<std::unique_ptr<PostgresLedger>> PostgresLedger::Open(
   return std::unique_ptr<PostgresLedger>(new PostgresLedger(std::move(impl)));
 }
 
+std::string RedactLedgerUri(absl::string_view uri) {
+  return postgres_internal::RedactUri(uri);
+}
+
 PostgresLedger::PostgresLedger(std::unique_ptr<Impl> impl)
     : impl_(std::move(impl)) {}
 

@@ -35,6 +35,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/limits.h"
 #include "server/executor/executor.h"
@@ -67,6 +68,10 @@ struct PostgresLedgerOptions {
   // ledger can never serve, and the process should stop.
   std::function<void(const absl::Status&)> on_fatal;
 };
+
+// A postgresql:// URI with its password (if any) replaced by "***"; a
+// password parameter "@/path" (a file name) is kept.
+std::string RedactLedgerUri(absl::string_view uri);
 
 class PostgresLedger final : public Ledger {
  public:
@@ -111,7 +116,7 @@ class PostgresLedger final : public Ledger {
   // Ends this replica's lease (its PENDING payouts, if any, become UNKNOWN
   // at the next sweep of any replica), answers every queued call, waits for
   // their callbacks and joins the threads. Idempotent.
-  void Close();
+  void Close() override;
 
  private:
   class Impl;

@@ -120,7 +120,7 @@ class SqliteLedger final : public Ledger {
   // Stops accepting calls, finishes every queued read and write, waits until
   // their callbacks have returned, and joins the threads. Idempotent. Must
   // not be called from a ledger callback.
-  void Close();
+  void Close() override;
 
  private:
   class Impl;

@@ -1,0 +1,279 @@
+// Three gateway replicas on one PostgreSQL ledger (a real PostgreSQL 15,
+// tests/support/test_postgres.h): every request id sent to all three at
+// once, several times, reaches AOPay once; a replica killed mid-load loses
+// only its own payouts in flight, to UNKNOWN after its lease, while the
+// others complete; the sandbox's journal and the ledger agree request by
+// request.
+
+#include <csignal>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "common/errors.h"
+#include "gtest/gtest.h"
+#include "tests/integration/harness.h"
+#include "tests/support/test_postgres.h"
+
+namespace aopay::testing {
+namespace {
+
+constexpr absl::Duration kCall = absl::Seconds(60);
+constexpr int kReplicas = 3;
+// The shortest lease allowed, so that the kill test does not wait long.
+const std::vector<std::string> kReplicaFlags = {"--owner_lease=3s",
+                                                "--max_inflight=64"};
+
+std::vector<std::unique_ptr<GatewayProcess>> StartReplicas(
+    const std::string& aopay_url, const std::string& uri) {
+  std::vector<std::unique_ptr<GatewayProcess>> replicas;
+  for (int i = 0; i < kReplicas; ++i) {
+    replicas.push_back(
+        std::make_unique<GatewayProcess>(aopay_url, uri, kReplicaFlags));
+  }
+  return replicas;
+}
+
+std::map<std::string, int> SentPerAccount(const SandboxProcess& sandbox) {
+  std::map<std::string, int> sent;
+  for (const JournalEntry& entry : sandbox.Journal()) {
+    if (entry.path == "/api/V6/Payout/AOPPayout") ++sent[entry.account_number];
+  }
+  return sent;
+}
+
+absl::StatusOr<v1::Payout> ByRequestId(GatewayProcess& gateway,
+                                       const std::string& request_id) {
+  v1::GetPayoutRequest get;
+  get.set_request_id(request_id);
+  return gateway.client().GetPayout(get, kCall);
+}
+
+class ScaleOutTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::string> uri = test_support::NewTestDatabase();
+    ASSERT_TRUE(uri.ok()) << uri.status();
+    uri_ = *std::move(uri);
+  }
+  std::string uri_;
+};
+
+TEST_F(ScaleOutTest, EveryRequestIdSentToThreeReplicasAtOnceIsSentOnce) {
+  SandboxProcess sandbox({"--latency=200ms"});
+  std::vector<std::unique_ptr<GatewayProcess>> replicas =
+      StartReplicas(sandbox.url(), uri_);
+  constexpr int kRequestIds = 60;
+  constexpr int kRounds = 3;
+  std::vector<v1::CreatePayoutRequest> requests;
+  for (int i = 0; i < kRequestIds; ++i) {
+    requests.push_back(ValidRequest(UniqueAccount("1836")));
+  }
+
+  absl::Mutex mu;
+  std::map<std::string, std::vector<absl::StatusOr<v1::Payout>>> answers;
+  for (int round = 0; round < kRounds; ++round) {
+    absl::BlockingCounter answered(kRequestIds * kReplicas);
+    // Each request id goes to every replica at the same moment.
+    for (const v1::CreatePayoutRequest& request : requests) {
+      for (auto& replica : replicas) {
+        replica->client().CreatePayoutAsync(
+            request, kCall,
+            [&, id = request.request_id()](absl::StatusOr<v1::Payout> r) {
+              absl::MutexLock lock(&mu);
+              answers[id].push_back(std::move(r));
+              answered.DecrementCount();
+            });
+      }
+    }
+    answered.Wait();
+  }
+
+  int accepted = 0, in_progress = 0;
+  for (const v1::CreatePayoutRequest& request : requests) {
+    std::string payout_id;
+    for (const absl::StatusOr<v1::Payout>& answer :
+         answers[request.request_id()]) {
+      if (answer.ok()) {
+        ++accepted;
+        EXPECT_EQ(answer->state(), v1::PAYOUT_STATE_ACCEPTED);
+        // Every replica answers with the one payout that won the key.
+        if (payout_id.empty()) payout_id = answer->payout_id();
+        EXPECT_EQ(answer->payout_id(), payout_id);
+      } else {
+        // A replica that lost the key while the winner's call was in flight.
+        ++in_progress;
+        EXPECT_EQ(answer.status().code(), absl::StatusCode::kAborted)
+            << answer.status();
+        EXPECT_EQ(GetErrorDetails(answer.status()).reason,
+                  "REQUEST_IN_PROGRESS");
+      }
+    }
+  }
+  std::cout << "three replicas: " << accepted << " answers ACCEPTED, "
+            << in_progress << " REQUEST_IN_PROGRESS of "
+            << kRequestIds * kReplicas * kRounds << "\n";
+
+  // Exactly one AOPay request per request id, and every one recorded.
+  const std::map<std::string, int> sent = SentPerAccount(sandbox);
+  for (const v1::CreatePayoutRequest& request : requests) {
+    const std::string& account = request.beneficiary().account_number();
+    EXPECT_EQ(sent.count(account) ? sent.at(account) : 0, 1)
+        << request.request_id();
+    for (auto& replica : replicas) {
+      absl::StatusOr<v1::Payout> stored =
+          ByRequestId(*replica, request.request_id());
+      ASSERT_TRUE(stored.ok()) << stored.status();
+      EXPECT_EQ(stored->state(), v1::PAYOUT_STATE_ACCEPTED);
+    }
+  }
+  EXPECT_EQ(sent.size(), static_cast<size_t>(kRequestIds));
+  EXPECT_EQ(test_support::PgScalar(uri_, "SELECT count(*) FROM payouts"),
+            absl::StrCat(kRequestIds));
+}
+
+TEST_F(ScaleOutTest, AKilledReplicaLosesOnlyItsOwnPayoutsInFlight) {
+  // Answers take 2 s: at the kill, the killed replica has payouts at AOPay.
+  SandboxProcess sandbox({"--latency=2s"});
+  std::vector<std::unique_ptr<GatewayProcess>> replicas =
+      StartReplicas(sandbox.url(), uri_);
+  constexpr int kPerReplica = 40;
+  std::vector<std::vector<v1::CreatePayoutRequest>> requests(kReplicas);
+  std::map<std::string, int> replica_of_account;
+  for (int r = 0; r < kReplicas; ++r) {
+    for (int i = 0; i < kPerReplica; ++i) {
+      requests[r].push_back(ValidRequest(UniqueAccount("1836")));
+      replica_of_account[requests[r].back().beneficiary().account_number()] = r;
+    }
+  }
+  absl::Mutex mu;
+  std::map<std::string, absl::StatusOr<v1::Payout>> answers;
+  absl::BlockingCounter answered(kPerReplica * kReplicas);
+  for (int r = 0; r < kReplicas; ++r) {
+    for (const v1::CreatePayoutRequest& request : requests[r]) {
+      replicas[r]->client().CreatePayoutAsync(
+          request, kCall,
+          [&, id = request.request_id()](absl::StatusOr<v1::Payout> result) {
+            absl::MutexLock lock(&mu);
+            answers.emplace(id, std::move(result));
+            answered.DecrementCount();
+          });
+    }
+  }
+  // Kill replica 0 once some of its payouts have reached AOPay.
+  ASSERT_TRUE(sandbox.WaitForJournal(
+      [&](const std::vector<JournalEntry>& journal) {
+        int mine = 0;
+        for (const JournalEntry& entry : journal) {
+          auto it = replica_of_account.find(entry.account_number);
+          if (it != replica_of_account.end() && it->second == 0) ++mine;
+        }
+        return mine >= 10;
+      },
+      absl::Seconds(30)));
+  replicas[0]->process().Signal(SIGKILL);
+  answered.Wait();
+
+  GatewayProcess& survivor = *replicas[1];
+  // The survivors' own payouts completed normally.
+  for (int r = 1; r < kReplicas; ++r) {
+    for (const v1::CreatePayoutRequest& request : requests[r]) {
+      const absl::StatusOr<v1::Payout>& answer =
+          answers.at(request.request_id());
+      ASSERT_TRUE(answer.ok()) << answer.status();
+      EXPECT_EQ(answer->state(), v1::PAYOUT_STATE_ACCEPTED);
+    }
+  }
+  // After the lease, the killed replica's PENDING payouts are UNKNOWN.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return test_support::PgScalar(
+                   uri_, "SELECT count(*) FROM payouts WHERE state = 1") == "0";
+      },
+      absl::Seconds(30)))
+      << "payouts still PENDING after the lease";
+
+  // Journal against ledger, request by request.
+  const std::map<std::string, int> sent = SentPerAccount(sandbox);
+  int double_sends = 0, missing = 0, unknown = 0, killed_unrecorded = 0;
+  for (int r = 0; r < kReplicas; ++r) {
+    for (const v1::CreatePayoutRequest& request : requests[r]) {
+      const std::string& account = request.beneficiary().account_number();
+      const int times = sent.count(account) ? sent.at(account) : 0;
+      if (times > 1) ++double_sends;
+      absl::StatusOr<v1::Payout> stored =
+          ByRequestId(survivor, request.request_id());
+      if (!stored.ok()) {
+        // Never recorded: the kill came before its intent was durable; then
+        // it was never sent either.
+        EXPECT_EQ(stored.status().code(), absl::StatusCode::kNotFound);
+        EXPECT_EQ(r, 0);
+        if (times > 0) ++missing;
+        ++killed_unrecorded;
+        continue;
+      }
+      if (stored->state() == v1::PAYOUT_STATE_UNKNOWN) {
+        ++unknown;
+        EXPECT_EQ(r, 0) << "a live replica's payout was recovered";
+      } else {
+        EXPECT_EQ(stored->state(), v1::PAYOUT_STATE_ACCEPTED);
+        if (times != 1) ++missing;
+      }
+    }
+  }
+  std::cout << "replica kill: " << unknown << " of the killed replica's "
+            << kPerReplica << " payouts UNKNOWN, " << killed_unrecorded
+            << " never recorded; double sends: " << double_sends
+            << ", missing: " << missing << "\n";
+  EXPECT_EQ(double_sends, 0);
+  EXPECT_EQ(missing, 0);
+  EXPECT_GT(unknown, 0) << "the kill should have caught payouts in flight";
+  EXPECT_EQ(test_support::PgScalar(
+                uri_,
+                "SELECT count(*) FROM payout_events WHERE to_state = 6 AND who "
+                "LIKE 'recovery by %'"),
+            absl::StrCat(unknown));
+
+  // Retrying a recovered request id at a live replica replays UNKNOWN and
+  // sends nothing.
+  for (const v1::CreatePayoutRequest& request : requests[0]) {
+    absl::StatusOr<v1::Payout> stored =
+        ByRequestId(survivor, request.request_id());
+    if (!stored.ok() || stored->state() != v1::PAYOUT_STATE_UNKNOWN) continue;
+    absl::StatusOr<v1::Payout> retry =
+        survivor.client().CreatePayout(request, kCall);
+    EXPECT_EQ(retry.status().code(), absl::StatusCode::kDeadlineExceeded);
+    EXPECT_EQ(GetErrorDetails(retry.status()).reason, "OUTCOME_UNKNOWN");
+    EXPECT_LE(sandbox.PayoutsFor(request.beneficiary().account_number()), 1);
+    break;
+  }
+}
+
+TEST_F(ScaleOutTest, ADatabaseDownAtStartMeansNotServingAndNothingSent) {
+  // A database nobody serves: the gateway starts, NOT_SERVING, refusing
+  // payouts with LEDGER_UNAVAILABLE before anything is sent.
+  SandboxProcess sandbox;
+  const std::string dir = MakeTempDir();
+  GatewayProcess gateway(sandbox.url(),
+                         absl::StrCat("postgresql://postgres@/nowhere?host=",
+                                      dir, "&connect_timeout=1"),
+                         kReplicaFlags);
+  EXPECT_EQ(CheckHealth(gateway.channel(), ""),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  const v1::CreatePayoutRequest request = ValidRequest(UniqueAccount("1836"));
+  absl::StatusOr<v1::Payout> refused =
+      gateway.client().CreatePayout(request, kCall);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails(refused.status()).reason, "LEDGER_UNAVAILABLE");
+  EXPECT_EQ(sandbox.PayoutsFor(request.beneficiary().account_number()), 0);
+  EXPECT_NE(gateway.Stderr().find("not reachable yet"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace aopay::testing
