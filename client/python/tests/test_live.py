@@ -1,0 +1,464 @@
+#!/usr/bin/python3
+"""The package against a live gateway: aopay-sandbox and payout-server on
+loopback, started here in a temporary directory.
+
+Environment (ctest sets both):
+  PAYOUT_SERVER_BIN  the payout-server program
+  AOPAY_SANDBOX_BIN  the aopay-sandbox program
+
+The sandbox's journal is the witness of what AOPay received: every check of
+"sent once" counts the payout calls for one account number in it.
+"""
+
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+
+import support
+
+support.install_package()
+
+import grpc  # noqa: E402
+
+from aopay_payouts import (PayoutClient, PayoutError, RetryPolicy,  # noqa: E402
+                           new_request_id, payout_pb2, state_name)
+
+S = payout_pb2
+
+
+class Recorder:
+    """An on_retry hook that remembers its calls and may act on them."""
+
+    def __init__(self, action=None):
+        self.calls = []
+        self.action = action
+
+    def __call__(self, attempt, error, delay):
+        self.calls.append((attempt, error, delay))
+        if self.action is not None:
+            self.action(attempt, error)
+
+
+def policy(recorder, **kwargs):
+    return RetryPolicy(on_retry=recorder, **kwargs)
+
+
+class LiveTestCase(unittest.TestCase):
+    """A temporary directory for the class, removed at the end."""
+
+    @classmethod
+    def make_dir(cls, name):
+        path = os.path.join(cls.temp_dir, name)
+        os.makedirs(path)
+        return path
+
+    @classmethod
+    def setUpClass(cls):
+        cls.temp_dir = tempfile.mkdtemp(prefix="aopay_payouts_live_")
+        cls.addClassCleanup(shutil.rmtree, cls.temp_dir, True)
+
+
+class PayoutsTest(LiveTestCase):
+    """One sandbox (0504 waits 3 s, payouts settle at once) and one gateway
+    shared by the tests."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.sandbox = support.Sandbox(cls.make_dir("sandbox"), "--slow=3s",
+                                      "--settle=0s")
+        cls.addClassCleanup(cls.sandbox.stop)
+        cls.gateway = support.Gateway(cls.make_dir("gateway"),
+                                      cls.sandbox.url)
+        cls.addClassCleanup(cls.gateway.stop)
+        cls.client = PayoutClient(cls.gateway.address)
+        cls.addClassCleanup(cls.client.close)
+
+    def create(self, account, **kwargs):
+        request_id = kwargs.pop("request_id", None) or new_request_id()
+        return self.client.create_payout(
+            request_id=request_id, beneficiary=support.beneficiary(account),
+            amount_paise=1234, mode="IMPS", **kwargs)
+
+    def test_payout_goes_through_and_replays(self):
+        account = support.unique_account()
+        request_id = new_request_id()
+        beneficiary = support.beneficiary(account)
+        beneficiary["ifsc"] = "sbin0000002"  # normalised by the gateway
+        beneficiary["mobile"] = "+919959640000"
+        payout = self.client.create_payout(
+            request_id=request_id, beneficiary=beneficiary,
+            amount_paise=1234, mode="IMPS")
+        self.assertEqual(state_name(payout.state), "ACCEPTED")
+        self.assertTrue(payout.payout_id.startswith("po_"), payout.payout_id)
+        self.assertTrue(payout.transaction_id.startswith("TERF"))
+        self.assertEqual(payout.request_id, request_id)
+        self.assertEqual(payout.amount_paise, 1234)
+        self.assertEqual(payout.mode, S.TRANSFER_MODE_IMPS)
+        self.assertEqual(payout.beneficiary.ifsc, "SBIN0000002")
+        self.assertEqual(payout.beneficiary.mobile, "9959640000")
+
+        replay = self.client.create_payout(
+            request_id=request_id, beneficiary=beneficiary,
+            amount_paise=1234, mode="IMPS")
+        self.assertEqual(replay.payout_id, payout.payout_id)
+        self.assertEqual(replay.transaction_id, payout.transaction_id)
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+        by_id = self.client.get_payout(payout.payout_id)
+        self.assertEqual(by_id.request_id, request_id)
+        by_request = self.client.get_payout_by_request_id(request_id)
+        self.assertEqual(by_request.payout_id, payout.payout_id)
+
+        # The sandbox settles at once: the status endpoint says SUCCESS.
+        refreshed = self.client.refresh_payout(payout.payout_id)
+        self.assertEqual(state_name(refreshed.state), "SUCCEEDED")
+
+    def test_list_payouts_reads_every_page(self):
+        created = {self.create(support.unique_account()).payout_id
+                   for _ in range(5)}
+        listed = [p.payout_id for p in self.client.list_payouts(page_size=2)]
+        self.assertEqual(len(listed), len(set(listed)), "no repeats")
+        self.assertLessEqual(created, set(listed))
+        # Newest first.
+        self.assertEqual(listed, sorted(listed, reverse=True))
+        accepted = {p.payout_id for p in
+                    self.client.list_payouts(states=["ACCEPTED"],
+                                             page_size=2)}
+        self.assertLessEqual(created, accepted)
+
+    def test_validation_error_decodes_every_violation(self):
+        account = support.unique_account()
+        request_id = new_request_id()
+        with self.assertRaises(PayoutError) as raised:
+            self.client.create_payout(
+                request_id=request_id,
+                beneficiary={"account_number": account,
+                             "ifsc": "SBIN1234567",  # the fifth must be 0
+                             "name": "",
+                             "email": "not-an-address",
+                             "mobile": "12345"},
+                amount_paise=0, mode=S.TRANSFER_MODE_UNSPECIFIED)
+        error = raised.exception
+        self.assertEqual(error.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(error.reason, "INVALID_REQUEST")
+        self.assertEqual(error.domain, "payout.aopay.v1")
+        self.assertEqual(error.attempts, 1)
+        self.assertIsNone(error.retry_delay)
+        self.assertEqual(error.request_id, request_id)
+        self.assertCountEqual(
+            [v.field for v in error.field_violations],
+            ["beneficiary.ifsc", "beneficiary.name", "beneficiary.email",
+             "beneficiary.mobile", "amount_paise", "mode"])
+        for violation in error.field_violations:
+            self.assertTrue(violation.description, violation)
+        self.assertIn("beneficiary.ifsc", str(error))
+
+        # Nothing was recorded, nothing was sent.
+        with self.assertRaises(PayoutError) as raised:
+            self.client.get_payout_by_request_id(request_id)
+        self.assertEqual(raised.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(raised.exception.reason, "NOT_FOUND")
+        self.assertEqual(self.sandbox.payouts_for(account), 0)
+
+    def test_refused_payout_is_not_retried(self):
+        account = support.unique_account("0409")
+        recorder = Recorder()
+        with self.assertRaises(PayoutError) as raised:
+            self.create(account, retry=policy(recorder))
+        error = raised.exception
+        self.assertEqual(error.code, grpc.StatusCode.ALREADY_EXISTS)
+        self.assertEqual(error.reason, "UPSTREAM_BENEFICIARY_EXISTS")
+        self.assertTrue(error.payout_id.startswith("po_"))
+        self.assertEqual(error.metadata.get("upstreamHttpStatus"), "409")
+        self.assertEqual(error.attempts, 1)
+        self.assertEqual(recorder.calls, [])
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+    def test_outcome_unknown_is_never_retried(self):
+        account = support.unique_account("0500")  # AOPay answers HTTP 500
+        request_id = new_request_id()
+        recorder = Recorder()
+        with self.assertRaises(PayoutError) as raised:
+            self.create(account, request_id=request_id,
+                        retry=policy(recorder, max_attempts=10))
+        error = raised.exception
+        self.assertEqual(error.code, grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertEqual(error.reason, "OUTCOME_UNKNOWN")
+        self.assertTrue(error.outcome_unknown)
+        self.assertEqual(error.attempts, 1)
+        self.assertEqual(recorder.calls, [])
+        self.assertEqual(error.metadata.get("upstreamHttpStatus"), "500")
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+        payout = self.client.get_payout(error.payout_id)
+        self.assertEqual(state_name(payout.state), "UNKNOWN")
+
+        # A retry by hand replays the verdict and sends nothing.
+        with self.assertRaises(PayoutError) as raised:
+            self.create(account, request_id=request_id)
+        self.assertEqual(raised.exception.reason, "OUTCOME_UNKNOWN")
+        self.assertEqual(raised.exception.attempts, 1)
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+        # An operator settles it; the request id then gets the payout.
+        resolved = self.client.resolve_payout(
+            error.payout_id, "FAILED", "AOPay support: never received")
+        self.assertEqual(state_name(resolved.state), "FAILED")
+        failure = PayoutError.from_status(resolved.failure)
+        self.assertEqual(failure.reason, "RESOLVED_BY_OPERATOR")
+        settled = self.create(account, request_id=request_id)
+        self.assertEqual(settled.payout_id, error.payout_id)
+        self.assertEqual(state_name(settled.state), "FAILED")
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+        with self.assertRaises(PayoutError) as raised:
+            self.client.resolve_payout(error.payout_id, "SUCCEEDED", "again")
+        self.assertEqual(raised.exception.reason, "INVALID_TRANSITION")
+
+    def test_request_in_progress_is_retried_until_the_outcome(self):
+        account = support.unique_account("0504")  # answered after 3 s
+        request_id = new_request_id()
+        first = {}
+
+        def send_first():
+            try:
+                first["payout"] = self.create(account, request_id=request_id,
+                                              retry=None)
+            except PayoutError as error:  # reported by the assertion below
+                first["error"] = error
+
+        thread = threading.Thread(target=send_first)
+        thread.start()
+        self.addCleanup(thread.join)
+        support.eventually(lambda: self.sandbox.payouts_for(account) == 1,
+                           what="the first call reaching AOPay")
+
+        recorder = Recorder()
+        second = self.create(account, request_id=request_id,
+                             retry=policy(recorder, max_attempts=20))
+        thread.join()
+        self.assertNotIn("error", first)
+        self.assertEqual(second.payout_id, first["payout"].payout_id)
+        self.assertEqual(state_name(second.state), "ACCEPTED")
+        self.assertTrue(recorder.calls)
+        for _attempt, error, delay in recorder.calls:
+            self.assertEqual(error.code, grpc.StatusCode.ABORTED)
+            self.assertEqual(error.reason, "REQUEST_IN_PROGRESS")
+            self.assertEqual(error.payout_id, second.payout_id)
+            self.assertEqual(error.retry_delay, 1.0)
+            self.assertGreaterEqual(delay, 1.0)  # RetryInfo is the floor
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+    def test_batch_create_answers_every_request(self):
+        good = [support.unique_account() for _ in range(3)]
+        refused = support.unique_account("0409")
+        requests = [{"request_id": new_request_id(),
+                     "beneficiary": support.beneficiary(account),
+                     "amount_paise": 1000 + i, "mode": "NEFT"}
+                    for i, account in enumerate(good + [refused])]
+        invalid = {"request_id": new_request_id(),
+                   "beneficiary": support.beneficiary(support.unique_account()),
+                   "amount_paise": -5, "mode": "NEFT"}
+        requests.append(invalid)
+
+        results = {r.request_id: r for r in self.client.batch_create(requests)}
+        self.assertEqual(set(results), {r["request_id"] for r in requests})
+        for request in requests[:3]:
+            result = results[request["request_id"]]
+            self.assertIsNone(result.error)
+            self.assertEqual(state_name(result.payout.state), "ACCEPTED")
+            self.assertEqual(result.payout.amount_paise,
+                             request["amount_paise"])
+        refused_result = results[requests[3]["request_id"]]
+        self.assertEqual(refused_result.error.reason,
+                         "UPSTREAM_BENEFICIARY_EXISTS")
+        self.assertEqual(refused_result.error.request_id,
+                         requests[3]["request_id"])
+        invalid_result = results[invalid["request_id"]]
+        self.assertEqual(invalid_result.error.reason, "INVALID_REQUEST")
+        self.assertEqual([v.field for v in
+                          invalid_result.error.field_violations],
+                         ["amount_paise"])
+
+        # The whole batch again: the same payouts, nothing sent twice.
+        again = {r.request_id: r for r in self.client.batch_create(requests)}
+        for request in requests[:3]:
+            self.assertEqual(again[request["request_id"]].payout.payout_id,
+                             results[request["request_id"]].payout.payout_id)
+        for account in good + [refused]:
+            self.assertEqual(self.sandbox.payouts_for(account), 1, account)
+
+
+class RetryAfterUnavailableTest(LiveTestCase):
+    """The first attempt gets UNAVAILABLE; the retry, with the same request
+    id, goes through; AOPay receives the payout once."""
+
+    def test_aopay_unreachable_then_back(self):
+        sandbox = support.Sandbox(self.make_dir("sandbox_down"))
+        self.addCleanup(sandbox.stop)
+        gateway = support.Gateway(self.make_dir("gateway_sandbox_down"),
+                                  sandbox.url)
+        self.addCleanup(gateway.stop)
+        # AOPay cannot be reached: the gateway answers UNAVAILABLE /
+        # UPSTREAM_UNAVAILABLE (certainly not sent, request id free again).
+        sandbox.stop()
+
+        def restart(attempt, error):
+            if sandbox.process is None:
+                sandbox.start()
+
+        recorder = Recorder(restart)
+        account = support.unique_account()
+        with PayoutClient(gateway.address,
+                          retry=policy(recorder, max_attempts=3)) as client:
+            payout = client.create_payout(
+                request_id=new_request_id(),
+                beneficiary=support.beneficiary(account), amount_paise=500,
+                mode="IMPS")
+        self.assertEqual(state_name(payout.state), "ACCEPTED")
+        self.assertEqual(len(recorder.calls), 1)
+        attempt, error, delay = recorder.calls[0]
+        self.assertEqual(attempt, 1)
+        self.assertEqual(error.code, grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(error.reason, "UPSTREAM_UNAVAILABLE")
+        self.assertEqual(error.retry_delay, 1.0)
+        self.assertGreaterEqual(delay, 1.0)
+        self.assertEqual(sandbox.payouts_for(account), 1)
+
+    def test_gateway_down_then_back_on_the_same_ledger(self):
+        sandbox = support.Sandbox(self.make_dir("sandbox_gw_down"))
+        self.addCleanup(sandbox.stop)
+        gateway = support.Gateway(self.make_dir("gateway_down"), sandbox.url)
+        self.addCleanup(gateway.stop)
+        gateway.stop()  # the port and the ledger stay for the restart
+
+        def restart(attempt, error):
+            if gateway.process is None:
+                gateway.start()
+
+        recorder = Recorder(restart)
+        account = support.unique_account()
+        fast_reconnect = [("grpc.initial_reconnect_backoff_ms", 100),
+                          ("grpc.min_reconnect_backoff_ms", 100),
+                          ("grpc.max_reconnect_backoff_ms", 500)]
+        with PayoutClient(gateway.address, channel_options=fast_reconnect,
+                          retry=policy(recorder, max_attempts=8,
+                                       initial_backoff=0.2)) as client:
+            payout = client.create_payout(
+                request_id=new_request_id(),
+                beneficiary=support.beneficiary(account), amount_paise=700,
+                mode="NEFT")
+        self.assertEqual(state_name(payout.state), "ACCEPTED")
+        self.assertGreaterEqual(len(recorder.calls), 1)
+        for _attempt, error, _delay in recorder.calls:
+            # gRPC's own UNAVAILABLE: no connection, so no ErrorInfo.
+            self.assertEqual(error.code, grpc.StatusCode.UNAVAILABLE)
+            self.assertEqual(error.reason, "")
+        self.assertEqual(sandbox.payouts_for(account), 1)
+
+
+@unittest.skipUnless(shutil.which("openssl"), "the openssl command is needed")
+class TlsAndTokensTest(LiveTestCase):
+    """TLS with bearer tokens, and mTLS, with certificates made here."""
+
+    TOKEN = "payroll-" + os.urandom(16).hex()
+    READER_TOKEN = "reader-" + os.urandom(16).hex()
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        import hashlib
+        cls.certs = cls.make_dir("certs")
+        support.make_certificates(cls.certs)
+        cls.clients = os.path.join(cls.certs, "clients")
+        with open(cls.clients, "w") as f:
+            for name, token, scopes in (
+                    ("payroll-svc", cls.TOKEN, "payouts:write,payouts:read"),
+                    ("reader", cls.READER_TOKEN, "payouts:read")):
+                digest = hashlib.sha256(token.encode()).hexdigest()
+                f.write("%s %s %s\n" % (name, digest, scopes))
+            f.write("batch-host - payouts:write,payouts:read\n")
+        tls = ["--clients=" + cls.clients,
+               "--tls_cert=" + cls.cert("server.crt"),
+               "--tls_key=" + cls.cert("server.key")]
+        cls.gateway = support.Gateway(cls.make_dir("gateway_tls"), "sandbox",
+                                      *tls)
+        cls.addClassCleanup(cls.gateway.stop)
+        cls.mtls_gateway = support.Gateway(
+            cls.make_dir("gateway_mtls"), "sandbox",
+            *(tls + ["--tls_client_ca=" + cls.cert("ca.crt")]))
+        cls.addClassCleanup(cls.mtls_gateway.stop)
+
+    @classmethod
+    def cert(cls, name):
+        return os.path.join(cls.certs, name)
+
+    def client(self, gateway=None, **kwargs):
+        kwargs.setdefault("root_certificates", self.cert("ca.crt"))
+        client = PayoutClient((gateway or self.gateway).address, **kwargs)
+        self.addCleanup(client.close)
+        return client
+
+    def payout(self, client):
+        return client.create_payout(
+            request_id=new_request_id(),
+            beneficiary=support.beneficiary(support.unique_account()),
+            amount_paise=2500, mode="IMPS")
+
+    def test_token_over_tls(self):
+        client = self.client(token=self.TOKEN)
+        payout = self.payout(client)
+        self.assertEqual(state_name(payout.state), "ACCEPTED")
+        self.assertEqual(payout.client, "payroll-svc")
+        self.assertIn(payout.payout_id,
+                      {p.payout_id for p in client.list_payouts()})
+
+    def test_missing_or_wrong_token_is_unauthenticated(self):
+        for token in (None, "not-a-token"):
+            with self.assertRaises(PayoutError) as raised:
+                self.payout(self.client(token=token))
+            error = raised.exception
+            self.assertEqual(error.code, grpc.StatusCode.UNAUTHENTICATED)
+            self.assertEqual(error.reason, "UNAUTHENTICATED")
+            self.assertEqual(error.attempts, 1)
+            self.assertNotIn("not-a-token", str(error))
+
+    def test_missing_scope_is_permission_denied(self):
+        with self.assertRaises(PayoutError) as raised:
+            self.payout(self.client(token=self.READER_TOKEN))
+        self.assertEqual(raised.exception.code,
+                         grpc.StatusCode.PERMISSION_DENIED)
+        self.assertIn("payouts:write", raised.exception.message)
+
+    def test_server_certificate_is_checked(self):
+        # The system's CAs do not know the test CA: the handshake fails.
+        client = self.client(tls=True, root_certificates=None,
+                             token=self.TOKEN, retry=None)
+        with self.assertRaises(PayoutError) as raised:
+            self.payout(client)
+        self.assertEqual(raised.exception.code, grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(raised.exception.reason, "")
+
+    def test_client_certificate_names_the_client(self):
+        client = self.client(self.mtls_gateway,
+                             certificate_chain=self.cert("batch-host.crt"),
+                             private_key=self.cert("batch-host.key"))
+        payout = self.payout(client)
+        self.assertEqual(payout.client, "batch-host")
+        # A token still wins over the certificate.
+        with_token = self.client(self.mtls_gateway, token=self.TOKEN,
+                                 certificate_chain=self.cert("batch-host.crt"),
+                                 private_key=self.cert("batch-host.key"))
+        self.assertEqual(self.payout(with_token).client, "payroll-svc")
+        # Without a client certificate there is no connection at all.
+        without = self.client(self.mtls_gateway, token=self.TOKEN, retry=None)
+        with self.assertRaises(PayoutError) as raised:
+            self.payout(without)
+        self.assertEqual(raised.exception.code, grpc.StatusCode.UNAVAILABLE)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
