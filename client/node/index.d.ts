@@ -1,0 +1,239 @@
+// Type declarations of aopay-payouts, the Node.js client of the AOPay payout
+// gateway. Field names are the proto's in camelCase; int64 fields are
+// decimal strings (as in the protobuf JSON mapping); enums are their names.
+
+import {status as GrpcStatus} from '@grpc/grpc-js';
+
+export type TransferMode =
+  | 'TRANSFER_MODE_UNSPECIFIED' | 'TRANSFER_MODE_NEFT' | 'TRANSFER_MODE_IMPS';
+
+export type PayoutState =
+  | 'PAYOUT_STATE_UNSPECIFIED' | 'PAYOUT_STATE_PENDING'
+  | 'PAYOUT_STATE_ACCEPTED' | 'PAYOUT_STATE_SUCCEEDED'
+  | 'PAYOUT_STATE_FAILED' | 'PAYOUT_STATE_REVERSED' | 'PAYOUT_STATE_UNKNOWN';
+
+/** A mode as 'IMPS' / 'NEFT', its full name, or its number. */
+export type TransferModeInput = 'IMPS' | 'NEFT' | TransferMode | number;
+/** A state as 'UNKNOWN', 'ACCEPTED', ..., its full name, or its number. */
+export type PayoutStateInput =
+  | 'PENDING' | 'ACCEPTED' | 'SUCCEEDED' | 'FAILED' | 'REVERSED' | 'UNKNOWN'
+  | PayoutState | number;
+
+export interface Beneficiary {
+  accountNumber: string;
+  ifsc: string;
+  name: string;
+  email: string;
+  mobile: string;
+}
+
+export interface CreatePayoutRequest {
+  /** The idempotency key: 1 to 64 of A-Z a-z 0-9 _ - (a UUID fits). */
+  requestId: string;
+  beneficiary: Beneficiary;
+  /** Paise (100 paise = 1 rupee). */
+  amountPaise: number | string;
+  mode: TransferModeInput;
+}
+
+export interface Timestamp {
+  seconds: string;
+  nanos: number;
+}
+
+export interface Any {
+  typeUrl?: string;
+  type_url?: string;
+  value: Buffer;
+}
+
+/** google.rpc.Status. */
+export interface RpcStatus {
+  code: number;
+  message: string;
+  details: Any[];
+}
+
+export interface Payout {
+  payoutId: string;
+  requestId: string;
+  state: PayoutState;
+  beneficiary: Beneficiary;
+  amountPaise: string;
+  mode: TransferMode;
+  transactionId: string;
+  transactionReferenceNo: string;
+  upstreamStatus: string;
+  bankBeneficiaryName: string;
+  /** Why the payout failed (state FAILED); PayoutError.fromStatus reads it. */
+  failure: RpcStatus | null;
+  createTime: Timestamp | null;
+  updateTime: Timestamp | null;
+  /** The client that created the payout ('' without a clients file). */
+  client: string;
+}
+
+export interface ListPayoutsResponse {
+  payouts: Payout[];
+  nextPageToken: string;
+}
+
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
+
+/** A failed call, decoded from its google.rpc.Status. */
+export class PayoutError extends Error {
+  /** The gRPC status code (see `status`). */
+  code: number;
+  /** The code's name, such as 'INVALID_ARGUMENT'. */
+  codeName: string;
+  /** The status message, for people (match on code and reason). */
+  details: string;
+  /** The ErrorInfo reason ('INVALID_REQUEST', 'OUTCOME_UNKNOWN', ...); ''
+   * when the error did not come from the gateway. */
+  reason: string;
+  /** The ErrorInfo domain ('payout.aopay.v1'), or ''. */
+  domain: string;
+  /** The ErrorInfo metadata: payoutId, upstreamHttpStatus, upstreamSubCode,
+   * upstreamMessage, limit, remainingPaise. */
+  metadata: Record<string, string>;
+  /** Every rule the request broke (google.rpc.BadRequest). */
+  fieldViolations: FieldViolation[];
+  /** RetryInfo's delay in milliseconds, or null. */
+  retryDelayMs: number | null;
+  /** The request id of the CreatePayout or batch request, or ''. */
+  requestId: string;
+  /** How many attempts were made. */
+  attempts: number;
+  /** The decoded google.rpc.Status, or null. */
+  status: RpcStatus | null;
+  /** metadata.payoutId, or ''. */
+  readonly payoutId: string;
+  /** reason === 'OUTCOME_UNKNOWN': never send the payout again under a new
+   * request id until it is settled. */
+  readonly outcomeUnknown: boolean;
+
+  static fromStatus(status: RpcStatus,
+                    options?: {requestId?: string; attempts?: number}):
+      PayoutError;
+  static fromGrpcError(error: unknown,
+                       options?: {requestId?: string; attempts?: number}):
+      PayoutError;
+}
+
+export interface RetryPolicy {
+  /** Attempts in all, the first one included. Default 5. */
+  maxAttempts: number;
+  /** The base wait before the first retry. Default 500. */
+  initialBackoffMs: number;
+  /** The base wait grows by this factor each retry. Default 2. */
+  multiplier: number;
+  /** The base wait never grows beyond this. Default 10000. */
+  maxBackoffMs: number;
+  /** The wait is scaled by a random factor in [1 - jitter, 1 + jitter].
+   * Default 0.2. */
+  jitter: number;
+  /** No retry is made whose wait would end more than this long after the
+   * first attempt began. Default 60000. */
+  maxElapsedMs: number;
+  /** Called (and awaited) before waiting delayMs for attempt + 1. */
+  onRetry: ((attempt: number, error: PayoutError, delayMs: number) =>
+      void | Promise<void>) | null;
+}
+
+/** `false`/null: one attempt; `true`/undefined: the defaults; an object:
+ * the defaults for what it leaves out. */
+export type RetryOption = boolean | null | Partial<RetryPolicy>;
+
+export interface ClientOptions {
+  /** Use TLS, trusting this CA: PEM as a Buffer, or a file path. With
+   * `tls: true` and no rootCerts, the system's CAs. */
+  rootCerts?: Buffer | string | null;
+  /** Client certificate and key for mTLS (Buffer or file path). */
+  certChain?: Buffer | string | null;
+  privateKey?: Buffer | string | null;
+  /** Use TLS; implied by any of the three above. */
+  tls?: boolean;
+  /** The name to check the server's certificate against, when it is not
+   * the host in the target. */
+  tlsServerName?: string | null;
+  /** A bearer token, sent as "authorization: Bearer <token>". */
+  token?: string | null;
+  /** Send the token without TLS (a gateway with --allow_insecure_tokens on
+   * loopback). */
+  allowInsecureToken?: boolean;
+  /** The retry policy (docs/client-retries.md); on by default. */
+  retry?: RetryOption;
+  /** Per-attempt deadline of CreatePayout. Default 60000. */
+  createTimeoutMs?: number;
+  /** Per-attempt deadline of the other unary calls. Default 30000. */
+  timeoutMs?: number;
+  /** Extra gRPC channel arguments. */
+  channelOptions?: Record<string, string | number>;
+}
+
+export interface CallOptions {
+  /** The deadline of each attempt (of each stream for batchCreate). */
+  timeoutMs?: number;
+  /** This call's retry policy instead of the client's. */
+  retry?: RetryOption;
+  /** Extra request metadata. */
+  metadata?: Record<string, string>;
+}
+
+export interface BatchResult {
+  requestId: string;
+  /** Set when CreatePayout would have returned OK. */
+  payout: Payout | null;
+  /** Set otherwise: the error CreatePayout would have raised. */
+  error: PayoutError | null;
+}
+
+export class PayoutClient {
+  constructor(target: string, options?: ClientOptions);
+  close(): void;
+  createPayout(request: CreatePayoutRequest, options?: CallOptions):
+      Promise<Payout>;
+  getPayout(payoutId: string, options?: CallOptions): Promise<Payout>;
+  getPayoutByRequestId(requestId: string, options?: CallOptions):
+      Promise<Payout>;
+  listPayoutsPage(
+      request?: {states?: PayoutStateInput[]; pageSize?: number;
+                 pageToken?: string},
+      options?: CallOptions): Promise<ListPayoutsResponse>;
+  listPayouts(request?: {states?: PayoutStateInput[]; pageSize?: number},
+              options?: CallOptions): AsyncGenerator<Payout, void, undefined>;
+  refreshPayout(payoutId: string, options?: CallOptions): Promise<Payout>;
+  batchCreate(requests: Iterable<CreatePayoutRequest>, options?: CallOptions):
+      AsyncGenerator<BatchResult, void, undefined>;
+  /** Never retried. */
+  resolvePayout(
+      request: {payoutId: string;
+                state: 'ACCEPTED' | 'SUCCEEDED' | 'FAILED' | 'REVERSED' |
+                    PayoutState;
+                note: string; transactionId?: string},
+      options?: Omit<CallOptions, 'retry'>): Promise<Payout>;
+}
+
+export const DEFAULT_RETRY: Readonly<RetryPolicy>;
+export const NO_RETRY: Readonly<RetryPolicy>;
+/** 'payout.aopay.v1', the domain of every ErrorInfo the gateway sends. */
+export const DOMAIN: string;
+export const CREATE_TIMEOUT_MS: number;
+export const TIMEOUT_MS: number;
+export const status: typeof GrpcStatus;
+
+/** UNAVAILABLE, ABORTED / REQUEST_IN_PROGRESS, RESOURCE_EXHAUSTED /
+ * OVERLOADED; never OUTCOME_UNKNOWN. */
+export function isRetryable(error: PayoutError): boolean;
+/** A fresh request id (a UUID). */
+export function newRequestId(): string;
+export function retryPolicy(value: RetryOption): Readonly<RetryPolicy>;
+/** 'UNKNOWN' -> 'PAYOUT_STATE_UNKNOWN'. */
+export function payoutState(value: PayoutStateInput): PayoutState | number;
+/** 'IMPS' -> 'TRANSFER_MODE_IMPS'. */
+export function transferMode(value: TransferModeInput): TransferMode | number;
+/** 'PAYOUT_STATE_ACCEPTED' -> 'ACCEPTED'. */
+export function stateName(state: PayoutState | string): string;
