@@ -1,0 +1,448 @@
+'use strict';
+// The package against a live gateway: aopay-sandbox and payout-server on
+// loopback, started here in a temporary directory.
+//
+// Environment (ctest sets both):
+//   PAYOUT_SERVER_BIN  the payout-server program
+//   AOPAY_SANDBOX_BIN  the aopay-sandbox program
+//
+// The sandbox's journal is the witness of what AOPay received: every check
+// of "sent once" counts the payout calls for one account number in it.
+
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+const {after, before, describe, it} = require('node:test');
+
+const {
+  PayoutClient, PayoutError, newRequestId, stateName, status,
+} = require('..');
+const {
+  Gateway, Sandbox, beneficiary, eventually, hasOpenssl, makeCertificates,
+  tempDir, uniqueAccount,
+} = require('./support');
+
+const root = tempDir('aopay_payouts_live_');
+after(() => fs.rmSync(root, {recursive: true, force: true}));
+
+function dir(name) {
+  const result = path.join(root, name);
+  fs.mkdirSync(result);
+  return result;
+}
+
+// An onRetry hook that remembers its calls and may act on them.
+function recorder(action = null) {
+  const calls = [];
+  const hook = async (attempt, error, delayMs) => {
+    calls.push({attempt, error, delayMs});
+    if (action) await action(attempt, error);
+  };
+  hook.calls = calls;
+  return hook;
+}
+
+async function rejection(promise) {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  assert.fail('the call succeeded');
+}
+
+describe('payouts', () => {
+  let sandbox;
+  let gateway;
+  let client;
+
+  before(async () => {
+    // 0504 accounts are answered after 3 s; payouts settle at once.
+    sandbox = await new Sandbox(dir('sandbox'), ['--slow=3s', '--settle=0s'])
+        .start();
+    gateway = await new Gateway(dir('gateway'), sandbox.url).start();
+    client = new PayoutClient(gateway.address);
+  });
+
+  after(async () => {
+    client?.close();
+    await gateway?.stop();
+    await sandbox?.stop();
+  });
+
+  const create = (account, fields = {}, options = {}) => client.createPayout({
+    requestId: newRequestId(), beneficiary: beneficiary(account),
+    amountPaise: 1234, mode: 'IMPS', ...fields,
+  }, options);
+
+  it('sends a payout, replays it, reads and refreshes it', async () => {
+    const account = uniqueAccount();
+    const request = {
+      requestId: newRequestId(),
+      beneficiary: {...beneficiary(account), ifsc: 'sbin0000002',
+        mobile: '+919959640000'},
+      amountPaise: 1234, mode: 'IMPS',
+    };
+    const payout = await client.createPayout(request);
+    assert.equal(stateName(payout.state), 'ACCEPTED');
+    assert.match(payout.payoutId, /^po_/);
+    assert.match(payout.transactionId, /^TERF/);
+    assert.equal(payout.requestId, request.requestId);
+    assert.equal(payout.amountPaise, '1234');
+    assert.equal(payout.mode, 'TRANSFER_MODE_IMPS');
+    assert.equal(payout.beneficiary.ifsc, 'SBIN0000002');
+    assert.equal(payout.beneficiary.mobile, '9959640000');
+
+    const replay = await client.createPayout(request);
+    assert.equal(replay.payoutId, payout.payoutId);
+    assert.equal(replay.transactionId, payout.transactionId);
+    assert.equal(sandbox.payoutsFor(account), 1);
+
+    assert.equal((await client.getPayout(payout.payoutId)).requestId,
+        request.requestId);
+    assert.equal((await client.getPayoutByRequestId(request.requestId))
+        .payoutId, payout.payoutId);
+    // The sandbox settles at once: the status endpoint says SUCCESS.
+    const refreshed = await client.refreshPayout(payout.payoutId);
+    assert.equal(stateName(refreshed.state), 'SUCCEEDED');
+  });
+
+  it('lists every page', async () => {
+    const created = new Set();
+    for (let i = 0; i < 5; i++) {
+      created.add((await create(uniqueAccount())).payoutId);
+    }
+    const listed = [];
+    for await (const payout of client.listPayouts({pageSize: 2})) {
+      listed.push(payout.payoutId);
+    }
+    assert.equal(new Set(listed).size, listed.length, 'no repeats');
+    for (const id of created) assert.ok(listed.includes(id), id);
+    assert.deepEqual(listed, [...listed].sort().reverse(), 'newest first');
+    const accepted = new Set();
+    for await (const payout of client.listPayouts(
+        {states: ['ACCEPTED'], pageSize: 2})) {
+      accepted.add(payout.payoutId);
+    }
+    for (const id of created) assert.ok(accepted.has(id), id);
+  });
+
+  it('decodes every field violation of a refused request', async () => {
+    const account = uniqueAccount();
+    const requestId = newRequestId();
+    const error = await rejection(client.createPayout({
+      requestId,
+      beneficiary: {accountNumber: account, ifsc: 'SBIN1234567', name: '',
+        email: 'not-an-address', mobile: '12345'},
+      amountPaise: 0, mode: 'TRANSFER_MODE_UNSPECIFIED',
+    }));
+    assert.ok(error instanceof PayoutError);
+    assert.equal(error.code, status.INVALID_ARGUMENT);
+    assert.equal(error.codeName, 'INVALID_ARGUMENT');
+    assert.equal(error.reason, 'INVALID_REQUEST');
+    assert.equal(error.domain, 'payout.aopay.v1');
+    assert.equal(error.attempts, 1);
+    assert.equal(error.retryDelayMs, null);
+    assert.equal(error.requestId, requestId);
+    assert.deepEqual(error.fieldViolations.map((v) => v.field).sort(), [
+      'amount_paise', 'beneficiary.email', 'beneficiary.ifsc',
+      'beneficiary.mobile', 'beneficiary.name', 'mode']);
+    for (const violation of error.fieldViolations) {
+      assert.ok(violation.description, violation.field);
+    }
+
+    // Nothing was recorded, nothing was sent.
+    const missing = await rejection(client.getPayoutByRequestId(requestId));
+    assert.equal(missing.code, status.NOT_FOUND);
+    assert.equal(missing.reason, 'NOT_FOUND');
+    assert.equal(sandbox.payoutsFor(account), 0);
+  });
+
+  it('does not retry a payout AOPay refused', async () => {
+    const account = uniqueAccount('0409');
+    const hook = recorder();
+    const error = await rejection(create(account, {}, {retry: {onRetry: hook}}));
+    assert.equal(error.code, status.ALREADY_EXISTS);
+    assert.equal(error.reason, 'UPSTREAM_BENEFICIARY_EXISTS');
+    assert.match(error.payoutId, /^po_/);
+    assert.equal(error.metadata.upstreamHttpStatus, '409');
+    assert.equal(error.attempts, 1);
+    assert.equal(hook.calls.length, 0);
+    assert.equal(sandbox.payoutsFor(account), 1);
+  });
+
+  it('never retries OUTCOME_UNKNOWN; an operator settles it', async () => {
+    const account = uniqueAccount('0500');  // AOPay answers HTTP 500
+    const requestId = newRequestId();
+    const hook = recorder();
+    const error = await rejection(create(account, {requestId},
+        {retry: {maxAttempts: 10, onRetry: hook}}));
+    assert.equal(error.code, status.DEADLINE_EXCEEDED);
+    assert.equal(error.reason, 'OUTCOME_UNKNOWN');
+    assert.equal(error.outcomeUnknown, true);
+    assert.equal(error.attempts, 1);
+    assert.equal(hook.calls.length, 0);
+    assert.equal(error.metadata.upstreamHttpStatus, '500');
+    assert.equal(sandbox.payoutsFor(account), 1);
+    assert.equal(stateName((await client.getPayout(error.payoutId)).state),
+        'UNKNOWN');
+
+    // A retry by hand replays the verdict and sends nothing.
+    const again = await rejection(create(account, {requestId}));
+    assert.equal(again.reason, 'OUTCOME_UNKNOWN');
+    assert.equal(again.attempts, 1);
+    assert.equal(sandbox.payoutsFor(account), 1);
+
+    const resolved = await client.resolvePayout({payoutId: error.payoutId,
+      state: 'FAILED', note: 'AOPay support: never received'});
+    assert.equal(stateName(resolved.state), 'FAILED');
+    assert.equal(PayoutError.fromStatus(resolved.failure).reason,
+        'RESOLVED_BY_OPERATOR');
+    const settled = await create(account, {requestId});
+    assert.equal(settled.payoutId, error.payoutId);
+    assert.equal(stateName(settled.state), 'FAILED');
+    assert.equal(sandbox.payoutsFor(account), 1);
+
+    const twice = await rejection(client.resolvePayout(
+        {payoutId: error.payoutId, state: 'SUCCEEDED', note: 'again'}));
+    assert.equal(twice.reason, 'INVALID_TRANSITION');
+  });
+
+  it('retries REQUEST_IN_PROGRESS until the first call\'s outcome', async () => {
+    const account = uniqueAccount('0504');  // answered after 3 s
+    const requestId = newRequestId();
+    const first = create(account, {requestId}, {retry: false});
+    await eventually(() => sandbox.payoutsFor(account) === 1,
+        {what: 'the first call reaching AOPay'});
+    const hook = recorder();
+    const second = await create(account, {requestId},
+        {retry: {maxAttempts: 20, onRetry: hook}});
+    const firstPayout = await first;
+    assert.equal(second.payoutId, firstPayout.payoutId);
+    assert.equal(stateName(second.state), 'ACCEPTED');
+    assert.ok(hook.calls.length >= 1);
+    for (const {error, delayMs} of hook.calls) {
+      assert.equal(error.code, status.ABORTED);
+      assert.equal(error.reason, 'REQUEST_IN_PROGRESS');
+      assert.equal(error.payoutId, second.payoutId);
+      assert.equal(error.retryDelayMs, 1000);
+      assert.ok(delayMs >= 1000, 'RetryInfo is the floor');
+    }
+    assert.equal(sandbox.payoutsFor(account), 1);
+  });
+
+  it('answers every request of a batch, and a replayed batch', async () => {
+    const good = [uniqueAccount(), uniqueAccount(), uniqueAccount()];
+    const refused = uniqueAccount('0409');
+    const requests = [...good, refused].map((account, i) => ({
+      requestId: newRequestId(), beneficiary: beneficiary(account),
+      amountPaise: 1000 + i, mode: 'NEFT',
+    }));
+    const invalid = {requestId: newRequestId(),
+      beneficiary: beneficiary(uniqueAccount()), amountPaise: -5,
+      mode: 'NEFT'};
+    requests.push(invalid);
+
+    const results = new Map();
+    for await (const result of client.batchCreate(requests)) {
+      results.set(result.requestId, result);
+    }
+    assert.deepEqual([...results.keys()].sort(),
+        requests.map((r) => r.requestId).sort());
+    for (const request of requests.slice(0, 3)) {
+      const result = results.get(request.requestId);
+      assert.equal(result.error, null);
+      assert.equal(stateName(result.payout.state), 'ACCEPTED');
+      assert.equal(result.payout.amountPaise, String(request.amountPaise));
+    }
+    const refusedResult = results.get(requests[3].requestId);
+    assert.equal(refusedResult.error.reason, 'UPSTREAM_BENEFICIARY_EXISTS');
+    assert.equal(refusedResult.error.requestId, requests[3].requestId);
+    const invalidResult = results.get(invalid.requestId);
+    assert.equal(invalidResult.error.reason, 'INVALID_REQUEST');
+    assert.deepEqual(invalidResult.error.fieldViolations.map((v) => v.field),
+        ['amount_paise']);
+
+    // The whole batch again: the same payouts, nothing sent twice.
+    const again = new Map();
+    for await (const result of client.batchCreate(requests)) {
+      again.set(result.requestId, result);
+    }
+    for (const request of requests.slice(0, 3)) {
+      assert.equal(again.get(request.requestId).payout.payoutId,
+          results.get(request.requestId).payout.payoutId);
+    }
+    for (const account of [...good, refused]) {
+      assert.equal(sandbox.payoutsFor(account), 1, account);
+    }
+  });
+});
+
+describe('a retry after UNAVAILABLE', () => {
+  it('sends once when AOPay was unreachable, then back', async () => {
+    const sandbox = await new Sandbox(dir('sandbox_down')).start();
+    const gateway = await new Gateway(dir('gateway_sandbox_down'),
+        sandbox.url).start();
+    try {
+      // AOPay cannot be reached: UNAVAILABLE / UPSTREAM_UNAVAILABLE
+      // (certainly not sent, the request id is free again).
+      await sandbox.stop();
+      const hook = recorder(async () => {
+        if (!sandbox.process) await sandbox.start();
+      });
+      const account = uniqueAccount();
+      const client = new PayoutClient(gateway.address,
+          {retry: {maxAttempts: 3, onRetry: hook}});
+      try {
+        const payout = await client.createPayout({requestId: newRequestId(),
+          beneficiary: beneficiary(account), amountPaise: 500, mode: 'IMPS'});
+        assert.equal(stateName(payout.state), 'ACCEPTED');
+      } finally {
+        client.close();
+      }
+      assert.equal(hook.calls.length, 1);
+      const {attempt, error, delayMs} = hook.calls[0];
+      assert.equal(attempt, 1);
+      assert.equal(error.code, status.UNAVAILABLE);
+      assert.equal(error.reason, 'UPSTREAM_UNAVAILABLE');
+      assert.equal(error.retryDelayMs, 1000);
+      assert.ok(delayMs >= 1000);
+      assert.equal(sandbox.payoutsFor(account), 1);
+    } finally {
+      await gateway.stop();
+      await sandbox.stop();
+    }
+  });
+
+  it('sends once when the gateway was down, then back on its ledger',
+      async () => {
+        const sandbox = await new Sandbox(dir('sandbox_gw_down')).start();
+        const gateway = await new Gateway(dir('gateway_down'), sandbox.url)
+            .start();
+        try {
+          await gateway.stop();  // the port and the ledger stay
+          const hook = recorder(async () => {
+            if (!gateway.process) await gateway.start();
+          });
+          const account = uniqueAccount();
+          const client = new PayoutClient(gateway.address, {
+            channelOptions: {
+              'grpc.initial_reconnect_backoff_ms': 100,
+              'grpc.max_reconnect_backoff_ms': 500,
+            },
+            retry: {maxAttempts: 8, initialBackoffMs: 200, onRetry: hook},
+          });
+          try {
+            const payout = await client.createPayout({
+              requestId: newRequestId(), beneficiary: beneficiary(account),
+              amountPaise: 700, mode: 'NEFT'});
+            assert.equal(stateName(payout.state), 'ACCEPTED');
+          } finally {
+            client.close();
+          }
+          assert.ok(hook.calls.length >= 1);
+          for (const {error} of hook.calls) {
+            // gRPC's own UNAVAILABLE: no connection, so no ErrorInfo.
+            assert.equal(error.code, status.UNAVAILABLE);
+            assert.equal(error.reason, '');
+          }
+          assert.equal(sandbox.payoutsFor(account), 1);
+        } finally {
+          await gateway.stop();
+          await sandbox.stop();
+        }
+      });
+});
+
+describe('TLS and tokens', {skip: !hasOpenssl() && 'the openssl command is needed'}, () => {
+  const token = 'payroll-' + crypto.randomBytes(16).toString('hex');
+  const readerToken = 'reader-' + crypto.randomBytes(16).toString('hex');
+  let certs;
+  let gateway;
+  let mtlsGateway;
+  const clients = [];
+  const cert = (name) => path.join(certs, name);
+
+  before(async () => {
+    certs = dir('certs');
+    makeCertificates(certs);
+    const sha256 = (text) => crypto.createHash('sha256').update(text)
+        .digest('hex');
+    fs.writeFileSync(cert('clients'),
+        `payroll-svc ${sha256(token)} payouts:write,payouts:read\n` +
+        `reader ${sha256(readerToken)} payouts:read\n` +
+        'batch-host - payouts:write,payouts:read\n');
+    const tls = [`--clients=${cert('clients')}`,
+      `--tls_cert=${cert('server.crt')}`, `--tls_key=${cert('server.key')}`];
+    gateway = await new Gateway(dir('gateway_tls'), 'sandbox', tls).start();
+    mtlsGateway = await new Gateway(dir('gateway_mtls'), 'sandbox',
+        [...tls, `--tls_client_ca=${cert('ca.crt')}`]).start();
+  });
+
+  after(async () => {
+    for (const client of clients) client.close();
+    await gateway?.stop();
+    await mtlsGateway?.stop();
+  });
+
+  const client = (options, target = gateway) => {
+    // The certificate names localhost (and 127.0.0.1); the target is an
+    // address, so the name to check is given.
+    const made = new PayoutClient(target.address,
+        {rootCerts: cert('ca.crt'), tlsServerName: 'localhost', ...options});
+    clients.push(made);
+    return made;
+  };
+  const payout = (c) => c.createPayout({requestId: newRequestId(),
+    beneficiary: beneficiary(uniqueAccount()), amountPaise: 2500,
+    mode: 'IMPS'});
+
+  it('sends the bearer token over TLS', async () => {
+    const c = client({token});
+    const created = await payout(c);
+    assert.equal(stateName(created.state), 'ACCEPTED');
+    assert.equal(created.client, 'payroll-svc');
+    const ids = [];
+    for await (const p of c.listPayouts()) ids.push(p.payoutId);
+    assert.ok(ids.includes(created.payoutId));
+  });
+
+  it('is UNAUTHENTICATED without a known token', async () => {
+    for (const t of [null, 'not-a-token']) {
+      const error = await rejection(payout(client({token: t})));
+      assert.equal(error.code, status.UNAUTHENTICATED);
+      assert.equal(error.reason, 'UNAUTHENTICATED');
+      assert.equal(error.attempts, 1);
+      assert.ok(!String(error).includes('not-a-token'));
+    }
+  });
+
+  it('is PERMISSION_DENIED without the scope', async () => {
+    const error = await rejection(payout(client({token: readerToken})));
+    assert.equal(error.code, status.PERMISSION_DENIED);
+    assert.match(error.details, /payouts:write/);
+  });
+
+  it('checks the server certificate', async () => {
+    // The system's CAs do not know the test CA: the handshake fails.
+    const error = await rejection(payout(client({tls: true, rootCerts: null,
+      token, retry: false})));
+    assert.equal(error.code, status.UNAVAILABLE);
+    assert.equal(error.reason, '');
+  });
+
+  it('names the client by its certificate over mTLS', async () => {
+    const mtls = {certChain: cert('batch-host.crt'),
+      privateKey: cert('batch-host.key')};
+    assert.equal((await payout(client(mtls, mtlsGateway))).client,
+        'batch-host');
+    // A token still wins over the certificate.
+    assert.equal((await payout(client({...mtls, token}, mtlsGateway))).client,
+        'payroll-svc');
+    // Without a client certificate there is no connection at all.
+    const error = await rejection(payout(client({token, retry: false},
+        mtlsGateway)));
+    assert.equal(error.code, status.UNAVAILABLE);
+  });
+});
