@@ -291,6 +291,42 @@ class PayoutsTest(LiveTestCase):
         for account in good + [refused]:
             self.assertEqual(self.sandbox.payouts_for(account), 1, account)
 
+    def test_batch_retries_a_request_in_progress(self):
+        slow = support.unique_account("0504")  # answered after 3 s
+        slow_request = {"request_id": new_request_id(),
+                        "beneficiary": support.beneficiary(slow),
+                        "amount_paise": 1500, "mode": "IMPS"}
+        first = {}
+        thread = threading.Thread(target=lambda: first.update(
+            payout=self.client.create_payout(slow_request, retry=None)))
+        thread.start()
+        self.addCleanup(thread.join)
+        support.eventually(lambda: self.sandbox.payouts_for(slow) == 1,
+                           what="the first call reaching AOPay")
+
+        other = support.unique_account()
+        requests = [slow_request,
+                    {"request_id": new_request_id(),
+                     "beneficiary": support.beneficiary(other),
+                     "amount_paise": 1600, "mode": "IMPS"}]
+        recorder = Recorder()
+        results = {r.request_id: r for r in self.client.batch_create(
+            requests, retry=policy(recorder, max_attempts=20))}
+        thread.join()
+        self.assertIsNone(results[slow_request["request_id"]].error)
+        self.assertEqual(results[slow_request["request_id"]].payout.payout_id,
+                         first["payout"].payout_id)
+        self.assertEqual(
+            state_name(results[requests[1]["request_id"]].payout.state),
+            "ACCEPTED")
+        self.assertTrue(recorder.calls)
+        for _round, error, delay in recorder.calls:
+            self.assertEqual(error.reason, "REQUEST_IN_PROGRESS")
+            self.assertEqual(error.request_id, slow_request["request_id"])
+            self.assertGreaterEqual(delay, 1.0)
+        self.assertEqual(self.sandbox.payouts_for(slow), 1)
+        self.assertEqual(self.sandbox.payouts_for(other), 1)
+
 
 class RetryAfterUnavailableTest(LiveTestCase):
     """The first attempt gets UNAVAILABLE; the retry, with the same request
@@ -359,6 +395,42 @@ class RetryAfterUnavailableTest(LiveTestCase):
             self.assertEqual(error.reason, "")
         self.assertEqual(sandbox.payouts_for(account), 1)
 
+    def test_batch_after_the_gateway_was_down(self):
+        sandbox = support.Sandbox(self.make_dir("sandbox_batch_down"))
+        self.addCleanup(sandbox.stop)
+        gateway = support.Gateway(self.make_dir("gateway_batch_down"),
+                                  sandbox.url)
+        self.addCleanup(gateway.stop)
+        gateway.stop()
+
+        def restart(attempt, error):
+            if gateway.process is None:
+                gateway.start()
+
+        recorder = Recorder(restart)
+        accounts = [support.unique_account() for _ in range(3)]
+        requests = [{"request_id": new_request_id(),
+                     "beneficiary": support.beneficiary(account),
+                     "amount_paise": 900, "mode": "NEFT"}
+                    for account in accounts]
+        fast_reconnect = [("grpc.initial_reconnect_backoff_ms", 100),
+                          ("grpc.min_reconnect_backoff_ms", 100),
+                          ("grpc.max_reconnect_backoff_ms", 500)]
+        with PayoutClient(gateway.address, channel_options=fast_reconnect,
+                          retry=policy(recorder, max_attempts=8,
+                                       initial_backoff=0.2)) as client:
+            results = list(client.batch_create(requests))
+        self.assertEqual(sorted(r.request_id for r in results),
+                         sorted(r["request_id"] for r in requests))
+        for result in results:
+            self.assertIsNone(result.error, result.error)
+            self.assertEqual(state_name(result.payout.state), "ACCEPTED")
+        self.assertGreaterEqual(len(recorder.calls), 1)
+        self.assertEqual(recorder.calls[0][1].code,
+                         grpc.StatusCode.UNAVAILABLE)
+        for account in accounts:
+            self.assertEqual(sandbox.payouts_for(account), 1, account)
+
 
 @unittest.skipUnless(shutil.which("openssl"), "the openssl command is needed")
 class TlsAndTokensTest(LiveTestCase):
@@ -425,6 +497,21 @@ class TlsAndTokensTest(LiveTestCase):
             self.assertEqual(error.reason, "UNAUTHENTICATED")
             self.assertEqual(error.attempts, 1)
             self.assertNotIn("not-a-token", str(error))
+
+    def test_batch_without_a_token_answers_every_request(self):
+        requests = [{"request_id": new_request_id(),
+                     "beneficiary": support.beneficiary(
+                         support.unique_account()),
+                     "amount_paise": 100, "mode": "IMPS"} for _ in range(2)]
+        results = list(self.client().batch_create(requests))
+        self.assertEqual(sorted(r.request_id for r in results),
+                         sorted(r["request_id"] for r in requests))
+        for result in results:
+            self.assertIsNone(result.payout)
+            self.assertEqual(result.error.code,
+                             grpc.StatusCode.UNAUTHENTICATED)
+            self.assertEqual(result.error.request_id, result.request_id)
+            self.assertEqual(result.error.attempts, 1)
 
     def test_missing_scope_is_permission_denied(self):
         with self.assertRaises(PayoutError) as raised:
