@@ -232,6 +232,38 @@ describe('payouts', () => {
     assert.equal(sandbox.payoutsFor(account), 1);
   });
 
+  it('retries a batch request in progress in a later round', async () => {
+    const slow = uniqueAccount('0504');  // answered after 3 s
+    const slowRequest = {requestId: newRequestId(),
+      beneficiary: beneficiary(slow), amountPaise: 1500, mode: 'IMPS'};
+    const first = client.createPayout(slowRequest, {retry: false});
+    await eventually(() => sandbox.payoutsFor(slow) === 1,
+        {what: 'the first call reaching AOPay'});
+    const other = uniqueAccount();
+    const requests = [slowRequest, {requestId: newRequestId(),
+      beneficiary: beneficiary(other), amountPaise: 1600, mode: 'IMPS'}];
+    const hook = recorder();
+    const results = new Map();
+    for await (const result of client.batchCreate(requests,
+        {retry: {maxAttempts: 20, onRetry: hook}})) {
+      results.set(result.requestId, result);
+    }
+    const firstPayout = await first;
+    assert.equal(results.get(slowRequest.requestId).error, null);
+    assert.equal(results.get(slowRequest.requestId).payout.payoutId,
+        firstPayout.payoutId);
+    assert.equal(stateName(results.get(requests[1].requestId).payout.state),
+        'ACCEPTED');
+    assert.ok(hook.calls.length >= 1);
+    for (const {error, delayMs} of hook.calls) {
+      assert.equal(error.reason, 'REQUEST_IN_PROGRESS');
+      assert.equal(error.requestId, slowRequest.requestId);
+      assert.ok(delayMs >= 1000);
+    }
+    assert.equal(sandbox.payoutsFor(slow), 1);
+    assert.equal(sandbox.payoutsFor(other), 1);
+  });
+
   it('answers every request of a batch, and a replayed batch', async () => {
     const good = [uniqueAccount(), uniqueAccount(), uniqueAccount()];
     const refused = uniqueAccount('0409');
@@ -355,6 +387,54 @@ describe('a retry after UNAVAILABLE', () => {
       });
 });
 
+describe('a batch after UNAVAILABLE', () => {
+  it('sends each payout once when the gateway was down, then back',
+      async () => {
+        const sandbox = await new Sandbox(dir('sandbox_batch_down')).start();
+        const gateway = await new Gateway(dir('gateway_batch_down'),
+            sandbox.url).start();
+        try {
+          await gateway.stop();
+          const hook = recorder(async () => {
+            if (!gateway.process) await gateway.start();
+          });
+          const accounts = [uniqueAccount(), uniqueAccount(), uniqueAccount()];
+          const requests = accounts.map((account) => ({
+            requestId: newRequestId(), beneficiary: beneficiary(account),
+            amountPaise: 900, mode: 'NEFT'}));
+          const client = new PayoutClient(gateway.address, {
+            channelOptions: {
+              'grpc.initial_reconnect_backoff_ms': 100,
+              'grpc.max_reconnect_backoff_ms': 500,
+            },
+            retry: {maxAttempts: 8, initialBackoffMs: 200, onRetry: hook},
+          });
+          const results = [];
+          try {
+            for await (const result of client.batchCreate(requests)) {
+              results.push(result);
+            }
+          } finally {
+            client.close();
+          }
+          assert.deepEqual(results.map((r) => r.requestId).sort(),
+              requests.map((r) => r.requestId).sort());
+          for (const result of results) {
+            assert.equal(result.error, null, String(result.error));
+            assert.equal(stateName(result.payout.state), 'ACCEPTED');
+          }
+          assert.ok(hook.calls.length >= 1);
+          assert.equal(hook.calls[0].error.code, status.UNAVAILABLE);
+          for (const account of accounts) {
+            assert.equal(sandbox.payoutsFor(account), 1, account);
+          }
+        } finally {
+          await gateway.stop();
+          await sandbox.stop();
+        }
+      });
+});
+
 describe('TLS and tokens', {skip: !hasOpenssl() && 'the openssl command is needed'}, () => {
   const token = 'payroll-' + crypto.randomBytes(16).toString('hex');
   const readerToken = 'reader-' + crypto.randomBytes(16).toString('hex');
@@ -415,6 +495,24 @@ describe('TLS and tokens', {skip: !hasOpenssl() && 'the openssl command is neede
       assert.equal(error.reason, 'UNAUTHENTICATED');
       assert.equal(error.attempts, 1);
       assert.ok(!String(error).includes('not-a-token'));
+    }
+  });
+
+  it('answers every request of a batch sent without a token', async () => {
+    const requests = [0, 1].map(() => ({requestId: newRequestId(),
+      beneficiary: beneficiary(uniqueAccount()), amountPaise: 100,
+      mode: 'IMPS'}));
+    const results = [];
+    for await (const result of client({}).batchCreate(requests)) {
+      results.push(result);
+    }
+    assert.deepEqual(results.map((r) => r.requestId).sort(),
+        requests.map((r) => r.requestId).sort());
+    for (const result of results) {
+      assert.equal(result.payout, null);
+      assert.equal(result.error.code, status.UNAUTHENTICATED);
+      assert.equal(result.error.requestId, result.requestId);
+      assert.equal(result.error.attempts, 1);
     }
   });
 
