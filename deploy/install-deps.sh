@@ -14,6 +14,9 @@ packages=(
   libcpp-httplib-dev libevent-dev
   libspdlog-dev libfmt-dev
   python3 python3-grpcio python3-protobuf
+  python3-pip python3-setuptools python3-wheel
+  # The PostgreSQL ledger (libpq) and the real PostgreSQL its tests start.
+  libpq-dev postgresql
   clang-format
   # The reliability suite: fuzzing (clang + libFuzzer + sanitizer runtimes),
   # ledger faults on a small filesystem of their own (mkfs.ext4, losetup).
@@ -51,4 +54,11 @@ if command -v npm >/dev/null 2>&1; then
   fi
 else
   echo "install-deps: npm not found; the proto lint test will be skipped"
+fi
+
+# The Node client package's dependencies (client/node), for its test.
+if command -v npm >/dev/null 2>&1; then
+  echo "install-deps: npm ci in client/node"
+  (cd "$repo/client/node" && npm ci --no-audit --no-fund --silent) ||
+    echo "install-deps: client/node dependencies could not be installed; node_client_package_test will be skipped"
 fi
