@@ -19,6 +19,7 @@
 #include "common/errors.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
+#include "tests/support/tcp_proxy.h"
 #include "tests/support/test_postgres.h"
 
 namespace aopay::testing {
@@ -273,6 +274,86 @@ TEST_F(ScaleOutTest, ADatabaseDownAtStartMeansNotServingAndNothingSent) {
   EXPECT_EQ(GetErrorDetails(refused.status()).reason, "LEDGER_UNAVAILABLE");
   EXPECT_EQ(sandbox.PayoutsFor(request.beneficiary().account_number()), 0);
   EXPECT_NE(gateway.Stderr().find("not reachable yet"), std::string::npos);
+}
+
+TEST_F(ScaleOutTest,
+       OutcomesArrivingWhileTheDatabaseIsAwayAreWrittenWhenItReturns) {
+  // The gateway reaches the database through a proxy the test controls.
+  const size_t host_at = uri_.find("host=") + 5;
+  const std::string host =
+      uri_.substr(host_at, uri_.find('&', host_at) - host_at);
+  const std::string database =
+      uri_.substr(uri_.find("@/") + 2, uri_.find('?') - uri_.find("@/") - 2);
+  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy =
+      test_support::TcpProxy::Start(host + "/.s.PGSQL.5432");
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  const std::string proxied =
+      absl::StrCat("postgresql://postgres@127.0.0.1:", (*proxy)->port(), "/",
+                   database, "?connect_timeout=2");
+  SandboxProcess sandbox({"--latency=2s"});
+  GatewayProcess gateway(sandbox.url(), proxied, kReplicaFlags);
+  constexpr int kPayouts = 10;
+  std::vector<v1::CreatePayoutRequest> requests;
+  for (int i = 0; i < kPayouts; ++i) {
+    requests.push_back(ValidRequest(UniqueAccount("1836")));
+  }
+  absl::Mutex mu;
+  std::vector<absl::StatusOr<v1::Payout>> answers;
+  absl::BlockingCounter answered(kPayouts);
+  for (const v1::CreatePayoutRequest& request : requests) {
+    gateway.client().CreatePayoutAsync(request, kCall,
+                                       [&](absl::StatusOr<v1::Payout> result) {
+                                         absl::MutexLock lock(&mu);
+                                         answers.push_back(std::move(result));
+                                         answered.DecrementCount();
+                                       });
+  }
+  // Every payout is at AOPay (2 s per answer); then the database goes.
+  ASSERT_TRUE(sandbox.WaitForJournal(
+      [&](const std::vector<JournalEntry>& journal) {
+        return journal.size() >= static_cast<size_t>(kPayouts);
+      },
+      absl::Seconds(30)));
+  (*proxy)->Down();
+  answered.Wait();
+  // Told "in progress", never a false outcome.
+  for (const absl::StatusOr<v1::Payout>& answer : answers) {
+    EXPECT_EQ(answer.status().code(), absl::StatusCode::kAborted)
+        << answer.status();
+    EXPECT_EQ(GetErrorDetails(answer.status()).reason, "REQUEST_IN_PROGRESS");
+  }
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return CheckHealth(gateway.channel(), "") ==
+               grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+      },
+      absl::Seconds(10)));
+  EXPECT_NE(HttpGet(gateway.metrics_address(), "/metrics")
+                .find(absl::StrCat("payout_outcomes_unrecorded ", kPayouts)),
+            std::string::npos);
+
+  (*proxy)->Up();
+  // Written once the database is back; nothing was sent again.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return test_support::PgScalar(
+                   uri_, "SELECT count(*) FROM payouts WHERE state = 2") ==
+               absl::StrCat(kPayouts);
+      },
+      absl::Seconds(30)));
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return CheckHealth(gateway.channel(), "") ==
+               grpc::health::v1::HealthCheckResponse::SERVING;
+      },
+      absl::Seconds(10)));
+  for (const v1::CreatePayoutRequest& request : requests) {
+    EXPECT_EQ(sandbox.PayoutsFor(request.beneficiary().account_number()), 1);
+    absl::StatusOr<v1::Payout> replay =
+        gateway.client().CreatePayout(request, kCall);
+    ASSERT_TRUE(replay.ok()) << replay.status();
+    EXPECT_EQ(replay->state(), v1::PAYOUT_STATE_ACCEPTED);
+  }
 }
 
 }  // namespace
