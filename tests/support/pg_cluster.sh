@@ -3,6 +3,7 @@
 #   pg_cluster.sh start DIR [PORT]   creates and starts it; prints the URI
 #                                    prefix "postgresql://postgres@/?host=DIR"
 #   pg_cluster.sh stop DIR           stops it and removes DIR
+# With PG_SSL_CERT and PG_SSL_KEY set (PEM files), it also serves TLS.
 # It listens on a unix socket in DIR only (no TCP port unless PORT is given:
 # then also on 127.0.0.1:PORT), trusts local connections, and runs as the
 # "postgres" user when started by root (PostgreSQL refuses to run as root).
@@ -41,9 +42,21 @@ case "$command" in
       { cat "$dir/initdb.log" >&2; exit 1; }
     listen="''"
     if [[ -n "$port" ]]; then listen=127.0.0.1; fi
+    ssl=()
+    if [[ -n "${PG_SSL_CERT:-}" && -n "${PG_SSL_KEY:-}" ]]; then
+      # The key must belong to the server's user and be private to it.
+      install -m 600 "$PG_SSL_CERT" "$dir/server.crt"
+      install -m 600 "$PG_SSL_KEY" "$dir/server.key"
+      if [[ ${#as_owner[@]} -gt 0 ]]; then
+        chown "$owner" "$dir/server.crt" "$dir/server.key"
+      fi
+      ssl=(-c ssl=on -c "ssl_cert_file=$dir/server.crt"
+           -c "ssl_key_file=$dir/server.key")
+    fi
     "${as_owner[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
       -o "-k $dir -c listen_addresses=$listen -p ${port:-5432} \
-          -c max_connections=300 -c shared_buffers=32MB" start >/dev/null ||
+          -c max_connections=300 -c shared_buffers=32MB ${ssl[*]}" start \
+      >/dev/null ||
       { cat "$dir/server.log" >&2; exit 1; }
     echo "postgresql://postgres@/?host=$dir&port=${port:-5432}"
     ;;

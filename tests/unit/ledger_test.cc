@@ -1,5 +1,11 @@
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -2740,6 +2746,107 @@ TEST_F(PostgresFaultTest, LostMidRunWritesFailAtOnceAndResumeWhenItReturns) {
                                PayoutId(1), "'")),
             absl::StrCat(static_cast<int>(PayoutState::kAccepted)));
   EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1") << "payout 2 unsent";
+}
+
+// sslmode=verify-full: the ledger's connections are TLS to a server whose
+// certificate names the host, from a CA made here; another CA is refused.
+class PostgresTlsTest : public ::testing::Test {
+ protected:
+  static int Run(const std::string& command) {
+    return std::system((command + " >/dev/null 2>&1").c_str());
+  }
+
+  void SetUp() override {
+    dir_ = MakeTempDir();
+    // The server user reads the cluster directory below dir_.
+    ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);
+    for (const char* ca : {"ca", "other-ca"}) {
+      ASSERT_EQ(
+          Run(absl::StrCat(
+              "/usr/bin/openssl req -x509 -newkey rsa:2048 -nodes -days 1 "
+              "-subj /CN=",
+              ca, " -keyout ", dir_, "/", ca, ".key -out ", dir_, "/", ca,
+              ".pem")),
+          0);
+    }
+    ASSERT_EQ(
+        Run(absl::StrCat("/usr/bin/openssl req -newkey rsa:2048 -nodes -subj "
+                         "/CN=localhost -keyout ",
+                         dir_, "/server.key -out ", dir_, "/server.csr")),
+        0);
+    {
+      std::ofstream ext(dir_ + "/san.ext");
+      ext << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+    }
+    ASSERT_EQ(
+        Run(absl::StrCat("/usr/bin/openssl x509 -req -in ", dir_,
+                         "/server.csr -CA ", dir_, "/ca.pem -CAkey ", dir_,
+                         "/ca.key -CAcreateserial -days 1 -extfile ", dir_,
+                         "/san.ext -out ", dir_, "/server.pem")),
+        0);
+    // A free loopback port, as the kernel picks it.
+    const int probe = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    ASSERT_EQ(bind(probe, reinterpret_cast<sockaddr*>(&address), length), 0);
+    ASSERT_EQ(
+        getsockname(probe, reinterpret_cast<sockaddr*>(&address), &length), 0);
+    port_ = ntohs(address.sin_port);
+    close(probe);
+    const int started = Run(absl::StrCat(
+        "PG_SSL_CERT=", dir_, "/server.pem PG_SSL_KEY=", dir_,
+        "/server.key " PG_CLUSTER_SCRIPT " start ", dir_, "/cluster ", port_));
+    if (WEXITSTATUS(started) == 77) GTEST_SKIP() << "PostgreSQL is missing";
+    ASSERT_EQ(started, 0);
+    started_ = true;
+  }
+
+  void TearDown() override {
+    if (started_)
+      Run(absl::StrCat(PG_CLUSTER_SCRIPT " stop ", dir_, "/cluster"));
+  }
+
+  std::string Uri(const std::string& ca) const {
+    return absl::StrCat("postgresql://postgres@localhost:", port_,
+                        "/postgres?sslmode=verify-full&sslrootcert=", dir_, "/",
+                        ca, ".pem&connect_timeout=3");
+  }
+
+  std::unique_ptr<PostgresLedger> Open(const std::string& ca) {
+    PostgresLedgerOptions options;
+    options.uri = Uri(ca);
+    options.registration_id = std::string(kRegistration);
+    absl::StatusOr<std::unique_ptr<PostgresLedger>> ledger =
+        PostgresLedger::Open(std::move(options));
+    EXPECT_TRUE(ledger.ok()) << ledger.status();
+    return ledger.ok() ? *std::move(ledger) : nullptr;
+  }
+
+  std::string dir_;
+  int port_ = 0;
+  bool started_ = false;
+};
+
+TEST_F(PostgresTlsTest, VerifyFullConnectsOverTlsAndRefusesAnotherCa) {
+  auto ledger = Open("ca");
+  ASSERT_NE(ledger, nullptr);
+  ASSERT_TRUE(ledger->Healthy());
+  InsertIn(*ledger, MakePayout(1));
+  EXPECT_EQ(test_support::PgScalar(
+                Uri("ca"),
+                "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN "
+                "pg_stat_activity a USING (pid) WHERE a.application_name = "
+                "'payout-gateway'"),
+            "t");
+  ledger->Close();
+
+  auto refused = Open("other-ca");
+  ASSERT_NE(refused, nullptr);
+  EXPECT_FALSE(refused->Healthy());
+  EXPECT_EQ(Insert(*refused, MakePayout(2)).status().code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST(PostgresConnectTargetTest, ReadsThePasswordFromAFileAndHidesIt) {
