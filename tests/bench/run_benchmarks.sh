@@ -18,10 +18,16 @@
 #   f. What security costs: the gateway over TLS with a bearer token (clients
 #      file) vs the plaintext gateway of (a), same offered rate, rounds
 #      interleaved; CPU per payout and the ratio.
+#   g. SQLite vs PostgreSQL, one replica vs two: a throw-away PostgreSQL
+#      (tests/support/pg_cluster.sh, fsync on), LEDGER_INFLIGHT payouts in
+#      flight per gateway (closed loop): payouts/s and CPU per payout of the
+#      gateways and of PostgreSQL, rounds interleaved; from PostgreSQL's CPU
+#      per payout, how many payouts/s one database core serves.
 #
 # Usage: tests/bench/run_benchmarks.sh [BUILD_DIR]   (default: build)
 # Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2
 #   SLOW_INFLIGHT=5000 SLOW_PAYOUTS=40000 LEDGER_PAYOUTS=5000 BATCH=10000
+#   LEDGER_INFLIGHT=64
 #   SANDBOX_CONNECTIONS=16 SANDBOX_REQUESTS=40000
 # Every load is bounded in count and in time; the whole run takes 2-4 min.
 set -euo pipefail
@@ -33,6 +39,7 @@ rounds=${ROUNDS:-2}
 slow_inflight=${SLOW_INFLIGHT:-5000}
 slow_payouts=${SLOW_PAYOUTS:-40000}
 ledger_payouts=${LEDGER_PAYOUTS:-5000}
+ledger_inflight=${LEDGER_INFLIGHT:-64}
 batch=${BATCH:-10000}
 sandbox_connections=${SANDBOX_CONNECTIONS:-16}
 sandbox_requests=${SANDBOX_REQUESTS:-40000}
@@ -257,6 +264,97 @@ row f "TLS + bearer token gateway CPU per payout, $rate/s offered" \
 row f "**TLS + token / plaintext CPU per payout**" \
   "**$(awk -v s="$fs" -v p="$fp" 'BEGIN {printf (p > 0 ? "%.2f×" : "n/a"), s / p}')**" ""
 stop "$secure_pid"
+
+# --- g. SQLite vs PostgreSQL, one replica vs two -------------------------------
+pg_dir=$work/pg/cluster
+chmod 755 "$work"  # PostgreSQL runs as its own user when we are root
+pg_uri=$("$repo/tests/support/pg_cluster.sh" start "$pg_dir")
+pg_stop() { "$repo/tests/support/pg_cluster.sh" stop "$pg_dir"; }
+trap 'pg_stop; cleanup' EXIT
+pg_uri=${pg_uri/@\//@\/postgres}  # the "postgres" database
+postmaster=$(head -n 1 "$pg_dir/data/postmaster.pid")
+pg_ticks() {  # the server and every backend (they live as long as the
+              # gateways' connections do)
+  local total=0 child
+  for child in $postmaster $(pgrep -P "$postmaster"); do
+    total=$((total + $(cpu_ticks "$child" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+start pg1 "$build/server/payout-server" "${common[@]}" --ledger="$pg_uri"
+pg1=$address pg1_pid=$pid
+start pg2 "$build/server/payout-server" "${common[@]}" --ledger="$pg_uri"
+pg2=$address pg2_pid=$pid
+# g_run NAME PIDS TARGETS: LEDGER_PAYOUTS payouts per target at once; sets
+# g_rate (payouts/s in all), g_cpu (the gateways' µs per payout), g_db
+# (PostgreSQL's µs per payout) and g_err.
+g_run() {
+  local name=$1 pids=$2 targets=$3 before=0 after=0 db_before db_after
+  local p t i=0 began ended
+  for p in $pids; do before=$((before + $(cpu_ticks "$p"))); done
+  db_before=$(pg_ticks)
+  began=$(date +%s%N)
+  local bench_pids=()
+  for t in $targets; do
+    i=$((i + 1))
+    "$bench" --target="$t" --payouts="$ledger_payouts" \
+      --concurrency="$ledger_inflight" --timeout=60s --progress=false \
+      --json_out="$work/g-$name-$i.json" >/dev/null &
+    bench_pids+=($!)
+  done
+  for p in "${bench_pids[@]}"; do wait "$p"; done
+  ended=$(date +%s%N)
+  for p in $pids; do after=$((after + $(cpu_ticks "$p"))); done
+  db_after=$(pg_ticks)
+  local payouts=$((ledger_payouts * i))
+  g_rate=$((payouts * 1000000000 / (ended - began)))
+  g_cpu=$(((after - before) * 1000000 / clk_tck / payouts))
+  g_db=$(((db_after - db_before) * 1000000 / clk_tck / payouts))
+  g_err=0
+  for t in $(seq 1 "$i"); do
+    g_err=$((g_err + $(json "$work/g-$name-$t.json" errors)))
+  done
+}
+declare -A g_rates g_cpus g_dbs g_errs
+for round in $(seq 1 "$rounds"); do
+  for kind in sqlite pg_one pg_two; do
+    progress "g. round $round: $kind, $ledger_inflight in flight per gateway"
+    case $kind in
+      sqlite) g_run "$kind-$round" "$durable_pid" "$durable" ;;
+      pg_one) g_run "$kind-$round" "$pg1_pid" "$pg1" ;;
+      pg_two) g_run "$kind-$round" "$pg1_pid $pg2_pid" "$pg1 $pg2" ;;
+    esac
+    g_rates[$kind]+=" $g_rate"
+    g_cpus[$kind]+=" $g_cpu"
+    g_dbs[$kind]+=" $g_db"
+    g_errs[$kind]+=" $g_err"
+  done
+done
+for kind in sqlite pg_one pg_two; do
+  case $kind in
+    sqlite) label="SQLite ledger, one gateway" ;;
+    pg_one) label="PostgreSQL ledger, one replica" ;;
+    pg_two) label="PostgreSQL ledger, two replicas (one load each, together)" ;;
+  esac
+  db=""
+  [ "$kind" != sqlite ] && db=", PostgreSQL $(median "${g_dbs[$kind]}") µs"
+  row g "$label, $ledger_inflight in flight per gateway (payouts/s, rounds:${g_rates[$kind]})" \
+    "$(median "${g_rates[$kind]}") payouts/s; CPU per payout: gateways $(median "${g_cpus[$kind]}") µs$db (errors $(sum "${g_errs[$kind]}"))" ""
+done
+g_sqlite=$(median "${g_rates[sqlite]}")
+g_one=$(median "${g_rates[pg_one]}")
+g_two=$(median "${g_rates[pg_two]}")
+g_db_one=$(median "${g_dbs[pg_one]}")
+row g "**PostgreSQL / SQLite throughput, one gateway**" \
+  "**$(awk -v p="$g_one" -v s="$g_sqlite" 'BEGIN {printf "%.2f", p / s}')**" ""
+row g "**two replicas / one replica throughput** (same 2 cores as PostgreSQL)" \
+  "**$(awk -v t="$g_two" -v o="$g_one" 'BEGIN {printf "%.2f", t / o}')**" ""
+row g "payouts/s one PostgreSQL core serves (10⁶ / its µs per payout)" \
+  "$(awk -v d="$g_db_one" 'BEGIN {printf (d > 0 ? "%.0f" : "n/a"), 1000000 / d}')" ""
+stop "$pg1_pid"
+stop "$pg2_pid"
+pg_stop
+trap cleanup EXIT
 stop "$durable_pid"
 stop "$sandbox_pid"
 
@@ -309,7 +407,7 @@ for r in "${rows[@]}"; do
     "| a"*) echo "$r" ;;
   esac
 done
-for section in b c d e f; do
+for section in b c d e f g; do
   for r in "${rows[@]}"; do
     case "$r" in "| $section "*) echo "$r" ;; esac
   done

@@ -36,6 +36,11 @@ case "$command" in
       chown "$owner" "$dir"
       # The server user must be able to reach DIR (a mkdtemp parent is 0700).
       chmod o+x "$(dirname "$dir")"
+      if ! "${as_owner[@]}" test -x "$dir"; then
+        echo "pg_cluster.sh: user $owner cannot reach $dir (check the" \
+          "permissions of its parents)" >&2
+        exit 1
+      fi
     fi
     "${as_owner[@]}" "$bindir/initdb" -D "$dir/data" -U postgres -A trust \
       --no-sync -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
