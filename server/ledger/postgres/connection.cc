@@ -214,15 +214,31 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view sql,
   for (const Param& param : params) {
     values.push_back(param.has_value() ? param->c_str() : nullptr);
   }
-  const std::string statement(sql);
-  Result result(PQexecParams(conn_.get(), statement.c_str(),
-                             static_cast<int>(values.size()), nullptr,
-                             values.data(), nullptr, nullptr, 0));
+  absl::StatusOr<const std::string*> name =
+      Prepared(std::string(sql), static_cast<int>(values.size()), what);
+  if (!name.ok()) return name.status();
+  Result result(PQexecPrepared(conn_.get(), (*name)->c_str(),
+                               static_cast<int>(values.size()), values.data(),
+                               nullptr, nullptr, 0));
   PGresult* raw = result.raw();
   const ExecStatusType status =
       raw != nullptr ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
   return ErrorOf(raw, conn_.get(), what);
+}
+
+absl::StatusOr<const std::string*> Connection::Prepared(
+    const std::string& sql, int params, absl::string_view what) {
+  auto found = prepared_.find(sql);
+  if (found != prepared_.end()) return &found->second;
+  std::string name = absl::StrCat("s", prepared_.size() + 1);
+  Result result(
+      PQprepare(conn_.get(), name.c_str(), sql.c_str(), params, nullptr));
+  PGresult* raw = result.raw();
+  if (raw == nullptr || PQresultStatus(raw) != PGRES_COMMAND_OK) {
+    return ErrorOf(raw, conn_.get(), what);
+  }
+  return &prepared_.emplace(sql, std::move(name)).first->second;
 }
 
 absl::Status Connection::Run(absl::string_view sql,

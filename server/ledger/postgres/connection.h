@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -90,7 +91,8 @@ class Connection {
   bool ok() const;
 
   // Runs one statement with $1... parameters; `what` names it in errors
-  // ("recording the payout").
+  // ("recording the payout"). Each distinct statement is prepared once per
+  // connection (parsed and planned once) and then only executed.
   [[nodiscard]] absl::StatusOr<Result> Exec(absl::string_view sql,
                                             const std::vector<Param>& params,
                                             absl::string_view what);
@@ -106,7 +108,13 @@ class Connection {
     void operator()(PGconn* conn) const { PQfinish(conn); }
   };
   explicit Connection(PGconn* conn) : conn_(conn) {}
+  // The name of `sql` prepared on this connection, preparing it if needed.
+  absl::StatusOr<const std::string*> Prepared(const std::string& sql,
+                                              int params,
+                                              absl::string_view what);
+
   std::unique_ptr<PGconn, Finish> conn_;
+  absl::flat_hash_map<std::string, std::string> prepared_;
 };
 
 }  // namespace aopay::postgres_internal

@@ -117,24 +117,14 @@ absl::StatusOr<std::optional<StoredPayout>> FindOne(
   return *std::move(stored);
 }
 
-absl::StatusOr<std::optional<StoredPayout>> FindByPayoutId(
-    Connection& db, const std::string& registration,
-    const std::string& payout_id, bool for_update) {
+absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
+                                              const std::string& registration,
+                                              const std::string& payout_id) {
   static const std::string* const kSql = new std::string(
       absl::StrCat("SELECT ", kPayoutColumns,
                    " FROM payouts WHERE registration = $1 AND payout_id = $2"));
-  static const std::string* const kLockingSql =
-      new std::string(absl::StrCat(*kSql, " FOR UPDATE"));
-  return FindOne(db.Exec(for_update ? *kLockingSql : *kSql,
-                         {registration, payout_id}, "reading a payout"));
-}
-
-absl::StatusOr<StoredPayout> SelectByPayoutId(Connection& db,
-                                              const std::string& registration,
-                                              const std::string& payout_id,
-                                              bool for_update) {
   absl::StatusOr<std::optional<StoredPayout>> found =
-      FindByPayoutId(db, registration, payout_id, for_update);
+      FindOne(db.Exec(*kSql, {registration, payout_id}, "reading a payout"));
   if (!found.ok()) return found.status();
   if (!found->has_value()) {
     return aopay::NotFoundError(absl::StrCat("Payout ", payout_id));
@@ -291,11 +281,14 @@ class PostgresLedger::Impl {
     if (own_executor_ != nullptr) own_executor_->Stop();
   }
 
-  // Runs `body` in a transaction on a worker; `done` gets its result on the
-  // executor. `on_unknown_commit` runs (on the worker) when the COMMIT got no
-  // answer.
+  // How a call's statements commit: together in one transaction, or each by
+  // itself (a call whose writes are one statement, and reads).
+  enum class Mode { kTransaction, kStatements };
+
+  // Runs `body` on a worker; `done` gets its result on the executor.
+  // `on_unknown_commit` runs (on the worker) when a commit got no answer.
   template <typename T>
-  void Submit(Body<T> body, Callback<absl::StatusOr<T>> done,
+  void Submit(Mode mode, Body<T> body, Callback<absl::StatusOr<T>> done,
               absl::AnyInvocable<void()> on_unknown_commit = nullptr) {
     absl::MutexLock lock(&mu_);
     if (closing_) {
@@ -303,11 +296,12 @@ class PostgresLedger::Impl {
           [done = std::move(done)]() mutable { done(ClosedError()); });
       return;
     }
-    calls_.push_back([this, body = std::move(body), done = std::move(done),
+    calls_.push_back([this, mode, body = std::move(body),
+                      done = std::move(done),
                       on_unknown_commit =
                           std::move(on_unknown_commit)](Slot& slot) mutable {
       bool unknown = false;
-      absl::StatusOr<T> result = Transact<T>(slot, body, &unknown);
+      absl::StatusOr<T> result = Transact<T>(slot, mode, body, &unknown);
       if (unknown && on_unknown_commit != nullptr) on_unknown_commit();
       NoteOutcome(result.status());
       Dispatch([done = std::move(done), result = std::move(result)]() mutable {
@@ -321,10 +315,11 @@ class PostgresLedger::Impl {
   absl::StatusOr<T> SubmitAndWait(Body<T> body) {
     absl::Notification finished;
     absl::StatusOr<T> out = absl::UnknownError("not run");
-    Submit<T>(std::move(body), [&](absl::StatusOr<T> result) {
-      out = std::move(result);
-      finished.Notify();
-    });
+    Submit<T>(Mode::kTransaction, std::move(body),
+              [&](absl::StatusOr<T> result) {
+                out = std::move(result);
+                finished.Notify();
+              });
     finished.WaitForNotification();
     return out;
   }
@@ -383,7 +378,8 @@ class PostgresLedger::Impl {
   }
 
   template <typename T>
-  absl::StatusOr<T> Transact(Slot& slot, Body<T>& body, bool* unknown) {
+  absl::StatusOr<T> Transact(Slot& slot, Mode mode, Body<T>& body,
+                             bool* unknown) {
     if (!ready_.load()) {
       return LedgerUnavailableError(
           "the ledger database has not been reached yet");
@@ -391,6 +387,15 @@ class PostgresLedger::Impl {
     for (int attempt = 1;; ++attempt) {
       absl::StatusOr<Connection*> db = slot.Get();
       if (!db.ok()) return db.status();
+      if (mode == Mode::kStatements) {
+        absl::StatusOr<T> result = body(**db);
+        if (result.ok()) return result;
+        if (IsRetryable(result.status()) && attempt < kMaxAttempts) continue;
+        // Lost during a statement that commits by itself: it may or may not
+        // have been applied.
+        if (!(*db)->ok()) *unknown = true;
+        return result;
+      }
       absl::Status begun = (*db)->Run("BEGIN", {}, "starting a transaction");
       if (!begun.ok()) return begun;
       absl::StatusOr<T> result = body(**db);
@@ -704,7 +709,13 @@ void PostgresLedger::Insert(InsertRequest request,
                             Callback<absl::StatusOr<InsertResult>> done) {
   Impl& impl = *impl_;
   const std::string payout_id = request.payout.payout_id;
+  // Without a daily limit the insert is one statement (payout and creation
+  // event), committing by itself: one round trip.
+  const Impl::Mode mode = request.daily_limit.has_value()
+                              ? Impl::Mode::kTransaction
+                              : Impl::Mode::kStatements;
   impl.Submit<InsertResult>(
+      mode,
       [&impl, request = std::move(request)](
           Connection& db) -> absl::StatusOr<InsertResult> {
         const Payout& payout = request.payout;
@@ -766,14 +777,18 @@ void PostgresLedger::Insert(InsertRequest request,
         // Exactly one replica's insert of a key wins; one racing it waits
         // for the winner's commit and then finds its row.
         absl::StatusOr<Result> inserted = db.Exec(
-            "INSERT INTO payouts (payout_id, registration, request_id, "
-            "fingerprint, state, account_number, ifsc, name, email, mobile, "
-            "amount_paise, mode, transaction_id, transaction_reference_no, "
-            "upstream_status, bank_beneficiary_name, failure, response, "
-            "create_time_us, update_time_us, client, owner) VALUES ($1, $2, "
-            "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
-            "$17, NULL, $18, $19, $20, $21) ON CONFLICT ON CONSTRAINT "
-            "payouts_key DO NOTHING RETURNING payout_id",
+            "WITH inserted AS (INSERT INTO payouts (payout_id, registration, "
+            "request_id, fingerprint, state, account_number, ifsc, name, "
+            "email, mobile, amount_paise, mode, transaction_id, "
+            "transaction_reference_no, upstream_status, "
+            "bank_beneficiary_name, failure, response, create_time_us, "
+            "update_time_us, client, owner) VALUES ($1, $2, $3, $4, $5, $6, "
+            "$7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, $18, "
+            "$19, $20, $21) ON CONFLICT ON CONSTRAINT payouts_key DO NOTHING "
+            "RETURNING payout_id) "
+            "INSERT INTO payout_events (payout_id, from_state, to_state, why, "
+            "who, time_us) SELECT payout_id, $22, $5, $23, $24, $18 FROM "
+            "inserted RETURNING payout_id",
             {payout.payout_id,
              registration,
              payout.request_id,
@@ -794,17 +809,13 @@ void PostgresLedger::Insert(InsertRequest request,
              Micros(payout.create_time),
              Micros(payout.update_time),
              payout.client,
-             impl.owner()},
+             impl.owner(),
+             Number(PayoutState::kUnspecified),
+             std::string("recorded before calling AOPay"),
+             CreatedBy(payout)},
             "recording the payout");
         if (!inserted.ok()) return inserted.status();
         if (inserted->rows() == 0) return existing();
-        if (absl::Status event = AppendEvent(
-                db, payout.payout_id, PayoutState::kUnspecified,
-                PayoutState::kPending, "recorded before calling AOPay",
-                CreatedBy(payout), payout.create_time);
-            !event.ok()) {
-          return event;
-        }
         InsertResult result;
         result.inserted = true;
         return result;
@@ -812,52 +823,56 @@ void PostgresLedger::Insert(InsertRequest request,
       std::move(done), [&impl, payout_id] { impl.Doubt(payout_id); });
 }
 
+namespace {
+
+// Why Apply changed nothing: NOT_FOUND, or ABORTED when the payout is not in
+// the expected state, unless the same change was already applied by an
+// attempt whose commit went unanswered (then the row, as done).
+absl::StatusOr<StoredPayout> Unapplied(Connection& db,
+                                       const std::string& registration,
+                                       const PayoutChange& change) {
+  absl::StatusOr<StoredPayout> stored =
+      SelectByPayoutId(db, registration, change.payout_id);
+  if (!stored.ok()) return stored.status();
+  const Payout& payout = stored->payout;
+  if (payout.state == change.new_state &&
+      change.expected_state != change.new_state) {
+    absl::StatusOr<Result> last = db.Exec(
+        "SELECT from_state, to_state, who, time_us FROM payout_events "
+        "WHERE payout_id = $1 ORDER BY id DESC LIMIT 1",
+        {change.payout_id}, "reading the last event");
+    if (!last.ok()) return last.status();
+    if (last->rows() == 1 &&
+        last->Int(0, 0) == static_cast<int>(change.expected_state) &&
+        last->Int(0, 1) == static_cast<int>(change.new_state) &&
+        last->Text(0, 2) == change.who &&
+        last->Int(0, 3) == absl::ToUnixMicros(change.time)) {
+      return stored;
+    }
+  }
+  if (payout.state == change.expected_state) {
+    // Changed and changed back between the two statements: run again.
+    absl::Status again = absl::AbortedError("the payout changed meanwhile");
+    again.SetPayload(postgres_internal::kRetryPayload, absl::Cord("state"));
+    return again;
+  }
+  return absl::AbortedError(absl::StrCat(
+      "Payout ", payout.payout_id, " is ", PayoutStateName(payout.state),
+      ", not ", PayoutStateName(change.expected_state), "; nothing changed."));
+}
+
+}  // namespace
+
 void PostgresLedger::Apply(PayoutChange change,
                            Callback<absl::StatusOr<StoredPayout>> done) {
   Impl& impl = *impl_;
+  // One statement: the compare-and-set update and its event, committing by
+  // itself.
   impl.Submit<StoredPayout>(
+      Impl::Mode::kStatements,
       [&impl, change = std::move(change)](
           Connection& db) -> absl::StatusOr<StoredPayout> {
         const std::string& registration = impl.registration();
-        absl::StatusOr<StoredPayout> stored =
-            SelectByPayoutId(db, registration, change.payout_id, true);
-        if (!stored.ok()) return stored.status();
-        Payout& payout = stored->payout;
-        if (payout.state != change.expected_state) {
-          // The same change, committed by an attempt whose COMMIT went
-          // unanswered, is answered as done.
-          if (payout.state == change.new_state) {
-            absl::StatusOr<Result> last = db.Exec(
-                "SELECT from_state, to_state, who, time_us FROM payout_events "
-                "WHERE payout_id = $1 ORDER BY id DESC LIMIT 1",
-                {change.payout_id}, "reading the last event");
-            if (!last.ok()) return last.status();
-            if (last->rows() == 1 &&
-                last->Int(0, 0) == static_cast<int>(change.expected_state) &&
-                last->Int(0, 1) == static_cast<int>(change.new_state) &&
-                last->Text(0, 2) == change.who &&
-                last->Int(0, 3) == absl::ToUnixMicros(change.time)) {
-              return stored;
-            }
-          }
-          return absl::AbortedError(absl::StrCat(
-              "Payout ", payout.payout_id, " is ",
-              PayoutStateName(payout.state), ", not ",
-              PayoutStateName(change.expected_state), "; nothing changed."));
-        }
-        const PayoutState from = payout.state;
-        payout.state = change.new_state;
-        auto set = [](auto& field, const auto& value) {
-          if (value) field = *value;
-        };
-        set(payout.transaction_id, change.transaction_id);
-        set(payout.transaction_reference_no, change.transaction_reference_no);
-        set(payout.upstream_status, change.upstream_status);
-        set(payout.bank_beneficiary_name, change.bank_beneficiary_name);
-        set(payout.failure, change.failure);
-        set(stored->response, change.response);
-        payout.update_time = change.time;
-
         Param payout_answer;
         Param status_answer;
         if (!change.raw_answer.empty()) {
@@ -868,33 +883,48 @@ void PostgresLedger::Apply(PayoutChange change,
             status_answer = std::move(raw);
           }
         }
-        // Retention counts from the latest move into a final state.
-        Param final_time;
-        if (IsFinal(payout.state) && payout.state != from) {
-          final_time = Micros(change.time);
-        }
-        absl::Status updated = db.Run(
-            "UPDATE payouts SET state = $2, transaction_id = $3, "
-            "transaction_reference_no = $4, upstream_status = $5, "
-            "bank_beneficiary_name = $6, failure = $7, response = $8, "
-            "payout_answer = COALESCE($9, payout_answer), "
-            "status_answer = COALESCE($10, status_answer), "
-            "update_time_us = $11, final_time_us = COALESCE($12::bigint, "
-            "final_time_us) WHERE payout_id = $1",
-            {payout.payout_id, Number(payout.state), payout.transaction_id,
-             payout.transaction_reference_no, payout.upstream_status,
-             payout.bank_beneficiary_name, StatusColumn(payout.failure),
-             StatusColumn(stored->response), payout_answer, status_answer,
-             Micros(payout.update_time), final_time},
+        auto flag = [](bool value) -> Param {
+          return std::string(value ? "true" : "false");
+        };
+        static const std::string* const kSql = new std::string(absl::StrCat(
+            "WITH updated AS (UPDATE payouts SET state = $4, "
+            "transaction_id = COALESCE($5, transaction_id), "
+            "transaction_reference_no = COALESCE($6, "
+            "transaction_reference_no), "
+            "upstream_status = COALESCE($7, upstream_status), "
+            "bank_beneficiary_name = COALESCE($8, bank_beneficiary_name), "
+            "failure = CASE WHEN $9::boolean THEN $10 ELSE failure END, "
+            "response = CASE WHEN $11::boolean THEN $12 ELSE response END, "
+            "payout_answer = COALESCE($13, payout_answer), "
+            "status_answer = COALESCE($14, status_answer), "
+            "update_time_us = $15, "
+            // Retention counts from the latest move into a final state.
+            "final_time_us = CASE WHEN $16::boolean AND state <> $4 THEN $15 "
+            "ELSE final_time_us END "
+            "WHERE registration = $1 AND payout_id = $2 AND state = $3 "
+            "RETURNING ",
+            kPayoutColumns,
+            "), event AS (INSERT INTO payout_events (payout_id, from_state, "
+            "to_state, why, who, time_us) SELECT payout_id, $3, $4, $17, $18, "
+            "$15 FROM updated) SELECT ",
+            kPayoutColumns, " FROM updated"));
+        absl::StatusOr<Result> updated = db.Exec(
+            *kSql,
+            {registration, change.payout_id, Number(change.expected_state),
+             Number(change.new_state), change.transaction_id,
+             change.transaction_reference_no, change.upstream_status,
+             change.bank_beneficiary_name, flag(change.failure.has_value()),
+             change.failure.has_value() ? StatusColumn(*change.failure)
+                                        : std::nullopt,
+             flag(change.response.has_value()),
+             change.response.has_value() ? StatusColumn(*change.response)
+                                         : std::nullopt,
+             payout_answer, status_answer, Micros(change.time),
+             flag(IsFinal(change.new_state)), change.why, change.who},
             "recording a payout change");
-        if (!updated.ok()) return updated;
-        if (absl::Status event =
-                AppendEvent(db, payout.payout_id, from, payout.state,
-                            change.why, change.who, change.time);
-            !event.ok()) {
-          return event;
-        }
-        return stored;
+        if (!updated.ok()) return updated.status();
+        if (updated->rows() == 0) return Unapplied(db, registration, change);
+        return ReadPayoutRow(RowView(*updated, 0));
       },
       std::move(done));
 }
@@ -903,23 +933,23 @@ void PostgresLedger::Forget(std::string payout_id,
                             Callback<absl::Status> done) {
   Impl& impl = *impl_;
   impl.Submit<bool>(
+      Impl::Mode::kStatements,
       [&impl, payout_id = std::move(payout_id)](
           Connection& db) -> absl::StatusOr<bool> {
-        absl::StatusOr<StoredPayout> stored =
-            SelectByPayoutId(db, impl.registration(), payout_id, true);
-        if (!stored.ok()) return stored.status();
-        if (stored->payout.state != PayoutState::kPending) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("Payout ", payout_id, " is ",
-                           PayoutStateName(stored->payout.state),
-                           "; only a PENDING payout can be forgotten."));
-        }
         // Its events go with it (ON DELETE CASCADE).
-        absl::Status deleted =
-            db.Run("DELETE FROM payouts WHERE payout_id = $1", {payout_id},
-                   "forgetting a payout");
-        if (!deleted.ok()) return deleted;
-        return true;
+        absl::StatusOr<Result> deleted = db.Exec(
+            "DELETE FROM payouts WHERE registration = $1 AND payout_id = $2 "
+            "AND state = $3 RETURNING payout_id",
+            {impl.registration(), payout_id, Number(PayoutState::kPending)},
+            "forgetting a payout");
+        if (!deleted.ok()) return deleted.status();
+        if (deleted->rows() == 1) return true;
+        absl::StatusOr<StoredPayout> stored =
+            SelectByPayoutId(db, impl.registration(), payout_id);
+        if (!stored.ok()) return stored.status();
+        return absl::FailedPreconditionError(absl::StrCat(
+            "Payout ", payout_id, " is ", PayoutStateName(stored->payout.state),
+            "; only a PENDING payout can be forgotten."));
       },
       [done = std::move(done)](absl::StatusOr<bool> forgotten) {
         done(forgotten.status());
@@ -930,8 +960,9 @@ void PostgresLedger::GetByPayoutId(
     std::string payout_id, Callback<absl::StatusOr<StoredPayout>> done) {
   Impl& impl = *impl_;
   impl.Submit<StoredPayout>(
+      Impl::Mode::kStatements,
       [&impl, payout_id = std::move(payout_id)](Connection& db) {
-        return SelectByPayoutId(db, impl.registration(), payout_id, false);
+        return SelectByPayoutId(db, impl.registration(), payout_id);
       },
       std::move(done));
 }
@@ -941,6 +972,7 @@ void PostgresLedger::GetByRequestId(
     Callback<absl::StatusOr<StoredPayout>> done) {
   Impl& impl = *impl_;
   impl.Submit<StoredPayout>(
+      Impl::Mode::kStatements,
       [&impl, client = std::move(client), request_id = std::move(request_id)](
           Connection& db) -> absl::StatusOr<StoredPayout> {
         absl::StatusOr<std::optional<StoredPayout>> found =
@@ -959,6 +991,7 @@ void PostgresLedger::List(ListQuery query,
                           Callback<absl::StatusOr<ListPage>> done) {
   Impl& impl = *impl_;
   impl.Submit<ListPage>(
+      Impl::Mode::kStatements,
       [&impl,
        query = std::move(query)](Connection& db) -> absl::StatusOr<ListPage> {
         const uint32_t mask = StateMask(query.states);
@@ -1008,6 +1041,7 @@ void PostgresLedger::Events(
     Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) {
   Impl& impl = *impl_;
   impl.Submit<std::vector<PayoutEvent>>(
+      Impl::Mode::kStatements,
       [&impl, payout_id = std::move(payout_id)](
           Connection& db) -> absl::StatusOr<std::vector<PayoutEvent>> {
         // One statement, so that the payout and its events are one snapshot.
@@ -1055,6 +1089,7 @@ void PostgresLedger::Prune(absl::Time cutoff,
   Impl& impl = *impl_;
   const bool leader = impl.leader();
   impl.Submit<int>(
+      Impl::Mode::kStatements,
       [&impl, cutoff, leader](Connection& db) -> absl::StatusOr<int> {
         if (!leader) return 0;
         // Their events go with them (ON DELETE CASCADE).
