@@ -79,7 +79,8 @@ start() {
   pid=$!
   pids+=("$pid")
   for _ in $(seq 1 600); do
-    address=$(sed -n 's/^listening on //p' "$work/$name.out")
+    # The child may not have made its output file yet.
+    address=$(sed -n 's/^listening on //p' "$work/$name.out" 2>/dev/null || true)
     [ -n "$address" ] && return 0
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
