@@ -60,9 +60,19 @@ the limits are max_payout_paise=N and daily_paise=N. It calls no gateway;
 --json prints {"token", "line", "digest"}. Give the token to the client only:
 the clients file holds its digest, from which it cannot be recovered.
 
+health asks grpc.health.v1.Health/Check about --service (empty: the gateway
+as a whole) and prints the status. It sends no bearer token: health needs
+none, and --token, --token_file and $PAYOUT_TOKEN are not read. It exits 0
+when SERVING, 1 when the gateway answered NOT_SERVING or UNKNOWN (0 with
+--liveness), and 10+N when no answer came: 24 UNAVAILABLE (nothing listens
+at --target, or TLS does not match), 14 DEADLINE_EXCEEDED (no answer within
+--timeout), 15 NOT_FOUND (the gateway does not know --service). Probes
+should give a short --timeout, e.g. --timeout=3s.
+
 Exit codes:
-  0      success
-  1      local failure (e.g. the output could not be written)
+  0      success (health: SERVING)
+  1      local failure (e.g. the output could not be written); health: the
+         gateway answered, and not SERVING
   2      usage: unknown command, unknown or bad flag or argument, unreadable
          file
   3      batch: the stream completed but at least one payout failed
@@ -87,6 +97,7 @@ Examples:
   payoutctl resolve --payout_id po_... --state SUCCEEDED --note "bank stmt 12/3"
   payoutctl batch --file payouts.jsonl --json
   payoutctl token payroll-svc payouts:write max_payout_paise=5000000
+  payoutctl --target localhost:50051 --tls_ca ca.crt --timeout 3s health
 )";
 
 void AppendFlagHelp(std::string& out, absl::string_view name) {
@@ -144,6 +155,11 @@ const std::vector<Command>& Commands() {
       {"batch",
        "create many payouts over one stream; prints one result line each",
        {"file"},
+       "",
+       true},
+      {"health",
+       "ask the gateway's health service (no token); exit 0 when SERVING",
+       {"service", "liveness"},
        "",
        true},
       {"token",

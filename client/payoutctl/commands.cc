@@ -23,6 +23,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/payout_client.h"
 #include "client/payoutctl/flags.h"
 #include "client/payoutctl/output.h"
@@ -30,6 +32,8 @@
 #include "common/errors.h"
 #include "common/money.h"
 #include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/health/v1/health.pb.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
 
@@ -366,6 +370,42 @@ absl::StatusOr<int> RunBatch(const Context& ctx) {
   }
   if (!std::cout) return kExitLocalFailure;
   return failed == 0 ? kExitOk : kExitBatchPartial;
+}
+
+absl::StatusOr<int> RunHealth(const Context& ctx,
+                              const std::shared_ptr<grpc::Channel>& channel) {
+  using ::grpc::health::v1::HealthCheckResponse;
+  ::grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + ctx.timeout));
+  HealthCheckResponse response;
+  const grpc::Status status =
+      ::grpc::health::v1::Health::NewStub(channel)->Check(&context, request,
+                                                          &response);
+  if (!status.ok()) return Report(ctx, FromGrpcStatus(status), nullptr, "");
+
+  const std::string state =
+      HealthCheckResponse::ServingStatus_Name(response.status());
+  const std::string& service = request.service();
+  if (ctx.json) {
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    writer.StartObject();
+    writer.Key("service");
+    writer.String(service.data(),
+                  static_cast<rapidjson::SizeType>(service.size()));
+    writer.Key("status");
+    writer.String(state.data(), static_cast<rapidjson::SizeType>(state.size()));
+    writer.EndObject();
+    std::cout << absl::string_view(buffer.GetString(), buffer.GetSize())
+              << std::endl;
+  } else {
+    std::cout << (service.empty() ? "gateway" : service) << ": " << state
+              << std::endl;
+  }
+  if (response.status() == HealthCheckResponse::SERVING) return kExitOk;
+  return absl::GetFlag(FLAGS_liveness) ? kExitOk : kExitNotServing;
 }
 
 absl::StatusOr<int> RunToken(const Context& ctx,

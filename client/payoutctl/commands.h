@@ -8,6 +8,7 @@
 // instead, whose message is fit for the user and which the caller turns
 // into exit code 2. `given` names the flags set on the command line.
 
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "client/payout_client.h"
 #include "client/payoutctl/output.h"
+#include "grpcpp/grpcpp.h"
 
 namespace aopay {
 namespace payoutctl {
@@ -42,6 +44,14 @@ namespace payoutctl {
 // batch: every line of --file parsed first, then one BatchCreatePayouts
 // stream; one result line per request. kExitBatchPartial if any failed.
 [[nodiscard]] absl::StatusOr<int> RunBatch(const Context& ctx);
+
+// health: one grpc.health.v1.Health/Check of --service ("" for the gateway
+// as a whole) over `channel`, without a bearer token; prints the status.
+// kExitOk when SERVING (with --liveness: whenever the gateway answered),
+// kExitNotServing when it answered anything else, kExitRpcBase plus the gRPC
+// code when the call failed (24 UNAVAILABLE: nobody answers at --target).
+[[nodiscard]] absl::StatusOr<int> RunHealth(
+    const Context& ctx, const std::shared_ptr<grpc::Channel>& channel);
 
 // token: `args` are NAME [SCOPES] [LIMIT=VALUE ...]. Makes a new token
 // (NewToken) and prints it with the clients-file line that admits it; calls

@@ -49,4 +49,8 @@ ABSL_DECLARE_FLAG(std::string, note);
 // batch.
 ABSL_DECLARE_FLAG(std::string, file);
 
+// health.
+ABSL_DECLARE_FLAG(std::string, service);
+ABSL_DECLARE_FLAG(bool, liveness);
+
 #endif  // AOPAY_CLIENT_PAYOUTCTL_FLAGS_H_

@@ -83,6 +83,15 @@ ABSL_FLAG(std::string, file, "",
           "File of CreatePayoutRequest JSON objects, one a line; '-' reads "
           "stdin.");
 
+// health.
+ABSL_FLAG(std::string, service, "",
+          "The service to ask about, e.g. aopay.payout.v1.PayoutService; "
+          "empty: the gateway as a whole.");
+ABSL_FLAG(bool, liveness, false,
+          "Exit 0 whenever the gateway answers, SERVING or not (for liveness "
+          "probes: a gateway whose ledger cannot write must not be "
+          "restarted).");
+
 namespace aopay {
 namespace payoutctl {
 namespace {
@@ -152,6 +161,11 @@ int Main(int argc, char** argv) {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       MakeChannel(channel_options);
   if (!channel.ok()) return UsageFailure(channel.status().message());
+  if (name == "health") {  // needs no token: none is read or sent
+    absl::StatusOr<int> result = RunHealth(ctx, *channel);
+    if (!result.ok()) return UsageFailure(result.status().message());
+    return *result;
+  }
   absl::StatusOr<std::string> token = ResolveBearerToken(
       absl::GetFlag(FLAGS_token), absl::GetFlag(FLAGS_token_file));
   if (!token.ok()) return UsageFailure(token.status().message());

@@ -24,7 +24,8 @@ constexpr int kExitOk = 0;
 constexpr int kExitLocalFailure = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitBatchPartial = 3;
-constexpr int kExitRpcBase = 10;  // plus the gRPC code
+constexpr int kExitNotServing = 1;  // health: answered, but not SERVING
+constexpr int kExitRpcBase = 10;    // plus the gRPC code
 
 // The state shared by every sub-command.
 struct Context {
