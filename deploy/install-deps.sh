@@ -22,6 +22,9 @@ packages=(
   # ledger faults on a small filesystem of their own (mkfs.ext4, losetup).
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
   e2fsprogs util-linux mount
+  # The static checks of deploy/ (tests/deploy/check_deploy.py): YAML,
+  # systemd-analyze, and docker-compose to validate the compose file.
+  python3-yaml systemd docker-compose
 )
 
 sudo_cmd=()
@@ -61,4 +64,18 @@ if command -v npm >/dev/null 2>&1; then
   echo "install-deps: npm ci in client/node"
   (cd "$repo/client/node" && npm ci --no-audit --no-fund --silent) ||
     echo "install-deps: client/node dependencies could not be installed; node_client_package_test will be skipped"
+fi
+
+# dockerfile-utils (the Dockerfile linter of the deploy tests) comes from npm
+# too, into the same .tools/. Optional: without it that test is skipped.
+dockerfile_utils_version=0.16.3
+if command -v npm >/dev/null 2>&1; then
+  if [ "$(cd "$repo/.tools" 2>/dev/null &&
+    node -p "require('dockerfile-utils/package.json').version" 2>/dev/null)" != \
+    "$dockerfile_utils_version" ]; then
+    echo "install-deps: installing dockerfile-utils $dockerfile_utils_version from npm into .tools/"
+    npm install --silent --no-audit --no-fund --prefix "$repo/.tools" \
+      "dockerfile-utils@$dockerfile_utils_version" >/dev/null ||
+      echo "install-deps: dockerfile-utils could not be installed; the Dockerfile lint test will be skipped"
+  fi
 fi
