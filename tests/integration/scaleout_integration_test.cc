@@ -5,6 +5,8 @@
 // others complete; the sandbox's journal and the ledger agree request by
 // request.
 
+#include <sys/wait.h>
+
 #include <csignal>
 #include <iostream>
 #include <map>
@@ -354,6 +356,46 @@ TEST_F(ScaleOutTest,
     ASSERT_TRUE(replay.ok()) << replay.status();
     EXPECT_EQ(replay->state(), v1::PAYOUT_STATE_ACCEPTED);
   }
+}
+
+TEST_F(ScaleOutTest, AMigrationThatFailsLaterStopsThatReplicaOnly) {
+  // A replica starts while its database is away; when the database comes,
+  // its schema is newer than the replica's: that replica exits (status 3)
+  // without having sent anything, and a replica already serving goes on.
+  SandboxProcess sandbox;
+  GatewayProcess serving(sandbox.url(), uri_, kReplicaFlags);
+  ASSERT_EQ(test_support::PgScalar(uri_,
+                                   "INSERT INTO ledger_schema (version) "
+                                   "VALUES (99) RETURNING 'ok'"),
+            "ok");
+  const size_t host_at = uri_.find("host=") + 5;
+  const std::string host =
+      uri_.substr(host_at, uri_.find('&', host_at) - host_at);
+  const std::string database =
+      uri_.substr(uri_.find("@/") + 2, uri_.find('?') - uri_.find("@/") - 2);
+  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy =
+      test_support::TcpProxy::Start(host + "/.s.PGSQL.5432");
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  (*proxy)->Down();
+  GatewayProcess late(
+      sandbox.url(),
+      absl::StrCat("postgresql://postgres@127.0.0.1:", (*proxy)->port(), "/",
+                   database, "?connect_timeout=2"),
+      kReplicaFlags);
+  EXPECT_EQ(CheckHealth(late.channel(), ""),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  (*proxy)->Up();
+  const int status = late.process().Wait();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  EXPECT_NE(late.Stderr().find("newer than this gateway"), std::string::npos);
+
+  const v1::CreatePayoutRequest request = ValidRequest(UniqueAccount("1836"));
+  absl::StatusOr<v1::Payout> payout =
+      serving.client().CreatePayout(request, kCall);
+  ASSERT_TRUE(payout.ok()) << payout.status();
+  EXPECT_EQ(payout->state(), v1::PAYOUT_STATE_ACCEPTED);
+  EXPECT_EQ(sandbox.Journal().size(), 1u);
 }
 
 }  // namespace
