@@ -37,6 +37,13 @@ inline constexpr absl::Duration kDefaultShutdownGrace = absl::Seconds(35);
 inline constexpr int kDefaultPageSize = 50;
 inline constexpr int kMaxPageSize = 500;
 
+// A payout's metadata (the caller's own references): at most this many
+// keys, each of 1 to kMaxMetadataKeyChars characters, values of at most
+// kMaxMetadataValueChars.
+inline constexpr int kMaxMetadataKeys = 16;
+inline constexpr int kMaxMetadataKeyChars = 40;
+inline constexpr int kMaxMetadataValueChars = 256;
+
 // PostgreSQL ledger (--ledger=postgresql://...).
 // How long a replica may stop heart-beating before its PENDING payouts
 // become UNKNOWN (--owner_lease).

@@ -14,18 +14,27 @@ absl::string_view TransferModeName(TransferMode mode) {
   return "UNSPECIFIED";
 }
 
-bool IsFinal(PayoutState state) {
+bool IsOutcome(PayoutState state) {
   return state == PayoutState::kSucceeded || state == PayoutState::kFailed ||
          state == PayoutState::kReversed;
+}
+
+bool IsFinal(PayoutState state) {
+  return IsOutcome(state) || state == PayoutState::kCancelled;
+}
+
+bool ApprovalMayMove(PayoutState from, PayoutState to) {
+  return from == PayoutState::kAwaitingApproval &&
+         (to == PayoutState::kPending || to == PayoutState::kCancelled);
 }
 
 bool StatusMayMove(PayoutState from, PayoutState to) {
   if (from == to) return false;
   switch (from) {
     case PayoutState::kUnknown:
-      return to != PayoutState::kPending && to != PayoutState::kUnspecified;
+      return to == PayoutState::kAccepted || IsOutcome(to);
     case PayoutState::kAccepted:
-      return IsFinal(to);
+      return IsOutcome(to);
     case PayoutState::kSucceeded:
       return to == PayoutState::kReversed;
     default:
@@ -34,7 +43,7 @@ bool StatusMayMove(PayoutState from, PayoutState to) {
 }
 
 bool OperatorMayMove(PayoutState from, PayoutState to) {
-  const bool outcome = to == PayoutState::kAccepted || IsFinal(to);
+  const bool outcome = to == PayoutState::kAccepted || IsOutcome(to);
   if (!outcome) return false;
   if (from == PayoutState::kUnknown) return true;
   return from == PayoutState::kAccepted && to != PayoutState::kAccepted;
@@ -54,6 +63,10 @@ absl::string_view PayoutStateName(PayoutState state) {
       return "REVERSED";
     case PayoutState::kUnknown:
       return "UNKNOWN";
+    case PayoutState::kAwaitingApproval:
+      return "AWAITING_APPROVAL";
+    case PayoutState::kCancelled:
+      return "CANCELLED";
     case PayoutState::kUnspecified:
       break;
   }

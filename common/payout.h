@@ -2,6 +2,7 @@
 #define AOPAY_COMMON_PAYOUT_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -23,12 +24,23 @@ enum class PayoutState {
   kFailed = 4,
   kReversed = 5,
   kUnknown = 6,
+  kAwaitingApproval = 7,
+  kCancelled = 8,
 };
+inline constexpr PayoutState kLastPayoutState = PayoutState::kCancelled;
 
 // SUCCEEDED, FAILED or REVERSED: AOPay (or an operator) has said where the
-// money ended. A final payout's key is kept for the retention period counted
-// from the moment it became final. (REVERSED may still follow SUCCEEDED.)
+// money ended.
+bool IsOutcome(PayoutState state);
+
+// An outcome, or CANCELLED (never sent). A final payout's key is kept for
+// the retention period counted from the moment it became final. (REVERSED
+// may still follow SUCCEEDED.)
 bool IsFinal(PayoutState state);
+
+// Where an approval moves a payout: AWAITING_APPROVAL to PENDING (approved,
+// then sent) or CANCELLED (rejected or cancelled; never sent).
+bool ApprovalMayMove(PayoutState from, PayoutState to);
 
 // Where AOPay's status endpoint may move a payout (docs/aopay.md): ACCEPTED
 // to SUCCEEDED, FAILED or REVERSED; SUCCEEDED to REVERSED; UNKNOWN to any
@@ -44,6 +56,9 @@ bool OperatorMayMove(PayoutState from, PayoutState to);
 absl::string_view TransferModeName(TransferMode mode);
 // "PENDING", "ACCEPTED", ... ("UNSPECIFIED" for kUnspecified).
 absl::string_view PayoutStateName(PayoutState state);
+
+// A caller's own references on a payout, ordered by key.
+using Metadata = std::map<std::string, std::string>;
 
 struct Beneficiary {
   std::string account_number;
@@ -65,6 +80,9 @@ struct PayoutRequest {
   Beneficiary beneficiary;
   int64_t amount_paise = 0;
   TransferMode mode = TransferMode::kUnspecified;
+  // The caller's own references (bounds in limits.h); never sent to AOPay
+  // and never logged.
+  Metadata metadata;
 };
 
 // One payout as recorded.
@@ -87,6 +105,8 @@ struct Payout {
   // The client that created it (the clients file's name); "" when the
   // gateway runs without clients (everyone is the anonymous client).
   std::string client;
+  // The creating request's metadata.
+  Metadata metadata;
 };
 
 }  // namespace aopay

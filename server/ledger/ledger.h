@@ -90,6 +90,7 @@ struct DailyLimit {
 // rejected or cancelled before it was sent) is added here, and only here.
 inline constexpr PayoutState kStatesOutsideDailyLimit[] = {
     PayoutState::kFailed,
+    PayoutState::kCancelled,
 };
 
 struct InsertRequest {

@@ -34,6 +34,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/ledger/postgres/connection.h"
+#include "server/ledger/postgres/schema.h"
 #include "server/ledger/postgres/postgres_ledger.h"
 #include "server/ledger/sqlite/sqlite_ledger.h"
 #include "tests/support/tcp_proxy.h"
@@ -1448,7 +1449,8 @@ TEST_F(SqliteLedgerTest, MigrationToVersion3KeepsEveryPayoutAsTheAnonymous) {
 
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
-  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"), "3");
+  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"),
+            absl::StrCat(SqliteLedger::kSchemaVersion));
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payouts WHERE client = ''"),
             "3");
   // Dropping the old table with foreign keys on would have deleted them.
@@ -2180,7 +2182,8 @@ TEST_F(SqliteLedgerTest, AFailedMigrationToVersion3LeavesVersion2Whole) {
   absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(stored->payout.state, PayoutState::kAccepted);
-  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"), "3");
+  EXPECT_EQ(QueryText(path_, "SELECT max(version) FROM schema_version"),
+            absl::StrCat(SqliteLedger::kSchemaVersion));
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM payout_events"), "2");
 }
 
@@ -2376,6 +2379,79 @@ TEST_F(SqliteLedgerTest, CallbacksRunOnTheGivenExecutor) {
       marked([&](auto done) { ledger->List(ListQuery{}, std::move(done)); }));
   EXPECT_GE(executor.tasks(), 4);
   ledger->Close();  // before the executor goes
+}
+
+TEST_P(LedgerSuite, APayoutHeldForApprovalCountsUntilCancelled) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  Payout held = ClientPayout(1, "alpha", 6'000);
+  held.state = PayoutState::kAwaitingApproval;
+  absl::StatusOr<InsertResult> inserted =
+      InsertWithin(*ledger, held, Limit(10'000));
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  ASSERT_TRUE(inserted->inserted);
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->payout.state, PayoutState::kAwaitingApproval);
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, PayoutId(1));
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ(events->front().to, PayoutState::kAwaitingApproval);
+  EXPECT_THAT(events->front().why, HasSubstr("approval"));
+
+  // It may yet be sent: it counts against the day's limit.
+  absl::StatusOr<InsertResult> over =
+      InsertWithin(*ledger, ClientPayout(2, "alpha", 5'000), Limit(10'000));
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_TRUE(over->over_daily_limit);
+  EXPECT_EQ(over->spent_paise, 6'000);
+
+  // Cancelled, it never will be: it stops counting, and it is final.
+  PayoutChange cancel = Change(PayoutId(1), PayoutState::kAwaitingApproval,
+                               PayoutState::kCancelled, T(50));
+  ASSERT_TRUE(Apply(*ledger, cancel).ok());
+  absl::StatusOr<InsertResult> fits =
+      InsertWithin(*ledger, ClientPayout(2, "alpha", 5'000), Limit(10'000));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_TRUE(fits->inserted);
+  EXPECT_EQ(Prune(*ledger, T(51)).value(), 1);
+  EXPECT_EQ(GetById(*ledger, PayoutId(1)).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_P(LedgerSuite, MetadataIsStoredAndReadBackExactly) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  Payout with = MakePayout(1);
+  with.metadata = {{"invoice", "INV-2026-0042"},
+                   {"note", "quote \" backslash \\ and ✓"},
+                   {"empty", ""}};
+  InsertIn(*ledger, with);
+  InsertIn(*ledger, MakePayout(2));
+  absl::StatusOr<StoredPayout> stored = GetById(*ledger, PayoutId(1));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->payout.metadata, with.metadata);
+  absl::StatusOr<StoredPayout> without = GetById(*ledger, PayoutId(2));
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_TRUE(without->payout.metadata.empty());
+  EXPECT_EQ(Query(absl::StrCat("SELECT count(*) FROM payouts WHERE metadata "
+                               "IS NULL AND payout_id = '",
+                               PayoutId(2), "'")),
+            "1");
+  absl::StatusOr<ListPage> page = List(*ledger, ListQuery{});
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->payouts.size(), 2u);
+  EXPECT_EQ(page->payouts.back().metadata, with.metadata);
+}
+
+TEST_P(LedgerSuite, OnlyPendingAndAwaitingApprovalPayoutsAreInserted) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  Payout accepted = MakePayout(1);
+  accepted.state = PayoutState::kAccepted;
+  EXPECT_EQ(Insert(*ledger, accepted).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // ---------------------------------------------------------------------------
@@ -2592,6 +2668,26 @@ TEST_F(PostgresLedgerTest, ASilentReplicasPayoutsBecomeUnknownAfterItsLease) {
   EXPECT_THAT(events->back().why, HasSubstr("replica-silent"));
 }
 
+TEST_F(PostgresLedgerTest, AnApprovedPayoutIsOwnedByTheReplicaThatSendsIt) {
+  auto creator = Open("replica-creator");
+  auto approver = Open("replica-approver");
+  ASSERT_NE(creator, nullptr);
+  ASSERT_NE(approver, nullptr);
+  Payout held = MakePayout(1);
+  held.state = PayoutState::kAwaitingApproval;
+  InsertIn(*creator, held);
+  ASSERT_TRUE(Apply(*approver, Change(PayoutId(1),
+                                      PayoutState::kAwaitingApproval,
+                                      PayoutState::kPending))
+                  .ok());
+  EXPECT_EQ(Query(absl::StrCat("SELECT owner FROM payouts WHERE payout_id = '",
+                               PayoutId(1), "'")),
+            "replica-approver");
+  // The creator's lease ending does not touch it; the approver's would.
+  creator->Close();
+  EXPECT_EQ(approver->RecoverPending(T(500)).value(), 0);
+}
+
 TEST_F(PostgresLedgerTest, ReplicasStartingTogetherMigrateOnce) {
   constexpr int kReplicas = 4;
   std::vector<std::unique_ptr<PostgresLedger>> ledgers(kReplicas);
@@ -2601,7 +2697,9 @@ TEST_F(PostgresLedgerTest, ReplicasStartingTogetherMigrateOnce) {
   }
   for (std::thread& thread : threads) thread.join();
   for (const auto& ledger : ledgers) ASSERT_NE(ledger, nullptr);
-  EXPECT_EQ(Query("SELECT count(*) FROM ledger_schema"), "1");
+  // One row per version: each migration ran once.
+  EXPECT_EQ(Query("SELECT count(*) FROM ledger_schema"),
+            absl::StrCat(pg::kSchemaVersion));
   EXPECT_EQ(Query("SELECT count(*) FROM gateway_replicas"),
             absl::StrCat(kReplicas));
 }

@@ -43,11 +43,15 @@
 
 namespace aopay {
 
+using ledger_internal::CheckNewPayout;
 using ledger_internal::CreatedBy;
+using ledger_internal::CreationReason;
+using ledger_internal::FinalStateNumbers;
 using ledger_internal::IsKnownState;
 using ledger_internal::kPayoutColumns;
 using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
+using ledger_internal::MetadataColumn;
 using ledger_internal::ParsePageToken;
 using ledger_internal::ReadPayoutRow;
 using ledger_internal::RowError;
@@ -720,9 +724,8 @@ void PostgresLedger::Insert(InsertRequest request,
           Connection& db) -> absl::StatusOr<InsertResult> {
         const Payout& payout = request.payout;
         const std::string& registration = impl.registration();
-        if (payout.payout_id.empty() || payout.request_id.empty()) {
-          return absl::InvalidArgumentError(
-              "a payout needs a payout_id and a request_id");
+        if (absl::Status valid = CheckNewPayout(payout); !valid.ok()) {
+          return valid;
         }
         const std::optional<DailyLimit>& limit = request.daily_limit;
         if (limit.has_value() &&
@@ -782,9 +785,10 @@ void PostgresLedger::Insert(InsertRequest request,
             "email, mobile, amount_paise, mode, transaction_id, "
             "transaction_reference_no, upstream_status, "
             "bank_beneficiary_name, failure, response, create_time_us, "
-            "update_time_us, client, owner) VALUES ($1, $2, $3, $4, $5, $6, "
-            "$7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, $18, "
-            "$19, $20, $21) ON CONFLICT ON CONSTRAINT payouts_key DO NOTHING "
+            "update_time_us, client, owner, metadata) VALUES ($1, $2, $3, $4, "
+            "$5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, NULL, "
+            "$18, $19, $20, $21, $25) ON CONFLICT ON CONSTRAINT payouts_key DO "
+            "NOTHING "
             "RETURNING payout_id) "
             "INSERT INTO payout_events (payout_id, from_state, to_state, why, "
             "who, time_us) SELECT payout_id, $22, $5, $23, $24, $18 FROM "
@@ -793,7 +797,7 @@ void PostgresLedger::Insert(InsertRequest request,
              registration,
              payout.request_id,
              request.fingerprint,
-             Number(PayoutState::kPending),
+             Number(payout.state),
              payout.beneficiary.account_number,
              payout.beneficiary.ifsc,
              payout.beneficiary.name,
@@ -811,8 +815,9 @@ void PostgresLedger::Insert(InsertRequest request,
              payout.client,
              impl.owner(),
              Number(PayoutState::kUnspecified),
-             std::string("recorded before calling AOPay"),
-             CreatedBy(payout)},
+             CreationReason(payout),
+             CreatedBy(payout),
+             MetadataColumn(payout.metadata)},
             "recording the payout");
         if (!inserted.ok()) return inserted.status();
         if (inserted->rows() == 0) return existing();
@@ -898,6 +903,8 @@ void PostgresLedger::Apply(PayoutChange change,
             "payout_answer = COALESCE($13, payout_answer), "
             "status_answer = COALESCE($14, status_answer), "
             "update_time_us = $15, "
+            // The replica that will send an approved payout owns it.
+            "owner = CASE WHEN $4 = 1 THEN $19 ELSE owner END, "
             // Retention counts from the latest move into a final state.
             "final_time_us = CASE WHEN $16::boolean AND state <> $4 THEN $15 "
             "ELSE final_time_us END "
@@ -920,7 +927,8 @@ void PostgresLedger::Apply(PayoutChange change,
              change.response.has_value() ? StatusColumn(*change.response)
                                          : std::nullopt,
              payout_answer, status_answer, Micros(change.time),
-             flag(IsFinal(change.new_state)), change.why, change.who},
+             flag(IsFinal(change.new_state)), change.why, change.who,
+             impl.owner()},
             "recording a payout change");
         if (!updated.ok()) return updated.status();
         if (updated->rows() == 0) return Unapplied(db, registration, change);
@@ -1093,13 +1101,12 @@ void PostgresLedger::Prune(absl::Time cutoff,
       [&impl, cutoff, leader](Connection& db) -> absl::StatusOr<int> {
         if (!leader) return 0;
         // Their events go with them (ON DELETE CASCADE).
-        absl::StatusOr<Result> removed = db.Exec(
-            "DELETE FROM payouts WHERE registration = $1 AND "
-            "state IN ($2, $3, $4) AND final_time_us < $5",
-            {impl.registration(), Number(PayoutState::kSucceeded),
-             Number(PayoutState::kFailed), Number(PayoutState::kReversed),
-             Micros(cutoff)},
-            "pruning old payouts");
+        static const std::string* const kSql = new std::string(absl::StrCat(
+            "DELETE FROM payouts WHERE registration = $1 AND state IN (",
+            FinalStateNumbers(), ") AND final_time_us < $2"));
+        absl::StatusOr<Result> removed =
+            db.Exec(*kSql, {impl.registration(), Micros(cutoff)},
+                    "pruning old payouts");
         if (!removed.ok()) return removed.status();
         return removed->changed();
       },

@@ -83,6 +83,14 @@ CREATE TABLE gateway_replicas (
   heartbeat_at timestamptz NOT NULL DEFAULT now()
 );
 )sql",
+    // 2: two more states, AWAITING_APPROVAL (7) and CANCELLED (8), and the
+    // callers' metadata (a JSON object, NULL for none).
+    R"sql(
+ALTER TABLE payouts DROP CONSTRAINT payouts_state_check;
+ALTER TABLE payouts ADD CONSTRAINT payouts_state_check
+  CHECK (state BETWEEN 1 AND 8);
+ALTER TABLE payouts ADD COLUMN metadata text;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");

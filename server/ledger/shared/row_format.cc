@@ -12,6 +12,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/errors.h"
+#include "rapidjson/document.h"
+#include "rapidjson/stringbuffer.h"
+#include "rapidjson/writer.h"
 
 namespace aopay::ledger_internal {
 namespace {
@@ -27,7 +30,7 @@ absl::Status BadPageToken(absl::string_view why) {
 
 bool IsKnownState(int64_t value) {
   return value >= static_cast<int64_t>(PayoutState::kUnspecified) &&
-         value <= static_cast<int64_t>(PayoutState::kUnknown);
+         value <= static_cast<int64_t>(kLastPayoutState);
 }
 
 bool IsKnownMode(int64_t value) {
@@ -60,6 +63,66 @@ absl::StatusOr<absl::Status> ParseStatusColumn(
 std::string CreatedBy(const Payout& payout) {
   return payout.client.empty() ? std::string("gateway")
                                : absl::StrCat("client ", payout.client);
+}
+
+absl::Status CheckNewPayout(const Payout& payout) {
+  if (payout.payout_id.empty() || payout.request_id.empty()) {
+    return absl::InvalidArgumentError(
+        "a payout needs a payout_id and a request_id");
+  }
+  if (payout.state != PayoutState::kPending &&
+      payout.state != PayoutState::kAwaitingApproval) {
+    return absl::InvalidArgumentError(
+        "a payout is created PENDING or AWAITING_APPROVAL");
+  }
+  return absl::OkStatus();
+}
+
+std::string FinalStateNumbers() {
+  std::vector<int> final_states;
+  for (int state = 0; state <= static_cast<int>(kLastPayoutState); ++state) {
+    if (IsFinal(static_cast<PayoutState>(state))) final_states.push_back(state);
+  }
+  return absl::StrJoin(final_states, ", ");
+}
+
+std::string CreationReason(const Payout& payout) {
+  return payout.state == PayoutState::kAwaitingApproval
+             ? std::string("recorded; held for approval by another client")
+             : std::string("recorded before calling AOPay");
+}
+
+std::optional<std::string> MetadataColumn(const Metadata& metadata) {
+  if (metadata.empty()) return std::nullopt;
+  rapidjson::StringBuffer buffer;
+  rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+  writer.StartObject();
+  for (const auto& [key, value] : metadata) {
+    writer.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
+    writer.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
+  }
+  writer.EndObject();
+  return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+absl::StatusOr<Metadata> ParseMetadataColumn(
+    const std::optional<std::string>& text, absl::string_view payout_id) {
+  Metadata metadata;
+  if (!text.has_value()) return metadata;
+  rapidjson::Document document;
+  document.Parse(text->data(), text->size());
+  if (document.HasParseError() || !document.IsObject()) {
+    return RowError(payout_id, "an unreadable metadata column");
+  }
+  for (const auto& member : document.GetObject()) {
+    if (!member.value.IsString()) {
+      return RowError(payout_id, "an unreadable metadata column");
+    }
+    metadata.emplace(
+        std::string(member.name.GetString(), member.name.GetStringLength()),
+        std::string(member.value.GetString(), member.value.GetStringLength()));
+  }
+  return metadata;
 }
 
 uint32_t StateMask(const std::vector<PayoutState>& states) {

@@ -27,7 +27,7 @@ inline constexpr char kPayoutColumns[] =
     "payout_id, request_id, fingerprint, state, account_number, ifsc, name, "
     "email, mobile, amount_paise, mode, transaction_id, "
     "transaction_reference_no, upstream_status, bank_beneficiary_name, "
-    "failure, response, create_time_us, update_time_us, client";
+    "failure, response, create_time_us, update_time_us, client, metadata";
 
 // Whether a stored integer is a PayoutState / TransferMode this code knows.
 bool IsKnownState(int64_t value);
@@ -59,9 +59,27 @@ absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row);
 std::string ListSql(const std::vector<PayoutState>& states, bool after,
                     bool client, char placeholder);
 
+// INVALID_ARGUMENT unless the payout has a payout_id and a request_id and is
+// in a state a payout is created in (PENDING or AWAITING_APPROVAL).
+absl::Status CheckNewPayout(const Payout& payout);
+
+// The final states' numbers, "3, 4, 5, 8", for an IN (...) list.
+std::string FinalStateNumbers();
+
 // Who caused a payout's creation event: its client, or "gateway" when the
 // gateway runs without clients.
 std::string CreatedBy(const Payout& payout);
+
+// Why a payout was created in its first state (PENDING: about to be sent;
+// AWAITING_APPROVAL: held for a second client).
+std::string CreationReason(const Payout& payout);
+
+// What the metadata column holds: NULL for none, otherwise a JSON object of
+// strings.
+std::optional<std::string> MetadataColumn(const Metadata& metadata);
+// DATA_LOSS naming the payout when the text is not such an object.
+absl::StatusOr<Metadata> ParseMetadataColumn(
+    const std::optional<std::string>& text, absl::string_view payout_id);
 
 // The state filter as a bit mask, one bit per state.
 uint32_t StateMask(const std::vector<PayoutState>& states);
@@ -117,6 +135,10 @@ absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row) {
   payout.create_time = absl::FromUnixMicros(row.Int(17));
   payout.update_time = absl::FromUnixMicros(row.Int(18));
   payout.client = row.Text(19);
+  absl::StatusOr<Metadata> metadata =
+      ParseMetadataColumn(optional_text(20), payout.payout_id);
+  if (!metadata.ok()) return metadata.status();
+  payout.metadata = *std::move(metadata);
   return stored;
 }
 

@@ -165,6 +165,67 @@ BEGIN
   SELECT RAISE(ABORT, 'payout_events are deleted only with their payout');
 END;
 )sql",
+    // 4: two more states, AWAITING_APPROVAL (7) and CANCELLED (8), and the
+    // callers' metadata (a JSON object, NULL for none). The state's CHECK is
+    // part of the table, so the table is rebuilt as in version 3.
+    R"sql(
+CREATE TABLE payouts_v4 (
+  payout_id TEXT NOT NULL PRIMARY KEY,
+  registration TEXT NOT NULL,
+  client TEXT NOT NULL DEFAULT '',
+  request_id TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  state INTEGER NOT NULL CHECK (state BETWEEN 1 AND 8),
+  account_number TEXT NOT NULL,
+  ifsc TEXT NOT NULL,
+  name TEXT NOT NULL,
+  email TEXT NOT NULL,
+  mobile TEXT NOT NULL,
+  amount_paise INTEGER NOT NULL,
+  mode INTEGER NOT NULL,
+  transaction_id TEXT NOT NULL DEFAULT '',
+  transaction_reference_no TEXT NOT NULL DEFAULT '',
+  upstream_status TEXT NOT NULL DEFAULT '',
+  bank_beneficiary_name TEXT NOT NULL DEFAULT '',
+  failure TEXT,
+  response TEXT,
+  payout_answer TEXT,
+  status_answer TEXT,
+  create_time_us INTEGER NOT NULL,
+  update_time_us INTEGER NOT NULL,
+  final_time_us INTEGER,
+  metadata TEXT
+);
+INSERT INTO payouts_v4 (payout_id, registration, client, request_id,
+  fingerprint, state, account_number, ifsc, name, email, mobile, amount_paise,
+  mode, transaction_id, transaction_reference_no, upstream_status,
+  bank_beneficiary_name, failure, response, payout_answer, status_answer,
+  create_time_us, update_time_us, final_time_us)
+SELECT payout_id, registration, client, request_id, fingerprint, state,
+  account_number, ifsc, name, email, mobile, amount_paise, mode,
+  transaction_id, transaction_reference_no, upstream_status,
+  bank_beneficiary_name, failure, response, payout_answer, status_answer,
+  create_time_us, update_time_us, final_time_us
+FROM payouts;
+DROP TRIGGER payout_events_deleted_with_payout;
+DROP TABLE payouts;
+ALTER TABLE payouts_v4 RENAME TO payouts;
+CREATE UNIQUE INDEX payouts_by_key ON payouts (registration, client,
+  request_id);
+CREATE INDEX payouts_by_registration ON payouts (registration, payout_id);
+CREATE INDEX payouts_by_state ON payouts (registration, state, payout_id);
+CREATE INDEX payouts_by_transaction_id ON payouts (transaction_id)
+  WHERE transaction_id <> '';
+CREATE INDEX payouts_by_final_time ON payouts (registration, final_time_us)
+  WHERE final_time_us IS NOT NULL;
+CREATE INDEX payouts_by_client_day ON payouts (registration, client,
+  create_time_us);
+CREATE TRIGGER payout_events_deleted_with_payout BEFORE DELETE ON payout_events
+  WHEN EXISTS (SELECT 1 FROM payouts WHERE payout_id = OLD.payout_id)
+BEGIN
+  SELECT RAISE(ABORT, 'payout_events are deleted only with their payout');
+END;
+)sql",
 };
 constexpr int kKnownVersion =
     static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));

@@ -43,10 +43,14 @@
 
 namespace aopay {
 
+using ledger_internal::CheckNewPayout;
 using ledger_internal::CreatedBy;
+using ledger_internal::CreationReason;
+using ledger_internal::FinalStateNumbers;
 using ledger_internal::IsKnownState;
 using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
+using ledger_internal::MetadataColumn;
 using ledger_internal::ParsePageToken;
 using ledger_internal::ReadPayoutRow;
 using ledger_internal::RowError;
@@ -365,9 +369,8 @@ void SqliteLedger::Insert(InsertRequest request,
       [&registration, request = std::move(request)](
           Connection& db) -> absl::StatusOr<InsertResult> {
         const Payout& payout = request.payout;
-        if (payout.payout_id.empty() || payout.request_id.empty()) {
-          return absl::InvalidArgumentError(
-              "a payout needs a payout_id and a request_id");
+        if (absl::Status valid = CheckNewPayout(payout); !valid.ok()) {
+          return valid;
         }
         const std::optional<DailyLimit>& limit = request.daily_limit;
         if (limit.has_value() &&
@@ -406,16 +409,17 @@ void SqliteLedger::Insert(InsertRequest request,
             "fingerprint, state, account_number, ifsc, name, email, mobile, "
             "amount_paise, mode, transaction_id, transaction_reference_no, "
             "upstream_status, bank_beneficiary_name, failure, response, "
-            "create_time_us, update_time_us, client) VALUES (?1, ?2, ?3, ?4, "
-            "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL, "
-            "?18, ?19, ?20)",
+            "create_time_us, update_time_us, client, metadata) VALUES (?1, ?2, "
+            "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
+            "?17, NULL, "
+            "?18, ?19, ?20, ?21)",
             "recording the payout");
         if (!insert.ok()) return insert.status();
         insert->Bind(1, payout.payout_id);
         insert->Bind(2, registration);
         insert->Bind(3, payout.request_id);
         insert->Bind(4, request.fingerprint);
-        insert->Bind(5, static_cast<int>(PayoutState::kPending));
+        insert->Bind(5, static_cast<int>(payout.state));
         insert->Bind(6, payout.beneficiary.account_number);
         insert->Bind(7, payout.beneficiary.ifsc);
         insert->Bind(8, payout.beneficiary.name);
@@ -431,11 +435,11 @@ void SqliteLedger::Insert(InsertRequest request,
         insert->Bind(18, absl::ToUnixMicros(payout.create_time));
         insert->Bind(19, absl::ToUnixMicros(payout.update_time));
         insert->Bind(20, payout.client);
+        insert->Bind(21, MetadataColumn(payout.metadata));
         if (absl::Status run = insert->Run(); !run.ok()) return run;
         if (absl::Status event = AppendEvent(
-                db, payout.payout_id, PayoutState::kUnspecified,
-                PayoutState::kPending, "recorded before calling AOPay",
-                CreatedBy(payout), payout.create_time);
+                db, payout.payout_id, PayoutState::kUnspecified, payout.state,
+                CreationReason(payout), CreatedBy(payout), payout.create_time);
             !event.ok()) {
           return event;
         }
@@ -733,16 +737,14 @@ void SqliteLedger::Prune(absl::Time cutoff,
   impl_->Write<int>(
       [&registration, cutoff](Connection& db) -> absl::StatusOr<int> {
         // Their events go with them (ON DELETE CASCADE).
-        absl::StatusOr<Statement> remove = db.Prepare(
-            "DELETE FROM payouts WHERE registration = ?1 AND "
-            "state IN (?2, ?3, ?4) AND final_time_us < ?5",
-            "pruning old payouts");
+        static const std::string* const kSql = new std::string(absl::StrCat(
+            "DELETE FROM payouts WHERE registration = ?1 AND state IN (",
+            FinalStateNumbers(), ") AND final_time_us < ?2"));
+        absl::StatusOr<Statement> remove =
+            db.Prepare(*kSql, "pruning old payouts");
         if (!remove.ok()) return remove.status();
         remove->Bind(1, registration);
-        remove->Bind(2, static_cast<int>(PayoutState::kSucceeded));
-        remove->Bind(3, static_cast<int>(PayoutState::kFailed));
-        remove->Bind(4, static_cast<int>(PayoutState::kReversed));
-        remove->Bind(5, absl::ToUnixMicros(cutoff));
+        remove->Bind(2, absl::ToUnixMicros(cutoff));
         if (absl::Status run = remove->Run(); !run.ok()) return run;
         return remove->Changes();
       },
