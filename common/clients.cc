@@ -34,7 +34,8 @@ constexpr size_t kMaxQuotedLength = 40;
 
 constexpr absl::string_view kScopeList =
     "payouts:write, payouts:read, payouts:read_all, admin, approve";
-constexpr absl::string_view kLimitList = "max_payout_paise, daily_paise";
+constexpr absl::string_view kLimitList =
+    "max_payout_paise, daily_paise, approval_above_paise";
 
 // SHA-256 of `text` as 32 raw bytes. EVP_Digest with SHA-256 fails only
 // when the library cannot allocate; that is not a state to carry on from.
@@ -236,6 +237,8 @@ absl::StatusOr<std::shared_ptr<const ClientRegistry>> ClientRegistry::Parse(
         slot = &client.max_payout_paise;
       } else if (limit == "daily_paise") {
         slot = &client.daily_paise;
+      } else if (limit == "approval_above_paise") {
+        slot = &client.approval_above_paise;
       } else {
         return LineError(line_number,
                          absl::StrCat("unknown limit ", Quote(limit),

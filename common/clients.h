@@ -40,6 +40,9 @@ struct Client {
   uint32_t scopes = 0;
   std::optional<int64_t> max_payout_paise;  // one payout
   std::optional<int64_t> daily_paise;       // per calendar day in India
+  // A payout above this waits in AWAITING_APPROVAL for another client with
+  // the scope approve (maker-checker).
+  std::optional<int64_t> approval_above_paise;
 
   bool Has(Scope scope) const { return (scopes & scope) != 0; }
   // payouts:read_all, admin or approve: may read every client's payouts.

@@ -206,6 +206,33 @@ std::string StripMobilePrefix(absl::string_view mobile) {
 
 // One field of the fingerprint's input: its length, then its bytes, so that no
 // two different requests encode the same ("ab"+"c" vs "a"+"bc").
+// The caller's references: bounded in number and size. The descriptions
+// name no key or value: metadata is never echoed.
+void CheckMetadata(const Metadata& metadata, Violations& violations) {
+  constexpr absl::string_view kField = "metadata";
+  if (metadata.size() > static_cast<size_t>(kMaxMetadataKeys)) {
+    violations.Add(
+        kField, absl::StrCat("may have at most ", kMaxMetadataKeys, " keys"));
+  }
+  bool empty_key = false, long_key = false, long_value = false;
+  for (const auto& [key, value] : metadata) {
+    empty_key = empty_key || key.empty();
+    long_key = long_key || text_internal::CountUtf8Chars(key) >
+                               static_cast<size_t>(kMaxMetadataKeyChars);
+    long_value = long_value || text_internal::CountUtf8Chars(value) >
+                                   static_cast<size_t>(kMaxMetadataValueChars);
+  }
+  if (empty_key) violations.Add(kField, "keys must not be empty");
+  if (long_key) {
+    violations.Add(kField, absl::StrCat("keys must be at most ",
+                                        kMaxMetadataKeyChars, " characters"));
+  }
+  if (long_value) {
+    violations.Add(kField, absl::StrCat("values must be at most ",
+                                        kMaxMetadataValueChars, " characters"));
+  }
+}
+
 void AppendField(std::string& out, absl::string_view value) {
   absl::StrAppend(&out, value.size(), ":", value, ";");
 }
@@ -235,6 +262,7 @@ absl::StatusOr<PayoutRequest> NormalizeAndValidate(
   CheckMobile(beneficiary.mobile, violations);
   CheckAmount(normal.amount_paise, normal.mode, limits, violations);
   CheckMode(normal.mode, violations);
+  CheckMetadata(normal.metadata, violations);
   if (!violations.empty()) return InvalidRequestError(violations.Take());
   return normal;
 }
@@ -248,6 +276,16 @@ std::string RequestFingerprint(const PayoutRequest& normalized) {
   AppendField(canonical, normalized.beneficiary.mobile);
   AppendField(canonical, absl::StrCat(normalized.amount_paise));
   AppendField(canonical, absl::StrCat(static_cast<int>(normalized.mode)));
+  // Only when there is metadata, so that the fingerprints of requests
+  // without it (and of payouts recorded before metadata existed) stay as
+  // they were.
+  if (!normalized.metadata.empty()) {
+    absl::StrAppend(&canonical, "metadata;");
+    for (const auto& [key, value] : normalized.metadata) {
+      AppendField(canonical, key);
+      AppendField(canonical, value);
+    }
+  }
 
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_length = 0;

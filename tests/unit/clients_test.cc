@@ -50,6 +50,25 @@ std::shared_ptr<const ClientRegistry> MustParse(const std::string& text) {
   return registry.ok() ? *registry : nullptr;
 }
 
+TEST(ClientsFileTest, ApprovalAbovePaiseIsALimitOfItsOwn) {
+  std::shared_ptr<const ClientRegistry> parsed = MustParse(absl::StrCat(
+      "maker ", kTestDigest, " payouts:write approval_above_paise=500000\n",
+      "checker ", kTest2Digest, " approve\n"));
+  ASSERT_NE(parsed, nullptr);
+  const std::vector<Client>& clients = parsed->clients();
+  EXPECT_EQ(clients[0].approval_above_paise, 500000);
+  EXPECT_FALSE(clients[1].approval_above_paise.has_value());
+  EXPECT_FALSE(ClientRegistry::Parse(
+                   absl::StrCat("maker ", kTestDigest,
+                                " payouts:write approval_above_paise=1 "
+                                "approval_above_paise=2\n"))
+                   .ok());
+  EXPECT_FALSE(ClientRegistry::Parse(absl::StrCat("maker ", kTestDigest,
+                                                  " payouts:write "
+                                                  "approval_above_paise=0\n"))
+                   .ok());
+}
+
 TEST(TokenDigestTest, IsLowerCaseHexSha256) {
   EXPECT_EQ(TokenDigest("test"), kTestDigest);
   EXPECT_EQ(TokenDigest("test2"), kTest2Digest);

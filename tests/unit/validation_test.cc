@@ -349,5 +349,58 @@ TEST(RequestFingerprintTest, FieldBoundariesAreUnambiguous) {
   EXPECT_NE(RequestFingerprint(a), RequestFingerprint(b));
 }
 
+TEST(RequestFingerprintTest, MetadataIsPartOfItAndNoneLeavesItAsItWas) {
+  // The fingerprint of a request without metadata, as recorded before
+  // metadata existed: replays of old payouts must still match.
+  EXPECT_EQ(RequestFingerprint(ValidRequest()),
+            "8b99cab1147e2ce4c181ca0da86461dac86f7a11f69b7a3be1b18fc6282a7626")
+      << "computed once and kept: see the test's comment";
+  PayoutRequest with = ValidRequest();
+  with.metadata = {{"invoice", "INV-1"}};
+  const std::string one = RequestFingerprint(with);
+  EXPECT_NE(one, RequestFingerprint(ValidRequest()));
+  with.metadata = {{"invoice", "INV-2"}};
+  EXPECT_NE(RequestFingerprint(with), one);
+  with.metadata = {{"invoic", "eINV-1"}};
+  EXPECT_NE(RequestFingerprint(with), one);
+}
+
+TEST(ValidationTest, MetadataIsBoundedAndNeverEchoed) {
+  PayoutRequest request = ValidRequest();
+  for (int i = 0; i <= kMaxMetadataKeys; ++i) {
+    request.metadata[absl::StrCat("key", i)] = "v";
+  }
+  request.metadata[std::string(kMaxMetadataKeyChars + 1, 'k')] = "v";
+  request.metadata["secret-ref"] = std::string(kMaxMetadataValueChars + 1, 'S');
+  request.metadata[""] = "v";
+  absl::StatusOr<PayoutRequest> refused =
+      NormalizeAndValidate(request, ValidationLimits{});
+  ASSERT_FALSE(refused.ok());
+  const ErrorDetails details = GetErrorDetails(refused.status());
+  std::vector<std::string> descriptions;
+  for (const FieldViolation& v : details.violations) {
+    EXPECT_EQ(v.field, "metadata");
+    EXPECT_FALSE(absl::StrContains(v.description, "SSS"));
+    EXPECT_FALSE(absl::StrContains(v.description, "secret-ref"));
+    descriptions.push_back(v.description);
+  }
+  EXPECT_THAT(
+      descriptions,
+      testing::ElementsAre("may have at most 16 keys", "keys must not be empty",
+                           "keys must be at most 40 characters",
+                           "values must be at most 256 characters"));
+
+  PayoutRequest fine = ValidRequest();
+  for (int i = 0; i < kMaxMetadataKeys; ++i) {
+    fine.metadata[std::string(kMaxMetadataKeyChars - 2, 'a') +
+                  absl::StrCat(i % 10, i / 10)] =
+        std::string(kMaxMetadataValueChars, 'v');
+  }
+  absl::StatusOr<PayoutRequest> accepted =
+      NormalizeAndValidate(fine, ValidationLimits{});
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  EXPECT_EQ(accepted->metadata, fine.metadata);
+}
+
 }  // namespace
 }  // namespace aopay
