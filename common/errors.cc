@@ -434,6 +434,39 @@ absl::Status InvalidTransitionError(absl::string_view payout_id,
                    "."));
 }
 
+absl::Status NotAwaitingApprovalError(absl::string_view payout_id,
+                                      absl::string_view state) {
+  return PayoutPreconditionError(
+      reason::kNotAwaitingApproval, payout_id,
+      absl::StrCat("The payout is not AWAITING_APPROVAL (", state,
+                   "); nothing changed."));
+}
+
+absl::Status NotCancellableError(absl::string_view payout_id,
+                                 absl::string_view state) {
+  return PayoutPreconditionError(
+      reason::kNotCancellable, payout_id,
+      absl::StrCat("Only a payout AWAITING_APPROVAL can be cancelled (",
+                   state, "); nothing changed."));
+}
+
+absl::Status SelfApprovalError(absl::string_view payout_id) {
+  ErrorDetails details = WithReason(reason::kSelfApproval);
+  details.metadata[std::string(meta::kPayoutId)] = std::string(payout_id);
+  return MakeError(absl::StatusCode::kPermissionDenied,
+                   "A payout must be approved or rejected by a client other "
+                   "than the one that created it.",
+                   std::move(details));
+}
+
+absl::Status NotCreatorError(absl::string_view payout_id) {
+  ErrorDetails details = WithReason(reason::kNotCreator);
+  details.metadata[std::string(meta::kPayoutId)] = std::string(payout_id);
+  return MakeError(absl::StatusCode::kPermissionDenied,
+                   "Only the client that created a payout can cancel it.",
+                   std::move(details));
+}
+
 absl::Status ReportedFailureError(absl::string_view payout_id) {
   return PayoutPreconditionError(reason::kUpstreamReportedFailure, payout_id,
                                  "AOPay reported that the payout failed.");

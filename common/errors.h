@@ -53,6 +53,11 @@ inline constexpr absl::string_view kUpstreamReportedFailure =
     "UPSTREAM_REPORTED_FAILURE";
 inline constexpr absl::string_view kClientLimitExceeded =
     "CLIENT_LIMIT_EXCEEDED";
+inline constexpr absl::string_view kNotAwaitingApproval =
+    "NOT_AWAITING_APPROVAL";
+inline constexpr absl::string_view kSelfApproval = "SELF_APPROVAL";
+inline constexpr absl::string_view kNotCancellable = "NOT_CANCELLABLE";
+inline constexpr absl::string_view kNotCreator = "NOT_CREATOR";
 }  // namespace reason
 
 // ErrorInfo metadata keys.
@@ -178,6 +183,22 @@ std::string SerializeError(const absl::Status& status);
 // (RESOLVED_BY_OPERATOR).
 [[nodiscard]] absl::Status ReportedFailureError(absl::string_view payout_id);
 [[nodiscard]] absl::Status ResolvedAsFailedError(absl::string_view payout_id);
+
+// Approvals (docs/api.md, Approvals). FAILED_PRECONDITION,
+// NOT_AWAITING_APPROVAL, payoutId: approving or rejecting a payout in
+// `state` (also the loser of two racing approvals).
+[[nodiscard]] absl::Status NotAwaitingApprovalError(absl::string_view payout_id,
+                                                    absl::string_view state);
+// PERMISSION_DENIED, SELF_APPROVAL, payoutId: the payout's creator cannot
+// approve or reject it.
+[[nodiscard]] absl::Status SelfApprovalError(absl::string_view payout_id);
+// FAILED_PRECONDITION, NOT_CANCELLABLE, payoutId: cancelling a payout in
+// `state` (only AWAITING_APPROVAL can be cancelled).
+[[nodiscard]] absl::Status NotCancellableError(absl::string_view payout_id,
+                                               absl::string_view state);
+// PERMISSION_DENIED, NOT_CREATOR, payoutId: a client that may read another
+// client's payout tries to cancel it.
+[[nodiscard]] absl::Status NotCreatorError(absl::string_view payout_id);
 
 }  // namespace aopay
 

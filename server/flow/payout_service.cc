@@ -17,6 +17,10 @@ namespace aopay {
 namespace {
 
 constexpr size_t kMaxNoteBytes = 2000;
+// Why an approval, a rejection or a cancel changed nothing when another of
+// them changed the payout between its read and its write.
+constexpr absl::string_view kCameFirst =
+    "another approval, rejection or cancel came first";
 
 // For fmt, which formats std::string_view without a copy.
 std::string_view View(absl::string_view text) {
@@ -224,8 +228,12 @@ void PayoutService::Create(PayoutRequest request, Client caller,
   Payout payout;
   payout.payout_id = NewPayoutId(started);
   payout.request_id = normalized->request_id;
-  payout.state = PayoutState::kPending;
+  // Above the client's approval threshold: recorded, held, not sent.
+  const bool held = caller.approval_above_paise.has_value() &&
+                    normalized->amount_paise > *caller.approval_above_paise;
+  payout.state = held ? PayoutState::kAwaitingApproval : PayoutState::kPending;
   payout.beneficiary = normalized->beneficiary;
+  payout.metadata = normalized->metadata;
   payout.amount_paise = normalized->amount_paise;
   payout.mode = normalized->mode;
   payout.create_time = started;
@@ -320,6 +328,18 @@ void PayoutService::OnInserted(PayoutRequest request, Payout payout,
     return;
   }
 
+  if (payout.state == PayoutState::kAwaitingApproval) {
+    CountOutcome(payout.mode, "awaiting_approval");
+    LogOutcome(payout, started, absl::OkStatus());
+    done(std::move(payout));
+    return;
+  }
+  Send(request, std::move(payout), started, Sender::kCreate, std::move(done));
+}
+
+void PayoutService::Send(const PayoutRequest& request, Payout payout,
+                         absl::Time started, Sender sender,
+                         Callback<absl::StatusOr<Payout>> done) {
   UpstreamRequest call;
   call.path = std::string(kPayoutPath);
   call.body = BuildPayoutBody(request, options_.registration_id);
@@ -327,15 +347,16 @@ void PayoutService::OnInserted(PayoutRequest request, Payout payout,
   const absl::Time call_started = clock_();
   upstream_.Post(
       std::move(call),
-      [this, payout = std::move(payout), started, call_started,
+      [this, payout = std::move(payout), started, call_started, sender,
        done = std::move(done)](absl::StatusOr<HttpAnswer> answer) mutable {
         metrics_.upstream_duration.Observe({"payout"}, clock_() - call_started);
-        OnPayoutAnswer(std::move(payout), started, std::move(answer),
+        OnPayoutAnswer(std::move(payout), started, sender, std::move(answer),
                        std::move(done));
       });
 }
 
 void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
+                                   Sender sender,
                                    absl::StatusOr<HttpAnswer> answer,
                                    Callback<absl::StatusOr<Payout>> done) {
   metrics_.upstream_calls.Increment(
@@ -351,6 +372,31 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
                               : InterpretTransportFailure(answer.status());
   verdict.error = Scrub(verdict.error);
 
+  if (verdict.kind == PayoutVerdict::Kind::kNotSent &&
+      sender == Sender::kApproval) {
+    // An approved payout that certainly did not leave waits for approval
+    // again (rather than vanishing with the approval), so that it can be
+    // approved again once AOPay can be reached.
+    PayoutChange back;
+    back.payout_id = payout.payout_id;
+    back.expected_state = PayoutState::kPending;
+    back.new_state = PayoutState::kAwaitingApproval;
+    back.why = "not sent: AOPay could not be reached; awaiting approval again";
+    back.who = "gateway";
+    back.time = clock_();
+    RecordOutcome(
+        std::move(back),
+        [this, payout, started, error = std::move(verdict.error),
+         done = std::move(done)](absl::StatusOr<StoredPayout> applied) {
+          CountOutcome(payout.mode, "not_sent");
+          LogOutcome(payout, started, error);
+          done(applied.ok() ? error
+                            : RequestInProgressError(payout.payout_id,
+                                                     options_.retry_delay));
+        },
+        [](absl::StatusOr<StoredPayout>) {});
+    return;
+  }
   if (verdict.kind == PayoutVerdict::Kind::kNotSent) {
     ledger_.Forget(
         payout.payout_id,
@@ -792,6 +838,169 @@ void PayoutService::Resolve(ResolveRequest request, Client caller,
                      std::string(PayoutStateName(request.state)));
         Apply(std::move(change), "resolve",
               PayoutOf(AnonymousClient(), std::move(done)));
+      });
+}
+
+void PayoutService::Decide(
+    Approval kind, ApprovalRequest request, Client caller,
+    Callback<absl::StatusOr<Payout>> done,
+    std::function<void(StoredPayout, Client, Callback<absl::StatusOr<Payout>>)>
+        act) {
+  std::vector<FieldViolation> violations;
+  if (request.payout_id.empty()) {
+    violations.push_back({"payout_id", "is required"});
+  }
+  request.note = std::string(absl::StripAsciiWhitespace(request.note));
+  if (request.note.empty() && kind != Approval::kCancel) {
+    violations.push_back({"note", "is required and kept for audit"});
+  } else if (request.note.size() > kMaxNoteBytes) {
+    violations.push_back({"note", "must be at most 2000 bytes"});
+  }
+  if (!violations.empty()) {
+    done(InvalidRequestError(std::move(violations)));
+    return;
+  }
+  std::string payout_id = request.payout_id;
+  ledger_.GetByPayoutId(
+      std::move(payout_id),
+      [this, kind, caller = std::move(caller), done = std::move(done),
+       act = std::move(act)](absl::StatusOr<StoredPayout> stored) mutable {
+        if (!stored.ok()) {
+          done(stored.status());
+          return;
+        }
+        const Payout& payout = stored->payout;
+        if (!Visible(caller, payout)) {
+          done(Hidden(payout.payout_id));
+          return;
+        }
+        const bool creator = payout.client == caller.name;
+        if (kind == Approval::kCancel) {
+          if (!creator) {
+            done(NotCreatorError(payout.payout_id));
+            return;
+          }
+          if (payout.state != PayoutState::kAwaitingApproval) {
+            done(NotCancellableError(payout.payout_id,
+                                     PayoutStateName(payout.state)));
+            return;
+          }
+        } else {
+          if (creator) {
+            done(SelfApprovalError(payout.payout_id));
+            return;
+          }
+          if (payout.state != PayoutState::kAwaitingApproval) {
+            done(NotAwaitingApprovalError(payout.payout_id,
+                                          PayoutStateName(payout.state)));
+            return;
+          }
+        }
+        act(*std::move(stored), std::move(caller), std::move(done));
+      });
+}
+
+void PayoutService::Approve(ApprovalRequest request, Client caller,
+                            Callback<absl::StatusOr<Payout>> done) {
+  const absl::Time started = clock_();
+  if (absl::Status admitted = Begin(Work::kCreate, done); !admitted.ok()) {
+    done(std::move(admitted));
+    return;
+  }
+  std::string note = request.note;
+  Decide(Approval::kApprove, std::move(request), std::move(caller),
+         std::move(done),
+         [this, started, note = std::string(absl::StripAsciiWhitespace(note))](
+             StoredPayout stored, Client caller,
+             Callback<absl::StatusOr<Payout>> done) {
+           PayoutChange change;
+           change.payout_id = stored.payout.payout_id;
+           change.expected_state = PayoutState::kAwaitingApproval;
+           change.new_state = PayoutState::kPending;
+           change.why = "approved; recorded before calling AOPay";
+           change.who = absl::StrCat("approver ", caller.name, ": ", note);
+           change.time = clock_();
+           const std::string payout_id = change.payout_id;
+           Apply(std::move(change), "approve",
+                 [this, started, payout_id, done = std::move(done)](
+                     absl::StatusOr<StoredPayout> applied) mutable {
+                   if (!applied.ok()) {
+                     // Another approval, a rejection or a cancel came first.
+                     done(applied.status().code() == absl::StatusCode::kAborted
+                              ? NotAwaitingApprovalError(payout_id, kCameFirst)
+                              : applied.status());
+                     return;
+                   }
+                   Payout payout = applied->payout;
+                   PayoutRequest request;
+                   request.request_id = payout.request_id;
+                   request.beneficiary = payout.beneficiary;
+                   request.amount_paise = payout.amount_paise;
+                   request.mode = payout.mode;
+                   spdlog::info(
+                       "payout approved, sending: payout_id={} client={}",
+                       payout.payout_id, payout.client);
+                   Send(request, std::move(payout), started, Sender::kApproval,
+                        std::move(done));
+                 });
+         });
+}
+
+void PayoutService::Reject(ApprovalRequest request, Client caller,
+                           Callback<absl::StatusOr<Payout>> done) {
+  Cancelled(Approval::kReject, std::move(request), std::move(caller),
+            std::move(done));
+}
+
+void PayoutService::Cancel(ApprovalRequest request, Client caller,
+                           Callback<absl::StatusOr<Payout>> done) {
+  Cancelled(Approval::kCancel, std::move(request), std::move(caller),
+            std::move(done));
+}
+
+void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
+                              Client caller,
+                              Callback<absl::StatusOr<Payout>> done) {
+  const std::string note(absl::StripAsciiWhitespace(request.note));
+  Decide(
+      kind, std::move(request), std::move(caller), std::move(done),
+      [this, kind, note](StoredPayout stored, Client caller,
+                         Callback<absl::StatusOr<Payout>> done) {
+        const std::string payout_id = stored.payout.payout_id;
+        PayoutChange change;
+        change.payout_id = payout_id;
+        change.expected_state = PayoutState::kAwaitingApproval;
+        change.new_state = PayoutState::kCancelled;
+        change.response = absl::OkStatus();
+        if (kind == Approval::kReject) {
+          change.why = "rejected; never sent";
+          change.who = absl::StrCat("approver ", caller.name, ": ", note);
+        } else {
+          change.why = "cancelled by its creator; never sent";
+          change.who = note.empty()
+                           ? absl::StrCat("client ", caller.name)
+                           : absl::StrCat("client ", caller.name, ": ", note);
+        }
+        change.time = clock_();
+        Apply(std::move(change),
+              kind == Approval::kReject ? "reject" : "cancel",
+              [this, kind, payout_id, done = std::move(done)](
+                  absl::StatusOr<StoredPayout> applied) mutable {
+                if (!applied.ok() &&
+                    applied.status().code() == absl::StatusCode::kAborted) {
+                  // An approval (or another cancel) came first.
+                  done(kind == Approval::kCancel
+                           ? NotCancellableError(payout_id, kCameFirst)
+                           : NotAwaitingApprovalError(payout_id, kCameFirst));
+                  return;
+                }
+                if (!applied.ok()) {
+                  done(applied.status());
+                  return;
+                }
+                CountOutcome(applied->payout.mode, "cancelled");
+                done(applied->payout);
+              });
       });
 }
 

@@ -51,6 +51,12 @@ struct PayoutServiceOptions {
   absl::Duration outcome_retry_max = absl::Seconds(5);
 };
 
+// ApprovePayout, RejectPayout and CancelPayout.
+struct ApprovalRequest {
+  std::string payout_id;
+  std::string note;  // required to approve or reject; optional to cancel
+};
+
 struct ResolveRequest {
   std::string payout_id;
   PayoutState state = PayoutState::kUnspecified;
@@ -114,6 +120,19 @@ class PayoutService {
   void Resolve(ResolveRequest request, Client caller,
                Callback<absl::StatusOr<Payout>> done);
 
+  // Approvals (docs/api.md, Approvals). Approve moves a payout from
+  // AWAITING_APPROVAL to PENDING (compare-and-set: of racing approvals, and
+  // of an approval racing a cancel or reject, exactly one wins) and sends it
+  // as Create would, answering as Create would; Reject moves it to
+  // CANCELLED. Both need a caller other than the creator and a note.
+  void Approve(ApprovalRequest request, Client caller,
+               Callback<absl::StatusOr<Payout>> done);
+  void Reject(ApprovalRequest request, Client caller,
+              Callback<absl::StatusOr<Payout>> done);
+  // The creator's own cancel of a payout AWAITING_APPROVAL.
+  void Cancel(ApprovalRequest request, Client caller,
+              Callback<absl::StatusOr<Payout>> done);
+
   // From now on Create and Refresh fail with UNAVAILABLE (SHUTTING_DOWN).
   void Drain();
   bool draining() const { return draining_.load(); }
@@ -139,9 +158,27 @@ class PayoutService {
                   std::optional<int64_t> daily_limit,
                   absl::StatusOr<InsertResult> inserted,
                   Callback<absl::StatusOr<Payout>> done);
-  void OnPayoutAnswer(Payout payout, absl::Time started,
+  // Who sends a recorded PENDING payout: its creation, or an approval (a
+  // payout that is then certainly not sent waits for approval again instead
+  // of being forgotten).
+  enum class Sender { kCreate, kApproval };
+  // Posts the payout to AOPay and records the outcome.
+  void Send(const PayoutRequest& request, Payout payout, absl::Time started,
+            Sender sender, Callback<absl::StatusOr<Payout>> done);
+  void OnPayoutAnswer(Payout payout, absl::Time started, Sender sender,
                       absl::StatusOr<HttpAnswer> answer,
                       Callback<absl::StatusOr<Payout>> done);
+  // Approve, Reject and Cancel: validation, the payout read, who may act.
+  // `act` runs with the payout when the caller may act on it.
+  enum class Approval { kApprove, kReject, kCancel };
+  // Reject and Cancel: AWAITING_APPROVAL to CANCELLED.
+  void Cancelled(Approval kind, ApprovalRequest request, Client caller,
+                 Callback<absl::StatusOr<Payout>> done);
+  void Decide(Approval kind, ApprovalRequest request, Client caller,
+              Callback<absl::StatusOr<Payout>> done,
+              std::function<void(StoredPayout, Client,
+                                 Callback<absl::StatusOr<Payout>>)>
+                  act);
   void OnStatusAnswer(StoredPayout stored, std::string who,
                       absl::StatusOr<HttpAnswer> answer,
                       Callback<absl::StatusOr<Payout>> done);

@@ -330,6 +330,18 @@ GrpcPayoutService::BatchCreatePayouts(grpc::CallbackServerContext* context) {
   return new BatchReactor(service_, metrics_, *std::move(caller));
 }
 
+grpc::ServerUnaryReactor* GrpcPayoutService::CancelPayout(
+    grpc::CallbackServerContext* context,
+    const v1::CancelPayoutRequest* request, v1::Payout* response) {
+  auto* reactor = context->DefaultReactor();
+  const UnaryFinisher finisher(metrics_, "CancelPayout", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeWrite, finisher);
+  if (!caller) return reactor;
+  service_.Cancel({request->payout_id(), request->note()}, *std::move(caller),
+                  PayoutResponder(finisher, response));
+  return reactor;
+}
+
 GrpcPayoutAdminService::GrpcPayoutAdminService(PayoutService& service,
                                                const Authenticator& auth,
                                                Metrics& metrics)
@@ -349,6 +361,30 @@ grpc::ServerUnaryReactor* GrpcPayoutAdminService::ResolvePayout(
   resolve.note = request->note();
   service_.Resolve(std::move(resolve), *std::move(caller),
                    PayoutResponder(finisher, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GrpcPayoutAdminService::ApprovePayout(
+    grpc::CallbackServerContext* context,
+    const v1::ApprovePayoutRequest* request, v1::Payout* response) {
+  auto* reactor = context->DefaultReactor();
+  const UnaryFinisher finisher(metrics_, "ApprovePayout", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeApprove, finisher);
+  if (!caller) return reactor;
+  service_.Approve({request->payout_id(), request->note()}, *std::move(caller),
+                   PayoutResponder(finisher, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* GrpcPayoutAdminService::RejectPayout(
+    grpc::CallbackServerContext* context,
+    const v1::RejectPayoutRequest* request, v1::Payout* response) {
+  auto* reactor = context->DefaultReactor();
+  const UnaryFinisher finisher(metrics_, "RejectPayout", reactor);
+  std::optional<Client> caller = Admit(auth_, context, kScopeApprove, finisher);
+  if (!caller) return reactor;
+  service_.Reject({request->payout_id(), request->note()}, *std::move(caller),
+                  PayoutResponder(finisher, response));
   return reactor;
 }
 

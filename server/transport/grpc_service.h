@@ -41,6 +41,10 @@ class GrpcPayoutService final
   grpc::ServerBidiReactor<payout::v1::CreatePayoutRequest,
                           payout::v1::BatchCreatePayoutsResponse>*
   BatchCreatePayouts(grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* CancelPayout(
+      grpc::CallbackServerContext* context,
+      const payout::v1::CancelPayoutRequest* request,
+      payout::v1::Payout* response) override;
 
  private:
   PayoutService& service_;
@@ -57,6 +61,14 @@ class GrpcPayoutAdminService final
   grpc::ServerUnaryReactor* ResolvePayout(
       grpc::CallbackServerContext* context,
       const payout::v1::ResolvePayoutRequest* request,
+      payout::v1::Payout* response) override;
+  grpc::ServerUnaryReactor* ApprovePayout(
+      grpc::CallbackServerContext* context,
+      const payout::v1::ApprovePayoutRequest* request,
+      payout::v1::Payout* response) override;
+  grpc::ServerUnaryReactor* RejectPayout(
+      grpc::CallbackServerContext* context,
+      const payout::v1::RejectPayoutRequest* request,
       payout::v1::Payout* response) override;
 
  private:

@@ -21,7 +21,12 @@ static_assert(Same(PayoutState::kUnspecified, v1::PAYOUT_STATE_UNSPECIFIED) &&
               Same(PayoutState::kSucceeded, v1::PAYOUT_STATE_SUCCEEDED) &&
               Same(PayoutState::kFailed, v1::PAYOUT_STATE_FAILED) &&
               Same(PayoutState::kReversed, v1::PAYOUT_STATE_REVERSED) &&
-              Same(PayoutState::kUnknown, v1::PAYOUT_STATE_UNKNOWN));
+              Same(PayoutState::kUnknown, v1::PAYOUT_STATE_UNKNOWN) &&
+              Same(PayoutState::kAwaitingApproval,
+                   v1::PAYOUT_STATE_AWAITING_APPROVAL) &&
+              Same(PayoutState::kCancelled, v1::PAYOUT_STATE_CANCELLED));
+static_assert(Same(kLastPayoutState, v1::PayoutState_MAX),
+              "every proto state is a domain state");
 
 void ToTimestamp(absl::Time time, google::protobuf::Timestamp* out) {
   const int64_t micros = absl::ToUnixMicros(time);
@@ -52,7 +57,7 @@ TransferMode FromProto(v1::TransferMode mode) {
 
 PayoutState FromProto(v1::PayoutState state) {
   if (state < v1::PAYOUT_STATE_UNSPECIFIED ||
-      state > v1::PAYOUT_STATE_UNKNOWN) {
+      state > static_cast<int>(kLastPayoutState)) {
     return PayoutState::kUnspecified;
   }
   return static_cast<PayoutState>(state);
@@ -68,6 +73,7 @@ PayoutRequest FromProto(const v1::CreatePayoutRequest& request) {
   out.beneficiary.mobile = request.beneficiary().mobile();
   out.amount_paise = request.amount_paise();
   out.mode = FromProto(request.mode());
+  out.metadata = Metadata(request.metadata().begin(), request.metadata().end());
   return out;
 }
 
@@ -95,6 +101,8 @@ void ToProto(const Payout& payout, v1::Payout* out) {
   ToTimestamp(payout.create_time, out->mutable_create_time());
   ToTimestamp(payout.update_time, out->mutable_update_time());
   out->set_client(payout.client);
+  out->mutable_metadata()->insert(payout.metadata.begin(),
+                                  payout.metadata.end());
 }
 
 }  // namespace aopay

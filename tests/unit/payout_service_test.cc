@@ -357,6 +357,160 @@ TEST_F(PayoutServiceTest, TheDailyLimitIsTheLedgersAndNamesWhatRemains) {
   EXPECT_EQ(upstream_.posted, 1u);
 }
 
+// Maker-checker: a maker whose payouts above 1,000 paise wait for approval,
+// a checker, and another maker.
+Client Maker(std::string name = "maker") {
+  Client client;
+  client.name = std::move(name);
+  client.scopes = kScopeWrite | kScopeRead;
+  client.approval_above_paise = 1000;
+  client.daily_paise = 2000;
+  return client;
+}
+Client Checker() {
+  Client client;
+  client.name = "checker";
+  client.scopes = kScopeApprove;
+  return client;
+}
+
+TEST_F(PayoutServiceTest, AboveTheApprovalThresholdAPayoutIsHeldNotSent) {
+  auto held = Create(ValidRequest(), Maker());
+  ASSERT_TRUE(held->has_value());
+  ASSERT_TRUE((*held)->ok()) << (*held)->status();
+  EXPECT_EQ((**held)->state, PayoutState::kAwaitingApproval);
+  EXPECT_EQ(upstream_.posted, 0u);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAwaitingApproval);
+  // A replay returns it as it stands, and sends nothing.
+  auto replay = Create(ValidRequest(), Maker());
+  ASSERT_TRUE(replay->has_value() && (*replay)->ok());
+  EXPECT_EQ((**replay)->payout_id, (**held)->payout_id);
+  EXPECT_EQ(upstream_.posted, 0u);
+  // It counts against the daily limit (1,234 of 2,000).
+  auto over = Create(ValidRequest("req-2"), Maker());
+  ASSERT_TRUE(over->has_value());
+  EXPECT_EQ(GetErrorDetails((*over)->status()).reason, "CLIENT_LIMIT_EXCEEDED");
+  // At or below the threshold: sent at once.
+  PayoutRequest small = ValidRequest("req-3");
+  small.amount_paise = 700;
+  auto sent = Create(small, Maker());
+  EXPECT_EQ(upstream_.posted, 1u);
+}
+
+TEST_F(PayoutServiceTest, AnApprovalSendsOnceAndAnswersAsCreateWould) {
+  auto held = Create(ValidRequest(), Maker());
+  const std::string id = (**held)->payout_id;
+
+  // Not by its creator.
+  absl::StatusOr<Payout> own =
+      Call(&PayoutService::Approve, ApprovalRequest{id, "looks fine"}, Maker());
+  EXPECT_EQ(own.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(GetErrorDetails(own.status()).reason, "SELF_APPROVAL");
+  // Not without a note.
+  absl::StatusOr<Payout> silent =
+      Call(&PayoutService::Approve, ApprovalRequest{id, "  "}, Checker());
+  EXPECT_EQ(silent.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(upstream_.posted, 0u);
+
+  std::optional<absl::StatusOr<Payout>> approved;
+  service_->Approve({id, "invoice 42 checked"}, Checker(),
+                    [&](absl::StatusOr<Payout> r) { approved = std::move(r); });
+  ASSERT_EQ(upstream_.posted, 1u);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+  EXPECT_THAT(
+      ledger_.log,
+      Contains("apply " + id + " 7->1 approver checker: invoice 42 checked"));
+  // A second approval while the first is at AOPay: nothing more is sent.
+  absl::StatusOr<Payout> again =
+      Call(&PayoutService::Approve, ApprovalRequest{id, "me too"}, Checker());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(GetErrorDetails(again.status()).reason, "NOT_AWAITING_APPROVAL");
+  EXPECT_EQ(upstream_.posted, 1u);
+
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(approved.has_value());
+  ASSERT_TRUE(approved->ok()) << approved->status();
+  EXPECT_EQ((*approved)->state, PayoutState::kAccepted);
+  // The maker's retry now gets the payout as it stands.
+  auto replay = Create(ValidRequest(), Maker());
+  ASSERT_TRUE(replay->has_value() && (*replay)->ok());
+  EXPECT_EQ((**replay)->state, PayoutState::kAccepted);
+  EXPECT_EQ(upstream_.posted, 1u);
+}
+
+TEST_F(PayoutServiceTest, AnApprovedPayoutNotSentWaitsForApprovalAgain) {
+  auto held = Create(ValidRequest(), Maker());
+  const std::string id = (**held)->payout_id;
+  std::optional<absl::StatusOr<Payout>> approved;
+  service_->Approve({id, "ok"}, Checker(),
+                    [&](absl::StatusOr<Payout> r) { approved = std::move(r); });
+  upstream_.Answer(absl::UnavailableError("connection refused"));
+  ASSERT_TRUE(approved.has_value());
+  EXPECT_EQ(approved->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAwaitingApproval);
+  EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("forget"))));
+}
+
+TEST_F(PayoutServiceTest, RejectAndCancelEndInCancelledAndSendNothing) {
+  auto first = Create(ValidRequest("req-1"), Maker());
+  const std::string rejected_id = (**first)->payout_id;
+  absl::StatusOr<Payout> own_reject =
+      Call(&PayoutService::Reject, ApprovalRequest{rejected_id, "no"}, Maker());
+  EXPECT_EQ(GetErrorDetails(own_reject.status()).reason, "SELF_APPROVAL");
+  absl::StatusOr<Payout> rejected =
+      Call(&PayoutService::Reject,
+           ApprovalRequest{rejected_id, "wrong beneficiary"}, Checker());
+  ASSERT_TRUE(rejected.ok()) << rejected.status();
+  EXPECT_EQ(rejected->state, PayoutState::kCancelled);
+  // CANCELLED no longer counts: another payout fits the day.
+  auto second = Create(ValidRequest("req-2"), Maker());
+  ASSERT_TRUE(second->has_value() && (*second)->ok()) << (*second)->status();
+  const std::string cancelled_id = (**second)->payout_id;
+
+  // Only its creator cancels; another client sees nothing.
+  absl::StatusOr<Payout> hidden = Call(
+      &PayoutService::Cancel, ApprovalRequest{cancelled_id, ""}, Maker("m2"));
+  EXPECT_EQ(hidden.status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<Payout> checker_cancel = Call(
+      &PayoutService::Cancel, ApprovalRequest{cancelled_id, ""}, Checker());
+  EXPECT_EQ(GetErrorDetails(checker_cancel.status()).reason, "NOT_CREATOR");
+  absl::StatusOr<Payout> cancelled =
+      Call(&PayoutService::Cancel, ApprovalRequest{cancelled_id, ""}, Maker());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state, PayoutState::kCancelled);
+  absl::StatusOr<Payout> twice =
+      Call(&PayoutService::Cancel, ApprovalRequest{cancelled_id, ""}, Maker());
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(GetErrorDetails(twice.status()).reason, "NOT_CANCELLABLE");
+  absl::StatusOr<Payout> late = Call(
+      &PayoutService::Approve, ApprovalRequest{cancelled_id, "ok"}, Checker());
+  EXPECT_EQ(GetErrorDetails(late.status()).reason, "NOT_AWAITING_APPROVAL");
+  EXPECT_EQ(upstream_.posted, 0u);
+  // A replay of a cancelled payout's request id returns it, sends nothing.
+  auto replay = Create(ValidRequest("req-2"), Maker());
+  ASSERT_TRUE(replay->has_value() && (*replay)->ok());
+  EXPECT_EQ((**replay)->state, PayoutState::kCancelled);
+  EXPECT_EQ(upstream_.posted, 0u);
+}
+
+TEST_F(PayoutServiceTest, MetadataIsRecordedAndPartOfTheFingerprint) {
+  PayoutRequest request = ValidRequest();
+  request.metadata = {{"invoice", "INV-42"}};
+  auto created = Create(request);
+  ASSERT_EQ(upstream_.calls.size(), 1u);
+  // Never sent to AOPay.
+  EXPECT_THAT(upstream_.calls[0].request.body, Not(HasSubstr("INV-42")));
+  EXPECT_THAT(upstream_.calls[0].request.body, Not(HasSubstr("invoice")));
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(created->has_value() && (*created)->ok());
+  EXPECT_EQ((**created)->metadata, request.metadata);
+  EXPECT_EQ(ledger_.only().payout.metadata, request.metadata);
+  request.metadata = {{"invoice", "INV-43"}};
+  auto reused = Create(request);
+  ASSERT_TRUE(reused->has_value());
+  EXPECT_EQ(GetErrorDetails((*reused)->status()).reason, "REQUEST_ID_REUSED");
+}
+
 TEST_F(PayoutServiceTest, AnotherClientsPayoutReadsAsMissing) {
   auto created = Create(ValidRequest(), Capped(5000));
   upstream_.Answer(Http(200, kAccepted));
