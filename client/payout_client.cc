@@ -171,54 +171,64 @@ void PayoutClient::PrepareContext(grpc::ClientContext& context,
   }
 }
 
-absl::StatusOr<v1::Payout> PayoutClient::CreatePayout(
-    const v1::CreatePayoutRequest& request, absl::Duration timeout) const {
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> PayoutClient::Unary(
+    Stub& stub,
+    grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                 Response*),
+    const Request& request, absl::Duration timeout) const {
   grpc::ClientContext context;
   PrepareContext(context, timeout);
-  v1::Payout payout;
-  grpc::Status status = stub_->CreatePayout(&context, request, &payout);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return payout;
-}
-
-absl::StatusOr<v1::Payout> PayoutClient::GetPayout(
-    const v1::GetPayoutRequest& request, absl::Duration timeout) const {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::Payout payout;
-  grpc::Status status = stub_->GetPayout(&context, request, &payout);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return payout;
-}
-
-absl::StatusOr<v1::ListPayoutsResponse> PayoutClient::ListPayouts(
-    const v1::ListPayoutsRequest& request, absl::Duration timeout) const {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::ListPayoutsResponse response;
-  grpc::Status status = stub_->ListPayouts(&context, request, &response);
+  Response response;
+  grpc::Status status = (stub.*method)(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
 
+absl::StatusOr<v1::Payout> PayoutClient::CreatePayout(
+    const v1::CreatePayoutRequest& request, absl::Duration timeout) const {
+  return Unary(*stub_, &v1::PayoutService::Stub::CreatePayout, request,
+               timeout);
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::GetPayout(
+    const v1::GetPayoutRequest& request, absl::Duration timeout) const {
+  return Unary(*stub_, &v1::PayoutService::Stub::GetPayout, request, timeout);
+}
+
+absl::StatusOr<v1::ListPayoutsResponse> PayoutClient::ListPayouts(
+    const v1::ListPayoutsRequest& request, absl::Duration timeout) const {
+  return Unary(*stub_, &v1::PayoutService::Stub::ListPayouts, request, timeout);
+}
+
 absl::StatusOr<v1::Payout> PayoutClient::RefreshPayout(
     const v1::RefreshPayoutRequest& request, absl::Duration timeout) const {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::Payout payout;
-  grpc::Status status = stub_->RefreshPayout(&context, request, &payout);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return payout;
+  return Unary(*stub_, &v1::PayoutService::Stub::RefreshPayout, request,
+               timeout);
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::CancelPayout(
+    const v1::CancelPayoutRequest& request, absl::Duration timeout) const {
+  return Unary(*stub_, &v1::PayoutService::Stub::CancelPayout, request,
+               timeout);
 }
 
 absl::StatusOr<v1::Payout> PayoutClient::ResolvePayout(
     const v1::ResolvePayoutRequest& request, absl::Duration timeout) const {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  v1::Payout payout;
-  grpc::Status status = admin_stub_->ResolvePayout(&context, request, &payout);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return payout;
+  return Unary(*admin_stub_, &v1::PayoutAdminService::Stub::ResolvePayout,
+               request, timeout);
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::ApprovePayout(
+    const v1::ApprovePayoutRequest& request, absl::Duration timeout) const {
+  return Unary(*admin_stub_, &v1::PayoutAdminService::Stub::ApprovePayout,
+               request, timeout);
+}
+
+absl::StatusOr<v1::Payout> PayoutClient::RejectPayout(
+    const v1::RejectPayoutRequest& request, absl::Duration timeout) const {
+  return Unary(*admin_stub_, &v1::PayoutAdminService::Stub::RejectPayout,
+               request, timeout);
 }
 
 absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>>

@@ -84,6 +84,12 @@ class PayoutClient {
       const v1::RefreshPayoutRequest& request, absl::Duration timeout) const;
   [[nodiscard]] absl::StatusOr<v1::Payout> ResolvePayout(
       const v1::ResolvePayoutRequest& request, absl::Duration timeout) const;
+  [[nodiscard]] absl::StatusOr<v1::Payout> CancelPayout(
+      const v1::CancelPayoutRequest& request, absl::Duration timeout) const;
+  [[nodiscard]] absl::StatusOr<v1::Payout> ApprovePayout(
+      const v1::ApprovePayoutRequest& request, absl::Duration timeout) const;
+  [[nodiscard]] absl::StatusOr<v1::Payout> RejectPayout(
+      const v1::RejectPayoutRequest& request, absl::Duration timeout) const;
 
   // Sends every request over one BatchCreatePayouts stream and returns every
   // answer, in the order the gateway sent them (not necessarily the order of
@@ -108,6 +114,13 @@ class PayoutClient {
  private:
   void PrepareContext(grpc::ClientContext& context,
                       absl::Duration timeout) const;
+  // One unary call of `stub`, with the deadline and token of every call.
+  template <typename Stub, typename Request, typename Response>
+  absl::StatusOr<Response> Unary(
+      Stub& stub,
+      grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                   Response*),
+      const Request& request, absl::Duration timeout) const;
 
   std::unique_ptr<v1::PayoutService::Stub> stub_;
   std::unique_ptr<v1::PayoutAdminService::Stub> admin_stub_;

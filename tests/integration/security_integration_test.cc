@@ -417,6 +417,116 @@ TEST_F(SecurityTest, ConcurrentPayoutsCannotOvershootTheDailyLimit) {
   EXPECT_EQ(ReasonOf(after_restart.status()), "CLIENT_LIMIT_EXCEEDED");
 }
 
+// Maker-checker over the real gateway: a payout above the maker's
+// approval_above_paise waits; racing approvals send it once; an approval
+// racing the maker's cancel ends in exactly one of the two; metadata comes
+// back but is never sent to AOPay nor printed.
+TEST_F(SecurityTest, ApprovalsSendOnceAndRaceCancelsConsistently) {
+  const Token maker = NewClient("maker", "payouts:write,payouts:read",
+                                "approval_above_paise=1000");
+  const Token checker = NewClient("checker", "approve");
+  const Token auditor = NewClient("auditor", "payouts:read_all");
+  const std::string clients =
+      ClientsFile(absl::StrCat(maker.line, checker.line, auditor.line));
+  GatewayProcess& gateway =
+      StartGateway({"--clients=" + clients, TlsFlags()[0], TlsFlags()[1]});
+  auto as_maker = Client(gateway, maker.token);
+  auto as_checker = Client(gateway, checker.token);
+
+  v1::CreatePayoutRequest request = ValidRequest(UniqueAccount(), 5000);
+  (*request.mutable_metadata())["invoice"] = "INV-7Kq2-private";
+  absl::StatusOr<v1::Payout> held = as_maker->CreatePayout(request, kCall);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->state(), v1::PAYOUT_STATE_AWAITING_APPROVAL);
+  EXPECT_EQ(held->metadata().at("invoice"), "INV-7Kq2-private");
+  const std::string account = request.beneficiary().account_number();
+  EXPECT_EQ(sandbox_.PayoutsFor(account), 0);
+
+  v1::ApprovePayoutRequest approve;
+  approve.set_payout_id(held->payout_id());
+  approve.set_note("invoice checked");
+  EXPECT_EQ(ReasonOf(as_maker->ApprovePayout(approve, kCall).status()),
+            "PERMISSION_DENIED")
+      << "the maker lacks the scope approve";
+  EXPECT_EQ(ReasonOf(Client(gateway, auditor.token)
+                         ->ApprovePayout(approve, kCall)
+                         .status()),
+            "PERMISSION_DENIED");
+
+  // Ten approvals at once: one sends, nine are told it is not awaiting.
+  constexpr int kApprovals = 10;
+  std::vector<absl::StatusOr<v1::Payout>> results(kApprovals,
+                                                  absl::UnknownError(""));
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kApprovals; ++i) {
+      threads.emplace_back(
+          [&, i] { results[i] = as_checker->ApprovePayout(approve, kCall); });
+    }
+    for (std::thread& thread : threads) thread.join();
+  }
+  int won = 0;
+  for (const absl::StatusOr<v1::Payout>& result : results) {
+    if (result.ok()) {
+      ++won;
+      EXPECT_EQ(result->state(), v1::PAYOUT_STATE_ACCEPTED);
+    } else {
+      EXPECT_EQ(ReasonOf(result.status()), "NOT_AWAITING_APPROVAL")
+          << result.status();
+    }
+  }
+  EXPECT_EQ(won, 1);
+  EXPECT_EQ(sandbox_.PayoutsFor(account), 1);
+  // The metadata never reached AOPay.
+  for (const JournalEntry& entry : sandbox_.Journal()) {
+    EXPECT_THAT(entry.body, Not(HasSubstr("INV-7Kq2")));
+  }
+
+  // Approve against cancel, ten times: each payout ends in exactly one.
+  constexpr int kRaces = 10;
+  int approved = 0, cancelled = 0;
+  for (int i = 0; i < kRaces; ++i) {
+    const v1::CreatePayoutRequest race = ValidRequest(UniqueAccount(), 4000);
+    absl::StatusOr<v1::Payout> waiting = as_maker->CreatePayout(race, kCall);
+    ASSERT_TRUE(waiting.ok()) << waiting.status();
+    v1::ApprovePayoutRequest yes;
+    yes.set_payout_id(waiting->payout_id());
+    yes.set_note("ok");
+    v1::CancelPayoutRequest no;
+    no.set_payout_id(waiting->payout_id());
+    absl::StatusOr<v1::Payout> by_approval = absl::UnknownError("");
+    absl::StatusOr<v1::Payout> by_cancel = absl::UnknownError("");
+    std::thread approver(
+        [&] { by_approval = as_checker->ApprovePayout(yes, kCall); });
+    std::thread canceller(
+        [&] { by_cancel = as_maker->CancelPayout(no, kCall); });
+    approver.join();
+    canceller.join();
+    ASSERT_NE(by_approval.ok(), by_cancel.ok())
+        << by_approval.status() << " / " << by_cancel.status();
+    v1::GetPayoutRequest get;
+    get.set_payout_id(waiting->payout_id());
+    absl::StatusOr<v1::Payout> now = as_maker->GetPayout(get, kCall);
+    ASSERT_TRUE(now.ok());
+    const int sends = sandbox_.PayoutsFor(race.beneficiary().account_number());
+    if (by_approval.ok()) {
+      ++approved;
+      EXPECT_EQ(now->state(), v1::PAYOUT_STATE_ACCEPTED);
+      EXPECT_EQ(ReasonOf(by_cancel.status()), "NOT_CANCELLABLE");
+      EXPECT_EQ(sends, 1);
+    } else {
+      ++cancelled;
+      EXPECT_EQ(now->state(), v1::PAYOUT_STATE_CANCELLED);
+      EXPECT_EQ(ReasonOf(by_approval.status()), "NOT_AWAITING_APPROVAL");
+      EXPECT_EQ(sends, 0);
+    }
+  }
+  std::cout << "approve vs cancel: " << approved << " approved, " << cancelled
+            << " cancelled\n";
+  EXPECT_THAT(gateway.Stderr(), Not(HasSubstr("INV-7Kq2")))
+      << "metadata reached the log";
+}
+
 TEST_F(SecurityTest, SighupReloadsTheClientsFileAndKeepsItWhenMalformed) {
   const Token first = NewClient("first", "payouts:write,payouts:read");
   const Token second = NewClient("second", "payouts:write,payouts:read");
