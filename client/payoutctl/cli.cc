@@ -95,6 +95,7 @@ Examples:
   payoutctl get --request_id 6f1c2d0e-...
   payoutctl list --state UNKNOWN --all
   payoutctl resolve --payout_id po_... --state SUCCEEDED --note "bank stmt 12/3"
+  payoutctl approve --payout_id po_... --note "invoice 42 checked"
   payoutctl batch --file payouts.jsonl --json
   payoutctl token payroll-svc payouts:write max_payout_paise=5000000
   payoutctl --target localhost:50051 --tls_ca ca.crt --timeout 3s health
@@ -129,7 +130,7 @@ const std::vector<Command>& Commands() {
       {"create",
        "send one payout (CreatePayout)",
        {"request_id", "account", "ifsc", "name", "email", "mobile", "amount",
-        "amount_paise", "mode"},
+        "amount_paise", "mode", "metadata"},
        "",
        true},
       {"get",
@@ -150,6 +151,22 @@ const std::vector<Command>& Commands() {
       {"resolve",
        "record an operator's outcome for an UNKNOWN or ACCEPTED payout",
        {"payout_id", "state", "transaction_id", "note"},
+       "",
+       true},
+      {"approve",
+       "approve a payout AWAITING_APPROVAL and send it (scope approve, not "
+       "its creator)",
+       {"payout_id", "note"},
+       "",
+       true},
+      {"reject",
+       "reject a payout AWAITING_APPROVAL: CANCELLED, never sent",
+       {"payout_id", "note"},
+       "",
+       true},
+      {"cancel",
+       "cancel your own payout while it is AWAITING_APPROVAL",
+       {"payout_id", "note"},
        "",
        true},
       {"batch",

@@ -146,6 +146,13 @@ absl::StatusOr<int> RunCreate(const Context& ctx,
   absl::StatusOr<v1::TransferMode> mode = ParseMode(absl::GetFlag(FLAGS_mode));
   if (!mode.ok()) return mode.status();
   request.set_mode(*mode);
+  for (const std::string& item : absl::GetFlag(FLAGS_metadata)) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return UsageError("--metadata takes KEY=VALUE");
+    }
+    (*request.mutable_metadata())[item.substr(0, eq)] = item.substr(eq + 1);
+  }
 
   std::string request_id = absl::GetFlag(FLAGS_request_id);
   if (!given.count("request_id")) {
@@ -264,6 +271,27 @@ absl::StatusOr<int> RunResolve(const Context& ctx,
   request.set_transaction_id(absl::GetFlag(FLAGS_transaction_id));
   request.set_note(absl::GetFlag(FLAGS_note));
   return ReportPayout(ctx, ctx.client->ResolvePayout(request, ctx.timeout));
+}
+
+absl::StatusOr<int> RunDecision(const Context& ctx, absl::string_view command) {
+  const std::string payout_id = absl::GetFlag(FLAGS_payout_id);
+  const std::string note = absl::GetFlag(FLAGS_note);
+  if (command == "approve") {
+    v1::ApprovePayoutRequest request;
+    request.set_payout_id(payout_id);
+    request.set_note(note);
+    return ReportPayout(ctx, ctx.client->ApprovePayout(request, ctx.timeout));
+  }
+  if (command == "reject") {
+    v1::RejectPayoutRequest request;
+    request.set_payout_id(payout_id);
+    request.set_note(note);
+    return ReportPayout(ctx, ctx.client->RejectPayout(request, ctx.timeout));
+  }
+  v1::CancelPayoutRequest request;
+  request.set_payout_id(payout_id);
+  request.set_note(note);
+  return ReportPayout(ctx, ctx.client->CancelPayout(request, ctx.timeout));
 }
 
 absl::StatusOr<int> RunBatch(const Context& ctx) {

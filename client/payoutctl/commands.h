@@ -37,6 +37,11 @@ namespace payoutctl {
 // refresh: one RefreshPayout.
 [[nodiscard]] absl::StatusOr<int> RunRefresh(const Context& ctx);
 
+// approve, reject (PayoutAdminService) and cancel (PayoutService) of a
+// payout awaiting approval: --payout_id and --note.
+[[nodiscard]] absl::StatusOr<int> RunDecision(const Context& ctx,
+                                              absl::string_view command);
+
 // resolve: one ResolvePayout; --state, if given, must be given once.
 [[nodiscard]] absl::StatusOr<int> RunResolve(
     const Context& ctx, const std::set<std::string>& given);

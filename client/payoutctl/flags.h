@@ -32,6 +32,7 @@ ABSL_DECLARE_FLAG(std::string, mobile);
 ABSL_DECLARE_FLAG(std::string, amount);
 ABSL_DECLARE_FLAG(std::optional<int64_t>, amount_paise);
 ABSL_DECLARE_FLAG(std::string, mode);
+ABSL_DECLARE_FLAG(std::vector<std::string>, metadata);
 
 // get, refresh, resolve.
 ABSL_DECLARE_FLAG(std::string, payout_id);

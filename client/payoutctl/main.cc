@@ -58,6 +58,9 @@ ABSL_FLAG(std::string, amount, "",
 ABSL_FLAG(std::optional<int64_t>, amount_paise, std::nullopt,
           "Amount in paise (1234 = Rs 12.34).");
 ABSL_FLAG(std::string, mode, "IMPS", "Transfer mode: NEFT or IMPS.");
+ABSL_FLAG(std::vector<std::string>, metadata, {},
+          "Your own references, KEY=VALUE (repeatable or a comma list): "
+          "stored and returned with the payout, never sent to AOPay.");
 
 // get, refresh, resolve.
 ABSL_FLAG(std::string, payout_id, "", "The gateway's payout id (po_...).");
@@ -182,6 +185,8 @@ int Main(int argc, char** argv) {
     result = RunRefresh(ctx);
   } else if (name == "resolve") {
     result = RunResolve(ctx, scanned->given);
+  } else if (name == "approve" || name == "reject" || name == "cancel") {
+    result = RunDecision(ctx, name);
   } else {
     result = RunBatch(ctx);
   }

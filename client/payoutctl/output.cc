@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -144,6 +145,13 @@ std::string PayoutText(const v1::Payout& payout) {
   field("bank reference", payout.transaction_reference_no());
   field("AOPay status", payout.upstream_status());
   field("name at bank", payout.bank_beneficiary_name());
+  field("client", payout.client());
+  // The caller's own references, in key order.
+  const std::map<std::string, std::string> metadata(payout.metadata().begin(),
+                                                    payout.metadata().end());
+  for (const auto& [key, value] : metadata) {
+    field(absl::StrCat("metadata ", key), value);
+  }
   if (payout.has_create_time()) {
     field("created", TimestampText(payout.create_time()));
   }

@@ -4,6 +4,7 @@
 
 #include <openssl/evp.h>
 
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -129,6 +130,84 @@ TEST_F(PayoutctlTest, ListAndResolve) {
            "--note=bank confirmed no credit"});
   EXPECT_EQ(resolved.exit_code, 0) << resolved.out << resolved.err;
   EXPECT_THAT(resolved.out, HasSubstr("FAILED"));
+}
+
+// Maker-checker from the command line: a gateway with a clients file (bearer
+// tokens on loopback), a maker whose payouts above Rs 10 wait, a checker.
+TEST(PayoutctlApprovalTest, CreateWithMetadataThenApproveRejectAndCancel) {
+  const std::string dir = MakeTempDir();
+  SandboxProcess sandbox({"--settle=0s"});
+  const std::string maker_token = "maker-token-7d3f9a";
+  const std::string checker_token = "checker-token-1b8e2c";
+  const std::string clients = dir + "/clients";
+  {
+    std::ofstream out(clients);
+    out << "maker " << TokenDigest(maker_token)
+        << " payouts:write,payouts:read approval_above_paise=1000\n"
+        << "checker " << TokenDigest(checker_token) << " approve\n";
+  }
+  GatewayProcess gateway(sandbox.url(), dir + "/ledger.db",
+                         {"--clients=" + clients, "--allow_insecure_tokens"});
+  auto run = [&](const std::string& token, std::vector<std::string> args) {
+    std::vector<std::string> argv = {PAYOUTCTL_BIN, args[0],
+                                     "--target=" + gateway.address(),
+                                     "--token=" + token};
+    argv.insert(argv.end(), args.begin() + 1, args.end());
+    return RunCommand(argv);
+  };
+  auto create = [&](const std::string& account) {
+    return run(maker_token, {"create", "--json", "--account=" + account,
+                             "--ifsc=SBIN0000002", "--name=Dean Jon",
+                             "--email=abc@gmail.com", "--mobile=9959640000",
+                             "--amount=50.00", "--mode=IMPS",
+                             "--metadata=invoice=INV-42,employee=E-7"});
+  };
+  auto payout_id = [](const std::string& out) {
+    rapidjson::Document json;
+    json.Parse(out.c_str());
+    return json.IsObject() && json.HasMember("payoutId")
+               ? std::string(json["payoutId"].GetString())
+               : std::string();
+  };
+
+
+  const std::string account = UniqueAccount();
+  CommandResult held = create(account);
+  ASSERT_EQ(held.exit_code, 0) << held.err;
+  EXPECT_THAT(held.out, HasSubstr("PAYOUT_STATE_AWAITING_APPROVAL"));
+  EXPECT_THAT(held.out, HasSubstr("\"invoice\":\"INV-42\""));
+  const std::string id = payout_id(held.out);
+  ASSERT_FALSE(id.empty()) << held.out;
+  EXPECT_EQ(sandbox.PayoutsFor(account), 0);
+
+  // The maker cannot approve (no scope); the checker needs a note.
+  EXPECT_EQ(
+      run(maker_token, {"approve", "--payout_id=" + id, "--note=x"}).exit_code,
+      17);  // 10 + PERMISSION_DENIED
+  EXPECT_EQ(run(checker_token, {"approve", "--payout_id=" + id}).exit_code,
+            13);  // 10 + INVALID_ARGUMENT
+  CommandResult approved =
+      run(checker_token, {"approve", "--payout_id=" + id, "--note=checked"});
+  ASSERT_EQ(approved.exit_code, 0) << approved.out << approved.err;
+  EXPECT_THAT(approved.out, HasSubstr("ACCEPTED"));
+  EXPECT_THAT(approved.out, HasSubstr("metadata invoice"));
+  EXPECT_EQ(sandbox.PayoutsFor(account), 1);
+
+  const std::string second = payout_id(create(UniqueAccount()).out);
+  CommandResult rejected = run(
+      checker_token, {"reject", "--payout_id=" + second, "--note=duplicate"});
+  ASSERT_EQ(rejected.exit_code, 0) << rejected.err;
+  EXPECT_THAT(rejected.out, HasSubstr("CANCELLED"));
+
+  const std::string third = payout_id(create(UniqueAccount()).out);
+  CommandResult cancelled =
+      run(maker_token, {"cancel", "--payout_id=" + third});
+  ASSERT_EQ(cancelled.exit_code, 0) << cancelled.err;
+  EXPECT_THAT(cancelled.out, HasSubstr("CANCELLED"));
+  CommandResult again = run(maker_token, {"cancel", "--payout_id=" + third});
+  EXPECT_EQ(again.exit_code, 19);  // 10 + FAILED_PRECONDITION
+  EXPECT_THAT(again.err + again.out, HasSubstr("NOT_CANCELLABLE"));
+  EXPECT_EQ(sandbox.Journal().size(), 1u);
 }
 
 TEST(PayoutctlStandaloneTest, UsageErrorsExitTwoAndNoGatewayExitsUnavailable) {
