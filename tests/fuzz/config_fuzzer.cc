@@ -26,6 +26,14 @@ void CheckLedger(absl::string_view text) {
     FUZZ_CHECK(spec.status().code() == absl::StatusCode::kInvalidArgument);
     return;
   }
+  // A PostgreSQL URI is kept as given (libpq checks it when the ledger
+  // opens); only its two schemes name that ledger.
+  if (spec->kind == LedgerSpec::Kind::kPostgres) {
+    FUZZ_CHECK(absl::StartsWith(text, "postgresql://") ||
+               absl::StartsWith(text, "postgres://"));
+    FUZZ_CHECK(spec->uri == text);
+    return;
+  }
   // sqlite:PATH names a file: never empty, never with the option separator.
   FUZZ_CHECK(absl::StartsWith(text, "sqlite:"));
   FUZZ_CHECK(!spec->path.empty());
