@@ -224,6 +224,152 @@ class DecodingTest(unittest.TestCase):
         self.assertEqual(decoded.reason, "")
 
 
+def rpc_error(code, reason=""):
+    """A grpc.RpcError as the gateway sends it: ErrorInfo in the trailer."""
+    trailers = []
+    if reason:
+        status = status_pb2.Status(
+            code=code.value[0], message=reason.lower(),
+            details=[packed(error_details_pb2.ErrorInfo(
+                reason=reason, domain="payout.aopay.v1"))])
+        trailers.append(("grpc-status-details-bin",
+                         status.SerializeToString()))
+    return FakeRpcError(code, reason.lower(), trailers)
+
+
+class FakeChannel:
+    """A grpc.Channel whose unary calls answer from a script, per method:
+    each entry is an RpcError to raise or a message to return."""
+
+    def __init__(self, script):
+        self.script = script
+        self.calls = []
+
+    def unary_unary(self, path, request_serializer, response_deserializer):
+        method = path.rsplit("/", 1)[1]
+
+        def call(request, timeout=None, metadata=None):
+            self.calls.append((method, request, timeout, metadata))
+            outcome = self.script[method].pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        return call
+
+    def stream_stream(self, *args, **kwargs):
+        return None
+
+
+def fake_client(script, **kwargs):
+    """A PayoutClient on a FakeChannel; retries without waiting."""
+    channel = FakeChannel(script)
+    kwargs.setdefault("retry", RetryPolicy(initial_backoff=0, jitter=0))
+    return PayoutClient(channel=channel, **kwargs), channel
+
+
+class ApprovalCallsTest(unittest.TestCase):
+    """approve_payout retries like create_payout, and only on what the
+    policy allows; reject_payout and cancel_payout likewise."""
+
+    def client(self, script, **kwargs):
+        return fake_client(script, **kwargs)
+
+    def payout(self, state):
+        return payout_pb2.Payout(payout_id="po_1",
+                                 state=payout_state(state))
+
+    def test_approve_is_retried_on_unavailable(self):
+        client, channel = self.client({"ApprovePayout": [
+            rpc_error(C.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+            rpc_error(C.UNAVAILABLE),
+            self.payout("ACCEPTED")]}, create_timeout=42)
+        payout = client.approve_payout("po_1", "checked the invoice")
+        self.assertEqual(payout.state, payout_pb2.PAYOUT_STATE_ACCEPTED)
+        self.assertEqual(len(channel.calls), 3)
+        for method, request, timeout, _ in channel.calls:
+            self.assertEqual(method, "ApprovePayout")
+            self.assertEqual(request.payout_id, "po_1")
+            self.assertEqual(request.note, "checked the invoice")
+            self.assertEqual(timeout, 42)  # CreatePayout's deadline
+
+    def test_approve_never_retries_outcome_unknown(self):
+        client, channel = self.client({"ApprovePayout": [
+            rpc_error(C.DEADLINE_EXCEEDED, "OUTCOME_UNKNOWN"),
+            self.payout("ACCEPTED")]})
+        with self.assertRaises(PayoutError) as raised:
+            client.approve_payout("po_1", "ok")
+        self.assertTrue(raised.exception.outcome_unknown)
+        self.assertEqual(raised.exception.attempts, 1)
+        self.assertEqual(len(channel.calls), 1)
+
+    def test_approve_is_not_retried_on_a_refusal(self):
+        for code, reason in ((C.FAILED_PRECONDITION, "NOT_AWAITING_APPROVAL"),
+                             (C.PERMISSION_DENIED, "SELF_APPROVAL"),
+                             (C.PERMISSION_DENIED, "PERMISSION_DENIED"),
+                             (C.RESOURCE_EXHAUSTED, "CLIENT_LIMIT_EXCEEDED"),
+                             (C.DEADLINE_EXCEEDED, "")):
+            client, channel = self.client({"ApprovePayout": [
+                rpc_error(code, reason), self.payout("ACCEPTED")]})
+            with self.assertRaises(PayoutError) as raised:
+                client.approve_payout("po_1", "ok")
+            self.assertEqual(raised.exception.reason, reason)
+            self.assertEqual(len(channel.calls), 1, reason)
+
+    def test_a_retry_after_success_says_so_by_its_attempts(self):
+        # The first attempt approved but its answer was lost; the retry
+        # finds the payout no longer awaiting approval.
+        client, channel = self.client({"ApprovePayout": [
+            rpc_error(C.UNAVAILABLE),
+            rpc_error(C.FAILED_PRECONDITION, "NOT_AWAITING_APPROVAL")]})
+        with self.assertRaises(PayoutError) as raised:
+            client.approve_payout("po_1", "ok")
+        self.assertEqual(raised.exception.reason, "NOT_AWAITING_APPROVAL")
+        self.assertEqual(raised.exception.attempts, 2)
+
+    def test_reject_and_cancel_are_retried_on_unavailable_only(self):
+        client, channel = self.client(
+            {"RejectPayout": [rpc_error(C.UNAVAILABLE, "LEDGER_UNAVAILABLE"),
+                              self.payout("CANCELLED"),
+                              rpc_error(C.FAILED_PRECONDITION,
+                                        "NOT_AWAITING_APPROVAL")],
+             "CancelPayout": [rpc_error(C.UNAVAILABLE),
+                              self.payout("CANCELLED"),
+                              rpc_error(C.FAILED_PRECONDITION,
+                                        "NOT_CANCELLABLE")]}, timeout=7)
+        self.assertEqual(client.reject_payout("po_1", "no").state,
+                         payout_pb2.PAYOUT_STATE_CANCELLED)
+        self.assertEqual(client.cancel_payout("po_1").state,
+                         payout_pb2.PAYOUT_STATE_CANCELLED)
+        with self.assertRaises(PayoutError) as raised:
+            client.reject_payout("po_1", "no")
+        self.assertEqual(raised.exception.attempts, 1)
+        with self.assertRaises(PayoutError) as raised:
+            client.cancel_payout("po_1", "changed my mind")
+        self.assertEqual(raised.exception.reason, "NOT_CANCELLABLE")
+        self.assertEqual(raised.exception.attempts, 1)
+        self.assertEqual([c[0] for c in channel.calls],
+                         ["RejectPayout"] * 2 + ["CancelPayout"] * 2 +
+                         ["RejectPayout", "CancelPayout"])
+        self.assertEqual(channel.calls[-1][1].note, "changed my mind")
+        self.assertEqual({c[2] for c in channel.calls}, {7})
+
+    def test_retry_none_makes_one_attempt(self):
+        client, channel = self.client({"ApprovePayout": [
+            rpc_error(C.UNAVAILABLE), self.payout("ACCEPTED")]})
+        with self.assertRaises(PayoutError):
+            client.approve_payout("po_1", "ok", retry=None)
+        self.assertEqual(len(channel.calls), 1)
+
+    def test_call_metadata_goes_with_every_attempt(self):
+        client, channel = self.client({"CancelPayout": [
+            rpc_error(C.UNAVAILABLE), self.payout("CANCELLED")]},
+            token="t", allow_insecure_token=True)
+        client.cancel_payout("po_1", call_metadata=[("x-trace", "1")])
+        for call in channel.calls:
+            self.assertEqual(call[3], (("authorization", "Bearer t"),
+                                       ("x-trace", "1")))
+
+
 class RequestsTest(unittest.TestCase):
 
     def test_enums_by_name(self):
@@ -243,6 +389,31 @@ class RequestsTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             list(client.batch_create([{"request_id": "a"},
                                       {"request_id": "a"}]))
+
+    def test_metadata_goes_into_the_request(self):
+        client, channel = fake_client({"CreatePayout": [
+            payout_pb2.Payout(), payout_pb2.Payout(), payout_pb2.Payout()]})
+        client.create_payout(request_id="r-1", amount_paise=1, mode="IMPS",
+                             metadata={"invoice": "INV-42", "x": ""})
+        client.create_payout({"request_id": "r-2",
+                              "metadata": {"employee": "E-7"}})
+        base = payout_pb2.CreatePayoutRequest(request_id="r-3",
+                                              metadata={"old": "1"})
+        client.create_payout(base, metadata={"new": "2"})
+        self.assertEqual([dict(c[1].metadata) for c in channel.calls],
+                         [{"invoice": "INV-42", "x": ""}, {"employee": "E-7"},
+                          {"new": "2"}])
+        self.assertEqual(dict(base.metadata), {"old": "1"})  # not changed
+
+    def test_metadata_is_a_dict_of_str(self):
+        client, channel = fake_client({})
+        # gRPC call metadata (pairs) is call_metadata; as metadata it would
+        # be stored with the payout, so it is refused.
+        for metadata in ((("authorization", "Bearer t"),), [("k", "v")],
+                         {"k": 1}, {1: "v"}, "k=v"):
+            with self.assertRaises(TypeError):
+                client.create_payout(request_id="r", metadata=metadata)
+        self.assertEqual(channel.calls, [])
 
     def test_token_needs_tls(self):
         with self.assertRaises(ValueError):

@@ -1,6 +1,7 @@
 """PayoutClient: the gateway's PayoutService and PayoutAdminService."""
 
 import collections
+import collections.abc
 import copy
 import os
 import time
@@ -16,8 +17,8 @@ from .retry import call_with_retries
 _PAYOUT_SERVICE = "/aopay.payout.v1.PayoutService/"
 _ADMIN_SERVICE = "/aopay.payout.v1.PayoutAdminService/"
 
-#: Per-attempt deadline of CreatePayout, in seconds: longer than the
-#: gateway's default --upstream_timeout (30 s) plus a margin.
+#: Per-attempt deadline of CreatePayout and ApprovePayout, in seconds: longer
+#: than the gateway's default --upstream_timeout (30 s) plus a margin.
 CREATE_TIMEOUT = 60.0
 #: Per-attempt deadline of the other unary calls, in seconds.
 READ_TIMEOUT = 30.0
@@ -75,8 +76,27 @@ def _pem(value):
         return f.read()
 
 
+def _payout_metadata(metadata):
+    """The payout's metadata as a dict of str, refusing anything else.
+
+    Pairs such as (("authorization", "Bearer ..."),) are refused rather than
+    turned into a dict: gRPC call metadata is call_metadata, and must never
+    end up stored with a payout.
+    """
+    if not isinstance(metadata, collections.abc.Mapping):
+        raise TypeError("metadata is the payout's own references, a dict of "
+                        "str to str (not %s); gRPC call metadata is "
+                        "call_metadata" % type(metadata).__name__)
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("metadata keys and values must be str, not "
+                            "%s: %s" % (type(key).__name__,
+                                        type(value).__name__))
+    return dict(metadata)
+
+
 def _create_request(request=None, request_id=None, beneficiary=None,
-                    amount_paise=None, mode=None):
+                    amount_paise=None, mode=None, metadata=None):
     if request is None:
         request = payout_pb2.CreatePayoutRequest()
     elif isinstance(request, dict):
@@ -86,6 +106,7 @@ def _create_request(request=None, request_id=None, beneficiary=None,
         beneficiary = fields.pop("beneficiary", beneficiary)
         amount_paise = fields.pop("amount_paise", amount_paise)
         mode = fields.pop("mode", mode)
+        metadata = fields.pop("metadata", metadata)
         if fields:
             raise ValueError("unknown CreatePayoutRequest fields: %s" %
                              ", ".join(sorted(fields)))
@@ -104,6 +125,9 @@ def _create_request(request=None, request_id=None, beneficiary=None,
         request.amount_paise = amount_paise
     if mode is not None:
         request.mode = transfer_mode(mode)
+    if metadata is not None:
+        request.metadata.clear()
+        request.metadata.update(_payout_metadata(metadata))
     if not request.request_id:
         raise ValueError("request_id is required: make one when you decide "
                          "to pay (new_request_id()), store it, then send")
@@ -127,7 +151,8 @@ class PayoutClient:
         with --allow_insecure_tokens on loopback).
       retry: the RetryPolicy (docs/client-retries.md); None for a single
         attempt. The default retries.
-      create_timeout: per-attempt deadline of CreatePayout, seconds.
+      create_timeout: per-attempt deadline of CreatePayout and ApprovePayout
+        (both may call AOPay), seconds.
       timeout: per-attempt deadline of the other unary calls, seconds.
       channel_options: extra gRPC channel arguments, (key, value) pairs.
       channel: use this grpc.Channel instead of making one (the TLS
@@ -183,8 +208,14 @@ class PayoutClient:
                            payout_pb2.ListPayoutsResponse)
         self._refresh = unary(_PAYOUT_SERVICE, "RefreshPayout",
                               payout_pb2.Payout)
+        self._cancel = unary(_PAYOUT_SERVICE, "CancelPayout",
+                             payout_pb2.Payout)
         self._resolve = unary(_ADMIN_SERVICE, "ResolvePayout",
                               payout_pb2.Payout)
+        self._approve = unary(_ADMIN_SERVICE, "ApprovePayout",
+                              payout_pb2.Payout)
+        self._reject = unary(_ADMIN_SERVICE, "RejectPayout",
+                             payout_pb2.Payout)
         self._batch = channel.stream_stream(
             _PAYOUT_SERVICE + "BatchCreatePayouts",
             request_serializer=lambda m: m.SerializeToString(),
@@ -208,11 +239,12 @@ class PayoutClient:
         policy = self._retry if retry is _UNSET else retry
         return policy or NO_RETRY
 
-    def _call_metadata(self, metadata):
-        return self._metadata + tuple(metadata or ())
+    def _call_metadata(self, call_metadata):
+        return self._metadata + tuple(call_metadata or ())
 
-    def _unary(self, rpc, request, timeout, retry, metadata, request_id=""):
-        call_metadata = self._call_metadata(metadata)
+    def _unary(self, rpc, request, timeout, retry, call_metadata,
+               request_id=""):
+        call_metadata = self._call_metadata(call_metadata)
 
         def attempt(_number):
             try:
@@ -227,48 +259,58 @@ class PayoutClient:
 
     def create_payout(self, request=None, *, request_id=None,
                       beneficiary=None, amount_paise=None, mode=None,
-                      timeout=None, retry=_UNSET, metadata=()):
+                      metadata=None, timeout=None, retry=_UNSET,
+                      call_metadata=()):
         """Sends one payout; returns the recorded Payout.
 
         Either a CreatePayoutRequest (or a dict of its fields), or the fields
         as keywords: request_id, beneficiary (a Beneficiary or a dict of
-        account_number, ifsc, name, email, mobile), amount_paise, and mode
-        ("IMPS", "NEFT" or a TransferMode). Retries send the same request
+        account_number, ifsc, name, email, mobile), amount_paise, mode
+        ("IMPS", "NEFT" or a TransferMode), and metadata (a dict of str: your
+        own references, returned on the Payout, part of the request id's
+        fingerprint, never sent to AOPay). Retries send the same request
         with the same request_id. Raises PayoutError.
+
+        A payout above its client's approval_above_paise comes back in state
+        AWAITING_APPROVAL: recorded, not sent until another client approves
+        it (approve_payout).
+
+        `call_metadata`: extra gRPC request metadata, (key, value) pairs
+        (every method takes it).
         """
         request = _create_request(request, request_id, beneficiary,
-                                  amount_paise, mode)
+                                  amount_paise, mode, metadata)
         return self._unary(self._create, request,
-                           timeout or self._create_timeout, retry, metadata,
-                           request_id=request.request_id)
+                           timeout or self._create_timeout, retry,
+                           call_metadata, request_id=request.request_id)
 
     def get_payout(self, payout_id, *, timeout=None, retry=_UNSET,
-                   metadata=()):
+                   call_metadata=()):
         """The payout with this payout id ("po_..."). Raises PayoutError
         (NOT_FOUND when there is none this client may see)."""
         return self._unary(self._get,
                            payout_pb2.GetPayoutRequest(payout_id=payout_id),
-                           timeout or self._timeout, retry, metadata)
+                           timeout or self._timeout, retry, call_metadata)
 
     def get_payout_by_request_id(self, request_id, *, timeout=None,
-                                 retry=_UNSET, metadata=()):
+                                 retry=_UNSET, call_metadata=()):
         """The payout this client created with this request id."""
         return self._unary(self._get,
                            payout_pb2.GetPayoutRequest(request_id=request_id),
-                           timeout or self._timeout, retry, metadata,
+                           timeout or self._timeout, retry, call_metadata,
                            request_id=request_id)
 
     def list_payouts_page(self, states=(), page_size=0, page_token="", *,
-                          timeout=None, retry=_UNSET, metadata=()):
+                          timeout=None, retry=_UNSET, call_metadata=()):
         """One page: a ListPayoutsResponse (payouts, next_page_token)."""
         request = payout_pb2.ListPayoutsRequest(
             states=[payout_state(s) for s in states or ()],
             page_size=page_size or 0, page_token=page_token or "")
         return self._unary(self._list, request, timeout or self._timeout,
-                           retry, metadata)
+                           retry, call_metadata)
 
     def list_payouts(self, states=(), page_size=0, *, timeout=None,
-                     retry=_UNSET, metadata=()):
+                     retry=_UNSET, call_metadata=()):
         """Every payout (newest first), optionally only those in `states`
         ("UNKNOWN", "ACCEPTED", ... or PayoutState values); reads the pages
         one by one as the iterator is consumed."""
@@ -276,22 +318,40 @@ class PayoutClient:
         while True:
             page = self.list_payouts_page(states, page_size, token,
                                           timeout=timeout, retry=retry,
-                                          metadata=metadata)
+                                          call_metadata=call_metadata)
             yield from page.payouts
             token = page.next_page_token
             if not token:
                 return
 
     def refresh_payout(self, payout_id, *, timeout=None, retry=_UNSET,
-                       metadata=()):
+                       call_metadata=()):
         """Asks AOPay for the payout's state now; returns the payout as it
         then stands."""
         return self._unary(
             self._refresh, payout_pb2.RefreshPayoutRequest(payout_id=payout_id),
-            timeout or self._timeout, retry, metadata)
+            timeout or self._timeout, retry, call_metadata)
+
+    def cancel_payout(self, payout_id, note="", *, timeout=None,
+                      retry=_UNSET, call_metadata=()):
+        """Cancels a payout this client created that is AWAITING_APPROVAL;
+        returns it, CANCELLED (never sent). `note` is optional, kept for
+        audit.
+
+        Raises PayoutError: FAILED_PRECONDITION / NOT_CANCELLABLE when the
+        payout is no longer awaiting approval (approved, rejected or already
+        cancelled), PERMISSION_DENIED / NOT_CREATOR for another client's
+        payout. Retried like the other calls (docs/client-retries.md): a
+        retry after an attempt that did cancel gets NOT_CANCELLABLE, with
+        `attempts` > 1; get_payout then shows CANCELLED.
+        """
+        return self._unary(
+            self._cancel,
+            payout_pb2.CancelPayoutRequest(payout_id=payout_id, note=note),
+            timeout or self._timeout, retry, call_metadata)
 
     def batch_create(self, requests, *, timeout=None, retry=_UNSET,
-                     metadata=()):
+                     call_metadata=()):
         """Sends many payouts over BatchCreatePayouts streams.
 
         `requests`: CreatePayoutRequest messages or dicts, each with its own
@@ -310,7 +370,7 @@ class PayoutClient:
                                  request.request_id)
             pending[request.request_id] = request
         return self._batch_rounds(pending, timeout, self._policy(retry),
-                                  self._call_metadata(metadata))
+                                  self._call_metadata(call_metadata))
 
     def _batch_rounds(self, pending, timeout, policy, call_metadata):
         started = time.monotonic()
@@ -386,7 +446,7 @@ class PayoutClient:
     # -- PayoutAdminService -----------------------------------------------
 
     def resolve_payout(self, payout_id, state, note, transaction_id="", *,
-                       timeout=None, metadata=()):
+                       timeout=None, call_metadata=()):
         """Records an operator's verdict on an UNKNOWN or ACCEPTED payout
         (needs the admin scope). `state`: "ACCEPTED", "SUCCEEDED", "FAILED"
         or "REVERSED". Never retried: after an error, read the payout and
@@ -395,7 +455,44 @@ class PayoutClient:
             payout_id=payout_id, state=payout_state(state), note=note,
             transaction_id=transaction_id)
         return self._unary(self._resolve, request, timeout or self._timeout,
-                           NO_RETRY, metadata)
+                           NO_RETRY, call_metadata)
+
+    def approve_payout(self, payout_id, note, *, timeout=None, retry=_UNSET,
+                       call_metadata=()):
+        """Approves a payout AWAITING_APPROVAL (scope approve; never its
+        creator; `note` required, kept for audit). The gateway then sends it
+        exactly as CreatePayout would and answers as CreatePayout answers:
+        the Payout (ACCEPTED), or CreatePayout's error.
+
+        Retried exactly like create_payout (per-attempt deadline
+        `create_timeout`) on the retryable errors only, never after
+        OUTCOME_UNKNOWN. Raises PayoutError: PERMISSION_DENIED /
+        SELF_APPROVAL for the payout's creator, FAILED_PRECONDITION /
+        NOT_AWAITING_APPROVAL when it is not awaiting approval (also when
+        another approval, a rejection or a cancel came first, or when an
+        earlier attempt of this call approved it: `attempts` > 1; read the
+        payout with get_payout to see where it stands).
+        """
+        return self._unary(
+            self._approve,
+            payout_pb2.ApprovePayoutRequest(payout_id=payout_id, note=note),
+            timeout or self._create_timeout, retry, call_metadata)
+
+    def reject_payout(self, payout_id, note, *, timeout=None, retry=_UNSET,
+                      call_metadata=()):
+        """Rejects a payout AWAITING_APPROVAL (same callers as
+        approve_payout; `note` required); returns it, CANCELLED (never sent).
+
+        Raises PayoutError: PERMISSION_DENIED / SELF_APPROVAL,
+        FAILED_PRECONDITION / NOT_AWAITING_APPROVAL. Retried like the other
+        calls: a retry after an attempt that did reject gets
+        NOT_AWAITING_APPROVAL with `attempts` > 1; get_payout then shows
+        CANCELLED.
+        """
+        return self._unary(
+            self._reject,
+            payout_pb2.RejectPayoutRequest(payout_id=payout_id, note=note),
+            timeout or self._timeout, retry, call_metadata)
 
 
 def _for_request(error, request_id):
