@@ -547,5 +547,239 @@ class TlsAndTokensTest(LiveTestCase):
         self.assertEqual(raised.exception.code, grpc.StatusCode.UNAVAILABLE)
 
 
+@unittest.skipUnless(shutil.which("openssl"), "the openssl command is needed")
+class ApprovalsTest(LiveTestCase):
+    """Maker-checker over TLS with bearer tokens, against a sandbox whose
+    journal shows what AOPay received: the maker's payouts above 1000 paise
+    wait for the checker's approval."""
+
+    MAKER_TOKEN = "maker-" + os.urandom(16).hex()
+    CHECKER_TOKEN = "checker-" + os.urandom(16).hex()
+    OPS_TOKEN = "ops-" + os.urandom(16).hex()
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        import hashlib
+        cls.certs = cls.make_dir("certs")
+        support.make_certificates(cls.certs)
+        cls.clients = os.path.join(cls.certs, "clients")
+        with open(cls.clients, "w") as f:
+            for name, token, rest in (
+                    ("maker", cls.MAKER_TOKEN,
+                     "payouts:write,payouts:read approval_above_paise=1000"),
+                    ("checker", cls.CHECKER_TOKEN, "approve"),
+                    # May approve, and holds its own payouts too.
+                    ("ops", cls.OPS_TOKEN,
+                     "payouts:write,approve approval_above_paise=1000")):
+                digest = hashlib.sha256(token.encode()).hexdigest()
+                f.write("%s %s %s\n" % (name, digest, rest))
+        cls.sandbox = support.Sandbox(cls.make_dir("sandbox"))
+        cls.addClassCleanup(cls.sandbox.stop)
+        cls.gateway = support.Gateway(cls.make_dir("gateway"),
+                                      cls.sandbox.url, *cls.tls_flags())
+        cls.addClassCleanup(cls.gateway.stop)
+        cls.maker = cls.client(cls.gateway, cls.MAKER_TOKEN)
+        cls.checker = cls.client(cls.gateway, cls.CHECKER_TOKEN)
+        cls.ops = cls.client(cls.gateway, cls.OPS_TOKEN)
+
+    @classmethod
+    def tls_flags(cls):
+        return ["--clients=" + cls.clients,
+                "--tls_cert=" + os.path.join(cls.certs, "server.crt"),
+                "--tls_key=" + os.path.join(cls.certs, "server.key")]
+
+    @classmethod
+    def client(cls, gateway, token, **kwargs):
+        client = PayoutClient(gateway.address, token=token,
+                              root_certificates=os.path.join(cls.certs,
+                                                             "ca.crt"),
+                              **kwargs)
+        cls.addClassCleanup(client.close)
+        return client
+
+    def hold(self, account, client=None, **kwargs):
+        """A payout above the threshold: recorded, held, not sent."""
+        kwargs.setdefault("metadata", {"invoice": "INV-" + account})
+        payout = (client or self.maker).create_payout(
+            request_id=kwargs.pop("request_id", None) or new_request_id(),
+            beneficiary=support.beneficiary(account), amount_paise=2500,
+            mode="IMPS", **kwargs)
+        self.assertEqual(state_name(payout.state), "AWAITING_APPROVAL")
+        return payout
+
+    def assert_refused(self, call, code, reason):
+        with self.assertRaises(PayoutError) as raised:
+            call()
+        self.assertEqual(raised.exception.code, code, raised.exception)
+        self.assertEqual(raised.exception.reason, reason, raised.exception)
+        self.assertEqual(raised.exception.attempts, 1)
+        return raised.exception
+
+    def test_checker_approves_and_the_payout_is_sent_once(self):
+        account = support.unique_account()
+        metadata = {"invoice": "INV-2024-0042", "employee": "E-7"}
+        held = self.hold(account, metadata=metadata)
+        self.assertEqual(dict(held.metadata), metadata)
+        self.assertEqual(held.client, "maker")
+        self.assertEqual(held.transaction_id, "")
+        self.assertEqual(self.sandbox.payouts_for(account), 0)
+
+        # The maker lacks the approve scope.
+        error = self.assert_refused(
+            lambda: self.maker.approve_payout(held.payout_id, "my own"),
+            grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+        self.assertIn("approve", error.message)
+        self.assertEqual(self.sandbox.payouts_for(account), 0)
+
+        approved = self.checker.approve_payout(held.payout_id,
+                                               "checked against the invoice")
+        self.assertEqual(state_name(approved.state), "ACCEPTED")
+        self.assertEqual(approved.payout_id, held.payout_id)
+        self.assertTrue(approved.transaction_id.startswith("TERF"))
+        self.assertEqual(dict(approved.metadata), metadata)
+        self.assertEqual(approved.client, "maker")
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+        # Approving again changes nothing and sends nothing.
+        self.assert_refused(
+            lambda: self.checker.approve_payout(held.payout_id, "again"),
+            grpc.StatusCode.FAILED_PRECONDITION, "NOT_AWAITING_APPROVAL")
+        read = self.maker.get_payout(held.payout_id)
+        self.assertEqual(state_name(read.state), "ACCEPTED")
+        self.assertEqual(dict(read.metadata), metadata)
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+        # The metadata never reaches AOPay.
+        for entry in self.sandbox.journal():
+            self.assertNotIn("INV-2024-0042", str(entry))
+
+    def test_rejected_payout_is_cancelled_and_never_sent(self):
+        account = support.unique_account()
+        held = self.hold(account)
+        rejected = self.checker.reject_payout(held.payout_id,
+                                              "no such invoice")
+        self.assertEqual(state_name(rejected.state), "CANCELLED")
+        self.assertEqual(rejected.payout_id, held.payout_id)
+        self.assert_refused(
+            lambda: self.checker.approve_payout(held.payout_id, "late"),
+            grpc.StatusCode.FAILED_PRECONDITION, "NOT_AWAITING_APPROVAL")
+        self.assert_refused(
+            lambda: self.maker.cancel_payout(held.payout_id),
+            grpc.StatusCode.FAILED_PRECONDITION, "NOT_CANCELLABLE")
+        self.assertEqual(self.sandbox.payouts_for(account), 0)
+
+    def test_maker_cancels_once(self):
+        account = support.unique_account()
+        held = self.hold(account)
+        cancelled = self.maker.cancel_payout(held.payout_id, "wrong amount")
+        self.assertEqual(state_name(cancelled.state), "CANCELLED")
+        self.assert_refused(
+            lambda: self.maker.cancel_payout(held.payout_id),
+            grpc.StatusCode.FAILED_PRECONDITION, "NOT_CANCELLABLE")
+        self.assert_refused(
+            lambda: self.checker.approve_payout(held.payout_id, "late"),
+            grpc.StatusCode.FAILED_PRECONDITION, "NOT_AWAITING_APPROVAL")
+        self.assertEqual(
+            state_name(self.maker.get_payout(held.payout_id).state),
+            "CANCELLED")
+        self.assertEqual(self.sandbox.payouts_for(account), 0)
+
+    def test_only_the_creator_cancels_and_never_approves(self):
+        own_account = support.unique_account()
+        own = self.hold(own_account, client=self.ops)
+        self.assert_refused(
+            lambda: self.ops.approve_payout(own.payout_id, "mine"),
+            grpc.StatusCode.PERMISSION_DENIED, "SELF_APPROVAL")
+        self.assert_refused(
+            lambda: self.ops.reject_payout(own.payout_id, "mine"),
+            grpc.StatusCode.PERMISSION_DENIED, "SELF_APPROVAL")
+        # The maker may not see another client's payout at all.
+        self.assert_refused(
+            lambda: self.maker.cancel_payout(own.payout_id),
+            grpc.StatusCode.NOT_FOUND, "NOT_FOUND")
+
+        account = support.unique_account()
+        held = self.hold(account)
+        # ops may write and read every payout, but did not create this one.
+        self.assert_refused(
+            lambda: self.ops.cancel_payout(held.payout_id),
+            grpc.StatusCode.PERMISSION_DENIED, "NOT_CREATOR")
+        # The checker lacks payouts:write, which CancelPayout needs.
+        self.assert_refused(
+            lambda: self.checker.cancel_payout(held.payout_id),
+            grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+        for payout in (own, held):
+            self.assertEqual(
+                state_name(self.checker.get_payout(payout.payout_id).state),
+                "AWAITING_APPROVAL")
+        self.assertEqual(self.sandbox.payouts_for(own_account), 0)
+        self.assertEqual(self.sandbox.payouts_for(account), 0)
+
+    def test_below_the_threshold_is_sent_at_once_with_its_metadata(self):
+        account = support.unique_account()
+        payout = self.maker.create_payout(
+            request_id=new_request_id(),
+            beneficiary=support.beneficiary(account), amount_paise=1000,
+            mode="NEFT", metadata={"invoice": "INV-small"})
+        self.assertEqual(state_name(payout.state), "ACCEPTED")
+        self.assertEqual(dict(payout.metadata), {"invoice": "INV-small"})
+        self.assertEqual(self.sandbox.payouts_for(account), 1)
+
+    def test_same_request_id_with_other_metadata_is_reused(self):
+        account = support.unique_account()
+        request_id = new_request_id()
+        held = self.hold(account, request_id=request_id,
+                         metadata={"invoice": "INV-1"})
+        replay = self.hold(account, request_id=request_id,
+                           metadata={"invoice": "INV-1"})
+        self.assertEqual(replay.payout_id, held.payout_id)
+        for other in ({"invoice": "INV-2"}, {"invoice": "INV-1", "x": "y"},
+                      {}):
+            error = self.assert_refused(
+                lambda: self.hold(account, request_id=request_id,
+                                  metadata=other),
+                grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+            self.assertEqual(error.payout_id, held.payout_id)
+            self.assertEqual(error.request_id, request_id)
+        self.assertEqual(dict(self.maker.get_payout_by_request_id(
+            request_id).metadata), {"invoice": "INV-1"})
+        self.assertEqual(self.sandbox.payouts_for(account), 0)
+
+    def test_approval_is_retried_after_upstream_unavailable(self):
+        # AOPay cannot be reached: the approval answers UNAVAILABLE /
+        # UPSTREAM_UNAVAILABLE, the payout awaits approval again, and the
+        # client's retry approves and sends it once AOPay is back.
+        sandbox = support.Sandbox(self.make_dir("sandbox_down"))
+        self.addCleanup(sandbox.stop)
+        gateway = support.Gateway(self.make_dir("gateway_sandbox_down"),
+                                  sandbox.url, *self.tls_flags())
+        self.addCleanup(gateway.stop)
+        maker = self.client(gateway, self.MAKER_TOKEN)
+        account = support.unique_account()
+        held = self.hold(account, client=maker)
+        sandbox.stop()
+
+        seen = []
+
+        def restart(attempt, error):
+            seen.append(state_name(maker.get_payout(held.payout_id).state))
+            if sandbox.process is None:
+                sandbox.start()
+
+        recorder = Recorder(restart)
+        checker = self.client(gateway, self.CHECKER_TOKEN,
+                              retry=policy(recorder, max_attempts=3))
+        approved = checker.approve_payout(held.payout_id, "checked")
+        self.assertEqual(state_name(approved.state), "ACCEPTED")
+        self.assertEqual(len(recorder.calls), 1)
+        attempt, error, delay = recorder.calls[0]
+        self.assertEqual(attempt, 1)
+        self.assertEqual(error.code, grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(error.reason, "UPSTREAM_UNAVAILABLE")
+        self.assertGreaterEqual(delay, 1.0)
+        self.assertEqual(seen, ["AWAITING_APPROVAL"])
+        self.assertEqual(sandbox.payouts_for(account), 1)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
