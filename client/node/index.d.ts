@@ -10,14 +10,15 @@ export type TransferMode =
 export type PayoutState =
   | 'PAYOUT_STATE_UNSPECIFIED' | 'PAYOUT_STATE_PENDING'
   | 'PAYOUT_STATE_ACCEPTED' | 'PAYOUT_STATE_SUCCEEDED'
-  | 'PAYOUT_STATE_FAILED' | 'PAYOUT_STATE_REVERSED' | 'PAYOUT_STATE_UNKNOWN';
+  | 'PAYOUT_STATE_FAILED' | 'PAYOUT_STATE_REVERSED' | 'PAYOUT_STATE_UNKNOWN'
+  | 'PAYOUT_STATE_AWAITING_APPROVAL' | 'PAYOUT_STATE_CANCELLED';
 
 /** A mode as 'IMPS' / 'NEFT', its full name, or its number. */
 export type TransferModeInput = 'IMPS' | 'NEFT' | TransferMode | number;
 /** A state as 'UNKNOWN', 'ACCEPTED', ..., its full name, or its number. */
 export type PayoutStateInput =
   | 'PENDING' | 'ACCEPTED' | 'SUCCEEDED' | 'FAILED' | 'REVERSED' | 'UNKNOWN'
-  | PayoutState | number;
+  | 'AWAITING_APPROVAL' | 'CANCELLED' | PayoutState | number;
 
 export interface Beneficiary {
   accountNumber: string;
@@ -34,6 +35,19 @@ export interface CreatePayoutRequest {
   /** Paise (100 paise = 1 rupee). */
   amountPaise: number | string;
   mode: TransferModeInput;
+  /** Your own references (an invoice number, an employee id): at most 16
+   * keys. Returned on the Payout, part of the request id's fingerprint
+   * (other metadata under the same request id is REQUEST_ID_REUSED), never
+   * sent to AOPay. */
+  metadata?: Record<string, string> | Map<string, string>;
+}
+
+/** An approval, a rejection or a cancel of a payout AWAITING_APPROVAL. */
+export interface DecisionRequest {
+  payoutId: string;
+  /** Why: required to approve or reject, optional to cancel; kept for
+   * audit. */
+  note?: string;
 }
 
 export interface Timestamp {
@@ -71,6 +85,8 @@ export interface Payout {
   updateTime: Timestamp | null;
   /** The client that created the payout ('' without a clients file). */
   client: string;
+  /** The metadata of the request that created the payout ({} if none). */
+  metadata: Record<string, string>;
 }
 
 export interface ListPayoutsResponse {
@@ -166,7 +182,8 @@ export interface ClientOptions {
   allowInsecureToken?: boolean;
   /** The retry policy (docs/client-retries.md); on by default. */
   retry?: RetryOption;
-  /** Per-attempt deadline of CreatePayout. Default 60000. */
+  /** Per-attempt deadline of CreatePayout and ApprovePayout (both may call
+   * AOPay). Default 60000. */
   createTimeoutMs?: number;
   /** Per-attempt deadline of the other unary calls. Default 30000. */
   timeoutMs?: number;
@@ -206,6 +223,11 @@ export class PayoutClient {
   listPayouts(request?: {states?: PayoutStateInput[]; pageSize?: number},
               options?: CallOptions): AsyncGenerator<Payout, void, undefined>;
   refreshPayout(payoutId: string, options?: CallOptions): Promise<Payout>;
+  /** Cancels a payout this client created that is AWAITING_APPROVAL;
+   * resolves to it, CANCELLED. Rejects with NOT_CANCELLABLE when it is not
+   * awaiting approval, NOT_CREATOR for another client's payout. */
+  cancelPayout(request: DecisionRequest, options?: CallOptions):
+      Promise<Payout>;
   batchCreate(requests: Iterable<CreatePayoutRequest>, options?: CallOptions):
       AsyncGenerator<BatchResult, void, undefined>;
   /** Never retried. */
@@ -215,6 +237,17 @@ export class PayoutClient {
                     PayoutState;
                 note: string; transactionId?: string},
       options?: Omit<CallOptions, 'retry'>): Promise<Payout>;
+  /** Approves a payout AWAITING_APPROVAL (scope approve, not its creator;
+   * note required) and resolves as CreatePayout would (ACCEPTED, ...).
+   * Retried like createPayout, never after OUTCOME_UNKNOWN. Rejects with
+   * SELF_APPROVAL, or NOT_AWAITING_APPROVAL (attempts > 1: an earlier
+   * attempt may have approved it; read the payout). */
+  approvePayout(request: DecisionRequest, options?: CallOptions):
+      Promise<Payout>;
+  /** Rejects a payout AWAITING_APPROVAL (same callers; note required);
+   * resolves to it, CANCELLED. */
+  rejectPayout(request: DecisionRequest, options?: CallOptions):
+      Promise<Payout>;
 }
 
 export const DEFAULT_RETRY: Readonly<RetryPolicy>;

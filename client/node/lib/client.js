@@ -11,8 +11,8 @@ const {
   NO_RETRY, backoffMs, callWithRetries, isRetryable, retryPolicy, sleep,
 } = require('./retry');
 
-// Per-attempt deadline of CreatePayout: longer than the gateway's default
-// --upstream_timeout (30 s) plus a margin.
+// Per-attempt deadline of CreatePayout and ApprovePayout: longer than the
+// gateway's default --upstream_timeout (30 s) plus a margin.
 const CREATE_TIMEOUT_MS = 60000;
 // Per-attempt deadline of the other unary calls.
 const TIMEOUT_MS = 30000;
@@ -49,11 +49,30 @@ function pem(value) {
   return fs.readFileSync(value);
 }
 
+// The payout's metadata: a plain object (or a Map) of strings to strings.
+function payoutMetadata(metadata) {
+  if (metadata === undefined || metadata === null) return {};
+  const entries = metadata instanceof Map ? [...metadata.entries()] :
+      typeof metadata === 'object' && !Array.isArray(metadata) ?
+      Object.entries(metadata) : null;
+  if (entries === null) {
+    throw new TypeError('metadata is the payout\'s own references, an ' +
+                        'object of strings to strings');
+  }
+  for (const [key, value] of entries) {
+    if (typeof key !== 'string' || typeof value !== 'string') {
+      throw new TypeError('metadata keys and values must be strings');
+    }
+  }
+  return Object.fromEntries(entries);
+}
+
 function createRequest(request) {
   if (!request || typeof request !== 'object') {
     throw new TypeError('a CreatePayoutRequest object is required');
   }
-  const {requestId, beneficiary, amountPaise, mode, ...rest} = request;
+  const {requestId, beneficiary, amountPaise, mode, metadata, ...rest} =
+      request;
   const unknown = Object.keys(rest);
   if (unknown.length) {
     throw new TypeError('unknown CreatePayoutRequest fields: ' +
@@ -69,7 +88,21 @@ function createRequest(request) {
     amountPaise: amountPaise ?? 0,
     mode: mode === undefined ? 'TRANSFER_MODE_UNSPECIFIED' :
         transferMode(mode),
+    metadata: payoutMetadata(metadata),
   };
+}
+
+// {payoutId, note} of an approval, a rejection or a cancel.
+function decision(request, what) {
+  if (!request || typeof request !== 'object') {
+    throw new TypeError(`${what} takes {payoutId, note}`);
+  }
+  const {payoutId, note = '', ...rest} = request;
+  const unknown = Object.keys(rest);
+  if (unknown.length) {
+    throw new TypeError(`unknown ${what} fields: ` + unknown.sort().join(', '));
+  }
+  return {payoutId, note};
 }
 
 class PayoutClient {
@@ -109,7 +142,7 @@ class PayoutClient {
     this._timeoutMs = timeoutMs;
     const {services} = load();
     this._methods = {...services.PayoutService,
-      ResolvePayout: services.PayoutAdminService.ResolvePayout};
+      ...services.PayoutAdminService};
   }
 
   close() {
@@ -155,9 +188,12 @@ class PayoutClient {
   }
 
   // Sends one payout: {requestId, beneficiary: {accountNumber, ifsc, name,
-  // email, mobile}, amountPaise, mode: 'IMPS' | 'NEFT'}. Resolves to the
-  // recorded Payout; rejects with PayoutError. Retries send the same request
-  // with the same requestId.
+  // email, mobile}, amountPaise, mode: 'IMPS' | 'NEFT', metadata: {...}}.
+  // Resolves to the recorded Payout (AWAITING_APPROVAL above the client's
+  // approval_above_paise); rejects with PayoutError. Retries send the same
+  // request with the same requestId. metadata (the caller's references,
+  // strings to strings) is returned on the Payout, is part of the request
+  // id's fingerprint and is never sent to AOPay.
   createPayout(request, options = {}) {
     let message;
     try {
@@ -201,6 +237,14 @@ class PayoutClient {
         options);
   }
 
+  // Cancels a payout this client created that is AWAITING_APPROVAL:
+  // {payoutId, note?}. Resolves to it, CANCELLED. Retried like the other
+  // calls; a retry after an attempt that did cancel rejects with
+  // NOT_CANCELLABLE and attempts > 1 (getPayout then shows CANCELLED).
+  cancelPayout(request, options = {}) {
+    return this._decide('CancelPayout', request, this._timeoutMs, options);
+  }
+
   // Records an operator's verdict on an UNKNOWN or ACCEPTED payout (admin
   // scope). Never retried: after an error, read the payout and resolve it
   // again if it still needs it.
@@ -213,6 +257,33 @@ class PayoutClient {
     }
     return this._unary('ResolvePayout', request, this._timeoutMs,
         {...options, retry: false});
+  }
+
+  // Approves a payout AWAITING_APPROVAL ({payoutId, note}; scope approve,
+  // never its creator). The gateway sends it as CreatePayout would and
+  // answers as CreatePayout answers. Retried exactly like createPayout (its
+  // deadline too): on the retryable errors only, never after
+  // OUTCOME_UNKNOWN. NOT_AWAITING_APPROVAL with attempts > 1 may mean an
+  // earlier attempt approved it: read the payout.
+  approvePayout(request, options = {}) {
+    return this._decide('ApprovePayout', request, this._createTimeoutMs,
+        options);
+  }
+
+  // Rejects a payout AWAITING_APPROVAL ({payoutId, note}; same callers as
+  // approvePayout). Resolves to it, CANCELLED. Retried like the other calls.
+  rejectPayout(request, options = {}) {
+    return this._decide('RejectPayout', request, this._timeoutMs, options);
+  }
+
+  _decide(name, request, timeoutMs, options) {
+    let message;
+    try {
+      message = decision(request, name);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this._unary(name, message, timeoutMs, options);
   }
 
   // Many payouts over BatchCreatePayouts streams. Yields one

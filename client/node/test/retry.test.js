@@ -223,6 +223,160 @@ describe('PayoutError', () => {
   });
 });
 
+// A PayoutClient whose unary calls answer from a script, per method: each
+// entry is a PayoutError-like {code, reason} to fail with, or a Payout
+// object to answer. Requests and answers go through the real serializers.
+function fakeClient(script, options = {}) {
+  const {rpc} = load();
+  const client = new PayoutClient('127.0.0.1:1', {
+    retry: {initialBackoffMs: 0, jitter: 0}, ...options});
+  const calls = [];
+  client._client.makeUnaryRequest = (path, serialize, deserialize, request,
+      metadata, callOptions, callback) => {
+    const method = path.split('/').pop();
+    const wire = serialize(request);
+    calls.push({method, request: client._methods[method]
+        .requestDeserialize(wire), metadata, callOptions});
+    const outcome = script[method].shift();
+    setImmediate(() => {
+      if (outcome.code === undefined) {
+        const answer = client._methods[method].responseSerialize(outcome);
+        callback(null, deserialize(answer));
+        return;
+      }
+      const values = outcome.reason ? [Buffer.from(rpc.Status.encode(
+          rpc.Status.fromObject({code: outcome.code, message: 'test',
+            details: [{type_url: 'type.googleapis.com/google.rpc.ErrorInfo',
+              value: Buffer.from(rpc.ErrorInfo.encode({
+                reason: outcome.reason, domain: 'payout.aopay.v1'})
+                  .finish())}]})).finish())] : [];
+      callback({code: outcome.code, details: 'test', metadata: {get: (key) =>
+        key === 'grpc-status-details-bin' ? values : []}});
+    });
+  };
+  return {client, calls};
+}
+
+describe('approvals', () => {
+  const failure = (code, reason = '') => ({code, reason});
+  const payout = (state) => ({payoutId: 'po_1', state});
+
+  it('retries an approval like a payout, with its deadline', async () => {
+    const {client, calls} = fakeClient({ApprovePayout: [
+      failure(status.UNAVAILABLE, 'UPSTREAM_UNAVAILABLE'),
+      failure(status.UNAVAILABLE),
+      failure(status.ABORTED, 'REQUEST_IN_PROGRESS'),
+      payout('PAYOUT_STATE_ACCEPTED')]}, {createTimeoutMs: 42000});
+    try {
+      const started = Date.now();
+      const approved = await client.approvePayout({payoutId: 'po_1',
+        note: 'checked the invoice'});
+      assert.equal(approved.state, 'PAYOUT_STATE_ACCEPTED');
+      assert.equal(calls.length, 4);
+      for (const call of calls) {
+        assert.equal(call.method, 'ApprovePayout');
+        assert.deepEqual({...call.request},
+            {payoutId: 'po_1', note: 'checked the invoice'});
+        const deadline = call.callOptions.deadline - started;
+        assert.ok(deadline > 41000 && deadline <= 43000, String(deadline));
+      }
+    } finally {
+      client.close();
+    }
+  });
+
+  it('never retries an approval after OUTCOME_UNKNOWN or a refusal',
+      async () => {
+        for (const [code, reason] of [
+          [status.DEADLINE_EXCEEDED, 'OUTCOME_UNKNOWN'],
+          [status.DEADLINE_EXCEEDED, ''],
+          [status.FAILED_PRECONDITION, 'NOT_AWAITING_APPROVAL'],
+          [status.PERMISSION_DENIED, 'SELF_APPROVAL'],
+          [status.PERMISSION_DENIED, 'PERMISSION_DENIED'],
+          [status.RESOURCE_EXHAUSTED, 'CLIENT_LIMIT_EXCEEDED'],
+        ]) {
+          const {client, calls} = fakeClient({ApprovePayout: [
+            failure(code, reason), payout('PAYOUT_STATE_ACCEPTED')]});
+          try {
+            const error = await client.approvePayout({payoutId: 'po_1',
+              note: 'ok'}).then(() => null, (e) => e);
+            assert.ok(error instanceof PayoutError, reason);
+            assert.equal(error.code, code);
+            assert.equal(error.reason, reason);
+            assert.equal(error.attempts, 1);
+            assert.equal(calls.length, 1, reason);
+          } finally {
+            client.close();
+          }
+        }
+      });
+
+  it('says by its attempts that an earlier attempt may have approved',
+      async () => {
+        const {client} = fakeClient({ApprovePayout: [
+          failure(status.UNAVAILABLE),
+          failure(status.FAILED_PRECONDITION, 'NOT_AWAITING_APPROVAL')]});
+        try {
+          const error = await client.approvePayout({payoutId: 'po_1',
+            note: 'ok'}).then(() => null, (e) => e);
+          assert.equal(error.reason, 'NOT_AWAITING_APPROVAL');
+          assert.equal(error.attempts, 2);
+        } finally {
+          client.close();
+        }
+      });
+
+  it('retries a rejection or a cancel on the retryable errors only',
+      async () => {
+        const {client, calls} = fakeClient({
+          RejectPayout: [failure(status.UNAVAILABLE, 'LEDGER_UNAVAILABLE'),
+            payout('PAYOUT_STATE_CANCELLED'),
+            failure(status.FAILED_PRECONDITION, 'NOT_AWAITING_APPROVAL')],
+          CancelPayout: [failure(status.UNAVAILABLE),
+            payout('PAYOUT_STATE_CANCELLED'),
+            failure(status.FAILED_PRECONDITION, 'NOT_CANCELLABLE')],
+        }, {timeoutMs: 7000});
+        try {
+          assert.equal((await client.rejectPayout({payoutId: 'po_1',
+            note: 'no'})).state, 'PAYOUT_STATE_CANCELLED');
+          assert.equal((await client.cancelPayout({payoutId: 'po_1'})).state,
+              'PAYOUT_STATE_CANCELLED');
+          const rejected = await client.rejectPayout({payoutId: 'po_1',
+            note: 'no'}).then(() => null, (e) => e);
+          assert.equal(rejected.reason, 'NOT_AWAITING_APPROVAL');
+          assert.equal(rejected.attempts, 1);
+          const cancelled = await client.cancelPayout({payoutId: 'po_1',
+            note: 'changed my mind'}).then(() => null, (e) => e);
+          assert.equal(cancelled.reason, 'NOT_CANCELLABLE');
+          assert.equal(cancelled.attempts, 1);
+          assert.deepEqual(calls.map((c) => c.method), [
+            'RejectPayout', 'RejectPayout', 'CancelPayout', 'CancelPayout',
+            'RejectPayout', 'CancelPayout']);
+          assert.equal(calls[2].request.note, '');
+          assert.equal(calls[5].request.note, 'changed my mind');
+        } finally {
+          client.close();
+        }
+      });
+
+  it('makes one attempt with retry: false, and refuses a bad request',
+      async () => {
+        const {client, calls} = fakeClient({ApprovePayout: [
+          failure(status.UNAVAILABLE), payout('PAYOUT_STATE_ACCEPTED')]});
+        try {
+          await assert.rejects(client.approvePayout({payoutId: 'po_1',
+            note: 'ok'}, {retry: false}), PayoutError);
+          assert.equal(calls.length, 1);
+          await assert.rejects(client.approvePayout('po_1'), TypeError);
+          await assert.rejects(client.cancelPayout({payoutId: 'po_1',
+            reason: 'x'}), TypeError);
+          assert.equal(calls.length, 1);
+        } finally {
+          client.close();
+        }
+      });
+});
+
 describe('requests', () => {
   it('takes enums by short name', () => {
     assert.equal(transferMode('imps'), 'TRANSFER_MODE_IMPS');
@@ -242,6 +396,27 @@ describe('requests', () => {
       client.close();
     }
   });
+
+  it('carries metadata into the request and refuses anything else',
+      async () => {
+        const {client, calls} = fakeClient({CreatePayout: [{}, {}, {}]});
+        try {
+          await client.createPayout({requestId: 'r-1', amountPaise: 1,
+            mode: 'IMPS', metadata: {invoice_no: 'INV-42', empty: ''}});
+          await client.createPayout({requestId: 'r-2',
+            metadata: new Map([['employee', 'E-7']])});
+          await client.createPayout({requestId: 'r-3'});
+          assert.deepEqual(calls.map((c) => c.request.metadata),
+              [{invoice_no: 'INV-42', empty: ''}, {employee: 'E-7'}, {}]);
+          for (const metadata of [[['k', 'v']], 'k=v', {k: 1}, 7]) {
+            await assert.rejects(client.createPayout({requestId: 'r',
+              metadata}), TypeError);
+          }
+          assert.equal(calls.length, 3);
+        } finally {
+          client.close();
+        }
+      });
 
   it('sends a token only over TLS unless told', () => {
     assert.throws(() => new PayoutClient('127.0.0.1:1', {token: 't'}),
