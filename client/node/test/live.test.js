@@ -544,3 +544,237 @@ describe('TLS and tokens', {skip: !hasOpenssl() && 'the openssl command is neede
     assert.equal(error.code, status.UNAVAILABLE);
   });
 });
+
+describe('approvals and metadata', {skip: !hasOpenssl() && 'the openssl command is needed'}, () => {
+  // Maker-checker over TLS with bearer tokens, against a sandbox whose
+  // journal shows what AOPay received: the maker's payouts above 1000 paise
+  // wait for the checker's approval.
+  const tokens = Object.fromEntries(['maker', 'checker', 'ops'].map(
+      (name) => [name, `${name}-` + crypto.randomBytes(16).toString('hex')]));
+  let certs;
+  let sandbox;
+  let gateway;
+  let maker;
+  let checker;
+  let ops;
+  const clients = [];
+  const cert = (name) => path.join(certs, name);
+  const tlsFlags = () => [`--clients=${cert('clients')}`,
+    `--tls_cert=${cert('server.crt')}`, `--tls_key=${cert('server.key')}`];
+  const client = (target, token, options = {}) => {
+    const made = new PayoutClient(target.address, {rootCerts: cert('ca.crt'),
+      tlsServerName: 'localhost', token, ...options});
+    clients.push(made);
+    return made;
+  };
+
+  before(async () => {
+    certs = dir('approval_certs');
+    makeCertificates(certs);
+    const sha256 = (text) => crypto.createHash('sha256').update(text)
+        .digest('hex');
+    fs.writeFileSync(cert('clients'),
+        `maker ${sha256(tokens.maker)} payouts:write,payouts:read ` +
+            'approval_above_paise=1000\n' +
+        `checker ${sha256(tokens.checker)} approve\n` +
+        // May approve, and holds its own payouts too.
+        `ops ${sha256(tokens.ops)} payouts:write,approve ` +
+            'approval_above_paise=1000\n');
+    sandbox = await new Sandbox(dir('approval_sandbox')).start();
+    gateway = await new Gateway(dir('approval_gateway'), sandbox.url,
+        tlsFlags()).start();
+    maker = client(gateway, tokens.maker);
+    checker = client(gateway, tokens.checker);
+    ops = client(gateway, tokens.ops);
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await gateway?.stop();
+    await sandbox?.stop();
+  });
+
+  // A payout above the threshold: recorded, held, not sent.
+  const hold = async (account, {by = maker, requestId = newRequestId(),
+    metadata = {invoice: `INV-${account}`}} = {}) => {
+    const payout = await by.createPayout({requestId,
+      beneficiary: beneficiary(account), amountPaise: 2500, mode: 'IMPS',
+      metadata});
+    assert.equal(stateName(payout.state), 'AWAITING_APPROVAL');
+    return payout;
+  };
+
+  const refused = async (promise, code, reason) => {
+    const error = await rejection(promise);
+    assert.ok(error instanceof PayoutError, String(error));
+    assert.equal(error.code, code, String(error));
+    assert.equal(error.reason, reason, String(error));
+    assert.equal(error.attempts, 1);
+    return error;
+  };
+
+  it('holds a payout until the checker approves it, then sends it once',
+      async () => {
+        const account = uniqueAccount();
+        const metadata = {invoice: 'INV-2024-0042', employee_id: 'E-7'};
+        const held = await hold(account, {metadata});
+        assert.deepEqual(held.metadata, metadata);
+        assert.equal(held.client, 'maker');
+        assert.equal(held.transactionId, '');
+        assert.equal(sandbox.payoutsFor(account), 0);
+
+        // The maker lacks the approve scope.
+        const error = await refused(maker.approvePayout({
+          payoutId: held.payoutId, note: 'my own'}),
+        status.PERMISSION_DENIED, 'PERMISSION_DENIED');
+        assert.match(error.details, /approve/);
+        assert.equal(sandbox.payoutsFor(account), 0);
+
+        const approved = await checker.approvePayout({payoutId: held.payoutId,
+          note: 'checked against the invoice'});
+        assert.equal(stateName(approved.state), 'ACCEPTED');
+        assert.equal(approved.payoutId, held.payoutId);
+        assert.match(approved.transactionId, /^TERF/);
+        assert.deepEqual(approved.metadata, metadata);
+        assert.equal(approved.client, 'maker');
+        assert.equal(sandbox.payoutsFor(account), 1);
+
+        // Approving again changes nothing and sends nothing.
+        await refused(checker.approvePayout({payoutId: held.payoutId,
+          note: 'again'}), status.FAILED_PRECONDITION,
+        'NOT_AWAITING_APPROVAL');
+        const read = await maker.getPayout(held.payoutId);
+        assert.equal(stateName(read.state), 'ACCEPTED');
+        assert.deepEqual(read.metadata, metadata);
+        assert.equal(sandbox.payoutsFor(account), 1);
+        // The metadata never reaches AOPay.
+        for (const entry of sandbox.journal()) {
+          assert.ok(!JSON.stringify(entry).includes('INV-2024-0042'));
+        }
+      });
+
+  it('cancels a rejected payout, never sent', async () => {
+    const account = uniqueAccount();
+    const held = await hold(account);
+    const rejected = await checker.rejectPayout({payoutId: held.payoutId,
+      note: 'no such invoice'});
+    assert.equal(stateName(rejected.state), 'CANCELLED');
+    assert.equal(rejected.payoutId, held.payoutId);
+    await refused(checker.approvePayout({payoutId: held.payoutId,
+      note: 'late'}), status.FAILED_PRECONDITION, 'NOT_AWAITING_APPROVAL');
+    await refused(maker.cancelPayout({payoutId: held.payoutId}),
+        status.FAILED_PRECONDITION, 'NOT_CANCELLABLE');
+    assert.equal(sandbox.payoutsFor(account), 0);
+  });
+
+  it('lets the maker cancel once', async () => {
+    const account = uniqueAccount();
+    const held = await hold(account);
+    const cancelled = await maker.cancelPayout({payoutId: held.payoutId,
+      note: 'wrong amount'});
+    assert.equal(stateName(cancelled.state), 'CANCELLED');
+    await refused(maker.cancelPayout({payoutId: held.payoutId}),
+        status.FAILED_PRECONDITION, 'NOT_CANCELLABLE');
+    await refused(checker.approvePayout({payoutId: held.payoutId,
+      note: 'late'}), status.FAILED_PRECONDITION, 'NOT_AWAITING_APPROVAL');
+    assert.equal(stateName((await maker.getPayout(held.payoutId)).state),
+        'CANCELLED');
+    assert.equal(sandbox.payoutsFor(account), 0);
+  });
+
+  it('lets only the creator cancel, and never approve', async () => {
+    const ownAccount = uniqueAccount();
+    const own = await hold(ownAccount, {by: ops});
+    await refused(ops.approvePayout({payoutId: own.payoutId, note: 'mine'}),
+        status.PERMISSION_DENIED, 'SELF_APPROVAL');
+    await refused(ops.rejectPayout({payoutId: own.payoutId, note: 'mine'}),
+        status.PERMISSION_DENIED, 'SELF_APPROVAL');
+    // The maker may not see another client's payout at all.
+    await refused(maker.cancelPayout({payoutId: own.payoutId}),
+        status.NOT_FOUND, 'NOT_FOUND');
+
+    const account = uniqueAccount();
+    const held = await hold(account);
+    // ops may write and read every payout, but did not create this one.
+    await refused(ops.cancelPayout({payoutId: held.payoutId}),
+        status.PERMISSION_DENIED, 'NOT_CREATOR');
+    // The checker lacks payouts:write, which CancelPayout needs.
+    await refused(checker.cancelPayout({payoutId: held.payoutId}),
+        status.PERMISSION_DENIED, 'PERMISSION_DENIED');
+    for (const payout of [own, held]) {
+      assert.equal(stateName((await checker.getPayout(payout.payoutId))
+          .state), 'AWAITING_APPROVAL');
+    }
+    assert.equal(sandbox.payoutsFor(ownAccount), 0);
+    assert.equal(sandbox.payoutsFor(account), 0);
+  });
+
+  it('sends a payout at the threshold at once, with its metadata',
+      async () => {
+        const account = uniqueAccount();
+        const payout = await maker.createPayout({requestId: newRequestId(),
+          beneficiary: beneficiary(account), amountPaise: 1000, mode: 'NEFT',
+          metadata: {invoice: 'INV-small'}});
+        assert.equal(stateName(payout.state), 'ACCEPTED');
+        assert.deepEqual(payout.metadata, {invoice: 'INV-small'});
+        assert.equal(sandbox.payoutsFor(account), 1);
+      });
+
+  it('refuses the same request id with other metadata', async () => {
+    const account = uniqueAccount();
+    const requestId = newRequestId();
+    const held = await hold(account, {requestId,
+      metadata: {invoice: 'INV-1'}});
+    const replay = await hold(account, {requestId,
+      metadata: {invoice: 'INV-1'}});
+    assert.equal(replay.payoutId, held.payoutId);
+    for (const other of [{invoice: 'INV-2'}, {invoice: 'INV-1', x: 'y'}, {}]) {
+      const error = await refused(hold(account, {requestId, metadata: other}),
+          status.INVALID_ARGUMENT, 'REQUEST_ID_REUSED');
+      assert.equal(error.payoutId, held.payoutId);
+      assert.equal(error.requestId, requestId);
+    }
+    assert.deepEqual((await maker.getPayoutByRequestId(requestId)).metadata,
+        {invoice: 'INV-1'});
+    assert.equal(sandbox.payoutsFor(account), 0);
+  });
+
+  it('retries an approval after UPSTREAM_UNAVAILABLE and sends once',
+      async () => {
+        // AOPay cannot be reached: the approval answers UNAVAILABLE /
+        // UPSTREAM_UNAVAILABLE, the payout awaits approval again, and the
+        // client's retry approves and sends it once AOPay is back.
+        const downSandbox = await new Sandbox(dir('approval_sandbox_down'))
+            .start();
+        const downGateway = await new Gateway(dir('approval_gateway_down'),
+            downSandbox.url, tlsFlags()).start();
+        try {
+          const downMaker = client(downGateway, tokens.maker);
+          const account = uniqueAccount();
+          const held = await hold(account, {by: downMaker});
+          await downSandbox.stop();
+          const seen = [];
+          const hook = recorder(async () => {
+            seen.push(stateName((await downMaker.getPayout(held.payoutId))
+                .state));
+            if (!downSandbox.process) await downSandbox.start();
+          });
+          const downChecker = client(downGateway, tokens.checker,
+              {retry: {maxAttempts: 3, onRetry: hook}});
+          const approved = await downChecker.approvePayout({
+            payoutId: held.payoutId, note: 'checked'});
+          assert.equal(stateName(approved.state), 'ACCEPTED');
+          assert.equal(hook.calls.length, 1);
+          const {attempt, error, delayMs} = hook.calls[0];
+          assert.equal(attempt, 1);
+          assert.equal(error.code, status.UNAVAILABLE);
+          assert.equal(error.reason, 'UPSTREAM_UNAVAILABLE');
+          assert.ok(delayMs >= 1000, String(delayMs));
+          assert.deepEqual(seen, ['AWAITING_APPROVAL']);
+          assert.equal(downSandbox.payoutsFor(account), 1);
+        } finally {
+          await downGateway.stop();
+          await downSandbox.stop();
+        }
+      });
+});
