@@ -17,6 +17,18 @@ namespace aopay {
 namespace {
 
 constexpr size_t kMaxNoteBytes = 2000;
+// An operator's or approver's note, kept for audit: trimmed in place.
+void CheckNote(std::string& note, bool required,
+               std::vector<FieldViolation>& violations) {
+  note = std::string(absl::StripAsciiWhitespace(note));
+  if (note.empty() && required) {
+    violations.push_back({"note", "is required and kept for audit"});
+  } else if (note.size() > kMaxNoteBytes) {
+    violations.push_back(
+        {"note", absl::StrCat("must be at most ", kMaxNoteBytes, " bytes")});
+  }
+}
+
 // Why an approval, a rejection or a cancel changed nothing when another of
 // them changed the payout between its read and its write.
 constexpr absl::string_view kCameFirst =
@@ -781,12 +793,7 @@ void PayoutService::Resolve(ResolveRequest request, Client caller,
         {"transaction_id",
          "must be printable text of at most 128 bytes, as AOPay gives it"});
   }
-  request.note = std::string(absl::StripAsciiWhitespace(request.note));
-  if (request.note.empty()) {
-    violations.push_back({"note", "is required and kept for audit"});
-  } else if (request.note.size() > kMaxNoteBytes) {
-    violations.push_back({"note", "must be at most 2000 bytes"});
-  }
+  CheckNote(request.note, /*required=*/true, violations);
   if (!violations.empty()) {
     done(InvalidRequestError(std::move(violations)));
     return;
@@ -850,12 +857,7 @@ void PayoutService::Decide(
   if (request.payout_id.empty()) {
     violations.push_back({"payout_id", "is required"});
   }
-  request.note = std::string(absl::StripAsciiWhitespace(request.note));
-  if (request.note.empty() && kind != Approval::kCancel) {
-    violations.push_back({"note", "is required and kept for audit"});
-  } else if (request.note.size() > kMaxNoteBytes) {
-    violations.push_back({"note", "must be at most 2000 bytes"});
-  }
+  CheckNote(request.note, /*required=*/kind != Approval::kCancel, violations);
   if (!violations.empty()) {
     done(InvalidRequestError(std::move(violations)));
     return;

@@ -43,7 +43,7 @@
 
 namespace aopay {
 
-using ledger_internal::CheckNewPayout;
+using ledger_internal::CheckInsert;
 using ledger_internal::CreatedBy;
 using ledger_internal::CreationReason;
 using ledger_internal::FinalStateNumbers;
@@ -52,6 +52,7 @@ using ledger_internal::kPayoutColumns;
 using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
 using ledger_internal::MetadataColumn;
+using ledger_internal::OverDailyLimit;
 using ledger_internal::ParsePageToken;
 using ledger_internal::ReadPayoutRow;
 using ledger_internal::RowError;
@@ -724,16 +725,10 @@ void PostgresLedger::Insert(InsertRequest request,
           Connection& db) -> absl::StatusOr<InsertResult> {
         const Payout& payout = request.payout;
         const std::string& registration = impl.registration();
-        if (absl::Status valid = CheckNewPayout(payout); !valid.ok()) {
+        if (absl::Status valid = CheckInsert(request); !valid.ok()) {
           return valid;
         }
         const std::optional<DailyLimit>& limit = request.daily_limit;
-        if (limit.has_value() &&
-            (limit->limit_paise < 0 || limit->day_end <= limit->day_start)) {
-          return absl::InvalidArgumentError(
-              "a daily limit needs a limit of 0 or more and a day that ends "
-              "after it starts");
-        }
         auto existing = [&]() -> absl::StatusOr<InsertResult> {
           absl::StatusOr<std::optional<StoredPayout>> found = FindByRequestId(
               db, registration, payout.client, payout.request_id);
@@ -770,11 +765,9 @@ void PostgresLedger::Insert(InsertRequest request,
           absl::StatusOr<int64_t> spent =
               DailySpent(db, registration, payout.client, *limit);
           if (!spent.ok()) return spent.status();
-          if (*spent + payout.amount_paise > limit->limit_paise) {
-            InsertResult result;
-            result.over_daily_limit = true;
-            result.spent_paise = *spent;
-            return result;
+          if (std::optional<InsertResult> refused =
+                  OverDailyLimit(*spent, request)) {
+            return *std::move(refused);
           }
         }
         // Exactly one replica's insert of a key wins; one racing it waits

@@ -65,7 +65,15 @@ std::string CreatedBy(const Payout& payout) {
                                : absl::StrCat("client ", payout.client);
 }
 
-absl::Status CheckNewPayout(const Payout& payout) {
+absl::Status CheckInsert(const InsertRequest& request) {
+  const Payout& payout = request.payout;
+  const std::optional<DailyLimit>& limit = request.daily_limit;
+  if (limit.has_value() &&
+      (limit->limit_paise < 0 || limit->day_end <= limit->day_start)) {
+    return absl::InvalidArgumentError(
+        "a daily limit needs a limit of 0 or more and a day that ends after "
+        "it starts");
+  }
   if (payout.payout_id.empty() || payout.request_id.empty()) {
     return absl::InvalidArgumentError(
         "a payout needs a payout_id and a request_id");
@@ -76,6 +84,18 @@ absl::Status CheckNewPayout(const Payout& payout) {
         "a payout is created PENDING or AWAITING_APPROVAL");
   }
   return absl::OkStatus();
+}
+
+std::optional<InsertResult> OverDailyLimit(int64_t spent_paise,
+                                           const InsertRequest& request) {
+  if (spent_paise + request.payout.amount_paise <=
+      request.daily_limit->limit_paise) {
+    return std::nullopt;
+  }
+  InsertResult result;
+  result.over_daily_limit = true;
+  result.spent_paise = spent_paise;
+  return result;
 }
 
 std::string FinalStateNumbers() {

@@ -60,8 +60,14 @@ std::string ListSql(const std::vector<PayoutState>& states, bool after,
                     bool client, char placeholder);
 
 // INVALID_ARGUMENT unless the payout has a payout_id and a request_id and is
-// in a state a payout is created in (PENDING or AWAITING_APPROVAL).
-absl::Status CheckNewPayout(const Payout& payout);
+// in a state a payout is created in (PENDING or AWAITING_APPROVAL), and the
+// daily limit (if any) is 0 or more over a day that ends after it starts.
+absl::Status CheckInsert(const InsertRequest& request);
+
+// The answer to an insert the daily limit refuses, given what the client's
+// counted payouts of the day add up to; nullopt when it fits.
+std::optional<InsertResult> OverDailyLimit(int64_t spent_paise,
+                                           const InsertRequest& request);
 
 // The final states' numbers, "3, 4, 5, 8", for an IN (...) list.
 std::string FinalStateNumbers();

@@ -43,7 +43,7 @@
 
 namespace aopay {
 
-using ledger_internal::CheckNewPayout;
+using ledger_internal::CheckInsert;
 using ledger_internal::CreatedBy;
 using ledger_internal::CreationReason;
 using ledger_internal::FinalStateNumbers;
@@ -51,6 +51,7 @@ using ledger_internal::IsKnownState;
 using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
 using ledger_internal::MetadataColumn;
+using ledger_internal::OverDailyLimit;
 using ledger_internal::ParsePageToken;
 using ledger_internal::ReadPayoutRow;
 using ledger_internal::RowError;
@@ -369,16 +370,10 @@ void SqliteLedger::Insert(InsertRequest request,
       [&registration, request = std::move(request)](
           Connection& db) -> absl::StatusOr<InsertResult> {
         const Payout& payout = request.payout;
-        if (absl::Status valid = CheckNewPayout(payout); !valid.ok()) {
+        if (absl::Status valid = CheckInsert(request); !valid.ok()) {
           return valid;
         }
         const std::optional<DailyLimit>& limit = request.daily_limit;
-        if (limit.has_value() &&
-            (limit->limit_paise < 0 || limit->day_end <= limit->day_start)) {
-          return absl::InvalidArgumentError(
-              "a daily limit needs a limit of 0 or more and a day that ends "
-              "after it starts");
-        }
         // A replay wins over the limit: its payout was counted when it was
         // recorded.
         absl::StatusOr<std::optional<StoredPayout>> existing =
@@ -396,11 +391,9 @@ void SqliteLedger::Insert(InsertRequest request,
               DailySpent(db, registration, payout.client, limit->day_start,
                          limit->day_end);
           if (!spent.ok()) return spent.status();
-          if (*spent + payout.amount_paise > limit->limit_paise) {
-            InsertResult result;
-            result.over_daily_limit = true;
-            result.spent_paise = *spent;
-            return result;
+          if (std::optional<InsertResult> refused =
+                  OverDailyLimit(*spent, request)) {
+            return *std::move(refused);
           }
         }
 
