@@ -96,6 +96,7 @@ Examples:
   payoutctl list --state UNKNOWN --all
   payoutctl resolve --payout_id po_... --state SUCCEEDED --note "bank stmt 12/3"
   payoutctl approve --payout_id po_... --note "invoice 42 checked"
+  payoutctl report --from 2026-12-01 --to 2026-12-02 --csv payouts.csv
   payoutctl batch --file payouts.jsonl --json
   payoutctl token payroll-svc payouts:write max_payout_paise=5000000
   payoutctl --target localhost:50051 --tls_ca ca.crt --timeout 3s health
@@ -151,6 +152,12 @@ const std::vector<Command>& Commands() {
       {"resolve",
        "record an operator's outcome for an UNKNOWN or ACCEPTED payout",
        {"payout_id", "state", "transaction_id", "note"},
+       "",
+       true},
+      {"report",
+       "reconciliation summary of the payouts created in a window: counts "
+       "and sums by state and mode, UNKNOWN payouts; --csv",
+       {"from", "to", "csv"},
        "",
        true},
       {"approve",

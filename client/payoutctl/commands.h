@@ -37,6 +37,12 @@ namespace payoutctl {
 // refresh: one RefreshPayout.
 [[nodiscard]] absl::StatusOr<int> RunRefresh(const Context& ctx);
 
+// report: a reconciliation summary of the payouts created in [--from, --to)
+// (dates in India, or RFC 3339): counts and sums by state and mode, the
+// UNKNOWN payouts that need an operator; --csv FILE writes one row a payout
+// (accounts masked), --json the summary as one object.
+[[nodiscard]] absl::StatusOr<int> RunReport(const Context& ctx);
+
 // approve, reject (PayoutAdminService) and cancel (PayoutService) of a
 // payout awaiting approval: --payout_id and --note.
 [[nodiscard]] absl::StatusOr<int> RunDecision(const Context& ctx,

@@ -81,6 +81,16 @@ ABSL_FLAG(std::string, transaction_id, "", "AOPay's transactionID, if known.");
 ABSL_FLAG(std::string, note, "",
           "Why, and on what evidence (required, kept for audit).");
 
+// report.
+ABSL_FLAG(
+    std::string, from, "",
+    "report: the first day (YYYY-MM-DD, in India) or instant (RFC 3339).");
+ABSL_FLAG(std::string, to, "",
+          "report: the end, not included (same forms; default: now).");
+ABSL_FLAG(std::string, csv, "",
+          "report: also write one CSV row a payout to this file (- for "
+          "stdout only).");
+
 // batch.
 ABSL_FLAG(std::string, file, "",
           "File of CreatePayoutRequest JSON objects, one a line; '-' reads "
@@ -185,6 +195,8 @@ int Main(int argc, char** argv) {
     result = RunRefresh(ctx);
   } else if (name == "resolve") {
     result = RunResolve(ctx, scanned->given);
+  } else if (name == "report") {
+    result = RunReport(ctx);
   } else if (name == "approve" || name == "reject" || name == "cancel") {
     result = RunDecision(ctx, name);
   } else {

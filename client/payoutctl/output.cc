@@ -34,16 +34,6 @@ std::string ProtoDurationText(absl::Duration d) {
   return pbu::TimeUtil::ToString(proto);
 }
 
-std::string StateName(v1::PayoutState state) {
-  return std::string(
-      absl::StripPrefix(v1::PayoutState_Name(state), "PAYOUT_STATE_"));
-}
-
-std::string ModeName(v1::TransferMode mode) {
-  return std::string(
-      absl::StripPrefix(v1::TransferMode_Name(mode), "TRANSFER_MODE_"));
-}
-
 std::string TimestampText(const google::protobuf::Timestamp& ts) {
   return pbu::TimeUtil::ToString(ts);
 }
@@ -116,6 +106,16 @@ std::string ErrorText(const absl::Status& status, absl::string_view indent) {
                     absl::FormatDuration(*details.retry_delay), "\n");
   }
   return out;
+}
+
+std::string StateName(v1::PayoutState state) {
+  return std::string(
+      absl::StripPrefix(v1::PayoutState_Name(state), "PAYOUT_STATE_"));
+}
+
+std::string ModeName(v1::TransferMode mode) {
+  return std::string(
+      absl::StripPrefix(v1::TransferMode_Name(mode), "TRANSFER_MODE_"));
 }
 
 std::string PayoutLine(const v1::Payout& payout) {

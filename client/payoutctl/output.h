@@ -41,6 +41,10 @@ std::string ErrorJson(const absl::Status& status);
 // Human form of an error, one fact a line, each prefixed by `indent`.
 std::string ErrorText(const absl::Status& status, absl::string_view indent);
 
+// "ACCEPTED", "IMPS": the enum value's name without its prefix.
+std::string StateName(v1::PayoutState state);
+std::string ModeName(v1::TransferMode mode);
+
 // One line naming a payout's id, state, amount, mode, masked account and
 // transaction id; no trailing newline.
 std::string PayoutLine(const v1::Payout& payout);

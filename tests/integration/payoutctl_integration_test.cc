@@ -4,7 +4,10 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +17,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/clients.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -26,6 +31,12 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 using ::testing::Not;
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in),
+                     std::istreambuf_iterator<char>());
+}
 
 class PayoutctlTest : public ::testing::Test {
  protected:
@@ -134,6 +145,50 @@ TEST_F(PayoutctlTest, ListAndResolve) {
 
 // Maker-checker from the command line: a gateway with a clients file (bearer
 // tokens on loopback), a maker whose payouts above Rs 10 wait, a checker.
+TEST_F(PayoutctlTest, ReportSumsTheWindowByStateAndListsUnknownPayouts) {
+  ASSERT_EQ(Run(CreateArgs(UniqueAccount(), UniqueRequestId())).exit_code, 0);
+  ASSERT_EQ(Run(CreateArgs(UniqueAccount(), UniqueRequestId())).exit_code, 0);
+  // An account ending in 0500: the sandbox answers HTTP 500, UNKNOWN.
+  CommandResult unknown = Run(CreateArgs(UniqueAccount("0500"), "req-unk-1"));
+  ASSERT_EQ(unknown.exit_code, 14) << unknown.out << unknown.err;
+
+  const std::string csv = dir_ + "/report.csv";
+  const std::string from = absl::FormatTime(
+      "%Y-%m-%dT%H:%M:%SZ", absl::Now() - absl::Hours(1), absl::UTCTimeZone());
+  CommandResult report =
+      Run({"report", "--from=" + from, "--csv=" + csv, "--json"});
+  ASSERT_EQ(report.exit_code, 0) << report.out << report.err;
+  rapidjson::Document json;
+  json.Parse(report.out.c_str());
+  ASSERT_TRUE(json.IsObject()) << report.out;
+  EXPECT_EQ(json["count"].GetInt64(), 3);
+  EXPECT_STREQ(json["amountPaise"].GetString(), "3702");
+  std::map<std::string, int64_t> counts;
+  for (const auto& row : json["byStateAndMode"].GetArray()) {
+    counts[std::string(row["state"].GetString()) + "/" +
+           row["mode"].GetString()] = row["count"].GetInt64();
+  }
+  EXPECT_EQ(counts["ACCEPTED/IMPS"], 2);
+  EXPECT_EQ(counts["UNKNOWN/IMPS"], 1);
+  ASSERT_EQ(json["unknownPayoutIds"].Size(), 1u);
+  EXPECT_THAT(json["unknownPayoutIds"][0].GetString(),
+              ::testing::StartsWith("po_"));
+
+  const std::string rows = ReadFileOrEmpty(csv);
+  EXPECT_EQ(std::count(rows.begin(), rows.end(), '\n'), 4) << rows;
+  EXPECT_THAT(rows, HasSubstr("payout_id,request_id,client,state"));
+  EXPECT_THAT(rows, HasSubstr("req-unk-1,,UNKNOWN,IMPS,1234,12.34,"));
+  EXPECT_THAT(rows, Not(HasSubstr("1000000"))) << "account numbers are masked";
+
+  // A window that ends before these payouts holds none of them.
+  CommandResult empty = Run({"report", "--from=" + from, "--to=" + from + "x"});
+  EXPECT_EQ(empty.exit_code, 2) << "a malformed --to is a usage error";
+  CommandResult before =
+      Run({"report", "--from=2020-01-01", "--to=2020-01-02", "--json"});
+  ASSERT_EQ(before.exit_code, 0) << before.err;
+  EXPECT_THAT(before.out, HasSubstr("\"count\":0"));
+}
+
 TEST(PayoutctlApprovalTest, CreateWithMetadataThenApproveRejectAndCancel) {
   const std::string dir = MakeTempDir();
   SandboxProcess sandbox({"--settle=0s"});
@@ -169,7 +224,6 @@ TEST(PayoutctlApprovalTest, CreateWithMetadataThenApproveRejectAndCancel) {
                ? std::string(json["payoutId"].GetString())
                : std::string();
   };
-
 
   const std::string account = UniqueAccount();
   CommandResult held = create(account);
