@@ -459,6 +459,14 @@ absl::Status SelfApprovalError(absl::string_view payout_id) {
                    std::move(details));
 }
 
+absl::Status CursorExpiredError() {
+  return MakeError(absl::StatusCode::kOutOfRange,
+                   "Events after this cursor were deleted by retention; watch "
+                   "again without a cursor and read what was missed with "
+                   "ListPayouts.",
+                   WithReason(reason::kCursorExpired));
+}
+
 absl::Status NotCreatorError(absl::string_view payout_id) {
   ErrorDetails details = WithReason(reason::kNotCreator);
   details.metadata[std::string(meta::kPayoutId)] = std::string(payout_id);

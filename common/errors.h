@@ -58,6 +58,7 @@ inline constexpr absl::string_view kNotAwaitingApproval =
 inline constexpr absl::string_view kSelfApproval = "SELF_APPROVAL";
 inline constexpr absl::string_view kNotCancellable = "NOT_CANCELLABLE";
 inline constexpr absl::string_view kNotCreator = "NOT_CREATOR";
+inline constexpr absl::string_view kCursorExpired = "CURSOR_EXPIRED";
 }  // namespace reason
 
 // ErrorInfo metadata keys.
@@ -196,6 +197,11 @@ std::string SerializeError(const absl::Status& status);
 // `state` (only AWAITING_APPROVAL can be cancelled).
 [[nodiscard]] absl::Status NotCancellableError(absl::string_view payout_id,
                                                absl::string_view state);
+// OUT_OF_RANGE, CURSOR_EXPIRED: a WatchPayouts cursor older than the
+// events the ledger still keeps (retention): resume without a cursor and
+// read what was missed with ListPayouts.
+[[nodiscard]] absl::Status CursorExpiredError();
+
 // PERMISSION_DENIED, NOT_CREATOR, payoutId: a client that may read another
 // client's payout tries to cancel it.
 [[nodiscard]] absl::Status NotCreatorError(absl::string_view payout_id);

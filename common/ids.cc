@@ -4,6 +4,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 
 namespace aopay {
@@ -113,6 +117,22 @@ bool IsPayoutId(absl::string_view id) {
     if (!IsCrockford(c)) return false;
   }
   return true;
+}
+
+std::string EventCursor(int64_t position) {
+  return absl::WebSafeBase64Escape(absl::StrCat("c1:", position));
+}
+
+std::optional<int64_t> ParseEventCursor(absl::string_view cursor) {
+  std::string text;
+  int64_t position = 0;
+  if (!absl::WebSafeBase64Unescape(cursor, &text)) return std::nullopt;
+  absl::string_view rest = text;
+  if (!absl::ConsumePrefix(&rest, "c1:") ||
+      !absl::SimpleAtoi(rest, &position) || position < 0) {
+    return std::nullopt;
+  }
+  return position;
 }
 
 }  // namespace aopay

@@ -1,6 +1,8 @@
 #ifndef AOPAY_COMMON_IDS_H_
 #define AOPAY_COMMON_IDS_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -16,6 +18,12 @@ std::string NewPayoutId(absl::Time now);
 
 // True for strings of the NewPayoutId() form.
 bool IsPayoutId(absl::string_view id);
+
+// WatchPayouts cursors: opaque to callers (base64url of "c1:<position>"),
+// so that their form can change.
+std::string EventCursor(int64_t position);
+// The position; nullopt for text that is not a cursor this gateway made.
+std::optional<int64_t> ParseEventCursor(absl::string_view cursor);
 
 }  // namespace aopay
 

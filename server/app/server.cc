@@ -441,6 +441,9 @@ class ServerImpl final : public Server {
           spdlog::info("ledger writes again: health SERVING");
         }
       }
+      // Watchers learn of changes this process did not record (another
+      // replica's, recovery, pruning) within a tick.
+      service_->event_hub().Poke();
       if (!ledger_->IsLeader()) continue;
       if (absl::Now() >= next_prune) {
         next_prune = absl::Now() + kPruneEvery;

@@ -1,5 +1,6 @@
 #include "server/flow/payout_service.h"
 
+#include <algorithm>
 #include <cctype>
 #include <string_view>
 #include <utility>
@@ -28,6 +29,9 @@ void CheckNote(std::string& note, bool required,
         {"note", absl::StrCat("must be at most ", kMaxNoteBytes, " bytes")});
   }
 }
+
+// Events a watcher reads from the ledger at once.
+constexpr int kWatchPage = 256;
 
 // Why an approval, a rejection or a cancel changed nothing when another of
 // them changed the payout between its read and its write.
@@ -211,6 +215,7 @@ void PayoutService::Apply(PayoutChange change, const char* op,
       std::move(change), [this, op, submitted, done = std::move(done)](
                              absl::StatusOr<StoredPayout> applied) {
         metrics_.ledger_write_duration.Observe({op}, clock_() - submitted);
+        if (applied.ok()) events_.Poke();
         done(std::move(applied));
       });
 }
@@ -270,6 +275,7 @@ void PayoutService::Create(PayoutRequest request, Client caller,
        done = std::move(done)](absl::StatusOr<InsertResult> inserted) mutable {
         metrics_.ledger_write_duration.Observe({"insert"},
                                                clock_() - submitted);
+        if (inserted.ok() && inserted->inserted) events_.Poke();
         OnInserted(std::move(request), std::move(payout), started, daily_limit,
                    std::move(inserted), std::move(done));
       });
@@ -1003,6 +1009,37 @@ void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
                 CountOutcome(applied->payout.mode, "cancelled");
                 done(applied->payout);
               });
+      });
+}
+
+void PayoutService::WatchPage(int64_t after, Client caller,
+                              std::vector<PayoutState> states,
+                              Callback<absl::StatusOr<EventBatch>> done) {
+  ledger_.EventsAfter(
+      after, kWatchPage,
+      [caller = std::move(caller), states = std::move(states),
+       done = std::move(done)](absl::StatusOr<EventBatch> batch) {
+        if (!batch.ok()) {
+          done(batch.status());
+          return;
+        }
+        if (batch->expired) {
+          done(CursorExpiredError());
+          return;
+        }
+        // What the caller may not see, or did not ask for, is skipped; the
+        // batch's `last` still moves past it.
+        std::vector<WatchedEvent> shown;
+        for (WatchedEvent& watched : batch->events) {
+          if (!Visible(caller, watched.payout)) continue;
+          if (!states.empty() && std::find(states.begin(), states.end(),
+                                           watched.event.to) == states.end()) {
+            continue;
+          }
+          shown.push_back(std::move(watched));
+        }
+        batch->events = std::move(shown);
+        done(std::move(batch));
       });
 }
 

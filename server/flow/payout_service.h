@@ -24,6 +24,7 @@
 #include "common/limits.h"
 #include "common/payout.h"
 #include "common/validation.h"
+#include "server/flow/event_hub.h"
 #include "server/flow/timer.h"
 #include "server/ledger/ledger.h"
 #include "server/observability/metrics.h"
@@ -133,6 +134,16 @@ class PayoutService {
   void Cancel(ApprovalRequest request, Client caller,
               Callback<absl::StatusOr<Payout>> done);
 
+  // WatchPayouts: the next events after `after` (the ledger's order), those
+  // `caller` may see and whose new state is in `states` (empty: any);
+  // batch.last is where to continue, also past events left out.
+  // OUT_OF_RANGE / CURSOR_EXPIRED when retention deleted events after
+  // `after`; UNIMPLEMENTED on a ledger that cannot order events.
+  void WatchPage(int64_t after, Client caller, std::vector<PayoutState> states,
+                 Callback<absl::StatusOr<EventBatch>> done);
+  // Wakes watchers when new events are recorded.
+  EventHub& event_hub() { return events_; }
+
   // From now on Create and Refresh fail with UNAVAILABLE (SHUTTING_DOWN).
   void Drain();
   bool draining() const { return draining_.load(); }
@@ -228,6 +239,7 @@ class PayoutService {
   // Outcomes (and forgets) being written again, by payout id: what an
   // operator needs if they are never recorded.
   std::map<std::string, std::string> unrecorded_ ABSL_GUARDED_BY(mu_);
+  EventHub events_{ledger_};
 };
 
 }  // namespace aopay

@@ -63,6 +63,28 @@ struct PayoutEvent {
   absl::Time time;
 };
 
+// One event as a watcher sees it (WatchPayouts): its place in the ledger's
+// commit order, the change, and the payout as it stood after the change
+// (its state and update time the event's; its other fields as they stand
+// now).
+struct WatchedEvent {
+  int64_t cursor = 0;
+  PayoutEvent event;
+  Payout payout;
+};
+
+struct EventBatch {
+  std::vector<WatchedEvent> events;  // oldest first
+  // The newest event's cursor (0 when there is none): where a watcher with
+  // no cursor starts.
+  int64_t head = 0;
+  // The cursor to ask after next: the last event's, or the asked one.
+  int64_t last = 0;
+  // Events after the asked cursor were deleted by retention: the watcher
+  // cannot resume from it.
+  bool expired = false;
+};
+
 struct ListQuery {
   std::vector<PayoutState> states;   // empty: all
   int page_size = kDefaultPageSize;  // already bounded by the caller
@@ -161,6 +183,13 @@ class Ledger {
   virtual void Events(
       std::string payout_id,
       Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) = 0;
+
+  // Events with a cursor above `after`, oldest first, at most `limit`, in
+  // the order their changes committed: a watcher that resumes from the last
+  // cursor it saw misses none and sees none twice. UNIMPLEMENTED where the
+  // ledger cannot keep that order.
+  virtual void EventsAfter(int64_t after, int limit,
+                           Callback<absl::StatusOr<EventBatch>> done) = 0;
 
   // Start-up, before serving: every PENDING payout becomes UNKNOWN with an
   // event ("recovery"). Returns how many. Blocking.

@@ -1,6 +1,7 @@
 #include "server/transport/grpc_service.h"
 
 #include <deque>
+#include <limits>
 #include <optional>
 #include <string>
 #include <utility>
@@ -8,6 +9,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/errors.h"
+#include "common/ids.h"
 #include "server/transport/grpc_status.h"
 #include "server/transport/proto_convert.h"
 
@@ -219,16 +222,201 @@ class BatchReactor final
 };
 
 // A stream refused before any work (UNAUTHENTICATED, PERMISSION_DENIED).
-class RefusedStream final
-    : public grpc::ServerBidiReactor<v1::CreatePayoutRequest,
-                                     v1::BatchCreatePayoutsResponse> {
+// A streaming call refused before it starts (credentials, scope, bad
+// request): finished at once.
+template <typename Reactor>
+class RefusedStream final : public Reactor {
  public:
-  RefusedStream(Metrics& metrics, const absl::Status& status) {
-    metrics.rpcs.Increment(
-        {"BatchCreatePayouts", absl::StatusCodeToString(status.code())});
-    Finish(ToGrpcStatus(status));
+  RefusedStream(Metrics& metrics, const char* method,
+                const absl::Status& status) {
+    metrics.rpcs.Increment({method, absl::StatusCodeToString(status.code())});
+    this->Finish(ToGrpcStatus(status));
   }
   void OnDone() override { delete this; }
+};
+
+// WatchPayouts: pages of events from the ledger, written one at a time; the
+// next page is read only when the last one is written (a slow watcher slows
+// only itself and holds at most a page), and an idle watcher waits in the
+// event hub without reading the ledger. Deletes itself in OnDone once no
+// ledger read or hub wait refers to it.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
+ public:
+  WatchReactor(PayoutService& service, Metrics& metrics, Client caller,
+               std::vector<PayoutState> states, std::optional<int64_t> after)
+      : service_(service),
+        metrics_(metrics),
+        caller_(std::move(caller)),
+        states_(std::move(states)),
+        cursor_(after.value_or(std::numeric_limits<int64_t>::max())),
+        from_head_(!after.has_value()) {
+    Fetch();
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool fetch = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        FinishLocked(absl::CancelledError("the watcher went away"));
+        return;
+      }
+      queue_.pop_front();
+      if (!WriteNextLocked()) fetch = !finished_;
+    }
+    if (fetch) Fetch();
+  }
+
+  void OnCancel() override {
+    uint64_t wait = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      wait = wait_id_;
+    }
+    absl::MutexLock lock(&mu_);
+    if (wait != 0 && service_.event_hub().Cancel(wait)) {
+      wait_id_ = 0;
+      --holds_;
+    }
+    FinishLocked(absl::CancelledError("the watcher went away"));
+  }
+
+  void OnDone() override {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      last = holds_ == 0;
+    }
+    if (last) delete this;
+  }
+
+ private:
+  void Fetch() {
+    int64_t after;
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      ++holds_;
+      after = cursor_;
+    }
+    service_.WatchPage(
+        after, caller_, states_,
+        [this](absl::StatusOr<EventBatch> batch) { OnPage(std::move(batch)); });
+  }
+
+  void OnPage(absl::StatusOr<EventBatch> batch) {
+    bool wait = false, fetch = false, gone = false;
+    {
+      absl::MutexLock lock(&mu_);
+      --holds_;
+      if (cancelled_ || finished_ || !batch.ok()) {
+        FinishLocked(batch.ok() ? absl::CancelledError("the watcher went away")
+                                : batch.status());
+        gone = done_ && holds_ == 0;
+      } else {
+        if (from_head_) {
+          // No cursor given: from the newest event on.
+          from_head_ = false;
+          cursor_ = batch->head;
+          fetch = true;
+        } else {
+          const bool moved = batch->last != cursor_;
+          cursor_ = batch->last;
+          for (const WatchedEvent& watched : batch->events) {
+            v1::PayoutEvent& event = queue_.emplace_back();
+            event.set_cursor(EventCursor(watched.cursor));
+            ToProto(watched.payout, event.mutable_payout());
+            event.set_previous_state(ToProto(watched.event.from));
+            const int64_t micros = absl::ToUnixMicros(watched.event.time);
+            event.mutable_event_time()->set_seconds(micros / 1'000'000);
+            event.mutable_event_time()->set_nanos(
+                static_cast<int32_t>(micros % 1'000'000) * 1000);
+          }
+          if (!WriteNextLocked()) {
+            // Nothing to write: more may follow at once (events left out
+            // moved the cursor), or not yet.
+            fetch = moved;
+            wait = !moved;
+          }
+        }
+        if (wait) ++holds_;
+      }
+    }
+    if (gone) {
+      delete this;
+      return;
+    }
+    if (fetch) Fetch();
+    if (wait) Wait();
+  }
+
+  // With one hold taken for the wait.
+  void Wait() {
+    int64_t after;
+    {
+      absl::MutexLock lock(&mu_);
+      after = cursor_;
+      waking_ = false;
+    }
+    const uint64_t id =
+        service_.event_hub().WaitBeyond(after, [this] { OnWake(); });
+    absl::MutexLock lock(&mu_);
+    if (!waking_) wait_id_ = id;
+  }
+
+  void OnWake() {
+    bool gone = false, stop = false;
+    {
+      absl::MutexLock lock(&mu_);
+      waking_ = true;
+      wait_id_ = 0;
+      --holds_;
+      if (cancelled_ || finished_) {
+        FinishLocked(absl::CancelledError("the watcher went away"));
+        stop = true;
+        gone = done_ && holds_ == 0;
+      }
+    }
+    if (gone) delete this;
+    if (!stop) Fetch();
+  }
+
+  // Starts the next write; false when there is none to start.
+  bool WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return writing_;
+    if (queue_.empty()) return false;
+    writing_ = true;
+    StartWrite(&queue_.front());
+    return true;
+  }
+
+  void FinishLocked(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    metrics_.rpcs.Increment(
+        {"WatchPayouts", absl::StatusCodeToString(status.code())});
+    Finish(ToGrpcStatus(status));
+  }
+
+  PayoutService& service_;
+  Metrics& metrics_;
+  const Client caller_;
+  const std::vector<PayoutState> states_;
+  absl::Mutex mu_;
+  int64_t cursor_ ABSL_GUARDED_BY(mu_);
+  bool from_head_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::PayoutEvent> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool waking_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t wait_id_ ABSL_GUARDED_BY(mu_) = 0;
+  int holds_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Finds the caller and checks `scope`; on refusal finishes the call.
@@ -326,8 +514,43 @@ grpc::ServerBidiReactor<v1::CreatePayoutRequest,
 GrpcPayoutService::BatchCreatePayouts(grpc::CallbackServerContext* context) {
   absl::StatusOr<Client> caller =
       auth_.Authorize(*context, kScopeWrite, "BatchCreatePayouts");
-  if (!caller.ok()) return new RefusedStream(metrics_, caller.status());
+  if (!caller.ok()) {
+    return new RefusedStream<grpc::ServerBidiReactor<
+        v1::CreatePayoutRequest, v1::BatchCreatePayoutsResponse>>(
+        metrics_, "BatchCreatePayouts", caller.status());
+  }
   return new BatchReactor(service_, metrics_, *std::move(caller));
+}
+
+grpc::ServerWriteReactor<v1::PayoutEvent>* GrpcPayoutService::WatchPayouts(
+    grpc::CallbackServerContext* context,
+    const v1::WatchPayoutsRequest* request) {
+  using Refused = RefusedStream<grpc::ServerWriteReactor<v1::PayoutEvent>>;
+  absl::StatusOr<Client> caller =
+      auth_.Authorize(*context, kScopeRead, "WatchPayouts");
+  if (!caller.ok())
+    return new Refused(metrics_, "WatchPayouts", caller.status());
+  std::vector<PayoutState> states;
+  for (int state : request->states()) {
+    states.push_back(FromProto(static_cast<v1::PayoutState>(state)));
+    if (states.back() == PayoutState::kUnspecified) {
+      return new Refused(
+          metrics_, "WatchPayouts",
+          InvalidRequestError({{"states", "must name known payout states"}}));
+    }
+  }
+  std::optional<int64_t> after;
+  if (!request->after_cursor().empty()) {
+    after = ParseEventCursor(request->after_cursor());
+    if (!after.has_value()) {
+      return new Refused(
+          metrics_, "WatchPayouts",
+          InvalidRequestError(
+              {{"after_cursor", "is not a cursor this gateway made"}}));
+    }
+  }
+  return new WatchReactor(service_, metrics_, *std::move(caller),
+                          std::move(states), after);
 }
 
 grpc::ServerUnaryReactor* GrpcPayoutService::CancelPayout(

@@ -41,6 +41,9 @@ class GrpcPayoutService final
   grpc::ServerBidiReactor<payout::v1::CreatePayoutRequest,
                           payout::v1::BatchCreatePayoutsResponse>*
   BatchCreatePayouts(grpc::CallbackServerContext* context) override;
+  grpc::ServerWriteReactor<payout::v1::PayoutEvent>* WatchPayouts(
+      grpc::CallbackServerContext* context,
+      const payout::v1::WatchPayoutsRequest* request) override;
   grpc::ServerUnaryReactor* CancelPayout(
       grpc::CallbackServerContext* context,
       const payout::v1::CancelPayoutRequest* request,

@@ -2676,6 +2676,52 @@ TEST_F(PostgresLedgerTest, ASilentReplicasPayoutsBecomeUnknownAfterItsLease) {
   EXPECT_THAT(events->back().why, HasSubstr("replica-silent"));
 }
 
+TEST_F(SqliteLedgerTest, EventsComeInOrderAndACursorBeforePrunedEventsExpires) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+  InsertIn(*ledger, MakePayout(2), {PayoutState::kSucceeded});
+  auto events_after = [&](int64_t after) {
+    return Call<absl::StatusOr<EventBatch>>(
+        [&](auto done) { ledger->EventsAfter(after, 10, std::move(done)); });
+  };
+  absl::StatusOr<EventBatch> all = events_after(0);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->events.size(), 4u);
+  EXPECT_EQ(all->head, all->events.back().cursor);
+  EXPECT_EQ(all->last, all->head);
+  for (size_t i = 1; i < all->events.size(); ++i) {
+    EXPECT_GT(all->events[i].cursor, all->events[i - 1].cursor);
+  }
+  // The payout as it stood after each change.
+  EXPECT_EQ(all->events[0].payout.state, PayoutState::kPending);
+  EXPECT_EQ(all->events[1].payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(all->events[1].event.from, PayoutState::kPending);
+  absl::StatusOr<EventBatch> rest = events_after(all->events[1].cursor);
+  ASSERT_TRUE(rest.ok());
+  ASSERT_EQ(rest->events.size(), 2u);
+  EXPECT_EQ(rest->events[0].cursor, all->events[2].cursor);
+
+  // Payout 2 (final) is pruned with its events: a cursor before them can
+  // no longer resume; one after them still can.
+  ASSERT_EQ(Prune(*ledger, T(1'000'000)).value(), 1);
+  absl::StatusOr<EventBatch> expired = events_after(0);
+  ASSERT_TRUE(expired.ok());
+  EXPECT_TRUE(expired->expired);
+  absl::StatusOr<EventBatch> fine = events_after(all->head);
+  ASSERT_TRUE(fine.ok());
+  EXPECT_FALSE(fine->expired);
+  EXPECT_TRUE(fine->events.empty());
+}
+
+TEST_F(PostgresLedgerTest, WatchingIsNotAvailableYet) {
+  auto ledger = Open();
+  ASSERT_NE(ledger, nullptr);
+  absl::StatusOr<EventBatch> batch = Call<absl::StatusOr<EventBatch>>(
+      [&](auto done) { ledger->EventsAfter(0, 10, std::move(done)); });
+  EXPECT_EQ(batch.status().code(), absl::StatusCode::kUnimplemented);
+}
+
 TEST_F(PostgresLedgerTest, AnApprovedPayoutIsOwnedByTheReplicaThatSendsIt) {
   auto creator = Open("replica-creator");
   auto approver = Open("replica-approver");

@@ -32,6 +32,10 @@ using ::testing::Not;
 class FakeLedger final : public Ledger {
  public:
   void Close() override {}
+  void EventsAfter(int64_t, int,
+                   Callback<absl::StatusOr<EventBatch>> done) override {
+    done(absl::UnimplementedError("not in the fake"));
+  }
   bool fail_writes = false;
   std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
 

@@ -1078,6 +1078,18 @@ void PostgresLedger::Events(
       std::move(done));
 }
 
+void PostgresLedger::EventsAfter(int64_t, int,
+                                 Callback<absl::StatusOr<EventBatch>> done) {
+  impl_->Submit<EventBatch>(
+      Impl::Mode::kStatements,
+      [](Connection&) -> absl::StatusOr<EventBatch> {
+        return absl::UnimplementedError(
+            "WatchPayouts is not available on the PostgreSQL ledger in this "
+            "version; use the SQLite ledger, or ListPayouts and GetPayout");
+      },
+      std::move(done));
+}
+
 absl::StatusOr<int> PostgresLedger::RecoverPending(absl::Time now) {
   if (!impl_->ready()) return 0;
   Impl& impl = *impl_;

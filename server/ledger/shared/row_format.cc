@@ -28,6 +28,14 @@ absl::Status BadPageToken(absl::string_view why) {
 
 }  // namespace
 
+std::string PayoutColumnsOf(absl::string_view table) {
+  std::vector<std::string> columns;
+  for (absl::string_view column : absl::StrSplit(kPayoutColumns, ", ")) {
+    columns.push_back(absl::StrCat(table, column));
+  }
+  return absl::StrJoin(columns, ", ");
+}
+
 bool IsKnownState(int64_t value) {
   return value >= static_cast<int64_t>(PayoutState::kUnspecified) &&
          value <= static_cast<int64_t>(kLastPayoutState);

@@ -22,6 +22,9 @@
 
 namespace aopay::ledger_internal {
 
+// kPayoutColumns, each prefixed with `table` ("p."), for joins.
+std::string PayoutColumnsOf(absl::string_view table);
+
 // The columns ReadPayoutRow reads, in its order.
 inline constexpr char kPayoutColumns[] =
     "payout_id, request_id, fingerprint, state, account_number, ifsc, name, "
@@ -50,6 +53,11 @@ absl::StatusOr<absl::Status> ParseStatusColumn(
 // Row has IsNull(column), Text(column) and Int(column).
 template <typename Row>
 absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row);
+
+// Reads a row selected as PayoutColumnsOf("p.") followed by the event's id,
+// from_state, to_state, why, who and time_us.
+template <typename Row>
+absl::StatusOr<WatchedEvent> ReadWatchedEvent(const Row& row);
 
 // The SELECT of one List page, with the database's parameter prefix ("?" or
 // "$"): parameter 1 the registration, 2 the row limit, with `after` 3 the
@@ -146,6 +154,32 @@ absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row) {
   if (!metadata.ok()) return metadata.status();
   payout.metadata = *std::move(metadata);
   return stored;
+}
+
+template <typename Row>
+absl::StatusOr<WatchedEvent> ReadWatchedEvent(const Row& row) {
+  constexpr int kEvent = 21;  // the first column after the payout's
+  absl::StatusOr<StoredPayout> stored = ReadPayoutRow(row);
+  if (!stored.ok()) return stored.status();
+  WatchedEvent watched;
+  watched.payout = std::move(stored->payout);
+  watched.cursor = row.Int(kEvent);
+  const int64_t from = row.Int(kEvent + 1);
+  const int64_t to = row.Int(kEvent + 2);
+  if (!IsKnownState(from) || !IsKnownState(to)) {
+    return RowError(watched.payout.payout_id, "an event with an unknown state");
+  }
+  PayoutEvent& event = watched.event;
+  event.payout_id = watched.payout.payout_id;
+  event.from = static_cast<PayoutState>(from);
+  event.to = static_cast<PayoutState>(to);
+  event.why = row.Text(kEvent + 3);
+  event.who = row.Text(kEvent + 4);
+  event.time = absl::FromUnixMicros(row.Int(kEvent + 5));
+  // The payout as it stood after this change.
+  watched.payout.state = event.to;
+  watched.payout.update_time = event.time;
+  return watched;
 }
 
 }  // namespace aopay::ledger_internal

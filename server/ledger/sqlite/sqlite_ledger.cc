@@ -26,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -53,6 +54,8 @@ using ledger_internal::MakePageToken;
 using ledger_internal::MetadataColumn;
 using ledger_internal::OverDailyLimit;
 using ledger_internal::ParsePageToken;
+using ledger_internal::PayoutColumnsOf;
+using ledger_internal::ReadWatchedEvent;
 using ledger_internal::ReadPayoutRow;
 using ledger_internal::RowError;
 using ledger_internal::StateMask;
@@ -668,6 +671,56 @@ void SqliteLedger::Events(
       std::move(done));
 }
 
+void SqliteLedger::EventsAfter(int64_t after, int limit,
+                               Callback<absl::StatusOr<EventBatch>> done) {
+  const std::string& registration = impl_->registration();
+  impl_->Read<EventBatch>(
+      [&registration, after,
+       limit](Connection& db) -> absl::StatusOr<EventBatch> {
+        EventBatch batch;
+        batch.last = after;
+        absl::StatusOr<std::string> head = QueryText(
+            db.db(), "ledger",
+            "SELECT COALESCE(MAX(id), 0) FROM payout_events", "reading events");
+        if (!head.ok()) return head.status();
+        if (!absl::SimpleAtoi(*head, &batch.head)) batch.head = 0;
+        absl::StatusOr<std::string> pruned = QueryText(
+            db.db(), "ledger",
+            "SELECT COALESCE(MAX(CAST(value AS INTEGER)), 0) FROM ledger_meta "
+            "WHERE key = 'events_pruned_through'",
+            "reading events");
+        if (!pruned.ok()) return pruned.status();
+        int64_t pruned_through = 0;
+        if (absl::SimpleAtoi(*pruned, &pruned_through) &&
+            after < pruned_through) {
+          batch.expired = true;
+          return batch;
+        }
+        static const std::string* const kSql = new std::string(absl::StrCat(
+            "SELECT ", PayoutColumnsOf("p."),
+            ", e.id, e.from_state, e.to_state, e.why, e.who, e.time_us "
+            "FROM payout_events e JOIN payouts p ON p.payout_id = e.payout_id "
+            "WHERE p.registration = ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"));
+        absl::StatusOr<Statement> select =
+            db.Prepare(*kSql, "reading events");
+        if (!select.ok()) return select.status();
+        select->Bind(1, registration);
+        select->Bind(2, after);
+        select->Bind(3, limit);
+        for (;;) {
+          absl::StatusOr<bool> row = select->Step();
+          if (!row.ok()) return row.status();
+          if (!*row) break;
+          absl::StatusOr<WatchedEvent> watched = ReadWatchedEvent(*select);
+          if (!watched.ok()) return watched.status();
+          batch.last = watched->cursor;
+          batch.events.push_back(*std::move(watched));
+        }
+        return batch;
+      },
+      std::move(done));
+}
+
 absl::StatusOr<int> SqliteLedger::RecoverPending(absl::Time now) {
   const std::string& registration = impl_->registration();
   absl::Notification finished;
@@ -729,6 +782,24 @@ void SqliteLedger::Prune(absl::Time cutoff,
   const std::string& registration = impl_->registration();
   impl_->Write<int>(
       [&registration, cutoff](Connection& db) -> absl::StatusOr<int> {
+        // A watcher whose cursor is older than the newest event pruned here
+        // can no longer resume (EventsAfter: expired).
+        static const std::string* const kMark = new std::string(absl::StrCat(
+            "INSERT INTO ledger_meta (key, value) SELECT "
+            "'events_pruned_through', MAX(e.id) FROM payout_events e JOIN "
+            "payouts p ON p.payout_id = e.payout_id WHERE p.registration = ?1 "
+            "AND p.state IN (",
+            FinalStateNumbers(),
+            ") AND p.final_time_us < ?2 AND e.id > COALESCE((SELECT "
+            "CAST(value AS INTEGER) FROM ledger_meta WHERE key = "
+            "'events_pruned_through'), 0) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
+        absl::StatusOr<Statement> mark =
+            db.Prepare(*kMark, "recording pruned events");
+        if (!mark.ok()) return mark.status();
+        mark->Bind(1, registration);
+        mark->Bind(2, absl::ToUnixMicros(cutoff));
+        if (absl::Status run = mark->Run(); !run.ok()) return run;
         // Their events go with them (ON DELETE CASCADE).
         static const std::string* const kSql = new std::string(absl::StrCat(
             "DELETE FROM payouts WHERE registration = ?1 AND state IN (",

@@ -105,6 +105,9 @@ class SqliteLedger final : public Ledger {
   void List(ListQuery query, Callback<absl::StatusOr<ListPage>> done) override;
   void Events(std::string payout_id,
               Callback<absl::StatusOr<std::vector<PayoutEvent>>> done) override;
+  // The cursor is the event's id: one writer commits them in id order.
+  void EventsAfter(int64_t after, int limit,
+                   Callback<absl::StatusOr<EventBatch>> done) override;
   // Also sets each recovered payout's stored response to DEADLINE_EXCEEDED
   // (reason OUTCOME_UNKNOWN), which retries of its request id then get.
   [[nodiscard]] absl::StatusOr<int> RecoverPending(absl::Time now) override;
