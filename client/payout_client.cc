@@ -231,6 +231,26 @@ absl::StatusOr<v1::Payout> PayoutClient::RejectPayout(
                request, timeout);
 }
 
+absl::Status PayoutClient::WatchPayouts(
+    const v1::WatchPayoutsRequest& request, absl::Duration timeout,
+    const std::function<bool(const v1::PayoutEvent&)>& on_event) const {
+  grpc::ClientContext context;
+  PrepareContext(context, timeout);
+  std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
+      stub_->WatchPayouts(&context, request);
+  v1::PayoutEvent event;
+  while (reader->Read(&event)) {
+    if (!on_event(event)) {
+      context.TryCancel();
+      (void)reader->Finish();
+      return absl::OkStatus();
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return FromGrpcStatus(status);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>>
 PayoutClient::BatchCreatePayouts(
     const std::vector<v1::CreatePayoutRequest>& requests,

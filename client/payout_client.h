@@ -105,6 +105,13 @@ class PayoutClient {
   BatchCreatePayouts(const std::vector<v1::CreatePayoutRequest>& requests,
                      absl::Duration timeout) const;
 
+  // Follows WatchPayouts, calling `on_event` for each event until it returns
+  // false (then the stream is cancelled and OK returned) or the stream ends
+  // (its status). No deadline unless `timeout` is finite.
+  [[nodiscard]] absl::Status WatchPayouts(
+      const v1::WatchPayoutsRequest& request, absl::Duration timeout,
+      const std::function<bool(const v1::PayoutEvent&)>& on_event) const;
+
   // CreatePayout without blocking: `done` runs exactly once, on a gRPC
   // thread, when the call ends. `done` must not block. The request is copied.
   using CreateCallback = std::function<void(absl::StatusOr<v1::Payout>)>;

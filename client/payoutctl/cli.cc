@@ -96,6 +96,7 @@ Examples:
   payoutctl list --state UNKNOWN --all
   payoutctl resolve --payout_id po_... --state SUCCEEDED --note "bank stmt 12/3"
   payoutctl approve --payout_id po_... --note "invoice 42 checked"
+  payoutctl watch --after CURSOR --state SUCCEEDED,FAILED
   payoutctl report --from 2026-12-01 --to 2026-12-02 --csv payouts.csv
   payoutctl batch --file payouts.jsonl --json
   payoutctl token payroll-svc payouts:write max_payout_paise=5000000
@@ -152,6 +153,11 @@ const std::vector<Command>& Commands() {
       {"resolve",
        "record an operator's outcome for an UNKNOWN or ACCEPTED payout",
        {"payout_id", "state", "transaction_id", "note"},
+       "",
+       true},
+      {"watch",
+       "follow payouts' state changes, one line each (resume with --after)",
+       {"after", "state", "count"},
        "",
        true},
       {"report",

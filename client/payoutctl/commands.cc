@@ -273,6 +273,36 @@ absl::StatusOr<int> RunResolve(const Context& ctx,
   return ReportPayout(ctx, ctx.client->ResolvePayout(request, ctx.timeout));
 }
 
+absl::StatusOr<int> RunWatch(const Context& ctx) {
+  v1::WatchPayoutsRequest request;
+  request.set_after_cursor(absl::GetFlag(FLAGS_after));
+  for (const std::string& item : absl::GetFlag(FLAGS_state)) {
+    for (absl::string_view part : absl::StrSplit(item, ',')) {
+      if (absl::StripAsciiWhitespace(part).empty()) continue;
+      absl::StatusOr<v1::PayoutState> state = ParseState(part);
+      if (!state.ok()) return state.status();
+      request.add_states(*state);
+    }
+  }
+  const int64_t count = absl::GetFlag(FLAGS_count);
+  if (count < 0) return UsageError("--count must not be negative");
+  int64_t seen = 0;
+  absl::Status status = ctx.client->WatchPayouts(
+      request, absl::InfiniteDuration(), [&](const v1::PayoutEvent& event) {
+        if (ctx.json) {
+          absl::StatusOr<std::string> json = ToJson(event);
+          std::cout << (json.ok() ? *json : "{}") << std::endl;
+        } else {
+          std::cout << event.cursor() << "  "
+                    << StateName(event.previous_state()) << " -> "
+                    << PayoutLine(event.payout()) << std::endl;
+        }
+        return count == 0 || ++seen < count;
+      });
+  if (status.ok()) return kExitOk;
+  return Report(ctx, status, nullptr, "");
+}
+
 absl::StatusOr<int> RunDecision(const Context& ctx, absl::string_view command) {
   const std::string payout_id = absl::GetFlag(FLAGS_payout_id);
   const std::string note = absl::GetFlag(FLAGS_note);

@@ -37,6 +37,11 @@ namespace payoutctl {
 // refresh: one RefreshPayout.
 [[nodiscard]] absl::StatusOr<int> RunRefresh(const Context& ctx);
 
+// watch: follows WatchPayouts, one line an event (--json: the event as one
+// JSON object a line), from --after or from now on, until --count events or
+// the stream ends.
+[[nodiscard]] absl::StatusOr<int> RunWatch(const Context& ctx);
+
 // report: a reconciliation summary of the payouts created in [--from, --to)
 // (dates in India, or RFC 3339): counts and sums by state and mode, the
 // UNKNOWN payouts that need an operator; --csv FILE writes one row a payout

@@ -33,6 +33,8 @@ ABSL_DECLARE_FLAG(std::string, amount);
 ABSL_DECLARE_FLAG(std::optional<int64_t>, amount_paise);
 ABSL_DECLARE_FLAG(std::string, mode);
 ABSL_DECLARE_FLAG(std::vector<std::string>, metadata);
+ABSL_DECLARE_FLAG(std::string, after);
+ABSL_DECLARE_FLAG(int64_t, count);
 ABSL_DECLARE_FLAG(std::string, from);
 ABSL_DECLARE_FLAG(std::string, to);
 ABSL_DECLARE_FLAG(std::string, csv);

@@ -81,6 +81,12 @@ ABSL_FLAG(std::string, transaction_id, "", "AOPay's transactionID, if known.");
 ABSL_FLAG(std::string, note, "",
           "Why, and on what evidence (required, kept for audit).");
 
+// watch.
+ABSL_FLAG(std::string, after, "",
+          "watch: resume after this cursor (printed with each event); empty: "
+          "from now on.");
+ABSL_FLAG(int64_t, count, 0, "watch: stop after this many events (0: never).");
+
 // report.
 ABSL_FLAG(
     std::string, from, "",
@@ -195,6 +201,8 @@ int Main(int argc, char** argv) {
     result = RunRefresh(ctx);
   } else if (name == "resolve") {
     result = RunResolve(ctx, scanned->given);
+  } else if (name == "watch") {
+    result = RunWatch(ctx);
   } else if (name == "report") {
     result = RunReport(ctx);
   } else if (name == "approve" || name == "reject" || name == "cancel") {

@@ -17,9 +17,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/clients.h"
+#include "common/ids.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rapidjson/document.h"
@@ -187,6 +189,34 @@ TEST_F(PayoutctlTest, ReportSumsTheWindowByStateAndListsUnknownPayouts) {
       Run({"report", "--from=2020-01-01", "--to=2020-01-02", "--json"});
   ASSERT_EQ(before.exit_code, 0) << before.err;
   EXPECT_THAT(before.out, HasSubstr("\"count\":0"));
+}
+
+TEST_F(PayoutctlTest, WatchPrintsEachChangeAndResumesFromItsCursor) {
+  ASSERT_EQ(Run(CreateArgs(UniqueAccount(), "req-watch-1")).exit_code, 0);
+  CommandResult first =
+      Run({"watch", "--json", "--count=2", "--after=" + EventCursor(0)});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  std::vector<std::string> lines =
+      absl::StrSplit(absl::StripSuffix(first.out, "\n"), '\n');
+  ASSERT_EQ(lines.size(), 2u) << first.out;
+  rapidjson::Document created, accepted;
+  created.Parse(lines[0].c_str());
+  accepted.Parse(lines[1].c_str());
+  ASSERT_TRUE(created.IsObject() && accepted.IsObject()) << first.out;
+  EXPECT_STREQ(created["payout"]["state"].GetString(), "PAYOUT_STATE_PENDING");
+  EXPECT_STREQ(accepted["payout"]["state"].GetString(),
+               "PAYOUT_STATE_ACCEPTED");
+  EXPECT_STREQ(accepted["previousState"].GetString(), "PAYOUT_STATE_PENDING");
+
+  // From the last cursor: only what came after it.
+  ASSERT_EQ(Run(CreateArgs(UniqueAccount(), "req-watch-2")).exit_code, 0);
+  CommandResult next =
+      Run({"watch", "--count=1",
+           std::string("--after=") + accepted["cursor"].GetString()});
+  ASSERT_EQ(next.exit_code, 0) << next.err;
+  EXPECT_THAT(next.out, HasSubstr("UNSPECIFIED -> payout po_"));
+  EXPECT_THAT(next.out, HasSubstr(" PENDING "));
+  EXPECT_EQ(Run({"watch", "--after=bogus"}).exit_code, 13);
 }
 
 TEST(PayoutctlApprovalTest, CreateWithMetadataThenApproveRejectAndCancel) {
