@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds, starts the gateway on the built-in sandbox
-# (no real money moves) and sends one sample payout with payoutctl. The
-# gateway keeps running until Ctrl-C.
+# (no real money moves), sends one sample payout with payoutctl and watches
+# it settle (WatchPayouts: ACCEPTED, then SUCCEEDED once the sandbox reports
+# it and the reconciler has asked). The gateway keeps running until Ctrl-C.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -14,7 +15,7 @@ listen=${PAYOUT_LISTEN:-127.0.0.1:50051}
 mkdir -p demo
 out=$(mktemp)
 build/server/payout-server --listen="$listen" --ledger=sqlite:demo/payouts.db \
-  >"$out" &
+  --reconcile_interval=1s >"$out" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out"' EXIT
 for _ in $(seq 1 300); do
@@ -33,6 +34,11 @@ echo
 build/client/payoutctl --target="$address" create --account=100000011836 \
   --ifsc=SBIN0000002 --name="Dean Jon" --email=abc@gmail.com \
   --mobile=9959640000 --amount=12.00 --mode=IMPS
+echo
+echo "== watching it settle (the sandbox reports SUCCESS after 2 s):"
+echo "   build/client/payoutctl --target=$address watch --state SUCCEEDED --count 1"
+timeout 30 build/client/payoutctl --target="$address" watch --state SUCCEEDED \
+  --count 1 || echo "(not settled within 30 s)"
 echo
 echo "== the gateway keeps running on $address; try:"
 echo "   build/client/payoutctl --target=$address list"

@@ -2382,6 +2382,16 @@ TEST_F(SqliteLedgerTest, CallbacksRunOnTheGivenExecutor) {
   ledger->Close();  // before the executor goes
 }
 
+TEST_P(LedgerSuite, PruningNothingIsNotAnError) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  EXPECT_EQ(Prune(*ledger, T(1'000'000)).value(), 0);
+  InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+  absl::StatusOr<int> pruned = Prune(*ledger, T(1'000'000));
+  ASSERT_TRUE(pruned.ok()) << pruned.status();
+  EXPECT_EQ(*pruned, 0);
+}
+
 TEST_P(LedgerSuite, APayoutHeldForApprovalCountsUntilCancelled) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);

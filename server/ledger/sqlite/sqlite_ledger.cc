@@ -793,6 +793,8 @@ void SqliteLedger::Prune(absl::Time cutoff,
             ") AND p.final_time_us < ?2 AND e.id > COALESCE((SELECT "
             "CAST(value AS INTEGER) FROM ledger_meta WHERE key = "
             "'events_pruned_through'), 0) "
+            // Nothing to prune: no row (MAX of nothing is NULL).
+            "GROUP BY p.registration "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"));
         absl::StatusOr<Statement> mark =
             db.Prepare(*kMark, "recording pruned events");
