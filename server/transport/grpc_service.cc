@@ -280,7 +280,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
       wait_id_ = 0;
       --holds_;
     }
-    FinishLocked(absl::CancelledError("the watcher went away"));
+    // A write in progress ends (not ok) and finishes the call then.
+    if (!writing_) FinishLocked(absl::CancelledError("the watcher went away"));
   }
 
   void OnDone() override {
@@ -363,8 +364,22 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
     }
     const uint64_t id =
         service_.event_hub().WaitBeyond(after, [this] { OnWake(); });
-    absl::MutexLock lock(&mu_);
-    if (!waking_) wait_id_ = id;
+    bool gone = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!waking_) {
+        wait_id_ = id;
+        // Cancelled before the wait was recorded: OnCancel could not take
+        // it back; do it here, or the reactor would wait for the next event.
+        if (cancelled_ && service_.event_hub().Cancel(id)) {
+          wait_id_ = 0;
+          --holds_;
+          FinishLocked(absl::CancelledError("the watcher went away"));
+          gone = done_ && holds_ == 0;
+        }
+      }
+    }
+    if (gone) delete this;
   }
 
   void OnWake() {
