@@ -47,6 +47,20 @@ absl::Status UsageError(absl::string_view message) {
   return absl::InvalidArgumentError(message);
 }
 
+// --state, repeatable or comma-separated (list, watch).
+absl::StatusOr<std::vector<v1::PayoutState>> StatesFlag() {
+  std::vector<v1::PayoutState> states;
+  for (const std::string& item : absl::GetFlag(FLAGS_state)) {
+    for (absl::string_view part : absl::StrSplit(item, ',')) {
+      if (absl::StripAsciiWhitespace(part).empty()) continue;
+      absl::StatusOr<v1::PayoutState> state = ParseState(part);
+      if (!state.ok()) return state.status();
+      states.push_back(*state);
+    }
+  }
+  return states;
+}
+
 constexpr absl::string_view kDefaultTokenScopes = "payouts:write,payouts:read";
 constexpr int kTokenBytes = 32;
 
@@ -206,14 +220,9 @@ absl::StatusOr<int> RunGet(const Context& ctx,
 
 absl::StatusOr<int> RunList(const Context& ctx) {
   v1::ListPayoutsRequest request;
-  for (const std::string& item : absl::GetFlag(FLAGS_state)) {
-    for (absl::string_view part : absl::StrSplit(item, ',')) {
-      if (absl::StripAsciiWhitespace(part).empty()) continue;
-      absl::StatusOr<v1::PayoutState> state = ParseState(part);
-      if (!state.ok()) return state.status();
-      request.add_states(*state);
-    }
-  }
+  absl::StatusOr<std::vector<v1::PayoutState>> states = StatesFlag();
+  if (!states.ok()) return states.status();
+  for (v1::PayoutState state : *states) request.add_states(state);
   request.set_page_size(absl::GetFlag(FLAGS_page_size));
   request.set_page_token(absl::GetFlag(FLAGS_page_token));
   const bool all = absl::GetFlag(FLAGS_all);
@@ -276,14 +285,9 @@ absl::StatusOr<int> RunResolve(const Context& ctx,
 absl::StatusOr<int> RunWatch(const Context& ctx) {
   v1::WatchPayoutsRequest request;
   request.set_after_cursor(absl::GetFlag(FLAGS_after));
-  for (const std::string& item : absl::GetFlag(FLAGS_state)) {
-    for (absl::string_view part : absl::StrSplit(item, ',')) {
-      if (absl::StripAsciiWhitespace(part).empty()) continue;
-      absl::StatusOr<v1::PayoutState> state = ParseState(part);
-      if (!state.ok()) return state.status();
-      request.add_states(*state);
-    }
-  }
+  absl::StatusOr<std::vector<v1::PayoutState>> states = StatesFlag();
+  if (!states.ok()) return states.status();
+  for (v1::PayoutState state : *states) request.add_states(state);
   const int64_t count = absl::GetFlag(FLAGS_count);
   if (count < 0) return UsageError("--count must not be negative");
   int64_t seen = 0;
