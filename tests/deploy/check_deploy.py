@@ -959,6 +959,19 @@ def run_systemd(defaults, payout_server, report, text=None):
 
 # -------------------------------------------------------------- probes ----
 
+def probe_env(path=True):
+    """What a probe runs with: nothing of the caller's environment (no token
+    may leak in), but a sanitizer build's runtime options (tests/lsan.supp
+    in the ASan run) so that the same check holds there."""
+    env = {}
+    if path:
+        env["PATH"] = os.environ.get("PATH", "")
+    for var in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"):
+        if var in os.environ:
+            env[var] = os.environ[var]
+    return env
+
+
 def free_refusing_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -1014,7 +1027,8 @@ def run_probes(defaults, payout_server, payoutctl, report):
             [payout_server, "--listen=127.0.0.1:0", "--metrics_listen=",
              "--ledger=sqlite:" + p("ledger.db"), "--tls_cert=" + p("tls.crt"),
              "--tls_key=" + p("tls.key"), "--clients=" + p("clients"), "--shutdown_grace=1s"],
-            stdout=subprocess.PIPE, stderr=open(p("server.log"), "w"), text=True, env={})
+            stdout=subprocess.PIPE, stderr=open(p("server.log"), "w"), text=True,
+            env=probe_env(path=False))
         try:
             line = server.stdout.readline()
             m = re.match(r"listening on (\S+)", line)
@@ -1037,7 +1051,7 @@ def run_probes(defaults, payout_server, payoutctl, report):
                         if not any(a.startswith("--tls_ca=") for a in cmd):
                             cmd.insert(1, "--tls_ca=" + p("ca.pem"))
                         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
-                                             env={"PATH": os.environ.get("PATH", "")})
+                                             env=probe_env())
                         report.check(out.returncode == expected,
                                      f"{where}: {' '.join(argv)} against {target} exited {out.returncode}, "
                                      f"expected {expected}: {out.stderr.strip()[-200:]}")
