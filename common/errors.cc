@@ -446,8 +446,8 @@ absl::Status NotCancellableError(absl::string_view payout_id,
                                  absl::string_view state) {
   return PayoutPreconditionError(
       reason::kNotCancellable, payout_id,
-      absl::StrCat("Only a payout AWAITING_APPROVAL can be cancelled (",
-                   state, "); nothing changed."));
+      absl::StrCat("Only a payout AWAITING_APPROVAL can be cancelled (", state,
+                   "); nothing changed."));
 }
 
 absl::Status SelfApprovalError(absl::string_view payout_id) {

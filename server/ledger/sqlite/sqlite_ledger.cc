@@ -55,8 +55,8 @@ using ledger_internal::MetadataColumn;
 using ledger_internal::OverDailyLimit;
 using ledger_internal::ParsePageToken;
 using ledger_internal::PayoutColumnsOf;
-using ledger_internal::ReadWatchedEvent;
 using ledger_internal::ReadPayoutRow;
+using ledger_internal::ReadWatchedEvent;
 using ledger_internal::RowError;
 using ledger_internal::StateMask;
 using ledger_internal::StatusColumn;
@@ -680,8 +680,8 @@ void SqliteLedger::EventsAfter(int64_t after, int limit,
         EventBatch batch;
         batch.last = after;
         absl::StatusOr<std::string> head = QueryText(
-            db.db(), "ledger",
-            "SELECT COALESCE(MAX(id), 0) FROM payout_events", "reading events");
+            db.db(), "ledger", "SELECT COALESCE(MAX(id), 0) FROM payout_events",
+            "reading events");
         if (!head.ok()) return head.status();
         if (!absl::SimpleAtoi(*head, &batch.head)) batch.head = 0;
         absl::StatusOr<std::string> pruned = QueryText(
@@ -701,8 +701,7 @@ void SqliteLedger::EventsAfter(int64_t after, int limit,
             ", e.id, e.from_state, e.to_state, e.why, e.who, e.time_us "
             "FROM payout_events e JOIN payouts p ON p.payout_id = e.payout_id "
             "WHERE p.registration = ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"));
-        absl::StatusOr<Statement> select =
-            db.Prepare(*kSql, "reading events");
+        absl::StatusOr<Statement> select = db.Prepare(*kSql, "reading events");
         if (!select.ok()) return select.status();
         select->Bind(1, registration);
         select->Bind(2, after);
