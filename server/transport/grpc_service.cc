@@ -447,6 +447,25 @@ std::optional<Client> Admit(const Authenticator& auth,
   return *std::move(caller);
 }
 
+// ApprovePayout, RejectPayout and CancelPayout: a payout id and a note, one
+// PayoutService call (`act`) for a caller with `scope`.
+template <typename Request>
+grpc::ServerUnaryReactor* Decision(
+    PayoutService& service, const Authenticator& auth, Metrics& metrics,
+    grpc::CallbackServerContext* context, const Request& request,
+    v1::Payout* response, const char* method, Scope scope,
+    void (PayoutService::*act)(
+        ApprovalRequest, Client,
+        PayoutService::Callback<absl::StatusOr<Payout>>)) {
+  auto* reactor = context->DefaultReactor();
+  const UnaryFinisher finisher(metrics, method, reactor);
+  std::optional<Client> caller = Admit(auth, context, scope, finisher);
+  if (!caller) return reactor;
+  (service.*act)({request.payout_id(), request.note()}, *std::move(caller),
+                 PayoutResponder(finisher, response));
+  return reactor;
+}
+
 }  // namespace
 
 GrpcPayoutService::GrpcPayoutService(PayoutService& service,
@@ -571,13 +590,8 @@ grpc::ServerWriteReactor<v1::PayoutEvent>* GrpcPayoutService::WatchPayouts(
 grpc::ServerUnaryReactor* GrpcPayoutService::CancelPayout(
     grpc::CallbackServerContext* context,
     const v1::CancelPayoutRequest* request, v1::Payout* response) {
-  auto* reactor = context->DefaultReactor();
-  const UnaryFinisher finisher(metrics_, "CancelPayout", reactor);
-  std::optional<Client> caller = Admit(auth_, context, kScopeWrite, finisher);
-  if (!caller) return reactor;
-  service_.Cancel({request->payout_id(), request->note()}, *std::move(caller),
-                  PayoutResponder(finisher, response));
-  return reactor;
+  return Decision(service_, auth_, metrics_, context, *request, response,
+                  "CancelPayout", kScopeWrite, &PayoutService::Cancel);
 }
 
 GrpcPayoutAdminService::GrpcPayoutAdminService(PayoutService& service,
@@ -605,25 +619,15 @@ grpc::ServerUnaryReactor* GrpcPayoutAdminService::ResolvePayout(
 grpc::ServerUnaryReactor* GrpcPayoutAdminService::ApprovePayout(
     grpc::CallbackServerContext* context,
     const v1::ApprovePayoutRequest* request, v1::Payout* response) {
-  auto* reactor = context->DefaultReactor();
-  const UnaryFinisher finisher(metrics_, "ApprovePayout", reactor);
-  std::optional<Client> caller = Admit(auth_, context, kScopeApprove, finisher);
-  if (!caller) return reactor;
-  service_.Approve({request->payout_id(), request->note()}, *std::move(caller),
-                   PayoutResponder(finisher, response));
-  return reactor;
+  return Decision(service_, auth_, metrics_, context, *request, response,
+                  "ApprovePayout", kScopeApprove, &PayoutService::Approve);
 }
 
 grpc::ServerUnaryReactor* GrpcPayoutAdminService::RejectPayout(
     grpc::CallbackServerContext* context,
     const v1::RejectPayoutRequest* request, v1::Payout* response) {
-  auto* reactor = context->DefaultReactor();
-  const UnaryFinisher finisher(metrics_, "RejectPayout", reactor);
-  std::optional<Client> caller = Admit(auth_, context, kScopeApprove, finisher);
-  if (!caller) return reactor;
-  service_.Reject({request->payout_id(), request->note()}, *std::move(caller),
-                  PayoutResponder(finisher, response));
-  return reactor;
+  return Decision(service_, auth_, metrics_, context, *request, response,
+                  "RejectPayout", kScopeApprove, &PayoutService::Reject);
 }
 
 }  // namespace aopay
