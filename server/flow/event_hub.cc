@@ -16,9 +16,13 @@ uint64_t EventHub::WaitBeyond(int64_t cursor, std::function<void()> wake) {
     if (head_ < 0 || head_ <= cursor) {
       id = next_id_++;
       waiters_.emplace(id, std::make_pair(cursor, std::move(wake)));
-      // The newest event is not known yet: ask, unless someone already is.
-      ask = head_ < 0 && !asking_;
-      if (ask) asking_ = true;
+      // Ask once more after this waiter came (writes made while nobody
+      // waited were not asked about), or after the question in flight.
+      if (asking_) {
+        ask_again_ = true;
+      } else {
+        asking_ = ask = true;
+      }
     }
   }
   if (id == 0) {
@@ -42,6 +46,10 @@ size_t EventHub::Waiting() const {
 void EventHub::Poke() {
   {
     absl::MutexLock lock(&mu_);
+    // Nobody waits: nothing to ask (a payout's writes then cost no read). A
+    // watcher only waits once it has read up to the newest event itself, so
+    // a head learnt later is never too old for it.
+    if (waiters_.empty()) return;
     if (asking_) {
       ask_again_ = true;
       return;

@@ -5,7 +5,8 @@
 // cursor, so that an idle watcher costs nothing: one question to the ledger
 // ("what is the newest event?") serves every watcher. The hub asks after
 // each change this process records (Poke) and at least every second (the
-// server's housekeeping pokes it), one question at a time.
+// server's housekeeping pokes it), one question at a time, and only while
+// some watcher waits.
 
 #include <cstdint>
 #include <functional>
@@ -32,7 +33,7 @@ class EventHub {
   // True when the waiter was still waiting: its `wake` will never run.
   bool Cancel(uint64_t id);
   // Asks the ledger for its newest event (once more after the question in
-  // flight, if one is).
+  // flight, if one is); nothing while no watcher waits.
   void Poke();
   size_t Waiting() const;
 
