@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, registration_id, "",
           "otherwise required); @/path reads it from a file");
 ABSL_FLAG(std::string, ledger, "sqlite:payouts.db",
           "where payouts are recorded: sqlite:PATH");
+ABSL_FLAG(absl::Duration, ledger_commit_delay, aopay::kDefaultCommitDelay,
+          "SQLite ledger: the longest a group commit waits for more writes "
+          "while they arrive in a steady stream; 0s commits at once");
 ABSL_FLAG(absl::Duration, owner_lease, aopay::kDefaultOwnerLease,
           "PostgreSQL ledger: a replica silent this long loses its PENDING "
           "payouts to UNKNOWN");
@@ -88,6 +91,7 @@ constexpr const char* kFlagNames[] = {
     "aopay_url",
     "registration_id",
     "ledger",
+    "ledger_commit_delay",
     "owner_lease",
     "upstream_timeout",
     "max_inflight",
@@ -250,6 +254,7 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("--registration_id: ", error));
   }
   options.ledger = absl::GetFlag(FLAGS_ledger);
+  options.ledger_commit_delay = absl::GetFlag(FLAGS_ledger_commit_delay);
   options.owner_lease = absl::GetFlag(FLAGS_owner_lease);
   options.upstream_timeout = absl::GetFlag(FLAGS_upstream_timeout);
   options.max_inflight = absl::GetFlag(FLAGS_max_inflight);

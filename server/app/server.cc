@@ -62,6 +62,12 @@ absl::Status CheckOptions(const ServerOptions& options) {
     return absl::InvalidArgumentError(
         "--reconcile_interval must not be negative");
   }
+  if (options.ledger_commit_delay < absl::ZeroDuration() ||
+      options.ledger_commit_delay > kMaxCommitDelay) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ledger_commit_delay must be between 0s and ",
+                     absl::FormatDuration(kMaxCommitDelay)));
+  }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must not be negative");
   }
@@ -401,6 +407,7 @@ class ServerImpl final : public Server {
       ledger_options.path = spec.path;
       ledger_options.registration_id = registration;
       ledger_options.durable = spec.durable;
+      ledger_options.commit_delay = options_.ledger_commit_delay;
       ledger_options.executor = callbacks_.get();
       absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
           SqliteLedger::Open(std::move(ledger_options));

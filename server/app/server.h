@@ -24,6 +24,7 @@ struct ServerOptions {
   std::string ledger = "sqlite:payouts.db";
   // PostgreSQL: how long a replica may stop heart-beating before its PENDING
   // payouts become UNKNOWN.
+  absl::Duration ledger_commit_delay = kDefaultCommitDelay;
   absl::Duration owner_lease = kDefaultOwnerLease;
   absl::Duration upstream_timeout = kDefaultUpstreamTimeout;
   int64_t max_inflight = kDefaultMaxInflight;

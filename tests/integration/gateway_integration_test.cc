@@ -446,6 +446,8 @@ TEST(GatewayStandaloneTest, BadFlagsStopWithOneLineAndNonZeroExit) {
         {"--aopay_url=http://10.1.2.3", "--registration_id=AOP-1"},
         {"--aopay_url=https://payout.aopay.co.in"},
         {"--upstream_timeout=banana"},
+        {"--ledger_commit_delay=-1ms"},
+        {"--ledger_commit_delay=1s"},
         {"--log_format=xml"}}) {
     const std::string dir = MakeTempDir();
     std::vector<std::string> argv = {

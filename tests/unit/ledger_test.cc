@@ -37,6 +37,7 @@
 #include "server/ledger/postgres/postgres_ledger.h"
 #include "server/ledger/postgres/schema.h"
 #include "server/ledger/sqlite/sqlite_ledger.h"
+#include "server/ledger/sqlite/write_queue.h"
 #include "spdlog/spdlog.h"
 #include "tests/support/tcp_proxy.h"
 #include "tests/support/test_postgres.h"
@@ -820,6 +821,82 @@ TEST_F(SqliteLedgerTest, OneProcessAtATimeHoldsTheLedger) {
   ledger->Close();
   second = SqliteLedger::Open(Options());
   EXPECT_TRUE(second.ok()) << second.status();
+}
+
+// --- group commit pacing (times passed in: no clock, no sleeps) ------------
+
+using sqlite_internal::CommitPacer;
+
+// `batches` batches of `writes` each, `gap` apart, from `start`.
+absl::Time Feed(CommitPacer& pacer, absl::Time start, int batches,
+                size_t writes, absl::Duration gap) {
+  absl::Time now = start;
+  for (int i = 0; i < batches; ++i) {
+    now += gap;
+    pacer.Took(writes, now);
+  }
+  return now;
+}
+
+TEST(CommitPacerTest, CommitsAtOnceUntilItHasSeenARate) {
+  CommitPacer pacer(absl::Milliseconds(2), 512);
+  EXPECT_EQ(pacer.Target(), 0u);
+  EXPECT_EQ(pacer.QuietGap(), absl::Milliseconds(2));
+  pacer.Took(50, absl::UnixEpoch());  // the first batch has no gap before it
+  EXPECT_EQ(pacer.Target(), 0u);
+}
+
+TEST(CommitPacerTest, WaitsForTheWritesASteadyStreamBringsWithinTheDelay) {
+  CommitPacer pacer(absl::Milliseconds(2), 512);
+  // 8 writes every millisecond: 8,000 a second, 16 within the delay.
+  Feed(pacer, absl::UnixEpoch(), 40, 8, absl::Milliseconds(1));
+  EXPECT_EQ(pacer.Target(), 16u);
+  // Quiet for three mean gaps (125 µs each) ends the wait early.
+  EXPECT_NEAR(absl::ToDoubleMicroseconds(pacer.QuietGap()), 375, 0.01);
+}
+
+TEST(CommitPacerTest, ALoneCallerOrATrickleNeverWaits) {
+  CommitPacer pacer(absl::Milliseconds(2), 512);
+  // One caller, each write after the last one's commit: 1 per millisecond
+  // is 2 within the delay, fewer than kMinSiblings.
+  Feed(pacer, absl::UnixEpoch(), 40, 1, absl::Milliseconds(1));
+  EXPECT_LT(2 * 1.0, CommitPacer::kMinSiblings);
+  EXPECT_EQ(pacer.Target(), 0u);
+}
+
+TEST(CommitPacerTest, NeverWaitsForMoreThanOneBatchHolds) {
+  CommitPacer pacer(absl::Milliseconds(50), 64);
+  Feed(pacer, absl::UnixEpoch(), 40, 500, absl::Milliseconds(1));
+  EXPECT_EQ(pacer.Target(), 64u);
+}
+
+TEST(CommitPacerTest, ZeroDelayNeverWaits) {
+  CommitPacer pacer(absl::ZeroDuration(), 512);
+  Feed(pacer, absl::UnixEpoch(), 40, 100, absl::Milliseconds(1));
+  EXPECT_EQ(pacer.Target(), 0u);
+  EXPECT_EQ(pacer.QuietGap(), absl::ZeroDuration());
+}
+
+TEST(CommitPacerTest, AnIdleSpellForgetsTheOldRate) {
+  CommitPacer pacer(absl::Milliseconds(2), 512);
+  absl::Time now = Feed(pacer, absl::UnixEpoch(), 40, 8, absl::Milliseconds(1));
+  ASSERT_GT(pacer.Target(), 0u);
+  // Five quiet seconds, then one write: the busy stream is over.
+  pacer.Took(1, now + absl::Seconds(5));
+  EXPECT_EQ(pacer.Target(), 0u);
+}
+
+TEST(CommitPacerTest, FollowsAChangeOfLoadWithinAFewBatches) {
+  CommitPacer pacer(absl::Milliseconds(2), 512);
+  absl::Time now = Feed(pacer, absl::UnixEpoch(), 40, 1, absl::Milliseconds(1));
+  ASSERT_EQ(pacer.Target(), 0u);
+  // The load rises to 16 writes a millisecond: waiting pays within a few
+  // batches, and one burst alone does not make it wait.
+  now = Feed(pacer, now, 1, 16, absl::Milliseconds(1));
+  // 0.75 * 1,000/s + 0.25 * 16,000/s = 4,750/s: 9.5 writes in 2 ms.
+  EXPECT_EQ(pacer.Target(), 10u);
+  Feed(pacer, now, 10, 16, absl::Milliseconds(1));
+  EXPECT_GE(pacer.Target(), 28u);
 }
 
 TEST_P(LedgerSuite, ApplyChangesTheRowAndAppendsAnEvent) {

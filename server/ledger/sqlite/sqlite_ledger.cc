@@ -65,6 +65,7 @@ using sqlite_internal::AppendEvent;
 using sqlite_internal::CheckDirectory;
 using sqlite_internal::ClaimRegistration;
 using sqlite_internal::CommitBatch;
+using sqlite_internal::CommitPacer;
 using sqlite_internal::Configure;
 using sqlite_internal::Connection;
 using sqlite_internal::DailySpent;
@@ -195,6 +196,9 @@ class SqliteLedger::Impl {
   bool WriterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return closing_ || !writes_.empty();
   }
+  bool BatchReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return closing_ || writes_.size() >= wait_for_;
+  }
   bool ReaderHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return closing_ || !reads_.empty();
   }
@@ -224,10 +228,33 @@ class SqliteLedger::Impl {
           batch.push_back(ProbeOp());
         } else {
           if (writes_.empty()) return;  // closing, and everything is done
+          // Group commit: at a steady stream, wait a little for the writes
+          // about to arrive (see CommitPacer).
+          WaitForSiblings();
           batch = TakeBatch(writes_, options_.max_batch);
+          pacer_.Took(batch.size(), absl::Now());
         }
       }
       RunBatch(std::move(batch));
+    }
+  }
+
+  // Waits, for at most the pacer's delay, until the pacer's target of
+  // writes is queued or no write has come for its quiet gap.
+  void WaitForSiblings() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    wait_for_ = pacer_.Target();
+    const absl::Time deadline = absl::Now() + pacer_.delay();
+    const absl::Duration quiet = pacer_.QuietGap();
+    size_t seen = writes_.size();
+    while (!BatchReady()) {
+      const absl::Duration left = deadline - absl::Now();
+      if (left <= absl::ZeroDuration()) return;
+      if (mu_.AwaitWithTimeout(absl::Condition(this, &Impl::BatchReady),
+                               std::min(left, quiet)) ||
+          writes_.size() == seen) {
+        return;
+      }
+      seen = writes_.size();
     }
   }
 
@@ -292,6 +319,9 @@ class SqliteLedger::Impl {
   absl::Mutex mu_;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::unique_ptr<WriteOp>> writes_ ABSL_GUARDED_BY(mu_);
+  CommitPacer pacer_ ABSL_GUARDED_BY(mu_){options_.commit_delay,
+                                          options_.max_batch};
+  size_t wait_for_ ABSL_GUARDED_BY(mu_) = 0;  // writes the writer awaits
   std::deque<absl::AnyInvocable<void(Connection&)>> reads_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> late_threads_ ABSL_GUARDED_BY(mu_);
 

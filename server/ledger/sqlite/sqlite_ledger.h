@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/limits.h"
 #include "server/executor/executor.h"
 #include "server/ledger/ledger.h"
 
@@ -47,6 +48,10 @@ struct SqliteLedgerOptions {
   bool durable = true;
   // Most writes committed in one transaction.
   size_t max_batch = 512;
+  // The longest a group commit waits for more writes while they arrive in a
+  // steady stream (zero: commits at once). A lone caller never waits; see
+  // CommitPacer in write_queue.h.
+  absl::Duration commit_delay = kDefaultCommitDelay;
   // Runs every callback; must outlive the ledger (or at least its Close()).
   // nullptr: the ledger runs them on a thread of its own.
   Executor* executor = nullptr;

@@ -4,6 +4,7 @@
 #include "server/ledger/sqlite/write_queue.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -36,6 +37,33 @@ absl::Status RunInSavepoint(Connection& db, WriteOp& op,
 }
 
 }  // namespace
+
+size_t CommitPacer::Target() const {
+  if (delay_ <= absl::ZeroDuration()) return 0;
+  const double expected = writes_per_second_ * absl::ToDoubleSeconds(delay_);
+  if (expected < kMinSiblings) return 0;
+  return std::min(max_batch_, static_cast<size_t>(std::lround(expected)));
+}
+
+absl::Duration CommitPacer::QuietGap() const {
+  if (writes_per_second_ <= 0) return delay_;
+  return std::min(delay_, absl::Seconds(kQuietGaps / writes_per_second_));
+}
+
+void CommitPacer::Took(size_t writes, absl::Time now) {
+  const absl::Time last = std::exchange(last_take_, now);
+  if (last == absl::InfinitePast()) return;
+  // An idle gap of more than a second says nothing about the next writes.
+  const double seconds =
+      std::clamp(absl::ToDoubleSeconds(now - last), 1e-6, 1.0);
+  const double rate = static_cast<double>(writes) / seconds;
+  // A quarter of each new sample: follows a change of load within a few
+  // batches, without jumping at one burst.
+  writes_per_second_ = seconds >= 1.0 || !has_rate_
+                           ? rate
+                           : 0.75 * writes_per_second_ + 0.25 * rate;
+  has_rate_ = true;
+}
 
 WriteBatch TakeBatch(std::deque<std::unique_ptr<WriteOp>>& queue,
                      size_t max_batch) {

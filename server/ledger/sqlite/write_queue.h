@@ -8,6 +8,7 @@
 // threads belong to SqliteLedger::Impl (sqlite_ledger.cc), which shares
 // them with reads and Close(). Internal to the ledger.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -20,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/ledger/ledger.h"
 #include "server/ledger/sqlite/handle.h"
 
@@ -66,6 +68,54 @@ using WriteBatch = std::vector<std::unique_ptr<WriteOp>>;
 // Takes the oldest writes off `queue`, at most max_batch (at least one).
 WriteBatch TakeBatch(std::deque<std::unique_ptr<WriteOp>>& queue,
                      size_t max_batch);
+
+// How long a group commit waits for more writes: PostgreSQL's commit_delay
+// with commit_siblings, sized from the rate writes arrive at. Each commit
+// costs about as much as a dozen writes (the WAL frames of every B-tree it
+// touched, their checksums, the fsync, and a wake-up of the executor and
+// the AOPay client for its callbacks), so at a steady stream of writes a
+// commit that waits a little for the next few costs far less per write. A
+// lone caller, or a trickle, never waits: the pacer expects fewer than
+// kMinSiblings more writes within the delay and says commit now.
+//
+// Not thread-safe: the writer thread owns it. Times are passed in, so that
+// tests drive it without a clock.
+class CommitPacer {
+ public:
+  // Writes expected within the delay below which the commit does not wait.
+  static constexpr double kMinSiblings = 4;
+  // Mean gaps between writes without a write that end the wait.
+  static constexpr double kQuietGaps = 3;
+
+  // delay: the longest a commit waits for more writes (zero: never waits).
+  CommitPacer(absl::Duration delay, size_t max_batch)
+      : delay_(delay), max_batch_(std::max<size_t>(max_batch, 1)) {}
+
+  absl::Duration delay() const { return delay_; }
+
+  // How many queued writes are worth waiting for, for at most delay(),
+  // before committing: the writes expected to arrive within the delay at
+  // the recent rate, at most max_batch. A target at or below what is
+  // already queued means commit now.
+  size_t Target() const;
+
+  // How long without a new write ends the wait early: a few mean gaps
+  // between writes at the recent rate. When the callers are few and each
+  // waits for its last answer (a closed loop), their writes come in a burst
+  // after each commit and then stop; waiting on would only slow them.
+  absl::Duration QuietGap() const;
+
+  // The writer took a batch of `writes` at `now`: updates the arrival rate
+  // (a moving average of writes per second between batches).
+  void Took(size_t writes, absl::Time now);
+
+ private:
+  const absl::Duration delay_;
+  const size_t max_batch_;
+  absl::Time last_take_ = absl::InfinitePast();
+  bool has_rate_ = false;  // a gap between two batches was seen
+  double writes_per_second_ = 0;
+};
 
 // A write that changes no payout: records when the ledger last wrote.
 std::unique_ptr<WriteOp> ProbeOp();
