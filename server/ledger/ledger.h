@@ -85,6 +85,19 @@ struct EventBatch {
   bool expired = false;
 };
 
+// An event the webhook outbox has yet to deliver.
+struct OutboxEvent {
+  WatchedEvent watched;
+  int attempts = 0;     // deliveries tried so far
+  absl::Time enqueued;  // when its change was recorded
+};
+
+// What the webhook outbox holds.
+struct OutboxBacklog {
+  int64_t events = 0;
+  std::optional<absl::Time> oldest;  // the oldest's enqueue time
+};
+
 struct ListQuery {
   std::vector<PayoutState> states;   // empty: all
   int page_size = kDefaultPageSize;  // already bounded by the caller
@@ -190,6 +203,21 @@ class Ledger {
   // ledger cannot keep that order.
   virtual void EventsAfter(int64_t after, int limit,
                            Callback<absl::StatusOr<EventBatch>> done) = 0;
+
+  // The webhook outbox (docs/webhooks.md): events recorded while webhooks
+  // were on, in the transaction of their change, until delivered or given
+  // up. UNIMPLEMENTED where the ledger has none.
+  //
+  // Up to `limit` events due at `now`: of each payout only its oldest
+  // undelivered event (a payout's events go out in order), oldest first.
+  virtual void OutboxDue(
+      absl::Time now, int limit,
+      Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) = 0;
+  // The event `cursor` was delivered or given up (retry_at: nullopt), and
+  // leaves the outbox; or it failed and is tried again at *retry_at.
+  virtual void OutboxSettle(int64_t cursor, std::optional<absl::Time> retry_at,
+                            Callback<absl::Status> done) = 0;
+  virtual void OutboxWaiting(Callback<absl::StatusOr<OutboxBacklog>> done) = 0;
 
   // Start-up, before serving: every PENDING payout becomes UNKNOWN with an
   // event ("recovery"). Returns how many. Blocking.

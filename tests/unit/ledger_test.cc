@@ -483,6 +483,7 @@ std::vector<std::string> Ids(const ListPage& page) {
 constexpr char kDowngradeToVersion2[] = R"sql(
 PRAGMA foreign_keys = OFF;
 BEGIN;
+DROP TABLE webhook_outbox;
 CREATE TABLE payouts_v2 (
   payout_id TEXT NOT NULL PRIMARY KEY,
   registration TEXT NOT NULL,
@@ -2799,6 +2800,82 @@ TEST_F(SqliteLedgerTest, EventsComeInOrderAndACursorBeforePrunedEventsExpires) {
   ASSERT_TRUE(fine.ok());
   EXPECT_FALSE(fine->expired);
   EXPECT_TRUE(fine->events.empty());
+}
+
+TEST_F(SqliteLedgerTest, TheWebhookOutboxHoldsEachPayoutsEventsInOrder) {
+  SqliteLedgerOptions options = Options();
+  options.webhooks = true;
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+  InsertIn(*ledger, MakePayout(2), {});
+  auto due = [&](absl::Time now) {
+    return Call<absl::StatusOr<std::vector<OutboxEvent>>>(
+        [&](auto done) { ledger->OutboxDue(now, 10, std::move(done)); });
+  };
+  auto settle = [&](int64_t cursor, std::optional<absl::Time> retry_at) {
+    return Call<absl::Status>([&](auto done) {
+      ledger->OutboxSettle(cursor, retry_at, std::move(done));
+    });
+  };
+  const absl::Time later = T(1'000'000);
+  // Each payout's oldest event only: payout 1's ACCEPTED waits behind its
+  // creation.
+  absl::StatusOr<std::vector<OutboxEvent>> first = due(later);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->size(), 2u);
+  EXPECT_EQ((*first)[0].watched.payout.payout_id, PayoutId(1));
+  EXPECT_EQ((*first)[0].watched.payout.state, PayoutState::kPending);
+  EXPECT_EQ((*first)[0].attempts, 0);
+  EXPECT_EQ((*first)[1].watched.payout.payout_id, PayoutId(2));
+  EXPECT_LT((*first)[0].watched.cursor, (*first)[1].watched.cursor);
+
+  // Payout 1's first event delivered: its next one is due. Payout 2's
+  // failed and waits for its retry time.
+  ASSERT_TRUE(settle((*first)[0].watched.cursor, std::nullopt).ok());
+  ASSERT_TRUE(
+      settle((*first)[1].watched.cursor, later + absl::Seconds(5)).ok());
+  absl::StatusOr<std::vector<OutboxEvent>> second = due(later);
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->size(), 1u);
+  EXPECT_EQ((*second)[0].watched.payout.state, PayoutState::kAccepted);
+  EXPECT_EQ((*second)[0].watched.event.from, PayoutState::kPending);
+  absl::StatusOr<std::vector<OutboxEvent>> retried =
+      due(later + absl::Seconds(5));
+  ASSERT_TRUE(retried.ok());
+  ASSERT_EQ(retried->size(), 2u);
+  EXPECT_EQ((*retried)[1].attempts, 1);
+
+  absl::StatusOr<OutboxBacklog> backlog = Call<absl::StatusOr<OutboxBacklog>>(
+      [&](auto done) { ledger->OutboxWaiting(std::move(done)); });
+  ASSERT_TRUE(backlog.ok());
+  EXPECT_EQ(backlog->events, 2);
+  EXPECT_EQ(backlog->oldest, (*first)[1].enqueued);
+}
+
+TEST_F(SqliteLedgerTest,
+       OnlyAGatewayWithWebhooksQueuesEventsAndTheQueueSurvives) {
+  {
+    SqliteLedgerOptions options = Options();
+    options.webhooks = true;
+    auto ledger = OpenLedger(options);
+    ASSERT_NE(ledger, nullptr);
+    InsertIn(*ledger, MakePayout(1), {});
+  }
+  auto ledger = OpenLedger();  // webhooks off
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(2), {PayoutState::kAccepted});
+  // Payout 1's event, queued before the restart, is still there; payout 2's
+  // were never queued.
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM webhook_outbox"), "1");
+  EXPECT_EQ(QueryText(path_, "SELECT payout_id FROM webhook_outbox"),
+            PayoutId(1));
+  // Retention takes queued events with their payout.
+  ASSERT_TRUE(Apply(*ledger, Change(PayoutId(1), PayoutState::kPending,
+                                    PayoutState::kFailed, T(500)))
+                  .ok());
+  ASSERT_EQ(Prune(*ledger, T(1'000'000)).value(), 1);
+  EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM webhook_outbox"), "0");
 }
 
 TEST_F(PostgresLedgerTest, WatchingIsNotAvailableYet) {

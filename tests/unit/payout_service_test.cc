@@ -36,6 +36,18 @@ class FakeLedger final : public Ledger {
                    Callback<absl::StatusOr<EventBatch>> done) override {
     done(absl::UnimplementedError("not in the fake"));
   }
+  void OutboxDue(
+      absl::Time, int,
+      Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) override {
+    done(absl::UnimplementedError("not in the fake"));
+  }
+  void OutboxSettle(int64_t, std::optional<absl::Time>,
+                    Callback<absl::Status> done) override {
+    done(absl::UnimplementedError("not in the fake"));
+  }
+  void OutboxWaiting(Callback<absl::StatusOr<OutboxBacklog>> done) override {
+    done(absl::UnimplementedError("not in the fake"));
+  }
   bool fail_writes = false;
   std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
 

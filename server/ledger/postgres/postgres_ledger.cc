@@ -1090,6 +1090,41 @@ void PostgresLedger::EventsAfter(int64_t, int,
       std::move(done));
 }
 
+namespace {
+absl::Status NoOutbox() {
+  return absl::UnimplementedError(
+      "webhooks are not available on the PostgreSQL ledger in this version");
+}
+}  // namespace
+
+void PostgresLedger::OutboxDue(
+    absl::Time, int, Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) {
+  impl_->Submit<std::vector<OutboxEvent>>(
+      Impl::Mode::kStatements,
+      [](Connection&) -> absl::StatusOr<std::vector<OutboxEvent>> {
+        return NoOutbox();
+      },
+      std::move(done));
+}
+
+void PostgresLedger::OutboxSettle(int64_t, std::optional<absl::Time>,
+                                  Callback<absl::Status> done) {
+  impl_->Submit<bool>(
+      Impl::Mode::kStatements,
+      [](Connection&) -> absl::StatusOr<bool> { return NoOutbox(); },
+      [done = std::move(done)](absl::StatusOr<bool> result) {
+        done(result.status());
+      });
+}
+
+void PostgresLedger::OutboxWaiting(
+    Callback<absl::StatusOr<OutboxBacklog>> done) {
+  impl_->Submit<OutboxBacklog>(
+      Impl::Mode::kStatements,
+      [](Connection&) -> absl::StatusOr<OutboxBacklog> { return NoOutbox(); },
+      std::move(done));
+}
+
 absl::StatusOr<int> PostgresLedger::RecoverPending(absl::Time now) {
   if (!impl_->ready()) return 0;
   Impl& impl = *impl_;

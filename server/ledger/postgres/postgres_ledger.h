@@ -103,6 +103,14 @@ class PostgresLedger final : public Ledger {
   // UNIMPLEMENTED in this version: event ids are handed out before their
   // transactions commit, in another order than the commits, so a cursor
   // over them could skip an event (docs/scale-out.md).
+  // No webhook outbox yet: UNIMPLEMENTED (the gateway refuses --webhook_url
+  // with this ledger at start).
+  void OutboxDue(
+      absl::Time now, int limit,
+      Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) override;
+  void OutboxSettle(int64_t cursor, std::optional<absl::Time> retry_at,
+                    Callback<absl::Status> done) override;
+  void OutboxWaiting(Callback<absl::StatusOr<OutboxBacklog>> done) override;
   void EventsAfter(int64_t after, int limit,
                    Callback<absl::StatusOr<EventBatch>> done) override;
   // The PENDING payouts of every replica whose lease has run out (not of

@@ -226,6 +226,20 @@ BEGIN
   SELECT RAISE(ABORT, 'payout_events are deleted only with their payout');
 END;
 )sql",
+    // 5: the webhook outbox: one row per event not yet delivered, written in
+    // the event's transaction (by a TEMP trigger the writer connection
+    // creates while webhooks are on) and deleted once delivered or given up.
+    R"sql(
+CREATE TABLE webhook_outbox (
+  event_id INTEGER NOT NULL PRIMARY KEY
+    REFERENCES payout_events (id) ON DELETE CASCADE,
+  payout_id TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_us INTEGER NOT NULL,
+  enqueued_us INTEGER NOT NULL
+);
+CREATE INDEX webhook_outbox_by_payout ON webhook_outbox (payout_id, event_id);
+)sql",
 };
 constexpr int kKnownVersion =
     static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));

@@ -365,6 +365,19 @@ absl::StatusOr<std::unique_ptr<SqliteLedger>> SqliteLedger::Open(
       !claimed.ok()) {
     return claimed;
   }
+  // A TEMP trigger lives with this connection only: a gateway started
+  // without webhooks queues nothing, whatever an earlier one did.
+  if (options.webhooks) {
+    if (absl::Status trigger = writer.Run(
+            "CREATE TEMP TRIGGER webhook_outbox_enqueue AFTER INSERT ON "
+            "main.payout_events BEGIN INSERT INTO webhook_outbox (event_id, "
+            "payout_id, next_attempt_us, enqueued_us) VALUES (NEW.id, "
+            "NEW.payout_id, NEW.time_us, NEW.time_us); END",
+            "turning the webhook outbox on");
+        !trigger.ok()) {
+      return trigger;
+    }
+  }
 
   absl::StatusOr<FileIdentity> file = FileIdentity::Of(options.path);
   if (!file.ok()) {
@@ -746,6 +759,94 @@ void SqliteLedger::EventsAfter(int64_t after, int limit,
           batch.events.push_back(*std::move(watched));
         }
         return batch;
+      },
+      std::move(done));
+}
+
+void SqliteLedger::OutboxDue(
+    absl::Time now, int limit,
+    Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) {
+  const std::string& registration = impl_->registration();
+  impl_->Read<std::vector<OutboxEvent>>(
+      [&registration, now,
+       limit](Connection& db) -> absl::StatusOr<std::vector<OutboxEvent>> {
+        // Columns as ReadWatchedEvent reads them, then the outbox's own.
+        static const std::string* const kSql = new std::string(absl::StrCat(
+            "SELECT ", PayoutColumnsOf("p."),
+            ", e.id, e.from_state, e.to_state, e.why, e.who, e.time_us, "
+            "o.attempts, o.enqueued_us FROM webhook_outbox o "
+            "JOIN payout_events e ON e.id = o.event_id "
+            "JOIN payouts p ON p.payout_id = o.payout_id "
+            "WHERE p.registration = ?1 AND o.next_attempt_us <= ?2 "
+            "AND o.event_id = (SELECT MIN(event_id) FROM webhook_outbox "
+            "WHERE payout_id = o.payout_id) ORDER BY o.event_id LIMIT ?3"));
+        constexpr int kAttempts = 27;  // after the event's six columns
+        absl::StatusOr<Statement> select =
+            db.Prepare(*kSql, "reading the webhook outbox");
+        if (!select.ok()) return select.status();
+        select->Bind(1, registration);
+        select->Bind(2, absl::ToUnixMicros(now));
+        select->Bind(3, limit);
+        std::vector<OutboxEvent> due;
+        for (;;) {
+          absl::StatusOr<bool> row = select->Step();
+          if (!row.ok()) return row.status();
+          if (!*row) break;
+          absl::StatusOr<WatchedEvent> watched = ReadWatchedEvent(*select);
+          if (!watched.ok()) return watched.status();
+          OutboxEvent& event = due.emplace_back();
+          event.watched = *std::move(watched);
+          event.attempts = static_cast<int>(select->Int(kAttempts));
+          event.enqueued = absl::FromUnixMicros(select->Int(kAttempts + 1));
+        }
+        return due;
+      },
+      std::move(done));
+}
+
+void SqliteLedger::OutboxSettle(int64_t cursor,
+                                std::optional<absl::Time> retry_at,
+                                Callback<absl::Status> done) {
+  impl_->Write<bool>(
+      [cursor, retry_at](Connection& db) -> absl::StatusOr<bool> {
+        absl::StatusOr<Statement> statement =
+            retry_at.has_value()
+                ? db.Prepare(
+                      "UPDATE webhook_outbox SET attempts = attempts + "
+                      "1, next_attempt_us = ?2 WHERE event_id = ?1",
+                      "scheduling a webhook retry")
+                : db.Prepare("DELETE FROM webhook_outbox WHERE event_id = ?1",
+                             "settling a webhook");
+        if (!statement.ok()) return statement.status();
+        statement->Bind(1, cursor);
+        if (retry_at.has_value()) {
+          statement->Bind(2, absl::ToUnixMicros(*retry_at));
+        }
+        if (absl::Status run = statement->Run(); !run.ok()) return run;
+        return true;
+      },
+      [done = std::move(done)](absl::StatusOr<bool> settled) {
+        done(settled.status());
+      });
+}
+
+void SqliteLedger::OutboxWaiting(Callback<absl::StatusOr<OutboxBacklog>> done) {
+  impl_->Read<OutboxBacklog>(
+      [](Connection& db) -> absl::StatusOr<OutboxBacklog> {
+        absl::StatusOr<Statement> select =
+            db.Prepare("SELECT COUNT(*), MIN(enqueued_us) FROM webhook_outbox",
+                       "reading the webhook outbox");
+        if (!select.ok()) return select.status();
+        absl::StatusOr<bool> row = select->Step();
+        if (!row.ok()) return row.status();
+        OutboxBacklog backlog;
+        if (*row) {
+          backlog.events = select->Int(0);
+          if (backlog.events > 0) {
+            backlog.oldest = absl::FromUnixMicros(select->Int(1));
+          }
+        }
+        return backlog;
       },
       std::move(done));
 }

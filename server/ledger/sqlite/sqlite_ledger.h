@@ -58,6 +58,10 @@ struct SqliteLedgerOptions {
   // Name of a registered sqlite3_vfs to open the database with; "" for the
   // default. Tests register fault-injecting VFSes.
   std::string vfs;
+  // Webhooks are on: every event is also put in the webhook outbox, in its
+  // own transaction. Off: events are not queued (those already queued stay
+  // until delivered or retention deletes their payout).
+  bool webhooks = false;
   // How long a connection waits for a lock held by another connection.
   absl::Duration busy_timeout = absl::Seconds(5);
 };
@@ -74,7 +78,7 @@ class SqliteLedger final : public Ledger {
  public:
   // The schema version this code writes. A database with a newer version is
   // refused.
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Opens (creating and migrating when needed) the database and starts the
   // threads. Errors, each with a one-line message: FAILED_PRECONDITION for a
@@ -113,6 +117,12 @@ class SqliteLedger final : public Ledger {
   // The cursor is the event's id: one writer commits them in id order.
   void EventsAfter(int64_t after, int limit,
                    Callback<absl::StatusOr<EventBatch>> done) override;
+  void OutboxDue(
+      absl::Time now, int limit,
+      Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) override;
+  void OutboxSettle(int64_t cursor, std::optional<absl::Time> retry_at,
+                    Callback<absl::Status> done) override;
+  void OutboxWaiting(Callback<absl::StatusOr<OutboxBacklog>> done) override;
   // Also sets each recovered payout's stored response to DEADLINE_EXCEEDED
   // (reason OUTCOME_UNKNOWN), which retries of its request id then get.
   [[nodiscard]] absl::StatusOr<int> RecoverPending(absl::Time now) override;
