@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/aopay_codec.h"
@@ -11,11 +12,16 @@
 namespace aopay {
 
 struct UpstreamRequest {
-  std::string path;  // e.g. kPayoutPath; appended to the client's base URL
+  // e.g. kPayoutPath; appended to the client's base URL ("": the base URL
+  // itself).
+  std::string path;
   std::string body;  // JSON
   // False for payouts: the request is sent at most once, never retried by the
   // transport, not even on a kept-alive connection that died under it.
   bool idempotent = false;
+  // Headers of this call only, "Name: value" each (no line breaks), sent
+  // after the client's own.
+  std::vector<std::string> headers;
 };
 
 // AOPay over HTTP(S). Two tiers of failure: an HTTP answer of any status is a

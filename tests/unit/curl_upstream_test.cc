@@ -407,7 +407,7 @@ std::shared_ptr<Call> Send(CurlUpstream& client, std::string body,
                            bool idempotent = false,
                            std::string path = std::string(kPayoutPath)) {
   auto call = std::make_shared<Call>();
-  client.Post(UpstreamRequest{std::move(path), std::move(body), idempotent},
+  client.Post(UpstreamRequest{std::move(path), std::move(body), idempotent, {}},
               Call::Track(call));
   return call;
 }
@@ -477,6 +477,33 @@ TEST(CurlUpstreamTest, JoinsBaseUrlAndPathWithOneSlash) {
   ASSERT_EQ(requests.size(), 2u);
   EXPECT_EQ(requests[0].target, "/prefix/x");
   EXPECT_EQ(requests[1].target, "/prefix/y");
+}
+
+TEST(CurlUpstreamTest, AnEmptyPathPostsToTheBaseUrlWithTheRequestsHeaders) {
+  RawServer server(AnswerOk());
+  std::unique_ptr<CurlUpstream> client =
+      MakeClient(absl::StrCat(server.url(), "/hooks/payouts"));
+  ASSERT_NE(client, nullptr);
+
+  auto call = std::make_shared<Call>();
+  client->Post(UpstreamRequest{"", "{}", false, {"Payout-Event-Id: 7"}},
+               Call::Track(call));
+  ASSERT_TRUE(call->Result().ok());
+  // A header with a line break would smuggle in another: nothing is sent.
+  auto smuggled = std::make_shared<Call>();
+  client->Post(
+      UpstreamRequest{"", "{}", false, {"Payout-Event-Id: 8\r\nX-Evil: 1"}},
+      Call::Track(smuggled));
+  EXPECT_EQ(smuggled->Result().status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(PostAndWait(*client, "{}").ok());
+
+  std::vector<RawRequest> requests = server.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].target, "/hooks/payouts");
+  EXPECT_EQ(requests[0].Header("payout-event-id"), "7");
+  EXPECT_EQ(requests[0].Header("content-type"), "application/json");
+  // The next call has only the client's own headers.
+  EXPECT_EQ(requests[1].Header("payout-event-id"), std::nullopt);
 }
 
 TEST(CurlUpstreamTest, HttpErrorStatusesAreValuesWithTheirBody) {

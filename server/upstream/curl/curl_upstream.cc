@@ -178,6 +178,7 @@ struct Transfer {
   UpstreamRequest request;
   UpstreamClient::Callback done;
   std::string url;
+  SlistPtr headers;  // the client's and the request's own, when it has any
   EasyPtr easy;
   HttpAnswer answer;
   int attempts = 0;             // times libcurl was about to send the request
@@ -708,11 +709,16 @@ class CurlUpstream::Loop {
     }
     transfer->request = std::move(call.request);
     transfer->done = std::move(call.done);
-    const bool has_slash = absl::StartsWith(transfer->request.path, "/");
-    transfer->url =
-        absl::StrCat(base_url_, has_slash ? "" : "/", transfer->request.path);
-    absl::Status status = Configure(options_, headers_.get(), extra_cas_.get(),
-                                    share_.get(), *transfer);
+    const std::string& path = transfer->request.path;
+    const bool has_slash = path.empty() || absl::StartsWith(path, "/");
+    transfer->url = absl::StrCat(base_url_, has_slash ? "" : "/", path);
+    absl::Status status = AddRequestHeaders(*transfer);
+    if (status.ok()) {
+      status = Configure(options_,
+                         transfer->headers != nullptr ? transfer->headers.get()
+                                                      : headers_.get(),
+                         extra_cas_.get(), share_.get(), *transfer);
+    }
     Shard& shard = LeastBusyShard();
     if (status.ok()) {
       const CURLMcode added =
@@ -733,6 +739,35 @@ class CurlUpstream::Loop {
     transfer->shard = &shard;
     ++shard.active;
     active_.emplace(easy, std::move(transfer));
+  }
+
+  // A request with headers of its own gets a list of the client's and its
+  // own; the others share the client's.
+  absl::Status AddRequestHeaders(Transfer& transfer) const {
+    if (transfer.request.headers.empty()) return absl::OkStatus();
+    SlistPtr list;
+    auto append = [&list](const char* header) {
+      curl_slist* longer = curl_slist_append(list.get(), header);
+      if (longer == nullptr) return false;
+      (void)list.release();  // now part of `longer`
+      list.reset(longer);
+      return true;
+    };
+    for (const curl_slist* it = headers_.get(); it != nullptr; it = it->next) {
+      if (!append(it->data)) {
+        return absl::ResourceExhaustedError("curl_slist_append failed");
+      }
+    }
+    for (const std::string& header : transfer.request.headers) {
+      if (header.find_first_of("\r\n") != std::string::npos) {
+        return absl::InvalidArgumentError("a header holds a line break");
+      }
+      if (!append(header.c_str())) {
+        return absl::ResourceExhaustedError("curl_slist_append failed");
+      }
+    }
+    transfer.headers = std::move(list);
+    return absl::OkStatus();
   }
 
   void FinishTransfer(CURL* easy, CURLcode code, std::vector<Delivery>& out) {
