@@ -53,6 +53,12 @@ inline constexpr absl::Duration kDefaultCommitDelay = absl::Milliseconds(2);
 // Beyond this a commit's wait would be a noticeable part of a payout's time.
 inline constexpr absl::Duration kMaxCommitDelay = absl::Milliseconds(50);
 
+// Webhooks (--webhook_secret): a shorter key is too easy to guess.
+inline constexpr size_t kMinWebhookSecretBytes = 16;
+// POSTs to the webhook receiver at once, and the longest one may take.
+inline constexpr size_t kWebhookMaxInflight = 16;
+inline constexpr absl::Duration kWebhookTimeout = absl::Seconds(10);
+
 // PostgreSQL ledger (--ledger=postgresql://...).
 // How long a replica may stop heart-beating before its PENDING payouts
 // become UNKNOWN (--owner_lease).

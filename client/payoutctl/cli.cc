@@ -192,6 +192,12 @@ const std::vector<Command>& Commands() {
        {"service", "liveness"},
        "",
        true},
+      {"webhook",
+       "webhook verify: check a webhook's Payout-Signature against its body "
+       "and the secret (no gateway); exit 0 when it verifies",
+       {"secret", "signature", "body", "tolerance"},
+       "verify",
+       false},
       {"token",
        "print a new bearer token and its clients-file line (no gateway)",
        {},

@@ -31,6 +31,7 @@
 #include "common/clients.h"
 #include "common/errors.h"
 #include "common/money.h"
+#include "common/webhook_signature.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/health/v1/health.pb.h"
@@ -468,6 +469,59 @@ absl::StatusOr<int> RunHealth(const Context& ctx,
   }
   if (response.status() == HealthCheckResponse::SERVING) return kExitOk;
   return absl::GetFlag(FLAGS_liveness) ? kExitOk : kExitNotServing;
+}
+
+absl::StatusOr<int> RunWebhook(const Context& ctx,
+                               const std::vector<std::string>& args) {
+  if (args.size() != 1 || args.front() != "verify") {
+    return UsageError(
+        "webhook needs 'verify': payoutctl webhook verify --secret=@FILE "
+        "--signature=HEADER --body=@FILE|-");
+  }
+  std::string secret = absl::GetFlag(FLAGS_secret);
+  const std::string signature = absl::GetFlag(FLAGS_signature);
+  const std::string body_flag = absl::GetFlag(FLAGS_body);
+  if (secret.empty() || signature.empty() || body_flag.empty()) {
+    return UsageError("webhook verify needs --secret, --signature and --body");
+  }
+  if (absl::StartsWith(secret, "@")) {
+    absl::StatusOr<std::string> read = ReadWholeFile(secret.substr(1));
+    if (!read.ok()) return read.status();
+    secret = std::string(absl::StripTrailingAsciiWhitespace(*read));
+  }
+  std::string body;
+  if (body_flag == "-") {
+    body.assign(std::istreambuf_iterator<char>(std::cin),
+                std::istreambuf_iterator<char>());
+  } else if (absl::StartsWith(body_flag, "@")) {
+    absl::StatusOr<std::string> read = ReadWholeFile(body_flag.substr(1));
+    if (!read.ok()) return read.status();
+    body = *std::move(read);
+  } else {
+    return UsageError("--body must be @/path or - (the exact bytes received)");
+  }
+  const absl::Status verified = VerifyWebhook(
+      secret, signature, body, absl::Now(), absl::GetFlag(FLAGS_tolerance));
+  if (ctx.json) {
+    rapidjson::StringBuffer buffer;
+    rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
+    writer.StartObject();
+    writer.Key("valid");
+    writer.Bool(verified.ok());
+    if (!verified.ok()) {
+      writer.Key("reason");
+      const std::string reason(verified.message());
+      writer.String(reason.data(),
+                    static_cast<rapidjson::SizeType>(reason.size()));
+    }
+    writer.EndObject();
+    std::cout << buffer.GetString() << "\n";
+  } else if (verified.ok()) {
+    std::cout << "valid\n";
+  } else {
+    std::cout << "invalid: " << verified.message() << "\n";
+  }
+  return verified.ok() ? kExitOk : kExitLocalFailure;
 }
 
 absl::StatusOr<int> RunToken(const Context& ctx,

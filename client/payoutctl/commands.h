@@ -73,6 +73,13 @@ namespace payoutctl {
 // (NewToken) and prints it with the clients-file line that admits it; calls
 // no gateway (ctx.client is not used). The line is checked with the clients
 // file's own parser, so whatever it refuses is a usage error here.
+// webhook verify: checks --signature against --body and --secret
+// (common/webhook_signature.h). kExitOk and "valid" when it verifies;
+// kExitLocalFailure and why when not; a usage error for missing flags or
+// unreadable files.
+[[nodiscard]] absl::StatusOr<int> RunWebhook(
+    const Context& ctx, const std::vector<std::string>& args);
+
 [[nodiscard]] absl::StatusOr<int> RunToken(
     const Context& ctx, const std::vector<std::string>& args);
 

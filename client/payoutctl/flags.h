@@ -55,6 +55,12 @@ ABSL_DECLARE_FLAG(std::string, note);
 // batch.
 ABSL_DECLARE_FLAG(std::string, file);
 
+// webhook verify.
+ABSL_DECLARE_FLAG(std::string, secret);
+ABSL_DECLARE_FLAG(std::string, signature);
+ABSL_DECLARE_FLAG(std::string, body);
+ABSL_DECLARE_FLAG(absl::Duration, tolerance);
+
 // health.
 ABSL_DECLARE_FLAG(std::string, service);
 ABSL_DECLARE_FLAG(bool, liveness);

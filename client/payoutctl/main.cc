@@ -103,6 +103,15 @@ ABSL_FLAG(std::string, file, "",
           "stdin.");
 
 // health.
+ABSL_FLAG(std::string, secret, "",
+          "webhook verify: the webhook secret; @/path reads it from a file.");
+ABSL_FLAG(std::string, signature, "",
+          "webhook verify: the Payout-Signature header's value.");
+ABSL_FLAG(std::string, body, "",
+          "webhook verify: the request body as received: @/path, or - for "
+          "standard input.");
+ABSL_FLAG(absl::Duration, tolerance, absl::Minutes(5),
+          "webhook verify: how far the signature's time may be from now.");
 ABSL_FLAG(std::string, service, "",
           "The service to ask about, e.g. aopay.payout.v1.PayoutService; "
           "empty: the gateway as a whole.");
@@ -156,6 +165,13 @@ int Main(int argc, char** argv) {
 
   Context ctx;
   ctx.json = absl::GetFlag(FLAGS_json);
+  if (name == "webhook") {  // calls no gateway either
+    const std::vector<std::string> args(scanned->positional.begin() + 1,
+                                        scanned->positional.end());
+    absl::StatusOr<int> result = RunWebhook(ctx, args);
+    if (!result.ok()) return UsageFailure(result.status().message());
+    return *result;
+  }
   if (name == "token") {  // calls no gateway: no channel, no bearer token
     const std::vector<std::string> args(scanned->positional.begin() + 1,
                                         scanned->positional.end());

@@ -62,6 +62,11 @@ ABSL_FLAG(absl::Duration, reconcile_interval, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, shutdown_grace, aopay::kDefaultShutdownGrace,
           "on SIGTERM, how long to wait for AOPay calls in flight");
 ABSL_FLAG(std::string, aopay_ca, "", "extra CA bundle for AOPay's HTTPS");
+ABSL_FLAG(std::string, webhook_url, "",
+          "POST every payout event here (https://, or http:// on loopback); "
+          "needs --webhook_secret");
+ABSL_FLAG(std::string, webhook_secret, "",
+          "the key webhooks are signed with: @/path reads it from a file");
 ABSL_FLAG(std::string, tls_cert, "", "serve gRPC over TLS: certificate");
 ABSL_FLAG(std::string, tls_key, "", "serve gRPC over TLS: private key");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -102,6 +107,8 @@ constexpr const char* kFlagNames[] = {
     "reconcile_interval",
     "shutdown_grace",
     "aopay_ca",
+    "webhook_url",
+    "webhook_secret",
     "tls_cert",
     "tls_key",
     "tls_client_ca",
@@ -265,6 +272,11 @@ int main(int argc, char** argv) {
   options.reconcile_interval = absl::GetFlag(FLAGS_reconcile_interval);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.aopay_ca = absl::GetFlag(FLAGS_aopay_ca);
+  options.webhook_url = absl::GetFlag(FLAGS_webhook_url);
+  options.webhook_secret = absl::GetFlag(FLAGS_webhook_secret);
+  if (!ResolveSecret(&options.webhook_secret, &error)) {
+    return Fail(absl::StrCat("--webhook_secret: ", error));
+  }
   options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);

@@ -18,12 +18,14 @@
 #include "server/flow/payout_service.h"
 #include "server/flow/reconciler.h"
 #include "server/flow/timer.h"
+#include "server/flow/webhook_sender.h"
 #include "server/ledger/postgres/postgres_ledger.h"
 #include "server/ledger/sqlite/sqlite_ledger.h"
 #include "server/observability/metrics.h"
 #include "server/sandbox/sandbox.h"
 #include "server/transport/auth.h"
 #include "server/transport/grpc_service.h"
+#include "server/transport/proto_convert.h"
 #include "server/transport/reflection_service.h"
 #include "server/transport/tls.h"
 #include "server/upstream/curl/curl_upstream.h"
@@ -70,6 +72,16 @@ absl::Status CheckOptions(const ServerOptions& options) {
   }
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must not be negative");
+  }
+  if (options.webhook_url.empty() != options.webhook_secret.empty()) {
+    return absl::InvalidArgumentError(
+        "--webhook_url and --webhook_secret go together");
+  }
+  if (!options.webhook_secret.empty() &&
+      options.webhook_secret.size() < kMinWebhookSecretBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--webhook_secret must be at least ",
+                     kMinWebhookSecretBytes, " characters"));
   }
   if (options.aopay_url != "sandbox" && options.registration_id.empty()) {
     return absl::InvalidArgumentError(
@@ -223,6 +235,12 @@ class ServerImpl final : public Server {
                                        std::max<size_t>(1, refresh_bound / 2));
     }
 
+    if (!options_.webhook_url.empty()) {
+      if (absl::Status started = StartWebhooks(); !started.ok()) {
+        return started;
+      }
+    }
+
     metrics_.SetGauge(
         "aopay_requests_in_flight", "AOPay calls started and not finished.",
         [this] { return static_cast<double>(upstream_->InFlight()); });
@@ -337,6 +355,13 @@ class ServerImpl final : public Server {
  private:
   void StopHelpers() {
     stop_.Notify();
+    // Webhooks in flight are cut off (they stay in the outbox and go again
+    // after the restart); their outcomes are recorded before the ledger
+    // closes.
+    if (webhook_client_ != nullptr) {
+      webhook_client_->Shutdown(absl::ZeroDuration());
+    }
+    if (webhooks_ != nullptr) webhooks_->Stop();
     if (housekeeping_.joinable()) housekeeping_.join();
     if (metrics_server_ != nullptr) metrics_server_->stop();
     if (metrics_thread_.joinable()) metrics_thread_.join();
@@ -355,6 +380,39 @@ class ServerImpl final : public Server {
     health->SetServingStatus(serving);
     health->SetServingStatus("aopay.payout.v1.PayoutService", serving);
     health->SetServingStatus("aopay.payout.v1.PayoutAdminService", serving);
+  }
+
+  // Its own HTTP client: a receiver that is down or slow holds up only
+  // webhooks, never AOPay calls.
+  absl::Status StartWebhooks() {
+    CurlUpstreamOptions client_options;
+    client_options.base_url = options_.webhook_url;
+    client_options.timeout = kWebhookTimeout;
+    client_options.connect_timeout = kWebhookTimeout;
+    client_options.max_inflight = kWebhookMaxInflight;
+    client_options.ca_file = options_.aopay_ca;
+    absl::StatusOr<std::unique_ptr<CurlUpstream>> client =
+        CurlUpstream::Create(std::move(client_options));
+    if (!client.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--webhook_url: ", client.status().message()));
+    }
+    webhook_client_ = *std::move(client);
+    WebhookSenderOptions sender_options;
+    sender_options.secret = options_.webhook_secret;
+    sender_options.max_in_flight = kWebhookMaxInflight;
+    webhooks_ = std::make_unique<WebhookSender>(*ledger_, *webhook_client_,
+                                                metrics_, &PayoutEventJson,
+                                                std::move(sender_options));
+    metrics_.SetGauge(
+        "webhook_outbox_events", "Events waiting for webhook delivery.",
+        [this] { return static_cast<double>(webhooks_->outbox_events()); });
+    metrics_.SetGauge(
+        "webhook_outbox_oldest_age_seconds",
+        "Age of the oldest event waiting for webhook delivery (0: none).",
+        [this] { return webhooks_->outbox_oldest_age_seconds(absl::Now()); });
+    webhooks_->Start();
+    return absl::OkStatus();
   }
 
   absl::Status StartMetrics() {
@@ -386,6 +444,11 @@ class ServerImpl final : public Server {
   absl::Status OpenLedger(const LedgerSpec& spec,
                           const std::string& registration) {
     if (spec.kind == LedgerSpec::Kind::kPostgres) {
+      if (!options_.webhook_url.empty()) {
+        return absl::InvalidArgumentError(
+            "--webhook_url needs the SQLite ledger in this version (the "
+            "PostgreSQL ledger has no webhook outbox yet)");
+      }
       PostgresLedgerOptions ledger_options;
       ledger_options.uri = spec.uri;
       ledger_options.registration_id = registration;
@@ -408,6 +471,7 @@ class ServerImpl final : public Server {
       ledger_options.registration_id = registration;
       ledger_options.durable = spec.durable;
       ledger_options.commit_delay = options_.ledger_commit_delay;
+      ledger_options.webhooks = !options_.webhook_url.empty();
       ledger_options.executor = callbacks_.get();
       absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
           SqliteLedger::Open(std::move(ledger_options));
@@ -485,6 +549,8 @@ class ServerImpl final : public Server {
   std::unique_ptr<GrpcPayoutService> grpc_service_;
   std::unique_ptr<GrpcPayoutAdminService> admin_service_;
   std::unique_ptr<Reconciler> reconciler_;
+  std::unique_ptr<CurlUpstream> webhook_client_;  // outlives webhooks_
+  std::unique_ptr<WebhookSender> webhooks_;
   std::unique_ptr<ReflectionService> reflection_;  // outlives grpc_server_
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<httplib::Server> metrics_server_;

@@ -36,6 +36,10 @@ struct ServerOptions {
   // How long SIGTERM waits for AOPay calls in flight.
   absl::Duration shutdown_grace = kDefaultShutdownGrace;
   std::string aopay_ca;
+  // Webhooks (docs/webhooks.md): every event POSTed here, signed with the
+  // secret (both or neither; SQLite ledger only).
+  std::string webhook_url;
+  std::string webhook_secret;
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;

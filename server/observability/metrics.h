@@ -104,6 +104,11 @@ class Metrics {
       "auth_failures_total",
       "Calls refused before any work: UNAUTHENTICATED or PERMISSION_DENIED.",
       {"reason"}};
+  // result: delivered, retried (a failed attempt; tried again later),
+  // expired (given up after 24 h).
+  CounterFamily webhook_deliveries{"webhook_deliveries_total",
+                                   "Webhook POST attempts by result.",
+                                   {"result"}};
   CounterFamily status_not_understood{
       "aopay_status_answers_not_understood_total",
       "Status-endpoint answers the gateway could not map to a state.",

@@ -327,14 +327,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
           const bool moved = batch->last != cursor_;
           cursor_ = batch->last;
           for (const WatchedEvent& watched : batch->events) {
-            v1::PayoutEvent& event = queue_.emplace_back();
-            event.set_cursor(EventCursor(watched.cursor));
-            ToProto(watched.payout, event.mutable_payout());
-            event.set_previous_state(ToProto(watched.event.from));
-            const int64_t micros = absl::ToUnixMicros(watched.event.time);
-            event.mutable_event_time()->set_seconds(micros / 1'000'000);
-            event.mutable_event_time()->set_nanos(
-                static_cast<int32_t>(micros % 1'000'000) * 1000);
+            ToProto(watched, &queue_.emplace_back());
           }
           if (!WriteNextLocked()) {
             // Nothing to write: more may follow at once (events left out

@@ -1,5 +1,8 @@
 #include "server/transport/proto_convert.h"
 
+#include <google/protobuf/util/json_util.h>
+
+#include "common/ids.h"
 #include "server/transport/grpc_status.h"
 
 namespace aopay {
@@ -103,6 +106,25 @@ void ToProto(const Payout& payout, v1::Payout* out) {
   out->set_client(payout.client);
   out->mutable_metadata()->insert(payout.metadata.begin(),
                                   payout.metadata.end());
+}
+
+void ToProto(const WatchedEvent& watched, payout::v1::PayoutEvent* out) {
+  out->set_cursor(EventCursor(watched.cursor));
+  ToProto(watched.payout, out->mutable_payout());
+  out->set_previous_state(ToProto(watched.event.from));
+  const int64_t micros = absl::ToUnixMicros(watched.event.time);
+  out->mutable_event_time()->set_seconds(micros / 1'000'000);
+  out->mutable_event_time()->set_nanos(
+      static_cast<int32_t>(micros % 1'000'000) * 1000);
+}
+
+std::string PayoutEventJson(const WatchedEvent& watched) {
+  payout::v1::PayoutEvent event;
+  ToProto(watched, &event);
+  std::string json;
+  // Cannot fail for a message built here (no Any fields to resolve).
+  (void)google::protobuf::util::MessageToJsonString(event, &json);
+  return json;
 }
 
 }  // namespace aopay

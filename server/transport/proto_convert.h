@@ -3,6 +3,8 @@
 
 // Conversions between the gRPC messages and the domain types. Pure functions.
 
+#include <string>
+
 #include "aopay/payout/v1/payout.pb.h"
 #include "common/payout.h"
 #include "server/ledger/ledger.h"
@@ -17,6 +19,12 @@ PayoutState FromProto(payout::v1::PayoutState state);
 void ToProto(const Payout& payout, payout::v1::Payout* out);
 payout::v1::TransferMode ToProto(TransferMode mode);
 payout::v1::PayoutState ToProto(PayoutState state);
+// A WatchPayouts event (and a webhook's body): its cursor, the payout as it
+// stood after the change, the state before it and when it happened.
+void ToProto(const WatchedEvent& watched, payout::v1::PayoutEvent* out);
+// The event as JSON (protobuf's JSON mapping, lowerCamelCase names): the
+// body of a webhook POST.
+std::string PayoutEventJson(const WatchedEvent& watched);
 
 }  // namespace aopay
 
