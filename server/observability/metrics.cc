@@ -133,6 +133,7 @@ std::string Metrics::Render() const {
   auth_failures.Render(&out);
   status_not_understood.Render(&out);
   status_contradictions.Render(&out);
+  webhook_deliveries.Render(&out);
   absl::MutexLock lock(&mu_);
   for (const Gauge& gauge : gauges_) {
     Header(&out, gauge.name, gauge.help, "gauge");

@@ -161,6 +161,20 @@ int FreeLoopbackPort() {
   return port;
 }
 
+// The value of the metric line that starts with `series` ("name{labels}"
+// or "name"), -1 when there is none.
+double Metric(const GatewayProcess& gateway, const std::string& series) {
+  const std::string metrics = HttpGet(gateway.metrics_address(), "/metrics");
+  size_t at = 0;
+  while ((at = metrics.find(series + " ", at)) != std::string::npos) {
+    if (at == 0 || metrics[at - 1] == '\n') {
+      return std::stod(metrics.substr(at + series.size() + 1));
+    }
+    at += series.size();
+  }
+  return -1;
+}
+
 bool WriteFile(const std::string& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << contents;
@@ -197,6 +211,17 @@ TEST(WebhookTest, EveryEventArrivesSignedInOrderThroughFailuresAndRedirects) {
         Eventually([&] { return receiver.Delivered().size() == 2 * kPayouts; },
                    absl::Seconds(90)))
         << receiver.Delivered().size() << " of " << 2 * kPayouts;
+    // The metrics saw it: deliveries, failed attempts, and an outbox that
+    // empties.
+    EXPECT_TRUE(Eventually(
+        [&] { return Metric(gateway, "webhook_outbox_events") == 0; },
+        absl::Seconds(10)));
+    EXPECT_EQ(Metric(gateway, "webhook_outbox_oldest_age_seconds"), 0);
+    EXPECT_GE(
+        Metric(gateway, R"(webhook_deliveries_total{result="delivered"})"),
+        2 * kPayouts);
+    EXPECT_GE(Metric(gateway, R"(webhook_deliveries_total{result="retried"})"),
+              1);
     gateway.process().Signal(SIGTERM);
   }
   EXPECT_TRUE(receiver.bad().empty()) << receiver.bad().front();
@@ -254,6 +279,15 @@ TEST(WebhookTest, AnEventNotYetDeliveredAtASigkillIsDeliveredAfterRestart) {
     absl::StatusOr<v1::Payout> payout =
         gateway.client().CreatePayout(ValidRequest(UniqueAccount()), kCall);
     ASSERT_TRUE(payout.ok()) << payout.status();
+    // Nobody answers: both events wait, and the gauges say so.
+    EXPECT_TRUE(Eventually(
+        [&] {
+          return Metric(gateway, "webhook_outbox_events") == 2 &&
+                 Metric(gateway, "webhook_outbox_oldest_age_seconds") > 0 &&
+                 Metric(gateway,
+                        R"(webhook_deliveries_total{result="retried"})") >= 1;
+        },
+        absl::Seconds(20)));
     gateway.process().Signal(SIGKILL);
   }
   ASSERT_EQ(LedgerEventPayouts(ledger).size(), 2u);
