@@ -50,6 +50,9 @@ using sandbox::Script;
 
 constexpr char kPayoutPath[] = "/api/V6/Payout/AOPPayout";
 constexpr char kStatusPath[] = "/api/V6/Payout/AOPPayoutStatus";
+// A webhook receiver for demos and benchmarks: every POST is journalled and
+// answered 204 at once, its signature unchecked.
+constexpr char kWebhookPath[] = "/webhooks";
 
 // libevent would listen with a backlog of 128; a burst of a few thousand
 // connects (the benchmark's 5,000) would then lose SYNs and stall for a
@@ -461,6 +464,10 @@ void Sandbox::Impl::Handle(evhttp_request* request) {
     return;
   }
   requests_received_.fetch_add(1);
+  if (path == kWebhookPath) {
+    Reply(request, 204, "", "");
+    return;
+  }
 
   Delayed delayed;
   delayed.endpoint = path == kPayoutPath   ? Endpoint::kPayout

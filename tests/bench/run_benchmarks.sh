@@ -23,6 +23,10 @@
 #      flight per gateway (closed loop): payouts/s and CPU per payout of the
 #      gateways and of PostgreSQL, rounds interleaved; from PostgreSQL's CPU
 #      per payout, how many payouts/s one database core serves.
+#   h. What webhooks cost: the gateway with --webhook_url (the sandbox's
+#      /webhooks answers 204) vs the plaintext gateway of (a), same offered
+#      rate, rounds interleaved; CPU per payout (the webhook POSTs included)
+#      and the ratio.
 #
 # Usage: tests/bench/run_benchmarks.sh [BUILD_DIR]   (default: build)
 # Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2
@@ -266,6 +270,36 @@ row f "**TLS + token / plaintext CPU per payout**" \
   "**$(awk -v s="$fs" -v p="$fp" 'BEGIN {printf (p > 0 ? "%.2f×" : "n/a"), s / p}')**" ""
 stop "$secure_pid"
 
+# --- h. webhooks on vs off ---------------------------------------------------
+printf 'a-benchmark-webhook-secret\n' >"$work/webhook.secret"
+start hooked "$build/server/payout-server" "${common[@]}" \
+  --ledger="sqlite:$work/hooked.db" --webhook_url="$sandbox_url/webhooks" \
+  --webhook_secret="@$work/webhook.secret"
+hooked=$address
+hooked_pid=$pid
+declare -A h_cpu h_errs
+for round in $(seq 1 "$rounds"); do
+  for kind in off on; do
+    if [ "$kind" = on ]; then
+      target=$hooked server_pid=$hooked_pid
+    else
+      target=$durable server_pid=$durable_pid
+    fi
+    progress "h. round $round: webhooks $kind, $calls calls at $rate/s"
+    h_cpu[$kind]+=" $(rate_run "$work/h-$kind-$round.json" "$server_pid" --target="$target")"
+    h_errs[$kind]+=" $(json "$work/h-$kind-$round.json" errors)"
+  done
+done
+ho=$(median "${h_cpu[off]}")
+hn=$(median "${h_cpu[on]}")
+row h "gateway CPU per payout without webhooks, $rate/s offered" \
+  "$ho µs (rounds:${h_cpu[off]}; errors $(sum "${h_errs[off]}"))" ""
+row h "gateway CPU per payout with webhooks (2 events a payout, outbox + POSTs)" \
+  "$hn µs (rounds:${h_cpu[on]}; errors $(sum "${h_errs[on]}"))" ""
+row h "**webhooks on / off CPU per payout**" \
+  "**$(awk -v n="$hn" -v o="$ho" 'BEGIN {printf (o > 0 ? "%.2f×" : "n/a"), n / o}')**" ""
+stop "$hooked_pid"
+
 # --- g. SQLite vs PostgreSQL, one replica vs two -------------------------------
 pg_dir=$work/pg/cluster
 chmod 755 "$work"  # PostgreSQL runs as its own user when we are root
@@ -408,7 +442,7 @@ for r in "${rows[@]}"; do
     "| a"*) echo "$r" ;;
   esac
 done
-for section in b c d e f g; do
+for section in b c d e f g h; do
   for r in "${rows[@]}"; do
     case "$r" in "| $section "*) echo "$r" ;; esac
   done

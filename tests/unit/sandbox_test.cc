@@ -666,6 +666,15 @@ TEST(SandboxPayoutTest, UnknownPathsAreNotFound) {
   EXPECT_EQ(At(Parse(result->body), {"status"}), "ERROR");
 }
 
+TEST(SandboxPayoutTest, WebhooksAreTakenWithANoContentAnswer) {
+  std::unique_ptr<Sandbox> sandbox = StartSandbox();
+  ASSERT_NE(sandbox, nullptr);
+  httplib::Result result = Post(*sandbox, "/webhooks", R"({"cursor":"x"})");
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 204);
+  EXPECT_TRUE(result->body.empty());
+}
+
 TEST(SandboxPayoutTest, OtherMethodsGetAnEmptyNotFound) {
   std::unique_ptr<Sandbox> sandbox = StartSandbox();
   ASSERT_NE(sandbox, nullptr);
