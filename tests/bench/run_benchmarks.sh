@@ -171,6 +171,33 @@ done
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n |
   awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 sum() { tr ' ' '\n' <<<"$1" | awk '{s+=$1} END {print s+0}'; }
+
+# Two gateways at the same offered rate, rounds interleaved (rows f, h).
+declare -A ab_cpu ab_errs
+ab_runs=0
+# ab_round ROW KIND TARGET PID [BENCH_ARGS...]: one round of KIND.
+ab_round() {
+  local row_name=$1 kind=$2 target=$3 server_pid=$4
+  shift 4
+  ab_runs=$((ab_runs + 1))
+  progress "$row_name. run $ab_runs: $kind, $calls calls at $rate/s"
+  local report=$work/ab-$ab_runs.json
+  ab_cpu[$row_name-$kind]+=" $(rate_run "$report" "$server_pid" --target="$target" "$@")"
+  ab_errs[$row_name-$kind]+=" $(json "$report" errors)"
+}
+# ab_rows ROW KIND_A LABEL_A KIND_B LABEL_B RATIO_LABEL: the medians and
+# B / A.
+ab_rows() {
+  local row_name=$1 a=$2 b=$4 ma mb
+  ma=$(median "${ab_cpu[$row_name-$a]}")
+  mb=$(median "${ab_cpu[$row_name-$b]}")
+  row "$row_name" "$3" \
+    "$ma µs (rounds:${ab_cpu[$row_name-$a]}; errors $(sum "${ab_errs[$row_name-$a]}"))" ""
+  row "$row_name" "$5" \
+    "$mb µs (rounds:${ab_cpu[$row_name-$b]}; errors $(sum "${ab_errs[$row_name-$b]}"))" ""
+  row "$row_name" "**$6**" \
+    "**$(awk -v b="$mb" -v a="$ma" 'BEGIN {printf (a > 0 ? "%.2f×" : "n/a"), b / a}')**" ""
+}
 g=$(median "${cpu_us[gateway]}")
 e=$(median "${cpu_us[echo]}")
 row a "gateway CPU per payout, $rate/s offered (durable ledger, sandbox at once)" \
@@ -246,28 +273,14 @@ start secure "$build/server/payout-server" "${common[@]}" \
   --tls_cert="$work/server.pem" --tls_key="$work/server.key"
 secure=$address
 secure_pid=$pid
-declare -A f_cpu f_errs
 for round in $(seq 1 "$rounds"); do
-  for kind in plaintext secure; do
-    if [ "$kind" = secure ]; then
-      target=$secure server_pid=$secure_pid
-      extra=(--tls_ca="$work/ca.pem" --token_file="$work/token")
-    else
-      target=$durable server_pid=$durable_pid extra=()
-    fi
-    progress "f. round $round: $kind, $calls calls at $rate/s"
-    f_cpu[$kind]+=" $(rate_run "$work/f-$kind-$round.json" "$server_pid" --target="$target" "${extra[@]}")"
-    f_errs[$kind]+=" $(json "$work/f-$kind-$round.json" errors)"
-  done
+  ab_round f plaintext "$durable" "$durable_pid"
+  ab_round f secure "$secure" "$secure_pid" --tls_ca="$work/ca.pem" \
+    --token_file="$work/token"
 done
-fp=$(median "${f_cpu[plaintext]}")
-fs=$(median "${f_cpu[secure]}")
-row f "plaintext gateway CPU per payout, $rate/s offered" \
-  "$fp µs (rounds:${f_cpu[plaintext]}; errors $(sum "${f_errs[plaintext]}"))" ""
-row f "TLS + bearer token gateway CPU per payout, $rate/s offered" \
-  "$fs µs (rounds:${f_cpu[secure]}; errors $(sum "${f_errs[secure]}"))" ""
-row f "**TLS + token / plaintext CPU per payout**" \
-  "**$(awk -v s="$fs" -v p="$fp" 'BEGIN {printf (p > 0 ? "%.2f×" : "n/a"), s / p}')**" ""
+ab_rows f plaintext "plaintext gateway CPU per payout, $rate/s offered" \
+  secure "TLS + bearer token gateway CPU per payout, $rate/s offered" \
+  "TLS + token / plaintext CPU per payout"
 stop "$secure_pid"
 
 # --- h. webhooks on vs off ---------------------------------------------------
@@ -277,27 +290,13 @@ start hooked "$build/server/payout-server" "${common[@]}" \
   --webhook_secret="@$work/webhook.secret"
 hooked=$address
 hooked_pid=$pid
-declare -A h_cpu h_errs
 for round in $(seq 1 "$rounds"); do
-  for kind in off on; do
-    if [ "$kind" = on ]; then
-      target=$hooked server_pid=$hooked_pid
-    else
-      target=$durable server_pid=$durable_pid
-    fi
-    progress "h. round $round: webhooks $kind, $calls calls at $rate/s"
-    h_cpu[$kind]+=" $(rate_run "$work/h-$kind-$round.json" "$server_pid" --target="$target")"
-    h_errs[$kind]+=" $(json "$work/h-$kind-$round.json" errors)"
-  done
+  ab_round h off "$durable" "$durable_pid"
+  ab_round h on "$hooked" "$hooked_pid"
 done
-ho=$(median "${h_cpu[off]}")
-hn=$(median "${h_cpu[on]}")
-row h "gateway CPU per payout without webhooks, $rate/s offered" \
-  "$ho µs (rounds:${h_cpu[off]}; errors $(sum "${h_errs[off]}"))" ""
-row h "gateway CPU per payout with webhooks (2 events a payout, outbox + POSTs)" \
-  "$hn µs (rounds:${h_cpu[on]}; errors $(sum "${h_errs[on]}"))" ""
-row h "**webhooks on / off CPU per payout**" \
-  "**$(awk -v n="$hn" -v o="$ho" 'BEGIN {printf (o > 0 ? "%.2f×" : "n/a"), n / o}')**" ""
+ab_rows h off "gateway CPU per payout without webhooks, $rate/s offered" \
+  on "gateway CPU per payout with webhooks (2 events a payout, outbox + POSTs)" \
+  "webhooks on / off CPU per payout"
 stop "$hooked_pid"
 
 # --- g. SQLite vs PostgreSQL, one replica vs two -------------------------------

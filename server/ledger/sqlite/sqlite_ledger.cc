@@ -91,6 +91,20 @@ absl::Status ClosedError() {
   return LedgerUnavailableError("the ledger is closed");
 }
 
+// Steps `select`, whose columns start as ReadWatchedEvent reads them, and
+// hands `each` every row's event while the row is current.
+absl::Status ReadWatchedEvents(Statement& select,
+                               const std::function<void(WatchedEvent)>& each) {
+  for (;;) {
+    absl::StatusOr<bool> row = select.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+    absl::StatusOr<WatchedEvent> watched = ReadWatchedEvent(select);
+    if (!watched.ok()) return watched.status();
+    each(*std::move(watched));
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -749,15 +763,12 @@ void SqliteLedger::EventsAfter(int64_t after, int limit,
         select->Bind(1, registration);
         select->Bind(2, after);
         select->Bind(3, limit);
-        for (;;) {
-          absl::StatusOr<bool> row = select->Step();
-          if (!row.ok()) return row.status();
-          if (!*row) break;
-          absl::StatusOr<WatchedEvent> watched = ReadWatchedEvent(*select);
-          if (!watched.ok()) return watched.status();
-          batch.last = watched->cursor;
-          batch.events.push_back(*std::move(watched));
-        }
+        absl::Status read =
+            ReadWatchedEvents(*select, [&batch](WatchedEvent watched) {
+              batch.last = watched.cursor;
+              batch.events.push_back(std::move(watched));
+            });
+        if (!read.ok()) return read;
         return batch;
       },
       std::move(done));
@@ -788,17 +799,15 @@ void SqliteLedger::OutboxDue(
         select->Bind(2, absl::ToUnixMicros(now));
         select->Bind(3, limit);
         std::vector<OutboxEvent> due;
-        for (;;) {
-          absl::StatusOr<bool> row = select->Step();
-          if (!row.ok()) return row.status();
-          if (!*row) break;
-          absl::StatusOr<WatchedEvent> watched = ReadWatchedEvent(*select);
-          if (!watched.ok()) return watched.status();
-          OutboxEvent& event = due.emplace_back();
-          event.watched = *std::move(watched);
-          event.attempts = static_cast<int>(select->Int(kAttempts));
-          event.enqueued = absl::FromUnixMicros(select->Int(kAttempts + 1));
-        }
+        const Statement& row = *select;
+        absl::Status read =
+            ReadWatchedEvents(*select, [&due, &row](WatchedEvent watched) {
+              OutboxEvent& event = due.emplace_back();
+              event.watched = std::move(watched);
+              event.attempts = static_cast<int>(row.Int(kAttempts));
+              event.enqueued = absl::FromUnixMicros(row.Int(kAttempts + 1));
+            });
+        if (!read.ok()) return read;
         return due;
       },
       std::move(done));
