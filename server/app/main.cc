@@ -193,7 +193,9 @@ class JsonFormatter final : public spdlog::formatter {
 
 // Flags whose values are secrets: --print_config shows only whether they are
 // set.
-bool IsSecretFlag(absl::string_view name) { return name == "registration_id"; }
+bool IsSecretFlag(absl::string_view name) {
+  return name == "registration_id" || name == "webhook_secret";
+}
 
 // One "name = value" line a flag, in kFlagNames order, as the gateway would
 // run with them (environment applied, @/path secrets read, then masked).

@@ -738,12 +738,17 @@ TEST_F(SecurityTest, PrintConfigMasksSecretsAndExits) {
   const CommandResult result = RunCommand(
       {PAYOUT_SERVER_BIN, "--print_config", "--aopay_url=https://aopay.test",
        "--registration_id=@" + secret, "--listen=127.0.0.1:7",
-       "--auth_tokens=/etc/payout/clients"});
+       "--auth_tokens=/etc/payout/clients",
+       "--webhook_url=https://hooks.example.test/payouts",
+       "--webhook_secret=WEBHOOK-SECRET-GIVEN-INLINE"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_THAT(result.out, HasSubstr("listen = 127.0.0.1:7"));
   EXPECT_THAT(result.out, HasSubstr("clients = /etc/payout/clients"));
   EXPECT_THAT(result.out, HasSubstr("registration_id = [set, masked]"));
+  EXPECT_THAT(result.out, HasSubstr("webhook_secret = [set, masked]"));
   EXPECT_THAT(result.out + result.err, Not(HasSubstr("AOP-SECRET-REG-77")));
+  EXPECT_THAT(result.out + result.err,
+              Not(HasSubstr("WEBHOOK-SECRET-GIVEN-INLINE")));
 }
 
 }  // namespace
