@@ -275,6 +275,10 @@ absl::StatusOr<ScannedArgs> ScanArgs(int argc, char** argv) {
       scanned.help = true;
       continue;
     }
+    if (name == "version") {
+      scanned.version = true;
+      continue;
+    }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr && absl::StartsWith(name, "no")) {
       const absl::CommandLineFlag* negated =

@@ -51,6 +51,7 @@ struct ScannedArgs {
   std::set<std::string> given;    // flags named on the command line
   std::vector<std::string> positional;
   bool help = false;
+  bool version = false;  // --version: print the version and exit
 };
 
 // Splits argv into flags and positional arguments, checking each flag's value

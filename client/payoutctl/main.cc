@@ -23,6 +23,7 @@
 #include "client/payoutctl/commands.h"
 #include "client/payoutctl/flags.h"
 #include "client/payoutctl/output.h"
+#include "common/build_info.h"
 
 // Global flags.
 ABSL_FLAG(std::string, target, "127.0.0.1:50051",
@@ -133,6 +134,10 @@ int Main(int argc, char** argv) {
       !scanned->positional.empty() && scanned->positional.front() == "help";
   if (scanned->help || help_command) {
     std::cout << Usage();
+    return kExitOk;
+  }
+  if (scanned->version) {
+    std::cout << VersionLine("payoutctl");
     return kExitOk;
   }
   if (scanned->positional.empty()) {

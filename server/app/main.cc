@@ -15,10 +15,12 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/build_info.h"
 #include "common/file_util.h"
 #include "common/limits.h"
 #include "server/app/server.h"
@@ -238,6 +240,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "the AOPay payout gateway (gRPC). Every flag may also be set as "
       "PAYOUT_<FLAG_IN_UPPER_CASE>.");
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] { return aopay::VersionLine("payout-server"); };
+  absl::SetFlagsUsageConfig(usage);
   std::string error;
   if (!ApplyEnvironment(&error)) return Fail(error);
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "aopay/payout/v1/payout_descriptor_set.h"
+#include "common/build_info.h"
 #include "common/limits.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -241,6 +242,11 @@ class ServerImpl final : public Server {
       }
     }
 
+    metrics_.SetInfo(
+        "payout_build_info",
+        "The gateway's version and the git commit it was built "
+        "from (value 1).",
+        {{"version", PayoutVersion()}, {"commit", PayoutCommit()}});
     metrics_.SetGauge(
         "aopay_requests_in_flight", "AOPay calls started and not finished.",
         [this] { return static_cast<double>(upstream_->InFlight()); });

@@ -118,7 +118,21 @@ std::vector<double> Metrics::DefaultLatencyBounds() {
 void Metrics::SetGauge(std::string name, std::string help,
                        std::function<double()> read) {
   absl::MutexLock lock(&mu_);
-  gauges_.push_back({std::move(name), std::move(help), std::move(read)});
+  gauges_.push_back({std::move(name), std::move(help), std::move(read), ""});
+}
+
+void Metrics::SetInfo(
+    std::string name, std::string help,
+    const std::vector<std::pair<std::string, std::string>>& labels) {
+  std::vector<std::string> names;
+  LabelValues values;
+  for (const auto& [label, value] : labels) {
+    names.push_back(label);
+    values.push_back(value);
+  }
+  absl::MutexLock lock(&mu_);
+  gauges_.push_back({std::move(name), std::move(help), [] { return 1.0; },
+                     LabelText(names, values)});
 }
 
 std::string Metrics::Render() const {
@@ -137,7 +151,7 @@ std::string Metrics::Render() const {
   absl::MutexLock lock(&mu_);
   for (const Gauge& gauge : gauges_) {
     Header(&out, gauge.name, gauge.help, "gauge");
-    absl::StrAppend(&out, gauge.name, " ", gauge.read(), "\n");
+    absl::StrAppend(&out, gauge.name, gauge.labels, " ", gauge.read(), "\n");
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -117,6 +118,11 @@ class Metrics {
   // Gauges read when rendered.
   void SetGauge(std::string name, std::string help,
                 std::function<double()> read);
+  // A gauge of value 1 whose labels say something (Prometheus' "info"
+  // convention), e.g. payout_build_info{version="0.1.0",commit="..."}.
+  // Label values are escaped.
+  void SetInfo(std::string name, std::string help,
+               const std::vector<std::pair<std::string, std::string>>& labels);
 
   std::string Render() const;
 
@@ -127,6 +133,7 @@ class Metrics {
     std::string name;
     std::string help;
     std::function<double()> read;
+    std::string labels;  // "{...}" or ""
   };
   mutable absl::Mutex mu_;
   std::vector<Gauge> gauges_ ABSL_GUARDED_BY(mu_);

@@ -439,6 +439,29 @@ TEST(GatewayStandaloneTest, SigtermLetsInFlightPayoutsFinishAndBeRecorded) {
   EXPECT_EQ(stored->transaction_id(), payout->transaction_id());
 }
 
+// One version, from CMakeLists.txt, in both programs and in /metrics.
+TEST_F(GatewayTest, ProgramsAndMetricsTellOneVersionAndCommit) {
+  const CommandResult server = RunCommand({PAYOUT_SERVER_BIN, "--version"});
+  EXPECT_EQ(server.exit_code, 0);
+  EXPECT_THAT(server.out,
+              ::testing::MatchesRegex(
+                  "payout-server [0-9]+\\.[0-9]+\\.[0-9]+ \\(commit "
+                  "([0-9a-f]{12}|unknown)\\)\n"));
+  const CommandResult ctl = RunCommand({PAYOUTCTL_BIN, "--version"});
+  EXPECT_EQ(ctl.exit_code, 0);
+  // "payout-server V (commit C)" and "payoutctl V (commit C)": the same V, C.
+  const std::string built = server.out.substr(server.out.find(' '));
+  EXPECT_EQ(ctl.out, "payoutctl" + built);
+
+  const std::string version = built.substr(1, built.find(' ', 1) - 1);
+  const size_t commit_at = built.find("commit ") + 7;
+  const std::string commit =
+      built.substr(commit_at, built.find(')') - commit_at);
+  EXPECT_THAT(HttpGet(gateway_.metrics_address(), "/metrics"),
+              HasSubstr("payout_build_info{version=\"" + version +
+                        "\",commit=\"" + commit + "\"} 1\n"));
+}
+
 TEST(GatewayStandaloneTest, BadFlagsStopWithOneLineAndNonZeroExit) {
   for (const std::vector<std::string>& flags :
        {std::vector<std::string>{"--max_inflight=0"},
