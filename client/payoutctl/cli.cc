@@ -198,6 +198,12 @@ const std::vector<Command>& Commands() {
        {"secret", "signature", "body", "tolerance"},
        "verify",
        false},
+      {"completion",
+       "print a shell completion script: completion bash (source it, or "
+       "put it in /etc/bash_completion.d/payoutctl)",
+       {},
+       "bash",
+       false},
       {"token",
        "print a new bearer token and its clients-file line (no gateway)",
        {},
@@ -223,6 +229,52 @@ bool FlagApplies(absl::string_view name, const Command& command) {
   return IsAbslBuiltinFlag(name) || global ||
          std::find(command.flags.begin(), command.flags.end(), name) !=
              command.flags.end();
+}
+
+std::string BashCompletion() {
+  std::vector<std::string> names;
+  std::string cases;
+  for (const Command& command : Commands()) {
+    names.push_back(command.name);
+    std::vector<std::string> flags;
+    for (const std::string& flag : command.flags) flags.push_back("--" + flag);
+    if (command.calls_gateway) {
+      for (absl::string_view flag : kGlobalFlags) {
+        flags.push_back(absl::StrCat("--", flag));
+      }
+    } else {
+      flags.push_back("--json");
+    }
+    std::string words = absl::StrJoin(flags, " ");
+    if (command.name == "webhook") words = absl::StrCat("verify ", words);
+    if (command.name == "completion") words = "bash";
+    absl::StrAppend(&cases, "    ", command.name, ") words=\"", words,
+                    "\" ;;\n");
+  }
+  return absl::StrCat(
+      "# bash completion for payoutctl: source <(payoutctl completion bash)\n"
+      "_payoutctl() {\n"
+      "  local cur=${COMP_WORDS[COMP_CWORD]} command=${COMP_WORDS[1]} words\n"
+      "  if [[ $COMP_CWORD -eq 1 ]]; then\n"
+      "    COMPREPLY=($(compgen -W \"",
+      absl::StrJoin(names, " "),
+      " help --help --version\" -- \"$cur\"))\n"
+      "    return\n"
+      "  fi\n"
+      "  case $cur in\n"
+      "    --state=*) COMPREPLY=($(compgen -P --state= -W \"PENDING ACCEPTED "
+      "SUCCEEDED FAILED UNKNOWN REVERSED AWAITING_APPROVAL CANCELLED\" -- "
+      "\"${cur#--state=}\")); return ;;\n"
+      "    --mode=*) COMPREPLY=($(compgen -P --mode= -W \"IMPS NEFT\" -- "
+      "\"${cur#--mode=}\")); return ;;\n"
+      "  esac\n"
+      "  case $command in\n",
+      cases,
+      "    *) words=\"\" ;;\n"
+      "  esac\n"
+      "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
+      "}\n"
+      "complete -o default -F _payoutctl payoutctl\n");
 }
 
 std::string Usage() {

@@ -39,6 +39,11 @@ const Command* FindCommand(absl::string_view name);
 // command's own, or one that absl itself handles (--flagfile and the like).
 bool FlagApplies(absl::string_view name, const Command& command);
 
+// A bash completion script for payoutctl, made from the command table:
+// commands, each command's flags, and the values of --state and --mode.
+// `source <(payoutctl completion bash)`.
+std::string BashCompletion();
+
 // The full --help text: commands, every flag with its default and help, exit
 // codes and examples.
 std::string Usage();

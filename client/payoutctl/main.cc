@@ -170,6 +170,13 @@ int Main(int argc, char** argv) {
 
   Context ctx;
   ctx.json = absl::GetFlag(FLAGS_json);
+  if (name == "completion") {  // calls no gateway
+    if (scanned->positional.size() != 2 || scanned->positional[1] != "bash") {
+      return UsageFailure("completion needs the shell: completion bash");
+    }
+    std::cout << BashCompletion();
+    return kExitOk;
+  }
   if (name == "webhook") {  // calls no gateway either
     const std::vector<std::string> args(scanned->positional.begin() + 1,
                                         scanned->positional.end());

@@ -73,6 +73,30 @@ class PayoutctlTest : public ::testing::Test {
   GatewayProcess gateway_;
 };
 
+// What bash offers after sourcing `payoutctl completion bash`, for the words
+// typed so far (the last one being completed).
+std::string Completions(const std::string& typed) {
+  const CommandResult result = RunCommand(
+      {"/bin/bash", "-c",
+       std::string("source <(") + PAYOUTCTL_BIN +
+           " completion bash) && COMP_WORDS=(" + typed +
+           ") && COMP_CWORD=$((${#COMP_WORDS[@]} - 1)) && { _payoutctl; "
+           "echo \"${COMPREPLY[*]}\"; }"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  return result.out;
+}
+
+TEST(PayoutctlCompletionTest, BashCompletesCommandsFlagsAndValues) {
+  EXPECT_EQ(Completions("payoutctl cre"), "create\n");
+  EXPECT_EQ(Completions("payoutctl create --req"), "--request_id\n");
+  EXPECT_EQ(Completions("payoutctl create --mode=N"), "--mode=NEFT\n");
+  EXPECT_EQ(Completions("payoutctl list --state=UNK"), "--state=UNKNOWN\n");
+  EXPECT_EQ(Completions("payoutctl webhook ve"), "verify\n");
+  // A flag of another command is not offered.
+  EXPECT_EQ(Completions("payoutctl get --ifs"), "\n");
+  EXPECT_NE(RunCommand({PAYOUTCTL_BIN, "completion", "zsh"}).exit_code, 0);
+}
+
 TEST_F(PayoutctlTest, CreatePrintsTheAcceptedPayoutWithMaskedDetails) {
   const std::string account = UniqueAccount();
   CommandResult result = Run(CreateArgs(account, UniqueRequestId()));
