@@ -46,6 +46,11 @@ struct Delivery {
 class Receiver {
  public:
   explicit Receiver(int port = 0) {
+    // One worker, one request a connection: libcpp-httplib is not built
+    // for ThreadSanitizer, and state it shares between its workers (built
+    // on first use) is reported as a race when two workers serve requests.
+    server_.new_task_queue = [] { return new httplib::ThreadPool(1); };
+    server_.set_keep_alive_max_count(1);
     server_.Post("/hooks", [this](const httplib::Request& request,
                                   httplib::Response& response) {
       absl::MutexLock lock(&mu_);
