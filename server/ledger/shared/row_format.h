@@ -58,6 +58,10 @@ absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row);
 // from_state, to_state, why, who and time_us.
 template <typename Row>
 absl::StatusOr<WatchedEvent> ReadWatchedEvent(const Row& row);
+// The columns ReadWatchedEvent reads: the payout's, then the event's six
+// (id, from_state, to_state, why, who, time_us). A query may add its own
+// after them, from this index on.
+inline constexpr int kWatchedEventColumns = 27;
 
 // The SELECT of one List page, with the database's parameter prefix ("?" or
 // "$"): parameter 1 the registration, 2 the row limit, with `after` 3 the
@@ -158,7 +162,7 @@ absl::StatusOr<StoredPayout> ReadPayoutRow(const Row& row) {
 
 template <typename Row>
 absl::StatusOr<WatchedEvent> ReadWatchedEvent(const Row& row) {
-  constexpr int kEvent = 21;  // the first column after the payout's
+  constexpr int kEvent = kWatchedEventColumns - 6;  // after the payout's
   absl::StatusOr<StoredPayout> stored = ReadPayoutRow(row);
   if (!stored.ok()) return stored.status();
   WatchedEvent watched;

@@ -49,6 +49,7 @@ using ledger_internal::CreatedBy;
 using ledger_internal::CreationReason;
 using ledger_internal::FinalStateNumbers;
 using ledger_internal::IsKnownState;
+using ledger_internal::kWatchedEventColumns;
 using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
 using ledger_internal::MetadataColumn;
@@ -791,7 +792,7 @@ void SqliteLedger::OutboxDue(
             "WHERE p.registration = ?1 AND o.next_attempt_us <= ?2 "
             "AND o.event_id = (SELECT MIN(event_id) FROM webhook_outbox "
             "WHERE payout_id = o.payout_id) ORDER BY o.event_id LIMIT ?3"));
-        constexpr int kAttempts = 27;  // after the event's six columns
+        constexpr int kAttempts = kWatchedEventColumns;  // the outbox's own
         absl::StatusOr<Statement> select =
             db.Prepare(*kSql, "reading the webhook outbox");
         if (!select.ok()) return select.status();
