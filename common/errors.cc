@@ -367,6 +367,15 @@ absl::Status ShuttingDownError() {
                    std::move(details));
 }
 
+absl::Status WatchShuttingDownError() {
+  ErrorDetails details = WithReason(reason::kShuttingDown);
+  details.retry_delay = kDefaultRetryDelay;
+  return MakeError(absl::StatusCode::kUnavailable,
+                   "The gateway is shutting down; watch again with the last "
+                   "cursor received, later or on another instance.",
+                   std::move(details));
+}
+
 absl::Status UnauthenticatedError() {
   return MakeError(absl::StatusCode::kUnauthenticated,
                    "The call carries no valid credentials: send "

@@ -153,6 +153,8 @@ std::string SerializeError(const absl::Status& status);
 // UNAVAILABLE, SHUTTING_DOWN, RetryInfo: the gateway is draining and sent
 // nothing.
 [[nodiscard]] absl::Status ShuttingDownError();
+// The same for a WatchPayouts stream the gateway ends as it stops.
+[[nodiscard]] absl::Status WatchShuttingDownError();
 
 // UNAUTHENTICATED, UNAUTHENTICATED: no token, or one no client holds (the
 // message never says which, nor quotes the token).

@@ -22,6 +22,10 @@ bool IsPayoutId(absl::string_view id);
 // WatchPayouts cursors: opaque to callers (base64url of "c1:<position>"),
 // so that their form can change.
 std::string EventCursor(int64_t position);
+// The initial-metadata header of every WatchPayouts stream: the cursor the
+// stream starts after (the given after_cursor, or the newest event's when
+// none was given), for a watcher that must resume before its first event.
+inline constexpr char kWatchCursorHeader[] = "payout-watch-cursor";
 // The position; nullopt for text that is not a cursor this gateway made.
 std::optional<int64_t> ParseEventCursor(absl::string_view cursor);
 

@@ -13,7 +13,7 @@ uint64_t EventHub::WaitBeyond(int64_t cursor, std::function<void()> wake) {
   uint64_t id = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (head_ < 0 || head_ <= cursor) {
+    if (!closed_ && (head_ < 0 || head_ <= cursor)) {
       id = next_id_++;
       waiters_.emplace(id, std::make_pair(cursor, std::move(wake)));
       // Ask once more after this waiter came (writes made while nobody
@@ -41,6 +41,17 @@ bool EventHub::Cancel(uint64_t id) {
 size_t EventHub::Waiting() const {
   absl::MutexLock lock(&mu_);
   return waiters_.size();
+}
+
+void EventHub::Close() {
+  std::vector<std::function<void()>> due;
+  {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+    for (auto& [id, waiter] : waiters_) due.push_back(std::move(waiter.second));
+    waiters_.clear();
+  }
+  for (std::function<void()>& wake : due) wake();
 }
 
 void EventHub::Poke() {

@@ -36,6 +36,9 @@ class EventHub {
   // flight, if one is); nothing while no watcher waits.
   void Poke();
   size_t Waiting() const;
+  // Wakes every waiter now, and every later one at once: the server is
+  // stopping, and each watcher is to read once more and learn that.
+  void Close();
 
  private:
   // One question to the ledger; OnHead gets the answer.
@@ -47,6 +50,7 @@ class EventHub {
   int64_t head_ ABSL_GUARDED_BY(mu_) = -1;  // unknown yet
   bool asking_ ABSL_GUARDED_BY(mu_) = false;
   bool ask_again_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, std::pair<int64_t, std::function<void()>>> waiters_
       ABSL_GUARDED_BY(mu_);

@@ -134,8 +134,12 @@ absl::Status PayoutService::Begin(Work work,
 }
 
 void PayoutService::Drain() {
-  absl::MutexLock lock(&mu_);
-  draining_.store(true);
+  {
+    absl::MutexLock lock(&mu_);
+    draining_.store(true);
+  }
+  // Watchers waiting for events wake, read, and end as SHUTTING_DOWN.
+  events_.Close();
 }
 
 size_t PayoutService::WaitIdle(absl::Time deadline) {
@@ -1015,6 +1019,10 @@ void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
 void PayoutService::WatchPage(int64_t after, Client caller,
                               std::vector<PayoutState> states,
                               Callback<absl::StatusOr<EventBatch>> done) {
+  if (draining_.load()) {
+    done(WatchShuttingDownError());
+    return;
+  }
   ledger_.EventsAfter(
       after, kWatchPage,
       [caller = std::move(caller), states = std::move(states),

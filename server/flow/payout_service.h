@@ -138,13 +138,15 @@ class PayoutService {
   // `caller` may see and whose new state is in `states` (empty: any);
   // batch.last is where to continue, also past events left out.
   // OUT_OF_RANGE / CURSOR_EXPIRED when retention deleted events after
-  // `after`; UNIMPLEMENTED on a ledger that cannot order events.
+  // `after`; UNIMPLEMENTED on a ledger that cannot order events;
+  // UNAVAILABLE / SHUTTING_DOWN once draining.
   void WatchPage(int64_t after, Client caller, std::vector<PayoutState> states,
                  Callback<absl::StatusOr<EventBatch>> done);
   // Wakes watchers when new events are recorded.
   EventHub& event_hub() { return events_; }
 
-  // From now on Create and Refresh fail with UNAVAILABLE (SHUTTING_DOWN).
+  // From now on Create, Refresh and watch pages fail with UNAVAILABLE
+  // (SHUTTING_DOWN), and waiting watchers are woken to learn it.
   void Drain();
   bool draining() const { return draining_.load(); }
   // Blocks until no Create or Refresh is in progress, then until every

@@ -242,14 +242,17 @@ class RefusedStream final : public Reactor {
 // ledger read or hub wait refers to it.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
  public:
-  WatchReactor(PayoutService& service, Metrics& metrics, Client caller,
+  WatchReactor(PayoutService& service, Metrics& metrics,
+               grpc::CallbackServerContext* context, Client caller,
                std::vector<PayoutState> states, std::optional<int64_t> after)
       : service_(service),
         metrics_(metrics),
+        context_(context),
         caller_(std::move(caller)),
         states_(std::move(states)),
         cursor_(after.value_or(std::numeric_limits<int64_t>::max())),
         from_head_(!after.has_value()) {
+    if (after.has_value()) AnnounceStart(*after);
     Fetch();
   }
 
@@ -322,6 +325,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
           // No cursor given: from the newest event on.
           from_head_ = false;
           cursor_ = batch->head;
+          AnnounceStart(cursor_);
           fetch = true;
         } else {
           const bool moved = batch->last != cursor_;
@@ -392,6 +396,13 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
     if (!stop) Fetch();
   }
 
+  // Sends the initial metadata naming the cursor the stream starts after
+  // (docs/api.md#watchpayouts), before any event is written.
+  void AnnounceStart(int64_t cursor) {
+    context_->AddInitialMetadata(kWatchCursorHeader, EventCursor(cursor));
+    StartSendInitialMetadata();
+  }
+
   // Starts the next write; false when there is none to start.
   bool WriteNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || finished_) return writing_;
@@ -412,6 +423,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
 
   PayoutService& service_;
   Metrics& metrics_;
+  grpc::CallbackServerContext* const context_;
   const Client caller_;
   const std::vector<PayoutState> states_;
   absl::Mutex mu_;
@@ -576,7 +588,7 @@ grpc::ServerWriteReactor<v1::PayoutEvent>* GrpcPayoutService::WatchPayouts(
               {{"after_cursor", "is not a cursor this gateway made"}}));
     }
   }
-  return new WatchReactor(service_, metrics_, *std::move(caller),
+  return new WatchReactor(service_, metrics_, context, *std::move(caller),
                           std::move(states), after);
 }
 

@@ -2,6 +2,8 @@
 // order, once; resuming from a cursor across a SIGKILL and a restart misses
 // nothing and repeats nothing; bad cursors are refused.
 
+#include <sys/wait.h>
+
 #include <csignal>
 #include <map>
 #include <memory>
@@ -135,6 +137,86 @@ TEST(WatchTest, ResumingFromACursorAcrossAKillMissesAndRepeatsNothing) {
     EXPECT_EQ(resumed[i].payout().payout_id(),
               all[seen_before + i].payout().payout_id());
   }
+}
+
+// A watch opened without a cursor names, in its initial metadata, the cursor
+// it starts from: a watcher that loses the stream before its first event
+// resumes from there and misses nothing.
+TEST(WatchTest, AWatchWithoutACursorNamesWhereItStarts) {
+  SandboxProcess sandbox({"--settle=0s"});
+  const std::string dir = MakeTempDir();
+  GatewayProcess gateway(sandbox.url(), dir + "/ledger.db");
+  CreateSome(gateway, 2);  // events before the watch: not to be seen again
+  std::string start;
+  {
+    auto stub = v1::PayoutService::NewStub(gateway.channel());
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
+        stub->WatchPayouts(&context, v1::WatchPayoutsRequest());
+    reader->WaitForInitialMetadata();
+    const auto& headers = context.GetServerInitialMetadata();
+    const auto found = headers.find(kWatchCursorHeader);
+    ASSERT_NE(found, headers.end()) << "no " << kWatchCursorHeader;
+    start.assign(found->second.data(), found->second.size());
+    context.TryCancel();
+    reader->Finish().IgnoreError();
+  }
+  ASSERT_TRUE(ParseEventCursor(start).has_value()) << start;
+  // The stream is gone before any event; the next payout's events follow
+  // the announced cursor, and nothing from before the watch does.
+  const std::vector<v1::CreatePayoutRequest> later = CreateSome(gateway, 1);
+  const std::vector<v1::PayoutEvent> resumed = Watch(gateway, start, 2);
+  ASSERT_EQ(resumed.size(), 2u);
+  for (const v1::PayoutEvent& event : resumed) {
+    EXPECT_EQ(event.payout().request_id(), later[0].request_id());
+  }
+  EXPECT_EQ(resumed[0].previous_state(), v1::PAYOUT_STATE_UNSPECIFIED);
+  // Given a cursor, the watch announces that one.
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  v1::WatchPayoutsRequest request;
+  request.set_after_cursor(resumed[1].cursor());
+  auto stub = v1::PayoutService::NewStub(gateway.channel());
+  std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
+      stub->WatchPayouts(&context, request);
+  reader->WaitForInitialMetadata();
+  const auto found =
+      context.GetServerInitialMetadata().find(kWatchCursorHeader);
+  ASSERT_NE(found, context.GetServerInitialMetadata().end());
+  EXPECT_EQ(std::string(found->second.data(), found->second.size()),
+            resumed[1].cursor());
+  context.TryCancel();
+  reader->Finish().IgnoreError();
+}
+
+// A gateway told to stop ends its watches at once with UNAVAILABLE /
+// SHUTTING_DOWN (the watcher resumes elsewhere or after the restart); a
+// watch never holds a shutdown for its grace period.
+TEST(WatchTest, ShutdownEndsWatchesAsShuttingDown) {
+  SandboxProcess sandbox;
+  const std::string dir = MakeTempDir();
+  // A grace far longer than the watch's deadline: a watch that held the
+  // shutdown would end DEADLINE_EXCEEDED instead.
+  GatewayProcess gateway(sandbox.url(), dir + "/ledger.db",
+                         {"--shutdown_grace=120s"});
+  auto stub = v1::PayoutService::NewStub(gateway.channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
+      stub->WatchPayouts(&context, v1::WatchPayoutsRequest());
+  reader->WaitForInitialMetadata();
+  int exit_status = -1;
+  std::thread stop([&] { exit_status = gateway.process().Signal(SIGTERM); });
+  v1::PayoutEvent event;
+  while (reader->Read(&event)) {
+  }
+  const absl::Status status = FromGrpcStatus(reader->Finish());
+  stop.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_EQ(GetErrorDetails(status).reason, reason::kShuttingDown) << status;
+  ASSERT_TRUE(WIFEXITED(exit_status));
+  EXPECT_EQ(WEXITSTATUS(exit_status), 0);
 }
 
 TEST(WatchTest, ABadCursorOrStateIsInvalid) {
