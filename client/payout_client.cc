@@ -7,6 +7,8 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/errors.h"
@@ -155,10 +157,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
 }
 
 PayoutClient::PayoutClient(std::shared_ptr<grpc::Channel> channel,
-                           std::string bearer_token)
+                           std::string bearer_token,
+                           std::optional<RetryPolicy> retry, RetryClock clock)
     : stub_(v1::PayoutService::NewStub(channel)),
       admin_stub_(v1::PayoutAdminService::NewStub(channel)),
-      bearer_token_(std::move(bearer_token)) {}
+      bearer_token_(std::move(bearer_token)),
+      retry_(std::move(retry)),
+      clock_(std::move(clock)) {}
 
 void PayoutClient::PrepareContext(grpc::ClientContext& context,
                                   absl::Duration timeout) const {
@@ -176,13 +181,17 @@ absl::StatusOr<Response> PayoutClient::Unary(
     Stub& stub,
     grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                  Response*),
-    const Request& request, absl::Duration timeout) const {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  Response response;
-  grpc::Status status = (stub.*method)(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
+    const Request& request, absl::Duration timeout, bool retried) const {
+  return CallWithRetries<Response>(
+      retried && retry_.has_value() ? &*retry_ : nullptr, clock_,
+      [&](int /*attempt*/) -> absl::StatusOr<Response> {
+        grpc::ClientContext context;
+        PrepareContext(context, timeout);
+        Response response;
+        grpc::Status status = (stub.*method)(&context, request, &response);
+        if (!status.ok()) return FromGrpcStatus(status);
+        return response;
+      });
 }
 
 absl::StatusOr<v1::Payout> PayoutClient::CreatePayout(
@@ -215,8 +224,9 @@ absl::StatusOr<v1::Payout> PayoutClient::CancelPayout(
 
 absl::StatusOr<v1::Payout> PayoutClient::ResolvePayout(
     const v1::ResolvePayoutRequest& request, absl::Duration timeout) const {
+  // An operator's decision is recorded once: never retried.
   return Unary(*admin_stub_, &v1::PayoutAdminService::Stub::ResolvePayout,
-               request, timeout);
+               request, timeout, /*retried=*/false);
 }
 
 absl::StatusOr<v1::Payout> PayoutClient::ApprovePayout(
@@ -251,28 +261,118 @@ absl::Status PayoutClient::WatchPayouts(
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>>
-PayoutClient::BatchCreatePayouts(
-    const std::vector<v1::CreatePayoutRequest>& requests,
-    absl::Duration timeout) const {
+absl::Status PayoutClient::BatchStream(
+    const std::vector<const v1::CreatePayoutRequest*>& requests,
+    absl::Duration timeout,
+    std::vector<v1::BatchCreatePayoutsResponse>& answers) const {
   grpc::ClientContext context;
   PrepareContext(context, timeout);
   auto stream = stub_->BatchCreatePayouts(&context);
   // A failed Write means the stream is over; Finish() below says why.
   std::thread writer([&stream, &requests] {
-    for (const v1::CreatePayoutRequest& request : requests) {
-      if (!stream->Write(request)) return;
+    for (const v1::CreatePayoutRequest* request : requests) {
+      if (!stream->Write(*request)) return;
     }
     stream->WritesDone();
   });
-  std::vector<v1::BatchCreatePayoutsResponse> answers;
-  answers.reserve(requests.size());
+  answers.reserve(answers.size() + requests.size());
   v1::BatchCreatePayoutsResponse answer;
   while (stream->Read(&answer)) answers.push_back(std::move(answer));
   writer.join();
-  grpc::Status status = stream->Finish();
-  if (!status.ok()) return FromGrpcStatus(status);
-  return answers;
+  return FromGrpcStatus(stream->Finish());
+}
+
+absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>>
+PayoutClient::BatchCreatePayouts(
+    const std::vector<v1::CreatePayoutRequest>& requests,
+    absl::Duration timeout) const {
+  std::vector<const v1::CreatePayoutRequest*> pending;
+  pending.reserve(requests.size());
+  for (const v1::CreatePayoutRequest& request : requests) {
+    pending.push_back(&request);
+  }
+  std::vector<v1::BatchCreatePayoutsResponse> done;
+  if (!retry_.has_value()) {
+    absl::Status status = BatchStream(pending, timeout, done);
+    if (!status.ok()) return status;
+    return done;
+  }
+  absl::flat_hash_set<std::string> ids;
+  for (const v1::CreatePayoutRequest& request : requests) {
+    if (!ids.insert(request.request_id()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request id '", request.request_id(),
+                       "' appears twice in the batch"));
+    }
+  }
+  const RetryPolicy& policy = *retry_;
+  const absl::Time started = clock_.now();
+  for (int round = 1;; ++round) {
+    std::vector<v1::BatchCreatePayoutsResponse> answers;
+    absl::Status stream = BatchStream(pending, timeout, answers);
+    absl::flat_hash_map<std::string, const v1::CreatePayoutRequest*> waiting;
+    for (const v1::CreatePayoutRequest* request : pending) {
+      waiting.emplace(request->request_id(), request);
+    }
+    // Answered with a retryable error: sent again unless the policy is
+    // spent, when the error answer is final.
+    std::vector<const v1::CreatePayoutRequest*> again;
+    std::vector<v1::BatchCreatePayoutsResponse> retryable_answers;
+    absl::Status first_error;
+    std::optional<absl::Duration> longest_delay;
+    auto note_error = [&](const absl::Status& error) {
+      if (first_error.ok()) first_error = error;
+      const std::optional<absl::Duration> delay = RetryDelayOf(error);
+      if (delay && (!longest_delay || *delay > *longest_delay)) {
+        longest_delay = delay;
+      }
+    };
+    for (v1::BatchCreatePayoutsResponse& answer : answers) {
+      const auto found = waiting.find(answer.request_id());
+      if (found == waiting.end()) continue;  // unknown, or answered twice
+      const v1::CreatePayoutRequest* request = found->second;
+      waiting.erase(found);
+      if (answer.has_error() && round < policy.max_attempts) {
+        const absl::Status error = FromRpcStatusProto(answer.error());
+        if (IsRetryable(error)) {
+          again.push_back(request);
+          retryable_answers.push_back(std::move(answer));
+          note_error(error);
+          continue;
+        }
+      }
+      done.push_back(std::move(answer));
+    }
+    if (!waiting.empty()) {
+      if (stream.ok()) {
+        stream = absl::UnknownError(
+            "the stream ended without answering every request");
+      }
+      if (round >= policy.max_attempts || !IsRetryable(stream)) {
+        return WithAttempts(stream, round);
+      }
+      // In the batch's order, as first sent.
+      for (const v1::CreatePayoutRequest* request : pending) {
+        if (waiting.contains(request->request_id())) again.push_back(request);
+      }
+      note_error(stream);
+    }
+    if (again.empty()) return done;
+    const absl::Duration wait =
+        policy.Backoff(round, longest_delay, RetryRandom(clock_));
+    if (clock_.now() + wait - started > policy.max_elapsed) {
+      if (!waiting.empty()) return WithAttempts(stream, round);
+      for (v1::BatchCreatePayoutsResponse& answer : retryable_answers) {
+        done.push_back(std::move(answer));
+      }
+      return done;
+    }
+    if (policy.on_retry) {
+      policy.on_retry(round, WithAttempts(first_error, round), wait);
+    }
+    clock_.sleep(wait);
+    pending = std::move(again);
+  }
 }
 
 namespace {

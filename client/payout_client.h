@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "absl/time/time.h"
 #include "aopay/payout/v1/payout.grpc.pb.h"
 #include "aopay/payout/v1/payout.pb.h"
+#include "client/retry_policy.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
 
@@ -66,10 +68,22 @@ struct ChannelOptions {
 // in particular (gRPC reference-counts it). Every call carries
 // "authorization: Bearer <token>" when the token is non-empty, and a deadline
 // of now + timeout (no deadline for absl::InfiniteDuration()).
+//
+// Retries are opt-in: given a RetryPolicy, CreatePayout, GetPayout,
+// ListPayouts, RefreshPayout, CancelPayout, ApprovePayout and RejectPayout
+// send the identical request again on the errors IsRetryable() names, and
+// BatchCreatePayouts sends again the requests answered with such an error or
+// left unanswered by a stream that broke with one (docs/client-retries.md).
+// `timeout` then bounds each attempt; the error returned at the end carries
+// the attempts made (RetryAttempts). ResolvePayout, WatchPayouts and
+// CreatePayoutAsync are never retried.
 class PayoutClient {
  public:
+  // `retry` must pass ValidateRetryPolicy(); `clock` is for tests.
   explicit PayoutClient(std::shared_ptr<grpc::Channel> channel,
-                        std::string bearer_token = "");
+                        std::string bearer_token = "",
+                        std::optional<RetryPolicy> retry = std::nullopt,
+                        RetryClock clock = {});
 
   PayoutClient(const PayoutClient&) = delete;
   PayoutClient& operator=(const PayoutClient&) = delete;
@@ -97,10 +111,12 @@ class PayoutClient {
   // a second thread while answers are read, so a gateway that answers before
   // it has read everything cannot deadlock the stream.
   //
-  // When the stream fails, the answers read so far are dropped and the
-  // stream's error is returned. Retrying the whole batch with the same
-  // request ids is safe: the gateway replays recorded outcomes and sends
-  // nothing twice.
+  // When the stream fails (with retries: for good, after the requests it
+  // left unanswered were sent again as far as the policy allows), the
+  // answers read so far are dropped and the stream's error is returned.
+  // Retrying the whole batch with the same request ids is safe: the gateway
+  // replays recorded outcomes and sends nothing twice. With retries, request
+  // ids must be unique within the batch (INVALID_ARGUMENT otherwise).
   [[nodiscard]] absl::StatusOr<std::vector<v1::BatchCreatePayoutsResponse>>
   BatchCreatePayouts(const std::vector<v1::CreatePayoutRequest>& requests,
                      absl::Duration timeout) const;
@@ -121,17 +137,27 @@ class PayoutClient {
  private:
   void PrepareContext(grpc::ClientContext& context,
                       absl::Duration timeout) const;
-  // One unary call of `stub`, with the deadline and token of every call.
+  // One unary call of `stub`, with the deadline and token of every call;
+  // retried by the policy when `retried`.
   template <typename Stub, typename Request, typename Response>
   absl::StatusOr<Response> Unary(
       Stub& stub,
       grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
                                    Response*),
-      const Request& request, absl::Duration timeout) const;
+      const Request& request, absl::Duration timeout,
+      bool retried = true) const;
+  // One BatchCreatePayouts stream carrying `requests`: the answers read, and
+  // the stream's end.
+  absl::Status BatchStream(
+      const std::vector<const v1::CreatePayoutRequest*>& requests,
+      absl::Duration timeout,
+      std::vector<v1::BatchCreatePayoutsResponse>& answers) const;
 
   std::unique_ptr<v1::PayoutService::Stub> stub_;
   std::unique_ptr<v1::PayoutAdminService::Stub> admin_stub_;
   const std::string bearer_token_;
+  const std::optional<RetryPolicy> retry_;
+  const RetryClock clock_;
 };
 
 }  // namespace aopay
