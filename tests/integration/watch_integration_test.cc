@@ -2,16 +2,21 @@
 // order, once; resuming from a cursor across a SIGKILL and a restart misses
 // nothing and repeats nothing; bad cursors are refused.
 
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include <csignal>
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "aopay/payout/v1/payout.grpc.pb.h"
 #include "common/errors.h"
@@ -217,6 +222,133 @@ TEST(WatchTest, ShutdownEndsWatchesAsShuttingDown) {
   EXPECT_EQ(GetErrorDetails(status).reason, reason::kShuttingDown) << status;
   ASSERT_TRUE(WIFEXITED(exit_status));
   EXPECT_EQ(WEXITSTATUS(exit_status), 0);
+}
+
+// (event id, payout id, new state) of every event in the ledger file, in
+// order: the reference a watcher must reproduce.
+using LedgerEvent = std::tuple<int64_t, std::string, int>;
+std::vector<LedgerEvent> LedgerEvents(const std::string& ledger_path) {
+  std::vector<LedgerEvent> events;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(ledger_path.c_str(), &db, SQLITE_OPEN_READONLY,
+                      nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << "cannot open " << ledger_path;
+    sqlite3_close(db);
+    return events;
+  }
+  sqlite3_stmt* stmt = nullptr;
+  sqlite3_prepare_v2(
+      db, "SELECT id, payout_id, to_state FROM payout_events ORDER BY id", -1,
+      &stmt, nullptr);
+  while (sqlite3_step(stmt) == SQLITE_ROW) {
+    events.emplace_back(
+        sqlite3_column_int64(stmt, 0),
+        reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1)),
+        sqlite3_column_int(stmt, 2));
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return events;
+}
+
+// A watcher that drops its stream after a random number of events (and
+// whenever the gateway dies under it) and comes back with its last cursor,
+// while payouts are made and the gateway is SIGKILLed and restarted twice:
+// it sees exactly the ledger's events, each once, in order.
+TEST(WatchTest, ReconnectingAtRandomMomentsAcrossKillsMissesAndRepeatsNothing) {
+  SandboxProcess sandbox({"--settle=0s"});
+  const std::string dir = MakeTempDir();
+  const std::string ledger = dir + "/ledger.db";
+  auto gateway = std::make_unique<GatewayProcess>(sandbox.url(), ledger);
+  const std::string address = gateway->address();
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
+  auto stub = v1::PayoutService::NewStub(grpc::CreateCustomChannel(
+      address, grpc::InsecureChannelCredentials(), args));
+  const uint32_t seed = static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()));
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937 random(seed);
+
+  absl::Mutex mu;
+  std::vector<LedgerEvent> seen;           // guarded by mu
+  grpc::ClientContext* current = nullptr;  // guarded by mu
+  bool stop = false;                       // guarded by mu
+  int streams = 0;                         // watcher thread only
+  std::thread watcher([&] {
+    std::string cursor = EventCursor(0);
+    std::uniform_int_distribution<int> take(1, 5);
+    std::mt19937 own(seed + 1);
+    while (true) {
+      grpc::ClientContext context;
+      // Waits for the gateway while it is down instead of failing at once.
+      context.set_wait_for_ready(true);
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+      {
+        absl::MutexLock lock(&mu);
+        if (stop) return;
+        current = &context;
+      }
+      ++streams;
+      v1::WatchPayoutsRequest request;
+      request.set_after_cursor(cursor);
+      auto reader = stub->WatchPayouts(&context, request);
+      const int quota = take(own);
+      v1::PayoutEvent event;
+      for (int read = 0; read < quota && reader->Read(&event); ++read) {
+        const std::optional<int64_t> id = ParseEventCursor(event.cursor());
+        absl::MutexLock lock(&mu);
+        seen.emplace_back(id.value_or(-1), event.payout().payout_id(),
+                          static_cast<int>(event.payout().state()));
+        cursor = event.cursor();
+      }
+      context.TryCancel();
+      reader->Finish().IgnoreError();
+      absl::MutexLock lock(&mu);
+      current = nullptr;
+    }
+  });
+
+  auto make_payouts = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      v1::CreatePayoutRequest request = ValidRequest(UniqueAccount());
+      absl::StatusOr<v1::Payout> payout =
+          gateway->client().CreatePayout(request, kCall);
+      ASSERT_TRUE(payout.ok()) << payout.status();
+      // Some settle (ACCEPTED -> SUCCEEDED) and some do not.
+      if (random() % 2 == 0) {
+        v1::RefreshPayoutRequest refresh;
+        refresh.set_payout_id(payout->payout_id());
+        ASSERT_TRUE(gateway->client().RefreshPayout(refresh, kCall).ok());
+      }
+    }
+  };
+  for (int round = 0; round < 3; ++round) {
+    make_payouts(4 + static_cast<int>(random() % 4));
+    if (round < 2) {
+      gateway->process().Signal(SIGKILL);
+      gateway.reset();
+      gateway = std::make_unique<GatewayProcess>(
+          sandbox.url(), ledger,
+          std::vector<std::string>{"--listen=" + address});
+    }
+  }
+  const std::vector<LedgerEvent> expected = LedgerEvents(ledger);
+  ASSERT_FALSE(expected.empty());
+  EXPECT_TRUE(Eventually(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return seen.size() >= expected.size();
+      },
+      absl::Seconds(30)));
+  {
+    absl::MutexLock lock(&mu);
+    stop = true;
+    if (current != nullptr) current->TryCancel();
+  }
+  watcher.join();
+  EXPECT_EQ(seen, expected);
+  EXPECT_GT(streams, 3);
 }
 
 TEST(WatchTest, ABadCursorOrStateIsInvalid) {
