@@ -129,4 +129,30 @@ absl::Status AppendEvent(Connection& db, const std::string& payout_id,
   return insert->Run();
 }
 
+// CROSS JOIN keeps the tables in the order written: SQLite's planner
+// otherwise prefers to scan every payout of the registration (by an index
+// on registration) and sort their events, which grows with the ledger.
+const std::string& EventsAfterSql() {
+  static const std::string* const kSql = new std::string(absl::StrCat(
+      "SELECT ", ledger_internal::PayoutColumnsOf("p."),
+      ", e.id, e.from_state, e.to_state, e.why, e.who, e.time_us "
+      "FROM payout_events e CROSS JOIN payouts p "
+      "ON p.payout_id = e.payout_id "
+      "WHERE p.registration = ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"));
+  return *kSql;
+}
+
+const std::string& OutboxDueSql() {
+  static const std::string* const kSql = new std::string(absl::StrCat(
+      "SELECT ", ledger_internal::PayoutColumnsOf("p."),
+      ", e.id, e.from_state, e.to_state, e.why, e.who, e.time_us, "
+      "o.attempts, o.enqueued_us FROM webhook_outbox o "
+      "CROSS JOIN payout_events e ON e.id = o.event_id "
+      "CROSS JOIN payouts p ON p.payout_id = o.payout_id "
+      "WHERE p.registration = ?1 AND o.next_attempt_us <= ?2 "
+      "AND o.event_id = (SELECT MIN(event_id) FROM webhook_outbox "
+      "WHERE payout_id = o.payout_id) ORDER BY o.event_id LIMIT ?3"));
+  return *kSql;
+}
+
 }  // namespace aopay::sqlite_internal

@@ -54,6 +54,16 @@ absl::Status AppendEvent(Connection& db, const std::string& payout_id,
                          absl::string_view why, absl::string_view who,
                          absl::Time time);
 
+// EventsAfter's page: ?1 registration, ?2 after (an event id), ?3 limit;
+// columns as ReadWatchedEvent reads them. It walks payout_events from the
+// cursor in id order and looks each payout up, so a page costs the same
+// however many payouts the ledger holds.
+const std::string& EventsAfterSql();
+// OutboxDue's batch: ?1 registration, ?2 now (µs), ?3 limit; the watched
+// event's columns, then attempts and enqueued_us. It walks the outbox (only
+// undelivered events) in event order, never every payout.
+const std::string& OutboxDueSql();
+
 }  // namespace aopay::sqlite_internal
 
 #endif  // AOPAY_SERVER_LEDGER_SQLITE_ROWS_H_

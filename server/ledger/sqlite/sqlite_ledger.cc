@@ -754,12 +754,8 @@ void SqliteLedger::EventsAfter(int64_t after, int limit,
           batch.expired = true;
           return batch;
         }
-        static const std::string* const kSql = new std::string(absl::StrCat(
-            "SELECT ", PayoutColumnsOf("p."),
-            ", e.id, e.from_state, e.to_state, e.why, e.who, e.time_us "
-            "FROM payout_events e JOIN payouts p ON p.payout_id = e.payout_id "
-            "WHERE p.registration = ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3"));
-        absl::StatusOr<Statement> select = db.Prepare(*kSql, "reading events");
+        absl::StatusOr<Statement> select =
+            db.Prepare(sqlite_internal::EventsAfterSql(), "reading events");
         if (!select.ok()) return select.status();
         select->Bind(1, registration);
         select->Bind(2, after);
@@ -782,19 +778,10 @@ void SqliteLedger::OutboxDue(
   impl_->Read<std::vector<OutboxEvent>>(
       [&registration, now,
        limit](Connection& db) -> absl::StatusOr<std::vector<OutboxEvent>> {
-        // Columns as ReadWatchedEvent reads them, then the outbox's own.
-        static const std::string* const kSql = new std::string(absl::StrCat(
-            "SELECT ", PayoutColumnsOf("p."),
-            ", e.id, e.from_state, e.to_state, e.why, e.who, e.time_us, "
-            "o.attempts, o.enqueued_us FROM webhook_outbox o "
-            "JOIN payout_events e ON e.id = o.event_id "
-            "JOIN payouts p ON p.payout_id = o.payout_id "
-            "WHERE p.registration = ?1 AND o.next_attempt_us <= ?2 "
-            "AND o.event_id = (SELECT MIN(event_id) FROM webhook_outbox "
-            "WHERE payout_id = o.payout_id) ORDER BY o.event_id LIMIT ?3"));
         constexpr int kAttempts = kWatchedEventColumns;  // the outbox's own
         absl::StatusOr<Statement> select =
-            db.Prepare(*kSql, "reading the webhook outbox");
+            db.Prepare(sqlite_internal::OutboxDueSql(),
+                       "reading the webhook outbox");
         if (!select.ok()) return select.status();
         select->Bind(1, registration);
         select->Bind(2, absl::ToUnixMicros(now));
