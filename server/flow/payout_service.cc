@@ -73,6 +73,27 @@ bool Visible(const Client& caller, const Payout& payout) {
   return caller.ReadsAll() || payout.client == caller.name;
 }
 
+// Whether a watcher of `caller` that asked for `states` (empty: any) is
+// shown the event: a payout it may see, moving into one of them.
+bool Shown(const Client& caller, const std::vector<PayoutState>& states,
+           const WatchedEvent& watched) {
+  return Visible(caller, watched.payout) &&
+         (states.empty() || std::find(states.begin(), states.end(),
+                                      watched.event.to) != states.end());
+}
+
+// The events of `batch` Shown() to the watcher; the batch's `last` still
+// moves past the others.
+EventBatch ShownTo(const Client& caller, const std::vector<PayoutState>& states,
+                   EventBatch batch) {
+  std::vector<WatchedEvent> shown;
+  for (WatchedEvent& watched : batch.events) {
+    if (Shown(caller, states, watched)) shown.push_back(std::move(watched));
+  }
+  batch.events = std::move(shown);
+  return batch;
+}
+
 // What a caller gets for a payout it may not see: the same NOT_FOUND as for
 // one that does not exist.
 absl::Status Hidden(const std::string& payout_id) {
@@ -106,6 +127,8 @@ PayoutService::PayoutService(Ledger& ledger, UpstreamClient& upstream,
       metrics_(metrics),
       options_(std::move(options)),
       clock_(std::move(clock)) {}
+
+PayoutService::~PayoutService() { watch_thread_.Stop(); }
 
 absl::Status PayoutService::Begin(Work work,
                                   Callback<absl::StatusOr<Payout>>& done) {
@@ -1016,11 +1039,29 @@ void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
       });
 }
 
+EventHub::Filter PayoutService::WatchFilter(
+    Client caller, std::vector<PayoutState> states) const {
+  return [caller = std::move(caller),
+          states = std::move(states)](const WatchedEvent& watched) {
+    return Shown(caller, states, watched);
+  };
+}
+
 void PayoutService::WatchPage(int64_t after, Client caller,
                               std::vector<PayoutState> states,
                               Callback<absl::StatusOr<EventBatch>> done) {
   if (draining_.load()) {
     done(WatchShuttingDownError());
+    return;
+  }
+  // A watcher that keeps up takes its page from the hub's memory: no ledger
+  // read of its own.
+  std::optional<EventBatch> recent =
+      events_.Recent(after, kWatchPage, [&](const WatchedEvent& watched) {
+        return Shown(caller, states, watched);
+      });
+  if (recent.has_value()) {
+    done(*std::move(recent));
     return;
   }
   ledger_.EventsAfter(
@@ -1035,19 +1076,7 @@ void PayoutService::WatchPage(int64_t after, Client caller,
           done(CursorExpiredError());
           return;
         }
-        // What the caller may not see, or did not ask for, is skipped; the
-        // batch's `last` still moves past it.
-        std::vector<WatchedEvent> shown;
-        for (WatchedEvent& watched : batch->events) {
-          if (!Visible(caller, watched.payout)) continue;
-          if (!states.empty() && std::find(states.begin(), states.end(),
-                                           watched.event.to) == states.end()) {
-            continue;
-          }
-          shown.push_back(std::move(watched));
-        }
-        batch->events = std::move(shown);
-        done(std::move(batch));
+        done(ShownTo(caller, states, *std::move(batch)));
       });
 }
 

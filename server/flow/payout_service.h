@@ -86,6 +86,8 @@ class PayoutService {
                 Metrics& metrics, PayoutServiceOptions options,
                 Clock clock = &absl::Now);
 
+  // Runs the watchers' wakes still queued, while the hub is alive.
+  ~PayoutService();
   PayoutService(const PayoutService&) = delete;
   PayoutService& operator=(const PayoutService&) = delete;
 
@@ -144,6 +146,10 @@ class PayoutService {
                  Callback<absl::StatusOr<EventBatch>> done);
   // Wakes watchers when new events are recorded.
   EventHub& event_hub() { return events_; }
+  // What WatchPage shows `caller` of the events, asking for `states`: for
+  // the hub to leave a waiting watcher asleep when nothing new is for it.
+  EventHub::Filter WatchFilter(Client caller,
+                               std::vector<PayoutState> states) const;
 
   // From now on Create, Refresh and watch pages fail with UNAVAILABLE
   // (SHUTTING_DOWN), and waiting watchers are woken to learn it.
@@ -241,7 +247,14 @@ class PayoutService {
   // Outcomes (and forgets) being written again, by payout id: what an
   // operator needs if they are never recorded.
   std::map<std::string, std::string> unrecorded_ ABSL_GUARDED_BY(mu_);
-  EventHub events_{ledger_};
+  // Watchers woken by new events do their work here, never on the
+  // executor that runs payouts' completions.
+  ThreadPool watch_thread_{1};
+  EventHub events_{[this](int64_t after, int limit,
+                          Ledger::Callback<absl::StatusOr<EventBatch>> done) {
+                     ledger_.EventsAfter(after, limit, std::move(done));
+                   },
+                   kRecentEvents, &watch_thread_};
 };
 
 }  // namespace aopay

@@ -250,9 +250,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
         context_(context),
         caller_(std::move(caller)),
         states_(std::move(states)),
+        filter_(service_.WatchFilter(caller_, states_)),
         cursor_(after.value_or(std::numeric_limits<int64_t>::max())),
         from_head_(!after.has_value()) {
-    if (after.has_value()) AnnounceStart(*after);
     Fetch();
   }
 
@@ -321,11 +321,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
                                 : batch.status());
         gone = done_ && holds_ == 0;
       } else {
+        if (!announced_) {
+          // The first page read: the watch is set up, and starts after the
+          // given cursor or, with none, after the newest event.
+          announced_ = true;
+          AnnounceStart(from_head_ ? batch->head : cursor_);
+        }
         if (from_head_) {
-          // No cursor given: from the newest event on.
           from_head_ = false;
           cursor_ = batch->head;
-          AnnounceStart(cursor_);
           fetch = true;
         } else {
           const bool moved = batch->last != cursor_;
@@ -359,8 +363,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
       after = cursor_;
       waking_ = false;
     }
-    const uint64_t id =
-        service_.event_hub().WaitBeyond(after, [this] { OnWake(); });
+    const uint64_t id = service_.event_hub().WaitBeyond(
+        after, filter_, [this](int64_t cursor) { OnWake(cursor); });
     bool gone = false;
     {
       absl::MutexLock lock(&mu_);
@@ -379,13 +383,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
     if (gone) delete this;
   }
 
-  void OnWake() {
+  // Every event up to `cursor` is one this watcher does not see.
+  void OnWake(int64_t cursor) {
     bool gone = false, stop = false;
     {
       absl::MutexLock lock(&mu_);
       waking_ = true;
       wait_id_ = 0;
       --holds_;
+      cursor_ = std::max(cursor_, cursor);
       if (cancelled_ || finished_) {
         FinishLocked(absl::CancelledError("the watcher went away"));
         stop = true;
@@ -397,8 +403,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
   }
 
   // Sends the initial metadata naming the cursor the stream starts after
-  // (docs/api.md#watchpayouts), before any event is written.
-  void AnnounceStart(int64_t cursor) {
+  // (docs/api.md#watchpayouts), before any event is written, once the first
+  // page was read (a watch the ledger cannot serve never announces one).
+  void AnnounceStart(int64_t cursor) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     context_->AddInitialMetadata(kWatchCursorHeader, EventCursor(cursor));
     StartSendInitialMetadata();
   }
@@ -426,9 +433,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
   grpc::CallbackServerContext* const context_;
   const Client caller_;
   const std::vector<PayoutState> states_;
+  const EventHub::Filter filter_;
   absl::Mutex mu_;
   int64_t cursor_ ABSL_GUARDED_BY(mu_);
   bool from_head_ ABSL_GUARDED_BY(mu_);
+  bool announced_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::PayoutEvent> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
