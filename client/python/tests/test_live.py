@@ -10,10 +10,13 @@ The sandbox's journal is the witness of what AOPay received: every check of
 "sent once" counts the payout calls for one account number in it.
 """
 
+import base64
 import os
+import queue
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 
 import support
@@ -23,6 +26,7 @@ support.install_package()
 import grpc  # noqa: E402
 
 from aopay_payouts import (PayoutClient, PayoutError, RetryPolicy,  # noqa: E402
+                           payout_state,
                            new_request_id, payout_pb2, state_name)
 
 S = payout_pb2
@@ -430,6 +434,287 @@ class RetryAfterUnavailableTest(LiveTestCase):
                          grpc.StatusCode.UNAVAILABLE)
         for account in accounts:
             self.assertEqual(sandbox.payouts_for(account), 1, account)
+
+
+#: gRPC channel options that reconnect to a restarted gateway quickly.
+FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100),
+                  ("grpc.min_reconnect_backoff_ms", 100),
+                  ("grpc.max_reconnect_backoff_ms", 500)]
+
+
+def position(cursor):
+    """An event cursor's position in the ledger. Cursors are opaque to
+    clients; the tests know the gateway's format (base64 of "c1:N") only to
+    check that each event comes after the one before."""
+    text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    prefix, _, number = text.decode().partition(":")
+    if prefix != "c1" or not number.isdigit():
+        raise AssertionError("not an event cursor: %r" % cursor)
+    return int(number)
+
+
+class WatchReader:
+    """Reads a PayoutWatch on a helper thread, one event per request, so
+    that the test's thread never blocks on the watch and the watch reads an
+    event only when the test asks for one (as a caller's loop would)."""
+
+    def __init__(self, watch):
+        self.watch = watch
+        self._permits = threading.Semaphore(0)
+        self._results = queue.Queue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            self._permits.acquire()
+            try:
+                event = next(self.watch)
+            except StopIteration:
+                self._results.put(None)
+                return
+            except Exception as error:  # handed to the test's thread
+                self._results.put(error)
+                return
+            self._results.put(event)
+
+    def request(self, count):
+        """Lets the watch read `count` more events (without waiting)."""
+        for _ in range(count):
+            self._permits.release()
+
+    def collect(self, count, timeout_s=30):
+        """The next `count` events requested; fails when the watch ends or
+        they do not come within timeout_s."""
+        events = []
+        deadline = time.monotonic() + timeout_s
+        while len(events) < count:
+            try:
+                item = self._results.get(
+                    timeout=max(deadline - time.monotonic(), 0.001))
+            except queue.Empty:
+                raise AssertionError("%d of %d events within %ss" %
+                                     (len(events), count, timeout_s))
+            if not isinstance(item, payout_pb2.PayoutEvent):
+                raise AssertionError("the watch ended after %d of %d "
+                                     "events: %r" % (len(events), count,
+                                                     item))
+            events.append(item)
+        return events
+
+    def take(self, count, timeout_s=30):
+        self.request(count)
+        return self.collect(count, timeout_s)
+
+    def close(self):
+        """Closes the watch; its reader ends at once."""
+        self.watch.close()
+        self._permits.release()  # a reader waiting for a request ends too
+        self._thread.join(support.STOP_TIMEOUT_S)
+        if self._thread.is_alive():
+            raise AssertionError("the watch's reader did not end on close()")
+
+
+class WatchTest(LiveTestCase):
+    """watch_payouts against a gateway that restarts on the same port and
+    ledger: every state change of every payout, once, in order. Each test
+    has its own sandbox (payouts settle at once, so RefreshPayout moves
+    ACCEPTED to SUCCEEDED) and gateway, whose only payouts are the test's."""
+
+    def start(self, name):
+        self.sandbox = support.Sandbox(self.make_dir("sandbox_" + name),
+                                       "--settle=0s")
+        self.addCleanup(self.sandbox.stop)
+        self.gateway = support.Gateway(self.make_dir("gateway_" + name),
+                                       self.sandbox.url)
+        self.addCleanup(self.gateway.stop)
+        self.client = PayoutClient(
+            self.gateway.address, channel_options=FAST_RECONNECT,
+            retry=RetryPolicy(max_attempts=20, initial_backoff=0.1,
+                              max_backoff=0.5))
+        self.addCleanup(self.client.close)
+        self.lifecycles = {}  # payout id -> the states it went through
+
+    def watch_policy(self, recorder):
+        """Reconnects often and for long enough to outlast a restart (the
+        default would wait up to 10 s between attempts)."""
+        return policy(recorder, max_attempts=200, initial_backoff=0.05,
+                      max_backoff=0.25, max_elapsed=60)
+
+    def reader(self, watch):
+        reader = WatchReader(watch)
+        self.addCleanup(reader.close)  # before the client closes
+        return reader
+
+    def create(self, settle=False):
+        """A payout (PENDING, then ACCEPTED); with settle, refreshed to
+        SUCCEEDED."""
+        payout = self.client.create_payout(
+            request_id=new_request_id(),
+            beneficiary=support.beneficiary(support.unique_account()),
+            amount_paise=1234, mode="IMPS")
+        self.assertEqual(state_name(payout.state), "ACCEPTED")
+        self.lifecycles[payout.payout_id] = ["PENDING", "ACCEPTED"]
+        if settle:
+            refreshed = self.client.refresh_payout(payout.payout_id)
+            self.assertEqual(state_name(refreshed.state), "SUCCEEDED")
+            self.lifecycles[payout.payout_id].append("SUCCEEDED")
+        return payout
+
+    def expected_events(self):
+        return sum(len(states) for states in self.lifecycles.values())
+
+    def assert_every_change_once(self, events):
+        """Each payout's every change, in its order, exactly once; cursors
+        strictly increasing; nothing else."""
+        cursors = [e.cursor for e in events]
+        self.assertEqual(len(cursors), len(set(cursors)), "a repeated event")
+        positions = [position(c) for c in cursors]
+        self.assertEqual(positions, sorted(set(positions)),
+                         "cursors not strictly increasing")
+        seen = {}
+        for watched in events:
+            states = seen.setdefault(watched.payout.payout_id, [])
+            previous = states[-1] if states else "UNSPECIFIED"
+            self.assertEqual(state_name(watched.previous_state), previous,
+                             "a change was skipped: %s" % watched)
+            states.append(state_name(watched.payout.state))
+        self.assertEqual(seen, self.lifecycles)
+
+    def assert_fenced(self, reader):
+        """Nothing more was delivered: the next event is a new payout's
+        first."""
+        fence = self.create()
+        (after,) = reader.take(1)
+        self.assertEqual((after.payout.payout_id,
+                          state_name(after.payout.state)),
+                         (fence.payout_id, "PENDING"))
+        return after
+
+    def follow_a_restart(self, stop):
+        recorder = Recorder()
+        watch = self.client.watch_payouts(retry=self.watch_policy(recorder))
+        start = watch.cursor
+        self.assertTrue(start, "the header's cursor, before any event")
+        reader = self.reader(watch)
+
+        self.create(settle=True)
+        self.create()
+        events = reader.take(3)  # the other two may wait in the stream
+        stop()
+        # Nothing is created while the gateway is down. The watch reads on:
+        # the events it has not read yet, then the break, then failed
+        # reconnections until the gateway is back.
+        reader.request(3)
+        support.eventually(lambda: len(recorder.calls) >= 2, timeout_s=30,
+                           what="a failed reconnection while down")
+        self.gateway.start()
+        self.create()
+        self.create(settle=True)
+        events += reader.collect(3)
+        events += reader.take(self.expected_events() - len(events))
+        self.assert_every_change_once(events)
+        self.assertEqual(watch.cursor, events[-1].cursor)
+        events.append(self.assert_fenced(reader))
+
+        # The ledger's own account, read by a watch from the same start
+        # with no restart in between, is exactly what the watch delivered.
+        with self.client.watch_payouts(after_cursor=start) as again:
+            self.assertEqual(again.cursor, start)
+            replay = self.reader(again).take(len(events))
+        self.assertEqual([(e.cursor, e.payout.payout_id, e.payout.state)
+                          for e in replay],
+                         [(e.cursor, e.payout.payout_id, e.payout.state)
+                          for e in events])
+        for _attempt, error, _delay in recorder.calls:
+            self.assertEqual(error.code, grpc.StatusCode.UNAVAILABLE)
+        return recorder
+
+    def test_watch_follows_a_gateway_restart(self):
+        self.start("restart")
+        recorder = self.follow_a_restart(self.gateway.stop)  # SIGTERM
+        # The stopping gateway ended the watch at once, asking for 1 s.
+        _attempt, error, delay = recorder.calls[0]
+        self.assertEqual(error.reason, "SHUTTING_DOWN")
+        self.assertEqual(error.retry_delay, 1.0)
+        self.assertGreaterEqual(delay, 1.0)
+        # While it was down: gRPC's own UNAVAILABLE, no ErrorInfo.
+        self.assertEqual(recorder.calls[1][1].reason, "")
+
+    def test_watch_follows_a_killed_gateway(self):
+        self.start("killed")
+
+        def kill():
+            process, self.gateway.process = self.gateway.process, None
+            process.kill()  # SIGKILL: no goodbye to anyone
+            process.stop()  # only reaps it: its pipe, its reader thread
+
+        recorder = self.follow_a_restart(kill)
+        self.assertEqual(recorder.calls[0][1].reason, "")
+
+    def test_watch_from_now_resumes_after_its_header(self):
+        # A watch without a cursor whose stream breaks before its first
+        # event resumes after the header's cursor: what was recorded while
+        # it was reconnecting reaches it; what came before it never does.
+        self.start("from_now")
+        self.create()  # before the watch: not watched
+        self.lifecycles.clear()
+        broke = threading.Event()
+        resume = threading.Event()
+
+        def hold_the_reconnection(attempt, error):
+            broke.set()
+            resume.wait(support.START_TIMEOUT_S * 2)
+
+        recorder = Recorder(hold_the_reconnection)
+        watch = self.client.watch_payouts(retry=self.watch_policy(recorder))
+        start = watch.cursor
+        self.assertTrue(start)
+        reader = self.reader(watch)
+        self.addCleanup(resume.set)  # on failure too, before reader.close
+        reader.request(1)
+        self.gateway.stop()
+        self.assertTrue(broke.wait(30), "the watch saw the gateway stop")
+        self.assertEqual(recorder.calls[0][1].reason, "SHUTTING_DOWN")
+        self.assertEqual(watch.cursor, start)
+        # Recorded while the watch waits to reconnect.
+        self.gateway.start()
+        self.create(settle=True)
+        self.create()
+        resume.set()
+        events = reader.collect(1)
+        events += reader.take(self.expected_events() - 1)
+        self.assert_every_change_once(events)
+        self.assertGreater(position(events[0].cursor), position(start))
+        self.assert_fenced(reader)
+
+    def test_refusals_are_raised_and_close_ends_a_live_watch(self):
+        self.start("refusals")
+        recorder = Recorder()
+        # A cursor this gateway did not make; a state number it does not
+        # know. Raised by watch_payouts itself, never retried.
+        for cursor, states in (("not-a-cursor", ()), ("", (99,))):
+            with self.assertRaises(PayoutError) as raised:
+                self.client.watch_payouts(states=states, after_cursor=cursor,
+                                          retry=policy(recorder))
+            self.assertEqual(raised.exception.code,
+                             grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertEqual(raised.exception.reason, "INVALID_REQUEST")
+            self.assertEqual(raised.exception.attempts, 1)
+        self.assertEqual(recorder.calls, [])
+
+        # Only the states asked for; close() ends a watch waiting for more.
+        watch = self.client.watch_payouts(states=["ACCEPTED"])
+        reader = self.reader(watch)
+        payout = self.create()
+        (accepted,) = reader.take(1)
+        self.assertEqual(accepted.payout.payout_id, payout.payout_id)
+        self.assertEqual(accepted.payout.state, payout_state("ACCEPTED"))
+        self.assertEqual(state_name(accepted.previous_state), "PENDING")
+        reader.request(1)
+        reader.close()  # raises unless the reader ended
+        with self.assertRaises(StopIteration):
+            next(watch)
 
 
 @unittest.skipUnless(shutil.which("openssl"), "the openssl command is needed")

@@ -259,6 +259,9 @@ class FakeChannel:
     def stream_stream(self, *args, **kwargs):
         return None
 
+    def unary_stream(self, *args, **kwargs):
+        return None
+
 
 def fake_client(script, **kwargs):
     """A PayoutClient on a FakeChannel; retries without waiting."""

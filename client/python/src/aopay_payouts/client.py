@@ -11,8 +11,9 @@ import grpc
 
 from ._proto import payout_pb2
 from .errors import PayoutError
-from .retry import DEFAULT_RETRY, NO_RETRY, is_retryable
-from .retry import call_with_retries
+from .retry import DEFAULT_RETRY, DEFAULT_WATCH_RETRY, NO_RETRY
+from .retry import call_with_retries, is_retryable
+from .watch import PayoutWatch
 
 _PAYOUT_SERVICE = "/aopay.payout.v1.PayoutService/"
 _ADMIN_SERVICE = "/aopay.payout.v1.PayoutAdminService/"
@@ -150,7 +151,8 @@ class PayoutClient:
       allow_insecure_token: send the token without TLS (to a gateway started
         with --allow_insecure_tokens on loopback).
       retry: the RetryPolicy (docs/client-retries.md); None for a single
-        attempt. The default retries.
+        attempt. The default retries. (watch_payouts has its own policy,
+        DEFAULT_WATCH_RETRY, unless this is None.)
       create_timeout: per-attempt deadline of CreatePayout and ApprovePayout
         (both may call AOPay), seconds.
       timeout: per-attempt deadline of the other unary calls, seconds.
@@ -221,6 +223,10 @@ class PayoutClient:
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=payout_pb2.BatchCreatePayoutsResponse
             .FromString)
+        self._watch = channel.unary_stream(
+            _PAYOUT_SERVICE + "WatchPayouts",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=payout_pb2.PayoutEvent.FromString)
 
     # -- plumbing ---------------------------------------------------------
 
@@ -442,6 +448,48 @@ class PayoutClient:
                 policy.on_retry(round_number, first, delay)
             time.sleep(delay)
             round_number += 1
+
+    def watch_payouts(self, states=(), after_cursor="", *, retry=_UNSET,
+                      call_metadata=None):
+        """Follows payouts' state changes: a PayoutWatch, an iterator of
+        PayoutEvent (cursor, payout, previous_state, event_time) in the
+        order the changes were recorded, each once.
+
+        `states`: only events that move a payout into one of them ("FAILED",
+        ... or PayoutState values); empty: all. `after_cursor`: the cursor of
+        the last event already received (a stored `watch.cursor`); "" for
+        every change recorded from the moment this returns.
+
+        The first stream is open when this returns (its errors are raised
+        here). Broken streams and gateway restarts are followed by new
+        streams after the resume cursor (`watch.cursor`), with `retry`'s
+        backoff; its limits count failed reconnections in a row (the
+        default: DEFAULT_WATCH_RETRY, 30 attempts within 300 s, at most 10 s
+        apart, or none for a client made with retry=None; None: the first
+        error is raised as is). Never retried: OUT_OF_RANGE /
+        CURSOR_EXPIRED (read what was missed with list_payouts, then watch
+        again without a cursor), INVALID_ARGUMENT, UNAUTHENTICATED,
+        PERMISSION_DENIED, UNIMPLEMENTED and every other code. Raises
+        PayoutError. No deadline: close the watch (close(), or a `with`
+        block) to end it.
+
+            with client.watch_payouts(after_cursor=saved) as watch:
+                for event in watch:
+                    handle(event)
+                    save(watch.cursor)
+        """
+        request = payout_pb2.WatchPayoutsRequest(
+            states=[payout_state(s) for s in states or ()])
+        call_metadata = self._call_metadata(call_metadata)
+
+        def open_stream(cursor):
+            attempt = copy.deepcopy(request)
+            attempt.after_cursor = cursor
+            return self._watch(attempt, metadata=call_metadata)
+
+        if retry is _UNSET:
+            retry = DEFAULT_WATCH_RETRY if self._retry is not None else None
+        return PayoutWatch(open_stream, after_cursor or "", retry)
 
     # -- PayoutAdminService -----------------------------------------------
 

@@ -88,6 +88,12 @@ DEFAULT_RETRY = RetryPolicy()
 #: Pass as `retry` to make exactly one attempt.
 NO_RETRY = RetryPolicy(max_attempts=1)
 
+#: The policy of watch_payouts unless told otherwise: its limits count failed
+#: reconnections in a row (a stream that opens starts the count and the
+#: time again), so a watch that runs for hours keeps following.
+DEFAULT_WATCH_RETRY = RetryPolicy(max_attempts=30, max_backoff=10.0,
+                                  max_elapsed=300.0)
+
 
 def call_with_retries(attempt, policy, *, clock=time.monotonic,
                       sleep=time.sleep):
