@@ -94,6 +94,21 @@ export interface ListPayoutsResponse {
   nextPageToken: string;
 }
 
+/** One state change of one payout (WatchPayouts). */
+export interface PayoutEvent {
+  /** Opaque; resume after it with `afterCursor`. */
+  cursor: string;
+  /** The payout after the change: its state and updateTime are the
+   * change's (docs/api.md#watchpayouts says when its other fields were
+   * read). */
+  payout: Payout;
+  /** The state before the change ('PAYOUT_STATE_UNSPECIFIED' for a new
+   * payout). */
+  previousState: PayoutState;
+  /** When the change was recorded. */
+  eventTime: Timestamp | null;
+}
+
 export interface FieldViolation {
   field: string;
   description: string;
@@ -180,7 +195,9 @@ export interface ClientOptions {
   /** Send the token without TLS (a gateway with --allow_insecure_tokens on
    * loopback). */
   allowInsecureToken?: boolean;
-  /** The retry policy (docs/client-retries.md); on by default. */
+  /** The retry policy (docs/client-retries.md); on by default. `false`
+   * also keeps watches from reconnecting; a policy object applies to the
+   * other calls only (watches have DEFAULT_WATCH_RETRY). */
   retry?: RetryOption;
   /** Per-attempt deadline of CreatePayout and ApprovePayout (both may call
    * AOPay). Default 60000. */
@@ -198,6 +215,43 @@ export interface CallOptions {
   retry?: RetryOption;
   /** Extra request metadata. */
   metadata?: Record<string, string>;
+}
+
+export interface WatchOptions {
+  /** Only events that move a payout into one of these states; none: all. */
+  states?: PayoutStateInput[];
+  /** The cursor of the last event the program handled (a stored
+   * `watch.cursor`); none: from now on. */
+  afterCursor?: string | null;
+  /** The reconnection policy: DEFAULT_WATCH_RETRY by default (an object:
+   * DEFAULT_WATCH_RETRY for what it leaves out); `false`: the first error
+   * as is. maxAttempts and maxElapsedMs count failed reconnections in a
+   * row, from the end of the last stream that opened. */
+  retry?: RetryOption;
+  /** Extra request metadata. */
+  metadata?: Record<string, string>;
+}
+
+/** A watch of payouts' state changes (docs/client-retries.md#watching):
+ * iterate it with `for await`. Every event is handed over once and in
+ * order, across broken connections and gateway restarts (UNAVAILABLE,
+ * OVERLOADED, a stream that ends: it reconnects after `cursor`). Any other
+ * error ends the iteration as a PayoutError (with attempts):
+ * OUT_OF_RANGE / CURSOR_EXPIRED, INVALID_ARGUMENT, UNAUTHENTICATED,
+ * PERMISSION_DENIED, UNIMPLEMENTED, ... No deadline; events are read from
+ * the gateway only as fast as they are iterated. Made by
+ * PayoutClient.watchPayouts. */
+export class PayoutWatch implements AsyncIterable<PayoutEvent> {
+  private constructor();
+  /** The resume cursor: the stream's payout-watch-cursor header until the
+   * first event, then the cursor of the last event handed over. Store it
+   * with what the program did and pass it as afterCursor to go on; null
+   * while a watch started without a cursor has not opened yet. */
+  readonly cursor: string | null;
+  /** Ends the watch and its stream; an iteration ends, it does not fail.
+   * A break out of `for await` does the same. */
+  close(): void;
+  [Symbol.asyncIterator](): AsyncGenerator<PayoutEvent, void, undefined>;
 }
 
 export interface BatchResult {
@@ -248,10 +302,16 @@ export class PayoutClient {
    * resolves to it, CANCELLED. */
   rejectPayout(request: DecisionRequest, options?: CallOptions):
       Promise<Payout>;
+  /** Follows payouts' state changes (WatchPayouts) until closed. Throws
+   * TypeError for an unknown option or state. */
+  watchPayouts(options?: WatchOptions): PayoutWatch;
 }
 
 export const DEFAULT_RETRY: Readonly<RetryPolicy>;
 export const NO_RETRY: Readonly<RetryPolicy>;
+/** A watch's reconnections: 30 attempts within 300 s, at most 10 s apart,
+ * otherwise DEFAULT_RETRY. */
+export const DEFAULT_WATCH_RETRY: Readonly<RetryPolicy>;
 /** 'payout.aopay.v1', the domain of every ErrorInfo the gateway sends. */
 export const DOMAIN: string;
 export const CREATE_TIMEOUT_MS: number;
@@ -263,7 +323,11 @@ export const status: typeof GrpcStatus;
 export function isRetryable(error: PayoutError): boolean;
 /** A fresh request id (a UUID). */
 export function newRequestId(): string;
-export function retryPolicy(value: RetryOption): Readonly<RetryPolicy>;
+/** A complete policy; `defaults` (DEFAULT_RETRY, or DEFAULT_WATCH_RETRY for
+ * a watch) fills in what an object leaves out. */
+export function retryPolicy(value: RetryOption,
+                            defaults?: Readonly<RetryPolicy>):
+    Readonly<RetryPolicy>;
 /** 'UNKNOWN' -> 'PAYOUT_STATE_UNKNOWN'. */
 export function payoutState(value: PayoutStateInput): PayoutState | number;
 /** 'IMPS' -> 'TRANSFER_MODE_IMPS'. */

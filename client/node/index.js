@@ -8,13 +8,17 @@ const {
   CREATE_TIMEOUT_MS, TIMEOUT_MS,
 } = require('./lib/client');
 const {PayoutError, DOMAIN} = require('./lib/errors');
-const {DEFAULT_RETRY, NO_RETRY, isRetryable, retryPolicy} =
-    require('./lib/retry');
+const {
+  DEFAULT_RETRY, DEFAULT_WATCH_RETRY, NO_RETRY, isRetryable, retryPolicy,
+} = require('./lib/retry');
+const {PayoutWatch} = require('./lib/watch');
 
 module.exports = {
   PayoutClient,
   PayoutError,
+  PayoutWatch,
   DEFAULT_RETRY,
+  DEFAULT_WATCH_RETRY,
   NO_RETRY,
   DOMAIN,
   CREATE_TIMEOUT_MS,

@@ -26,4 +26,4 @@ done
 cd "$package"
 # The package's proto/ from the repository's, as npm ci made it.
 node scripts/copy-protos.js
-exec node --test test/retry.test.js test/live.test.js
+exec node --test test/retry.test.js test/watch.test.js test/live.test.js

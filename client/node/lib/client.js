@@ -8,8 +8,10 @@ const grpc = require('@grpc/grpc-js');
 const {load} = require('./protos');
 const {PayoutError} = require('./errors');
 const {
-  NO_RETRY, backoffMs, callWithRetries, isRetryable, retryPolicy, sleep,
+  DEFAULT_WATCH_RETRY, NO_RETRY, backoffMs, callWithRetries, isRetryable,
+  retryPolicy, sleep,
 } = require('./retry');
+const {PayoutWatch} = require('./watch');
 
 // Per-attempt deadline of CreatePayout and ApprovePayout: longer than the
 // gateway's default --upstream_timeout (30 s) plus a margin.
@@ -138,6 +140,10 @@ class PayoutClient {
     this._client = new grpc.Client(target, credentials, channelArgs);
     this._token = token;
     this._retry = retryPolicy(retry);
+    // A client without retries makes watches that do not reconnect either;
+    // otherwise a watch has its own policy.
+    this._watchRetry = this._retry === NO_RETRY ? NO_RETRY :
+        DEFAULT_WATCH_RETRY;
     this._createTimeoutMs = createTimeoutMs;
     this._timeoutMs = timeoutMs;
     const {services} = load();
@@ -375,6 +381,36 @@ class PayoutClient {
       if (policy.onRetry) await policy.onRetry(round, first, delay);
       await sleep(delay);
     }
+  }
+
+  // Follows payouts' state changes (WatchPayouts): a PayoutWatch, an async
+  // iterable of PayoutEvent objects, each handed over once and in order,
+  // also across broken connections and gateway restarts. states: only
+  // events that move a payout into one of them (none: all); afterCursor:
+  // a cursor stored from an earlier watch (none: from now on); retry: the
+  // watch policy (DEFAULT_WATCH_RETRY; false: the first error as is);
+  // metadata: extra request metadata. No deadline: it runs until close()
+  // or a break out of for await.
+  watchPayouts(options = {}) {
+    const {states = [], afterCursor = null, retry = undefined,
+      metadata = undefined, ...rest} = options;
+    const unknown = Object.keys(rest);
+    if (unknown.length) {
+      throw new TypeError('unknown watchPayouts options: ' +
+                          unknown.sort().join(', '));
+    }
+    if (afterCursor !== null && typeof afterCursor !== 'string') {
+      throw new TypeError('afterCursor is the cursor of an event, a string');
+    }
+    const request = {states: states.map(payoutState)};
+    const policy = retry === undefined ? this._watchRetry :
+        retryPolicy(retry, DEFAULT_WATCH_RETRY);
+    const method = this._methods.WatchPayouts;
+    const open = (cursor) => this._client.makeServerStreamRequest(
+        method.path, method.requestSerialize, method.responseDeserialize,
+        {...request, afterCursor: cursor || ''}, this._metadata(metadata),
+        {});
+    return new PayoutWatch(open, policy, {afterCursor});
   }
 
   // One BatchCreatePayouts stream: writes every request (respecting flow

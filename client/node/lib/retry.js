@@ -29,12 +29,23 @@ const DEFAULT_RETRY = Object.freeze({
 
 const NO_RETRY = Object.freeze({...DEFAULT_RETRY, maxAttempts: 1});
 
+// The reconnections of a watch (docs/client-retries.md#watching). Its
+// limits count failed reconnections in a row: a stream that opens starts
+// them again.
+const DEFAULT_WATCH_RETRY = Object.freeze({
+  ...DEFAULT_RETRY,
+  maxAttempts: 30,
+  maxBackoffMs: 10000,
+  maxElapsedMs: 300000,
+});
+
 // A complete policy from `false`/null (one attempt), `true`/undefined (the
 // defaults) or a partial object (the defaults for what it leaves out).
-function retryPolicy(value) {
+// `defaults` is DEFAULT_RETRY, or DEFAULT_WATCH_RETRY for a watch.
+function retryPolicy(value, defaults = DEFAULT_RETRY) {
   if (value === false || value === null) return NO_RETRY;
-  if (value === true || value === undefined) return DEFAULT_RETRY;
-  const policy = {...DEFAULT_RETRY, ...value};
+  if (value === true || value === undefined) return defaults;
+  const policy = {...defaults, ...value};
   if (!(policy.maxAttempts >= 1)) {
     throw new RangeError('maxAttempts must be at least 1');
   }
@@ -85,6 +96,6 @@ async function callWithRetries(attempt, policy,
 }
 
 module.exports = {
-  DEFAULT_RETRY, NO_RETRY, backoffMs, callWithRetries, isRetryable,
-  retryPolicy, sleep,
+  DEFAULT_RETRY, DEFAULT_WATCH_RETRY, NO_RETRY, backoffMs, callWithRetries,
+  isRetryable, retryPolicy, sleep,
 };

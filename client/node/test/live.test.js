@@ -778,3 +778,238 @@ describe('approvals and metadata', {skip: !hasOpenssl() && 'the openssl command 
         }
       });
 });
+
+describe('watching payouts', () => {
+  // Payouts settle at once: a refresh moves ACCEPTED to SUCCEEDED.
+  let sandbox;
+  const clients = [];
+
+  before(async () => {
+    sandbox = await new Sandbox(dir('watch_sandbox'), ['--settle=0s'])
+        .start();
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    await sandbox?.stop();
+  });
+
+  // Fast reconnects: the channel's own backoff and the watch's.
+  const client = (gateway) => {
+    const made = new PayoutClient(gateway.address, {channelOptions: {
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 500,
+    }});
+    clients.push(made);
+    return made;
+  };
+  const watchRetry = (onRetry) => ({maxAttempts: 200, initialBackoffMs: 50,
+    maxBackoffMs: 200, maxElapsedMs: 60000, onRetry});
+
+  // Reads a watch in the background, as a program would; `done` rejects
+  // when the watch gives up.
+  function follow(watch) {
+    const events = [];
+    const done = (async () => {
+      for await (const event of watch) events.push(event);
+    })();
+    done.catch(() => {});  // the test awaits it
+    return {events, done};
+  }
+
+  // A payout through its life: PENDING, ACCEPTED, SUCCEEDED.
+  async function payAndSettle(c) {
+    const payout = await c.createPayout({requestId: newRequestId(),
+      beneficiary: beneficiary(uniqueAccount()), amountPaise: 1100,
+      mode: 'IMPS'});
+    assert.equal(stateName(payout.state), 'ACCEPTED');
+    const settled = await c.refreshPayout(payout.payoutId);
+    assert.equal(stateName(settled.state), 'SUCCEEDED');
+    return payout.payoutId;
+  }
+
+  const LIFE = [['UNSPECIFIED', 'PENDING'], ['PENDING', 'ACCEPTED'],
+    ['ACCEPTED', 'SUCCEEDED']];
+  const ofPayouts = (events, ids) =>
+    events.filter((e) => ids.includes(e.payout.payoutId));
+  const complete = (events, ids) =>
+    ofPayouts(events, ids).length >= ids.length * LIFE.length;
+
+  // Every change of every payout in ids exactly once and in order, and
+  // nothing of any other payout.
+  function assertEveryChangeOnce(events, ids) {
+    const cursors = events.map((e) => e.cursor);
+    assert.equal(new Set(cursors).size, cursors.length, 'a cursor twice');
+    assert.deepEqual(events.filter((e) => !ids.includes(e.payout.payoutId))
+        .map((e) => e.payout.payoutId), [], 'events of other payouts');
+    for (const id of ids) {
+      assert.deepEqual(events.filter((e) => e.payout.payoutId === id)
+          .map((e) => [stateName(e.previousState), stateName(e.payout.state)]),
+      LIFE, id);
+    }
+  }
+
+  // A watch follows payouts made before the gateway goes down (stop), made
+  // once it is back on its port and ledger but before the watch reconnects,
+  // and made after; the test closes it.
+  async function acrossRestart(name, stop, firstError) {
+    const gateway = await new Gateway(dir(name), sandbox.url).start();
+    let watch = null;
+    try {
+      const c = client(gateway);
+      let stopped = null;  // the stop, once begun
+      const meanwhile = [];
+      const hook = recorder(async () => {
+        if (meanwhile.length) return;
+        await stopped;
+        await gateway.start();
+        meanwhile.push(await payAndSettle(c), await payAndSettle(c));
+      });
+      watch = c.watchPayouts({retry: watchRetry(hook)});
+      const {events, done} = follow(watch);
+      await eventually(() => watch.cursor !== null,
+          {what: 'the watch opening'});
+      const ids = [await payAndSettle(c), await payAndSettle(c)];
+      await eventually(() => complete(events, ids),
+          {what: 'the first payouts\' events'});
+      assert.equal(hook.calls.length, 0);
+
+      stopped = stop(gateway);
+      await stopped;
+      await eventually(() => meanwhile.length &&
+          complete(events, [...ids, ...meanwhile]),
+      {timeoutMs: 20000, what: 'the events of the payouts made meanwhile'});
+      ids.push(...meanwhile);
+      // The last one comes after every other: a repeat of an earlier event
+      // would be seen before it.
+      ids.push(await payAndSettle(c));
+      await eventually(() => complete(events, ids),
+          {what: 'the last payout\'s events'});
+      watch.close();
+      await done;  // close() ends it; not an error
+
+      assertEveryChangeOnce(events, ids);
+      assert.equal(watch.cursor, events[events.length - 1].cursor);
+      assert.ok(hook.calls.length >= 1);
+      assert.equal(hook.calls[0].attempt, 1);
+      assert.equal(hook.calls[0].error.code, firstError.code);
+      assert.equal(hook.calls[0].error.reason, firstError.reason);
+      for (const {error} of hook.calls) {
+        assert.equal(error.code, status.UNAVAILABLE, String(error));
+      }
+    } finally {
+      watch?.close();
+      await gateway.stop();
+    }
+  }
+
+  it('delivers every change once across a gateway restart', async () => {
+    let stopMs = 0;
+    await acrossRestart('watch_gateway_term', async (gateway) => {
+      const started = Date.now();
+      await gateway.stop();  // SIGTERM; exits 0
+      stopMs = Date.now() - started;
+    }, {code: status.UNAVAILABLE, reason: 'SHUTTING_DOWN'});
+    // --shutdown_grace=10s: an open watch must not hold the shutdown.
+    assert.ok(stopMs < 5000, `the gateway took ${stopMs} ms to stop`);
+  });
+
+  it('delivers every change once across a killed gateway', async () => {
+    // SIGKILL: the connection breaks, so no ErrorInfo.
+    await acrossRestart('watch_gateway_kill', (gateway) => gateway.kill(),
+        {code: status.UNAVAILABLE, reason: ''});
+  });
+
+  it('misses nothing made while a watch started from now reconnects',
+      async () => {
+        const gateway = await new Gateway(dir('watch_gateway_head'),
+            sandbox.url).start();
+        let watch = null;
+        try {
+          const c = client(gateway);
+          const earlier = await payAndSettle(c);  // before the watch
+          const ids = [];
+          // The gateway comes back and payouts are made while the watch
+          // waits to reconnect.
+          let restarted = false;
+          const hook = recorder(async () => {
+            if (restarted) return;
+            restarted = true;
+            await gateway.start();  // stopped before the watch was read
+            ids.push(await payAndSettle(c), await payAndSettle(c));
+          });
+          watch = c.watchPayouts({retry: watchRetry(hook)});
+          await eventually(() => watch.cursor !== null,
+              {what: 'the watch opening'});
+          // The stream breaks before its first event: only its header
+          // says where it started.
+          await gateway.stop();
+          const {events, done} = follow(watch);
+          await eventually(() => ids.length === 2 && complete(events, ids),
+              {timeoutMs: 20000, what: 'the payouts made meanwhile'});
+          ids.push(await payAndSettle(c));
+          await eventually(() => complete(events, ids),
+              {what: 'the last payout\'s events'});
+          watch.close();
+          await done;
+
+          assertEveryChangeOnce(events, ids);
+          assert.ok(!ids.includes(earlier));
+          assert.equal(hook.calls[0].error.reason, 'SHUTTING_DOWN');
+        } finally {
+          watch?.close();
+          await gateway.stop();
+        }
+      });
+
+  it('resumes from a stored cursor and refuses one it did not make',
+      async () => {
+        const gateway = await new Gateway(dir('watch_gateway_cursor'),
+            sandbox.url).start();
+        const watches = [];
+        try {
+          const c = client(gateway);
+          const watch = (options) => {
+            const made = c.watchPayouts(options);
+            watches.push(made);
+            return made;
+          };
+          const first = watch();
+          await eventually(() => first.cursor !== null,
+              {what: 'the watch opening'});
+          const id = await payAndSettle(c);
+          const seen = [];
+          for await (const event of first) {
+            seen.push(event);
+            if (seen.length === LIFE.length) break;
+          }
+          assertEveryChangeOnce(seen, [id]);
+          const stored = first.cursor;  // what a program would store
+          assert.equal(stored, seen[2].cursor);
+
+          const next = await payAndSettle(c);
+          const second = watch({afterCursor: stored, states: ['SUCCEEDED']});
+          const {value} = await second[Symbol.asyncIterator]().next();
+          assert.equal(value.payout.payoutId, next);
+          assert.equal(stateName(value.previousState), 'ACCEPTED');
+          assert.equal(stateName(value.payout.state), 'SUCCEEDED');
+          assert.equal(value.payout.amountPaise, '1100');
+          assert.equal(value.payout.mode, 'TRANSFER_MODE_IMPS');
+          second.close();
+
+          const hook = recorder();
+          const error = await rejection(watch({afterCursor: 'garbage',
+            retry: {onRetry: hook}})[Symbol.asyncIterator]().next());
+          assert.ok(error instanceof PayoutError);
+          assert.equal(error.code, status.INVALID_ARGUMENT);
+          assert.equal(error.reason, 'INVALID_REQUEST');
+          assert.deepEqual(error.fieldViolations.map((v) => v.field),
+              ['after_cursor']);
+          assert.equal(error.attempts, 1);
+          assert.equal(hook.calls.length, 0);
+        } finally {
+          for (const made of watches) made.close();
+          await gateway.stop();
+        }
+      });
+});

@@ -111,6 +111,14 @@ class Process {
     }
     return result;
   }
+
+  // SIGKILL, then the exit status.
+  async kill() {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+    }
+    return this.exited;
+  }
 }
 
 // aopay-sandbox with a journal; restartable on the same port and journal.
@@ -214,6 +222,15 @@ class Gateway {
       throw new Error(`payout-server exited with ${code ?? signal}; stderr:\n` +
                       tail(path.join(this.dir, 'gateway.stderr')));
     }
+  }
+
+  // SIGKILL: no clean shutdown; start() brings it back on the same port and
+  // ledger.
+  async kill() {
+    if (!this.process) return;
+    const proc = this.process;
+    this.process = null;
+    await proc.kill();
   }
 }
 
