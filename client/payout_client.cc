@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/errors.h"
+#include "common/ids.h"
 #include "google/rpc/error_details.pb.h"
 
 namespace aopay {
@@ -244,21 +245,55 @@ absl::StatusOr<v1::Payout> PayoutClient::RejectPayout(
 absl::Status PayoutClient::WatchPayouts(
     const v1::WatchPayoutsRequest& request, absl::Duration timeout,
     const std::function<bool(const v1::PayoutEvent&)>& on_event) const {
-  grpc::ClientContext context;
-  PrepareContext(context, timeout);
-  std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
-      stub_->WatchPayouts(&context, request);
-  v1::PayoutEvent event;
-  while (reader->Read(&event)) {
-    if (!on_event(event)) {
-      context.TryCancel();
-      (void)reader->Finish();
-      return absl::OkStatus();
+  const RetryPolicy* policy = retry_.has_value() ? &*retry_ : nullptr;
+  v1::WatchPayoutsRequest next = request;
+  int number = 1;  // the attempt in the current series of failures
+  absl::Time series_start = clock_.now();
+  for (;;) {
+    grpc::ClientContext context;
+    PrepareContext(context, timeout);
+    std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
+        stub_->WatchPayouts(&context, next);
+    reader->WaitForInitialMetadata();
+    const auto& headers = context.GetServerInitialMetadata();
+    const auto header = headers.find(kWatchCursorHeader);
+    bool opened = header != headers.end();
+    if (opened && next.after_cursor().empty()) {
+      // From now on: resume after where this stream started.
+      next.set_after_cursor(
+          std::string(header->second.data(), header->second.size()));
     }
+    v1::PayoutEvent event;
+    while (reader->Read(&event)) {
+      opened = true;
+      next.set_after_cursor(event.cursor());
+      if (!on_event(event)) {
+        context.TryCancel();
+        (void)reader->Finish();
+        return absl::OkStatus();
+      }
+    }
+    absl::Status status = FromGrpcStatus(reader->Finish());
+    if (policy == nullptr) return status;
+    if (status.ok()) {
+      status =
+          absl::UnavailableError("the watch stream ended without an error");
+    }
+    if (opened) {  // a new series of failures starts with this one
+      number = 1;
+      series_start = clock_.now();
+    }
+    status = WithAttempts(std::move(status), number);
+    if (number >= policy->max_attempts || !IsRetryable(status)) return status;
+    const absl::Duration wait =
+        policy->Backoff(number, RetryDelayOf(status), RetryRandom(clock_));
+    if (clock_.now() + wait - series_start > policy->max_elapsed) {
+      return status;
+    }
+    if (policy->on_retry) policy->on_retry(number, status, wait);
+    clock_.sleep(wait);
+    ++number;
   }
-  grpc::Status status = reader->Finish();
-  if (!status.ok()) return FromGrpcStatus(status);
-  return absl::OkStatus();
 }
 
 absl::Status PayoutClient::BatchStream(

@@ -75,8 +75,9 @@ struct ChannelOptions {
 // BatchCreatePayouts sends again the requests answered with such an error or
 // left unanswered by a stream that broke with one (docs/client-retries.md).
 // `timeout` then bounds each attempt; the error returned at the end carries
-// the attempts made (RetryAttempts). ResolvePayout, WatchPayouts and
-// CreatePayoutAsync are never retried.
+// the attempts made (RetryAttempts). WatchPayouts then follows broken
+// streams and gateway restarts (below). ResolvePayout and CreatePayoutAsync
+// are never retried.
 class PayoutClient {
  public:
   // `retry` must pass ValidateRetryPolicy(); `clock` is for tests.
@@ -123,7 +124,17 @@ class PayoutClient {
 
   // Follows WatchPayouts, calling `on_event` for each event until it returns
   // false (then the stream is cancelled and OK returned) or the stream ends
-  // (its status). No deadline unless `timeout` is finite.
+  // (its status). No deadline unless `timeout` is finite (with retries: for
+  // each stream).
+  //
+  // With a RetryPolicy it keeps following, each event once and in order
+  // (docs/client-retries.md#watching): a stream that ends with a retryable
+  // error, or without one, is followed by a new one after the resume cursor
+  // (the stream's payout-watch-cursor header until the first event, then
+  // the last event's cursor), after the policy's backoff. The policy's
+  // limits count failed reconnections in a row: a stream that opened starts
+  // them again, its time from the moment it broke. WatchRetryPolicy() has
+  // the limits the page gives for watches.
   [[nodiscard]] absl::Status WatchPayouts(
       const v1::WatchPayoutsRequest& request, absl::Duration timeout,
       const std::function<bool(const v1::PayoutEvent&)>& on_event) const;

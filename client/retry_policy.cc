@@ -44,6 +44,14 @@ absl::Duration RetryPolicy::Backoff(int retry,
   return wait;
 }
 
+RetryPolicy WatchRetryPolicy() {
+  RetryPolicy policy;
+  policy.max_attempts = 30;
+  policy.max_backoff = absl::Seconds(10);
+  policy.max_elapsed = absl::Seconds(300);
+  return policy;
+}
+
 absl::Status ValidateRetryPolicy(const RetryPolicy& policy) {
   if (policy.max_attempts < 1) {
     return absl::InvalidArgumentError("max_attempts must be at least 1");

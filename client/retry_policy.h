@@ -51,6 +51,10 @@ struct RetryPolicy {
       double unit_random) const;
 };
 
+// The defaults for following a watch, which runs for hours: 30 attempts
+// within 300 s in a row, at most 10 s apart; otherwise RetryPolicy's.
+[[nodiscard]] RetryPolicy WatchRetryPolicy();
+
 // INVALID_ARGUMENT naming the first setting out of range; OK otherwise.
 [[nodiscard]] absl::Status ValidateRetryPolicy(const RetryPolicy& policy);
 

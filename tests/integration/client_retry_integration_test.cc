@@ -7,13 +7,16 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "client/payout_client.h"
 #include "client/retry_policy.h"
 #include "common/errors.h"
+#include "common/ids.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
 
@@ -116,6 +119,76 @@ TEST(ClientRetryTest, ARequestInProgressIsRetriedUntilItsOutcome) {
   EXPECT_EQ(GetErrorDetails(retried.front()).reason,
             reason::kRequestInProgress);
   EXPECT_EQ(sandbox.PayoutsFor(account), 1);
+}
+
+// A watch opened with the retry policy follows the gateway through a
+// SIGKILL and a restart: every change is seen once, in order, including
+// those recorded before it reconnected.
+TEST(ClientRetryTest, AWatchFollowsAKilledAndRestartedGateway) {
+  SandboxProcess sandbox;
+  const std::string dir = MakeTempDir();
+  const std::string ledger = dir + "/ledger.db";
+  auto gateway = std::make_unique<GatewayProcess>(sandbox.url(), ledger);
+  const std::string address = gateway->address();
+  absl::Mutex mu;
+  std::vector<v1::PayoutEvent> seen;  // guarded by mu
+  std::vector<absl::Status> retried;  // guarded by mu
+  RetryPolicy policy = WatchRetryPolicy();
+  policy.initial_backoff = absl::Milliseconds(100);
+  policy.max_backoff = absl::Milliseconds(500);
+  policy.on_retry = [&](int, const absl::Status& error, absl::Duration) {
+    absl::MutexLock lock(&mu);
+    retried.push_back(error);
+  };
+  PayoutClient client(FastReconnectChannel(address), "", policy);
+  constexpr size_t kEvents = 8;  // PENDING and ACCEPTED of 4 payouts
+  absl::Status ended;
+  std::thread watcher([&] {
+    v1::WatchPayoutsRequest request;
+    request.set_after_cursor(EventCursor(0));  // the ledger is empty
+    ended = client.WatchPayouts(request, absl::Seconds(30),
+                                [&](const v1::PayoutEvent& event) {
+                                  absl::MutexLock lock(&mu);
+                                  seen.push_back(event);
+                                  return seen.size() < kEvents;
+                                });
+  });
+  std::vector<std::string> payouts;
+  auto create = [&](GatewayProcess& to) {
+    absl::StatusOr<v1::Payout> payout =
+        to.client().CreatePayout(ValidRequest(UniqueAccount()), kCall);
+    ASSERT_TRUE(payout.ok()) << payout.status();
+    payouts.push_back(payout->payout_id());
+  };
+  create(*gateway);
+  create(*gateway);
+  ASSERT_TRUE(Eventually(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return seen.size() >= 4;
+      },
+      absl::Seconds(20)));
+  gateway->process().Signal(SIGKILL);
+  gateway = std::make_unique<GatewayProcess>(
+      sandbox.url(), ledger, std::vector<std::string>{"--listen=" + address});
+  create(*gateway);
+  create(*gateway);
+  watcher.join();
+  EXPECT_TRUE(ended.ok()) << ended;
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(seen.size(), kEvents);
+  EXPECT_FALSE(retried.empty());
+  for (size_t i = 0; i < seen.size(); ++i) {
+    // PENDING then ACCEPTED of each payout, in the order they were made.
+    EXPECT_EQ(seen[i].payout().payout_id(), payouts[i / 2]) << i;
+    EXPECT_EQ(seen[i].payout().state(),
+              i % 2 == 0 ? v1::PAYOUT_STATE_PENDING : v1::PAYOUT_STATE_ACCEPTED)
+        << i;
+    if (i > 0) {
+      EXPECT_GT(ParseEventCursor(seen[i].cursor()).value_or(-1),
+                ParseEventCursor(seen[i - 1].cursor()).value_or(-1));
+    }
+  }
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "client/payout_client.h"
 #include "client/retry_policy.h"
 #include "common/errors.h"
+#include "common/ids.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -262,6 +263,46 @@ class ScriptedGateway final : public v1::PayoutService::Service,
                              v1::Payout* response) override {
     return Answer(request->payout_id(), response);
   }
+  // Each watch stream plays the next script: its header (none when empty),
+  // its events' cursors, then its end.
+  struct WatchScript {
+    std::string header;
+    std::vector<std::string> cursors;
+    grpc::Status end;
+  };
+  void ScriptWatch(std::vector<WatchScript> streams) {
+    std::lock_guard<std::mutex> lock(mu_);
+    watch_scripts_ = std::deque<WatchScript>(streams.begin(), streams.end());
+  }
+  std::vector<std::string> watched_after() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return watched_after_;
+  }
+  grpc::Status WatchPayouts(
+      grpc::ServerContext* context, const v1::WatchPayoutsRequest* request,
+      grpc::ServerWriter<v1::PayoutEvent>* writer) override {
+    WatchScript script;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      watched_after_.push_back(request->after_cursor());
+      if (watch_scripts_.empty()) {
+        return grpc::Status(grpc::StatusCode::INTERNAL, "no script left");
+      }
+      script = watch_scripts_.front();
+      watch_scripts_.pop_front();
+    }
+    if (!script.header.empty()) {
+      context->AddInitialMetadata(kWatchCursorHeader, script.header);
+      writer->SendInitialMetadata();
+    }
+    for (const std::string& cursor : script.cursors) {
+      v1::PayoutEvent event;
+      event.set_cursor(cursor);
+      if (!writer->Write(event)) return grpc::Status::CANCELLED;
+    }
+    return script.end;
+  }
+
   grpc::Status BatchCreatePayouts(
       grpc::ServerContext* /*context*/,
       grpc::ServerReaderWriter<v1::BatchCreatePayoutsResponse,
@@ -307,6 +348,8 @@ class ScriptedGateway final : public v1::PayoutService::Service,
   std::map<std::string, std::deque<grpc::Status>> scripts_;
   std::vector<std::string> received_;
   int break_batch_after_ = -1;
+  std::deque<WatchScript> watch_scripts_;
+  std::vector<std::string> watched_after_;
 };
 
 class RetryingClientTest : public ::testing::Test {
@@ -466,6 +509,58 @@ TEST_F(RetryingClientTest, BatchWithRetriesRefusesARepeatedRequestId) {
       Client(true).BatchCreatePayouts({Request("r1"), Request("r1")}, kTimeout);
   EXPECT_EQ(answers.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(gateway_.received().empty());
+}
+
+// Reads a watch until `stop_at` (a cursor) or its end.
+absl::Status Follow(PayoutClient client, const std::string& stop_at,
+                    std::vector<std::string>& cursors) {
+  return client.WatchPayouts(v1::WatchPayoutsRequest(), absl::Seconds(10),
+                             [&](const v1::PayoutEvent& event) {
+                               cursors.push_back(event.cursor());
+                               return event.cursor() != stop_at;
+                             });
+}
+
+TEST_F(RetryingClientTest, AWatchResumesFromItsHeaderThenItsLastEvent) {
+  const grpc::Status broke(grpc::StatusCode::UNAVAILABLE, "connection lost");
+  gateway_.ScriptWatch({{"c0", {}, broke},             // before any event
+                        {"c0", {"c1", "c2"}, broke},   // after two
+                        {"c2", {}, grpc::Status::OK},  // ended, no error
+                        {"c2", {"c3"}, broke}});
+  std::vector<std::string> cursors;
+  EXPECT_TRUE(Follow(Client(true), "c3", cursors).ok());
+  EXPECT_THAT(cursors, ElementsAre("c1", "c2", "c3"));
+  EXPECT_THAT(gateway_.watched_after(), ElementsAre("", "c0", "c2", "c2"));
+}
+
+TEST_F(RetryingClientTest, AWatchCountsFailedReconnectionsInARow) {
+  policy_.max_attempts = 3;
+  const grpc::Status down(grpc::StatusCode::UNAVAILABLE, "down");
+  // Streams that open (a header) start the count again: five of them; the
+  // fifth's break is attempt 1 of the last series, and the two after it
+  // that never open are attempts 2 and 3.
+  std::vector<ScriptedGateway::WatchScript> streams(5, {"c0", {}, down});
+  for (int i = 0; i < 2; ++i) streams.push_back({"", {}, down});
+  gateway_.ScriptWatch(streams);
+  std::vector<std::string> cursors;
+  const absl::Status status = Follow(Client(true), "", cursors);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(RetryAttempts(status), 3);
+  EXPECT_EQ(gateway_.watched_after().size(), 7u);
+}
+
+TEST_F(RetryingClientTest, AWatchWithoutAPolicyOrOnAFinalErrorEndsAtOnce) {
+  gateway_.ScriptWatch(
+      {{"c0", {"c1"}, grpc::Status(grpc::StatusCode::UNAVAILABLE, "lost")}});
+  std::vector<std::string> cursors;
+  EXPECT_EQ(Follow(Client(false), "", cursors).code(),
+            absl::StatusCode::kUnavailable);
+  gateway_.ScriptWatch(
+      {{"", {}, GrpcError(grpc::StatusCode::OUT_OF_RANGE, "CURSOR_EXPIRED")}});
+  EXPECT_EQ(Follow(Client(true), "", cursors).code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(cursors, ElementsAre("c1"));
+  EXPECT_EQ(gateway_.watched_after().size(), 2u);
 }
 
 }  // namespace
