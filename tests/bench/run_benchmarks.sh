@@ -27,12 +27,18 @@
 #      /webhooks answers 204) vs the plaintext gateway of (a), same offered
 #      rate, rounds interleaved; CPU per payout (the webhook POSTs included)
 #      and the ratio.
+#   i. WatchPayouts: one watcher replaying WATCH_EVENTS events from the
+#      ledger (events/s); the gateway's RSS with WATCHERS idle watchers open;
+#      CPU per payout and CreatePayout p99 at WATCH_RATE/s with no watcher,
+#      with WATCHERS watchers waiting for a state that never comes, and with
+#      FOLLOWERS watchers getting every event.
 #
 # Usage: tests/bench/run_benchmarks.sh [BUILD_DIR]   (default: build)
 # Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2
 #   SLOW_INFLIGHT=5000 SLOW_PAYOUTS=40000 LEDGER_PAYOUTS=5000 BATCH=10000
 #   LEDGER_INFLIGHT=64
 #   SANDBOX_CONNECTIONS=16 SANDBOX_REQUESTS=40000
+#   WATCH_EVENTS=100000 WATCHERS=1000 FOLLOWERS=100 WATCH_RATE=200
 # Every load is bounded in count and in time; the whole run takes 2-4 min.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,9 +53,14 @@ ledger_inflight=${LEDGER_INFLIGHT:-64}
 batch=${BATCH:-10000}
 sandbox_connections=${SANDBOX_CONNECTIONS:-16}
 sandbox_requests=${SANDBOX_REQUESTS:-40000}
+watch_events=${WATCH_EVENTS:-100000}
+watchers=${WATCHERS:-1000}
+followers=${FOLLOWERS:-100}
+watch_rate=${WATCH_RATE:-200}
 
 for program in server/payout-server server/aopay-sandbox client/payout-bench \
-               tests/bench/echo-server tests/bench/sandbox-load; do
+               tests/bench/echo-server tests/bench/sandbox-load \
+               tests/bench/watch-load; do
   [ -x "$build/$program" ] || {
     echo "missing $build/$program: build it first" >&2
     exit 2
@@ -299,6 +310,62 @@ ab_rows h off "gateway CPU per payout without webhooks, $rate/s offered" \
   "webhooks on / off CPU per payout"
 stop "$hooked_pid"
 
+# --- i. WatchPayouts ----------------------------------------------------------
+watch_load=$build/tests/bench/watch-load
+progress "i. one watcher replaying $watch_events events"
+replay=$("$watch_load" --target="$durable" --mode=replay \
+  --events="$watch_events")
+row i "one watcher replaying $watch_events events from the ledger (events/s)" \
+  "$(sed -n 's/.* \([0-9]*\) events\/s$/\1/p' <<<"$replay")" ""
+# The same gateway at a low rate: no watcher; WATCHERS watchers of a state
+# no payout reaches here (REVERSED: open, following, never woken); and
+# FOLLOWERS watchers that get every event (each payout's two events go to
+# every one of them).
+saved_rate=$rate saved_calls=$calls
+rate=$watch_rate calls=$((watch_rate * rate_seconds))
+# watchers_open NAME ARGS...: starts watch-load --mode=idle with ARGS in the
+# background ($watchers_pid) and waits until its watches are open.
+watchers_open() {
+  local name=$1
+  shift
+  "$watch_load" --target="$durable" --mode=idle \
+    --hold=$((rate_seconds * 3 + 30))s "$@" >"$work/$name.out" 2>&1 &
+  watchers_pid=$!
+  pids+=("$watchers_pid")
+  for _ in $(seq 1 1200); do
+    grep -q 'watchers open' "$work/$name.out" && return 0
+    kill -0 "$watchers_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "watch-load did not open its watches:" >&2
+  cat "$work/$name.out" >&2
+  exit 1
+}
+ab_round i none "$durable" "$durable_pid"
+none_p99=$(json "$work/ab-$ab_runs.json" 'round(r["latencyMs"]["p99"], 1)')
+rss_none=$(status_kib "$durable_pid" VmRSS)
+progress "i. $watchers idle watchers"
+watchers_open idle --watchers="$watchers" --states=REVERSED
+rss_open=$(status_kib "$durable_pid" VmRSS)
+row i "gateway RSS: no watcher / $watchers idle watchers open" \
+  "$((rss_none / 1024)) MiB / $((rss_open / 1024)) MiB ($(((rss_open - rss_none) / watchers)) KiB a watcher)" ""
+ab_round i idle "$durable" "$durable_pid"
+idle_p99=$(json "$work/ab-$ab_runs.json" 'round(r["latencyMs"]["p99"], 1)')
+stop "$watchers_pid"
+progress "i. $followers watchers following every event"
+watchers_open following --watchers="$followers"
+ab_round i following "$durable" "$durable_pid"
+following_p99=$(json "$work/ab-$ab_runs.json" 'round(r["latencyMs"]["p99"], 1)')
+stop "$watchers_pid"
+ab_rows i none "gateway CPU per payout, no watcher, $rate/s offered" \
+  idle "gateway CPU per payout, $watchers watchers waiting (their state never comes)" \
+  "$watchers waiting watchers / none CPU per payout"
+row i "gateway CPU per payout, $followers watchers following every event ($((2 * followers)) deliveries a payout)" \
+  "$(median "${ab_cpu[i-following]}") µs (errors $(sum "${ab_errs[i-following]}"))" ""
+row i "CreatePayout p99: no watcher / $watchers waiting / $followers following" \
+  "$none_p99 ms / $idle_p99 ms / $following_p99 ms" ""
+rate=$saved_rate calls=$saved_calls
+
 # --- g. SQLite vs PostgreSQL, one replica vs two -------------------------------
 pg_dir=$work/pg/cluster
 chmod 755 "$work"  # PostgreSQL runs as its own user when we are root
@@ -441,7 +508,7 @@ for r in "${rows[@]}"; do
     "| a"*) echo "$r" ;;
   esac
 done
-for section in b c d e f g h; do
+for section in b c d e f g h i; do
   for r in "${rows[@]}"; do
     case "$r" in "| $section "*) echo "$r" ;; esac
   done
