@@ -358,22 +358,27 @@ absl::Status RecoveredAsUnknownError(absl::string_view payout_id) {
                    std::move(details));
 }
 
-absl::Status ShuttingDownError() {
+namespace {
+
+// UNAVAILABLE, SHUTTING_DOWN with the retry delay; `message` says what to do.
+absl::Status ShuttingDown(absl::string_view message) {
   ErrorDetails details = WithReason(reason::kShuttingDown);
   details.retry_delay = kDefaultRetryDelay;
-  return MakeError(absl::StatusCode::kUnavailable,
-                   "The gateway is shutting down; the payout was not sent, "
-                   "try again later or on another instance.",
-                   std::move(details));
+  return MakeError(absl::StatusCode::kUnavailable, message, std::move(details));
+}
+
+}  // namespace
+
+absl::Status ShuttingDownError() {
+  return ShuttingDown(
+      "The gateway is shutting down; the payout was not sent, try again "
+      "later or on another instance.");
 }
 
 absl::Status WatchShuttingDownError() {
-  ErrorDetails details = WithReason(reason::kShuttingDown);
-  details.retry_delay = kDefaultRetryDelay;
-  return MakeError(absl::StatusCode::kUnavailable,
-                   "The gateway is shutting down; watch again with the last "
-                   "cursor received, later or on another instance.",
-                   std::move(details));
+  return ShuttingDown(
+      "The gateway is shutting down; watch again with the last cursor "
+      "received, later or on another instance.");
 }
 
 absl::Status UnauthenticatedError() {

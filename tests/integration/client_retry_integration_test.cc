@@ -50,8 +50,11 @@ TEST(ClientRetryTest, AGatewayThatWasDownIsRetriedAndTheMoneySentOnce) {
   // Down now; the first retry brings it back on the same address and ledger.
   std::unique_ptr<GatewayProcess> restarted;
   std::vector<absl::Status> retried;
+  // The channel keeps failing at once for a few seconds after the gateway
+  // is back (until its own reconnection backoff lets it try): attempts
+  // enough for half a minute.
   RetryPolicy policy;
-  policy.max_attempts = 10;
+  policy.max_attempts = 30;
   policy.initial_backoff = absl::Milliseconds(200);
   policy.max_backoff = absl::Seconds(1);
   policy.on_retry = [&](int, const absl::Status& error, absl::Duration) {

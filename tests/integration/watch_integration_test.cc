@@ -147,27 +147,36 @@ TEST(WatchTest, ResumingFromACursorAcrossAKillMissesAndRepeatsNothing) {
 // A watch opened without a cursor names, in its initial metadata, the cursor
 // it starts from: a watcher that loses the stream before its first event
 // resumes from there and misses nothing.
+// Opens a watch after `after` ("" from now on) and returns the cursor its
+// header names ("" when there is none), then cancels it.
+std::string AnnouncedCursor(GatewayProcess& gateway, const std::string& after) {
+  auto stub = v1::PayoutService::NewStub(gateway.channel());
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  v1::WatchPayoutsRequest request;
+  request.set_after_cursor(after);
+  std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
+      stub->WatchPayouts(&context, request);
+  reader->WaitForInitialMetadata();
+  const auto& headers = context.GetServerInitialMetadata();
+  const auto found = headers.find(kWatchCursorHeader);
+  std::string cursor;
+  if (found != headers.end()) {
+    cursor.assign(found->second.data(), found->second.size());
+  }
+  context.TryCancel();
+  reader->Finish().IgnoreError();
+  return cursor;
+}
+
 TEST(WatchTest, AWatchWithoutACursorNamesWhereItStarts) {
   SandboxProcess sandbox({"--settle=0s"});
   const std::string dir = MakeTempDir();
   GatewayProcess gateway(sandbox.url(), dir + "/ledger.db");
   CreateSome(gateway, 2);  // events before the watch: not to be seen again
-  std::string start;
-  {
-    auto stub = v1::PayoutService::NewStub(gateway.channel());
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
-    std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
-        stub->WatchPayouts(&context, v1::WatchPayoutsRequest());
-    reader->WaitForInitialMetadata();
-    const auto& headers = context.GetServerInitialMetadata();
-    const auto found = headers.find(kWatchCursorHeader);
-    ASSERT_NE(found, headers.end()) << "no " << kWatchCursorHeader;
-    start.assign(found->second.data(), found->second.size());
-    context.TryCancel();
-    reader->Finish().IgnoreError();
-  }
-  ASSERT_TRUE(ParseEventCursor(start).has_value()) << start;
+  const std::string start = AnnouncedCursor(gateway, "");
+  ASSERT_TRUE(ParseEventCursor(start).has_value())
+      << "no usable " << kWatchCursorHeader << ": '" << start << "'";
   // The stream is gone before any event; the next payout's events follow
   // the announced cursor, and nothing from before the watch does.
   const std::vector<v1::CreatePayoutRequest> later = CreateSome(gateway, 1);
@@ -178,21 +187,7 @@ TEST(WatchTest, AWatchWithoutACursorNamesWhereItStarts) {
   }
   EXPECT_EQ(resumed[0].previous_state(), v1::PAYOUT_STATE_UNSPECIFIED);
   // Given a cursor, the watch announces that one.
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
-  v1::WatchPayoutsRequest request;
-  request.set_after_cursor(resumed[1].cursor());
-  auto stub = v1::PayoutService::NewStub(gateway.channel());
-  std::unique_ptr<grpc::ClientReader<v1::PayoutEvent>> reader =
-      stub->WatchPayouts(&context, request);
-  reader->WaitForInitialMetadata();
-  const auto found =
-      context.GetServerInitialMetadata().find(kWatchCursorHeader);
-  ASSERT_NE(found, context.GetServerInitialMetadata().end());
-  EXPECT_EQ(std::string(found->second.data(), found->second.size()),
-            resumed[1].cursor());
-  context.TryCancel();
-  reader->Finish().IgnoreError();
+  EXPECT_EQ(AnnouncedCursor(gateway, resumed[1].cursor()), resumed[1].cursor());
 }
 
 // A gateway told to stop ends its watches at once with UNAVAILABLE /
