@@ -58,6 +58,10 @@ inline constexpr size_t kMinWebhookSecretBytes = 16;
 // POSTs to the webhook receiver at once, and the longest one may take.
 inline constexpr size_t kWebhookMaxInflight = 16;
 inline constexpr absl::Duration kWebhookTimeout = absl::Seconds(10);
+// --webhook_timeout bounds: a receiver must have time to answer, and a POST
+// that hangs must not hold one of the kWebhookMaxInflight places for long.
+inline constexpr absl::Duration kMinWebhookTimeout = absl::Milliseconds(100);
+inline constexpr absl::Duration kMaxWebhookTimeout = absl::Seconds(60);
 
 // PostgreSQL ledger (--ledger=postgresql://...).
 // How long a replica may stop heart-beating before its PENDING payouts

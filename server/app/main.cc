@@ -69,6 +69,9 @@ ABSL_FLAG(std::string, webhook_url, "",
           "needs --webhook_secret");
 ABSL_FLAG(std::string, webhook_secret, "",
           "the key webhooks are signed with: @/path reads it from a file");
+ABSL_FLAG(absl::Duration, webhook_timeout, aopay::kWebhookTimeout,
+          "how long one webhook POST may take, connecting included; a later "
+          "answer counts as none and the event is sent again (100ms to 60s)");
 ABSL_FLAG(std::string, tls_cert, "", "serve gRPC over TLS: certificate");
 ABSL_FLAG(std::string, tls_key, "", "serve gRPC over TLS: private key");
 ABSL_FLAG(std::string, tls_client_ca, "",
@@ -111,6 +114,7 @@ constexpr const char* kFlagNames[] = {
     "aopay_ca",
     "webhook_url",
     "webhook_secret",
+    "webhook_timeout",
     "tls_cert",
     "tls_key",
     "tls_client_ca",
@@ -281,6 +285,7 @@ int main(int argc, char** argv) {
   options.aopay_ca = absl::GetFlag(FLAGS_aopay_ca);
   options.webhook_url = absl::GetFlag(FLAGS_webhook_url);
   options.webhook_secret = absl::GetFlag(FLAGS_webhook_secret);
+  options.webhook_timeout = absl::GetFlag(FLAGS_webhook_timeout);
   if (!ResolveSecret(&options.webhook_secret, &error)) {
     return Fail(absl::StrCat("--webhook_secret: ", error));
   }

@@ -84,6 +84,13 @@ absl::Status CheckOptions(const ServerOptions& options) {
         absl::StrCat("--webhook_secret must be at least ",
                      kMinWebhookSecretBytes, " characters"));
   }
+  if (options.webhook_timeout < kMinWebhookTimeout ||
+      options.webhook_timeout > kMaxWebhookTimeout) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--webhook_timeout must be between ",
+                     absl::FormatDuration(kMinWebhookTimeout), " and ",
+                     absl::FormatDuration(kMaxWebhookTimeout)));
+  }
   if (options.aopay_url != "sandbox" && options.registration_id.empty()) {
     return absl::InvalidArgumentError(
         "--registration_id is required when --aopay_url is not sandbox");
@@ -393,8 +400,8 @@ class ServerImpl final : public Server {
   absl::Status StartWebhooks() {
     CurlUpstreamOptions client_options;
     client_options.base_url = options_.webhook_url;
-    client_options.timeout = kWebhookTimeout;
-    client_options.connect_timeout = kWebhookTimeout;
+    client_options.timeout = options_.webhook_timeout;
+    client_options.connect_timeout = options_.webhook_timeout;
     client_options.max_inflight = kWebhookMaxInflight;
     client_options.ca_file = options_.aopay_ca;
     absl::StatusOr<std::unique_ptr<CurlUpstream>> client =

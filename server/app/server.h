@@ -40,6 +40,8 @@ struct ServerOptions {
   // secret (both or neither; SQLite ledger only).
   std::string webhook_url;
   std::string webhook_secret;
+  // How long one POST may take (kMinWebhookTimeout..kMaxWebhookTimeout).
+  absl::Duration webhook_timeout = kWebhookTimeout;
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;

@@ -37,49 +37,30 @@ struct Delivery {
   std::string event_id;
   std::string payout_id;
   std::string state;
-  int answered = 0;  // the HTTP status the receiver gave
+  int answered = 0;   // the HTTP status the receiver gave
+  bool late = false;  // given after the receiver's `late` delay
 };
 
 // An HTTP receiver on 127.0.0.1, port 0 (or the port given). Answers 500 to
-// every third request and a redirect to every fifth, 200 otherwise; checks
-// every signature and body as a real receiver would.
+// every third request and a redirect to every fifth, 200 otherwise; with a
+// `late` delay, the second request's 200 comes only after it (a slow
+// receiver, whose answer may come after the gateway stopped waiting).
+// Checks every signature and body as a real receiver would.
 class Receiver {
  public:
-  explicit Receiver(int port = 0) {
+  explicit Receiver(int port = 0, absl::Duration late = absl::ZeroDuration()) {
     // One worker, one request a connection: libcpp-httplib is not built
     // for ThreadSanitizer, and state it shares between its workers (built
     // on first use) is reported as a race when two workers serve requests.
     server_.new_task_queue = [] { return new httplib::ThreadPool(1); };
     server_.set_keep_alive_max_count(1);
-    server_.Post("/hooks", [this](const httplib::Request& request,
-                                  httplib::Response& response) {
-      absl::MutexLock lock(&mu_);
-      const int n = ++requests_;
-      Delivery delivery;
-      delivery.event_id = request.get_header_value("Payout-Event-Id");
-      const absl::Status verified =
-          VerifyWebhook(kSecret, request.get_header_value("Payout-Signature"),
-                        request.body, absl::Now());
-      if (!verified.ok()) bad_.push_back(std::string(verified.message()));
-      rapidjson::Document body;
-      body.Parse(request.body.c_str(), request.body.size());
-      if (body.HasParseError() || !body.HasMember("cursor") ||
-          body["cursor"].GetString() != delivery.event_id) {
-        bad_.push_back("a body whose cursor is not its Payout-Event-Id");
-      } else {
-        delivery.payout_id = body["payout"]["payoutId"].GetString();
-        delivery.state = body["payout"]["state"].GetString();
+    server_.Post("/hooks", [this, late](const httplib::Request& request,
+                                        httplib::Response& response) {
+      if (Answer(request, response, late)) {
+        // A slow peer, not a wait for anything: the answer goes out when
+        // the delay is over, whoever still listens.
+        absl::SleepFor(late);
       }
-      if (n % 3 == 0) {
-        response.status = 500;
-      } else if (n % 5 == 1) {
-        response.status = 302;
-        response.set_header("Location", "/elsewhere");
-      } else {
-        response.status = 200;
-      }
-      delivery.answered = response.status;
-      deliveries_.push_back(delivery);
     });
     server_.Post("/elsewhere",
                  [this](const httplib::Request&, httplib::Response& response) {
@@ -121,6 +102,40 @@ class Receiver {
   }
 
  private:
+  // Records and answers one delivery; true when the answer is to be late.
+  bool Answer(const httplib::Request& request, httplib::Response& response,
+              absl::Duration late) {
+    absl::MutexLock lock(&mu_);
+    const int n = ++requests_;
+    Delivery delivery;
+    delivery.event_id = request.get_header_value("Payout-Event-Id");
+    const absl::Status verified =
+        VerifyWebhook(kSecret, request.get_header_value("Payout-Signature"),
+                      request.body, absl::Now());
+    if (!verified.ok()) bad_.push_back(std::string(verified.message()));
+    rapidjson::Document body;
+    body.Parse(request.body.c_str(), request.body.size());
+    if (body.HasParseError() || !body.HasMember("cursor") ||
+        body["cursor"].GetString() != delivery.event_id) {
+      bad_.push_back("a body whose cursor is not its Payout-Event-Id");
+    } else {
+      delivery.payout_id = body["payout"]["payoutId"].GetString();
+      delivery.state = body["payout"]["state"].GetString();
+    }
+    if (n % 3 == 0) {
+      response.status = 500;
+    } else if (n % 5 == 1) {
+      response.status = 302;
+      response.set_header("Location", "/elsewhere");
+    } else {
+      response.status = 200;
+    }
+    delivery.answered = response.status;
+    delivery.late = late > absl::ZeroDuration() && n == 2;  // a 200
+    deliveries_.push_back(delivery);
+    return delivery.late;
+  }
+
   httplib::Server server_;
   int port_ = -1;
   std::thread thread_;
@@ -270,6 +285,45 @@ TEST(WebhookTest, EveryEventArrivesSignedInOrderThroughFailuresAndRedirects) {
   EXPECT_LE(duplicates, 2);
 }
 
+// A 2xx that comes after --webhook_timeout is no answer: the event is sent
+// again, and every event still arrives, in order per payout.
+TEST(WebhookTest, AnAnswerAfterTheTimeoutCountsAsNoneAndTheEventGoesAgain) {
+  Receiver receiver(0, absl::Seconds(2));
+  ASSERT_GT(receiver.port(), 0);
+  const std::string dir = MakeTempDir();
+  std::vector<std::string> flags = WebhookFlags(dir, receiver);
+  flags.push_back("--webhook_timeout=500ms");
+  GatewayProcess gateway("sandbox", dir + "/ledger.db", flags);
+  constexpr int kPayouts = 2;
+  for (int i = 0; i < kPayouts; ++i) {
+    ASSERT_TRUE(gateway.client()
+                    .CreatePayout(ValidRequest(UniqueAccount()), kCall)
+                    .ok());
+  }
+  // Every event is answered 200 in time at last, those answered late too.
+  std::set<std::string> in_time, late;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        in_time.clear();
+        late.clear();
+        for (const Delivery& d : receiver.deliveries()) {
+          if (d.late) {
+            late.insert(d.event_id);
+          } else if (d.answered == 200) {
+            in_time.insert(d.event_id);
+          }
+        }
+        return in_time.size() == 2 * kPayouts;
+      },
+      absl::Seconds(90)))
+      << in_time.size() << " of " << 2 * kPayouts;
+  EXPECT_EQ(late.size(), 1u);
+  EXPECT_TRUE(
+      Eventually([&] { return Metric(gateway, "webhook_outbox_events") == 0; },
+                 absl::Seconds(30)));
+  EXPECT_TRUE(receiver.bad().empty()) << receiver.bad().front();
+}
+
 TEST(WebhookTest, AnEventNotYetDeliveredAtASigkillIsDeliveredAfterRestart) {
   // A receiver that is not there yet: a free port, bound once and closed.
   const int port = FreeLoopbackPort();
@@ -315,7 +369,11 @@ TEST(WebhookTest, BadWebhookFlagsStopTheGateway) {
          "--webhook_url=http://127.0.0.1:9/hooks"},
         {"--webhook_url=http://10.1.2.3/hooks", WriteSecret(dir)},
         {"--webhook_url=http://127.0.0.1:9/hooks", WriteSecret(dir),
-         "--ledger=postgresql://nobody@127.0.0.1:9/none"}}) {
+         "--ledger=postgresql://nobody@127.0.0.1:9/none"},
+        {"--webhook_timeout=50ms", "--webhook_url=http://127.0.0.1:9/hooks",
+         WriteSecret(dir)},
+        {"--webhook_timeout=2m", "--webhook_url=http://127.0.0.1:9/hooks",
+         WriteSecret(dir)}}) {
     std::vector<std::string> argv = {
         PAYOUT_SERVER_BIN, "--listen=127.0.0.1:0",
         "--metrics_listen=", "--ledger=sqlite:" + dir + "/ledger.db"};
