@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,6 +59,36 @@ std::string MakeTempDir() {
   char* made = mkdtemp(pattern.data());
   EXPECT_NE(made, nullptr) << std::strerror(errno);
   return pattern;
+}
+
+std::vector<std::vector<std::string>> QueryLedgerFile(
+    const std::string& path, const std::string& sql,
+    const std::vector<std::string>& params) {
+  std::vector<std::vector<std::string>> rows;
+  sqlite3* db = nullptr;
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
+          SQLITE_OK ||
+      sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
+    ADD_FAILURE() << path << ": " << sqlite3_errmsg(db) << " (" << sql << ")";
+    sqlite3_close(db);
+    return rows;
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    sqlite3_bind_text(stmt, static_cast<int>(i + 1), params[i].c_str(), -1,
+                      SQLITE_TRANSIENT);
+  }
+  while (sqlite3_step(stmt) == SQLITE_ROW) {
+    std::vector<std::string>& row = rows.emplace_back();
+    for (int c = 0; c < sqlite3_column_count(stmt); ++c) {
+      const unsigned char* text = sqlite3_column_text(stmt, c);
+      row.emplace_back(text == nullptr ? ""
+                                       : reinterpret_cast<const char*>(text));
+    }
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return rows;
 }
 
 ChildProcess::ChildProcess(std::vector<std::string> argv,

@@ -24,6 +24,14 @@ namespace aopay::testing {
 // A fresh directory under the test's temporary directory.
 std::string MakeTempDir();
 
+// The rows `sql` selects from the SQLite ledger file at `path` (opened
+// read-only, beside a running gateway if need be), each as its columns'
+// text (NULL as ""), with `params` bound as text to ?1, ?2, ...; a test
+// failure, and no rows, when the file or the query cannot be read.
+std::vector<std::vector<std::string>> QueryLedgerFile(
+    const std::string& path, const std::string& sql,
+    const std::vector<std::string>& params = {});
+
 // A child process with stdout on a pipe (for the readiness line) and stderr
 // in a file. Killed (SIGKILL) when destroyed if still running.
 class ChildProcess {

@@ -2,7 +2,6 @@
 // deadlines and restarts; the ledger's reads and operator actions. Real
 // processes on loopback, checked against the sandbox's journal.
 
-#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include <set>
@@ -32,27 +31,13 @@ absl::StatusOr<v1::Payout> GetByRequestId(PayoutClient& client,
 std::vector<std::tuple<int, int, std::string>> Events(
     const std::string& ledger_path, const std::string& payout_id) {
   std::vector<std::tuple<int, int, std::string>> events;
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(ledger_path.c_str(), &db, SQLITE_OPEN_READONLY,
-                      nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << "cannot open " << ledger_path;
-    sqlite3_close(db);
-    return events;
+  for (const std::vector<std::string>& row :
+       QueryLedgerFile(ledger_path,
+                       "SELECT from_state, to_state, who FROM payout_events "
+                       "WHERE payout_id = ?1 ORDER BY id",
+                       {payout_id})) {
+    events.emplace_back(std::stoi(row[0]), std::stoi(row[1]), row[2]);
   }
-  sqlite3_stmt* stmt = nullptr;
-  sqlite3_prepare_v2(db,
-                     "SELECT from_state, to_state, who FROM payout_events "
-                     "WHERE payout_id = ? ORDER BY id",
-                     -1, &stmt, nullptr);
-  sqlite3_bind_text(stmt, 1, payout_id.c_str(), -1, SQLITE_TRANSIENT);
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
-    const unsigned char* who = sqlite3_column_text(stmt, 2);
-    events.emplace_back(
-        sqlite3_column_int(stmt, 0), sqlite3_column_int(stmt, 1),
-        who == nullptr ? "" : reinterpret_cast<const char*>(who));
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
   return events;
 }
 

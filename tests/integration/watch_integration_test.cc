@@ -2,7 +2,6 @@
 // order, once; resuming from a cursor across a SIGKILL and a restart misses
 // nothing and repeats nothing; bad cursors are refused.
 
-#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include <csignal>
@@ -224,25 +223,11 @@ TEST(WatchTest, ShutdownEndsWatchesAsShuttingDown) {
 using LedgerEvent = std::tuple<int64_t, std::string, int>;
 std::vector<LedgerEvent> LedgerEvents(const std::string& ledger_path) {
   std::vector<LedgerEvent> events;
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(ledger_path.c_str(), &db, SQLITE_OPEN_READONLY,
-                      nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << "cannot open " << ledger_path;
-    sqlite3_close(db);
-    return events;
+  for (const std::vector<std::string>& row : QueryLedgerFile(
+           ledger_path,
+           "SELECT id, payout_id, to_state FROM payout_events ORDER BY id")) {
+    events.emplace_back(std::stoll(row[0]), row[1], std::stoi(row[2]));
   }
-  sqlite3_stmt* stmt = nullptr;
-  sqlite3_prepare_v2(
-      db, "SELECT id, payout_id, to_state FROM payout_events ORDER BY id", -1,
-      &stmt, nullptr);
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
-    events.emplace_back(
-        sqlite3_column_int64(stmt, 0),
-        reinterpret_cast<const char*>(sqlite3_column_text(stmt, 1)),
-        sqlite3_column_int(stmt, 2));
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
   return events;
 }
 

@@ -4,7 +4,6 @@
 // delivered when the gateway is SIGKILLed is delivered after its restart.
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sqlite3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -147,20 +146,11 @@ class Receiver {
 
 // The payout of each event in the ledger file, in commit order.
 std::vector<std::string> LedgerEventPayouts(const std::string& path) {
-  sqlite3* db = nullptr;
   std::vector<std::string> payouts;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) ==
-      SQLITE_OK) {
-    sqlite3_stmt* stmt = nullptr;
-    sqlite3_prepare_v2(db, "SELECT payout_id FROM payout_events ORDER BY id",
-                       -1, &stmt, nullptr);
-    while (stmt != nullptr && sqlite3_step(stmt) == SQLITE_ROW) {
-      payouts.emplace_back(
-          reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)));
-    }
-    sqlite3_finalize(stmt);
+  for (const std::vector<std::string>& row : QueryLedgerFile(
+           path, "SELECT payout_id FROM payout_events ORDER BY id")) {
+    payouts.push_back(row[0]);
   }
-  sqlite3_close(db);
   return payouts;
 }
 
