@@ -779,9 +779,8 @@ void SqliteLedger::OutboxDue(
       [&registration, now,
        limit](Connection& db) -> absl::StatusOr<std::vector<OutboxEvent>> {
         constexpr int kAttempts = kWatchedEventColumns;  // the outbox's own
-        absl::StatusOr<Statement> select =
-            db.Prepare(sqlite_internal::OutboxDueSql(),
-                       "reading the webhook outbox");
+        absl::StatusOr<Statement> select = db.Prepare(
+            sqlite_internal::OutboxDueSql(), "reading the webhook outbox");
         if (!select.ok()) return select.status();
         select->Bind(1, registration);
         select->Bind(2, absl::ToUnixMicros(now));
