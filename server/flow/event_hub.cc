@@ -23,7 +23,8 @@ EventHub::EventHub(ReadEvents read, int capacity, Executor* wake_on)
       capacity_(std::max(capacity, 1)),
       wake_on_(wake_on) {}
 
-uint64_t EventHub::WaitBeyond(int64_t cursor, Filter keep, Wake wake) {
+uint64_t EventHub::WaitBeyond(int64_t cursor,
+                              std::shared_ptr<const Filter> keep, Wake wake) {
   bool ask = false;
   uint64_t id = 0;
   {
@@ -63,7 +64,7 @@ bool EventHub::Due(Waiter& waiter) {
       recent_.begin(), recent_.end(), waiter.cursor,
       [](int64_t cursor, const WatchedEvent& e) { return cursor < e.cursor; });
   for (; it != recent_.end(); ++it) {
-    if (waiter.keep(*it)) return true;
+    if ((*waiter.keep)(*it)) return true;
   }
   waiter.cursor = recent_to_;  // nothing for it: wait on, beyond them
   return false;

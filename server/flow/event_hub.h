@@ -20,6 +20,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -62,7 +63,9 @@ class EventHub {
   // else on `wake_on` or a ledger callback thread. New events the hub holds
   // in memory that `keep` leaves out do not wake the waiter: it waits on,
   // beyond them. Returns an id for Cancel, 0 when `wake` already ran.
-  uint64_t WaitBeyond(int64_t cursor, Filter keep, Wake wake);
+  // `keep` is shared, not copied: a watcher waits again after every page.
+  uint64_t WaitBeyond(int64_t cursor, std::shared_ptr<const Filter> keep,
+                      Wake wake);
   // True when the waiter was still waiting: its `wake` will never run.
   bool Cancel(uint64_t id);
   // Asks the ledger what is new (once more after the question in flight, if
@@ -97,7 +100,7 @@ class EventHub {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   struct Waiter {
     int64_t cursor;  // every event up to here is left out by `keep`
-    Filter keep;     // empty: every event
+    std::shared_ptr<const Filter> keep;  // null: every event
     Wake wake;
   };
   // Whether memory holds an event after `waiter.cursor` its filter takes,

@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -250,7 +251,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
         context_(context),
         caller_(std::move(caller)),
         states_(std::move(states)),
-        filter_(service_.WatchFilter(caller_, states_)),
+        filter_(std::make_shared<const EventHub::Filter>(
+            service_.WatchFilter(caller_, states_))),
         cursor_(after.value_or(std::numeric_limits<int64_t>::max())),
         from_head_(!after.has_value()) {
     Fetch();
@@ -433,7 +435,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
   grpc::CallbackServerContext* const context_;
   const Client caller_;
   const std::vector<PayoutState> states_;
-  const EventHub::Filter filter_;
+  // Shared with every wait in the hub (one per page read), never copied.
+  const std::shared_ptr<const EventHub::Filter> filter_;
   absl::Mutex mu_;
   int64_t cursor_ ABSL_GUARDED_BY(mu_);
   bool from_head_ ABSL_GUARDED_BY(mu_);

@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -170,9 +171,10 @@ TEST(EventHubTest, AFilteredWaiterSleepsThroughEventsItDoesNotTake) {
   hub.WaitBeyond(0, nullptr, [](int64_t) {});
   ledger.Answer();  // memory at 0
   std::vector<int64_t> woken_at;
-  const EventHub::Filter only_po_4 = [](const WatchedEvent& watched) {
-    return watched.payout.payout_id == "po_4";
-  };
+  const auto only_po_4 =
+      std::make_shared<const EventHub::Filter>([](const WatchedEvent& watched) {
+        return watched.payout.payout_id == "po_4";
+      });
   hub.WaitBeyond(0, only_po_4,
                  [&](int64_t cursor) { woken_at.push_back(cursor); });
   ledger.Record(3);
