@@ -27,6 +27,12 @@
 //     server call) is complete, releases on its tag before posting it;
 //   - grpc_completion_queue_next and _pluck acquire on the tag of the
 //     completion they return, before gRPC++ runs anything for it.
+//   - grpc::internal::ServerCallbackCall::ScheduleOnDone, which gRPC++
+//     calls when a callback-API server call drops its last reference,
+//     releases before libgrpc++ hands OnDone to libgrpc's executor, and
+//     grpc_call_unref, which the call's clean-up (CallOnDone) calls after
+//     OnDone and before it frees the call's server context, acquires (see
+//     kOnDoneHandOff below).
 // These are the edges an instrumented gRPC would show TSan itself. A tag is
 // reused only after its previous completion was collected, so what a
 // completion acquires really happened before it.
@@ -43,6 +49,7 @@
 
 #include <dlfcn.h>
 #include <grpc/grpc.h>
+#include <grpcpp/support/server_callback.h>
 #include <sanitizer/tsan_interface.h>
 
 #include <cstdio>
@@ -121,6 +128,40 @@ void grpc_cq_end_op(grpc_completion_queue* cq, void* tag, absl::Status error,
   real(cq, tag, std::move(error), done, done_arg, storage, internal);
 }
 
+// The hand-off of a server call's clean-up. A callback-API server call ends
+// when its reference count (callbacks_outstanding_) drops to zero. gRPC++'s
+// inline code drops references with atomics TSan sees (the callbacks of
+// writes, of Finish and of the call's completion op), libgrpc++ with atomics
+// it does not (after running OnCancel on libgrpc's executor). Whichever
+// thread drops the last one calls ScheduleOnDone, which posts CallOnDone to
+// libgrpc's executor; CallOnDone runs OnDone, unrefs the grpc_call and then
+// frees the server context, whose completion tag another thread ran before
+// dropping its reference. Without the edges below that free was reported
+// against the tag's run (WatchTest, watchers that cancel while events flow).
+// ScheduleOnDone first acquires what the count's earlier decrements
+// released, then releases on kOnDoneHandOff; grpc_call_unref acquires it.
+// The executor's closure carries no key this file can see on both sides, so
+// one key serves every call: each clean-up happens after every ScheduleOnDone
+// before it, an edge wider than gRPC's own but limited to call teardown.
+// OnDone runs before the acquire, so a reactor used after its OnDone
+// deleted it is still reported.
+namespace {
+char kOnDoneHandOff;
+}  // namespace
+
+namespace grpc::internal {
+
+void ServerCallbackCall::ScheduleOnDone(bool inline_ondone) {
+  using Type = void (*)(ServerCallbackCall*, bool);
+  static const auto real =
+      Next<Type>("_ZN4grpc8internal18ServerCallbackCall14ScheduleOnDoneEb");
+  __tsan_acquire(&callbacks_outstanding_);
+  __tsan_release(&kOnDoneHandOff);
+  real(this, inline_ondone);
+}
+
+}  // namespace grpc::internal
+
 extern "C" {
 
 grpc_call_error grpc_call_start_batch(grpc_call* call, const grpc_op* ops,
@@ -149,6 +190,13 @@ grpc_event grpc_completion_queue_pluck(grpc_completion_queue* cq, void* tag,
   const grpc_event event = real(cq, tag, deadline, reserved);
   AcquireCompletion(event);
   return event;
+}
+
+void grpc_call_unref(grpc_call* call) {
+  using Type = void (*)(grpc_call*);
+  static const auto real = Next<Type>("grpc_call_unref");
+  __tsan_acquire(&kOnDoneHandOff);
+  real(call);
 }
 
 }  // extern "C"
