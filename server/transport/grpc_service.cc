@@ -239,8 +239,15 @@ class RefusedStream final : public Reactor {
 // WatchPayouts: pages of events from the ledger, written one at a time; the
 // next page is read only when the last one is written (a slow watcher slows
 // only itself and holds at most a page), and an idle watcher waits in the
-// event hub without reading the ledger. Deletes itself in OnDone once no
-// ledger read or hub wait refers to it.
+// event hub without reading the ledger.
+//
+// Its lifetime: every step that goes on after mu_ is released (a page read,
+// a wait in the hub, and the call to Wait itself) is counted in holds_,
+// taken under mu_ by the code that decides on the step, before the lock is
+// released. OnDone deletes the reactor when no hold is left; else whoever
+// gives back the last hold after OnDone does. So no code touches the reactor
+// after giving back its hold, and gRPC's OnDone (on another thread, once the
+// call is finished) never deletes it under a step still running.
 class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
  public:
   WatchReactor(PayoutService& service, Metrics& metrics,
@@ -255,11 +262,18 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
             service_.WatchFilter(caller_, states_))),
         cursor_(after.value_or(std::numeric_limits<int64_t>::max())),
         from_head_(!after.has_value()) {
-    Fetch();
+    int64_t first;
+    {
+      absl::MutexLock lock(&mu_);
+      ++holds_;
+      first = cursor_;
+    }
+    Fetch(first);
   }
 
   void OnWriteDone(bool ok) override {
     bool fetch = false;
+    int64_t after = 0;
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
@@ -268,20 +282,19 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
         return;
       }
       queue_.pop_front();
-      if (!WriteNextLocked()) fetch = !finished_;
+      if (!WriteNextLocked() && !finished_) {
+        fetch = true;
+        ++holds_;
+        after = cursor_;
+      }
     }
-    if (fetch) Fetch();
+    if (fetch) Fetch(after);
   }
 
   void OnCancel() override {
-    uint64_t wait = 0;
-    {
-      absl::MutexLock lock(&mu_);
-      cancelled_ = true;
-      wait = wait_id_;
-    }
     absl::MutexLock lock(&mu_);
-    if (wait != 0 && service_.event_hub().Cancel(wait)) {
+    cancelled_ = true;
+    if (wait_id_ != 0 && service_.event_hub().Cancel(wait_id_)) {
       wait_id_ = 0;
       --holds_;
     }
@@ -300,14 +313,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
   }
 
  private:
-  void Fetch() {
-    int64_t after;
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      ++holds_;
-      after = cursor_;
-    }
+  // Reads the page after `after`, with a hold taken for it.
+  void Fetch(int64_t after) {
     service_.WatchPage(
         after, caller_, states_,
         [this](absl::StatusOr<EventBatch> batch) { OnPage(std::move(batch)); });
@@ -315,6 +322,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
 
   void OnPage(absl::StatusOr<EventBatch> batch) {
     bool wait = false, fetch = false, gone = false;
+    int64_t after = 0;
     {
       absl::MutexLock lock(&mu_);
       --holds_;
@@ -346,31 +354,39 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
             wait = !moved;
           }
         }
-        if (wait) ++holds_;
+        if (fetch) {
+          ++holds_;
+          after = cursor_;
+        }
+        if (wait) holds_ += 2;  // the wait's, and Wait's own
       }
     }
     if (gone) {
       delete this;
       return;
     }
-    if (fetch) Fetch();
+    if (fetch) Fetch(after);
     if (wait) Wait();
   }
 
-  // With one hold taken for the wait.
+  // With two holds taken: one for the wait (given back by OnWake, or by
+  // whoever takes the wait back), one for this call.
   void Wait() {
     int64_t after;
+    uint64_t wait;
     {
       absl::MutexLock lock(&mu_);
       after = cursor_;
-      waking_ = false;
+      wait = ++waits_;
     }
     const uint64_t id = service_.event_hub().WaitBeyond(
-        after, filter_, [this](int64_t cursor) { OnWake(cursor); });
-    bool gone = false;
+        after, filter_, [this, wait](int64_t cursor) { OnWake(wait, cursor); });
+    bool gone;
     {
       absl::MutexLock lock(&mu_);
-      if (!waking_) {
+      --holds_;  // this call's
+      if (woken_ < wait) {
+        // Still waiting: recorded so that OnCancel can take the wait back.
         wait_id_ = id;
         // Cancelled before the wait was recorded: OnCancel could not take
         // it back; do it here, or the reactor would wait for the next event.
@@ -378,30 +394,35 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
           wait_id_ = 0;
           --holds_;
           FinishLocked(absl::CancelledError("the watcher went away"));
-          gone = done_ && holds_ == 0;
         }
       }
+      gone = done_ && holds_ == 0;
     }
     if (gone) delete this;
   }
 
-  // Every event up to `cursor` is one this watcher does not see.
-  void OnWake(int64_t cursor) {
-    bool gone = false, stop = false;
+  // The hub woke wait number `wait`: every event up to `cursor` is one this
+  // watcher does not see.
+  void OnWake(uint64_t wait, int64_t cursor) {
+    bool gone = false, fetch = false;
+    int64_t after = 0;
     {
       absl::MutexLock lock(&mu_);
-      waking_ = true;
+      woken_ = wait;
       wait_id_ = 0;
       --holds_;
       cursor_ = std::max(cursor_, cursor);
       if (cancelled_ || finished_) {
         FinishLocked(absl::CancelledError("the watcher went away"));
-        stop = true;
         gone = done_ && holds_ == 0;
+      } else {
+        fetch = true;
+        ++holds_;
+        after = cursor_;
       }
     }
     if (gone) delete this;
-    if (!stop) Fetch();
+    if (fetch) Fetch(after);
   }
 
   // Sends the initial metadata naming the cursor the stream starts after
@@ -446,8 +467,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::PayoutEvent> {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
-  bool waking_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t wait_id_ ABSL_GUARDED_BY(mu_) = 0;
+  // Waits are numbered; woken_ is the newest one the hub woke.
+  uint64_t waits_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t woken_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t wait_id_ ABSL_GUARDED_BY(mu_) = 0;  // the hub's id of the wait
   int holds_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
