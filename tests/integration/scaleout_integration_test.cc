@@ -3,22 +3,29 @@
 // once, several times, reaches AOPay once; a replica killed mid-load loses
 // only its own payouts in flight, to UNKNOWN after its lease, while the
 // others complete; the sandbox's journal and the ledger agree request by
-// request.
+// request; a watcher moving between replicas with its cursor sees every
+// event once, in the ledger's order.
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
+#include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/mutex.h"
+#include "aopay/payout/v1/payout.grpc.pb.h"
 #include "common/errors.h"
+#include "common/ids.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
 #include "tests/support/tcp_proxy.h"
@@ -396,6 +403,130 @@ TEST_F(ScaleOutTest, AMigrationThatFailsLaterStopsThatReplicaOnly) {
   ASSERT_TRUE(payout.ok()) << payout.status();
   EXPECT_EQ(payout->state(), v1::PAYOUT_STATE_ACCEPTED);
   EXPECT_EQ(sandbox.Journal().size(), 1u);
+}
+
+// (position, payout id, new state) of every event the ledger has given a
+// watch position, in position order: the reference a watcher must
+// reproduce.
+using LedgerEvent = std::tuple<int64_t, std::string, int>;
+std::vector<LedgerEvent> PositionedEvents(const std::string& uri) {
+  std::vector<LedgerEvent> events;
+  absl::StatusOr<std::vector<std::vector<std::string>>> rows =
+      test_support::PgQuery(
+          uri,
+          "SELECT ep.position, e.payout_id, e.to_state FROM event_positions "
+          "ep JOIN payout_events e ON e.id = ep.event_id ORDER BY "
+          "ep.position");
+  EXPECT_TRUE(rows.ok()) << rows.status();
+  if (!rows.ok()) return events;
+  for (const std::vector<std::string>& row : *rows) {
+    events.emplace_back(std::stoll(row[0]), row[1], std::stoi(row[2]));
+  }
+  return events;
+}
+
+// Payouts made on every replica at once (their commits interleave), and a
+// watcher that drops its stream after a few events and resumes with its
+// cursor on another replica: it sees every event the ledger recorded,
+// once, in position order, and each payout's changes in the order they
+// happened.
+TEST_F(ScaleOutTest, AWatcherMovingBetweenReplicasMissesAndRepeatsNothing) {
+  SandboxProcess sandbox({"--settle=0s"});
+  std::vector<std::unique_ptr<GatewayProcess>> replicas =
+      StartReplicas(sandbox.url(), uri_);
+  const uint32_t seed = static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()));
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+
+  absl::Mutex mu;
+  std::vector<LedgerEvent> seen;           // guarded by mu
+  grpc::ClientContext* current = nullptr;  // guarded by mu
+  bool stop = false;                       // guarded by mu
+  int streams = 0;                         // watcher thread only
+  std::thread watcher([&] {
+    std::string cursor = EventCursor(0);
+    std::mt19937 own(seed);
+    while (true) {
+      GatewayProcess& replica = *replicas[own() % kReplicas];
+      auto stub = v1::PayoutService::NewStub(replica.channel());
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+      {
+        absl::MutexLock lock(&mu);
+        if (stop) return;
+        current = &context;
+      }
+      ++streams;
+      v1::WatchPayoutsRequest request;
+      request.set_after_cursor(cursor);
+      auto reader = stub->WatchPayouts(&context, request);
+      const int quota = 1 + static_cast<int>(own() % 5);
+      v1::PayoutEvent event;
+      for (int read = 0; read < quota && reader->Read(&event); ++read) {
+        const std::optional<int64_t> position =
+            ParseEventCursor(event.cursor());
+        absl::MutexLock lock(&mu);
+        seen.emplace_back(position.value_or(-1), event.payout().payout_id(),
+                          static_cast<int>(event.payout().state()));
+        cursor = event.cursor();
+      }
+      context.TryCancel();
+      const grpc::Status status = reader->Finish();
+      EXPECT_TRUE(status.ok() || status.error_code() == grpc::CANCELLED ||
+                  status.error_code() == grpc::DEADLINE_EXCEEDED)
+          << status.error_code() << " " << status.error_message();
+      absl::MutexLock lock(&mu);
+      current = nullptr;
+    }
+  });
+
+  constexpr int kPerReplica = 8;
+  std::vector<std::thread> makers;
+  for (int r = 0; r < kReplicas; ++r) {
+    makers.emplace_back([&, r] {
+      for (int i = 0; i < kPerReplica; ++i) {
+        absl::StatusOr<v1::Payout> payout = replicas[r]->client().CreatePayout(
+            ValidRequest(UniqueAccount("1836")), kCall);
+        ASSERT_TRUE(payout.ok()) << payout.status();
+        if (i % 2 == 0) {  // some settle, on another replica
+          v1::RefreshPayoutRequest refresh;
+          refresh.set_payout_id(payout->payout_id());
+          ASSERT_TRUE(replicas[(r + 1) % kReplicas]
+                          ->client()
+                          .RefreshPayout(refresh, kCall)
+                          .ok());
+        }
+      }
+    });
+  }
+  for (std::thread& maker : makers) maker.join();
+  const int recorded = std::stoi(
+      test_support::PgScalar(uri_, "SELECT count(*) FROM payout_events"));
+  // Creation and acceptance of each payout, and settlement of half of them.
+  EXPECT_EQ(recorded, kReplicas * kPerReplica * 5 / 2);
+  EXPECT_TRUE(Eventually(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return static_cast<int>(seen.size()) >= recorded;
+      },
+      absl::Seconds(30)));
+  {
+    absl::MutexLock lock(&mu);
+    stop = true;
+    if (current != nullptr) current->TryCancel();
+  }
+  watcher.join();
+  const std::vector<LedgerEvent> expected = PositionedEvents(uri_);
+  EXPECT_EQ(static_cast<int>(expected.size()), recorded);
+  EXPECT_EQ(seen, expected);
+  EXPECT_GT(streams, kReplicas);
+  // Each payout's changes in the order they happened.
+  std::map<std::string, std::vector<int>> states;
+  for (const auto& [position, payout_id, state] : seen) {
+    states[payout_id].push_back(state);
+  }
+  for (const auto& [payout_id, order] : states) {
+    EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << payout_id;
+  }
 }
 
 }  // namespace

@@ -2812,16 +2812,18 @@ TEST_F(PostgresLedgerTest, ASilentReplicasPayoutsBecomeUnknownAfterItsLease) {
   EXPECT_THAT(events->back().why, HasSubstr("replica-silent"));
 }
 
-TEST_F(SqliteLedgerTest, EventsComeInOrderAndACursorBeforePrunedEventsExpires) {
-  auto ledger = OpenLedger();
-  ASSERT_NE(ledger, nullptr);
-  InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
-  InsertIn(*ledger, MakePayout(2), {PayoutState::kSucceeded});
-  auto events_after = [&](int64_t after) {
-    return Call<absl::StatusOr<EventBatch>>(
-        [&](auto done) { ledger->EventsAfter(after, 10, std::move(done)); });
-  };
-  absl::StatusOr<EventBatch> all = events_after(0);
+absl::StatusOr<EventBatch> EventsAfter(Ledger& ledger, int64_t after) {
+  return Call<absl::StatusOr<EventBatch>>(
+      [&](auto done) { ledger.EventsAfter(after, 10, std::move(done)); });
+}
+
+// Either ledger: the events of two payouts (one pruned later) come in order,
+// each with the payout as it stood after it; a cursor before pruned events
+// has expired, one after them has not.
+void ExpectEventsInOrderAndPrunedCursorsExpired(Ledger& ledger) {
+  InsertIn(ledger, MakePayout(1), {PayoutState::kAccepted});
+  InsertIn(ledger, MakePayout(2), {PayoutState::kSucceeded});
+  absl::StatusOr<EventBatch> all = EventsAfter(ledger, 0);
   ASSERT_TRUE(all.ok()) << all.status();
   ASSERT_EQ(all->events.size(), 4u);
   EXPECT_EQ(all->head, all->events.back().cursor);
@@ -2829,25 +2831,32 @@ TEST_F(SqliteLedgerTest, EventsComeInOrderAndACursorBeforePrunedEventsExpires) {
   for (size_t i = 1; i < all->events.size(); ++i) {
     EXPECT_GT(all->events[i].cursor, all->events[i - 1].cursor);
   }
+  EXPECT_EQ(all->events[0].payout.payout_id, PayoutId(1));
   // The payout as it stood after each change.
   EXPECT_EQ(all->events[0].payout.state, PayoutState::kPending);
   EXPECT_EQ(all->events[1].payout.state, PayoutState::kAccepted);
   EXPECT_EQ(all->events[1].event.from, PayoutState::kPending);
-  absl::StatusOr<EventBatch> rest = events_after(all->events[1].cursor);
+  absl::StatusOr<EventBatch> rest = EventsAfter(ledger, all->events[1].cursor);
   ASSERT_TRUE(rest.ok());
   ASSERT_EQ(rest->events.size(), 2u);
   EXPECT_EQ(rest->events[0].cursor, all->events[2].cursor);
 
   // Payout 2 (final) is pruned with its events: a cursor before them can
   // no longer resume; one after them still can.
-  ASSERT_EQ(Prune(*ledger, T(1'000'000)).value(), 1);
-  absl::StatusOr<EventBatch> expired = events_after(0);
+  ASSERT_EQ(Prune(ledger, T(1'000'000)).value(), 1);
+  absl::StatusOr<EventBatch> expired = EventsAfter(ledger, 0);
   ASSERT_TRUE(expired.ok());
   EXPECT_TRUE(expired->expired);
-  absl::StatusOr<EventBatch> fine = events_after(all->head);
+  absl::StatusOr<EventBatch> fine = EventsAfter(ledger, all->head);
   ASSERT_TRUE(fine.ok());
   EXPECT_FALSE(fine->expired);
   EXPECT_TRUE(fine->events.empty());
+}
+
+TEST_F(SqliteLedgerTest, EventsComeInOrderAndACursorBeforePrunedEventsExpires) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  ExpectEventsInOrderAndPrunedCursorsExpired(*ledger);
 }
 
 TEST_F(SqliteLedgerTest, TheWebhookOutboxHoldsEachPayoutsEventsInOrder) {
@@ -2926,12 +2935,81 @@ TEST_F(SqliteLedgerTest,
   EXPECT_EQ(QueryText(path_, "SELECT count(*) FROM webhook_outbox"), "0");
 }
 
-TEST_F(PostgresLedgerTest, WatchingIsNotAvailableYet) {
+TEST_F(PostgresLedgerTest,
+       EventsComeInOrderAndACursorBeforePrunedEventsExpires) {
   auto ledger = Open();
   ASSERT_NE(ledger, nullptr);
-  absl::StatusOr<EventBatch> batch = Call<absl::StatusOr<EventBatch>>(
-      [&](auto done) { ledger->EventsAfter(0, 10, std::move(done)); });
-  EXPECT_EQ(batch.status().code(), absl::StatusCode::kUnimplemented);
+  ExpectEventsInOrderAndPrunedCursorsExpired(*ledger);
+}
+
+// Event ids are handed out when a transaction writes, and transactions
+// commit in any order: an event whose transaction commits after a later id
+// was read still comes after the reader's cursor, not before it.
+TEST_F(PostgresLedgerTest, AnEventCommittedLateStillFollowsTheReadersCursor) {
+  auto ledger = Open();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1), {});
+  InsertIn(*ledger, MakePayout(2), {});
+  absl::StatusOr<postgres_internal::ConnectTarget> target =
+      postgres_internal::ParseConnectTarget(uri_, absl::Seconds(10));
+  ASSERT_TRUE(target.ok());
+  absl::StatusOr<postgres_internal::Connection> slow =
+      postgres_internal::Connection::Open(*target);
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  // A transaction (another replica's, say) takes an event id and has not
+  // committed yet.
+  ASSERT_TRUE(slow->Run("BEGIN", {}, "test").ok());
+  ASSERT_TRUE(slow->Run(absl::StrCat("INSERT INTO payout_events (payout_id, "
+                                     "from_state, to_state, why, who, "
+                                     "time_us) VALUES ('",
+                                     PayoutId(1), "', 1, 2, 'late', 't', 1)"),
+                        {}, "test")
+                  .ok());
+  // A later id commits first, and a watcher reads up to it.
+  ASSERT_TRUE(Apply(*ledger, Change(PayoutId(2), PayoutState::kPending,
+                                    PayoutState::kAccepted, T(200)))
+                  .ok());
+  absl::StatusOr<EventBatch> before = EventsAfter(*ledger, 0);
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_EQ(before->events.size(), 3u);
+  EXPECT_EQ(before->events.back().payout.payout_id, PayoutId(2));
+  EXPECT_EQ(before->events.back().payout.state, PayoutState::kAccepted);
+  const int64_t cursor = before->last;
+  // The slow transaction commits: its event comes after the cursor.
+  ASSERT_TRUE(slow->Run("COMMIT", {}, "test").ok());
+  absl::StatusOr<EventBatch> after = EventsAfter(*ledger, cursor);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->events.size(), 1u);
+  EXPECT_EQ(after->events[0].payout.payout_id, PayoutId(1));
+  EXPECT_EQ(after->events[0].event.why, "late");
+  EXPECT_GT(after->events[0].cursor, cursor);
+}
+
+// A database of schema version 2 (before watch positions): its events get
+// positions in id order when a replica of this version migrates it.
+TEST_F(PostgresLedgerTest, EventsRecordedBeforePositionsExistedGetThemInOrder) {
+  {
+    auto ledger = Open();
+    ASSERT_NE(ledger, nullptr);
+    InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
+    InsertIn(*ledger, MakePayout(2), {});
+  }
+  ASSERT_EQ(Query("DROP TRIGGER payout_events_queue ON payout_events; "
+                  "DROP FUNCTION payout_events_queue(); "
+                  "DROP TABLE event_positions, event_queue, event_sequencer; "
+                  "DELETE FROM ledger_schema WHERE version = 3 "
+                  "RETURNING 'ok'"),
+            "ok");
+  auto migrated = Open();
+  ASSERT_NE(migrated, nullptr);
+  absl::StatusOr<EventBatch> all = EventsAfter(*migrated, 0);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->events.size(), 3u);
+  EXPECT_EQ(all->events[0].cursor, 1);
+  EXPECT_EQ(all->events[0].payout.payout_id, PayoutId(1));
+  EXPECT_EQ(all->events[1].payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(all->events[2].payout.payout_id, PayoutId(2));
+  EXPECT_EQ(all->head, 3);
 }
 
 TEST_F(PostgresLedgerTest, AnApprovedPayoutIsOwnedByTheReplicaThatSendsIt) {

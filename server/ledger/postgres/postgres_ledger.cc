@@ -78,6 +78,11 @@ constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
 // Expired leases ended per sweep transaction.
 constexpr int kSweepBatch = 500;
+// Events given watch positions per sequencing statement, and statements per
+// maintenance tick (a backlog of events recorded while nothing sequenced
+// them is worked off at up to 100,000 a second).
+constexpr int kSequenceBatch = 1000;
+constexpr int kSequenceRounds = 100;
 
 // One row of a Result, as ReadPayoutRow reads rows.
 class RowView {
@@ -102,6 +107,33 @@ std::string Micros(absl::Time time) {
 
 absl::Status ClosedError() {
   return LedgerUnavailableError("the ledger is closed");
+}
+
+// Gives the next watch positions to up to kSequenceBatch committed events,
+// in id order (schema migration 3 says why). One statement, which holds
+// event_sequencer's row until it commits: statements of several replicas
+// take turns, and one that finds the row taken does nothing (the other is
+// sequencing now). With nothing queued it locks and writes nothing (a
+// watcher's read costs no write). Returns how many events got positions.
+absl::StatusOr<int64_t> SequenceEvents(Connection& db) {
+  static const std::string* const kSql = new std::string(absl::StrCat(
+      "WITH waiting AS (SELECT 1 FROM event_queue LIMIT 1), "
+      "turn AS (SELECT last FROM event_sequencer WHERE EXISTS "
+      "(SELECT 1 FROM waiting) FOR UPDATE SKIP LOCKED), "
+      "moved AS (DELETE FROM event_queue WHERE EXISTS (SELECT 1 FROM turn) "
+      "AND event_id IN (SELECT event_id FROM event_queue ORDER BY event_id "
+      "LIMIT ",
+      kSequenceBatch,
+      ") RETURNING event_id), "
+      "placed AS (INSERT INTO event_positions (position, event_id) "
+      "SELECT (SELECT last FROM turn) + row_number() OVER (ORDER BY "
+      "event_id), event_id FROM moved RETURNING 1) "
+      "UPDATE event_sequencer SET last = last + (SELECT count(*) FROM placed) "
+      "WHERE EXISTS (SELECT 1 FROM placed) "
+      "RETURNING (SELECT count(*) FROM placed)"));
+  absl::StatusOr<Result> placed = db.Exec(*kSql, {}, "sequencing events");
+  if (!placed.ok()) return placed.status();
+  return placed->rows() == 0 ? 0 : placed->Int(0, 0);
 }
 
 std::string MakeOwner() {
@@ -515,6 +547,22 @@ class PostgresLedger::Impl {
             *swept, absl::FormatDuration(options_.owner_lease));
       }
       ForgetDoubtful();
+      SequenceBacklog();
+    }
+  }
+
+  // Gives watch positions to the events committed since the last tick, on
+  // every replica (one at a time: SequenceEvents), so that the queue stays
+  // short also while nobody watches.
+  void SequenceBacklog() {
+    for (int round = 0; round < kSequenceRounds; ++round) {
+      absl::StatusOr<int64_t> sequenced = SequenceEvents(maintenance_db_);
+      if (!sequenced.ok()) {
+        spdlog::warn("ledger: sequencing events failed: {}",
+                     std::string(sequenced.status().message()));
+        return;
+      }
+      if (*sequenced < kSequenceBatch) return;
     }
   }
 
@@ -1078,14 +1126,52 @@ void PostgresLedger::Events(
       std::move(done));
 }
 
-void PostgresLedger::EventsAfter(int64_t, int,
+void PostgresLedger::EventsAfter(int64_t after, int limit,
                                  Callback<absl::StatusOr<EventBatch>> done) {
-  impl_->Submit<EventBatch>(
+  Impl& impl = *impl_;
+  impl.Submit<EventBatch>(
       Impl::Mode::kStatements,
-      [](Connection&) -> absl::StatusOr<EventBatch> {
-        return absl::UnimplementedError(
-            "WatchPayouts is not available on the PostgreSQL ledger in this "
-            "version; use the SQLite ledger, or ListPayouts and GetPayout");
+      [&impl, after, limit](Connection& db) -> absl::StatusOr<EventBatch> {
+        // Events committed since the last sequencing get positions first, so
+        // a watcher of this replica sees its own changes at once (the
+        // maintenance thread sequences every second as well).
+        absl::StatusOr<int64_t> sequenced = SequenceEvents(db);
+        if (!sequenced.ok()) return sequenced.status();
+        EventBatch batch;
+        batch.last = after;
+        // The head before the page: every position up to it is visible to
+        // the page's read.
+        absl::StatusOr<Result> marks = db.Exec(
+            "SELECT (SELECT last FROM event_sequencer), "
+            "(SELECT COALESCE(max(value::bigint), 0) FROM ledger_meta "
+            "WHERE key = 'events_pruned_through')",
+            {}, "reading events");
+        if (!marks.ok()) return marks.status();
+        batch.head = marks->Int(0, 0);
+        if (after < marks->Int(0, 1)) {
+          batch.expired = true;
+          return batch;
+        }
+        static const std::string* const kSql = new std::string(absl::StrCat(
+            "SELECT ", ledger_internal::PayoutColumnsOf("p."),
+            ", ep.position, e.from_state, e.to_state, e.why, e.who, "
+            "e.time_us FROM event_positions ep "
+            "JOIN payout_events e ON e.id = ep.event_id "
+            "JOIN payouts p ON p.payout_id = e.payout_id "
+            "WHERE p.registration = $1 AND ep.position > $2 "
+            "ORDER BY ep.position LIMIT $3"));
+        absl::StatusOr<Result> rows =
+            db.Exec(*kSql, {impl.registration(), Number(after), Number(limit)},
+                    "reading events");
+        if (!rows.ok()) return rows.status();
+        for (int row = 0; row < rows->rows(); ++row) {
+          absl::StatusOr<WatchedEvent> watched =
+              ledger_internal::ReadWatchedEvent(RowView(*rows, row));
+          if (!watched.ok()) return watched.status();
+          batch.last = watched->cursor;
+          batch.events.push_back(*std::move(watched));
+        }
+        return batch;
       },
       std::move(done));
 }
@@ -1140,15 +1226,27 @@ void PostgresLedger::Prune(absl::Time cutoff,
       Impl::Mode::kStatements,
       [&impl, cutoff, leader](Connection& db) -> absl::StatusOr<int> {
         if (!leader) return 0;
-        // Their events go with them (ON DELETE CASCADE).
+        // Their events go with them (ON DELETE CASCADE); the newest watch
+        // position among them is kept, so that a watcher whose cursor is
+        // older learns that it cannot resume (CURSOR_EXPIRED).
         static const std::string* const kSql = new std::string(absl::StrCat(
-            "DELETE FROM payouts WHERE registration = $1 AND state IN (",
-            FinalStateNumbers(), ") AND final_time_us < $2"));
+            "WITH gone AS (DELETE FROM payouts WHERE registration = $1 AND "
+            "state IN (",
+            FinalStateNumbers(),
+            ") AND final_time_us < $2 RETURNING payout_id), "
+            "mark AS (INSERT INTO ledger_meta (key, value) "
+            "SELECT 'events_pruned_through', max(ep.position)::text "
+            "FROM event_positions ep JOIN payout_events e "
+            "ON e.id = ep.event_id WHERE e.payout_id IN "
+            "(SELECT payout_id FROM gone) HAVING max(ep.position) IS NOT NULL "
+            "ON CONFLICT (key) DO UPDATE SET value = GREATEST("
+            "ledger_meta.value::bigint, EXCLUDED.value::bigint)::text) "
+            "SELECT count(*) FROM gone"));
         absl::StatusOr<Result> removed =
             db.Exec(*kSql, {impl.registration(), Micros(cutoff)},
                     "pruning old payouts");
         if (!removed.ok()) return removed.status();
-        return removed->changed();
+        return static_cast<int>(removed->Int(0, 0));
       },
       std::move(done));
 }

@@ -91,6 +91,40 @@ ALTER TABLE payouts ADD CONSTRAINT payouts_state_check
   CHECK (state BETWEEN 1 AND 8);
 ALTER TABLE payouts ADD COLUMN metadata text;
 )sql",
+    // 3: watch positions. Event ids come from a sequence when a transaction
+    // writes, and transactions commit in any order, so a watcher following
+    // ids could pass an id that commits later. Every event is queued in the
+    // transaction that writes it (a trigger); a sequencing statement takes
+    // committed events from the queue, in id order, and gives them the next
+    // positions while it holds the one event_sequencer row, so sequencing
+    // statements commit one after the other and positions become visible in
+    // order: a reader sees a prefix of them, never a gap that fills later.
+    // Events already recorded are queued now and get positions first.
+    R"sql(
+CREATE TABLE event_queue (
+  event_id bigint PRIMARY KEY
+    REFERENCES payout_events (id) ON DELETE CASCADE
+);
+CREATE FUNCTION payout_events_queue() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO event_queue (event_id) VALUES (NEW.id);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER payout_events_queue AFTER INSERT ON payout_events
+  FOR EACH ROW EXECUTE FUNCTION payout_events_queue();
+CREATE TABLE event_positions (
+  position bigint PRIMARY KEY,
+  event_id bigint NOT NULL UNIQUE
+    REFERENCES payout_events (id) ON DELETE CASCADE
+);
+CREATE TABLE event_sequencer (
+  only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+  last bigint NOT NULL
+);
+INSERT INTO event_sequencer (last) VALUES (0);
+INSERT INTO event_queue (event_id) SELECT id FROM payout_events;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");
