@@ -457,12 +457,8 @@ class ServerImpl final : public Server {
   absl::Status OpenLedger(const LedgerSpec& spec,
                           const std::string& registration) {
     if (spec.kind == LedgerSpec::Kind::kPostgres) {
-      if (!options_.webhook_url.empty()) {
-        return absl::InvalidArgumentError(
-            "--webhook_url needs the SQLite ledger in this version (the "
-            "PostgreSQL ledger has no webhook outbox yet)");
-      }
       PostgresLedgerOptions ledger_options;
+      ledger_options.webhooks = !options_.webhook_url.empty();
       ledger_options.uri = spec.uri;
       ledger_options.registration_id = registration;
       ledger_options.owner_lease = options_.owner_lease;

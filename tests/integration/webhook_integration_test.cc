@@ -1,7 +1,8 @@
 // Webhooks over the real gateway, its built-in sandbox and a receiver on
 // loopback: every recorded event arrives at least once, signed, in order per
 // payout, through a receiver that fails and redirects; an event not yet
-// delivered when the gateway is SIGKILLed is delivered after its restart.
+// delivered when the gateway is SIGKILLed is delivered after its restart;
+// replicas on one PostgreSQL ledger deliver every replica's events.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -20,11 +21,13 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/ids.h"
 #include "common/webhook_signature.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "rapidjson/document.h"
 #include "tests/integration/harness.h"
+#include "tests/support/test_postgres.h"
 
 namespace aopay::testing {
 namespace {
@@ -202,6 +205,49 @@ std::vector<std::string> WebhookFlags(const std::string& dir,
   return {"--webhook_url=" + receiver.url(), WriteSecret(dir)};
 }
 
+// Deliveries of payouts each created (PENDING) and ACCEPTED, whose ledger
+// events name `ledger_events` (one payout id an event): every payout's
+// events delivered, in order; failed and redirected attempts were tried
+// again.
+void ExpectEveryEventInOrderPerPayout(
+    const std::vector<Delivery>& deliveries,
+    const std::vector<std::string>& ledger_events) {
+  std::map<std::string, int> per_payout;
+  for (const std::string& payout_id : ledger_events) ++per_payout[payout_id];
+
+  // Per payout: nothing after a 2xx-answered event is an earlier event, and
+  // the states come in the order they happened. Failed attempts were tried
+  // again (there were some of each kind).
+  std::map<std::string, std::vector<std::string>> accepted_states;
+  int failed = 0;
+  int redirected = 0;
+  for (const Delivery& d : deliveries) {
+    if (d.answered == 500) ++failed;
+    if (d.answered == 302) ++redirected;
+    if (d.answered == 200) accepted_states[d.payout_id].push_back(d.state);
+  }
+  EXPECT_GT(failed, 0);
+  EXPECT_GT(redirected, 0);
+  ASSERT_EQ(accepted_states.size(), per_payout.size());
+  int duplicates = 0;
+  for (const auto& [payout_id, states] : accepted_states) {
+    EXPECT_EQ(per_payout[payout_id], 2);
+    // At least once: a repeat is allowed, going back is not.
+    ASSERT_GE(states.size(), 2u) << payout_id;
+    EXPECT_EQ(states.front(), "PAYOUT_STATE_PENDING") << payout_id;
+    EXPECT_EQ(states.back(), "PAYOUT_STATE_ACCEPTED") << payout_id;
+    for (size_t i = 1; i < states.size(); ++i) {
+      EXPECT_FALSE(states[i] == "PAYOUT_STATE_PENDING" &&
+                   states[i - 1] == "PAYOUT_STATE_ACCEPTED")
+          << payout_id;
+    }
+    duplicates += static_cast<int>(states.size()) - 2;
+  }
+  // Repeats come only from answers the gateway did not get (none here but
+  // a re-sent request on a dying connection): a few at most.
+  EXPECT_LE(duplicates, 2);
+}
+
 TEST(WebhookTest, EveryEventArrivesSignedInOrderThroughFailuresAndRedirects) {
   Receiver receiver;
   ASSERT_GT(receiver.port(), 0);
@@ -239,40 +285,7 @@ TEST(WebhookTest, EveryEventArrivesSignedInOrderThroughFailuresAndRedirects) {
   // Every event of the ledger, and no other, was delivered.
   const std::vector<std::string> ledger_events = LedgerEventPayouts(ledger);
   ASSERT_EQ(ledger_events.size(), static_cast<size_t>(2 * kPayouts));
-  std::map<std::string, int> per_payout;
-  for (const std::string& payout_id : ledger_events) ++per_payout[payout_id];
-
-  // Per payout: nothing after a 2xx-answered event is an earlier event, and
-  // the states come in the order they happened. Failed attempts were tried
-  // again (there were some of each kind).
-  std::map<std::string, std::vector<std::string>> accepted_states;
-  int failed = 0;
-  int redirected = 0;
-  for (const Delivery& d : receiver.deliveries()) {
-    if (d.answered == 500) ++failed;
-    if (d.answered == 302) ++redirected;
-    if (d.answered == 200) accepted_states[d.payout_id].push_back(d.state);
-  }
-  EXPECT_GT(failed, 0);
-  EXPECT_GT(redirected, 0);
-  ASSERT_EQ(accepted_states.size(), static_cast<size_t>(kPayouts));
-  int duplicates = 0;
-  for (const auto& [payout_id, states] : accepted_states) {
-    EXPECT_EQ(per_payout[payout_id], 2);
-    // At least once: a repeat is allowed, going back is not.
-    ASSERT_GE(states.size(), 2u) << payout_id;
-    EXPECT_EQ(states.front(), "PAYOUT_STATE_PENDING") << payout_id;
-    EXPECT_EQ(states.back(), "PAYOUT_STATE_ACCEPTED") << payout_id;
-    for (size_t i = 1; i < states.size(); ++i) {
-      EXPECT_FALSE(states[i] == "PAYOUT_STATE_PENDING" &&
-                   states[i - 1] == "PAYOUT_STATE_ACCEPTED")
-          << payout_id;
-    }
-    duplicates += static_cast<int>(states.size()) - 2;
-  }
-  // Repeats come only from answers the gateway did not get (none here but
-  // a re-sent request on a dying connection): a few at most.
-  EXPECT_LE(duplicates, 2);
+  ExpectEveryEventInOrderPerPayout(receiver.deliveries(), ledger_events);
 }
 
 // A 2xx that comes after --webhook_timeout is no answer: the event is sent
@@ -350,6 +363,67 @@ TEST(WebhookTest, AnEventNotYetDeliveredAtASigkillIsDeliveredAfterRestart) {
   EXPECT_TRUE(receiver.bad().empty());
 }
 
+// Three replicas on one PostgreSQL ledger, two of them with webhooks: every
+// replica's events reach the receiver (sent by one replica), signed, in
+// order per payout, each under its watch cursor.
+TEST(WebhookTest, ReplicasOnPostgreSqlDeliverEveryReplicasEvents) {
+  absl::StatusOr<std::string> uri = test_support::NewTestDatabase();
+  ASSERT_TRUE(uri.ok()) << uri.status();
+  Receiver receiver;
+  ASSERT_GT(receiver.port(), 0);
+  const std::string dir = MakeTempDir();
+  std::vector<std::unique_ptr<GatewayProcess>> replicas;
+  for (int i = 0; i < 2; ++i) {
+    replicas.push_back(std::make_unique<GatewayProcess>(
+        "sandbox", *uri, WebhookFlags(dir, receiver)));
+  }
+  replicas.push_back(std::make_unique<GatewayProcess>("sandbox", *uri));
+  constexpr int kPerReplica = 4;
+  for (int i = 0; i < kPerReplica; ++i) {
+    for (std::unique_ptr<GatewayProcess>& replica : replicas) {
+      absl::StatusOr<v1::Payout> payout =
+          replica->client().CreatePayout(ValidRequest(UniqueAccount()), kCall);
+      ASSERT_TRUE(payout.ok()) << payout.status();
+      ASSERT_EQ(payout->state(), v1::PAYOUT_STATE_ACCEPTED);
+    }
+  }
+  const int events = 2 * kPerReplica * static_cast<int>(replicas.size());
+  // Every event, by its cursor, once each has its watch position.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return test_support::PgScalar(*uri,
+                                      "SELECT count(*) FROM event_positions") ==
+               std::to_string(events);
+      },
+      absl::Seconds(30)));
+  absl::StatusOr<std::vector<std::vector<std::string>>> positions =
+      test_support::PgQuery(*uri, "SELECT position FROM event_positions");
+  ASSERT_TRUE(positions.ok()) << positions.status();
+  std::set<std::string> expected;
+  for (const std::vector<std::string>& row : *positions) {
+    expected.insert(EventCursor(std::stoll(row[0])));
+  }
+  ASSERT_TRUE(Eventually([&] { return receiver.Delivered() == expected; },
+                         absl::Seconds(90)))
+      << receiver.Delivered().size() << " of " << expected.size();
+  EXPECT_TRUE(Eventually(
+      [&] {
+        return test_support::PgScalar(
+                   *uri, "SELECT count(*) FROM webhook_outbox") == "0";
+      },
+      absl::Seconds(10)));
+  EXPECT_TRUE(receiver.bad().empty()) << receiver.bad().front();
+  absl::StatusOr<std::vector<std::vector<std::string>>> ledger_rows =
+      test_support::PgQuery(*uri,
+                            "SELECT payout_id FROM payout_events ORDER BY id");
+  ASSERT_TRUE(ledger_rows.ok());
+  std::vector<std::string> ledger_events;
+  for (const std::vector<std::string>& row : *ledger_rows) {
+    ledger_events.push_back(row[0]);
+  }
+  ExpectEveryEventInOrderPerPayout(receiver.deliveries(), ledger_events);
+}
+
 TEST(WebhookTest, BadWebhookFlagsStopTheGateway) {
   const std::string dir = MakeTempDir();
   ASSERT_TRUE(WriteFile(dir + "/short", "short"));
@@ -358,8 +432,6 @@ TEST(WebhookTest, BadWebhookFlagsStopTheGateway) {
         {"--webhook_secret=@" + dir + "/short",
          "--webhook_url=http://127.0.0.1:9/hooks"},
         {"--webhook_url=http://10.1.2.3/hooks", WriteSecret(dir)},
-        {"--webhook_url=http://127.0.0.1:9/hooks", WriteSecret(dir),
-         "--ledger=postgresql://nobody@127.0.0.1:9/none"},
         {"--webhook_timeout=50ms", "--webhook_url=http://127.0.0.1:9/hooks",
          WriteSecret(dir)},
         {"--webhook_timeout=2m", "--webhook_url=http://127.0.0.1:9/hooks",

@@ -2859,20 +2859,25 @@ TEST_F(SqliteLedgerTest, EventsComeInOrderAndACursorBeforePrunedEventsExpires) {
   ExpectEventsInOrderAndPrunedCursorsExpired(*ledger);
 }
 
-TEST_F(SqliteLedgerTest, TheWebhookOutboxHoldsEachPayoutsEventsInOrder) {
-  SqliteLedgerOptions options = Options();
-  options.webhooks = true;
-  auto ledger = OpenLedger(options);
-  ASSERT_NE(ledger, nullptr);
-  InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
-  InsertIn(*ledger, MakePayout(2), {});
-  auto due = [&](absl::Time now) {
-    return Call<absl::StatusOr<std::vector<OutboxEvent>>>(
-        [&](auto done) { ledger->OutboxDue(now, 10, std::move(done)); });
-  };
+absl::StatusOr<std::vector<OutboxEvent>> OutboxDue(Ledger& ledger,
+                                                   absl::Time now) {
+  return Call<absl::StatusOr<std::vector<OutboxEvent>>>(
+      [&](auto done) { ledger.OutboxDue(now, 10, std::move(done)); });
+}
+
+// Either ledger, with webhooks on: the outbox gives each payout's oldest
+// event only, takes a delivered one out and holds a failed one until its
+// retry time.
+void ExpectOutboxHoldsEachPayoutsEventsInOrder(Ledger& ledger) {
+  InsertIn(ledger, MakePayout(1), {PayoutState::kAccepted});
+  InsertIn(ledger, MakePayout(2), {});
+  // Events are sent once they have their cursor (on PostgreSQL, a watch
+  // position, given by this read or within a second).
+  ASSERT_TRUE(EventsAfter(ledger, 0).ok());
+  auto due = [&](absl::Time now) { return OutboxDue(ledger, now); };
   auto settle = [&](int64_t cursor, std::optional<absl::Time> retry_at) {
     return Call<absl::Status>([&](auto done) {
-      ledger->OutboxSettle(cursor, retry_at, std::move(done));
+      ledger.OutboxSettle(cursor, retry_at, std::move(done));
     });
   };
   const absl::Time later = T(1'000'000);
@@ -2904,10 +2909,18 @@ TEST_F(SqliteLedgerTest, TheWebhookOutboxHoldsEachPayoutsEventsInOrder) {
   EXPECT_EQ((*retried)[1].attempts, 1);
 
   absl::StatusOr<OutboxBacklog> backlog = Call<absl::StatusOr<OutboxBacklog>>(
-      [&](auto done) { ledger->OutboxWaiting(std::move(done)); });
+      [&](auto done) { ledger.OutboxWaiting(std::move(done)); });
   ASSERT_TRUE(backlog.ok());
   EXPECT_EQ(backlog->events, 2);
   EXPECT_EQ(backlog->oldest, (*first)[1].enqueued);
+}
+
+TEST_F(SqliteLedgerTest, TheWebhookOutboxHoldsEachPayoutsEventsInOrder) {
+  SqliteLedgerOptions options = Options();
+  options.webhooks = true;
+  auto ledger = OpenLedger(options);
+  ASSERT_NE(ledger, nullptr);
+  ExpectOutboxHoldsEachPayoutsEventsInOrder(*ledger);
 }
 
 TEST_F(SqliteLedgerTest,
@@ -2985,8 +2998,9 @@ TEST_F(PostgresLedgerTest, AnEventCommittedLateStillFollowsTheReadersCursor) {
   EXPECT_GT(after->events[0].cursor, cursor);
 }
 
-// A database of schema version 2 (before watch positions): its events get
-// positions in id order when a replica of this version migrates it.
+// A database of schema version 2 (before watch positions and the outbox):
+// its events get positions in id order when a replica of this version
+// migrates it.
 TEST_F(PostgresLedgerTest, EventsRecordedBeforePositionsExistedGetThemInOrder) {
   {
     auto ledger = Open();
@@ -2996,8 +3010,9 @@ TEST_F(PostgresLedgerTest, EventsRecordedBeforePositionsExistedGetThemInOrder) {
   }
   ASSERT_EQ(Query("DROP TRIGGER payout_events_queue ON payout_events; "
                   "DROP FUNCTION payout_events_queue(); "
-                  "DROP TABLE event_positions, event_queue, event_sequencer; "
-                  "DELETE FROM ledger_schema WHERE version = 3 "
+                  "DROP TABLE webhook_outbox, event_positions, event_queue, "
+                  "event_sequencer; "
+                  "DELETE FROM ledger_schema WHERE version >= 3 "
                   "RETURNING 'ok'"),
             "ok");
   auto migrated = Open();
@@ -3010,6 +3025,51 @@ TEST_F(PostgresLedgerTest, EventsRecordedBeforePositionsExistedGetThemInOrder) {
   EXPECT_EQ(all->events[1].payout.state, PayoutState::kAccepted);
   EXPECT_EQ(all->events[2].payout.payout_id, PayoutId(2));
   EXPECT_EQ(all->head, 3);
+}
+
+TEST_F(PostgresLedgerTest, TheWebhookOutboxHoldsEachPayoutsEventsInOrder) {
+  PostgresLedgerOptions options = Options();
+  options.webhooks = true;
+  auto ledger = Open(std::move(options));
+  ASSERT_NE(ledger, nullptr);
+  ExpectOutboxHoldsEachPayoutsEventsInOrder(*ledger);
+}
+
+// Replicas without webhooks queue their events once one with webhooks has
+// used the database; only one replica with webhooks sends them, and another
+// takes over when it stops.
+TEST_F(PostgresLedgerTest,
+       OneReplicaSendsEveryReplicasWebhooksAndAnotherTakesOver) {
+  auto plain = Open("replica-plain");
+  ASSERT_NE(plain, nullptr);
+  InsertIn(*plain, MakePayout(1), {});  // before webhooks: not queued
+  PostgresLedgerOptions options = Options("replica-sender");
+  options.webhooks = true;
+  auto sender = Open(options);
+  ASSERT_NE(sender, nullptr);
+  options.owner = "replica-standby";
+  auto standby = Open(options);
+  ASSERT_NE(standby, nullptr);
+  InsertIn(*plain, MakePayout(2), {});
+  ASSERT_TRUE(EventsAfter(*plain, 0).ok());
+  const absl::Time later = T(1'000'000);
+  absl::StatusOr<std::vector<OutboxEvent>> sent = OutboxDue(*sender, later);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  ASSERT_EQ(sent->size(), 1u);
+  EXPECT_EQ((*sent)[0].watched.payout.payout_id, PayoutId(2));
+  for (PostgresLedger* other : {plain.get(), standby.get()}) {
+    absl::StatusOr<std::vector<OutboxEvent>> none = OutboxDue(*other, later);
+    ASSERT_TRUE(none.ok());
+    EXPECT_TRUE(none->empty());
+  }
+  // The sender stops with the event undelivered: the standby takes the
+  // webhook lock at its next heartbeat and sends it.
+  sender->Close();
+  ASSERT_TRUE(Eventually([&] {
+    absl::StatusOr<std::vector<OutboxEvent>> due = OutboxDue(*standby, later);
+    return due.ok() && due->size() == 1 &&
+           (*due)[0].watched.cursor == (*sent)[0].watched.cursor;
+  }));
 }
 
 TEST_F(PostgresLedgerTest, AnApprovedPayoutIsOwnedByTheReplicaThatSendsIt) {

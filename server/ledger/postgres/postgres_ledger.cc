@@ -49,6 +49,7 @@ using ledger_internal::CreationReason;
 using ledger_internal::FinalStateNumbers;
 using ledger_internal::IsKnownState;
 using ledger_internal::kPayoutColumns;
+using ledger_internal::kWatchedEventColumns;
 using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
 using ledger_internal::MetadataColumn;
@@ -63,6 +64,7 @@ using postgres_internal::ConnectTarget;
 using postgres_internal::IsRetryable;
 using postgres_internal::kDutiesLock;
 using postgres_internal::kLockSpace;
+using postgres_internal::kWebhookLock;
 using postgres_internal::MigrateAndClaim;
 using postgres_internal::Param;
 using postgres_internal::ParseConnectTarget;
@@ -367,6 +369,7 @@ class PostgresLedger::Impl {
   bool ready() const { return ready_.load(); }
   bool healthy() const { return ready_.load() && healthy_.load(); }
   bool leader() const { return leader_.load(); }
+  bool sender() const { return sender_.load(); }
 
   // An insert whose COMMIT got no answer: its row, if it exists, was never
   // sent and is deleted once the database answers.
@@ -481,10 +484,7 @@ class PostgresLedger::Impl {
     absl::Status status =
         MigrateAndClaim(maintenance_db_, registration(), target_.redacted);
     if (!status.ok()) return status;
-    status = maintenance_db_.Run(
-        "INSERT INTO gateway_replicas (owner, registration) VALUES ($1, $2) "
-        "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
-        {owner_, registration()}, "registering this replica");
+    status = Register();
     if (!status.ok()) return status;
     if (status = TakeDutiesWhenFree(); !status.ok()) return status;
     ready_.store(true);
@@ -527,6 +527,10 @@ class PostgresLedger::Impl {
       if (!beat.ok()) {
         if (leader_.exchange(false)) {
           spdlog::warn("ledger: no longer the leader replica: {}",
+                       std::string(beat.message()));
+        }
+        if (sender_.exchange(false)) {
+          spdlog::warn("ledger: no longer the webhook sender: {}",
                        std::string(beat.message()));
         }
         spdlog::warn("ledger heartbeat failed: {}",
@@ -580,18 +584,40 @@ class PostgresLedger::Impl {
           "ledger: this replica's lease had expired (no heartbeat for {}); "
           "its payouts in flight were made UNKNOWN by another replica",
           absl::FormatDuration(options_.owner_lease));
-      absl::Status again = maintenance_db_.Run(
-          "INSERT INTO gateway_replicas (owner, registration) VALUES ($1, $2)"
-          " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
-          {owner_, registration()}, "registering this replica");
-      if (!again.ok()) return again;
+      if (absl::Status again = Register(); !again.ok()) return again;
     }
     return TakeDutiesWhenFree();
   }
 
-  // The duties lock is a session lock of the maintenance connection: held
-  // until this replica closes or loses that connection.
+  // Records this replica as live. A replica with webhooks turns the outbox
+  // on for the database: from then on every replica queues its events for
+  // them, for good (docs/webhooks.md says how to turn it off).
+  absl::Status Register() {
+    absl::Status registered = maintenance_db_.Run(
+        "INSERT INTO gateway_replicas (owner, registration) VALUES ($1, $2) "
+        "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()",
+        {owner_, registration()}, "registering this replica");
+    if (!registered.ok() || !options_.webhooks) return registered;
+    return maintenance_db_.Run(
+        "INSERT INTO ledger_meta (key, value) VALUES ('webhooks', 'on') "
+        "ON CONFLICT (key) DO NOTHING",
+        {}, "turning the webhook outbox on");
+  }
+
+  // The duties and webhook locks are session locks of the maintenance
+  // connection: held until this replica closes or loses that connection.
   absl::Status TakeDutiesWhenFree() {
+    if (options_.webhooks && !sender_.load()) {
+      absl::StatusOr<Result> lock =
+          maintenance_db_.Exec("SELECT pg_try_advisory_lock($1, $2)",
+                               {Number(kLockSpace), Number(kWebhookLock)},
+                               "taking the webhook lock");
+      if (!lock.ok()) return lock.status();
+      if (lock->Text(0, 0) == "t") {
+        sender_.store(true);
+        spdlog::info("ledger: replica {} sends the webhooks", owner_);
+      }
+    }
     if (leader_.load()) return absl::OkStatus();
     absl::StatusOr<Result> lock = maintenance_db_.Exec(
         "SELECT pg_try_advisory_lock($1, $2)",
@@ -702,6 +728,7 @@ class PostgresLedger::Impl {
   std::atomic<bool> ready_{false};
   std::atomic<bool> healthy_{false};
   std::atomic<bool> leader_{false};
+  std::atomic<bool> sender_{false};
 
   // Used by Start() and then only by the maintenance thread (and Close()
   // after it has joined).
@@ -1176,38 +1203,96 @@ void PostgresLedger::EventsAfter(int64_t after, int limit,
       std::move(done));
 }
 
-namespace {
-absl::Status NoOutbox() {
-  return absl::UnimplementedError(
-      "webhooks are not available on the PostgreSQL ledger in this version");
-}
-}  // namespace
-
 void PostgresLedger::OutboxDue(
-    absl::Time, int, Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) {
-  impl_->Submit<std::vector<OutboxEvent>>(
+    absl::Time now, int limit,
+    Callback<absl::StatusOr<std::vector<OutboxEvent>>> done) {
+  Impl& impl = *impl_;
+  // Only the replica holding the webhook lock sends; on the others nothing
+  // is ever due (their sender idles, and takes over with the lock).
+  const bool sender = impl.sender();
+  impl.Submit<std::vector<OutboxEvent>>(
       Impl::Mode::kStatements,
-      [](Connection&) -> absl::StatusOr<std::vector<OutboxEvent>> {
-        return NoOutbox();
+      [&impl, now, limit,
+       sender](Connection& db) -> absl::StatusOr<std::vector<OutboxEvent>> {
+        std::vector<OutboxEvent> due;
+        if (!sender) return due;
+        // Each payout's oldest queued event, once it has its watch position
+        // (its cursor, the Payout-Event-Id): in order per payout.
+        static const std::string* const kSql = new std::string(absl::StrCat(
+            "SELECT ", ledger_internal::PayoutColumnsOf("p."),
+            ", ep.position, e.from_state, e.to_state, e.why, e.who, "
+            "e.time_us, o.attempts, o.enqueued_us FROM webhook_outbox o "
+            "JOIN payout_events e ON e.id = o.event_id "
+            "JOIN event_positions ep ON ep.event_id = o.event_id "
+            "JOIN payouts p ON p.payout_id = o.payout_id "
+            "WHERE p.registration = $1 AND o.next_attempt_us <= $2 "
+            "AND o.event_id = (SELECT min(event_id) FROM webhook_outbox "
+            "WHERE payout_id = o.payout_id) ORDER BY o.event_id LIMIT $3"));
+        absl::StatusOr<Result> rows =
+            db.Exec(*kSql, {impl.registration(), Micros(now), Number(limit)},
+                    "reading the webhook outbox");
+        if (!rows.ok()) return rows.status();
+        constexpr int kAttempts = kWatchedEventColumns;  // the outbox's own
+        for (int row = 0; row < rows->rows(); ++row) {
+          absl::StatusOr<WatchedEvent> watched =
+              ledger_internal::ReadWatchedEvent(RowView(*rows, row));
+          if (!watched.ok()) return watched.status();
+          OutboxEvent& event = due.emplace_back();
+          event.watched = *std::move(watched);
+          event.attempts = static_cast<int>(rows->Int(row, kAttempts));
+          event.enqueued = absl::FromUnixMicros(rows->Int(row, kAttempts + 1));
+        }
+        return due;
       },
       std::move(done));
 }
 
-void PostgresLedger::OutboxSettle(int64_t, std::optional<absl::Time>,
+void PostgresLedger::OutboxSettle(int64_t cursor,
+                                  std::optional<absl::Time> retry_at,
                                   Callback<absl::Status> done) {
   impl_->Submit<bool>(
       Impl::Mode::kStatements,
-      [](Connection&) -> absl::StatusOr<bool> { return NoOutbox(); },
-      [done = std::move(done)](absl::StatusOr<bool> result) {
-        done(result.status());
+      [cursor, retry_at](Connection& db) -> absl::StatusOr<bool> {
+        // The cursor is the event's watch position.
+        absl::Status settled =
+            retry_at.has_value()
+                ? db.Run(
+                      "UPDATE webhook_outbox SET attempts = attempts + 1, "
+                      "next_attempt_us = $2 WHERE event_id = (SELECT "
+                      "event_id FROM event_positions WHERE position = $1)",
+                      {Number(cursor), Micros(*retry_at)},
+                      "scheduling a webhook retry")
+                : db.Run(
+                      "DELETE FROM webhook_outbox WHERE event_id = (SELECT "
+                      "event_id FROM event_positions WHERE position = $1)",
+                      {Number(cursor)}, "settling a webhook");
+        if (!settled.ok()) return settled;
+        return true;
+      },
+      [done = std::move(done)](absl::StatusOr<bool> settled) {
+        done(settled.status());
       });
 }
 
 void PostgresLedger::OutboxWaiting(
     Callback<absl::StatusOr<OutboxBacklog>> done) {
-  impl_->Submit<OutboxBacklog>(
+  Impl& impl = *impl_;
+  impl.Submit<OutboxBacklog>(
       Impl::Mode::kStatements,
-      [](Connection&) -> absl::StatusOr<OutboxBacklog> { return NoOutbox(); },
+      [&impl](Connection& db) -> absl::StatusOr<OutboxBacklog> {
+        absl::StatusOr<Result> rows = db.Exec(
+            "SELECT count(*), COALESCE(min(o.enqueued_us), 0) FROM "
+            "webhook_outbox o JOIN payouts p ON p.payout_id = o.payout_id "
+            "WHERE p.registration = $1",
+            {impl.registration()}, "reading the webhook outbox");
+        if (!rows.ok()) return rows.status();
+        OutboxBacklog backlog;
+        backlog.events = rows->Int(0, 0);
+        if (backlog.events > 0) {
+          backlog.oldest = absl::FromUnixMicros(rows->Int(0, 1));
+        }
+        return backlog;
+      },
       std::move(done));
 }
 

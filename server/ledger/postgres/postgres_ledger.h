@@ -67,6 +67,11 @@ struct PostgresLedgerOptions {
   // check fails after start-up (the database was unreachable at first): the
   // ledger can never serve, and the process should stop.
   std::function<void(const absl::Status&)> on_fatal;
+  // This replica sends webhooks (docs/webhooks.md): once one such replica
+  // has used the database, every replica's events are queued in the
+  // outbox; one replica with webhooks at a time (an advisory lock) sends
+  // them.
+  bool webhooks = false;
 };
 
 // A postgresql:// URI with its password (if any) replaced by "***"; a

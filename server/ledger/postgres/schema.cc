@@ -125,6 +125,33 @@ CREATE TABLE event_sequencer (
 INSERT INTO event_sequencer (last) VALUES (0);
 INSERT INTO event_queue (event_id) SELECT id FROM payout_events;
 )sql",
+    // 4: the webhook outbox: one row per event not yet delivered, written in
+    // the event's transaction by the queue trigger once a replica with
+    // webhooks has used the database (ledger_meta key 'webhooks'), and
+    // deleted once delivered or given up. Every replica's events are queued,
+    // whichever replica sends them, also while the sending replica restarts.
+    R"sql(
+CREATE TABLE webhook_outbox (
+  event_id bigint PRIMARY KEY
+    REFERENCES payout_events (id) ON DELETE CASCADE,
+  payout_id text NOT NULL,
+  attempts integer NOT NULL DEFAULT 0,
+  next_attempt_us bigint NOT NULL,
+  enqueued_us bigint NOT NULL
+);
+CREATE INDEX webhook_outbox_by_payout ON webhook_outbox (payout_id, event_id);
+CREATE OR REPLACE FUNCTION payout_events_queue() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO event_queue (event_id) VALUES (NEW.id);
+  IF EXISTS (SELECT 1 FROM ledger_meta WHERE key = 'webhooks') THEN
+    INSERT INTO webhook_outbox (event_id, payout_id, next_attempt_us,
+                                enqueued_us)
+      VALUES (NEW.id, NEW.payout_id, NEW.time_us, NEW.time_us);
+  END IF;
+  RETURN NULL;
+END $$;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");

@@ -15,7 +15,7 @@ namespace aopay::postgres_internal {
 
 // The schema version this code writes. A database with a newer version is
 // refused.
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 // Advisory locks: (kLockSpace, key). kLockSpace is "AOPY".
 inline constexpr int32_t kLockSpace = 0x414F5059;
@@ -23,6 +23,8 @@ inline constexpr int32_t kMigrationLock = 1;
 // Held (session lock) by the one replica that runs the reconciler and
 // retention pruning.
 inline constexpr int32_t kDutiesLock = 2;
+// Held (session lock) by the one replica with webhooks that sends them.
+inline constexpr int32_t kWebhookLock = 3;
 
 // Creates or migrates the schema, then claims the database for
 // `registration`: FAILED_PRECONDITION when it holds another registration's
