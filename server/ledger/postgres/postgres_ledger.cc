@@ -1216,6 +1216,10 @@ void PostgresLedger::OutboxDue(
        sender](Connection& db) -> absl::StatusOr<std::vector<OutboxEvent>> {
         std::vector<OutboxEvent> due;
         if (!sender) return due;
+        // Events committed since the last sequencing get their positions
+        // now, not at the next maintenance tick.
+        absl::StatusOr<int64_t> sequenced = SequenceEvents(db);
+        if (!sequenced.ok()) return sequenced.status();
         // Each payout's oldest queued event, once it has its watch position
         // (its cursor, the Payout-Event-Id): in order per payout.
         static const std::string* const kSql = new std::string(absl::StrCat(
