@@ -3,8 +3,8 @@
 // once, several times, reaches AOPay once; a replica killed mid-load loses
 // only its own payouts in flight, to UNKNOWN after its lease, while the
 // others complete; the sandbox's journal and the ledger agree request by
-// request; a watcher moving between replicas with its cursor sees every
-// event once, in the ledger's order.
+// request; a watcher moving between replicas with its cursor, across a
+// replica's SIGKILL, sees every event once, in the ledger's order.
 
 #include <sys/wait.h>
 
@@ -425,11 +425,12 @@ std::vector<LedgerEvent> PositionedEvents(const std::string& uri) {
   return events;
 }
 
-// Payouts made on every replica at once (their commits interleave), and a
-// watcher that drops its stream after a few events and resumes with its
-// cursor on another replica: it sees every event the ledger recorded,
-// once, in position order, and each payout's changes in the order they
-// happened.
+// Payouts made on two replicas at once (their commits interleave), a third
+// replica SIGKILLed and restarted meanwhile, and a watcher that drops its
+// stream after a few events (or loses it with the killed replica) and
+// resumes with its cursor on any replica: it sees every event the ledger
+// recorded, once, in position order, and each payout's changes in the
+// order they happened.
 TEST_F(ScaleOutTest, AWatcherMovingBetweenReplicasMissesAndRepeatsNothing) {
   SandboxProcess sandbox({"--settle=0s"});
   std::vector<std::unique_ptr<GatewayProcess>> replicas =
@@ -441,24 +442,30 @@ TEST_F(ScaleOutTest, AWatcherMovingBetweenReplicasMissesAndRepeatsNothing) {
   std::vector<LedgerEvent> seen;           // guarded by mu
   grpc::ClientContext* current = nullptr;  // guarded by mu
   bool stop = false;                       // guarded by mu
-  int streams = 0;                         // watcher thread only
+  // The channel of each replica; the killed one's is replaced.
+  std::vector<std::shared_ptr<grpc::Channel>> channels;  // guarded by mu
+  for (const std::unique_ptr<GatewayProcess>& replica : replicas) {
+    channels.push_back(replica->channel());
+  }
+  int streams = 0;  // watcher thread only
   std::thread watcher([&] {
     std::string cursor = EventCursor(0);
     std::mt19937 own(seed);
     while (true) {
-      GatewayProcess& replica = *replicas[own() % kReplicas];
-      auto stub = v1::PayoutService::NewStub(replica.channel());
       grpc::ClientContext context;
       context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+      std::shared_ptr<grpc::Channel> channel;
       {
         absl::MutexLock lock(&mu);
         if (stop) return;
         current = &context;
+        channel = channels[own() % kReplicas];
       }
       ++streams;
       v1::WatchPayoutsRequest request;
       request.set_after_cursor(cursor);
-      auto reader = stub->WatchPayouts(&context, request);
+      auto reader =
+          v1::PayoutService::NewStub(channel)->WatchPayouts(&context, request);
       const int quota = 1 + static_cast<int>(own() % 5);
       v1::PayoutEvent event;
       for (int read = 0; read < quota && reader->Read(&event); ++read) {
@@ -471,26 +478,29 @@ TEST_F(ScaleOutTest, AWatcherMovingBetweenReplicasMissesAndRepeatsNothing) {
       }
       context.TryCancel();
       const grpc::Status status = reader->Finish();
+      // UNAVAILABLE: the killed replica (or its port before the restart).
       EXPECT_TRUE(status.ok() || status.error_code() == grpc::CANCELLED ||
-                  status.error_code() == grpc::DEADLINE_EXCEEDED)
+                  status.error_code() == grpc::DEADLINE_EXCEEDED ||
+                  status.error_code() == grpc::UNAVAILABLE)
           << status.error_code() << " " << status.error_message();
       absl::MutexLock lock(&mu);
       current = nullptr;
     }
   });
 
-  constexpr int kPerReplica = 8;
+  constexpr int kMakers = 2;  // replicas 0 and 1; 2 is killed
+  constexpr int kPerMaker = 12;
   std::vector<std::thread> makers;
-  for (int r = 0; r < kReplicas; ++r) {
+  for (int r = 0; r < kMakers; ++r) {
     makers.emplace_back([&, r] {
-      for (int i = 0; i < kPerReplica; ++i) {
+      for (int i = 0; i < kPerMaker; ++i) {
         absl::StatusOr<v1::Payout> payout = replicas[r]->client().CreatePayout(
             ValidRequest(UniqueAccount("1836")), kCall);
         ASSERT_TRUE(payout.ok()) << payout.status();
-        if (i % 2 == 0) {  // some settle, on another replica
+        if (i % 2 == 0) {  // some settle, on the other replica
           v1::RefreshPayoutRequest refresh;
           refresh.set_payout_id(payout->payout_id());
-          ASSERT_TRUE(replicas[(r + 1) % kReplicas]
+          ASSERT_TRUE(replicas[(r + 1) % kMakers]
                           ->client()
                           .RefreshPayout(refresh, kCall)
                           .ok());
@@ -498,11 +508,25 @@ TEST_F(ScaleOutTest, AWatcherMovingBetweenReplicasMissesAndRepeatsNothing) {
       }
     });
   }
+  // Once the watcher is under way, replica 2 dies and comes back.
+  EXPECT_TRUE(Eventually(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return seen.size() >= 6;
+      },
+      absl::Seconds(30)));
+  replicas[2]->process().Signal(SIGKILL);
+  replicas[2] =
+      std::make_unique<GatewayProcess>(sandbox.url(), uri_, kReplicaFlags);
+  {
+    absl::MutexLock lock(&mu);
+    channels[2] = replicas[2]->channel();
+  }
   for (std::thread& maker : makers) maker.join();
   const int recorded = std::stoi(
       test_support::PgScalar(uri_, "SELECT count(*) FROM payout_events"));
   // Creation and acceptance of each payout, and settlement of half of them.
-  EXPECT_EQ(recorded, kReplicas * kPerReplica * 5 / 2);
+  EXPECT_EQ(recorded, kMakers * kPerMaker * 5 / 2);
   EXPECT_TRUE(Eventually(
       [&] {
         absl::MutexLock lock(&mu);
