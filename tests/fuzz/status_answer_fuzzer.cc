@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "common/aopay_codec.h"
@@ -44,11 +45,13 @@ void CheckVerdict(const HttpAnswer& answer, absl::string_view transaction_id) {
   const AnswerFacts facts = ReadAnswer(answer.body);
   FUZZ_CHECK(facts.is_object && !facts.says_error);
   // Without resourceData, a top-level word counts only beside the payout's
-  // own transaction id (docs/aopay.md, rule 2).
+  // own transaction id (docs/aopay.md, rule 2; white space around either id
+  // does not count).
   if (!facts.has_resource_data) {
     FUZZ_CHECK(!transaction_id.empty() && facts.names_transaction);
     FUZZ_CHECK(absl::StrContains(answer.body, "\\") ||
-               absl::StrContains(answer.body, transaction_id));
+               absl::StrContains(answer.body,
+                                 absl::StripAsciiWhitespace(transaction_id)));
   }
 }
 
