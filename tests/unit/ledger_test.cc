@@ -427,7 +427,13 @@ absl::StatusOr<std::vector<PayoutEvent>> Events(Ledger& ledger,
   return Call<absl::StatusOr<std::vector<PayoutEvent>>>(
       [&](auto done) { ledger.Events(std::move(payout_id), std::move(done)); });
 }
+// Retention pruning, as it runs long after the changes it prunes: events
+// have their watch positions by then (on PostgreSQL a read gives them now,
+// unless another sequencing holds the sequencer; SQLite needs none).
 absl::StatusOr<int> Prune(Ledger& ledger, absl::Time cutoff) {
+  absl::StatusOr<EventBatch> sequenced = Call<absl::StatusOr<EventBatch>>(
+      [&](auto done) { ledger.EventsAfter(0, 0, std::move(done)); });
+  if (!sequenced.ok()) return sequenced.status();
   return Call<absl::StatusOr<int>>(
       [&](auto done) { ledger.Prune(cutoff, std::move(done)); });
 }
@@ -2628,6 +2634,20 @@ class PostgresLedgerTest : public ::testing::Test {
     return test_support::PgScalar(uri_, sql);
   }
 
+  // A connection of the test's own (another replica's, say), for
+  // transactions held open across the ledger's calls.
+  std::optional<postgres_internal::Connection> Connect() {
+    absl::StatusOr<postgres_internal::ConnectTarget> target =
+        postgres_internal::ParseConnectTarget(uri_, absl::Seconds(10));
+    EXPECT_TRUE(target.ok()) << target.status();
+    if (!target.ok()) return std::nullopt;
+    absl::StatusOr<postgres_internal::Connection> db =
+        postgres_internal::Connection::Open(*target);
+    EXPECT_TRUE(db.ok()) << db.status();
+    if (!db.ok()) return std::nullopt;
+    return *std::move(db);
+  }
+
   // Makes payout `n` (inserted PENDING) belong to replica `owner`, whose last
   // heartbeat was `age` ago.
   void GiveTo(int n, const std::string& owner, absl::Duration age) {
@@ -2963,12 +2983,8 @@ TEST_F(PostgresLedgerTest, AnEventCommittedLateStillFollowsTheReadersCursor) {
   ASSERT_NE(ledger, nullptr);
   InsertIn(*ledger, MakePayout(1), {});
   InsertIn(*ledger, MakePayout(2), {});
-  absl::StatusOr<postgres_internal::ConnectTarget> target =
-      postgres_internal::ParseConnectTarget(uri_, absl::Seconds(10));
-  ASSERT_TRUE(target.ok());
-  absl::StatusOr<postgres_internal::Connection> slow =
-      postgres_internal::Connection::Open(*target);
-  ASSERT_TRUE(slow.ok()) << slow.status();
+  std::optional<postgres_internal::Connection> slow = Connect();
+  ASSERT_TRUE(slow.has_value());
   // A transaction (another replica's, say) takes an event id and has not
   // committed yet.
   ASSERT_TRUE(slow->Run("BEGIN", {}, "test").ok());
@@ -2996,6 +3012,78 @@ TEST_F(PostgresLedgerTest, AnEventCommittedLateStillFollowsTheReadersCursor) {
   EXPECT_EQ(after->events[0].payout.payout_id, PayoutId(1));
   EXPECT_EQ(after->events[0].event.why, "late");
   EXPECT_GT(after->events[0].cursor, cursor);
+}
+
+// Another replica prunes events after a watcher's cursor between the
+// moment the watcher's read looks at the pruning mark and the moment it
+// reads the page: the cursor has expired, and the read says so instead of
+// skipping the pruned events.
+TEST_F(PostgresLedgerTest, APruneDuringAReadExpiresTheCursor) {
+  auto ledger = Open();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});   // 1, 2
+  InsertIn(*ledger, MakePayout(2), {PayoutState::kSucceeded});  // 3, 4
+  InsertIn(*ledger, MakePayout(3), {});                         // 5
+  ASSERT_EQ(EventsAfter(*ledger, 0)->head, 5);
+  std::optional<postgres_internal::Connection> other = Connect();
+  ASSERT_TRUE(other.has_value());
+  // The other replica's prune holds the payouts table until it commits:
+  // the read (after the cursor of payout 1's events) waits in its page.
+  ASSERT_TRUE(other->Run("BEGIN", {}, "test").ok());
+  ASSERT_TRUE(
+      other->Run("LOCK TABLE payouts IN ACCESS EXCLUSIVE MODE", {}, "test")
+          .ok());
+  absl::Notification read;
+  absl::StatusOr<EventBatch> batch = absl::UnknownError("not read");
+  ledger->EventsAfter(2, 10, [&](absl::StatusOr<EventBatch> result) {
+    batch = std::move(result);
+    read.Notify();
+  });
+  ASSERT_TRUE(Eventually([&] {
+    return Query(
+               "SELECT count(*) FROM pg_stat_activity WHERE "
+               "wait_event_type = 'Lock' AND query LIKE '%event_positions "
+               "ep%'") == "1";
+  }));
+  ASSERT_TRUE(other
+                  ->Run(absl::StrCat("DELETE FROM payouts WHERE payout_id = '",
+                                     PayoutId(2), "'"),
+                        {}, "test")
+                  .ok());
+  ASSERT_TRUE(other
+                  ->Run("INSERT INTO ledger_meta (key, value) VALUES "
+                        "('events_pruned_through', '4')",
+                        {}, "test")
+                  .ok());
+  ASSERT_TRUE(other->Run("COMMIT", {}, "test").ok());
+  read.WaitForNotification();
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_TRUE(batch->expired);
+  EXPECT_TRUE(batch->events.empty());
+}
+
+// A payout whose events still wait for their positions is not pruned yet
+// (a sequencing statement in progress could give one that the prune's mark
+// would miss); the next prune, after they have them, takes it.
+TEST_F(PostgresLedgerTest, PruneWaitsForAPayoutsEventsToHavePositions) {
+  auto ledger = Open();
+  ASSERT_NE(ledger, nullptr);
+  std::optional<postgres_internal::Connection> sequencer = Connect();
+  ASSERT_TRUE(sequencer.has_value());
+  // Another replica's sequencing holds the sequencer's row: nobody else
+  // gives positions meanwhile.
+  ASSERT_TRUE(sequencer->Run("BEGIN", {}, "test").ok());
+  ASSERT_TRUE(
+      sequencer->Run("SELECT last FROM event_sequencer FOR UPDATE", {}, "test")
+          .ok());
+  InsertIn(*ledger, MakePayout(1), {PayoutState::kSucceeded});
+  EXPECT_EQ(Prune(*ledger, T(1'000'000)).value(), 0);
+  ASSERT_TRUE(sequencer->Run("COMMIT", {}, "test").ok());
+  ASSERT_EQ(EventsAfter(*ledger, 0)->events.size(), 2u);
+  EXPECT_EQ(Prune(*ledger, T(1'000'000)).value(), 1);
+  absl::StatusOr<EventBatch> expired = EventsAfter(*ledger, 0);
+  ASSERT_TRUE(expired.ok());
+  EXPECT_TRUE(expired->expired);
 }
 
 // A database of schema version 2 (before watch positions and the outbox):
@@ -3062,9 +3150,19 @@ TEST_F(PostgresLedgerTest,
     ASSERT_TRUE(none.ok());
     EXPECT_TRUE(none->empty());
   }
-  // The sender stops with the event undelivered: the standby takes the
-  // webhook lock at its next heartbeat and sends it.
-  sender->Close();
+  // The sender loses its connection to the database, with the event
+  // undelivered: from then on it takes nothing (the standby may have the
+  // lock before the sender's next heartbeat notices), and the standby takes
+  // the lock at its own next heartbeat and sends the event.
+  ASSERT_EQ(
+      Query(absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
+                         "locktype = 'advisory' AND classid = ",
+                         pg::kLockSpace, " AND objid = ", pg::kWebhookLock)),
+      "t");
+  absl::StatusOr<std::vector<OutboxEvent>> after_loss =
+      OutboxDue(*sender, later);
+  ASSERT_TRUE(after_loss.ok()) << after_loss.status();
+  EXPECT_TRUE(after_loss->empty());
   ASSERT_TRUE(Eventually([&] {
     absl::StatusOr<std::vector<OutboxEvent>> due = OutboxDue(*standby, later);
     return due.ok() && due->size() == 1 &&

@@ -370,6 +370,9 @@ class PostgresLedger::Impl {
   bool healthy() const { return ready_.load() && healthy_.load(); }
   bool leader() const { return leader_.load(); }
   bool sender() const { return sender_.load(); }
+  // The maintenance connection's server process, which holds the webhook
+  // lock while this replica sends.
+  int64_t sender_pid() const { return sender_pid_.load(); }
 
   // An insert whose COMMIT got no answer: its row, if it exists, was never
   // sent and is deleted once the database answers.
@@ -608,12 +611,13 @@ class PostgresLedger::Impl {
   // connection: held until this replica closes or loses that connection.
   absl::Status TakeDutiesWhenFree() {
     if (options_.webhooks && !sender_.load()) {
-      absl::StatusOr<Result> lock =
-          maintenance_db_.Exec("SELECT pg_try_advisory_lock($1, $2)",
-                               {Number(kLockSpace), Number(kWebhookLock)},
-                               "taking the webhook lock");
+      absl::StatusOr<Result> lock = maintenance_db_.Exec(
+          "SELECT pg_try_advisory_lock($1, $2), pg_backend_pid()",
+          {Number(kLockSpace), Number(kWebhookLock)},
+          "taking the webhook lock");
       if (!lock.ok()) return lock.status();
       if (lock->Text(0, 0) == "t") {
+        sender_pid_.store(lock->Int(0, 1));
         sender_.store(true);
         spdlog::info("ledger: replica {} sends the webhooks", owner_);
       }
@@ -729,6 +733,7 @@ class PostgresLedger::Impl {
   std::atomic<bool> healthy_{false};
   std::atomic<bool> leader_{false};
   std::atomic<bool> sender_{false};
+  std::atomic<int64_t> sender_pid_{0};
 
   // Used by Start() and then only by the maintenance thread (and Close()
   // after it has joined).
@@ -1166,19 +1171,15 @@ void PostgresLedger::EventsAfter(int64_t after, int limit,
         if (!sequenced.ok()) return sequenced.status();
         EventBatch batch;
         batch.last = after;
-        // The head before the page: every position up to it is visible to
-        // the page's read.
-        absl::StatusOr<Result> marks = db.Exec(
-            "SELECT (SELECT last FROM event_sequencer), "
-            "(SELECT COALESCE(max(value::bigint), 0) FROM ledger_meta "
-            "WHERE key = 'events_pruned_through')",
-            {}, "reading events");
-        if (!marks.ok()) return marks.status();
-        batch.head = marks->Int(0, 0);
-        if (after < marks->Int(0, 1)) {
-          batch.expired = true;
-          return batch;
-        }
+        // Three statements, in this order. The head before the page: every
+        // position up to it is visible to the page's read. The pruning mark
+        // after it: a prune that committed before the page was read (and
+        // took events after the cursor with it) is seen, and the cursor has
+        // expired; one that came later leaves the page whole.
+        absl::StatusOr<Result> head =
+            db.Exec("SELECT last FROM event_sequencer", {}, "reading events");
+        if (!head.ok()) return head.status();
+        batch.head = head->Int(0, 0);
         static const std::string* const kSql = new std::string(absl::StrCat(
             "SELECT ", ledger_internal::PayoutColumnsOf("p."),
             ", ep.position, e.from_state, e.to_state, e.why, e.who, "
@@ -1191,6 +1192,15 @@ void PostgresLedger::EventsAfter(int64_t after, int limit,
             db.Exec(*kSql, {impl.registration(), Number(after), Number(limit)},
                     "reading events");
         if (!rows.ok()) return rows.status();
+        absl::StatusOr<Result> pruned = db.Exec(
+            "SELECT COALESCE(max(value::bigint), 0) FROM ledger_meta "
+            "WHERE key = 'events_pruned_through'",
+            {}, "reading events");
+        if (!pruned.ok()) return pruned.status();
+        if (after < pruned->Int(0, 0)) {
+          batch.expired = true;
+          return batch;
+        }
         for (int row = 0; row < rows->rows(); ++row) {
           absl::StatusOr<WatchedEvent> watched =
               ledger_internal::ReadWatchedEvent(RowView(*rows, row));
@@ -1210,10 +1220,11 @@ void PostgresLedger::OutboxDue(
   // Only the replica holding the webhook lock sends; on the others nothing
   // is ever due (their sender idles, and takes over with the lock).
   const bool sender = impl.sender();
+  const int64_t sender_pid = impl.sender_pid();
   impl.Submit<std::vector<OutboxEvent>>(
       Impl::Mode::kStatements,
-      [&impl, now, limit,
-       sender](Connection& db) -> absl::StatusOr<std::vector<OutboxEvent>> {
+      [&impl, now, limit, sender,
+       sender_pid](Connection& db) -> absl::StatusOr<std::vector<OutboxEvent>> {
         std::vector<OutboxEvent> due;
         if (!sender) return due;
         // Events committed since the last sequencing get their positions
@@ -1221,7 +1232,10 @@ void PostgresLedger::OutboxDue(
         absl::StatusOr<int64_t> sequenced = SequenceEvents(db);
         if (!sequenced.ok()) return sequenced.status();
         // Each payout's oldest queued event, once it has its watch position
-        // (its cursor, the Payout-Event-Id): in order per payout.
+        // (its cursor, the Payout-Event-Id): in order per payout. Only while
+        // the webhook lock is still this replica's: once its maintenance
+        // connection is gone (and another replica may hold the lock), it
+        // takes nothing more, even before its next heartbeat notices.
         static const std::string* const kSql = new std::string(absl::StrCat(
             "SELECT ", ledger_internal::PayoutColumnsOf("p."),
             ", ep.position, e.from_state, e.to_state, e.why, e.who, "
@@ -1231,10 +1245,15 @@ void PostgresLedger::OutboxDue(
             "JOIN payouts p ON p.payout_id = o.payout_id "
             "WHERE p.registration = $1 AND o.next_attempt_us <= $2 "
             "AND o.event_id = (SELECT min(event_id) FROM webhook_outbox "
-            "WHERE payout_id = o.payout_id) ORDER BY o.event_id LIMIT $3"));
-        absl::StatusOr<Result> rows =
-            db.Exec(*kSql, {impl.registration(), Micros(now), Number(limit)},
-                    "reading the webhook outbox");
+            "WHERE payout_id = o.payout_id) AND EXISTS (SELECT 1 FROM "
+            "pg_locks WHERE locktype = 'advisory' AND classid = $4 AND "
+            "objid = $5 AND objsubid = 2 AND pid = $6 AND granted) "
+            "ORDER BY o.event_id LIMIT $3"));
+        absl::StatusOr<Result> rows = db.Exec(
+            *kSql,
+            {impl.registration(), Micros(now), Number(limit),
+             Number(kLockSpace), Number(kWebhookLock), Number(sender_pid)},
+            "reading the webhook outbox");
         if (!rows.ok()) return rows.status();
         constexpr int kAttempts = kWatchedEventColumns;  // the outbox's own
         for (int row = 0; row < rows->rows(); ++row) {
@@ -1317,12 +1336,18 @@ void PostgresLedger::Prune(absl::Time cutoff,
         if (!leader) return 0;
         // Their events go with them (ON DELETE CASCADE); the newest watch
         // position among them is kept, so that a watcher whose cursor is
-        // older learns that it cannot resume (CURSOR_EXPIRED).
+        // older learns that it cannot resume (CURSOR_EXPIRED). A payout
+        // with an event still queued for its position waits for the next
+        // prune: a sequencing statement in progress could otherwise give a
+        // position this statement's mark does not see (and delete it with
+        // the payout), or deadlock with the cascade.
         static const std::string* const kSql = new std::string(absl::StrCat(
             "WITH gone AS (DELETE FROM payouts WHERE registration = $1 AND "
             "state IN (",
             FinalStateNumbers(),
-            ") AND final_time_us < $2 RETURNING payout_id), "
+            ") AND final_time_us < $2 AND NOT EXISTS (SELECT 1 FROM "
+            "payout_events e JOIN event_queue q ON q.event_id = e.id WHERE "
+            "e.payout_id = payouts.payout_id) RETURNING payout_id), "
             "mark AS (INSERT INTO ledger_meta (key, value) "
             "SELECT 'events_pruned_through', max(ep.position)::text "
             "FROM event_positions ep JOIN payout_events e "
