@@ -141,10 +141,15 @@ void grpc_cq_end_op(grpc_completion_queue* cq, void* tag, absl::Status error,
 // ScheduleOnDone first acquires what the count's earlier decrements
 // released, then releases on kOnDoneHandOff; grpc_call_unref acquires it.
 // The executor's closure carries no key this file can see on both sides, so
-// one key serves every call: each clean-up happens after every ScheduleOnDone
-// before it, an edge wider than gRPC's own but limited to call teardown.
-// OnDone runs before the acquire, so a reactor used after its OnDone
-// deleted it is still reported.
+// one key serves every call, and the edge is wider than gRPC's own: a thread
+// that has called ScheduleOnDone (for any call) is ordered before every
+// later clean-up, and a thread that has run a clean-up after every earlier
+// ScheduleOnDone. Only gRPC's own threads call either. The project's
+// threads (ledger, executor, event hub) call neither, so a reactor they use
+// after OnDone deleted it is still reported; a misuse confined to gRPC's
+// threads (a reaction racing OnDone) may be hidden here, and is what the
+// AddressSanitizer stage, which needs no ordering to see a use after
+// free, catches.
 namespace {
 char kOnDoneHandOff;
 }  // namespace
