@@ -1165,8 +1165,9 @@ void PostgresLedger::EventsAfter(int64_t after, int limit,
       Impl::Mode::kStatements,
       [&impl, after, limit](Connection& db) -> absl::StatusOr<EventBatch> {
         // Events committed since the last sequencing get positions first, so
-        // a watcher of this replica sees its own changes at once (the
-        // maintenance thread sequences every second as well).
+        // a watcher of this replica sees its own changes at once, unless
+        // another replica is sequencing now (then within the second the
+        // maintenance threads take to sequence again).
         absl::StatusOr<int64_t> sequenced = SequenceEvents(db);
         if (!sequenced.ok()) return sequenced.status();
         EventBatch batch;
