@@ -22,7 +22,10 @@
 #      (tests/support/pg_cluster.sh, fsync on), LEDGER_INFLIGHT payouts in
 #      flight per gateway (closed loop): payouts/s and CPU per payout of the
 #      gateways and of PostgreSQL, rounds interleaved; from PostgreSQL's CPU
-#      per payout, how many payouts/s one database core serves.
+#      per payout, how many payouts/s one database core serves; and what
+#      watch positions cost (docs/scale-out.md): a replica on a database of
+#      its own whose events are never queued (the trigger dropped) vs one
+#      replica of the shared database, throughput and PostgreSQL's CPU.
 #   h. What webhooks cost: the gateway with --webhook_url (the sandbox's
 #      /webhooks answers 204) vs the plaintext gateway of (a), same offered
 #      rate, rounds interleaved; CPU per payout (the webhook POSTs included)
@@ -386,6 +389,15 @@ start pg1 "$build/server/payout-server" "${common[@]}" --ledger="$pg_uri"
 pg1=$address pg1_pid=$pid
 start pg2 "$build/server/payout-server" "${common[@]}" --ledger="$pg_uri"
 pg2=$address pg2_pid=$pid
+# The cost of watch positions (docs/scale-out.md#watchpayouts): a replica on
+# a database of its own whose events are never queued for positions (the
+# trigger dropped once the replica has migrated it).
+unqueued_uri=${pg_uri/@\/postgres/@\/unqueued}
+psql -q -d "$pg_uri" -c "CREATE DATABASE unqueued" >/dev/null
+start pgu "$build/server/payout-server" "${common[@]}" --ledger="$unqueued_uri"
+pgu=$address pgu_pid=$pid
+psql -q -d "$unqueued_uri" \
+  -c "DROP TRIGGER payout_events_queue ON payout_events" >/dev/null
 # g_run NAME PIDS TARGETS: LEDGER_PAYOUTS payouts per target at once; sets
 # g_rate (payouts/s in all), g_cpu (the gateways' µs per payout), g_db
 # (PostgreSQL's µs per payout) and g_err.
@@ -418,12 +430,13 @@ g_run() {
 }
 declare -A g_rates g_cpus g_dbs g_errs
 for round in $(seq 1 "$rounds"); do
-  for kind in sqlite pg_one pg_two; do
+  for kind in sqlite pg_one pg_two pg_unqueued; do
     progress "g. round $round: $kind, $ledger_inflight in flight per gateway"
     case $kind in
       sqlite) g_run "$kind-$round" "$durable_pid" "$durable" ;;
       pg_one) g_run "$kind-$round" "$pg1_pid" "$pg1" ;;
       pg_two) g_run "$kind-$round" "$pg1_pid $pg2_pid" "$pg1 $pg2" ;;
+      pg_unqueued) g_run "$kind-$round" "$pgu_pid" "$pgu" ;;
     esac
     g_rates[$kind]+=" $g_rate"
     g_cpus[$kind]+=" $g_cpu"
@@ -431,11 +444,12 @@ for round in $(seq 1 "$rounds"); do
     g_errs[$kind]+=" $g_err"
   done
 done
-for kind in sqlite pg_one pg_two; do
+for kind in sqlite pg_one pg_two pg_unqueued; do
   case $kind in
     sqlite) label="SQLite ledger, one gateway" ;;
     pg_one) label="PostgreSQL ledger, one replica" ;;
     pg_two) label="PostgreSQL ledger, two replicas (one load each, together)" ;;
+    pg_unqueued) label="PostgreSQL ledger, one replica, events not queued for watch positions" ;;
   esac
   db=""
   [ "$kind" != sqlite ] && db=", PostgreSQL $(median "${g_dbs[$kind]}") µs"
@@ -452,8 +466,13 @@ row g "**two replicas / one replica throughput** (same 2 cores as PostgreSQL)" \
   "**$(awk -v t="$g_two" -v o="$g_one" 'BEGIN {printf "%.2f", t / o}')**" ""
 row g "payouts/s one PostgreSQL core serves (10⁶ / its µs per payout)" \
   "$(awk -v d="$g_db_one" 'BEGIN {printf (d > 0 ? "%.0f" : "n/a"), 1000000 / d}')" ""
+g_unqueued=$(median "${g_rates[pg_unqueued]}")
+g_db_unqueued=$(median "${g_dbs[pg_unqueued]}")
+row g "**watch positions on / off: throughput, PostgreSQL CPU per payout** (one replica)" \
+  "**$(awk -v o="$g_one" -v u="$g_unqueued" 'BEGIN {printf "%.2f", o / u}') / $(awk -v o="$g_db_one" -v u="$g_db_unqueued" 'BEGIN {printf (u > 0 ? "%.2f" : "n/a"), o / u}')**" ""
 stop "$pg1_pid"
 stop "$pg2_pid"
+stop "$pgu_pid"
 pg_stop
 trap cleanup EXIT
 stop "$durable_pid"
