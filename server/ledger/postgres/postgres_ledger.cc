@@ -111,6 +111,14 @@ absl::Status ClosedError() {
   return LedgerUnavailableError("the ledger is closed");
 }
 
+// What ReadWatchedEvent reads, of a payout `p`, its event `e` and the
+// event's watch position `ep` (its cursor).
+std::string WatchedEventColumns() {
+  return absl::StrCat(ledger_internal::PayoutColumnsOf("p."),
+                      ", ep.position, e.from_state, e.to_state, e.why, e.who, "
+                      "e.time_us");
+}
+
 // Gives the next watch positions to up to kSequenceBatch committed events,
 // in id order (schema migration 3 says why). One statement, which holds
 // event_sequencer's row until it commits: statements of several replicas
@@ -1182,9 +1190,7 @@ void PostgresLedger::EventsAfter(int64_t after, int limit,
         if (!head.ok()) return head.status();
         batch.head = head->Int(0, 0);
         static const std::string* const kSql = new std::string(absl::StrCat(
-            "SELECT ", ledger_internal::PayoutColumnsOf("p."),
-            ", ep.position, e.from_state, e.to_state, e.why, e.who, "
-            "e.time_us FROM event_positions ep "
+            "SELECT ", WatchedEventColumns(), " FROM event_positions ep ",
             "JOIN payout_events e ON e.id = ep.event_id "
             "JOIN payouts p ON p.payout_id = e.payout_id "
             "WHERE p.registration = $1 AND ep.position > $2 "
@@ -1238,9 +1244,8 @@ void PostgresLedger::OutboxDue(
         // connection is gone (and another replica may hold the lock), it
         // takes nothing more, even before its next heartbeat notices.
         static const std::string* const kSql = new std::string(absl::StrCat(
-            "SELECT ", ledger_internal::PayoutColumnsOf("p."),
-            ", ep.position, e.from_state, e.to_state, e.why, e.who, "
-            "e.time_us, o.attempts, o.enqueued_us FROM webhook_outbox o "
+            "SELECT ", WatchedEventColumns(),
+            ", o.attempts, o.enqueued_us FROM webhook_outbox o "
             "JOIN payout_events e ON e.id = o.event_id "
             "JOIN event_positions ep ON ep.event_id = o.event_id "
             "JOIN payouts p ON p.payout_id = o.payout_id "
