@@ -725,8 +725,9 @@ class PostgresLedger::Impl {
       spdlog::warn("ledger: could not end this replica's lease: {}",
                    std::string(ended.message()));
     }
-    maintenance_db_ = Connection();  // releases the duties lock
+    maintenance_db_ = Connection();  // releases the duties and webhook locks
     leader_.store(false);
+    sender_.store(false);
   }
 
   const PostgresLedgerOptions options_;
