@@ -405,6 +405,67 @@ TEST_F(ScaleOutTest, AMigrationThatFailsLaterStopsThatReplicaOnly) {
   EXPECT_EQ(sandbox.Journal().size(), 1u);
 }
 
+// The `payout-watch-cursor` header of a watch after `after` ("" from now
+// on), or nullopt when the stream sent none; `status` gets how it ended
+// (cancelled by the caller once the header came).
+std::optional<std::string> WatchHeader(GatewayProcess& gateway,
+                                       const std::string& after,
+                                       grpc::Status* status) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  v1::WatchPayoutsRequest request;
+  request.set_after_cursor(after);
+  auto reader = v1::PayoutService::NewStub(gateway.channel())
+                    ->WatchPayouts(&context, request);
+  reader->WaitForInitialMetadata();
+  const auto& headers = context.GetServerInitialMetadata();
+  const auto found = headers.find(kWatchCursorHeader);
+  std::optional<std::string> cursor;
+  if (found != headers.end()) {
+    cursor.emplace(found->second.data(), found->second.size());
+  }
+  // A stream that named its cursor goes on for ever; one that did not ends
+  // by itself.
+  if (cursor.has_value()) context.TryCancel();
+  *status = reader->Finish();
+  return cursor;
+}
+
+// A watch the ledger cannot serve (its database out of reach) ends
+// UNAVAILABLE without naming a cursor to resume from; once the database is
+// back, a watch names where it starts.
+TEST_F(ScaleOutTest, AWatchTheLedgerCannotServeNamesNoCursor) {
+  SandboxProcess sandbox;
+  const size_t host_at = uri_.find("host=") + 5;
+  const std::string host =
+      uri_.substr(host_at, uri_.find('&', host_at) - host_at);
+  const std::string database =
+      uri_.substr(uri_.find("@/") + 2, uri_.find('?') - uri_.find("@/") - 2);
+  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy =
+      test_support::TcpProxy::Start(host + "/.s.PGSQL.5432");
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  (*proxy)->Down();
+  GatewayProcess gateway(
+      sandbox.url(),
+      absl::StrCat("postgresql://postgres@127.0.0.1:", (*proxy)->port(), "/",
+                   database, "?connect_timeout=2"),
+      kReplicaFlags);
+  grpc::Status status;
+  EXPECT_EQ(WatchHeader(gateway, "", &status), std::nullopt);
+  EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
+  (*proxy)->Up();
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return CheckHealth(gateway.channel(), "") ==
+               grpc::health::v1::HealthCheckResponse::SERVING;
+      },
+      absl::Seconds(30)));
+  const std::optional<std::string> cursor = WatchHeader(gateway, "", &status);
+  ASSERT_TRUE(cursor.has_value());
+  EXPECT_EQ(ParseEventCursor(*cursor), 0);
+  EXPECT_EQ(status.error_code(), grpc::CANCELLED) << status.error_message();
+}
+
 // (position, payout id, new state) of every event the ledger has given a
 // watch position, in position order: the reference a watcher must
 // reproduce.
