@@ -528,10 +528,12 @@ class WatchTest(LiveTestCase):
         self.gateway = support.Gateway(self.make_dir("gateway_" + name),
                                        self.sandbox.url)
         self.addCleanup(self.gateway.stop)
+        # Calls made right after a restart wait for the channel to connect
+        # again: up to ~30 s of attempts, for a slow (sanitizer) build.
         self.client = PayoutClient(
             self.gateway.address, channel_options=FAST_RECONNECT,
-            retry=RetryPolicy(max_attempts=20, initial_backoff=0.1,
-                              max_backoff=0.5))
+            retry=RetryPolicy(max_attempts=60, initial_backoff=0.1,
+                              max_backoff=0.5, max_elapsed=60))
         self.addCleanup(self.client.close)
         self.lifecycles = {}  # payout id -> the states it went through
 
