@@ -72,6 +72,24 @@ class ScaleOutTest : public ::testing::Test {
     ASSERT_TRUE(uri.ok()) << uri.status();
     uri_ = *std::move(uri);
   }
+  // A TCP proxy to the test database's server, down (refusing) until Up().
+  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> ProxyDown() const {
+    const size_t host_at = uri_.find("host=") + 5;
+    const std::string host =
+        uri_.substr(host_at, uri_.find('&', host_at) - host_at);
+    absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy =
+        test_support::TcpProxy::Start(host + "/.s.PGSQL.5432");
+    if (proxy.ok()) (*proxy)->Down();
+    return proxy;
+  }
+  // The test database's URI through `proxy`.
+  std::string ThroughProxy(const test_support::TcpProxy& proxy) const {
+    const size_t at = uri_.find("@/") + 2;
+    return absl::StrCat("postgresql://postgres@127.0.0.1:", proxy.port(), "/",
+                        uri_.substr(at, uri_.find('?') - at),
+                        "?connect_timeout=2");
+  }
+
   std::string uri_;
 };
 
@@ -375,20 +393,9 @@ TEST_F(ScaleOutTest, AMigrationThatFailsLaterStopsThatReplicaOnly) {
                                    "INSERT INTO ledger_schema (version) "
                                    "VALUES (99) RETURNING 'ok'"),
             "ok");
-  const size_t host_at = uri_.find("host=") + 5;
-  const std::string host =
-      uri_.substr(host_at, uri_.find('&', host_at) - host_at);
-  const std::string database =
-      uri_.substr(uri_.find("@/") + 2, uri_.find('?') - uri_.find("@/") - 2);
-  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy =
-      test_support::TcpProxy::Start(host + "/.s.PGSQL.5432");
+  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy = ProxyDown();
   ASSERT_TRUE(proxy.ok()) << proxy.status();
-  (*proxy)->Down();
-  GatewayProcess late(
-      sandbox.url(),
-      absl::StrCat("postgresql://postgres@127.0.0.1:", (*proxy)->port(), "/",
-                   database, "?connect_timeout=2"),
-      kReplicaFlags);
+  GatewayProcess late(sandbox.url(), ThroughProxy(**proxy), kReplicaFlags);
   EXPECT_EQ(CheckHealth(late.channel(), ""),
             grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   (*proxy)->Up();
@@ -436,20 +443,9 @@ std::optional<std::string> WatchHeader(GatewayProcess& gateway,
 // back, a watch names where it starts.
 TEST_F(ScaleOutTest, AWatchTheLedgerCannotServeNamesNoCursor) {
   SandboxProcess sandbox;
-  const size_t host_at = uri_.find("host=") + 5;
-  const std::string host =
-      uri_.substr(host_at, uri_.find('&', host_at) - host_at);
-  const std::string database =
-      uri_.substr(uri_.find("@/") + 2, uri_.find('?') - uri_.find("@/") - 2);
-  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy =
-      test_support::TcpProxy::Start(host + "/.s.PGSQL.5432");
+  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy = ProxyDown();
   ASSERT_TRUE(proxy.ok()) << proxy.status();
-  (*proxy)->Down();
-  GatewayProcess gateway(
-      sandbox.url(),
-      absl::StrCat("postgresql://postgres@127.0.0.1:", (*proxy)->port(), "/",
-                   database, "?connect_timeout=2"),
-      kReplicaFlags);
+  GatewayProcess gateway(sandbox.url(), ThroughProxy(**proxy), kReplicaFlags);
   grpc::Status status;
   EXPECT_EQ(WatchHeader(gateway, "", &status), std::nullopt);
   EXPECT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
