@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/errors.h"
+#include "common/json_document.h"
 #include "common/money.h"
 #include "common/text_util.h"
 #include "rapidjson/document.h"
@@ -483,7 +484,8 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
     return UnknownVerdict(absl::StrCat("AOPay answered HTTP ", http), http,
                           std::nullopt);
   }
-  rapidjson::Document document;
+  SmallJsonDocument parsed;
+  rapidjson::Document& document = parsed.get();
   const bool is_object = ParseObject(answer.body, &document);
   if (!is_object) {
     if (http == 429) return RateLimitedVerdict(http);
@@ -556,7 +558,8 @@ StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
                                     absl::string_view transaction_id) {
   StatusVerdict verdict;
   if (answer.truncated || !Is2xx(answer.http_status)) return verdict;
-  rapidjson::Document document;
+  SmallJsonDocument parsed;
+  rapidjson::Document& document = parsed.get();
   if (!ParseObject(answer.body, &document)) return verdict;
 
   const Located located = FindResourceData(document);

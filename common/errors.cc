@@ -8,6 +8,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/json_document.h"
 #include "common/text_util.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
@@ -218,7 +219,8 @@ ErrorDetails GetErrorDetails(const absl::Status& status) {
   ErrorDetails details;
   const auto payload = status.GetPayload(kDetailsTypeUrl);
   if (!payload.has_value()) return details;
-  rapidjson::Document document;
+  SmallJsonDocument parsed;
+  rapidjson::Document& document = parsed.get();
   if (!ParseJsonObject(std::string(*payload), &document).ok() ||
       !ReadDetailsMembers(document, &details).ok()) {
     return ErrorDetails();
@@ -267,7 +269,8 @@ std::string SerializeError(const absl::Status& status) {
 }
 
 absl::StatusOr<absl::Status> ParseSerializedError(absl::string_view text) {
-  rapidjson::Document document;
+  SmallJsonDocument small;
+  rapidjson::Document& document = small.get();
   if (absl::Status parsed = ParseJsonObject(text, &document); !parsed.ok()) {
     return Failed(std::move(parsed));
   }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/errors.h"
+#include "common/json_document.h"
 #include "rapidjson/document.h"
 #include "rapidjson/stringbuffer.h"
 #include "rapidjson/writer.h"
@@ -137,7 +138,8 @@ absl::StatusOr<Metadata> ParseMetadataColumn(
     const std::optional<std::string>& text, absl::string_view payout_id) {
   Metadata metadata;
   if (!text.has_value()) return metadata;
-  rapidjson::Document document;
+  SmallJsonDocument parsed;
+  rapidjson::Document& document = parsed.get();
   document.Parse(text->data(), text->size());
   if (document.HasParseError() || !document.IsObject()) {
     return RowError(payout_id, "an unreadable metadata column");
