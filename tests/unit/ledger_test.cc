@@ -581,6 +581,12 @@ class SqliteLedgerTest : public ::testing::Test {
     return *std::move(ledger);
   }
   std::unique_ptr<SqliteLedger> OpenLedger() { return OpenLedger(Options()); }
+  // On the fault-injecting VFS (TheFaults()), no fault set.
+  std::unique_ptr<SqliteLedger> OpenLedgerOnFaultVfs() {
+    SqliteLedgerOptions options = Options();
+    options.vfs = FaultVfs();
+    return OpenLedger(std::move(options));
+  }
 
   const std::string dir_ = MakeTempDir();
   const std::string path_ = dir_ + "/ledger.db";
@@ -1667,9 +1673,7 @@ void ReleaseSyncs() {
 // thread's largest cost at 5,000 payouts in flight, and a retention run
 // changes thousands of pages in one write.
 TEST_F(SqliteLedgerTest, AWriteOfManyPagesOpensNoTemporaryFile) {
-  SqliteLedgerOptions options = Options();
-  options.vfs = FaultVfs();
-  auto ledger = OpenLedger(options);
+  auto ledger = OpenLedgerOnFaultVfs();
   ASSERT_NE(ledger, nullptr);
   constexpr int kPayouts = 300;
   for (int n = 1; n <= kPayouts; ++n) {
@@ -1688,9 +1692,7 @@ TEST_F(SqliteLedgerTest, AWriteOfManyPagesOpensNoTemporaryFile) {
 }
 
 TEST_F(SqliteLedgerTest, ConcurrentInsertsShareTransactions) {
-  SqliteLedgerOptions options = Options();
-  options.vfs = FaultVfs();
-  auto ledger = OpenLedger(options);
+  auto ledger = OpenLedgerOnFaultVfs();
   ASSERT_NE(ledger, nullptr);
   constexpr int kThreads = 4;
   constexpr int kPerThread = 50;
@@ -2068,9 +2070,7 @@ TEST_P(LedgerSuite, ConcurrentInsertsNeverOvershootTheDailyLimit) {
 // Group commit runs many inserts in one transaction: each one's sum must
 // see the inserts before it in the same, not yet committed, batch.
 TEST_F(SqliteLedgerTest, ADailyLimitCountsEarlierInsertsOfTheSameBatch) {
-  SqliteLedgerOptions options = Options();
-  options.vfs = FaultVfs();
-  auto ledger = OpenLedger(options);
+  auto ledger = OpenLedgerOnFaultVfs();
   ASSERT_NE(ledger, nullptr);
   // The first insert holds the writer in its commit's fsync while the race
   // is posted, so that the racers queue up and go into one batch.
@@ -2231,9 +2231,7 @@ class SqliteLedgerFaultTest : public SqliteLedgerTest,
 };
 
 TEST_P(SqliteLedgerFaultTest, FailedWritesAreUnavailableAndReadsGoOn) {
-  SqliteLedgerOptions options = Options();
-  options.vfs = FaultVfs();
-  auto ledger = OpenLedger(options);
+  auto ledger = OpenLedgerOnFaultVfs();
   ASSERT_NE(ledger, nullptr);
   InsertIn(*ledger, MakePayout(1));
   EXPECT_TRUE(ledger->Healthy());
@@ -2282,9 +2280,7 @@ TEST_P(SqliteLedgerFaultTest, FailedWritesAreUnavailableAndReadsGoOn) {
 // Health must come back when the fault goes even if nobody writes: a load
 // balancer keeps callers away from a NOT_SERVING gateway.
 TEST_P(SqliteLedgerFaultTest, HealthRecoversWithoutCallersWhenTheFaultGoes) {
-  SqliteLedgerOptions options = Options();
-  options.vfs = FaultVfs();
-  auto ledger = OpenLedger(options);
+  auto ledger = OpenLedgerOnFaultVfs();
   ASSERT_NE(ledger, nullptr);
   Inject();
   EXPECT_FALSE(Insert(*ledger, MakePayout(1)).ok());
