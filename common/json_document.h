@@ -28,8 +28,6 @@ class SmallJsonDocument {
   SmallJsonDocument& operator=(const SmallJsonDocument&) = delete;
 
   rapidjson::Document& get() { return doc_; }
-  rapidjson::Document* operator->() { return &doc_; }
-  rapidjson::Document& operator*() { return doc_; }
 
  private:
   alignas(std::max_align_t) char buffer_[kInlineBytes];
