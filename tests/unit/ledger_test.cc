@@ -1670,8 +1670,8 @@ void ReleaseSyncs() {
 // itself); the savepoint keeps an undo copy of every page the write changes
 // (the statement journal). It stays in memory, however many pages a write
 // changes: in a temporary file it cost two pwrite(2)s a page, the writer
-// thread's largest cost at 5,000 payouts in flight, and a retention run
-// changes thousands of pages in one write.
+// thread's largest cost at 5,000 payouts in flight, and a retention run can
+// change thousands of pages in one write.
 TEST_F(SqliteLedgerTest, AWriteOfManyPagesOpensNoTemporaryFile) {
   auto ledger = OpenLedgerOnFaultVfs();
   ASSERT_NE(ledger, nullptr);

@@ -223,8 +223,8 @@ absl::Status Configure(sqlite3* db, const SqliteLedgerOptions& options) {
                              // Each write of a group commit runs in a
                              // savepoint, whose undo copy of every page it
                              // changes (the statement journal) would
-                             // otherwise go to a temporary file: two
-                             // pwrite(2)s a page.
+                             // otherwise go to a temporary file past 64 KiB:
+                             // two pwrite(2)s a page.
                              "PRAGMA temp_store = MEMORY"}) {
     absl::StatusOr<std::string> set = QueryText(db, path, pragma, pragma);
     if (!set.ok()) return set.status();
