@@ -484,8 +484,7 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
     return UnknownVerdict(absl::StrCat("AOPay answered HTTP ", http), http,
                           std::nullopt);
   }
-  SmallJsonDocument parsed;
-  rapidjson::Document& document = parsed.get();
+  SmallJsonDocument document;
   const bool is_object = ParseObject(answer.body, &document);
   if (!is_object) {
     if (http == 429) return RateLimitedVerdict(http);
@@ -558,8 +557,7 @@ StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
                                     absl::string_view transaction_id) {
   StatusVerdict verdict;
   if (answer.truncated || !Is2xx(answer.http_status)) return verdict;
-  SmallJsonDocument parsed;
-  rapidjson::Document& document = parsed.get();
+  SmallJsonDocument document;
   if (!ParseObject(answer.body, &document)) return verdict;
 
   const Located located = FindResourceData(document);

@@ -219,8 +219,7 @@ ErrorDetails GetErrorDetails(const absl::Status& status) {
   ErrorDetails details;
   const auto payload = status.GetPayload(kDetailsTypeUrl);
   if (!payload.has_value()) return details;
-  SmallJsonDocument parsed;
-  rapidjson::Document& document = parsed.get();
+  SmallJsonDocument document;
   if (!ParseJsonObject(std::string(*payload), &document).ok() ||
       !ReadDetailsMembers(document, &details).ok()) {
     return ErrorDetails();
@@ -269,8 +268,7 @@ std::string SerializeError(const absl::Status& status) {
 }
 
 absl::StatusOr<absl::Status> ParseSerializedError(absl::string_view text) {
-  SmallJsonDocument small;
-  rapidjson::Document& document = small.get();
+  SmallJsonDocument document;
   if (absl::Status parsed = ParseJsonObject(text, &document); !parsed.ok()) {
     return Failed(std::move(parsed));
   }

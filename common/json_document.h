@@ -16,23 +16,25 @@
 
 namespace aopay {
 
-class SmallJsonDocument {
- public:
-  // Bytes of parsed values served without the heap; a larger text takes
-  // chunks of RapidJSON's default size from it.
+namespace json_internal {
+// The buffer and its allocator, in a base class so that they are built
+// before the document that uses them and destroyed after it.
+struct InlinePool {
   static constexpr size_t kInlineBytes = 4096;
+  InlinePool() : allocator(buffer, sizeof(buffer)) {}
+  alignas(std::max_align_t) char buffer[kInlineBytes];
+  rapidjson::MemoryPoolAllocator<> allocator;
+};
+}  // namespace json_internal
 
-  SmallJsonDocument()
-      : allocator_(buffer_, sizeof(buffer_)), doc_(&allocator_) {}
+// A rapidjson::Document whose first kInlineBytes of parsed values live inside
+// it; a larger text takes chunks of RapidJSON's default size from the heap.
+class SmallJsonDocument : private json_internal::InlinePool,
+                          public rapidjson::Document {
+ public:
+  SmallJsonDocument() : rapidjson::Document(&allocator) {}
   SmallJsonDocument(const SmallJsonDocument&) = delete;
   SmallJsonDocument& operator=(const SmallJsonDocument&) = delete;
-
-  rapidjson::Document& get() { return doc_; }
-
- private:
-  alignas(std::max_align_t) char buffer_[kInlineBytes];
-  rapidjson::MemoryPoolAllocator<> allocator_;
-  rapidjson::Document doc_;  // after allocator_: destroyed before it
 };
 
 }  // namespace aopay

@@ -138,8 +138,7 @@ absl::StatusOr<Metadata> ParseMetadataColumn(
     const std::optional<std::string>& text, absl::string_view payout_id) {
   Metadata metadata;
   if (!text.has_value()) return metadata;
-  SmallJsonDocument parsed;
-  rapidjson::Document& document = parsed.get();
+  SmallJsonDocument document;
   document.Parse(text->data(), text->size());
   if (document.HasParseError() || !document.IsObject()) {
     return RowError(payout_id, "an unreadable metadata column");
