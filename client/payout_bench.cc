@@ -127,6 +127,10 @@ struct Report {
   int64_t replays = 0;
   double wall_seconds = 0;
   double per_second = 0;
+  // Closed loop: the rate while every caller had a call in flight
+  // (bench::SteadyWindow); 0 when the run was too short to have one.
+  int64_t steady_payouts = 0;
+  double steady_per_second = 0;
   // p50, p90, p99, p99.9 and max, in milliseconds.
   double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
   std::map<std::string, int64_t> codes;
@@ -149,6 +153,11 @@ Report Summarise(const bench::Samples& samples) {
   report.wall_seconds = absl::ToDoubleSeconds(samples.wall);
   report.per_second =
       report.wall_seconds > 0 ? report.payouts / report.wall_seconds : 0;
+  if (samples.steady && samples.steady->length > absl::ZeroDuration()) {
+    report.steady_payouts = samples.steady->answers;
+    report.steady_per_second =
+        samples.steady->answers / absl::ToDoubleSeconds(samples.steady->length);
+  }
   report.p50 = PercentileMs(sorted, 0.50);
   report.p90 = PercentileMs(sorted, 0.90);
   report.p99 = PercentileMs(sorted, 0.99);
@@ -188,17 +197,25 @@ std::string HumanReport(const Options& options, const Report& r) {
   for (const auto& [name, count] : r.codes) {
     codes.push_back(absl::StrCat(name, " ", count));
   }
+  const std::string steady =
+      r.steady_payouts > 0
+          ? absl::StrFormat(
+                "steady        %.1f payouts/s (%d answers with %d "
+                "in flight)\n",
+                r.steady_per_second, r.steady_payouts, options.load.concurrency)
+          : "";
   return absl::StrFormat(
       "payout-bench: %d payouts of \u20b9%s %s to %s (%s), run %s\n"
       "replays       %d\n"
       "wall time     %.3f s\n"
       "throughput    %.1f payouts/s\n"
+      "%s"
       "latency (ms)  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n"
       "codes         %s\n",
       r.payouts, FormatRupees(options.shape.amount_paise),
       TransferModeName(options), options.target, LoopText(options),
       options.shape.request_prefix, r.replays, r.wall_seconds, r.per_second,
-      r.p50, r.p90, r.p99, r.p999, r.max, absl::StrJoin(codes, "  "));
+      steady, r.p50, r.p90, r.p99, r.p999, r.max, absl::StrJoin(codes, "  "));
 }
 
 std::string JsonReport(const Options& options, const Report& r) {
@@ -240,6 +257,12 @@ std::string JsonReport(const Options& options, const Report& r) {
   w.Double(r.wall_seconds);
   key("payoutsPerSecond");
   w.Double(r.per_second);
+  if (r.steady_payouts > 0) {
+    key("steadyPayouts");
+    w.Int64(r.steady_payouts);
+    key("steadyPayoutsPerSecond");
+    w.Double(r.steady_per_second);
+  }
   key("latencyMs");
   w.StartObject();
   key("p50");

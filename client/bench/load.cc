@@ -216,6 +216,11 @@ class UnaryRun {
     }
     all_done_.WaitForNotification();
     samples_.wall = end_ - start_;
+    if (!options_.rate && options_.calls > 2 * int64_t{options_.concurrency}) {
+      samples_.steady =
+          SteadyWindow{options_.calls - 2 * int64_t{options_.concurrency},
+                       steady_end_ - steady_start_};
+    }
     return std::move(samples_);
   }
 
@@ -233,6 +238,11 @@ class UnaryRun {
   void OnDone(int64_t call, bool fresh, absl::Time intended,
               absl::StatusCode code) {
     const absl::Time now = absl::Now();
+    // Written before `done` counts this answer: the last answer's count,
+    // which ends the run, comes after both.
+    const int64_t answer = answers_.fetch_add(1) + 1;
+    if (answer == options_.concurrency) steady_start_ = now;
+    if (answer == options_.calls - options_.concurrency) steady_end_ = now;
     samples_.latency_ns[call] = absl::ToInt64Nanoseconds(now - intended);
     samples_.codes[call] = code;
     if (code != absl::StatusCode::kOk) counters_.errors.fetch_add(1);
@@ -256,6 +266,9 @@ class UnaryRun {
   absl::Time start_;
   absl::Time end_;  // written by the last completion, before Notify()
   std::atomic<int64_t> next_{0};
+  std::atomic<int64_t> answers_{0};
+  absl::Time steady_start_;  // closed loop: see SteadyWindow
+  absl::Time steady_end_;
   absl::Notification all_done_;
 };
 

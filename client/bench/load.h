@@ -121,9 +121,21 @@ struct LoadOptions {
   std::function<void(const Progress&)> on_progress;
 };
 
+// A closed loop's steady state: from the answer that completes the first
+// `concurrency` answers (every call then in flight was sent in reply to an
+// answer) to the answer that starts the last call (after it, fewer than
+// `concurrency` are in flight). Its rate is the sustained one, without the
+// ramp-up and the drain a whole-run rate includes.
+struct SteadyWindow {
+  int64_t answers = 0;  // answered inside the window
+  absl::Duration length;
+};
+
 // One sample per call, in call order.
 struct Samples {
   absl::Duration wall;
+  // Closed loop with more than twice `concurrency` calls only.
+  std::optional<SteadyWindow> steady;
   std::vector<int64_t> latency_ns;
   std::vector<absl::StatusCode> codes;
   std::vector<uint8_t> replay;  // 1 for a replay

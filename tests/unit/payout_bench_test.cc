@@ -229,6 +229,12 @@ TEST_F(LoadTest, ClosedLoopReplaysEarlierRequestsIdentically) {
   }
   EXPECT_GE(refused, 1);
   for (const int64_t ns : samples.latency_ns) EXPECT_GT(ns, 0);
+  // The steady window leaves out the first 8 answers (the ramp-up) and the
+  // last 8 (the drain).
+  ASSERT_TRUE(samples.steady.has_value());
+  EXPECT_EQ(samples.steady->answers, 400 - 2 * 8);
+  EXPECT_GT(samples.steady->length, absl::ZeroDuration());
+  EXPECT_LE(samples.steady->length, samples.wall);
 }
 
 TEST_F(LoadTest, OpenLoopCountsLatencyFromTheIntendedStart) {
@@ -248,6 +254,8 @@ TEST_F(LoadTest, OpenLoopCountsLatencyFromTheIntendedStart) {
   EXPECT_GE(samples.latency_ns[0],
             absl::ToInt64Nanoseconds(absl::Milliseconds(90)));
   EXPECT_GE(samples.wall, absl::Milliseconds(90));
+  // An open loop's in-flight count is not held: no steady window.
+  EXPECT_FALSE(samples.steady.has_value());
 }
 
 TEST_F(LoadTest, ProgressReportsCallsSentBeforeAnyAnswer) {
@@ -369,12 +377,15 @@ TEST_F(LoadTest, ProgramDrivesTheEchoServerAndWritesItsReport) {
             0)
       << out;
   EXPECT_THAT(out, HasSubstr("throughput"));
+  EXPECT_THAT(out, HasSubstr("(192 answers with 4 in flight)"));
   EXPECT_EQ(echo_.calls(), 200);
   std::ifstream in(json);
   std::stringstream report;
   report << in.rdbuf();
   EXPECT_THAT(report.str(), HasSubstr("\"method\": \"Echo\""));
   EXPECT_THAT(report.str(), HasSubstr("\"OK\": 200"));
+  EXPECT_THAT(report.str(), HasSubstr("\"steadyPayouts\": 192"));
+  EXPECT_THAT(report.str(), HasSubstr("\"steadyPayoutsPerSecond\": "));
 }
 
 }  // namespace
