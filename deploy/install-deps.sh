@@ -13,6 +13,8 @@ packages=(
   libsqlite3-dev sqlite3
   libcpp-httplib-dev libevent-dev
   libspdlog-dev libfmt-dev
+  # tcmalloc, the allocator of the gateway and the sandbox (CMakeLists.txt).
+  libgoogle-perftools-dev
   python3 python3-grpcio python3-protobuf
   python3-pip python3-setuptools python3-wheel
   # The PostgreSQL ledger (libpq) and the real PostgreSQL its tests start.
