@@ -642,8 +642,12 @@ class CurlUpstream::Loop {
   }
 
   // libcurl's sockets: which to watch, for what; called on the loop thread.
+  // libcurl keeps a pointer per socket it watches (curl_multi_assign) and
+  // forgets it with CURL_POLL_REMOVE: a socket without one is not in the
+  // epoll set yet, so each change costs one epoll_ctl (a kept-alive
+  // connection's next call comes back as a new socket: ADD, not MOD).
   static int OnSocket(CURL* /*easy*/, curl_socket_t socket, int what,
-                      void* user, void* /*socket_data*/) {
+                      void* user, void* socket_data) {
     auto* shard = static_cast<Shard*>(user);
     if (what == CURL_POLL_REMOVE) {
       // libcurl may already have closed it; then the kernel dropped it too.
@@ -654,11 +658,18 @@ class CurlUpstream::Loop {
     event.data.u64 = EpollKey(shard->index, socket);
     if (what & CURL_POLL_IN) event.events |= EPOLLIN;
     if (what & CURL_POLL_OUT) event.events |= EPOLLOUT;
-    if (epoll_ctl(shard->epoll_fd, EPOLL_CTL_MOD, socket, &event) != 0 &&
-        errno == ENOENT &&
-        epoll_ctl(shard->epoll_fd, EPOLL_CTL_ADD, socket, &event) != 0) {
-      return -1;  // libcurl fails the transfers on this socket
+    const bool watched = socket_data != nullptr;
+    const int op = watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(shard->epoll_fd, op, socket, &event) != 0) {
+      // The set and libcurl disagree (a descriptor number reused before its
+      // removal reached us): do the other operation.
+      const bool disagree = watched ? errno == ENOENT : errno == EEXIST;
+      const int other = watched ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+      if (!disagree || epoll_ctl(shard->epoll_fd, other, socket, &event) != 0) {
+        return -1;  // libcurl fails the transfers on this socket
+      }
     }
+    if (!watched) curl_multi_assign(shard->multi.get(), socket, shard);
     return 0;
   }
 
