@@ -1607,10 +1607,16 @@ TEST_F(SqliteLedgerTest, MigrationToVersion3KeepsEveryPayoutAsTheAnonymous) {
                       "SELECT count(*) FROM sqlite_schema WHERE name IN ("
                       "'payouts_by_key', 'payouts_by_client_day', "
                       "'payouts_by_registration', 'payouts_by_state', "
-                      "'payouts_by_transaction_id', 'payouts_by_final_time', "
+                      "'payouts_by_final_time', "
                       "'payout_events_deleted_with_payout', "
                       "'payout_events_append_only')"),
-            "8");
+            "7");
+  // Version 6 dropped the index of AOPay's transaction ids: no query used
+  // it, and every outcome wrote it.
+  EXPECT_EQ(QueryText(path_,
+                      "SELECT count(*) FROM sqlite_schema WHERE tbl_name = "
+                      "'payouts' AND sql LIKE '%(transaction_id)%'"),
+            "0");
 
   const std::vector<std::pair<int, S>> expected = {
       {1, S::kSucceeded}, {2, S::kFailed}, {3, S::kPending}};

@@ -240,6 +240,12 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_by_payout ON webhook_outbox (payout_id, event_id);
 )sql",
+    // 6: no query looks a payout up by AOPay's transaction id, yet every
+    // outcome that carries one wrote it into this index too, at a page
+    // AOPay's unordered ids put anywhere in it.
+    R"sql(
+DROP INDEX payouts_by_transaction_id;
+)sql",
 };
 constexpr int kKnownVersion =
     static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
