@@ -44,6 +44,7 @@
 #include "client/bench/load.h"
 #include "client/payout_client.h"
 #include "common/money.h"
+#include "common/mutex_checks.h"
 #include "rapidjson/prettywriter.h"
 #include "rapidjson/stringbuffer.h"
 
@@ -377,6 +378,7 @@ absl::StatusOr<Options> ReadOptions() {
 }
 
 int Main(int argc, char** argv) {
+  SkipLockOrderChecksInReleaseBuilds();
   absl::SetProgramUsageMessage(
       "load generator for the payout gateway.\n"
       "Usage: payout-bench [--target HOST:PORT] [--payouts N] "

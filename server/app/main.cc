@@ -18,11 +18,11 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/build_info.h"
 #include "common/file_util.h"
 #include "common/limits.h"
+#include "common/mutex_checks.h"
 #include "server/app/server.h"
 #include "server/ledger/postgres/postgres_ledger.h"
 #include "spdlog/formatter.h"
@@ -233,14 +233,7 @@ int Fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-#ifdef NDEBUG
-  // Debian builds Abseil without NDEBUG, so its Mutex checks lock order on
-  // every Lock() and Unlock(): a graph of every mutex, behind one global lock
-  // that all threads take, on the hot path of each payout. The lock order is
-  // checked where it is cheap to do so, in the Debug and sanitizer builds
-  // that run the whole test suite; a release build does not pay for it.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-#endif
+  aopay::SkipLockOrderChecksInReleaseBuilds();
   absl::SetProgramUsageMessage(
       "the AOPay payout gateway (gRPC). Every flag may also be set as "
       "PAYOUT_<FLAG_IN_UPPER_CASE>.");

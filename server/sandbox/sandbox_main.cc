@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/mutex_checks.h"
 #include "server/sandbox/sandbox.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8089",
@@ -127,6 +128,7 @@ absl::StatusOr<Listen> ParseListen(absl::string_view text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  aopay::SkipLockOrderChecksInReleaseBuilds();
   absl::SetProgramUsageMessage(
       "a stand-in for AOPay's payout API over HTTP(S); no money moves.");
   // --help lists the flags of this file (absl looks for a file named after

@@ -17,6 +17,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/mutex_checks.h"
 #include "echo_service.h"
 #include "grpcpp/grpcpp.h"
 
@@ -24,6 +25,7 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "address HOST:PORT to serve on; port 0 picks a free one");
 
 int main(int argc, char** argv) {
+  aopay::SkipLockOrderChecksInReleaseBuilds();
   absl::SetProgramUsageMessage(
       "a bare gRPC echo server to compare the payout gateway with.");
   absl::FlagsUsageConfig usage;
