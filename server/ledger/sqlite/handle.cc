@@ -185,6 +185,15 @@ absl::Status CheckDirectory(const std::string& path) {
 
 absl::StatusOr<DbHandle> OpenConnection(const SqliteLedgerOptions& options,
                                         bool read_only) {
+  // SQLite counts every allocation it makes for sqlite3_status(), behind
+  // one process-wide mutex that the writer and the reader take on each
+  // malloc and free (~5 % of the writer thread at 5,000 payouts in flight).
+  // Nothing here reads those counts. The option only takes before SQLite's
+  // first use in the process; later (a test that registered a VFS first)
+  // SQLite refuses it and keeps counting, which is harmless.
+  static const int kMemoryStatusOff =
+      sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)kMemoryStatusOff;
   const int flags = (read_only ? SQLITE_OPEN_READONLY
                                : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
                     SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
