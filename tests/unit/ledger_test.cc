@@ -2810,9 +2810,13 @@ TEST_F(PostgresLedgerTest, OnlyExpiredLeasesArePendingPayoutsRecovered) {
   ASSERT_NE(other, nullptr);
   absl::StatusOr<int> recovered = other->RecoverPending(T(500));
   ASSERT_TRUE(recovered.ok()) << recovered.status();
-  EXPECT_EQ(*recovered, 2);
   EXPECT_EQ(StateOf(*other, 1).value(), PayoutState::kPending);  // live
   EXPECT_EQ(StateOf(*other, 3).value(), PayoutState::kPending);  // beating
+  // Every open replica also ends expired leases itself, once a second by
+  // the database's clock: on a slow machine replica-live's sweep may come
+  // first and take some of them (signed with its name and the real time).
+  // The call answers for exactly those it recovered itself.
+  int by_the_call = 0;
   for (int n : {2, 4}) {
     absl::StatusOr<StoredPayout> stored = GetById(*other, PayoutId(n));
     ASSERT_TRUE(stored.ok()) << stored.status();
@@ -2825,10 +2829,15 @@ TEST_F(PostgresLedgerTest, OnlyExpiredLeasesArePendingPayoutsRecovered) {
     ASSERT_TRUE(events.ok());
     ASSERT_EQ(events->size(), 2u);
     EXPECT_EQ(events->back().to, PayoutState::kUnknown);
-    EXPECT_EQ(events->back().who, "recovery by replica-other");
     EXPECT_THAT(events->back().why, HasSubstr("may have been sent"));
-    EXPECT_EQ(events->back().time, T(500));
+    if (events->back().who == "recovery by replica-other") {
+      EXPECT_EQ(events->back().time, T(500));
+      ++by_the_call;
+    } else {
+      EXPECT_EQ(events->back().who, "recovery by replica-live");
+    }
   }
+  EXPECT_EQ(*recovered, by_the_call);
   // A stopped replica with nothing left PENDING is forgotten.
   EXPECT_EQ(Query("SELECT count(*) FROM gateway_replicas WHERE owner = "
                   "'replica-stopped'"),
