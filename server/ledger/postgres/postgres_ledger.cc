@@ -85,6 +85,9 @@ constexpr int kSweepBatch = 500;
 // them is worked off at up to 100,000 a second).
 constexpr int kSequenceBatch = 1000;
 constexpr int kSequenceRounds = 100;
+// Payouts a new ledger holds before a replica gives the planner statistics
+// (AnalyzeWhileWithoutStatistics).
+constexpr int kAnalyzeAfterPayouts = 1000;
 
 // One row of a Result, as ReadPayoutRow reads rows.
 class RowView {
@@ -563,7 +566,51 @@ class PostgresLedger::Impl {
       }
       ForgetDoubtful();
       SequenceBacklog();
+      AnalyzeWhileWithoutStatistics();
     }
+  }
+
+  // A new ledger's payouts table has no planner statistics until
+  // autovacuum first analyzes it, a minute or more after the first payouts
+  // (never, with autovacuum off). Without them every index led by
+  // `registration` looks as cheap as the primary key, and PostgreSQL may
+  // plan a lookup by payout id as a scan of every payout of the
+  // registration; a prepared statement keeps that plan, so each payout costs
+  // more than the last. So once the table holds kAnalyzeAfterPayouts payouts
+  // and still has no statistics, the replica analyzes it, which also has
+  // every cached plan made again. (Analyzed while smaller, the table would
+  // look too small for any index, and the kept plans would read all of it.)
+  // Checked each tick until the statistics exist.
+  void AnalyzeWhileWithoutStatistics() {
+    if (planner_has_statistics_) return;
+    static const std::string* const kSql = new std::string(absl::StrCat(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stats s WHERE "
+        "s.schemaname = n.nspname AND s.tablename = c.relname AND "
+        "s.attname = 'registration') THEN 'known' WHEN (SELECT count(*) FROM "
+        "(SELECT 1 FROM payouts LIMIT ",
+        kAnalyzeAfterPayouts, ") AS p) >= ", kAnalyzeAfterPayouts,
+        " THEN 'unknown' ELSE 'few' END FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE c.oid = 'payouts'::regclass"));
+    absl::StatusOr<Result> known =
+        maintenance_db_.Exec(*kSql, {}, "checking the planner's statistics");
+    if (!known.ok() || known->rows() != 1) return;  // the next tick again
+    const std::string state = known->Text(0, 0);
+    if (state == "few") return;
+    if (state == "known") {
+      planner_has_statistics_ = true;
+      return;
+    }
+    // Without the table's ownership PostgreSQL skips it with a warning and
+    // autovacuum analyzes it later: not tried again.
+    if (absl::Status analyzed =
+            maintenance_db_.Run("ANALYZE payouts", {}, "analyzing payouts");
+        !analyzed.ok()) {
+      spdlog::warn("ledger: analyzing payouts failed: {}",
+                   std::string(analyzed.message()));
+      return;
+    }
+    planner_has_statistics_ = true;
+    spdlog::info("ledger: ran ANALYZE payouts (it had no planner statistics)");
   }
 
   // Gives watch positions to the events committed since the last tick, on
@@ -747,6 +794,7 @@ class PostgresLedger::Impl {
   // Used by Start() and then only by the maintenance thread (and Close()
   // after it has joined).
   Connection maintenance_db_;
+  bool planner_has_statistics_ = false;  // AnalyzeWhileWithoutStatistics
   absl::Notification stop_;
 
   absl::Mutex doubt_mu_;
