@@ -844,12 +844,43 @@ TEST_F(SqliteLedgerTest, EventReadsWalkEventsInOrderNotEveryPayout) {
 // gateway (GetPayout included) waited behind it on the reader thread.
 TEST_F(SqliteLedgerTest, AClientsListWalksOnlyThatClientsPayouts) {
   OpenLedger().reset();  // the schema, as the gateway makes it
-  for (bool after : {false, true}) {
+  for (const std::vector<PayoutState>& states :
+       std::vector<std::vector<PayoutState>>{
+           {},
+           {PayoutState::kUnknown},
+           {PayoutState::kUnknown, PayoutState::kFailed}}) {
     const std::vector<std::string> plan = QueryPlan(
-        path_, ledger_internal::ListSql({}, after, /*client=*/true, '?'));
-    ASSERT_EQ(plan.size(), 1u) << absl::StrJoin(plan, "; ");
-    EXPECT_THAT(plan[0], HasSubstr("USING INDEX payouts_by_client "
-                                   "(registration=? AND client=?"));
+        path_, ledger_internal::ListSql(states, true, /*client=*/true, '?'));
+    int walks = 0;
+    for (const std::string& step : plan) {
+      if (!absl::StartsWith(step, "SEARCH payouts")) continue;
+      EXPECT_THAT(step, HasSubstr("USING INDEX payouts_by_client "
+                                  "(registration=? AND client=? AND "
+                                  "state=? AND payout_id<?)"));
+      ++walks;
+    }
+    EXPECT_EQ(walks, states.empty() ? 8 : static_cast<int>(states.size()))
+        << absl::StrJoin(plan, "; ");
+  }
+}
+
+// A list of several states (payoutctl list --state UNKNOWN --state FAILED)
+// walked every payout of the registration in id order for the few in those
+// states: 1 s on a ledger of 1,000,000 payouts with none of them.
+TEST_F(SqliteLedgerTest, AListOfSeveralStatesWalksEachStatesPayouts) {
+  OpenLedger().reset();
+  {
+    const std::vector<std::string> plan = QueryPlan(
+        path_,
+        ledger_internal::ListSql({PayoutState::kUnknown, PayoutState::kFailed},
+                                 true, /*client=*/false, '?'));
+    int walks = 0;
+    for (const std::string& step : plan) {
+      EXPECT_THAT(step, Not(HasSubstr("payouts_by_registration"))) << step;
+      EXPECT_THAT(step, Not(HasSubstr("SCAN payouts"))) << step;
+      if (absl::StrContains(step, "USING INDEX payouts_by_state")) ++walks;
+    }
+    EXPECT_EQ(walks, 2) << absl::StrJoin(plan, "; ");
   }
 }
 
@@ -3356,8 +3387,11 @@ TEST_F(PostgresLedgerTest, AClientsListWalksOnlyThatClientsPayouts) {
   for (int row = 0; row < plan->rows(); ++row) {
     lines.push_back(plan->Text(row, 0));
   }
-  EXPECT_THAT(absl::StrJoin(lines, "\n"),
-              HasSubstr("Index Scan Backward using payouts_by_client"));
+  const std::string text = absl::StrJoin(lines, "\n");
+  EXPECT_THAT(text, HasSubstr("Index Scan Backward using payouts_by_client"));
+  EXPECT_THAT(text, Not(HasSubstr("Seq Scan"))) << text;
+  EXPECT_THAT(text, Not(HasSubstr("payouts_by_client_day"))) << text;
+  EXPECT_THAT(text, Not(HasSubstr("payouts_by_registration"))) << text;
 }
 
 TEST_F(PostgresLedgerTest, RefusesADatabaseOfAnotherRegistration) {

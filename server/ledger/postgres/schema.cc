@@ -153,11 +153,12 @@ BEGIN
 END $$;
 )sql",
     // 5: a caller without read_all lists its own payouts only, newest
-    // first; without this index PostgreSQL could only walk every payout of
-    // the registration to find them, or sort all of the client's.
+    // first, walking this index once per state (ListSql); without it
+    // PostgreSQL could only walk every payout of the registration to find
+    // them, or sort all of the client's.
     R"sql(
 CREATE INDEX IF NOT EXISTS payouts_by_client ON payouts (registration,
-  client, payout_id);
+  client, state, payout_id);
 )sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,

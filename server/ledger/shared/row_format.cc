@@ -174,15 +174,37 @@ std::vector<int> StateNumbers(const std::vector<PayoutState>& states) {
 std::string ListSql(const std::vector<PayoutState>& states, bool after,
                     bool client, char placeholder_char) {
   const absl::string_view placeholder(&placeholder_char, 1);
-  const std::vector<int> values = StateNumbers(states);
-  std::string sql =
-      absl::StrCat("SELECT ", kPayoutColumns,
-                   " FROM payouts WHERE registration = ", placeholder, "1");
-  if (!values.empty()) {
-    absl::StrAppend(&sql, " AND state IN (", absl::StrJoin(values, ", "), ")");
+  // One state's (or every state's) page: a walk of an index in id order.
+  auto page = [&](absl::string_view state_condition) {
+    std::string sql =
+        absl::StrCat("SELECT ", kPayoutColumns,
+                     " FROM payouts WHERE registration = ", placeholder, "1",
+                     state_condition);
+    if (client) absl::StrAppend(&sql, " AND client = ", placeholder, "4");
+    if (after) absl::StrAppend(&sql, " AND payout_id < ", placeholder, "3");
+    absl::StrAppend(&sql, " ORDER BY payout_id DESC LIMIT ", placeholder, "2");
+    return sql;
+  };
+  std::vector<int> values = StateNumbers(states);
+  if (client && values.empty()) {
+    // A client's list walks payouts_by_client (registration, client, state,
+    // payout_id) once per state.
+    for (int state = 1; state <= static_cast<int>(kLastPayoutState); ++state) {
+      values.push_back(state);
+    }
   }
-  if (client) absl::StrAppend(&sql, " AND client = ", placeholder, "4");
-  if (after) absl::StrAppend(&sql, " AND payout_id < ", placeholder, "3");
+  if (values.size() <= 1) {
+    return page(values.empty() ? "" : absl::StrCat(" AND state = ", values[0]));
+  }
+  // Several states: each state's page, and the newest of them. With one
+  // `state IN (...)` the planners walked every payout of the registration
+  // in id order, however few were in those states.
+  std::string sql;
+  for (size_t i = 0; i < values.size(); ++i) {
+    absl::StrAppend(&sql, i == 0 ? "" : " UNION ALL ", "SELECT * FROM (",
+                    page(absl::StrCat(" AND state = ", values[i])), ") AS s",
+                    i);
+  }
   absl::StrAppend(&sql, " ORDER BY payout_id DESC LIMIT ", placeholder, "2");
   return sql;
 }

@@ -67,7 +67,9 @@ inline constexpr int kWatchedEventColumns = 27;
 // "$"): parameter 1 the registration, 2 the row limit, with `after` 3 the
 // last payout id of the previous page, and with `client` 4 the client whose
 // payouts alone are listed. Only the state filter varies otherwise, so the
-// number of distinct statements stays small.
+// number of distinct statements stays small. Several states (and every
+// state, for a client's list) are one walk of an index in id order per
+// state, merged: a page costs the same however rare the states are.
 std::string ListSql(const std::vector<PayoutState>& states, bool after,
                     bool client, char placeholder);
 

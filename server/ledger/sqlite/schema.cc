@@ -247,10 +247,12 @@ CREATE INDEX webhook_outbox_by_payout ON webhook_outbox (payout_id, event_id);
 DROP INDEX payouts_by_transaction_id;
 )sql",
     // 7: a caller without read_all lists its own payouts only, newest
-    // first; without this index SQLite walked every payout of the
-    // registration to find them (seconds on a ledger of a million).
+    // first, walking this index once per state (ListSql); without it SQLite
+    // walked every payout of the registration to find them (seconds on a
+    // ledger of a million).
     R"sql(
-CREATE INDEX payouts_by_client ON payouts (registration, client, payout_id);
+CREATE INDEX payouts_by_client ON payouts (registration, client, state,
+  payout_id);
 )sql",
 };
 constexpr int kKnownVersion =
