@@ -122,7 +122,9 @@ struct DailyLimit {
 
 // Payouts in these states do not count against a daily limit: the money
 // certainly did not move. A later state that means the same (a payout
-// rejected or cancelled before it was sent) is added here, and only here.
+// rejected or cancelled before it was sent) is added here, and in a
+// migration of each ledger that recreates the triggers keeping the daily
+// running totals (their schema files' static_asserts point there).
 inline constexpr PayoutState kStatesOutsideDailyLimit[] = {
     PayoutState::kFailed,
     PayoutState::kCancelled,

@@ -500,6 +500,7 @@ constexpr char kDowngradeToVersion2[] = R"sql(
 PRAGMA foreign_keys = OFF;
 BEGIN;
 DROP TABLE webhook_outbox;
+DROP TABLE daily_spent;
 CREATE TABLE payouts_v2 (
   payout_id TEXT NOT NULL PRIMARY KEY,
   registration TEXT NOT NULL,
@@ -1658,8 +1659,10 @@ TEST_F(SqliteLedgerTest, MigrationToVersion3KeepsEveryPayoutAsTheAnonymous) {
                       "'payouts_by_registration', 'payouts_by_state', "
                       "'payouts_by_final_time', "
                       "'payout_events_deleted_with_payout', "
-                      "'payout_events_append_only')"),
-            "7");
+                      "'payout_events_append_only', 'daily_spent', "
+                      "'daily_spent_on_insert', 'daily_spent_on_update', "
+                      "'daily_spent_on_delete')"),
+            "11");
   // Version 6 dropped the index of AOPay's transaction ids: no query used
   // it, and every outcome wrote it.
   EXPECT_EQ(QueryText(path_,
@@ -1940,6 +1943,49 @@ TEST_P(LedgerSuite, FailedPayoutsDoNotCountAgainstTheDailyLimit) {
   ASSERT_TRUE(
       Apply(*ledger, Change(PayoutId(1), S::kPending, S::kFailed)).ok());
   EXPECT_EQ(Spent(*ledger, "alpha"), 19'999);
+}
+
+// A daily limit summed every payout of the client's day, for each payout it
+// admitted; on SQLite that ran on the one writer thread, so with 15,000
+// payouts in one client's day every client's payouts slowed to 84/s. The
+// ledger now keeps the sum as a running total per client and day
+// (daily_spent): the day's first limited insert seeds it from the payouts,
+// and triggers on payouts keep it up to date. It must equal the sum after
+// every kind of change, and the limit must read it.
+TEST_P(LedgerSuite, ADailyLimitReadsARunningTotalThatFollowsEveryChange) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  using S = PayoutState;
+  InsertIn(*ledger, ClientPayout(1, "alpha", 1));  // before the first check
+  InsertIn(*ledger, ClientPayout(2, "alpha", 10));
+  EXPECT_EQ(Spent(*ledger, "alpha"), 11);  // seeds the total
+  const std::string total =
+      "SELECT spent_paise FROM daily_spent WHERE client = 'alpha'";
+  EXPECT_EQ(Query(total), "11");
+
+  InsertIn(*ledger, ClientPayout(3, "alpha", 100));  // without a limit
+  InsertIn(*ledger, ClientPayout(4, "alpha", 1'000),
+           {S::kAccepted, S::kSucceeded, S::kReversed});
+  InsertIn(*ledger, ClientPayout(5, "alpha", 10'000),
+           {S::kUnknown, S::kFailed});
+  InsertIn(*ledger, ClientPayout(6, "beta", 100'000));  // another client
+  Payout tomorrow = ClientPayout(7, "alpha", 1'000'000);
+  tomorrow.create_time = DayEnd();
+  tomorrow.update_time = DayEnd();
+  InsertIn(*ledger, tomorrow);
+  // Stops counting: failed, and forgotten.
+  ASSERT_TRUE(
+      Apply(*ledger, Change(PayoutId(2), S::kPending, S::kFailed)).ok());
+  ASSERT_TRUE(Forget(*ledger, PayoutId(3)).ok());
+  EXPECT_EQ(Query(total), "1001");
+  EXPECT_EQ(Spent(*ledger, "alpha"), 1'001);
+
+  // The limit reads the total, not the payouts: a total changed behind the
+  // ledger's back is what it sees.
+  ASSERT_EQ(Query("UPDATE daily_spent SET spent_paise = 5 "
+                  "WHERE client = 'alpha' RETURNING 'ok'"),
+            "ok");
+  EXPECT_EQ(Spent(*ledger, "alpha"), 5);
 }
 
 TEST_P(LedgerSuite, PayoutsOutsideTheDayDoNotCount) {
@@ -2843,6 +2889,54 @@ TEST_F(PostgresLedgerTest, TwoReplicasNeverOvershootADailyLimitTogether) {
   EXPECT_EQ(Query("SELECT sum(amount_paise) FROM payouts"), "10000");
 }
 
+// A client's running total of the day is seeded, on whichever replica makes
+// the day's first limited insert, from a sum taken under the client's lock.
+// A payout of that client that fails meanwhile (on another replica, say)
+// must not fall between the sum and the seeded row: its change waits for
+// the lock and then updates the row.
+TEST_F(PostgresLedgerTest, APayoutThatFailsWhileItsTotalIsSeededIsCounted) {
+  auto ledger = Open("replica-a");
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, ClientPayout(1, "alpha", 100));
+  InsertIn(*ledger, ClientPayout(2, "alpha", 10));
+  std::optional<postgres_internal::Connection> seeder = Connect();
+  ASSERT_TRUE(seeder.has_value());
+  // Another replica's seeding, as DailySpent does it: the sum as of now.
+  ASSERT_TRUE(seeder->Run("BEGIN", {}, "test").ok());
+  ASSERT_TRUE(seeder
+                  ->Run("SELECT pg_advisory_xact_lock(hashtextextended($1 || "
+                        "'/' || $2, 0))",
+                        {std::string(kRegistration), "alpha"}, "test")
+                  .ok());
+  ASSERT_TRUE(
+      seeder
+          ->Run("INSERT INTO daily_spent (registration, client, day_start_us, "
+                "day_end_us, spent_paise) VALUES ($1, 'alpha', $2, $3, 110)",
+                {std::string(kRegistration),
+                 absl::StrCat(absl::ToUnixMicros(DayStart())),
+                 absl::StrCat(absl::ToUnixMicros(DayEnd()))},
+                "test")
+          .ok());
+
+  absl::Notification failed;
+  ledger->Apply(
+      Change(PayoutId(1), PayoutState::kPending, PayoutState::kFailed),
+      [&](absl::StatusOr<StoredPayout> result) {
+        EXPECT_TRUE(result.ok()) << result.status();
+        failed.Notify();
+      });
+  ASSERT_TRUE(Eventually([&] {
+    return Query(
+               "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+               "AND NOT granted") == "1";
+  })) << "the failure did not wait for the seeding";
+  ASSERT_TRUE(seeder->Run("COMMIT", {}, "test").ok());
+  failed.WaitForNotification();
+  EXPECT_EQ(Query("SELECT spent_paise FROM daily_spent WHERE client = 'alpha'"),
+            "10");
+  EXPECT_EQ(Spent(*ledger, "alpha"), 10);
+}
+
 TEST_F(PostgresLedgerTest, OnlyExpiredLeasesArePendingPayoutsRecovered) {
   auto live = Open("replica-live");
   ASSERT_NE(live, nullptr);
@@ -3193,7 +3287,8 @@ TEST_F(PostgresLedgerTest, EventsRecordedBeforePositionsExistedGetThemInOrder) {
   ASSERT_EQ(Query("DROP TRIGGER payout_events_queue ON payout_events; "
                   "DROP FUNCTION payout_events_queue(); "
                   "DROP TABLE webhook_outbox, event_positions, event_queue, "
-                  "event_sequencer; "
+                  "event_sequencer, daily_spent; "
+                  "DROP FUNCTION daily_spent_follow() CASCADE; "
                   "DELETE FROM ledger_schema WHERE version >= 3 "
                   "RETURNING 'ok'"),
             "ok");

@@ -3,11 +3,13 @@
 #include "server/ledger/postgres/schema.h"
 
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/payout.h"
+#include "server/ledger/ledger.h"
 
 namespace aopay::postgres_internal {
 namespace {
@@ -160,11 +162,71 @@ END $$;
 CREATE INDEX IF NOT EXISTS payouts_by_client ON payouts (registration,
   client, state, payout_id);
 )sql",
+    // 6: what each client has spent in a day, for daily limits, kept as a
+    // running total instead of summing the day's payouts for every limited
+    // insert. DailySpent seeds a client's row for a day from the payouts,
+    // under the client's advisory lock, in the transaction of the day's
+    // first limited insert; from then on these triggers keep it equal to
+    // the sum of that day's payouts outside FAILED (4) and CANCELLED (8).
+    // Every change that moves the sum takes the same lock shared, so it
+    // either commits before a seeding's sum is taken or waits for the
+    // seeded row and updates it: no change falls between the two.
+    R"sql(
+CREATE TABLE daily_spent (
+  registration text NOT NULL,
+  client text NOT NULL,
+  day_start_us bigint NOT NULL,
+  day_end_us bigint NOT NULL,
+  spent_paise bigint NOT NULL,
+  PRIMARY KEY (registration, client, day_start_us, day_end_us)
+);
+CREATE FUNCTION daily_spent_follow() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.state NOT IN (4, 8) THEN
+    PERFORM pg_advisory_xact_lock_shared(
+      hashtextextended(OLD.registration || '/' || OLD.client, 0));
+    UPDATE daily_spent SET spent_paise = spent_paise - OLD.amount_paise
+    WHERE registration = OLD.registration AND client = OLD.client
+      AND day_start_us <= OLD.create_time_us
+      AND OLD.create_time_us < day_end_us;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.state NOT IN (4, 8) THEN
+    PERFORM pg_advisory_xact_lock_shared(
+      hashtextextended(NEW.registration || '/' || NEW.client, 0));
+    UPDATE daily_spent SET spent_paise = spent_paise + NEW.amount_paise
+    WHERE registration = NEW.registration AND client = NEW.client
+      AND day_start_us <= NEW.create_time_us
+      AND NEW.create_time_us < day_end_us;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER daily_spent_on_insert AFTER INSERT ON payouts
+  FOR EACH ROW WHEN (NEW.state NOT IN (4, 8))
+  EXECUTE FUNCTION daily_spent_follow();
+CREATE TRIGGER daily_spent_on_update
+  AFTER UPDATE OF state, amount_paise, create_time_us, registration, client
+  ON payouts FOR EACH ROW
+  WHEN ((OLD.state IN (4, 8)) <> (NEW.state IN (4, 8))
+    OR OLD.amount_paise <> NEW.amount_paise
+    OR OLD.create_time_us <> NEW.create_time_us
+    OR OLD.registration <> NEW.registration OR OLD.client <> NEW.client)
+  EXECUTE FUNCTION daily_spent_follow();
+CREATE TRIGGER daily_spent_on_delete AFTER DELETE ON payouts
+  FOR EACH ROW WHEN (OLD.state NOT IN (4, 8))
+  EXECUTE FUNCTION daily_spent_follow();
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");
 static_assert(static_cast<int>(PayoutState::kPending) == 1,
               "payouts_pending_by_owner names PENDING as 1");
+static_assert(std::size(kStatesOutsideDailyLimit) == 2 &&
+                  kStatesOutsideDailyLimit[0] == PayoutState::kFailed &&
+                  kStatesOutsideDailyLimit[1] == PayoutState::kCancelled,
+              "migration 6's triggers name the states outside daily limits "
+              "(4, 8): changing them needs a migration that recreates the "
+              "triggers and empties daily_spent");
 
 absl::Status Migrate(Connection& db, const std::string& where) {
   absl::Status status = db.Run(

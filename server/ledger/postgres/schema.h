@@ -15,7 +15,7 @@ namespace aopay::postgres_internal {
 
 // The schema version this code writes. A database with a newer version is
 // refused.
-inline constexpr int kSchemaVersion = 5;
+inline constexpr int kSchemaVersion = 6;
 
 // Advisory locks: (kLockSpace, key). kLockSpace is "AOPY".
 inline constexpr int32_t kLockSpace = 0x414F5059;

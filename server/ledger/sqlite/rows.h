@@ -42,7 +42,9 @@ absl::StatusOr<StoredPayout> SelectByRequestId(Connection& db,
                                                const std::string& request_id);
 
 // What the client's payouts created in [day_start, day_end) add up to,
-// leaving out those in a state of kStatesOutsideDailyLimit.
+// leaving out those in a state of kStatesOutsideDailyLimit: the running
+// total in daily_spent, which the first call for a client and day seeds
+// from the payouts (so call it only inside a write transaction).
 absl::StatusOr<int64_t> DailySpent(Connection& db,
                                    const std::string& registration,
                                    const std::string& client,

@@ -6,12 +6,15 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <iterator>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/payout.h"
+#include "server/ledger/ledger.h"
 #include "server/ledger/sqlite/sqlite_ledger.h"
 
 namespace aopay::sqlite_internal {
@@ -254,12 +257,71 @@ DROP INDEX payouts_by_transaction_id;
 CREATE INDEX payouts_by_client ON payouts (registration, client, state,
   payout_id);
 )sql",
+    // 8: what each client has spent in a day, for daily limits, kept as a
+    // running total instead of summing the day's payouts for every payout
+    // (which made each payout slower as the day went on). DailySpent seeds
+    // a client's row for a day from the payouts, in the transaction of the
+    // day's first limited insert; from then on these triggers keep it equal
+    // to the sum of that day's payouts outside FAILED (4) and CANCELLED (8),
+    // whatever changes a payout (insert, outcome, resolve, forget, purge).
+    // A table rebuild drops them with the table: it must create them again.
+    R"sql(
+CREATE TABLE daily_spent (
+  registration TEXT NOT NULL,
+  client TEXT NOT NULL,
+  day_start_us INTEGER NOT NULL,
+  day_end_us INTEGER NOT NULL,
+  spent_paise INTEGER NOT NULL,
+  PRIMARY KEY (registration, client, day_start_us, day_end_us)
+) WITHOUT ROWID;
+CREATE TRIGGER daily_spent_on_insert AFTER INSERT ON payouts
+  WHEN NEW.state NOT IN (4, 8)
+BEGIN
+  UPDATE daily_spent SET spent_paise = spent_paise + NEW.amount_paise
+  WHERE registration = NEW.registration AND client = NEW.client
+    AND day_start_us <= NEW.create_time_us
+    AND NEW.create_time_us < day_end_us;
+END;
+CREATE TRIGGER daily_spent_on_update
+  AFTER UPDATE OF state, amount_paise, create_time_us, registration, client
+  ON payouts
+  WHEN (OLD.state IN (4, 8)) <> (NEW.state IN (4, 8))
+    OR OLD.amount_paise <> NEW.amount_paise
+    OR OLD.create_time_us <> NEW.create_time_us
+    OR OLD.registration <> NEW.registration OR OLD.client <> NEW.client
+BEGIN
+  UPDATE daily_spent SET spent_paise = spent_paise - OLD.amount_paise
+  WHERE OLD.state NOT IN (4, 8)
+    AND registration = OLD.registration AND client = OLD.client
+    AND day_start_us <= OLD.create_time_us
+    AND OLD.create_time_us < day_end_us;
+  UPDATE daily_spent SET spent_paise = spent_paise + NEW.amount_paise
+  WHERE NEW.state NOT IN (4, 8)
+    AND registration = NEW.registration AND client = NEW.client
+    AND day_start_us <= NEW.create_time_us
+    AND NEW.create_time_us < day_end_us;
+END;
+CREATE TRIGGER daily_spent_on_delete AFTER DELETE ON payouts
+  WHEN OLD.state NOT IN (4, 8)
+BEGIN
+  UPDATE daily_spent SET spent_paise = spent_paise - OLD.amount_paise
+  WHERE registration = OLD.registration AND client = OLD.client
+    AND day_start_us <= OLD.create_time_us
+    AND OLD.create_time_us < day_end_us;
+END;
+)sql",
 };
 constexpr int kKnownVersion =
     static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
 static_assert(kKnownVersion == SqliteLedger::kSchemaVersion,
               "kSchemaVersion must match the migrations");
 static_assert(kApplicationId == 1095716953, "the migration's application_id");
+static_assert(std::size(kStatesOutsideDailyLimit) == 2 &&
+                  kStatesOutsideDailyLimit[0] == PayoutState::kFailed &&
+                  kStatesOutsideDailyLimit[1] == PayoutState::kCancelled,
+              "migration 8's triggers name the states outside daily limits "
+              "(4, 8): changing them needs a migration that recreates the "
+              "triggers and empties daily_spent");
 
 // The schema version, read inside the caller's transaction. 0: a new file.
 absl::StatusOr<int> SchemaVersion(sqlite3* db, absl::string_view path) {

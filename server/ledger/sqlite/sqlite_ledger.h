@@ -78,7 +78,7 @@ class SqliteLedger final : public Ledger {
  public:
   // The schema version this code writes. A database with a newer version is
   // refused.
-  static constexpr int kSchemaVersion = 7;
+  static constexpr int kSchemaVersion = 8;
 
   // Opens (creating and migrating when needed) the database and starts the
   // threads. Errors, each with a one-line message: FAILED_PRECONDITION for a
