@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -124,11 +125,18 @@ struct DailyLimit {
 // certainly did not move. A later state that means the same (a payout
 // rejected or cancelled before it was sent) is added here, and in a
 // migration of each ledger that recreates the triggers keeping the daily
-// running totals (their schema files' static_asserts point there).
+// running totals.
 inline constexpr PayoutState kStatesOutsideDailyLimit[] = {
     PayoutState::kFailed,
     PayoutState::kCancelled,
 };
+static_assert(std::size(kStatesOutsideDailyLimit) == 2 &&
+                  kStatesOutsideDailyLimit[0] == PayoutState::kFailed &&
+                  kStatesOutsideDailyLimit[1] == PayoutState::kCancelled,
+              "the daily_spent triggers (SQLite schema 8, PostgreSQL schema "
+              "6) name these states as 4 and 8: changing them needs a "
+              "migration of each ledger that recreates the triggers and "
+              "empties daily_spent");
 
 struct InsertRequest {
   Payout payout;  // state PENDING; payout.client set

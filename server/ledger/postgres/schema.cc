@@ -3,13 +3,11 @@
 #include "server/ledger/postgres/schema.h"
 
 #include <cstdint>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/payout.h"
-#include "server/ledger/ledger.h"
 
 namespace aopay::postgres_internal {
 namespace {
@@ -221,12 +219,6 @@ static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kSchemaVersion,
               "one migration per schema version");
 static_assert(static_cast<int>(PayoutState::kPending) == 1,
               "payouts_pending_by_owner names PENDING as 1");
-static_assert(std::size(kStatesOutsideDailyLimit) == 2 &&
-                  kStatesOutsideDailyLimit[0] == PayoutState::kFailed &&
-                  kStatesOutsideDailyLimit[1] == PayoutState::kCancelled,
-              "migration 6's triggers name the states outside daily limits "
-              "(4, 8): changing them needs a migration that recreates the "
-              "triggers and empties daily_spent");
 
 absl::Status Migrate(Connection& db, const std::string& where) {
   absl::Status status = db.Run(

@@ -87,69 +87,60 @@ absl::StatusOr<int64_t> DailySpent(Connection& db,
                                    const std::string& registration,
                                    const std::string& client,
                                    absl::Time day_start, absl::Time day_end) {
-  const int64_t start_us = absl::ToUnixMicros(day_start);
-  const int64_t end_us = absl::ToUnixMicros(day_end);
+  // ?1 registration, ?2 client, ?3 day_start_us, ?4 day_end_us.
+  auto bind_day = [&](Statement& statement) {
+    statement.Bind(1, registration);
+    statement.Bind(2, client);
+    statement.Bind(3, absl::ToUnixMicros(day_start));
+    statement.Bind(4, absl::ToUnixMicros(day_end));
+  };
   absl::StatusOr<Statement> total = db.Prepare(
       "SELECT spent_paise FROM daily_spent WHERE registration = ?1 AND "
       "client = ?2 AND day_start_us = ?3 AND day_end_us = ?4",
       "reading what the client has spent today");
   if (!total.ok()) return total.status();
-  total->Bind(1, registration);
-  total->Bind(2, client);
-  total->Bind(3, start_us);
-  total->Bind(4, end_us);
+  bind_day(*total);
   absl::StatusOr<bool> found = total->Step();
   if (!found.ok()) return found.status();
   if (*found) return total->Int(0);
 
-  // The day's first limited insert: the sum, once, by the index
-  // payouts_by_client_day; the triggers of schema version 8 keep it from
-  // here on.
-  static const std::string* const kSumSql = [] {
+  // The day's first limited insert. The client's earlier days are not asked
+  // about again (a day that is asked about again is summed again).
+  absl::StatusOr<Statement> earlier = db.Prepare(
+      "DELETE FROM daily_spent WHERE registration = ?1 AND client = ?2 AND "
+      "day_end_us <= ?3",
+      "dropping the client's totals of earlier days");
+  if (!earlier.ok()) return earlier.status();
+  earlier->Bind(1, registration);
+  earlier->Bind(2, client);
+  earlier->Bind(3, absl::ToUnixMicros(day_start));
+  if (absl::Status dropped = earlier->Run(); !dropped.ok()) return dropped;
+  // The sum, once, by the index payouts_by_client_day; the triggers of
+  // schema version 8 keep it from here on.
+  static const std::string* const kSeedSql = [] {
     std::vector<int> outside;
     for (PayoutState state : kStatesOutsideDailyLimit) {
       outside.push_back(static_cast<int>(state));
     }
     return new std::string(absl::StrCat(
-        "SELECT COALESCE(SUM(amount_paise), 0) FROM payouts "
+        "INSERT INTO daily_spent (registration, client, day_start_us, "
+        "day_end_us, spent_paise) SELECT ?1, ?2, ?3, ?4, "
+        "COALESCE(SUM(amount_paise), 0) FROM payouts "
         "WHERE registration = ?1 AND client = ?2 AND create_time_us >= ?3 AND "
         "create_time_us < ?4 AND state NOT IN (",
-        absl::StrJoin(outside, ", "), ")"));
+        absl::StrJoin(outside, ", "), ") RETURNING spent_paise"));
   }();
-  absl::StatusOr<Statement> sum =
-      db.Prepare(*kSumSql, "adding up the client's payouts of the day");
-  if (!sum.ok()) return sum.status();
-  sum->Bind(1, registration);
-  sum->Bind(2, client);
-  sum->Bind(3, start_us);
-  sum->Bind(4, end_us);
-  absl::StatusOr<bool> row = sum->Step();
-  if (!row.ok()) return row.status();
-  const int64_t spent = *row ? sum->Int(0) : 0;
-
-  // The client's earlier days are not asked about again (a day that is
-  // asked about again is summed again).
-  absl::StatusOr<Statement> old = db.Prepare(
-      "DELETE FROM daily_spent WHERE registration = ?1 AND client = ?2 AND "
-      "day_end_us <= ?3",
-      "dropping the client's totals of earlier days");
-  if (!old.ok()) return old.status();
-  old->Bind(1, registration);
-  old->Bind(2, client);
-  old->Bind(3, start_us);
-  if (absl::Status dropped = old->Run(); !dropped.ok()) return dropped;
-  absl::StatusOr<Statement> seed = db.Prepare(
-      "INSERT INTO daily_spent (registration, client, day_start_us, "
-      "day_end_us, spent_paise) VALUES (?1, ?2, ?3, ?4, ?5)",
-      "recording what the client has spent today");
+  absl::StatusOr<Statement> seed =
+      db.Prepare(*kSeedSql, "adding up the client's payouts of the day");
   if (!seed.ok()) return seed.status();
-  seed->Bind(1, registration);
-  seed->Bind(2, client);
-  seed->Bind(3, start_us);
-  seed->Bind(4, end_us);
-  seed->Bind(5, spent);
-  if (absl::Status seeded = seed->Run(); !seeded.ok()) return seeded;
-  return spent;
+  bind_day(*seed);
+  absl::StatusOr<bool> seeded = seed->Step();
+  if (!seeded.ok()) return seeded.status();
+  if (!*seeded) {
+    return absl::InternalError(
+        "adding up the client's payouts of the day returned no row");
+  }
+  return seed->Int(0);
 }
 
 absl::Status AppendEvent(Connection& db, const std::string& payout_id,

@@ -6,15 +6,12 @@
 #include <sqlite3.h>
 
 #include <cstdint>
-#include <iterator>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "common/payout.h"
-#include "server/ledger/ledger.h"
 #include "server/ledger/sqlite/sqlite_ledger.h"
 
 namespace aopay::sqlite_internal {
@@ -316,12 +313,6 @@ constexpr int kKnownVersion =
 static_assert(kKnownVersion == SqliteLedger::kSchemaVersion,
               "kSchemaVersion must match the migrations");
 static_assert(kApplicationId == 1095716953, "the migration's application_id");
-static_assert(std::size(kStatesOutsideDailyLimit) == 2 &&
-                  kStatesOutsideDailyLimit[0] == PayoutState::kFailed &&
-                  kStatesOutsideDailyLimit[1] == PayoutState::kCancelled,
-              "migration 8's triggers name the states outside daily limits "
-              "(4, 8): changing them needs a migration that recreates the "
-              "triggers and empties daily_spent");
 
 // The schema version, read inside the caller's transaction. 0: a new file.
 absl::StatusOr<int> SchemaVersion(sqlite3* db, absl::string_view path) {
