@@ -1980,12 +1980,42 @@ TEST_P(LedgerSuite, ADailyLimitReadsARunningTotalThatFollowsEveryChange) {
   EXPECT_EQ(Query(total), "1001");
   EXPECT_EQ(Spent(*ledger, "alpha"), 1'001);
 
+  // Held for approval counts; cancelled, it stops.
+  Payout held = ClientPayout(8, "alpha", 20'000);
+  held.state = S::kAwaitingApproval;
+  InsertIn(*ledger, held);
+  EXPECT_EQ(Query(total), "21001");
+  ASSERT_TRUE(
+      Apply(*ledger, Change(PayoutId(8), S::kAwaitingApproval, S::kCancelled))
+          .ok());
+  EXPECT_EQ(Query(total), "1001");
+  // Pruned final payouts leave the total as they leave the sum (only
+  // payout 1, PENDING, is left of the day).
+  ASSERT_TRUE(Prune(*ledger, T(1'000'000)).ok());
+  EXPECT_EQ(Query(total), "1");
+
+  // The next day's first limited insert seeds the next day and drops this
+  // day's total.
+  const DailyLimit next_day{1'000'000, DayEnd(), DayEnd() + absl::Hours(24)};
+  Payout later = ClientPayout(9, "alpha", 1);
+  later.create_time = DayEnd() + absl::Hours(1);
+  later.update_time = later.create_time;
+  absl::StatusOr<InsertResult> over = InsertWithin(*ledger, later, next_day);
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_TRUE(over->over_daily_limit);
+  EXPECT_EQ(over->spent_paise, 1'000'000);
+  EXPECT_EQ(Query("SELECT count(*) FROM daily_spent"), "1");
+  EXPECT_EQ(Query(total), "1000000");
+
   // The limit reads the total, not the payouts: a total changed behind the
   // ledger's back is what it sees.
   ASSERT_EQ(Query("UPDATE daily_spent SET spent_paise = 5 "
                   "WHERE client = 'alpha' RETURNING 'ok'"),
             "ok");
-  EXPECT_EQ(Spent(*ledger, "alpha"), 5);
+  over = InsertWithin(*ledger, later,
+                      DailyLimit{0, next_day.day_start, next_day.day_end});
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_EQ(over->spent_paise, 5);
 }
 
 TEST_P(LedgerSuite, PayoutsOutsideTheDayDoNotCount) {
@@ -2889,6 +2919,12 @@ TEST_F(PostgresLedgerTest, TwoReplicasNeverOvershootADailyLimitTogether) {
   EXPECT_EQ(Query("SELECT sum(amount_paise) FROM payouts"), "10000");
 }
 
+// Advisory locks that a session of the test's database waits for.
+constexpr char kWaitingAdvisoryLocks[] =
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT "
+    "granted AND database = (SELECT oid FROM pg_database WHERE datname = "
+    "current_database())";
+
 // A client's running total of the day is seeded, on whichever replica makes
 // the day's first limited insert, from a sum taken under the client's lock.
 // A payout of that client that fails meanwhile (on another replica, say)
@@ -2925,16 +2961,62 @@ TEST_F(PostgresLedgerTest, APayoutThatFailsWhileItsTotalIsSeededIsCounted) {
         EXPECT_TRUE(result.ok()) << result.status();
         failed.Notify();
       });
-  ASSERT_TRUE(Eventually([&] {
-    return Query(
-               "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-               "AND NOT granted") == "1";
-  })) << "the failure did not wait for the seeding";
+  ASSERT_TRUE(Eventually([&] { return Query(kWaitingAdvisoryLocks) == "1"; }))
+      << "the failure did not wait for the seeding";
   ASSERT_TRUE(seeder->Run("COMMIT", {}, "test").ok());
   failed.WaitForNotification();
   EXPECT_EQ(Query("SELECT spent_paise FROM daily_spent WHERE client = 'alpha'"),
             "10");
   EXPECT_EQ(Spent(*ledger, "alpha"), 10);
+}
+
+// One replica's limited insert and another's unlimited insert of the same
+// key (their clients files disagree while a change rolls out, say) must not
+// deadlock. The unlimited insert takes the client's lock before it takes
+// the key; had it taken the key first and then waited in its trigger for
+// the lock, the limited insert would wait for its key, and PostgreSQL would
+// abort one of them a second later.
+TEST_F(PostgresLedgerTest, AnInsertTakesTheClientsLockBeforeItsKey) {
+  auto ledger = Open("replica-a");
+  ASSERT_NE(ledger, nullptr);
+  const Payout payout = ClientPayout(1, "alpha", 100);
+  std::optional<postgres_internal::Connection> limited = Connect();
+  ASSERT_TRUE(limited.has_value());
+  // The other replica's limited insert holds the client's lock.
+  ASSERT_TRUE(limited->Run("BEGIN", {}, "test").ok());
+  ASSERT_TRUE(limited
+                  ->Run("SELECT pg_advisory_xact_lock(hashtextextended($1 || "
+                        "'/' || $2, 0))",
+                        {std::string(kRegistration), "alpha"}, "test")
+                  .ok());
+
+  absl::Notification answered;
+  absl::StatusOr<InsertResult> result = absl::UnknownError("no answer");
+  ledger->Insert(Request(payout), [&](absl::StatusOr<InsertResult> r) {
+    result = std::move(r);
+    answered.Notify();
+  });
+  ASSERT_TRUE(Eventually([&] { return Query(kWaitingAdvisoryLocks) == "1"; }));
+  // The other replica's insert of the key does not wait for this one's (a
+  // wait would be the deadlock; the timeout makes it an error at once).
+  ASSERT_TRUE(
+      limited->Run("SET LOCAL lock_timeout = '200ms'", {}, "test").ok());
+  absl::Status other = limited->Run(
+      absl::StrCat(
+          "INSERT INTO payouts (payout_id, registration, client, request_id, "
+          "fingerprint, state, account_number, ifsc, name, email, mobile, "
+          "amount_paise, mode, create_time_us, update_time_us) VALUES "
+          "('other-1', $1, 'alpha', $2, 'fp', 1, '100000011836', "
+          "'SBIN0000002', 'Dean Jon', '', '', 100, 2, ",
+          absl::ToUnixMicros(payout.create_time), ", ",
+          absl::ToUnixMicros(payout.create_time), ")"),
+      {std::string(kRegistration), payout.request_id}, "test");
+  EXPECT_TRUE(other.ok()) << other;
+  ASSERT_TRUE(limited->Run("COMMIT", {}, "test").ok());
+  answered.WaitForNotification();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->inserted);
+  EXPECT_EQ(result->existing.payout.payout_id, "other-1");
 }
 
 TEST_F(PostgresLedgerTest, OnlyExpiredLeasesArePendingPayoutsRecovered) {
@@ -3284,14 +3366,15 @@ TEST_F(PostgresLedgerTest, EventsRecordedBeforePositionsExistedGetThemInOrder) {
     InsertIn(*ledger, MakePayout(1), {PayoutState::kAccepted});
     InsertIn(*ledger, MakePayout(2), {});
   }
-  ASSERT_EQ(Query("DROP TRIGGER payout_events_queue ON payout_events; "
-                  "DROP FUNCTION payout_events_queue(); "
-                  "DROP TABLE webhook_outbox, event_positions, event_queue, "
-                  "event_sequencer, daily_spent; "
-                  "DROP FUNCTION daily_spent_follow() CASCADE; "
-                  "DELETE FROM ledger_schema WHERE version >= 3 "
-                  "RETURNING 'ok'"),
-            "ok");
+  ASSERT_EQ(
+      Query("DROP TRIGGER payout_events_queue ON payout_events; "
+            "DROP FUNCTION payout_events_queue(); "
+            "DROP TABLE webhook_outbox, event_positions, event_queue, "
+            "event_sequencer, daily_spent; "
+            "DROP FUNCTION daily_spent_follow(), daily_spent_lock() CASCADE; "
+            "DELETE FROM ledger_schema WHERE version >= 3 "
+            "RETURNING 'ok'"),
+      "ok");
   auto migrated = Open();
   ASSERT_NE(migrated, nullptr);
   absl::StatusOr<EventBatch> all = EventsAfter(*migrated, 0);

@@ -168,7 +168,10 @@ CREATE INDEX IF NOT EXISTS payouts_by_client ON payouts (registration,
     // the sum of that day's payouts outside FAILED (4) and CANCELLED (8).
     // Every change that moves the sum takes the same lock shared, so it
     // either commits before a seeding's sum is taken or waits for the
-    // seeded row and updates it: no change falls between the two.
+    // seeded row and updates it: no change falls between the two. An insert
+    // takes it before its row (daily_spent_lock): taken after, a limited
+    // insert of the same key holding the lock would wait for that row while
+    // the row's trigger waited for the lock.
     R"sql(
 CREATE TABLE daily_spent (
   registration text NOT NULL,
@@ -199,6 +202,16 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$;
+CREATE FUNCTION daily_spent_lock() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(
+    hashtextextended(NEW.registration || '/' || NEW.client, 0));
+  RETURN NEW;
+END $$;
+CREATE TRIGGER daily_spent_lock BEFORE INSERT ON payouts
+  FOR EACH ROW WHEN (NEW.state NOT IN (4, 8))
+  EXECUTE FUNCTION daily_spent_lock();
 CREATE TRIGGER daily_spent_on_insert AFTER INSERT ON payouts
   FOR EACH ROW WHEN (NEW.state NOT IN (4, 8))
   EXECUTE FUNCTION daily_spent_follow();
