@@ -36,6 +36,12 @@
 #      CPU per payout and CreatePayout p99 at WATCH_RATE/s with no watcher,
 #      with WATCHERS watchers waiting for a state that never comes, and with
 #      FOLLOWERS watchers getting every event.
+#   j. What a daily limit costs as the day fills: one client sends
+#      LIMIT_ROUNDS rounds of LEDGER_PAYOUTS payouts at 32 in flight into one
+#      day, through a gateway whose clients file gives it a daily_paise (too
+#      large to refuse anything) and one whose file gives it none, rounds
+#      interleaved; payouts/s, and the ratio in the last round, when the
+#      day holds the most payouts.
 #
 # Usage: tests/bench/run_benchmarks.sh [BUILD_DIR]   (default: build)
 # Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2
@@ -43,6 +49,7 @@
 #   LEDGER_INFLIGHT=64
 #   SANDBOX_CONNECTIONS=16 SANDBOX_REQUESTS=40000
 #   WATCH_EVENTS=100000 WATCHERS=1000 FOLLOWERS=100 WATCH_RATE=200
+#   LIMIT_ROUNDS=4
 # Every load is bounded in count and in time; the whole run takes 2-4 min.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -61,6 +68,7 @@ watch_events=${WATCH_EVENTS:-100000}
 watchers=${WATCHERS:-1000}
 followers=${FOLLOWERS:-100}
 watch_rate=${WATCH_RATE:-200}
+limit_rounds=${LIMIT_ROUNDS:-4}
 
 for program in server/payout-server server/aopay-sandbox client/payout-bench \
                tests/bench/echo-server tests/bench/sandbox-load \
@@ -298,6 +306,39 @@ ab_rows f plaintext "plaintext gateway CPU per payout, $rate/s offered" \
   "TLS + token / plaintext CPU per payout"
 stop "$secure_pid"
 
+# --- j. a daily limit vs none, as the day fills --------------------------------
+# The clients file of (f), its one line with and without a daily_paise.
+sed 's/$/ daily_paise=100000000000000/' "$work/clients" >"$work/limited.clients"
+for kind in limited unlimited; do
+  clients=$work/clients
+  [ "$kind" = limited ] && clients=$work/limited.clients
+  start "$kind" "$build/server/payout-server" "${common[@]}" \
+    --allow_insecure_tokens --ledger="sqlite:$work/$kind.db" \
+    --clients="$clients"
+  printf -v "$kind" '%s' "$address"
+  printf -v "${kind}_pid" '%s' "$pid"
+done
+l_rates=() u_rates=()
+for round in $(seq 1 "$limit_rounds"); do
+  for kind in limited unlimited; do
+    progress "j. round $round: $kind, $ledger_payouts payouts at 32 in flight"
+    report=$work/j-$kind-$round.json
+    "$bench" --target="${!kind}" --payouts="$ledger_payouts" --concurrency=32 \
+      --token_file="$work/token" --timeout=30s --progress=false \
+      --json_out="$report" >/dev/null
+    r=$(json "$report" 'round(r["payoutsPerSecond"]) if errors == 0 else "errors"')
+    if [ "$kind" = limited ]; then l_rates+=("$r"); else u_rates+=("$r"); fi
+  done
+done
+row j "one client with a daily limit, 32 in flight, $limit_rounds rounds of $ledger_payouts payouts into one day (payouts/s: ${l_rates[*]})" \
+  "$(median "${l_rates[*]}")" ""
+row j "the same client without a limit (payouts/s: ${u_rates[*]})" \
+  "$(median "${u_rates[*]}")" ""
+row j "**limit / no limit throughput, last round**" \
+  "**$(awk -v l="${l_rates[-1]}" -v u="${u_rates[-1]}" 'BEGIN {printf "%.2f", l / u}')**" ""
+stop "$limited_pid"
+stop "$unlimited_pid"
+
 # --- h. webhooks on vs off ---------------------------------------------------
 printf 'a-benchmark-webhook-secret\n' >"$work/webhook.secret"
 start hooked "$build/server/payout-server" "${common[@]}" \
@@ -531,7 +572,7 @@ for r in "${rows[@]}"; do
     "| a"*) echo "$r" ;;
   esac
 done
-for section in b c d e f g h i; do
+for section in b c d e f g h i j; do
   for r in "${rows[@]}"; do
     case "$r" in "| $section "*) echo "$r" ;; esac
   done
