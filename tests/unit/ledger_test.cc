@@ -2809,6 +2809,24 @@ class PostgresLedgerTest : public ::testing::Test {
     return *std::move(db);
   }
 
+  // A connection in a transaction that holds `client`'s lock, as another
+  // replica's limited insert does (DailySpent's callers).
+  std::optional<postgres_internal::Connection> HoldClientLock(
+      const std::string& client) {
+    std::optional<postgres_internal::Connection> db = Connect();
+    if (!db.has_value()) return std::nullopt;
+    const bool held =
+        db->Run("BEGIN", {}, "test").ok() &&
+        db->Run(
+              "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || "
+              "$2, 0))",
+              {std::string(kRegistration), client}, "test")
+            .ok();
+    EXPECT_TRUE(held);
+    if (!held) return std::nullopt;
+    return db;
+  }
+
   // Makes payout `n` (inserted PENDING) belong to replica `owner`, whose last
   // heartbeat was `age` ago.
   void GiveTo(int n, const std::string& owner, absl::Duration age) {
@@ -2935,15 +2953,9 @@ TEST_F(PostgresLedgerTest, APayoutThatFailsWhileItsTotalIsSeededIsCounted) {
   ASSERT_NE(ledger, nullptr);
   InsertIn(*ledger, ClientPayout(1, "alpha", 100));
   InsertIn(*ledger, ClientPayout(2, "alpha", 10));
-  std::optional<postgres_internal::Connection> seeder = Connect();
-  ASSERT_TRUE(seeder.has_value());
   // Another replica's seeding, as DailySpent does it: the sum as of now.
-  ASSERT_TRUE(seeder->Run("BEGIN", {}, "test").ok());
-  ASSERT_TRUE(seeder
-                  ->Run("SELECT pg_advisory_xact_lock(hashtextextended($1 || "
-                        "'/' || $2, 0))",
-                        {std::string(kRegistration), "alpha"}, "test")
-                  .ok());
+  std::optional<postgres_internal::Connection> seeder = HoldClientLock("alpha");
+  ASSERT_TRUE(seeder.has_value());
   ASSERT_TRUE(
       seeder
           ->Run("INSERT INTO daily_spent (registration, client, day_start_us, "
@@ -2980,15 +2992,10 @@ TEST_F(PostgresLedgerTest, AnInsertTakesTheClientsLockBeforeItsKey) {
   auto ledger = Open("replica-a");
   ASSERT_NE(ledger, nullptr);
   const Payout payout = ClientPayout(1, "alpha", 100);
-  std::optional<postgres_internal::Connection> limited = Connect();
-  ASSERT_TRUE(limited.has_value());
   // The other replica's limited insert holds the client's lock.
-  ASSERT_TRUE(limited->Run("BEGIN", {}, "test").ok());
-  ASSERT_TRUE(limited
-                  ->Run("SELECT pg_advisory_xact_lock(hashtextextended($1 || "
-                        "'/' || $2, 0))",
-                        {std::string(kRegistration), "alpha"}, "test")
-                  .ok());
+  std::optional<postgres_internal::Connection> limited =
+      HoldClientLock("alpha");
+  ASSERT_TRUE(limited.has_value());
 
   absl::Notification answered;
   absl::StatusOr<InsertResult> result = absl::UnknownError("no answer");
