@@ -193,8 +193,11 @@ BEGIN
       AND OLD.create_time_us < day_end_us;
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.state NOT IN (4, 8) THEN
-    PERFORM pg_advisory_xact_lock_shared(
-      hashtextextended(NEW.registration || '/' || NEW.client, 0));
+    -- An insert took it already, before its row (daily_spent_lock).
+    IF TG_OP = 'UPDATE' THEN
+      PERFORM pg_advisory_xact_lock_shared(
+        hashtextextended(NEW.registration || '/' || NEW.client, 0));
+    END IF;
     UPDATE daily_spent SET spent_paise = spent_paise + NEW.amount_paise
     WHERE registration = NEW.registration AND client = NEW.client
       AND day_start_us <= NEW.create_time_us
