@@ -17,6 +17,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/build_info.h"
@@ -239,6 +240,12 @@ int main(int argc, char** argv) {
       "PAYOUT_<FLAG_IN_UPPER_CASE>.");
   absl::FlagsUsageConfig usage;
   usage.version_string = [] { return aopay::VersionLine("payout-server"); };
+  // --help lists the flags of this file: absl looks for a file named after
+  // the program by default, and there is no payout-server.cc.
+  usage.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/app/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   std::string error;
   if (!ApplyEnvironment(&error)) return Fail(error);

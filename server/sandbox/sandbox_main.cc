@@ -42,7 +42,8 @@ ABSL_FLAG(std::string, tls_cert, "",
           "serve HTTPS: PEM certificate chain (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "serve HTTPS: PEM private key");
 ABSL_FLAG(int, threads, 256,
-          "worker threads; bounds the connections served at once");
+          "unused: every connection is served by one event-loop thread; "
+          "still accepted (1..100000) so that old command lines run");
 
 namespace {
 

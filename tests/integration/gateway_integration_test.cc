@@ -484,6 +484,26 @@ TEST(GatewayStandaloneTest, BadFlagsStopWithOneLineAndNonZeroExit) {
   }
 }
 
+// --help lists each program's own flags (absl's default looks for a file
+// named after the program, and neither program has one).
+TEST(GatewayStandaloneTest, HelpListsTheProgramsOwnFlags) {
+  const CommandResult server = RunCommand({PAYOUT_SERVER_BIN, "--help"});
+  for (const char* flag :
+       {"--listen", "--aopay_url", "--ledger", "--ledger_commit_delay",
+        "--clients", "--webhook_url", "--log_format"}) {
+    EXPECT_THAT(server.out + server.err, HasSubstr(flag)) << flag;
+  }
+  EXPECT_THAT(server.out + server.err, Not(HasSubstr("No flags matched")));
+  EXPECT_THAT(server.out + server.err, Not(HasSubstr("--flagfile")))
+      << "absl's own flags belong to --helpfull";
+
+  const CommandResult sandbox = RunCommand({AOPAY_SANDBOX_BIN, "--help"});
+  for (const char* flag : {"--listen", "--latency", "--registrations"}) {
+    EXPECT_THAT(sandbox.out + sandbox.err, HasSubstr(flag)) << flag;
+  }
+  EXPECT_THAT(sandbox.out + sandbox.err, Not(HasSubstr("No flags matched")));
+}
+
 // The aopay-sandbox program's own command line and port.
 TEST(SandboxProgramTest, KeepsItsFlagsAndItsPort) {
   // --threads sizes nothing any more, but is accepted and checked as before.
