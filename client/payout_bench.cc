@@ -34,7 +34,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -43,6 +42,7 @@
 #include "absl/time/time.h"
 #include "client/bench/load.h"
 #include "client/payout_client.h"
+#include "common/flag_help.h"
 #include "common/money.h"
 #include "common/mutex_checks.h"
 #include "rapidjson/prettywriter.h"
@@ -387,13 +387,8 @@ int Main(int argc, char** argv) {
       "Exit status: 0 when the run completed (errors are counted), 1 when the "
       "server could not be reached or the report not written, 2 on bad flag "
       "values (1 for flags absl cannot parse).");
-  // --help lists the flags of this file (absl looks for a file named after
-  // the program by default, and payout-bench has a dash).
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "payout_bench.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
+  HelpListsFlagsOf(usage, "payout_bench.cc");
   absl::SetFlagsUsageConfig(usage);
   const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   if (positional.size() > 1) {

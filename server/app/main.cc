@@ -17,11 +17,11 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/build_info.h"
 #include "common/file_util.h"
+#include "common/flag_help.h"
 #include "common/limits.h"
 #include "common/mutex_checks.h"
 #include "server/app/server.h"
@@ -240,12 +240,7 @@ int main(int argc, char** argv) {
       "PAYOUT_<FLAG_IN_UPPER_CASE>.");
   absl::FlagsUsageConfig usage;
   usage.version_string = [] { return aopay::VersionLine("payout-server"); };
-  // --help lists the flags of this file: absl looks for a file named after
-  // the program by default, and there is no payout-server.cc.
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "server/app/main.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
+  aopay::HelpListsFlagsOf(usage, "server/app/main.cc");
   absl::SetFlagsUsageConfig(usage);
   std::string error;
   if (!ApplyEnvironment(&error)) return Fail(error);

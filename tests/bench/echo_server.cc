@@ -15,8 +15,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/flag_help.h"
 #include "common/mutex_checks.h"
 #include "echo_service.h"
 #include "grpcpp/grpcpp.h"
@@ -29,10 +29,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "a bare gRPC echo server to compare the payout gateway with.");
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "echo_server.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
+  aopay::HelpListsFlagsOf(usage, "echo_server.cc");
   absl::SetFlagsUsageConfig(usage);
   if (absl::ParseCommandLine(argc, argv).size() > 1) {
     std::cerr << "echo-server: unexpected argument" << std::endl;

@@ -17,10 +17,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/flag_help.h"
 #include "httplib.h"
 
 ABSL_FLAG(std::string, url, "http://127.0.0.1:8089", "the sandbox's base URL");
@@ -49,10 +49,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "drives the AOPay sandbox alone over HTTP to find its ceiling.");
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "sandbox_load.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
+  aopay::HelpListsFlagsOf(usage, "sandbox_load.cc");
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   const std::string url = absl::GetFlag(FLAGS_url);

@@ -26,12 +26,12 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "aopay/payout/v1/payout.grpc.pb.h"
+#include "common/flag_help.h"
 #include "common/ids.h"
 #include "grpcpp/grpcpp.h"
 
@@ -167,10 +167,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "WatchPayouts load: one watcher replaying events, or many idle ones.");
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view path) {
-    return absl::EndsWith(path, "watch_load.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
+  aopay::HelpListsFlagsOf(usage, "watch_load.cc");
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   const std::string mode = absl::GetFlag(FLAGS_mode);

@@ -488,20 +488,22 @@ TEST(GatewayStandaloneTest, BadFlagsStopWithOneLineAndNonZeroExit) {
 // named after the program, and neither program has one).
 TEST(GatewayStandaloneTest, HelpListsTheProgramsOwnFlags) {
   const CommandResult server = RunCommand({PAYOUT_SERVER_BIN, "--help"});
+  const std::string server_help = server.out + server.err;
   for (const char* flag :
        {"--listen", "--aopay_url", "--ledger", "--ledger_commit_delay",
         "--clients", "--webhook_url", "--log_format"}) {
-    EXPECT_THAT(server.out + server.err, HasSubstr(flag)) << flag;
+    EXPECT_THAT(server_help, HasSubstr(flag)) << flag;
   }
-  EXPECT_THAT(server.out + server.err, Not(HasSubstr("No flags matched")));
-  EXPECT_THAT(server.out + server.err, Not(HasSubstr("--flagfile")))
+  EXPECT_THAT(server_help, Not(HasSubstr("No flags matched")));
+  EXPECT_THAT(server_help, Not(HasSubstr("--flagfile")))
       << "absl's own flags belong to --helpfull";
 
   const CommandResult sandbox = RunCommand({AOPAY_SANDBOX_BIN, "--help"});
+  const std::string sandbox_help = sandbox.out + sandbox.err;
   for (const char* flag : {"--listen", "--latency", "--registrations"}) {
-    EXPECT_THAT(sandbox.out + sandbox.err, HasSubstr(flag)) << flag;
+    EXPECT_THAT(sandbox_help, HasSubstr(flag)) << flag;
   }
-  EXPECT_THAT(sandbox.out + sandbox.err, Not(HasSubstr("No flags matched")));
+  EXPECT_THAT(sandbox_help, Not(HasSubstr("No flags matched")));
 }
 
 // The aopay-sandbox program's own command line and port.
