@@ -38,6 +38,15 @@ constexpr size_t kMaxQuotedTokenBytes = 32;
 
 using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 
+// A status word as it is kept and returned. White space around it does not
+// count (MapStatusWord ignores it too), so it goes before the word is cut to
+// its bound: a known word, however padded, is kept as itself. The state is
+// always read from the word as sent, never from this copy.
+std::string KeptStatusWord(absl::string_view word) {
+  return text_internal::SanitizeUtf8(absl::StripAsciiWhitespace(word),
+                                     kMaxStatusWordBytes);
+}
+
 void WriteMember(JsonWriter& writer, absl::string_view key,
                  absl::string_view value) {
   writer.Key(key.data(), static_cast<rapidjson::SizeType>(key.size()));
@@ -320,9 +329,8 @@ bool CopyTransactionFields(const Value& root, const Located& located,
   }
   if (const Value* status = Member(data, "status")) {
     if (status->IsString()) {
-      verdict.upstream_status = text_internal::SanitizeUtf8(
-          absl::string_view(status->GetString(), status->GetStringLength()),
-          kMaxStatusWordBytes);
+      verdict.upstream_status = KeptStatusWord(
+          absl::string_view(status->GetString(), status->GetStringLength()));
     } else if (!status->IsNull()) {
       return false;
     }
@@ -353,7 +361,13 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
       !StringMember(*located.resource_data, "transactionID").has_value()) {
     verdict.transaction_id.clear();
   }
-  const std::string word = verdict.upstream_status;
+  // The word as sent: a control character or a cut must not turn an
+  // unknown word into a known one.
+  const absl::string_view word =
+      located.resource_data == nullptr
+          ? absl::string_view()
+          : StringMember(*located.resource_data, "status")
+                .value_or(absl::string_view());
 
   const std::optional<std::string> upstream_message =
       UpstreamMessage(root, located.wrapper);
@@ -589,8 +603,7 @@ StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
     collect(document, {"status", "statuss", "transactionStatus"});
   }
   if (words.empty()) return verdict;
-  verdict.word =
-      text_internal::SanitizeUtf8(words.front(), kMaxStatusWordBytes);
+  verdict.word = KeptStatusWord(words.front());
 
   // Rule 3, and answers about some other transaction: not understood.
   if (StringMemberIs(document, "status", "ERROR") || names_other_transaction) {

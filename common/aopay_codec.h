@@ -48,7 +48,7 @@ struct PayoutVerdict {
   PayoutState state = PayoutState::kUnknown;
   std::string transaction_id;
   std::string transaction_reference_no;
-  std::string upstream_status;
+  std::string upstream_status;  // kept as StatusVerdict::word is
   std::string bank_beneficiary_name;
   // Not kAccepted: the error the caller gets (code, message, ErrorDetails
   // with upstreamSubCode / upstreamHttpStatus / upstreamMessage where known).
@@ -75,7 +75,10 @@ struct StatusVerdict {
   // The state the payout moves to; nullopt when the answer is not understood
   // (then nothing changes). ACCEPTED for the "still in progress" words.
   std::optional<PayoutState> state;
-  std::string word;  // the status word found, as sent (may be empty)
+  // The status word found (may be empty), as it is kept: without the white
+  // space around it, valid UTF-8 without control characters, at most 64
+  // bytes.
+  std::string word;
 };
 
 // Reads an answer of the status endpoint about the payout whose AOPay

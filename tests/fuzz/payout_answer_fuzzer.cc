@@ -41,6 +41,7 @@ void CheckVerdict(const HttpAnswer& answer) {
     FUZZ_CHECK(IsPrintableUtf8(*text));
     FUZZ_CHECK(text->size() <= 256);
   }
+  FUZZ_CHECK(verdict.upstream_status.size() <= 64);
 
   const AnswerFacts facts = ReadAnswer(answer.body);
   switch (verdict.kind) {
@@ -50,6 +51,10 @@ void CheckVerdict(const HttpAnswer& answer) {
       FUZZ_CHECK(verdict.transaction_id.size() <= 128);
       FUZZ_CHECK(verdict.state == PayoutState::kAccepted ||
                  verdict.state == PayoutState::kSucceeded);
+      // The state is the one the kept status word means; no word: ACCEPTED.
+      FUZZ_CHECK(verdict.upstream_status.empty()
+                     ? verdict.state == PayoutState::kAccepted
+                     : MapStatusWord(verdict.upstream_status) == verdict.state);
       FUZZ_CHECK(Is2xx(http) && !answer.truncated);
       FUZZ_CHECK(facts.says_success && !facts.says_error);
       break;

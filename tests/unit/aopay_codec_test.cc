@@ -468,6 +468,23 @@ INSTANTIATE_TEST_SUITE_P(
                  Answer(200,
                         SuccessWith(R"({"status":"","transactionID":"T1"})")),
                  PayoutState::kAccepted, "T1", ""),
+        // White space around the word does not count, however much there
+        // is, and is not kept: the word is cut to 64 bytes only after.
+        Accepted("ResourceStatusPadded",
+                 Answer(200, SuccessWith(absl::StrCat(
+                                 R"({"status":")", std::string(70, ' '),
+                                 R"(ACPT\t","transactionID":"T1"})"))),
+                 PayoutState::kAccepted, "T1", "ACPT"),
+        // A control character is not white space: the word is not known,
+        // though its kept copy shows it as a space.
+        Unknown("ResourceStatusWithControlCharacter",
+                Answer(200, SuccessWith(R"({"status":"ACPT\u0001",)"
+                                        R"("transactionID":"T1"})")),
+                Upstream("200", std::nullopt, "ok"), "T1", "ACPT "),
+        Unknown("ResourceStatusOnlyAControlCharacter",
+                Answer(200, SuccessWith(R"({"status":"\u0001",)"
+                                        R"("transactionID":"T1"})")),
+                Upstream("200", std::nullopt, "ok"), "T1", " "),
         [] {
           PayoutCase c = Rejected(
               "ResourceStatusRjct",
@@ -752,6 +769,18 @@ INSTANTIATE_TEST_SUITE_P(
         StatusCase{"UnknownWord",
                    Answer(200, R"({"resourceData":{"status":"ON_HOLD"}})"),
                    std::nullopt, "ON_HOLD"},
+        // White space around a word does not count and is not kept; a long
+        // word is kept cut to 64 bytes.
+        StatusCase{
+            "PaddedWord",
+            Answer(200,
+                   absl::StrCat(R"({"resourceData":{"transactionStatus":")",
+                                std::string(57, ' '), R"(REVERSED\n"}})")),
+            kReversed, "REVERSED"},
+        StatusCase{"LongUnknownWordIsCut",
+                   Answer(200, absl::StrCat(R"({"resourceData":{"status":")",
+                                            std::string(100, 'X'), R"("}})")),
+                   std::nullopt, std::string(64, 'X')},
         // Rule 3: errors, non-2xx and anything else are not understood.
         StatusCase{"ErrorBodyIsNotUnderstood",
                    Answer(200, ErrorBody("\"404\"", "No such transaction")),

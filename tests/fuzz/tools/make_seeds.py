@@ -85,6 +85,8 @@ def payout_answers():
           answer(200, success_with({"status": "ACPT"})))
     write(t, "error_with_transaction_id", answer(200, {
         "status": "ERROR", "subCode": "422", "transactionID": "TERF3"}))
+    write(t, "success_padded_word", answer(200, success_with(
+        {"status": " " * 60 + "ACPT\t", "transactionID": "TERF5"})))
     write(t, "top_level_resource_data", answer(201, {
         "statuss": "success", "resourceData": {
             "status": "PENDING", "transactionID": "TERF4",
@@ -117,6 +119,12 @@ def status_answers():
     write(t, "http500", f"500\nTERF920898\n{HTML_500}")
     write(t, "unknown_word", "200\nTERF920898\n" + json.dumps(
         {"resourceData": {"status": "ON_HOLD"}}))
+    # Found by fuzzing: an id read with a trailing CR; a known word padded
+    # past the 64 bytes a status word is kept to.
+    write(t, "own_id_with_trailing_cr", "200\nTERF920898\r\n" + json.dumps(
+        {"transactionID": "TERF920898", "status": "RJCT"}))
+    write(t, "padded_word", "200\nTERF920898\n" + json.dumps(
+        {"resourceData": {"transactionStatus": " " * 60 + "REVERSED"}}))
 
 
 def varint(value):
