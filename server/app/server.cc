@@ -11,6 +11,7 @@
 #include "aopay/payout/v1/payout_descriptor_set.h"
 #include "common/build_info.h"
 #include "common/limits.h"
+#include "common/thread_name.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "httplib.h"
@@ -204,7 +205,7 @@ class ServerImpl final : public Server {
           aopay_url);
     }
 
-    callbacks_ = std::make_unique<ThreadPool>(kCallbackThreads);
+    callbacks_ = std::make_unique<ThreadPool>(kCallbackThreads, "callbacks");
     if (absl::Status opened = OpenLedger(*ledger_spec, registration);
         !opened.ok()) {
       return opened;
@@ -216,6 +217,7 @@ class ServerImpl final : public Server {
     upstream_options.max_inflight = static_cast<size_t>(options_.max_inflight);
     upstream_options.max_queue = static_cast<size_t>(options_.max_queue);
     upstream_options.ca_file = options_.aopay_ca;
+    upstream_options.thread_name = "aopay-curl";
     absl::StatusOr<std::unique_ptr<CurlUpstream>> upstream =
         CurlUpstream::Create(std::move(upstream_options));
     if (!upstream.ok()) return upstream.status();
@@ -306,7 +308,10 @@ class ServerImpl final : public Server {
     if (!options_.metrics_listen.empty()) {
       if (absl::Status started = StartMetrics(); !started.ok()) return started;
     }
-    housekeeping_ = std::thread([this] { Housekeeping(); });
+    housekeeping_ = std::thread([this] {
+      NameThisThread("housekeeping");
+      Housekeeping();
+    });
     return absl::OkStatus();
   }
 
@@ -404,6 +409,7 @@ class ServerImpl final : public Server {
     client_options.connect_timeout = options_.webhook_timeout;
     client_options.max_inflight = kWebhookMaxInflight;
     client_options.ca_file = options_.aopay_ca;
+    client_options.thread_name = "webhook-curl";
     absl::StatusOr<std::unique_ptr<CurlUpstream>> client =
         CurlUpstream::Create(std::move(client_options));
     if (!client.ok()) {
@@ -449,8 +455,10 @@ class ServerImpl final : public Server {
           "cannot listen on --metrics_listen=", options_.metrics_listen));
     }
     metrics_address_ = JoinHostPort(where->host, port);
-    metrics_thread_ =
-        std::thread([this] { metrics_server_->listen_after_bind(); });
+    metrics_thread_ = std::thread([this] {
+      NameThisThread("metrics-http");
+      metrics_server_->listen_after_bind();
+    });
     return absl::OkStatus();
   }
 

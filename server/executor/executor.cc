@@ -1,14 +1,20 @@
 #include "server/executor/executor.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
+
+#include "common/thread_name.h"
 
 namespace aopay {
 
-ThreadPool::ThreadPool(size_t threads) {
+ThreadPool::ThreadPool(size_t threads, absl::string_view name) {
   threads_.reserve(std::max<size_t>(threads, 1));
   for (size_t i = 0; i < std::max<size_t>(threads, 1); ++i) {
-    threads_.emplace_back([this] { Loop(); });
+    threads_.emplace_back([this, name = std::string(name)] {
+      NameThisThread(name);
+      Loop();
+    });
   }
 }
 

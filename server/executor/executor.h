@@ -13,6 +13,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace aopay {
@@ -34,7 +35,8 @@ class Executor {
 // the threads; Run after Stop has returned drops its task.
 class ThreadPool final : public Executor {
  public:
-  explicit ThreadPool(size_t threads);
+  // `name` names the threads (NameThisThread).
+  explicit ThreadPool(size_t threads, absl::string_view name = "pool");
   ~ThreadPool() override;
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;

@@ -249,7 +249,7 @@ class PayoutService {
   std::map<std::string, std::string> unrecorded_ ABSL_GUARDED_BY(mu_);
   // Watchers woken by new events do their work here, never on the
   // executor that runs payouts' completions.
-  ThreadPool watch_thread_{1};
+  ThreadPool watch_thread_{1, "watch"};
   EventHub events_{[this](int64_t after, int limit,
                           Ledger::Callback<absl::StatusOr<EventBatch>> done) {
                      ledger_.EventsAfter(after, limit, std::move(done));

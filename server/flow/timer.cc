@@ -2,9 +2,15 @@
 
 #include <utility>
 
+#include "common/thread_name.h"
+
 namespace aopay {
 
-ThreadTimer::ThreadTimer() : thread_([this] { Loop(); }) {}
+ThreadTimer::ThreadTimer()
+    : thread_([this] {
+        NameThisThread("retry-timer");
+        Loop();
+      }) {}
 
 ThreadTimer::~ThreadTimer() { Stop(); }
 

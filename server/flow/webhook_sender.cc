@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/ids.h"
+#include "common/thread_name.h"
 #include "common/webhook_signature.h"
 #include "spdlog/spdlog.h"
 
@@ -25,6 +26,7 @@ WebhookSender::~WebhookSender() { Stop(); }
 
 void WebhookSender::Start() {
   thread_ = std::thread([this] {
+    NameThisThread("webhook-sender");
     do {
       Tick(absl::Now());
     } while (!stop_.WaitForNotificationWithTimeout(options_.tick));

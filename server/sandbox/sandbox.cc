@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/thread_name.h"
 #include "server/sandbox/journal.h"
 #include "server/sandbox/script.h"
 #include "server/sandbox/wire.h"
@@ -397,7 +398,10 @@ absl::Status Sandbox::Impl::Start() {
 
   // The socket listens already: connections made from now on are accepted
   // and served once the loop runs.
-  loop_ = std::thread([this] { Run(); });
+  loop_ = std::thread([this] {
+    NameThisThread("sandbox-loop");
+    Run();
+  });
   return absl::OkStatus();
 }
 

@@ -8,11 +8,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <optional>
+#include <set>
+#include <string>
+#include <system_error>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "common/errors.h"
 #include "gmock/gmock.h"
@@ -406,6 +414,37 @@ TEST(GatewayStandaloneTest, BuiltInSandboxByDefault) {
   ASSERT_TRUE(payout.ok()) << payout.status();
   EXPECT_EQ(payout->state(), v1::PAYOUT_STATE_ACCEPTED);
   EXPECT_THAT(gateway.Stderr(), HasSubstr("NO REAL MONEY"));
+}
+
+// Each thread of docs/architecture.md's table carries its name, so that
+// `top -H` and perf tell them apart.
+TEST(GatewayStandaloneTest, ThreadsCarryTheirNames) {
+  const std::string dir = MakeTempDir();
+  GatewayProcess gateway("sandbox", dir + "/ledger.db");
+  const std::string tasks =
+      absl::StrCat("/proc/", gateway.process().pid(), "/task");
+  const auto names = [&tasks] {
+    std::set<std::string> found;
+    std::error_code error;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+      std::ifstream comm(task.path() / "comm");
+      std::string name;
+      if (std::getline(comm, name)) found.insert(name);
+    }
+    return found;
+  };
+  const std::set<std::string> expected = {
+      "ledger-writer", "ledger-reader", "callbacks",
+      "aopay-curl",    "retry-timer",   "watch",
+      "housekeeping",  "metrics-http",  "sandbox-loop"};
+  EXPECT_TRUE(Eventually(
+      [&] {
+        const std::set<std::string> found = names();
+        return std::includes(found.begin(), found.end(), expected.begin(),
+                             expected.end());
+      },
+      absl::Seconds(10)))
+      << "threads: " << absl::StrJoin(names(), ", ");
 }
 
 TEST(GatewayStandaloneTest, SigtermLetsInFlightPayoutsFinishAndBeRecorded) {

@@ -34,6 +34,7 @@
 #include "common/errors.h"
 #include "common/payout.h"
 #include "common/redact.h"
+#include "common/thread_name.h"
 #include "server/executor/executor.h"
 #include "server/ledger/ledger.h"
 #include "server/ledger/postgres/connection.h"
@@ -294,7 +295,7 @@ class PostgresLedger::Impl {
         target_(std::move(target)),
         owner_(options_.owner.empty() ? MakeOwner() : options_.owner),
         own_executor_(options_.executor == nullptr
-                          ? std::make_unique<ThreadPool>(1)
+                          ? std::make_unique<ThreadPool>(1, "ledger-cb")
                           : nullptr),
         executor_(options_.executor != nullptr ? *options_.executor
                                                : *own_executor_) {}
@@ -327,9 +328,15 @@ class PostgresLedger::Impl {
           std::string(prepared.message()));
     }
     for (int i = 0; i < std::max(1, options_.connections); ++i) {
-      workers_.emplace_back([this] { WorkerLoop(); });
+      workers_.emplace_back([this] {
+        NameThisThread("ledger-pg");
+        WorkerLoop();
+      });
     }
-    maintenance_thread_ = std::thread([this] { MaintenanceLoop(); });
+    maintenance_thread_ = std::thread([this] {
+      NameThisThread("ledger-pg-maint");
+      MaintenanceLoop();
+    });
     return absl::OkStatus();
   }
 

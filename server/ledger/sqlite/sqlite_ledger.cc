@@ -34,6 +34,7 @@
 #include "common/errors.h"
 #include "common/payout.h"
 #include "common/redact.h"
+#include "common/thread_name.h"
 #include "server/executor/executor.h"
 #include "server/ledger/ledger.h"
 #include "server/ledger/shared/row_format.h"
@@ -120,12 +121,18 @@ class SqliteLedger::Impl {
         writer_db_(std::move(writer)),
         reader_db_(std::move(reader)),
         own_executor_(options_.executor == nullptr
-                          ? std::make_unique<ThreadPool>(1)
+                          ? std::make_unique<ThreadPool>(1, "ledger-cb")
                           : nullptr),
         executor_(options_.executor != nullptr ? *options_.executor
                                                : *own_executor_) {
-    writer_thread_ = std::thread([this] { WriterLoop(); });
-    reader_thread_ = std::thread([this] { ReaderLoop(); });
+    writer_thread_ = std::thread([this] {
+      NameThisThread("ledger-writer");
+      WriterLoop();
+    });
+    reader_thread_ = std::thread([this] {
+      NameThisThread("ledger-reader");
+      ReaderLoop();
+    });
   }
 
   ~Impl() {

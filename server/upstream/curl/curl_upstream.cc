@@ -32,6 +32,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "common/openssl_ptr.h"
+#include "common/thread_name.h"
 
 namespace aopay {
 namespace {
@@ -475,7 +476,10 @@ class CurlUpstream::Loop {
             "cannot hand libcurl's sockets to the event loop");
       }
     }
-    thread_ = std::thread([this] { Run(); });
+    thread_ = std::thread([this] {
+      NameThisThread(options_.thread_name);
+      Run();
+    });
     return absl::OkStatus();
   }
 

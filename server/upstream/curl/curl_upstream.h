@@ -30,6 +30,8 @@ struct CurlUpstreamOptions {
   // A PEM bundle of CAs trusted in addition to the system's; "" = the
   // system's only. Read once, by Create.
   std::string ca_file;
+  // The loop thread's name (NameThisThread): which client is busy.
+  std::string thread_name = "upstream";
 };
 
 // Thread-safe. Post, InFlight and Queued may be called from any thread,
