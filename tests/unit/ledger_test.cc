@@ -3319,8 +3319,8 @@ TEST_F(PostgresLedgerTest, APruneDuringAReadExpiresTheCursor) {
   ASSERT_TRUE(Eventually([&] {
     return Query(
                "SELECT count(*) FROM pg_stat_activity WHERE "
-               "wait_event_type = 'Lock' AND query LIKE '%event_positions "
-               "ep%'") == "1";
+               "datname = current_database() AND wait_event_type = 'Lock' "
+               "AND query LIKE '%event_positions ep%'") == "1";
   }));
   ASSERT_TRUE(other
                   ->Run(absl::StrCat("DELETE FROM payouts WHERE payout_id = '",
@@ -3432,11 +3432,15 @@ TEST_F(PostgresLedgerTest,
   // The sender loses its connection to the database, with the event
   // undelivered: from then on it takes nothing (the standby may have the
   // lock before the sender's next heartbeat notices), and the standby takes
-  // the lock at its own next heartbeat and sends the event.
+  // the lock at its own next heartbeat and sends the event. Only this
+  // database's holder: pg_locks shows the whole cluster, where tests running
+  // beside this one hold the same lock in their own databases.
   ASSERT_EQ(
       Query(absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
                          "locktype = 'advisory' AND classid = ",
-                         pg::kLockSpace, " AND objid = ", pg::kWebhookLock)),
+                         pg::kLockSpace, " AND objid = ", pg::kWebhookLock,
+                         " AND database = (SELECT oid FROM pg_database "
+                         "WHERE datname = current_database())")),
       "t");
   absl::StatusOr<std::vector<OutboxEvent>> after_loss =
       OutboxDue(*sender, later);
@@ -3795,7 +3799,7 @@ TEST_F(PostgresTlsTest, VerifyFullConnectsOverTlsAndRefusesAnotherCa) {
                 Uri("ca"),
                 "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN "
                 "pg_stat_activity a USING (pid) WHERE a.application_name = "
-                "'payout-gateway'"),
+                "'payout-gateway' AND a.datname = current_database()"),
             "t");
   ledger->Close();
 
