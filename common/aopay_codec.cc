@@ -96,6 +96,39 @@ struct Located {
   const Value* resource_data = nullptr;
 };
 
+// Every resourceData an answer holds where a reader looks for one: at the top
+// level and inside each top-level object (the documented wrapper is one of
+// them).
+std::vector<const Value*> AllResourceData(const Value& root) {
+  std::vector<const Value*> found;
+  if (const Value* data = ObjectMember(root, "resourceData")) {
+    found.push_back(data);
+  }
+  for (const auto& member : root.GetObject()) {
+    if (const Value* data = ObjectMember(member.value, "resourceData")) {
+      found.push_back(data);
+    }
+  }
+  return found;
+}
+
+// Whether the resourceData objects of an answer (more than one: AOPay names
+// a *single* wrapper) disagree on the payout's status or transaction id.
+// Such an answer does not say which of them is the payout's.
+bool ResourceDataDisagree(const Value& root) {
+  const std::vector<const Value*> all = AllResourceData(root);
+  for (size_t i = 1; i < all.size(); ++i) {
+    for (const absl::string_view field :
+         {"status", "transactionStatus", "transactionID"}) {
+      const Value* first = Member(*all[0], field);
+      const Value* other = Member(*all[i], field);
+      if ((first == nullptr) != (other == nullptr)) return true;
+      if (first != nullptr && *first != *other) return true;
+    }
+  }
+  return false;
+}
+
 // resourceData under the documented wrapper, else under any top-level object
 // member, else at the top level. Without resourceData, the wrapper is the
 // documented one when present (it may still carry metaData).
@@ -380,6 +413,14 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
     return result;
   };
 
+  if (ResourceDataDisagree(root)) {
+    // Not knowing which resourceData is the payout's, nothing of them is
+    // kept (the operator reads the raw answer).
+    return UnknownVerdict(
+        "AOPay reported success in an answer whose resourceData objects "
+        "disagree",
+        http_status, upstream_message);
+  }
   if (verdict.transaction_id.empty()) {
     return unknown(
         "AOPay reported success but gave no transaction id to track");
@@ -605,8 +646,10 @@ StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
   if (words.empty()) return verdict;
   verdict.word = KeptStatusWord(words.front());
 
-  // Rule 3, and answers about some other transaction: not understood.
-  if (StringMemberIs(document, "status", "ERROR") || names_other_transaction) {
+  // Rule 3, answers about some other transaction, and answers whose
+  // resourceData objects disagree: not understood.
+  if (StringMemberIs(document, "status", "ERROR") || names_other_transaction ||
+      ResourceDataDisagree(document)) {
     return verdict;
   }
   if (!from_resource_data && !names_own_transaction) return verdict;

@@ -475,6 +475,28 @@ INSTANTIATE_TEST_SUITE_P(
                                  R"({"status":")", std::string(70, ' '),
                                  R"(ACPT\t","transactionID":"T1"})"))),
                  PayoutState::kAccepted, "T1", "ACPT"),
+        // More than one resourceData that disagree: which one is the
+        // payout's is not known, so nothing of them is kept.
+        Unknown("SuccessWithResourceDataThatDisagree",
+                Answer(200, R"({"statuss":"SUCCESS","resourceData":)"
+                            R"({"status":"ACPT","transactionID":"T1"},)"
+                            R"("x":{"resourceData":{"status":"RJCT",)"
+                            R"("transactionID":"T1"}}})"),
+                HttpOnly("200")),
+        Unknown("SuccessWithResourceDataNamingTwoTransactions",
+                Answer(200, R"({"statuss":"SUCCESS",)"
+                            R"("a":{"resourceData":{"status":"ACPT",)"
+                            R"("transactionID":"T1"}},)"
+                            R"("b":{"resourceData":{"status":"ACPT",)"
+                            R"("transactionID":"T2"}}})"),
+                HttpOnly("200")),
+        Accepted("SuccessWithResourceDataThatAgree",
+                 Answer(200, R"({"statuss":"SUCCESS",)"
+                             R"("a":{"resourceData":{"status":"ACSC",)"
+                             R"("transactionID":"T1"}},)"
+                             R"("b":{"resourceData":{"status":"ACSC",)"
+                             R"("transactionID":"T1"}}})"),
+                 PayoutState::kSucceeded, "T1", "ACSC"),
         // A control character is not white space: the word is not known,
         // though its kept copy shows it as a space.
         Unknown("ResourceStatusWithControlCharacter",
@@ -727,6 +749,25 @@ INSTANTIATE_TEST_SUITE_P(
                    Answer(200, R"({"status":"SUCCESS","resourceData":)"
                                R"({"status":"PDNG"}})"),
                    kAccepted, "PDNG"},
+        // Section 2.2 reads a *single* wrapper: resourceData objects that
+        // disagree leave the payout as it is.
+        StatusCase{"ResourceDataThatDisagreeAreNotUnderstood",
+                   Answer(200, R"({"resourceData":{"status":"SUCCESS"},)"
+                               R"("x":{"resourceData":{"status":"FAILED"}}})"),
+                   std::nullopt, "FAILED"},
+        StatusCase{"WrappersThatDisagreeAreNotUnderstood",
+                   Answer(200, R"({"a":{"resourceData":{"status":"FAILED"}},)"
+                               R"("b":{"resourceData":{"status":"SUCCESS"}}})"),
+                   std::nullopt, "FAILED"},
+        StatusCase{"WrappersNamingAnotherTransactionAreNotUnderstood",
+                   Answer(200, R"({"a":{"resourceData":{"status":"FAILED"}},)"
+                               R"("b":{"resourceData":{"status":"FAILED",)"
+                               R"("transactionID":"TERF2"}}})"),
+                   std::nullopt, "FAILED"},
+        StatusCase{"WrappersThatAgreeCount",
+                   Answer(200, R"({"a":{"resourceData":{"status":"RJCT"}},)"
+                               R"("b":{"resourceData":{"status":"RJCT"}}})"),
+                   kFailed, "RJCT"},
         StatusCase{"ResourceDataAboutAnotherTransactionIsNotUnderstood",
                    Answer(200, R"({"resourceData":{"status":"SUCCESS",)"
                                R"("transactionID":"TERF2"}})"),

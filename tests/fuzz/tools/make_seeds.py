@@ -87,6 +87,10 @@ def payout_answers():
         "status": "ERROR", "subCode": "422", "transactionID": "TERF3"}))
     write(t, "success_padded_word", answer(200, success_with(
         {"status": " " * 60 + "ACPT\t", "transactionID": "TERF5"})))
+    write(t, "success_wrappers_disagree", answer(200, {
+        "statuss": "SUCCESS",
+        "a": {"resourceData": {"status": "ACPT", "transactionID": "TERF6"}},
+        "b": {"resourceData": {"status": "RJCT", "transactionID": "TERF6"}}}))
     write(t, "top_level_resource_data", answer(201, {
         "statuss": "success", "resourceData": {
             "status": "PENDING", "transactionID": "TERF4",
@@ -125,6 +129,10 @@ def status_answers():
         {"transactionID": "TERF920898", "status": "RJCT"}))
     write(t, "padded_word", "200\nTERF920898\n" + json.dumps(
         {"resourceData": {"transactionStatus": " " * 60 + "REVERSED"}}))
+    # Two wrappers that disagree: not understood.
+    write(t, "wrappers_disagree", "200\nTERF920898\n" + json.dumps(
+        {"resourceData": {"status": "SUCCESS"},
+         "x": {"resourceData": {"status": "FAILED"}}}))
 
 
 def varint(value):
