@@ -539,12 +539,57 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
       });
 }
 
+void PayoutService::ApplyOutcome(
+    PayoutChange change, Ledger::Callback<absl::StatusOr<StoredPayout>> done) {
+  PayoutChange late = change;
+  Apply(std::move(change), "outcome",
+        [this, late = std::move(late),
+         done = std::move(done)](absl::StatusOr<StoredPayout> applied) mutable {
+          if (applied.ok() ||
+              applied.status().code() != absl::StatusCode::kAborted ||
+              late.expected_state != PayoutState::kPending) {
+            done(std::move(applied));
+            return;
+          }
+          const std::string payout_id = late.payout_id;
+          ledger_.GetByPayoutId(
+              payout_id, [this, late = std::move(late),
+                          aborted = applied.status(), done = std::move(done)](
+                             absl::StatusOr<StoredPayout> stored) mutable {
+                const bool says_more =
+                    stored.ok() &&
+                    stored->payout.state == PayoutState::kUnknown &&
+                    (StatusMayMove(PayoutState::kUnknown, late.new_state) ||
+                     (late.new_state == PayoutState::kUnknown &&
+                      late.transaction_id.has_value() &&
+                      stored->payout.transaction_id.empty()));
+                if (!says_more) {
+                  // A read that failed is that failure (UNAVAILABLE keeps
+                  // the outcome in memory and tries again).
+                  done(stored.ok() ? std::move(aborted) : stored.status());
+                  return;
+                }
+                spdlog::warn(
+                    "payout {}: AOPay's answer came after the payout had "
+                    "been turned UNKNOWN (its replica's lease had ended); "
+                    "recording it from UNKNOWN",
+                    late.payout_id);
+                late.expected_state = PayoutState::kUnknown;
+                late.why = absl::StrCat(
+                    late.why,
+                    "; AOPay's answer, recorded after the payout had been "
+                    "turned UNKNOWN");
+                Apply(std::move(late), "outcome", std::move(done));
+              });
+        });
+}
+
 void PayoutService::RecordOutcome(
     PayoutChange change, Ledger::Callback<absl::StatusOr<StoredPayout>> first,
     Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
   PayoutChange again = change;
-  Apply(
-      std::move(change), "outcome",
+  ApplyOutcome(
+      std::move(change),
       [this, again = std::move(again), first = std::move(first),
        later = std::move(later)](absl::StatusOr<StoredPayout> applied) mutable {
         if (applied.ok() ||
@@ -577,28 +622,29 @@ void PayoutService::RetryOutcome(
   timer_.RunAfter(delay, [this, change = std::move(change), delay,
                           later = std::move(later)]() mutable {
     PayoutChange again = change;
-    Apply(std::move(change), "outcome",
-          [this, again = std::move(again), delay, later = std::move(later)](
-              absl::StatusOr<StoredPayout> applied) mutable {
-            if (!applied.ok() &&
-                applied.status().code() == absl::StatusCode::kUnavailable) {
-              RetryOutcome(std::move(again),
-                           std::min(delay * 2, options_.outcome_retry_max),
-                           std::move(later));
-              return;
-            }
-            if (!applied.ok()) {
-              spdlog::error("payout {}: outcome {} could not be recorded: {}",
-                            again.payout_id,
-                            std::string(PayoutStateName(again.new_state)),
-                            applied.status().ToString());
-            }
-            {
-              absl::MutexLock lock(&mu_);
-              unrecorded_.erase(again.payout_id);
-            }
-            later(std::move(applied));
-          });
+    ApplyOutcome(
+        std::move(change),
+        [this, again = std::move(again), delay, later = std::move(later)](
+            absl::StatusOr<StoredPayout> applied) mutable {
+          if (!applied.ok() &&
+              applied.status().code() == absl::StatusCode::kUnavailable) {
+            RetryOutcome(std::move(again),
+                         std::min(delay * 2, options_.outcome_retry_max),
+                         std::move(later));
+            return;
+          }
+          if (!applied.ok()) {
+            spdlog::error("payout {}: outcome {} could not be recorded: {}",
+                          again.payout_id,
+                          std::string(PayoutStateName(again.new_state)),
+                          applied.status().ToString());
+          }
+          {
+            absl::MutexLock lock(&mu_);
+            unrecorded_.erase(again.payout_id);
+          }
+          later(std::move(applied));
+        });
   });
 }
 

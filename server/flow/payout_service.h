@@ -211,6 +211,13 @@ class PayoutService {
   // result. When that failed with UNAVAILABLE, the change is kept and
   // applied again with backoff; `later` runs once a later attempt is
   // recorded or fails for good.
+  // Apply for an outcome of AOPay's payout answer, expected from PENDING.
+  // When the payout is UNKNOWN instead (on a shared ledger another replica
+  // turned it UNKNOWN while this one could not heartbeat), an outcome that
+  // says more (a state UNKNOWN may move to, or a transaction id it lacks) is
+  // applied from UNKNOWN, so AOPay's answer is never dropped.
+  void ApplyOutcome(PayoutChange change,
+                    Ledger::Callback<absl::StatusOr<StoredPayout>> done);
   void RecordOutcome(PayoutChange change,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> first,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> later);

@@ -383,6 +383,65 @@ TEST_F(ScaleOutTest,
   }
 }
 
+// The database stays away from replica A for longer than the lease, so
+// replica B turns A's payouts UNKNOWN; AOPay's answers, which A kept in
+// memory, are still recorded when A gets the database back.
+TEST_F(ScaleOutTest, AnswersKeptPastTheLeaseAreRecordedFromUnknown) {
+  absl::StatusOr<std::unique_ptr<test_support::TcpProxy>> proxy = ProxyDown();
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  (*proxy)->Up();
+  SandboxProcess sandbox({"--latency=2s"});
+  GatewayProcess a(sandbox.url(), ThroughProxy(**proxy), kReplicaFlags);
+  GatewayProcess b(sandbox.url(), uri_, kReplicaFlags);
+  constexpr int kPayouts = 5;
+  std::vector<v1::CreatePayoutRequest> requests;
+  for (int i = 0; i < kPayouts; ++i) {
+    requests.push_back(ValidRequest(UniqueAccount("1836")));
+  }
+  absl::BlockingCounter answered(kPayouts);
+  for (const v1::CreatePayoutRequest& request : requests) {
+    a.client().CreatePayoutAsync(
+        request, kCall,
+        [&](absl::StatusOr<v1::Payout>) { answered.DecrementCount(); });
+  }
+  ASSERT_TRUE(sandbox.WaitForJournal(
+      [&](const std::vector<JournalEntry>& journal) {
+        return journal.size() >= static_cast<size_t>(kPayouts);
+      },
+      absl::Seconds(30)));
+  (*proxy)->Down();
+  answered.Wait();
+  // B ends A's lease: every payout UNKNOWN, without a transaction id.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return test_support::PgScalar(
+                   uri_,
+                   "SELECT count(*) FROM payouts WHERE state = 6 AND "
+                   "transaction_id = ''") == absl::StrCat(kPayouts);
+      },
+      absl::Seconds(30)));
+
+  (*proxy)->Up();
+  ASSERT_TRUE(Eventually(
+      [&] {
+        return test_support::PgScalar(
+                   uri_,
+                   "SELECT count(*) FROM payouts WHERE state = 2 AND "
+                   "transaction_id <> ''") == absl::StrCat(kPayouts);
+      },
+      absl::Seconds(30)))
+      << "AOPay's answers were dropped: "
+      << test_support::PgScalar(
+             uri_, "SELECT string_agg(state::text, ',') FROM payouts");
+  for (const v1::CreatePayoutRequest& request : requests) {
+    EXPECT_EQ(sandbox.PayoutsFor(request.beneficiary().account_number()), 1);
+    absl::StatusOr<v1::Payout> replay = b.client().CreatePayout(request, kCall);
+    ASSERT_TRUE(replay.ok()) << replay.status();
+    EXPECT_EQ(replay->state(), v1::PAYOUT_STATE_ACCEPTED);
+    EXPECT_FALSE(replay->transaction_id().empty());
+  }
+}
+
 TEST_F(ScaleOutTest, AMigrationThatFailsLaterStopsThatReplicaOnly) {
   // A replica starts while its database is away; when the database comes,
   // its schema is newer than the replica's: that replica exits (status 3)

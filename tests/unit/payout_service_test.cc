@@ -172,6 +172,15 @@ class FakeLedger final : public Ledger {
   }
   bool Healthy() const override { return !fail_writes; }
 
+  // What another replica's recovery does to a payout whose owner stopped
+  // heart-beating: PENDING becomes UNKNOWN (or an operator's later move).
+  void MoveBehindTheGatewaysBack(const std::string& payout_id,
+                                 PayoutState state) {
+    StoredPayout& row = rows_.at(payout_id);
+    row.payout.state = state;
+    row.response = RecoveredAsUnknownError(payout_id);
+  }
+
   size_t size() const { return rows_.size(); }
   const StoredPayout& only() const { return rows_.begin()->second; }
 
@@ -604,6 +613,71 @@ TEST_F(PayoutServiceTest, AnOutcomeTheLedgerCannotRecordIsRetriedUntilItIs) {
   EXPECT_EQ((**retry)->payout_id, id);
   EXPECT_EQ((**retry)->state, PayoutState::kAccepted);
   EXPECT_TRUE(upstream_.calls.empty());
+}
+
+// On a shared ledger another replica turns a PENDING payout UNKNOWN when
+// its replica stops heart-beating for the lease; AOPay's answer, arriving
+// after that, is still recorded.
+TEST_F(PayoutServiceTest, AnAnswerAfterATakeoverIsRecordedFromUnknown) {
+  auto result = Create(ValidRequest());
+  const std::string id = ledger_.only().payout.payout_id;
+  ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kUnknown);
+  upstream_.Answer(Http(200, kAccepted));
+
+  ASSERT_TRUE(result->has_value());
+  ASSERT_TRUE((*result)->ok()) << (*result)->status();
+  EXPECT_EQ((**result)->state, PayoutState::kAccepted);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(ledger_.only().payout.transaction_id, "TERF920898");
+  auto retry = Create(ValidRequest());
+  ASSERT_TRUE(retry->has_value());
+  ASSERT_TRUE((*retry)->ok()) << (*retry)->status();
+  EXPECT_EQ((**retry)->state, PayoutState::kAccepted);
+  EXPECT_EQ(upstream_.posted, 1u);
+}
+
+TEST_F(PayoutServiceTest, AnUnknownAnswerAfterATakeoverKeepsItsTransactionId) {
+  auto result = Create(ValidRequest());
+  const std::string id = ledger_.only().payout.payout_id;
+  ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kUnknown);
+  // Contradicts itself (an error naming a transaction): UNKNOWN, but with
+  // an id a refresh can ask about.
+  upstream_.Answer(Http(200, R"({"status":"ERROR","subCode":"422",)"
+                             R"("message":"bad","transactionID":"TERF7"})"));
+
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ(GetErrorDetails((*result)->status()).reason, "OUTCOME_UNKNOWN");
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+  EXPECT_EQ(ledger_.only().payout.transaction_id, "TERF7");
+}
+
+TEST_F(PayoutServiceTest, AnAnswerKeptInMemoryIsRecordedAfterATakeover) {
+  auto result = Create(ValidRequest());
+  const std::string id = ledger_.only().payout.payout_id;
+  ledger_.fail_writes = true;
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_EQ(service_->Unrecorded(), 1u);
+
+  // The database comes back after the lease: another replica has turned
+  // the payout UNKNOWN meanwhile.
+  ledger_.fail_writes = false;
+  ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kUnknown);
+  timer_.RunPending();
+  EXPECT_EQ(service_->Unrecorded(), 0u);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(ledger_.only().payout.transaction_id, "TERF920898");
+}
+
+TEST_F(PayoutServiceTest, AnAnswerAfterAnOperatorsResolveChangesNothing) {
+  auto result = Create(ValidRequest());
+  const std::string id = ledger_.only().payout.payout_id;
+  ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kFailed);
+  upstream_.Answer(Http(200, kAccepted));
+
+  ASSERT_TRUE(result->has_value());
+  EXPECT_FALSE((*result)->ok());
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kFailed);
+  EXPECT_EQ(ledger_.only().payout.transaction_id, "");
 }
 
 TEST_F(PayoutServiceTest, UnrecordedOutcomesCountAgainstTheBound) {
