@@ -107,6 +107,14 @@ export interface PayoutEvent {
   previousState: PayoutState;
   /** When the change was recorded. */
   eventTime: Timestamp | null;
+  /** Who made the change: 'gateway', 'approver NAME', 'client NAME', ...
+   * (docs/api.md#watchpayouts). */
+  who: string;
+  /** The note given with an approval, rejection, cancellation or an
+   * operator's resolution; '' otherwise. */
+  note: string;
+  /** What happened, in the gateway's words (for reading, not matching). */
+  why: string;
 }
 
 export interface FieldViolation {

@@ -23,6 +23,7 @@
 #include "client/payout_client.h"
 #include "common/clients.h"
 #include "common/errors.h"
+#include "common/ids.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/harness.h"
@@ -494,6 +495,7 @@ TEST_F(SecurityTest, ApprovalsSendOnceAndRaceCancelsConsistently) {
     yes.set_note("ok");
     v1::CancelPayoutRequest no;
     no.set_payout_id(waiting->payout_id());
+    no.set_note("changed my mind");
     absl::StatusOr<v1::Payout> by_approval = absl::UnknownError("");
     absl::StatusOr<v1::Payout> by_cancel = absl::UnknownError("");
     std::thread approver(
@@ -523,6 +525,43 @@ TEST_F(SecurityTest, ApprovalsSendOnceAndRaceCancelsConsistently) {
   }
   std::cout << "approve vs cancel: " << approved << " approved, " << cancelled
             << " cancelled\n";
+
+  // Every approval and cancellation is an event with who and the note
+  // (WatchPayouts; webhooks carry the same event). Each payout was created
+  // (1 event), then approved and accepted (2) or cancelled (1).
+  const size_t expected_events = 3 + kRaces + 2 * approved + cancelled;
+  std::vector<v1::PayoutEvent> events;
+  v1::WatchPayoutsRequest watch;
+  watch.set_after_cursor(EventCursor(0));
+  ASSERT_TRUE(Client(gateway, auditor.token)
+                  ->WatchPayouts(watch, kCall,
+                                 [&](const v1::PayoutEvent& event) {
+                                   events.push_back(event);
+                                   return events.size() < expected_events;
+                                 })
+                  .ok());
+  ASSERT_EQ(events.size(), expected_events);
+  int approvals_seen = 0, cancels_seen = 0;
+  for (const v1::PayoutEvent& event : events) {
+    EXPECT_FALSE(event.why().empty());
+    if (event.previous_state() == v1::PAYOUT_STATE_AWAITING_APPROVAL &&
+        event.payout().state() == v1::PAYOUT_STATE_PENDING) {
+      ++approvals_seen;
+      EXPECT_EQ(event.who(), "approver checker");
+      EXPECT_EQ(event.note(), event.payout().payout_id() == held->payout_id()
+                                  ? "invoice checked"
+                                  : "ok");
+    } else if (event.payout().state() == v1::PAYOUT_STATE_CANCELLED) {
+      ++cancels_seen;
+      EXPECT_EQ(event.who(), "client maker");
+      EXPECT_EQ(event.note(), "changed my mind");
+    } else if (event.payout().state() == v1::PAYOUT_STATE_ACCEPTED) {
+      EXPECT_EQ(event.who(), "gateway");
+      EXPECT_EQ(event.note(), "");
+    }
+  }
+  EXPECT_EQ(approvals_seen, approved + 1);
+  EXPECT_EQ(cancels_seen, cancelled);
   EXPECT_THAT(gateway.Stderr(), Not(HasSubstr("INV-7Kq2")))
       << "metadata reached the log";
 }
