@@ -482,12 +482,10 @@ absl::Status CursorExpiredError() {
                    WithReason(reason::kCursorExpired));
 }
 
-absl::Status NotCreatorError(absl::string_view payout_id) {
-  ErrorDetails details = WithReason(reason::kNotCreator);
-  details.metadata[std::string(meta::kPayoutId)] = std::string(payout_id);
-  return MakeError(absl::StatusCode::kPermissionDenied,
-                   "Only the client that created a payout can cancel it.",
-                   std::move(details));
+absl::Status NotCancellableByCallerError(absl::string_view payout_id) {
+  return PayoutPreconditionError(
+      reason::kNotCancellable, payout_id,
+      "Only the client that created a payout can cancel it; nothing changed.");
 }
 
 absl::Status ReportedFailureError(absl::string_view payout_id) {

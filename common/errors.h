@@ -57,7 +57,6 @@ inline constexpr absl::string_view kNotAwaitingApproval =
     "NOT_AWAITING_APPROVAL";
 inline constexpr absl::string_view kSelfApproval = "SELF_APPROVAL";
 inline constexpr absl::string_view kNotCancellable = "NOT_CANCELLABLE";
-inline constexpr absl::string_view kNotCreator = "NOT_CREATOR";
 inline constexpr absl::string_view kCursorExpired = "CURSOR_EXPIRED";
 }  // namespace reason
 
@@ -204,9 +203,10 @@ std::string SerializeError(const absl::Status& status);
 // read what was missed with ListPayouts.
 [[nodiscard]] absl::Status CursorExpiredError();
 
-// PERMISSION_DENIED, NOT_CREATOR, payoutId: a client that may read another
-// client's payout tries to cancel it.
-[[nodiscard]] absl::Status NotCreatorError(absl::string_view payout_id);
+// FAILED_PRECONDITION, NOT_CANCELLABLE, payoutId: a client that may read
+// another client's payout tries to cancel it (only its creator may).
+[[nodiscard]] absl::Status NotCancellableByCallerError(
+    absl::string_view payout_id);
 
 }  // namespace aopay
 

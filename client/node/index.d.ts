@@ -287,7 +287,7 @@ export class PayoutClient {
   refreshPayout(payoutId: string, options?: CallOptions): Promise<Payout>;
   /** Cancels a payout this client created that is AWAITING_APPROVAL;
    * resolves to it, CANCELLED. Rejects with NOT_CANCELLABLE when it is not
-   * awaiting approval, NOT_CREATOR for another client's payout. */
+   * awaiting approval or is another client's payout. */
   cancelPayout(request: DecisionRequest, options?: CallOptions):
       Promise<Payout>;
   batchCreate(requests: Iterable<CreatePayoutRequest>, options?: CallOptions):

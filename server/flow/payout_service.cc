@@ -958,7 +958,7 @@ void PayoutService::Decide(
         const bool creator = payout.client == caller.name;
         if (kind == Approval::kCancel) {
           if (!creator) {
-            done(NotCreatorError(payout.payout_id));
+            done(NotCancellableByCallerError(payout.payout_id));
             return;
           }
           if (payout.state != PayoutState::kAwaitingApproval) {

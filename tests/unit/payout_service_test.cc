@@ -498,7 +498,9 @@ TEST_F(PayoutServiceTest, RejectAndCancelEndInCancelledAndSendNothing) {
   EXPECT_EQ(hidden.status().code(), absl::StatusCode::kNotFound);
   absl::StatusOr<Payout> checker_cancel = Call(
       &PayoutService::Cancel, ApprovalRequest{cancelled_id, ""}, Checker());
-  EXPECT_EQ(GetErrorDetails(checker_cancel.status()).reason, "NOT_CREATOR");
+  EXPECT_EQ(checker_cancel.status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(GetErrorDetails(checker_cancel.status()).reason, "NOT_CANCELLABLE");
   absl::StatusOr<Payout> cancelled =
       Call(&PayoutService::Cancel, ApprovalRequest{cancelled_id, ""}, Maker());
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();

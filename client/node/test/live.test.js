@@ -697,7 +697,7 @@ describe('approvals and metadata', {skip: !hasOpenssl() && 'the openssl command 
     const held = await hold(account);
     // ops may write and read every payout, but did not create this one.
     await refused(ops.cancelPayout({payoutId: held.payoutId}),
-        status.PERMISSION_DENIED, 'NOT_CREATOR');
+        status.FAILED_PRECONDITION, 'NOT_CANCELLABLE');
     // The checker lacks payouts:write, which CancelPayout needs.
     await refused(checker.cancelPayout({payoutId: held.payoutId}),
         status.PERMISSION_DENIED, 'PERMISSION_DENIED');

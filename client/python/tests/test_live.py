@@ -990,7 +990,7 @@ class ApprovalsTest(LiveTestCase):
         # ops may write and read every payout, but did not create this one.
         self.assert_refused(
             lambda: self.ops.cancel_payout(held.payout_id),
-            grpc.StatusCode.PERMISSION_DENIED, "NOT_CREATOR")
+            grpc.StatusCode.FAILED_PRECONDITION, "NOT_CANCELLABLE")
         # The checker lacks payouts:write, which CancelPayout needs.
         self.assert_refused(
             lambda: self.checker.cancel_payout(held.payout_id),

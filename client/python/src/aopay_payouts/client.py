@@ -346,8 +346,8 @@ class PayoutClient:
 
         Raises PayoutError: FAILED_PRECONDITION / NOT_CANCELLABLE when the
         payout is no longer awaiting approval (approved, rejected or already
-        cancelled), PERMISSION_DENIED / NOT_CREATOR for another client's
-        payout. Retried like the other calls (docs/client-retries.md): a
+        cancelled) or is another client's payout (one this client may read
+        but did not create). Retried like the other calls (docs/client-retries.md): a
         retry after an attempt that did cancel gets NOT_CANCELLABLE, with
         `attempts` > 1; get_payout then shows CANCELLED.
         """
