@@ -1086,6 +1086,37 @@ TEST_P(LedgerSuite, ApplyChangesTheRowAndAppendsAnEvent) {
   EXPECT_EQ((*events)[2].who, "refresh");
 }
 
+// Events are changes of state (watchers, webhooks): a refresh that only
+// records AOPay's words changes the row but appends none.
+TEST_P(LedgerSuite, AChangeThatKeepsTheStateIsNoEvent) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout payout = MakePayout(1);
+  ASSERT_TRUE(Insert(*ledger, payout).ok());
+  PayoutChange accept = Change(payout.payout_id, PayoutState::kPending,
+                               PayoutState::kAccepted, T(50));
+  accept.transaction_id = "TERF920898";
+  ASSERT_TRUE(Apply(*ledger, accept).ok());
+
+  PayoutChange same = Change(payout.payout_id, PayoutState::kAccepted,
+                             PayoutState::kAccepted, T(60));
+  same.upstream_status = "PROCESSING";
+  same.raw_answer = R"({"status":"PROCESSING"})";
+  same.answer_kind = PayoutChange::AnswerKind::kStatus;
+  same.why = "AOPay reports PROCESSING; no change";
+  absl::StatusOr<StoredPayout> applied = Apply(*ledger, same);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->payout.upstream_status, "PROCESSING");
+  EXPECT_EQ(applied->payout.update_time, T(60));
+
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, payout.payout_id);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ(events->back().to, PayoutState::kAccepted);
+  EXPECT_EQ(events->back().time, T(50));
+}
+
 TEST_P(LedgerSuite, ApplyIsCompareAndSet) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);

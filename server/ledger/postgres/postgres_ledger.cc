@@ -1067,7 +1067,8 @@ void PostgresLedger::Apply(PayoutChange change,
             kPayoutColumns,
             "), event AS (INSERT INTO payout_events (payout_id, from_state, "
             "to_state, why, who, time_us) SELECT payout_id, $3, $4, $17, $18, "
-            "$15 FROM updated) SELECT ",
+            // Events are changes of state (see the SQLite ledger's Apply).
+            "$15 FROM updated WHERE $3 <> $4) SELECT ",
             kPayoutColumns, " FROM updated"));
         absl::StatusOr<Result> updated = db.Exec(
             *kSql,

@@ -579,6 +579,9 @@ void SqliteLedger::Apply(PayoutChange change,
         }
         update->Bind(12, final_time);
         if (absl::Status run = update->Run(); !run.ok()) return run;
+        // Events (watchers, webhooks) are changes of state: a refresh that
+        // only records AOPay's words is none.
+        if (payout.state == from) return stored;
         if (absl::Status event =
                 AppendEvent(db, payout.payout_id, from, payout.state,
                             change.why, change.who, change.time);
