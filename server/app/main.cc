@@ -39,7 +39,8 @@ ABSL_FLAG(std::string, registration_id, "",
           "the merchant's AOPay registration (AOP-SANDBOX with the sandbox, "
           "otherwise required); @/path reads it from a file");
 ABSL_FLAG(std::string, ledger, "sqlite:payouts.db",
-          "where payouts are recorded: sqlite:PATH");
+          "where payouts are recorded: sqlite:PATH (one gateway), or a "
+          "postgresql:// URI (several replicas, docs/scale-out.md)");
 ABSL_FLAG(absl::Duration, ledger_commit_delay, aopay::kDefaultCommitDelay,
           "SQLite ledger: the longest a group commit waits for more writes "
           "while they arrive in a steady stream; 0s commits at once");

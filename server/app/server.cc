@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/notification.h"
 #include "aopay/payout/v1/payout_descriptor_set.h"
 #include "common/build_info.h"
@@ -43,6 +44,18 @@ constexpr absl::Duration kPruneEvery = absl::Hours(1);
 // callers): the writer thread only writes. Two keep one batch's answers from
 // waiting behind another's without adding much switching on small machines.
 constexpr size_t kCallbackThreads = 2;
+
+// CurlUpstream names its options (base_url, ca_file); the operator knows
+// them as the flags that set them.
+absl::Status NamedByFlags(const absl::Status& status,
+                          absl::string_view url_flag, absl::string_view ca_flag,
+                          absl::string_view ca_path) {
+  return absl::Status(
+      status.code(),
+      absl::StrReplaceAll(status.message(),
+                          {{"base_url", url_flag},
+                           {"ca_file", absl::StrCat(ca_flag, "=", ca_path)}}));
+}
 
 absl::Status CheckOptions(const ServerOptions& options) {
   if (options.upstream_timeout <= absl::ZeroDuration()) {
@@ -220,7 +233,10 @@ class ServerImpl final : public Server {
     upstream_options.thread_name = "aopay-curl";
     absl::StatusOr<std::unique_ptr<CurlUpstream>> upstream =
         CurlUpstream::Create(std::move(upstream_options));
-    if (!upstream.ok()) return upstream.status();
+    if (!upstream.ok()) {
+      return NamedByFlags(upstream.status(), "--aopay_url", "--aopay_ca",
+                          options_.aopay_ca);
+    }
     upstream_ = *std::move(upstream);
 
     PayoutServiceOptions service_options;
@@ -413,8 +429,8 @@ class ServerImpl final : public Server {
     absl::StatusOr<std::unique_ptr<CurlUpstream>> client =
         CurlUpstream::Create(std::move(client_options));
     if (!client.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--webhook_url: ", client.status().message()));
+      return NamedByFlags(absl::InvalidArgumentError(client.status().message()),
+                          "--webhook_url", "--aopay_ca", options_.aopay_ca);
     }
     webhook_client_ = *std::move(client);
     WebhookSenderOptions sender_options;

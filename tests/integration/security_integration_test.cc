@@ -712,6 +712,14 @@ TEST_F(SecurityTest, UnsafeConfigurationsRefuseToStart) {
   ExpectRefusedStart(
       {"--listen=127.0.0.1:0", "--clients=" + bad, "--allow_insecure_tokens"},
       "line 2");
+  // AOPay's URL and CA are named by their flags.
+  ExpectRefusedStart({"--listen=127.0.0.1:0", "--aopay_url=http://10.0.0.1",
+                      "--registration_id=AOP-1"},
+                     "--aopay_url must use https:// unless");
+  const std::string missing_ca = dir_ + "/no-such-ca.pem";
+  ExpectRefusedStart({"--listen=127.0.0.1:0", "--aopay_url=https://aopay.test",
+                      "--registration_id=AOP-1", "--aopay_ca=" + missing_ca},
+                     "--aopay_ca=" + missing_ca + " cannot be read");
   const std::string mismatched = pki_.Issue("mismatch", "gw-one").first;
   ExpectRefusedStart(
       {"--listen=127.0.0.1:0", TlsFlags()[0], "--tls_key=" + mismatched},
