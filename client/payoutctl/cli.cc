@@ -56,7 +56,8 @@ bytes, base64url without padding) and prints it with the line to add to the
 gateway's clients file: NAME, the token's SHA-256 in hex, SCOPES and the
 limits. SCOPES is a comma list of payouts:write, payouts:read,
 payouts:read_all, admin and approve (default payouts:write,payouts:read);
-the limits are max_payout_paise=N and daily_paise=N. It calls no gateway;
+the limits are max_payout_paise=N, daily_paise=N and approval_above_paise=N
+(docs/security.md#limits). It calls no gateway;
 --json prints {"token", "line", "digest"}. Give the token to the client only:
 the clients file holds its digest, from which it cannot be recovered.
 
@@ -282,9 +283,9 @@ std::string Usage() {
   absl::StrAppend(&out, "\nCommands:\n");
   for (const Command& command : Commands()) {
     absl::StrAppend(
-        &out, absl::StrFormat("  %-9s%s\n", command.name, command.summary));
+        &out, absl::StrFormat("  %-11s%s\n", command.name, command.summary));
   }
-  absl::StrAppend(&out, "  help     show this text\n\nGlobal flags:\n");
+  absl::StrAppend(&out, "  help       show this text\n\nGlobal flags:\n");
   for (absl::string_view name : kGlobalFlags) AppendFlagHelp(out, name);
   for (const Command& command : Commands()) {
     if (command.flags.empty()) continue;

@@ -80,7 +80,8 @@ ABSL_FLAG(bool, all, false, "Follow next-page tokens to the last page.");
 // resolve.
 ABSL_FLAG(std::string, transaction_id, "", "AOPay's transactionID, if known.");
 ABSL_FLAG(std::string, note, "",
-          "Why, and on what evidence (required, kept for audit).");
+          "Why, and on what evidence, kept for audit: required for resolve, "
+          "approve and reject; optional for cancel.");
 
 // watch.
 ABSL_FLAG(std::string, after, "",

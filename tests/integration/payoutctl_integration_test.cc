@@ -325,6 +325,9 @@ TEST(PayoutctlStandaloneTest, UsageErrorsExitTwoAndNoGatewayExitsUnavailable) {
   CommandResult help = RunCommand({PAYOUTCTL_BIN, "--help"});
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_THAT(help.out + help.err, HasSubstr("Exit codes"));
+  // Each command's name stands apart from its summary, the longest too.
+  EXPECT_THAT(help.out + help.err, HasSubstr("\n  completion print a shell"));
+  EXPECT_THAT(help.out + help.err, HasSubstr("\n  help       show this text"));
 
   // Port 1 on loopback: nothing listens there.
   CommandResult down = RunCommand({PAYOUTCTL_BIN, "get", "--target=127.0.0.1:1",
