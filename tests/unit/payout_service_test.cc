@@ -1026,6 +1026,33 @@ TEST_F(PayoutServiceTest, RefreshNeedsATransactionId) {
   EXPECT_EQ(GetErrorDetails(refreshed.status()).reason, "NO_TRANSACTION_ID");
 }
 
+// A refresh that settles an UNKNOWN payout also settles what retries of its
+// request id are told: the payout as it now stands, no longer "unknown".
+TEST_F(PayoutServiceTest, ARefreshThatSettlesAnUnknownPayoutSettlesItsReplays) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, R"({"status":"ERROR","subCode":"422",)"
+                             R"("message":"bad","transactionID":"TERF7"})"));
+  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+  EXPECT_EQ(GetErrorDetails((*Create(ValidRequest()))->status()).reason,
+            "OUTCOME_UNKNOWN");
+
+  std::optional<absl::StatusOr<Payout>> refreshed;
+  service_->Refresh(
+      ledger_.only().payout.payout_id, AnonymousClient(),
+      [&](absl::StatusOr<Payout> result) { refreshed = std::move(result); });
+  upstream_.Answer(Http(200, R"({"resourceData":{"transactionStatus":)"
+                             R"("FAILED","transactionID":"TERF7"}})"));
+  ASSERT_TRUE(refreshed.has_value());
+  ASSERT_TRUE(refreshed->ok()) << refreshed->status();
+  EXPECT_EQ((*refreshed)->state, PayoutState::kFailed);
+
+  auto replay = Create(ValidRequest());
+  ASSERT_TRUE(replay->has_value());
+  ASSERT_TRUE((*replay)->ok()) << (*replay)->status();
+  EXPECT_EQ((**replay)->state, PayoutState::kFailed);
+  EXPECT_EQ(upstream_.posted, 2u) << "one payout call and one status call";
+}
+
 // An ACCEPTED payout settles through refreshes, which need AOPay's
 // transaction id; one given by an operator must look like AOPay's.
 TEST_F(PayoutServiceTest, ResolveToAcceptedNeedsAValidTransactionId) {
