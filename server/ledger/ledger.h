@@ -184,8 +184,10 @@ class Ledger {
   virtual void Insert(InsertRequest request,
                       Callback<absl::StatusOr<InsertResult>> done) = 0;
 
-  // Applies `change`; returns the row as it is afterwards. NOT_FOUND for an
-  // unknown payout_id, ABORTED when the state is not change.expected_state.
+  // Applies `change`, with an event when the state changes (none when
+  // new_state is expected_state); returns the row as it is afterwards.
+  // NOT_FOUND for an unknown payout_id, ABORTED when the state is not
+  // change.expected_state.
   virtual void Apply(PayoutChange change,
                      Callback<absl::StatusOr<StoredPayout>> done) = 0;
 
