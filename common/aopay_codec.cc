@@ -1,5 +1,6 @@
 #include "common/aopay_codec.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <utility>
@@ -62,6 +63,25 @@ bool ParseObject(absl::string_view body, rapidjson::Document* document) {
   if (absl::StrContains(body, absl::string_view("\0", 1))) return false;
   document->Parse<rapidjson::kParseIterativeFlag>(body.data(), body.size());
   return !document->HasParseError() && document->IsObject();
+}
+
+// Whether `object`, or an object `depth` levels or fewer inside it, repeats
+// a member name. JSON leaves the meaning of such an object open and the
+// reader's lookups see only the first of the names, so an answer that
+// repeats one where the gateway looks (the top level, its objects, theirs:
+// a wrapper's resourceData and its status) cannot be read with confidence.
+bool RepeatsAName(const Value& object, int depth) {
+  std::vector<absl::string_view> names;
+  names.reserve(object.MemberCount());
+  for (const auto& member : object.GetObject()) {
+    names.emplace_back(member.name.GetString(), member.name.GetStringLength());
+    if (depth > 0 && member.value.IsObject() &&
+        RepeatsAName(member.value, depth - 1)) {
+      return true;
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return std::adjacent_find(names.begin(), names.end()) != names.end();
 }
 
 const Value* Member(const Value& object, absl::string_view name) {
@@ -317,21 +337,43 @@ std::optional<std::string> NamedTransactionId(const Value& root,
 // metaData.status is SUCCESS. Every wrapper is looked at, not only the one
 // FindResourceData picks.
 bool MayDescribeTakenPayout(const Value& root) {
-  if (Member(root, "transactionID") != nullptr ||
-      StringMemberIs(root, "statuss", "SUCCESS")) {
+  // Every member of a name is looked at, not only the first: an object may
+  // repeat a name, and a second "statuss" may be the one that says SUCCESS.
+  auto any_member = [](const Value& object, absl::string_view name,
+                       auto&& test) {
+    for (const auto& member : object.GetObject()) {
+      if (absl::string_view(member.name.GetString(),
+                            member.name.GetStringLength()) == name &&
+          test(member.value)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  auto is_success = [](const Value& value) {
+    return value.IsString() &&
+           absl::EqualsIgnoreCase(
+               absl::StripAsciiWhitespace(absl::string_view(
+                   value.GetString(), value.GetStringLength())),
+               "SUCCESS");
+  };
+  auto any = [](const Value&) { return true; };
+  auto names_transaction = [&](const Value& object) {
+    return any_member(object, "resourceData", [&](const Value& data) {
+      return data.IsObject() && any_member(data, "transactionID", any);
+    });
+  };
+  if (any_member(root, "transactionID", any) ||
+      any_member(root, "statuss", is_success) || names_transaction(root)) {
     return true;
   }
-  auto names_transaction = [](const Value& object) {
-    const Value* data = ObjectMember(object, "resourceData");
-    return data != nullptr && Member(*data, "transactionID") != nullptr;
-  };
-  if (names_transaction(root)) return true;
   for (const auto& member : root.GetObject()) {
     if (!member.value.IsObject()) continue;
     if (names_transaction(member.value)) return true;
-    const Value* meta_data = ObjectMember(member.value, "metaData");
-    if (meta_data != nullptr &&
-        StringMemberIs(*meta_data, "status", "SUCCESS")) {
+    if (any_member(member.value, "metaData", [&](const Value& meta_data) {
+          return meta_data.IsObject() &&
+                 any_member(meta_data, "status", is_success);
+        })) {
       return true;
     }
   }
@@ -380,7 +422,11 @@ PayoutVerdict ContradictionVerdict(const Value& root, const Located& located,
       UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http_status,
                                   ") says both ", what, " and success"),
                      http_status, UpstreamMessage(root, located.wrapper));
-  (void)CopyTransactionFields(root, located, verdict);
+  // Which of several disagreeing resourceData is the payout's is not known:
+  // none of their ids may be refreshed as its own.
+  if (!ResourceDataDisagree(root)) {
+    (void)CopyTransactionFields(root, located, verdict);
+  }
   return verdict;
 }
 
@@ -568,6 +614,13 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
                : ErrorBodyVerdict(document, http);
   }
   if (Is2xx(http) && says_success) {
+    // A success is read member by member: a name given twice leaves open
+    // which of the two AOPay meant.
+    if (RepeatsAName(document, 2)) {
+      return UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http,
+                                         ") repeats a name within one object"),
+                            http, std::nullopt);
+    }
     return SuccessVerdict(document, located, http);
   }
   return UnknownVerdict(
@@ -613,7 +666,9 @@ StatusVerdict InterpretStatusAnswer(const HttpAnswer& answer,
   StatusVerdict verdict;
   if (answer.truncated || !Is2xx(answer.http_status)) return verdict;
   SmallJsonDocument document;
-  if (!ParseObject(answer.body, &document)) return verdict;
+  if (!ParseObject(answer.body, &document) || RepeatsAName(document, 2)) {
+    return verdict;
+  }
 
   const Located located = FindResourceData(document);
   const std::optional<std::string> named =

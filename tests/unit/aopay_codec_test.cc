@@ -357,11 +357,12 @@ INSTANTIATE_TEST_SUITE_P(
                 Answer(429, R"({"first":{"metaData":{"status":"x"}},)"
                             R"("second":{"metaData":{"status":"SUCCESS"}}})"),
                 HttpOnly("429")),
+        // Two resourceData that disagree: neither's fields are kept.
         Unknown("Http429WithTransactionIdInASecondWrapper",
                 Answer(429, R"({"first":{"resourceData":{"status":"x"}},)"
                             R"("second":{"resourceData":)"
                             R"({"transactionID":"TERF9"}}})"),
-                HttpOnly("429"), "", "x"),
+                HttpOnly("429")),
         Unknown("Http429WithNullTransactionId",
                 Answer(429, R"({"transactionID":null})"), HttpOnly("429")),
         Unknown("Http429WithErrorAndTransactionId",
@@ -490,6 +491,39 @@ INSTANTIATE_TEST_SUITE_P(
                             R"("b":{"resourceData":{"status":"ACPT",)"
                             R"("transactionID":"T2"}}})"),
                 HttpOnly("200")),
+        // An error whose resourceData objects name two transactions: which
+        // one is the payout's is not known, so neither is kept to refresh.
+        Unknown("ErrorWithResourceDataNamingTwoTransactions",
+                Answer(200, R"({"status":"ERROR","subCode":"422",)"
+                            R"("message":"bad",)"
+                            R"("a":{"resourceData":{"transactionID":"T1"}},)"
+                            R"("b":{"resourceData":{"transactionID":"T2"}}})"),
+                Upstream("200", std::nullopt, "bad")),
+        // A name repeated within one object: the reader would see only the
+        // first, so the answer cannot be read with confidence.
+        Unknown("RepeatedResourceDataInOneWrapper",
+                Answer(200, R"({"statuss":"SUCCESS","w":{"resourceData":)"
+                            R"({"status":"ACPT","transactionID":"T1"},)"
+                            R"("resourceData":{"status":"RJCT",)"
+                            R"("transactionID":"T1"}}})"),
+                HttpOnly("200")),
+        Unknown("RepeatedStatusInResourceData",
+                Answer(200, SuccessWith(R"({"status":"ACPT","status":"RJCT",)"
+                                        R"("transactionID":"T1"})")),
+                HttpOnly("200")),
+        // A success marker given second is still seen: not "not sent".
+        Unknown("Http429WithASecondStatussThatSaysSuccess",
+                Answer(429, R"({"statuss":"FAILED","statuss":"SUCCESS"})"),
+                HttpOnly("429")),
+        Unknown("ErrorWithASecondTransactionIdMember",
+                Answer(200, R"({"status":"ERROR","subCode":"422",)"
+                            R"("message":"bad","resourceData":{},)"
+                            R"("resourceData":{"transactionID":"T1"}})"),
+                Upstream("200", std::nullopt, "bad")),
+        // A name repeated where nothing is read changes nothing.
+        NotSent("Http429RepeatingAnotherName",
+                Answer(429, R"({"version":"v1","version":"v1"})"),
+                HttpOnly("429")),
         Accepted("SuccessWithResourceDataThatAgree",
                  Answer(200, R"({"statuss":"SUCCESS",)"
                              R"("a":{"resourceData":{"status":"ACSC",)"
@@ -764,6 +798,14 @@ INSTANTIATE_TEST_SUITE_P(
                                R"("b":{"resourceData":{"status":"FAILED",)"
                                R"("transactionID":"TERF2"}}})"),
                    std::nullopt, "FAILED"},
+        StatusCase{"RepeatedWordIsNotUnderstood",
+                   Answer(200, R"({"resourceData":{"status":"SUCCESS",)"
+                               R"("status":"FAILED"}})"),
+                   std::nullopt, ""},
+        StatusCase{"RepeatedResourceDataIsNotUnderstood",
+                   Answer(200, R"({"w":{"resourceData":{"status":"SUCCESS"},)"
+                               R"("resourceData":{"status":"FAILED"}}})"),
+                   std::nullopt, ""},
         StatusCase{"WrappersThatAgreeCount",
                    Answer(200, R"({"a":{"resourceData":{"status":"RJCT"}},)"
                                R"("b":{"resourceData":{"status":"RJCT"}}})"),

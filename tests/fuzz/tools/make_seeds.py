@@ -87,6 +87,10 @@ def payout_answers():
         "status": "ERROR", "subCode": "422", "transactionID": "TERF3"}))
     write(t, "success_padded_word", answer(200, success_with(
         {"status": " " * 60 + "ACPT\t", "transactionID": "TERF5"})))
+    # Found by fuzzing: a plain 429 that repeats a name nothing reads is
+    # still "not sent" (json.dumps cannot write a repeated name).
+    write(t, "http429_repeated_name",
+          '429\n{"message": "slow down", "version": "v1", "version": "v1"}')
     write(t, "success_wrappers_disagree", answer(200, {
         "statuss": "SUCCESS",
         "a": {"resourceData": {"status": "ACPT", "transactionID": "TERF6"}},
@@ -129,6 +133,10 @@ def status_answers():
         {"transactionID": "TERF920898", "status": "RJCT"}))
     write(t, "padded_word", "200\nTERF920898\n" + json.dumps(
         {"resourceData": {"transactionStatus": " " * 60 + "REVERSED"}}))
+    # A name repeated in one object (json.dumps cannot write one): not
+    # understood.
+    write(t, "repeated_word", "200\nTERF920898\n"
+          '{"resourceData":{"status":"SUCCESS","status":"FAILED"}}')
     # Two wrappers that disagree: not understood.
     write(t, "wrappers_disagree", "200\nTERF920898\n" + json.dumps(
         {"resourceData": {"status": "SUCCESS"},
