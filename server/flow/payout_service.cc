@@ -563,10 +563,15 @@ void PayoutService::ApplyOutcome(
                      (late.new_state == PayoutState::kUnknown &&
                       late.transaction_id.has_value() &&
                       stored->payout.transaction_id.empty()));
-                if (!says_more) {
+                if (!stored.ok()) {
                   // A read that failed is that failure (UNAVAILABLE keeps
                   // the outcome in memory and tries again).
-                  done(stored.ok() ? std::move(aborted) : stored.status());
+                  done(stored.status());
+                  return;
+                }
+                if (!says_more) {
+                  UnappliedAnswer(stored->payout, late);
+                  done(std::move(aborted));
                   return;
                 }
                 spdlog::warn(
@@ -579,9 +584,55 @@ void PayoutService::ApplyOutcome(
                     late.why,
                     "; AOPay's answer, recorded after the payout had been "
                     "turned UNKNOWN");
-                Apply(std::move(late), "outcome", std::move(done));
+                PayoutChange answer = late;
+                Apply(
+                    std::move(late), "outcome",
+                    [this, answer = std::move(answer), done = std::move(done)](
+                        absl::StatusOr<StoredPayout> applied) mutable {
+                      if (applied.ok() || applied.status().code() !=
+                                              absl::StatusCode::kAborted) {
+                        done(std::move(applied));
+                        return;
+                      }
+                      // Settled by an operator between the read and this
+                      // write.
+                      const std::string payout_id = answer.payout_id;
+                      ledger_.GetByPayoutId(
+                          payout_id,
+                          [this, answer = std::move(answer),
+                           aborted = applied.status(), done = std::move(done)](
+                              absl::StatusOr<StoredPayout> stored) mutable {
+                            if (stored.ok()) {
+                              UnappliedAnswer(stored->payout, answer);
+                            }
+                            done(std::move(aborted));
+                          });
+                    });
               });
         });
+}
+
+void PayoutService::UnappliedAnswer(const Payout& now,
+                                    const PayoutChange& answer) {
+  const bool moved = answer.new_state == PayoutState::kAccepted ||
+                     answer.new_state == PayoutState::kSucceeded;
+  const bool not_paid =
+      now.state == PayoutState::kFailed || now.state == PayoutState::kCancelled;
+  if (moved && not_paid) {
+    // The caller may have paid again on the word FAILED: someone must look.
+    metrics_.status_contradictions.Increment(
+        {LowerName(now.state), LowerName(answer.new_state)});
+  }
+  spdlog::error(
+      "payout {}: AOPay's answer came after the payout was settled as {}; "
+      "its outcome {} was not applied (transaction_id={} reference={} "
+      "status={}){}",
+      now.payout_id, std::string(PayoutStateName(now.state)),
+      std::string(PayoutStateName(answer.new_state)),
+      answer.transaction_id.value_or("-"),
+      answer.transaction_reference_no.value_or("-"),
+      answer.upstream_status.value_or("-"),
+      moved && not_paid ? "; the money may have moved, check with AOPay" : "");
 }
 
 void PayoutService::RecordOutcome(
@@ -1043,46 +1094,49 @@ void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
                               Client caller,
                               Callback<absl::StatusOr<Payout>> done) {
   const std::string note(absl::StripAsciiWhitespace(request.note));
-  Decide(
-      kind, std::move(request), std::move(caller), std::move(done),
-      [this, kind, note](StoredPayout stored, Client caller,
-                         Callback<absl::StatusOr<Payout>> done) {
-        const std::string payout_id = stored.payout.payout_id;
-        PayoutChange change;
-        change.payout_id = payout_id;
-        change.expected_state = PayoutState::kAwaitingApproval;
-        change.new_state = PayoutState::kCancelled;
-        change.response = absl::OkStatus();
-        if (kind == Approval::kReject) {
-          change.why = "rejected; never sent";
-          change.who = absl::StrCat("approver ", caller.name, ": ", note);
-        } else {
-          change.why = "cancelled by its creator; never sent";
-          change.who = note.empty()
-                           ? absl::StrCat("client ", caller.name)
-                           : absl::StrCat("client ", caller.name, ": ", note);
-        }
-        change.time = clock_();
-        Apply(std::move(change),
-              kind == Approval::kReject ? "reject" : "cancel",
-              [this, kind, payout_id, done = std::move(done)](
-                  absl::StatusOr<StoredPayout> applied) mutable {
-                if (!applied.ok() &&
-                    applied.status().code() == absl::StatusCode::kAborted) {
-                  // An approval (or another cancel) came first.
-                  done(kind == Approval::kCancel
-                           ? NotCancellableError(payout_id, kCameFirst)
-                           : NotAwaitingApprovalError(payout_id, kCameFirst));
-                  return;
-                }
-                if (!applied.ok()) {
-                  done(applied.status());
-                  return;
-                }
-                CountOutcome(applied->payout.mode, "cancelled");
-                done(applied->payout);
-              });
-      });
+  Decide(kind, std::move(request), std::move(caller), std::move(done),
+         [this, kind, note](StoredPayout stored, Client caller,
+                            Callback<absl::StatusOr<Payout>> done) {
+           const std::string payout_id = stored.payout.payout_id;
+           PayoutChange change;
+           change.payout_id = payout_id;
+           change.expected_state = PayoutState::kAwaitingApproval;
+           change.new_state = PayoutState::kCancelled;
+           change.response = absl::OkStatus();
+           if (kind == Approval::kReject) {
+             change.why = "rejected; never sent";
+             change.who = absl::StrCat("approver ", caller.name, ": ", note);
+           } else {
+             change.why = "cancelled by its creator; never sent";
+             // "client NAME", or "client" for a gateway without client
+             // authentication; the note after ": ".
+             change.who = caller.name.empty()
+                              ? std::string("client")
+                              : absl::StrCat("client ", caller.name);
+             if (!note.empty()) absl::StrAppend(&change.who, ": ", note);
+           }
+           change.time = clock_();
+           Apply(
+               std::move(change),
+               kind == Approval::kReject ? "reject" : "cancel",
+               [this, kind, payout_id, done = std::move(done)](
+                   absl::StatusOr<StoredPayout> applied) mutable {
+                 if (!applied.ok() &&
+                     applied.status().code() == absl::StatusCode::kAborted) {
+                   // An approval (or another cancel) came first.
+                   done(kind == Approval::kCancel
+                            ? NotCancellableError(payout_id, kCameFirst)
+                            : NotAwaitingApprovalError(payout_id, kCameFirst));
+                   return;
+                 }
+                 if (!applied.ok()) {
+                   done(applied.status());
+                   return;
+                 }
+                 CountOutcome(applied->payout.mode, "cancelled");
+                 done(applied->payout);
+               });
+         });
 }
 
 EventHub::Filter PayoutService::WatchFilter(

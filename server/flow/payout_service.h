@@ -207,17 +207,21 @@ class PayoutService {
   // Ledger::Apply with its duration recorded.
   void Apply(PayoutChange change, const char* op,
              Ledger::Callback<absl::StatusOr<StoredPayout>> done);
-  // Applies a payout's outcome. `first` runs with the first attempt's
-  // result. When that failed with UNAVAILABLE, the change is kept and
-  // applied again with backoff; `later` runs once a later attempt is
-  // recorded or fails for good.
   // Apply for an outcome of AOPay's payout answer, expected from PENDING.
   // When the payout is UNKNOWN instead (on a shared ledger another replica
   // turned it UNKNOWN while this one could not heartbeat), an outcome that
   // says more (a state UNKNOWN may move to, or a transaction id it lacks) is
-  // applied from UNKNOWN, so AOPay's answer is never dropped.
+  // applied from UNKNOWN, so AOPay's answer is never dropped. An answer that
+  // cannot be applied (an operator settled the payout meanwhile) is logged
+  // with what AOPay said, and counted as a contradiction when it says the
+  // money moved for a payout recorded as not paid.
   void ApplyOutcome(PayoutChange change,
                     Ledger::Callback<absl::StatusOr<StoredPayout>> done);
+  void UnappliedAnswer(const Payout& now, const PayoutChange& answer);
+  // Applies a payout's outcome. `first` runs with the first attempt's
+  // result. When that failed with UNAVAILABLE, the change is kept and
+  // applied again with backoff; `later` runs once a later attempt is
+  // recorded or fails for good.
   void RecordOutcome(PayoutChange change,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> first,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> later);

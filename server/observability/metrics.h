@@ -92,8 +92,9 @@ class Metrics {
       DefaultLatencyBounds()};
   CounterFamily status_contradictions{
       "aopay_status_contradictions_total",
-      "Status answers that contradict a payout's final state (e.g. SUCCESS "
-      "for a FAILED payout); each needs a person.",
+      "AOPay answers that contradict a payout's final state (a status "
+      "answer SUCCESS for a FAILED payout, or a payout answer that came "
+      "after an operator settled it otherwise); each needs a person.",
       {"from", "to"}};
   // client: the clients file's name ("" without --clients), a bounded set;
   // code: the gRPC code the caller got.

@@ -680,6 +680,42 @@ TEST_F(PayoutServiceTest, AnAnswerAfterAnOperatorsResolveChangesNothing) {
   EXPECT_FALSE((*result)->ok());
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kFailed);
   EXPECT_EQ(ledger_.only().payout.transaction_id, "");
+  // Recorded FAILED while AOPay took it: someone must look.
+  EXPECT_EQ(metrics_.status_contradictions.Value({"failed", "accepted"}), 1u);
+}
+
+// An approved payout whose AOPay call certainly did not arrive goes back to
+// AWAITING_APPROVAL; after a takeover made it UNKNOWN it stays UNKNOWN (a
+// second approval must never send it again).
+TEST_F(PayoutServiceTest, ANotSentApprovalAfterATakeoverStaysUnknown) {
+  auto held = Create(ValidRequest(), Maker());
+  ASSERT_TRUE(held->has_value() && (*held)->ok()) << (*held)->status();
+  const std::string id = (**held)->payout_id;
+  std::optional<absl::StatusOr<Payout>> approved;
+  service_->Approve(
+      ApprovalRequest{id, "invoice checked"}, Checker(),
+      [&](absl::StatusOr<Payout> result) { approved = std::move(result); });
+  ASSERT_EQ(upstream_.calls.size(), 1u);
+  ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kUnknown);
+  upstream_.Answer(absl::UnavailableError("connection refused"));
+
+  ASSERT_TRUE(approved.has_value());
+  EXPECT_FALSE(approved->ok());
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+}
+
+TEST_F(PayoutServiceTest,
+       AnUnknownAnswerWithoutAnIdAfterATakeoverChangesNothing) {
+  auto result = Create(ValidRequest());
+  const std::string id = ledger_.only().payout.payout_id;
+  ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kUnknown);
+  upstream_.Answer(Http(502, "bad gateway"));
+
+  ASSERT_TRUE(result->has_value());
+  EXPECT_FALSE((*result)->ok());
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+  EXPECT_EQ(ledger_.only().response.ToString(),
+            RecoveredAsUnknownError(id).ToString());
 }
 
 TEST_F(PayoutServiceTest, UnrecordedOutcomesCountAgainstTheBound) {
