@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/notification.h"
@@ -46,13 +47,20 @@ constexpr absl::Duration kPruneEvery = absl::Hours(1);
 constexpr size_t kCallbackThreads = 2;
 
 // CurlUpstream names its options (base_url, ca_file); the operator knows
-// them as the flags that set them.
+// them as the flags that set them. A message that names neither (libcurl
+// itself failed) is prefixed with the URL's flag, so that it says which
+// client could not start.
 absl::Status NamedByFlags(const absl::Status& status,
                           absl::string_view url_flag, absl::string_view ca_flag,
                           absl::string_view ca_path) {
+  const absl::string_view message = status.message();
+  if (!absl::StrContains(message, "base_url") &&
+      !absl::StrContains(message, "ca_file")) {
+    return absl::Status(status.code(), absl::StrCat(url_flag, ": ", message));
+  }
   return absl::Status(
       status.code(),
-      absl::StrReplaceAll(status.message(),
+      absl::StrReplaceAll(message,
                           {{"base_url", url_flag},
                            {"ca_file", absl::StrCat(ca_flag, "=", ca_path)}}));
 }

@@ -28,7 +28,8 @@ struct StoredPayout {
   absl::Status response;
 };
 
-// One state change, applied with its event in one transaction.
+// One change of a payout, applied in one transaction with its event when the
+// state changes.
 struct PayoutChange {
   std::string payout_id;
   // Compare-and-set: the change applies only if the row is in this state;

@@ -452,7 +452,8 @@ class PayoutClient:
     def watch_payouts(self, states=(), after_cursor="", *, retry=_UNSET,
                       call_metadata=None):
         """Follows payouts' state changes: a PayoutWatch, an iterator of
-        PayoutEvent (cursor, payout, previous_state, event_time) in the
+        PayoutEvent (cursor, payout, previous_state, event_time, who, note,
+        why) in the
         order the changes were recorded, each once.
 
         `states`: only events that move a payout into one of them ("FAILED",
