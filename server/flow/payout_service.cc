@@ -539,77 +539,70 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
       });
 }
 
-void PayoutService::ApplyOutcome(
-    PayoutChange change, Ledger::Callback<absl::StatusOr<StoredPayout>> done) {
-  PayoutChange late = change;
+void PayoutService::ApplyOutcome(PayoutChange change, OutcomeDone done) {
+  // The ledger consumes what it applies: this copy is the one handed back.
+  PayoutChange kept = change;
   Apply(std::move(change), "outcome",
-        [this, late = std::move(late),
+        [this, kept = std::move(kept),
          done = std::move(done)](absl::StatusOr<StoredPayout> applied) mutable {
           if (applied.ok() ||
               applied.status().code() != absl::StatusCode::kAborted ||
-              late.expected_state != PayoutState::kPending) {
-            done(std::move(applied));
+              kept.expected_state != PayoutState::kPending) {
+            done(std::move(applied), std::move(kept));
             return;
           }
-          const std::string payout_id = late.payout_id;
-          ledger_.GetByPayoutId(
-              payout_id, [this, late = std::move(late),
-                          aborted = applied.status(), done = std::move(done)](
-                             absl::StatusOr<StoredPayout> stored) mutable {
-                const bool says_more =
-                    stored.ok() &&
-                    stored->payout.state == PayoutState::kUnknown &&
-                    (StatusMayMove(PayoutState::kUnknown, late.new_state) ||
-                     (late.new_state == PayoutState::kUnknown &&
-                      late.transaction_id.has_value() &&
-                      stored->payout.transaction_id.empty()));
-                if (!stored.ok()) {
-                  // A read that failed is that failure (UNAVAILABLE keeps
-                  // the outcome in memory and tries again).
-                  done(stored.status());
-                  return;
-                }
-                if (!says_more) {
-                  UnappliedAnswer(stored->payout, late);
-                  done(std::move(aborted));
-                  return;
-                }
-                spdlog::warn(
-                    "payout {}: AOPay's answer came after the payout had "
-                    "been turned UNKNOWN (its replica's lease had ended); "
-                    "recording it from UNKNOWN",
-                    late.payout_id);
-                late.expected_state = PayoutState::kUnknown;
-                late.why = absl::StrCat(
-                    late.why,
-                    "; AOPay's answer, recorded after the payout had been "
-                    "turned UNKNOWN");
-                PayoutChange answer = late;
-                Apply(
-                    std::move(late), "outcome",
-                    [this, answer = std::move(answer), done = std::move(done)](
-                        absl::StatusOr<StoredPayout> applied) mutable {
-                      if (applied.ok() || applied.status().code() !=
-                                              absl::StatusCode::kAborted) {
-                        done(std::move(applied));
-                        return;
-                      }
-                      // Settled by an operator between the read and this
-                      // write.
-                      const std::string payout_id = answer.payout_id;
-                      ledger_.GetByPayoutId(
-                          payout_id,
-                          [this, answer = std::move(answer),
-                           aborted = applied.status(), done = std::move(done)](
-                              absl::StatusOr<StoredPayout> stored) mutable {
-                            if (stored.ok()) {
-                              UnappliedAnswer(stored->payout, answer);
-                            }
-                            done(std::move(aborted));
-                          });
-                    });
-              });
+          ApplyFromUnknown(std::move(kept), applied.status(), std::move(done));
         });
+}
+
+void PayoutService::ApplyFromUnknown(PayoutChange change, absl::Status aborted,
+                                     OutcomeDone done) {
+  const std::string payout_id = change.payout_id;
+  ledger_.GetByPayoutId(
+      payout_id,
+      [this, change = std::move(change), aborted = std::move(aborted),
+       done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
+        if (!stored.ok()) {
+          // A read that failed is that failure (UNAVAILABLE keeps the
+          // outcome in memory and tries again).
+          done(stored.status(), std::move(change));
+          return;
+        }
+        const Payout& now = stored->payout;
+        const bool says_more =
+            now.state == PayoutState::kUnknown &&
+            (StatusMayMove(PayoutState::kUnknown, change.new_state) ||
+             (change.new_state == PayoutState::kUnknown &&
+              change.transaction_id.has_value() && now.transaction_id.empty()));
+        if (!says_more) {
+          UnappliedAnswer(now, change);
+          done(std::move(aborted), std::move(change));
+          return;
+        }
+        spdlog::warn(
+            "payout {}: AOPay's answer came after the payout had been "
+            "turned UNKNOWN (its replica's lease had ended); recording it "
+            "from UNKNOWN",
+            change.payout_id);
+        PayoutChange late = change;
+        late.expected_state = PayoutState::kUnknown;
+        late.why = absl::StrCat(late.why,
+                                "; AOPay's answer, recorded after the payout "
+                                "had been turned UNKNOWN");
+        Apply(std::move(late), "outcome",
+              [this, change = std::move(change), done = std::move(done)](
+                  absl::StatusOr<StoredPayout> applied) mutable {
+                if (applied.ok() ||
+                    applied.status().code() != absl::StatusCode::kAborted) {
+                  done(std::move(applied), std::move(change));
+                  return;
+                }
+                // Settled by an operator between the read and this write:
+                // read again, and log what AOPay said.
+                ApplyFromUnknown(std::move(change), applied.status(),
+                                 std::move(done));
+              });
+      });
 }
 
 void PayoutService::UnappliedAnswer(const Payout& now,
@@ -638,11 +631,10 @@ void PayoutService::UnappliedAnswer(const Payout& now,
 void PayoutService::RecordOutcome(
     PayoutChange change, Ledger::Callback<absl::StatusOr<StoredPayout>> first,
     Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
-  PayoutChange again = change;
   ApplyOutcome(
       std::move(change),
-      [this, again = std::move(again), first = std::move(first),
-       later = std::move(later)](absl::StatusOr<StoredPayout> applied) mutable {
+      [this, first = std::move(first), later = std::move(later)](
+          absl::StatusOr<StoredPayout> applied, PayoutChange again) mutable {
         if (applied.ok() ||
             applied.status().code() != absl::StatusCode::kUnavailable) {
           first(std::move(applied));
@@ -672,30 +664,28 @@ void PayoutService::RetryOutcome(
     Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
   timer_.RunAfter(delay, [this, change = std::move(change), delay,
                           later = std::move(later)]() mutable {
-    PayoutChange again = change;
-    ApplyOutcome(
-        std::move(change),
-        [this, again = std::move(again), delay, later = std::move(later)](
-            absl::StatusOr<StoredPayout> applied) mutable {
-          if (!applied.ok() &&
-              applied.status().code() == absl::StatusCode::kUnavailable) {
-            RetryOutcome(std::move(again),
-                         std::min(delay * 2, options_.outcome_retry_max),
-                         std::move(later));
-            return;
-          }
-          if (!applied.ok()) {
-            spdlog::error("payout {}: outcome {} could not be recorded: {}",
-                          again.payout_id,
-                          std::string(PayoutStateName(again.new_state)),
-                          applied.status().ToString());
-          }
-          {
-            absl::MutexLock lock(&mu_);
-            unrecorded_.erase(again.payout_id);
-          }
-          later(std::move(applied));
-        });
+    ApplyOutcome(std::move(change), [this, delay, later = std::move(later)](
+                                        absl::StatusOr<StoredPayout> applied,
+                                        PayoutChange again) mutable {
+      if (!applied.ok() &&
+          applied.status().code() == absl::StatusCode::kUnavailable) {
+        RetryOutcome(std::move(again),
+                     std::min(delay * 2, options_.outcome_retry_max),
+                     std::move(later));
+        return;
+      }
+      if (!applied.ok()) {
+        spdlog::error("payout {}: outcome {} could not be recorded: {}",
+                      again.payout_id,
+                      std::string(PayoutStateName(again.new_state)),
+                      applied.status().ToString());
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        unrecorded_.erase(again.payout_id);
+      }
+      later(std::move(applied));
+    });
   });
 }
 

@@ -215,8 +215,16 @@ class PayoutService {
   // cannot be applied (an operator settled the payout meanwhile) is logged
   // with what AOPay said, and counted as a contradiction when it says the
   // money moved for a payout recorded as not paid.
-  void ApplyOutcome(PayoutChange change,
-                    Ledger::Callback<absl::StatusOr<StoredPayout>> done);
+  // `done` gets the result and the change as given, for a caller that
+  // applies it again (the ledger consumes what it applies).
+  using OutcomeDone =
+      std::function<void(absl::StatusOr<StoredPayout>, PayoutChange)>;
+  void ApplyOutcome(PayoutChange change, OutcomeDone done);
+  // After `change` was ABORTED: reads the payout and applies the change from
+  // UNKNOWN when it says more, else logs it (UnappliedAnswer) and gives
+  // `aborted`.
+  void ApplyFromUnknown(PayoutChange change, absl::Status aborted,
+                        OutcomeDone done);
   void UnappliedAnswer(const Payout& now, const PayoutChange& answer);
   // Applies a payout's outcome. `first` runs with the first attempt's
   // result. When that failed with UNAVAILABLE, the change is kept and
