@@ -1,5 +1,7 @@
 #include "common/payout.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace aopay {
 
 absl::string_view TransferModeName(TransferMode mode) {
@@ -71,6 +73,20 @@ absl::string_view PayoutStateName(PayoutState state) {
       break;
   }
   return "UNSPECIFIED";
+}
+
+std::string WhoWithNote(absl::string_view role, absl::string_view name,
+                        absl::string_view note) {
+  std::string who(role);
+  if (!name.empty()) absl::StrAppend(&who, " ", name);
+  if (!note.empty()) absl::StrAppend(&who, ": ", note);
+  return who;
+}
+
+WhoAndNote SplitWhoAndNote(absl::string_view who_with_note) {
+  const size_t colon = who_with_note.find(": ");
+  if (colon == absl::string_view::npos) return {who_with_note, {}};
+  return {who_with_note.substr(0, colon), who_with_note.substr(colon + 2)};
 }
 
 }  // namespace aopay

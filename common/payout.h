@@ -57,6 +57,18 @@ absl::string_view TransferModeName(TransferMode mode);
 // "PENDING", "ACCEPTED", ... ("UNSPECIFIED" for kUnspecified).
 absl::string_view PayoutStateName(PayoutState state);
 
+// Who made a change, as the ledger keeps it with the change's event: `role`
+// and the client's `name` ("approver alice"; the role alone without one),
+// then ": " and the note when one was given ("approver alice: invoice 42").
+std::string WhoWithNote(absl::string_view role, absl::string_view name,
+                        absl::string_view note);
+// The two parts of what WhoWithNote made (client names hold no ": ").
+struct WhoAndNote {
+  absl::string_view who;
+  absl::string_view note;
+};
+WhoAndNote SplitWhoAndNote(absl::string_view who_with_note);
+
 // A caller's own references on a payout, ordered by key.
 using Metadata = std::map<std::string, std::string>;
 

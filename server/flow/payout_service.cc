@@ -954,10 +954,7 @@ void PayoutService::Resolve(ResolveRequest request, Client caller,
         change.response = absl::OkStatus();
         change.why = absl::StrCat("resolved by an operator to ",
                                   PayoutStateName(request.state));
-        change.who =
-            caller.name.empty()
-                ? absl::StrCat("operator: ", request.note)
-                : absl::StrCat("operator ", caller.name, ": ", request.note);
+        change.who = WhoWithNote("operator", caller.name, request.note);
         change.time = clock_();
         spdlog::info("payout resolved by operator: payout_id={} from={} to={}",
                      payout.payout_id,
@@ -1040,7 +1037,7 @@ void PayoutService::Approve(ApprovalRequest request, Client caller,
            change.expected_state = PayoutState::kAwaitingApproval;
            change.new_state = PayoutState::kPending;
            change.why = "approved; recorded before calling AOPay";
-           change.who = absl::StrCat("approver ", caller.name, ": ", note);
+           change.who = WhoWithNote("approver", caller.name, note);
            change.time = clock_();
            const std::string payout_id = change.payout_id;
            Apply(std::move(change), "approve",
@@ -1095,15 +1092,10 @@ void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
            change.response = absl::OkStatus();
            if (kind == Approval::kReject) {
              change.why = "rejected; never sent";
-             change.who = absl::StrCat("approver ", caller.name, ": ", note);
+             change.who = WhoWithNote("approver", caller.name, note);
            } else {
              change.why = "cancelled by its creator; never sent";
-             // "client NAME", or "client" for a gateway without client
-             // authentication; the note after ": ".
-             change.who = caller.name.empty()
-                              ? std::string("client")
-                              : absl::StrCat("client ", caller.name);
-             if (!note.empty()) absl::StrAppend(&change.who, ": ", note);
+             change.who = WhoWithNote("client", caller.name, note);
            }
            change.time = clock_();
            Apply(

@@ -4,7 +4,6 @@
 
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "common/ids.h"
 #include "server/transport/grpc_status.h"
 
@@ -119,13 +118,9 @@ void ToProto(const WatchedEvent& watched, payout::v1::PayoutEvent* out) {
   out->mutable_event_time()->set_seconds(micros / 1'000'000);
   out->mutable_event_time()->set_nanos(
       static_cast<int32_t>(micros % 1'000'000) * 1000);
-  // The ledger keeps "WHO: NOTE" (client names hold no ": ").
-  const absl::string_view who = watched.event.who;
-  const size_t colon = who.find(": ");
-  out->set_who(std::string(who.substr(0, colon)));
-  if (colon != absl::string_view::npos) {
-    out->set_note(std::string(who.substr(colon + 2)));
-  }
+  const WhoAndNote who = SplitWhoAndNote(watched.event.who);
+  out->set_who(std::string(who.who));
+  out->set_note(std::string(who.note));
   out->set_why(watched.event.why);
 }
 

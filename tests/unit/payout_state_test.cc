@@ -2,6 +2,7 @@
 // operator's, for every pair of states.
 
 #include <set>
+#include <string>
 #include <utility>
 
 #include "common/payout.h"
@@ -51,6 +52,22 @@ TEST(PayoutStateTest, FinalStatesAreTheOnesAopayOrAnOperatorSettled) {
         state == S::kSucceeded || state == S::kFailed || state == S::kReversed;
     EXPECT_EQ(IsFinal(state), final) << PayoutStateName(state);
   }
+}
+
+// Who made a change and the note, as events keep them and give them back.
+TEST(PayoutStateTest, WhoAndNoteGoTogetherAndApartAgain) {
+  EXPECT_EQ(WhoWithNote("approver", "alice", "invoice 42: checked"),
+            "approver alice: invoice 42: checked");
+  EXPECT_EQ(WhoWithNote("operator", "", "bank statement"),
+            "operator: bank statement");
+  EXPECT_EQ(WhoWithNote("client", "maker", ""), "client maker");
+  const std::string kept =
+      WhoWithNote("approver", "alice", "invoice 42: checked");
+  const WhoAndNote split = SplitWhoAndNote(kept);  // views into `kept`
+  EXPECT_EQ(split.who, "approver alice");
+  EXPECT_EQ(split.note, "invoice 42: checked");
+  EXPECT_EQ(SplitWhoAndNote("recovery by gw-1").who, "recovery by gw-1");
+  EXPECT_EQ(SplitWhoAndNote("recovery by gw-1").note, "");
 }
 
 }  // namespace
