@@ -8,7 +8,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
 #include "absl/synchronization/notification.h"
 #include "aopay/payout/v1/payout_descriptor_set.h"
 #include "common/build_info.h"
@@ -46,23 +45,18 @@ constexpr absl::Duration kPruneEvery = absl::Hours(1);
 // waiting behind another's without adding much switching on small machines.
 constexpr size_t kCallbackThreads = 2;
 
-// CurlUpstream names its options (base_url, ca_file); the operator knows
-// them as the flags that set them. A message that names neither (libcurl
-// itself failed) is prefixed with the URL's flag, so that it says which
-// client could not start.
-absl::Status NamedByFlags(const absl::Status& status,
-                          absl::string_view url_flag, absl::string_view ca_flag,
-                          absl::string_view ca_path) {
+// CurlUpstream names the options it checks as the flags that set them
+// (CurlUpstreamOptions::base_url_name, ca_file_name); an error about
+// anything else (libcurl itself) is prefixed with the URL's flag, so that it
+// says which client could not start.
+absl::Status NamedByFlag(const absl::Status& status, absl::string_view url_flag,
+                         absl::string_view ca_flag) {
   const absl::string_view message = status.message();
-  if (!absl::StrContains(message, "base_url") &&
-      !absl::StrContains(message, "ca_file")) {
-    return absl::Status(status.code(), absl::StrCat(url_flag, ": ", message));
+  if (absl::StartsWith(message, url_flag) ||
+      absl::StartsWith(message, ca_flag)) {
+    return status;
   }
-  return absl::Status(
-      status.code(),
-      absl::StrReplaceAll(message,
-                          {{"base_url", url_flag},
-                           {"ca_file", absl::StrCat(ca_flag, "=", ca_path)}}));
+  return absl::Status(status.code(), absl::StrCat(url_flag, ": ", message));
 }
 
 absl::Status CheckOptions(const ServerOptions& options) {
@@ -239,11 +233,12 @@ class ServerImpl final : public Server {
     upstream_options.max_queue = static_cast<size_t>(options_.max_queue);
     upstream_options.ca_file = options_.aopay_ca;
     upstream_options.thread_name = "aopay-curl";
+    upstream_options.base_url_name = "--aopay_url";
+    upstream_options.ca_file_name = AopayCaFlag();
     absl::StatusOr<std::unique_ptr<CurlUpstream>> upstream =
         CurlUpstream::Create(std::move(upstream_options));
     if (!upstream.ok()) {
-      return NamedByFlags(upstream.status(), "--aopay_url", "--aopay_ca",
-                          options_.aopay_ca);
+      return NamedByFlag(upstream.status(), "--aopay_url", AopayCaFlag());
     }
     upstream_ = *std::move(upstream);
 
@@ -424,6 +419,11 @@ class ServerImpl final : public Server {
     health->SetServingStatus("aopay.payout.v1.PayoutAdminService", serving);
   }
 
+  // How errors about the CA bundle name it: the flag and the file.
+  std::string AopayCaFlag() const {
+    return absl::StrCat("--aopay_ca=", options_.aopay_ca);
+  }
+
   // Its own HTTP client: a receiver that is down or slow holds up only
   // webhooks, never AOPay calls.
   absl::Status StartWebhooks() {
@@ -434,11 +434,14 @@ class ServerImpl final : public Server {
     client_options.max_inflight = kWebhookMaxInflight;
     client_options.ca_file = options_.aopay_ca;
     client_options.thread_name = "webhook-curl";
+    client_options.base_url_name = "--webhook_url";
+    client_options.ca_file_name = AopayCaFlag();
     absl::StatusOr<std::unique_ptr<CurlUpstream>> client =
         CurlUpstream::Create(std::move(client_options));
     if (!client.ok()) {
-      return NamedByFlags(absl::InvalidArgumentError(client.status().message()),
-                          "--webhook_url", "--aopay_ca", options_.aopay_ca);
+      return absl::InvalidArgumentError(
+          NamedByFlag(client.status(), "--webhook_url", AopayCaFlag())
+              .message());
     }
     webhook_client_ = *std::move(client);
     WebhookSenderOptions sender_options;

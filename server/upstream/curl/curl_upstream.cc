@@ -115,37 +115,41 @@ bool IsLoopbackHost(absl::string_view host) {
 }
 
 // Returns the base URL without trailing slashes, ready for a path.
-absl::StatusOr<std::string> CheckBaseUrl(const std::string& base_url) {
+absl::StatusOr<std::string> CheckBaseUrl(const std::string& base_url,
+                                         absl::string_view name) {
   UrlPtr url(curl_url());
   if (url == nullptr) return absl::ResourceExhaustedError("out of memory");
   if (curl_url_set(url.get(), CURLUPART_URL, base_url.c_str(), 0) !=
       CURLUE_OK) {
     return absl::InvalidArgumentError(
-        "base_url is not an absolute http(s) URL");
+        absl::StrCat(name, " is not an absolute http(s) URL"));
   }
   absl::StatusOr<std::string> scheme = GetUrlPart(url.get(), CURLUPART_SCHEME);
   absl::StatusOr<std::string> host = GetUrlPart(url.get(), CURLUPART_HOST);
   if (!scheme.ok() || !host.ok()) {
-    return absl::InvalidArgumentError("base_url has no scheme or host");
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " has no scheme or host"));
   }
   if (GetUrlPart(url.get(), CURLUPART_USER).ok() ||
       GetUrlPart(url.get(), CURLUPART_PASSWORD).ok()) {
-    return absl::InvalidArgumentError("base_url must not carry user info");
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " must not carry user info"));
   }
   if (GetUrlPart(url.get(), CURLUPART_QUERY).ok() ||
       GetUrlPart(url.get(), CURLUPART_FRAGMENT).ok()) {
     return absl::InvalidArgumentError(
-        "base_url must not have a query or fragment");
+        absl::StrCat(name, " must not have a query or fragment"));
   }
   const std::string lower_scheme = absl::AsciiStrToLower(*scheme);
   if (lower_scheme == "http") {
     if (!IsLoopbackHost(*host)) {
       return absl::InvalidArgumentError(
-          "base_url must use https:// unless the host is loopback "
-          "(127.0.0.0/8, [::1], localhost)");
+          absl::StrCat(name,
+                       " must use https:// unless the host is loopback "
+                       "(127.0.0.0/8, [::1], localhost)"));
     }
   } else if (lower_scheme != "https") {
-    return absl::InvalidArgumentError("base_url must use https://");
+    return absl::InvalidArgumentError(absl::StrCat(name, " must use https://"));
   }
   return std::string(absl::StripSuffix(base_url, "/"));
 }
@@ -220,12 +224,12 @@ int BeforeSend(void* user, char* /*remote_ip*/, char* /*local_ip*/,
 // cannot be read, a certificate block in it cannot be parsed, or it holds
 // none. Text around the PEM blocks is ignored, as OpenSSL does.
 absl::StatusOr<std::shared_ptr<const CaCertificates>> LoadCaBundle(
-    const std::string& path) {
+    const std::string& path, absl::string_view name) {
   ERR_clear_error();
   BioPtr file(BIO_new_file(path.c_str(), "r"));
   if (file == nullptr) {
     ERR_clear_error();
-    return absl::InvalidArgumentError("ca_file cannot be read");
+    return absl::InvalidArgumentError(absl::StrCat(name, " cannot be read"));
   }
   auto certificates = std::make_shared<CaCertificates>();
   while (X509* certificate =
@@ -239,10 +243,11 @@ absl::StatusOr<std::shared_ptr<const CaCertificates>> LoadCaBundle(
   if (ERR_GET_LIB(error) != ERR_LIB_PEM ||
       ERR_GET_REASON(error) != PEM_R_NO_START_LINE) {
     return absl::InvalidArgumentError(
-        "ca_file holds a certificate that cannot be parsed");
+        absl::StrCat(name, " holds a certificate that cannot be parsed"));
   }
   if (certificates->empty()) {
-    return absl::InvalidArgumentError("ca_file holds no PEM certificate");
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " holds no PEM certificate"));
   }
   return std::shared_ptr<const CaCertificates>(std::move(certificates));
 }
@@ -879,7 +884,8 @@ class CurlUpstream::Loop {
 
 absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
     CurlUpstreamOptions options) {
-  absl::StatusOr<std::string> base_url = CheckBaseUrl(options.base_url);
+  absl::StatusOr<std::string> base_url =
+      CheckBaseUrl(options.base_url, options.base_url_name);
   if (!base_url.ok()) return base_url.status();
   if (options.timeout <= absl::ZeroDuration() ||
       options.connect_timeout <= absl::ZeroDuration()) {
@@ -892,7 +898,7 @@ absl::StatusOr<std::unique_ptr<CurlUpstream>> CurlUpstream::Create(
   std::shared_ptr<const CaCertificates> extra_cas;
   if (!options.ca_file.empty()) {
     absl::StatusOr<std::shared_ptr<const CaCertificates>> loaded =
-        LoadCaBundle(options.ca_file);
+        LoadCaBundle(options.ca_file, options.ca_file_name);
     if (!loaded.ok()) return loaded.status();
     extra_cas = *std::move(loaded);
   }

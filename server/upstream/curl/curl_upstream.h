@@ -32,6 +32,10 @@ struct CurlUpstreamOptions {
   std::string ca_file;
   // The loop thread's name (NameThisThread): which client is busy.
   std::string thread_name = "upstream";
+  // How Create's errors name base_url and ca_file: the operator may know
+  // them as the flags that set them ("--aopay_url", "--aopay_ca=PATH").
+  std::string base_url_name = "base_url";
+  std::string ca_file_name = "ca_file";
 };
 
 // Thread-safe. Post, InFlight and Queued may be called from any thread,
