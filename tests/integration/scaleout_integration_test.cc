@@ -58,6 +58,16 @@ std::map<std::string, int> SentPerAccount(const SandboxProcess& sandbox) {
   return sent;
 }
 
+// Waits until the sandbox has received `count` calls: every payout is at
+// AOPay.
+bool AllAtAopay(const SandboxProcess& sandbox, int count) {
+  return sandbox.WaitForJournal(
+      [count](const std::vector<JournalEntry>& journal) {
+        return journal.size() >= static_cast<size_t>(count);
+      },
+      absl::Seconds(30));
+}
+
 absl::StatusOr<v1::Payout> ByRequestId(GatewayProcess& gateway,
                                        const std::string& request_id) {
   v1::GetPayoutRequest get;
@@ -336,11 +346,7 @@ TEST_F(ScaleOutTest,
                                        });
   }
   // Every payout is at AOPay (2 s per answer); then the database goes.
-  ASSERT_TRUE(sandbox.WaitForJournal(
-      [&](const std::vector<JournalEntry>& journal) {
-        return journal.size() >= static_cast<size_t>(kPayouts);
-      },
-      absl::Seconds(30)));
+  ASSERT_TRUE(AllAtAopay(sandbox, kPayouts));
   (*proxy)->Down();
   answered.Wait();
   // Told "in progress", never a false outcome.
@@ -404,11 +410,7 @@ TEST_F(ScaleOutTest, AnswersKeptPastTheLeaseAreRecordedFromUnknown) {
         request, kCall,
         [&](absl::StatusOr<v1::Payout>) { answered.DecrementCount(); });
   }
-  ASSERT_TRUE(sandbox.WaitForJournal(
-      [&](const std::vector<JournalEntry>& journal) {
-        return journal.size() >= static_cast<size_t>(kPayouts);
-      },
-      absl::Seconds(30)));
+  ASSERT_TRUE(AllAtAopay(sandbox, kPayouts));
   (*proxy)->Down();
   answered.Wait();
   // B ends A's lease: every payout UNKNOWN, without a transaction id.
