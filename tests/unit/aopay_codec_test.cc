@@ -783,8 +783,8 @@ INSTANTIATE_TEST_SUITE_P(
                    Answer(200, R"({"status":"SUCCESS","resourceData":)"
                                R"({"status":"PDNG"}})"),
                    kAccepted, "PDNG"},
-        // Section 2.2 reads a *single* wrapper: resourceData objects that
-        // disagree leave the payout as it is.
+        // A status is read from a *single* wrapper (docs/aopay.md): several
+        // resourceData objects that disagree leave the payout as it is.
         StatusCase{"ResourceDataThatDisagreeAreNotUnderstood",
                    Answer(200, R"({"resourceData":{"status":"SUCCESS"},)"
                                R"("x":{"resourceData":{"status":"FAILED"}}})"),
