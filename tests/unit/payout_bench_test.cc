@@ -4,12 +4,14 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -113,6 +115,13 @@ class FakePayoutService final : public v1::PayoutService::Service {
   std::vector<v1::CreatePayoutRequest> requests_ ABSL_GUARDED_BY(mu_);
 };
 
+RequestShape TestShape() {
+  RequestShape shape;
+  shape.request_prefix = "t";
+  shape.seed = 42;
+  return shape;
+}
+
 class LoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -131,12 +140,7 @@ class LoadTest : public ::testing::Test {
     server_->Shutdown();
   }
 
-  static RequestShape Shape() {
-    RequestShape shape;
-    shape.request_prefix = "t";
-    shape.seed = 42;
-    return shape;
-  }
+  static RequestShape Shape() { return TestShape(); }
 
   // Every replay sent the very request first sent under its id.
   void ExpectReplaysIdentical(const Samples& samples) {
@@ -333,6 +337,79 @@ TEST_F(LoadTest, MethodTargetDrivesTheEchoServer) {
   EXPECT_EQ(echo_.calls(), 50);
   EXPECT_TRUE(payouts_.requests().empty());
 }
+
+// The echo server's shapes (echo_service.h): each answers every call, in
+// full, whether it serves on the callback or the async API and answers
+// inline or from a pool.
+struct EchoShape {
+  bool async;
+  int answer_threads;
+};
+
+class EchoShapeTest : public ::testing::TestWithParam<EchoShape> {};
+
+TEST_P(EchoShapeTest, AnswersEveryCallInFull) {
+  std::unique_ptr<ThreadPool> answerer;
+  if (GetParam().answer_threads > 0) {
+    answerer = std::make_unique<ThreadPool>(GetParam().answer_threads);
+  }
+  EchoService callback_service(answerer.get());
+  AsyncEchoServer async_server(answerer.get());
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  std::unique_ptr<grpc::ServerCompletionQueue> cq;
+  if (GetParam().async) {
+    builder.RegisterService(async_server.service());
+    cq = builder.AddCompletionQueue();
+  } else {
+    builder.RegisterService(&callback_service);
+  }
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  if (cq != nullptr) async_server.Start(std::move(cq));
+  std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+
+  std::unique_ptr<UnaryTarget> target =
+      MakeMethodTarget(channel, "", kEchoMethod);
+  LoadOptions options;
+  options.calls = 200;  // more than the async server asks for ahead
+  options.concurrency = 8;
+  const Samples samples = RunUnary(*target, TestShape(), options);
+  for (const absl::StatusCode code : samples.codes) {
+    EXPECT_EQ(code, absl::StatusCode::kOk);
+  }
+
+  auto stub = ::aopay::echo::v1::EchoService::NewStub(channel);
+  v1::CreatePayoutRequest request = MakeRequest(TestShape(), 7);
+  v1::Payout payout;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoSeconds(kWait));
+  ASSERT_TRUE(stub->Echo(&context, request, &payout).ok());
+  EXPECT_EQ(payout.request_id(), request.request_id());
+  EXPECT_EQ(payout.state(), v1::PAYOUT_STATE_ACCEPTED);
+  EXPECT_EQ(payout.payout_id().size(), 29u);
+  EXPECT_TRUE(
+      MessageDifferencer::Equals(payout.beneficiary(), request.beneficiary()));
+  EXPECT_EQ(callback_service.calls() + async_server.calls(), 201);
+
+  server->Shutdown();
+  if (answerer != nullptr) answerer->Stop();
+  async_server.Stop();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, EchoShapeTest,
+    ::testing::Values(EchoShape{false, 0}, EchoShape{false, 2},
+                      EchoShape{true, 0}, EchoShape{true, 2}),
+    [](const ::testing::TestParamInfo<EchoShape>& info) {
+      return absl::StrCat(
+          info.param.async ? "Async" : "Callback",
+          info.param.answer_threads > 0 ? "FromAPool" : "Inline");
+    });
 
 // Runs payout-bench with `args`; returns its exit status, stdout in `out`.
 int RunBench(const std::string& args, std::string* out) {
