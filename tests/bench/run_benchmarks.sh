@@ -6,7 +6,9 @@
 #   a. CPU per call: the gateway (durable ledger, sandbox answering at once)
 #      and the bare gRPC echo server (tests/bench/echo-server) at the same
 #      offered rate (open loop), rounds interleaved; CPU from the server
-#      process's utime+stime (/proc/PID/stat) over the run; ratio.
+#      process's utime+stime (/proc/PID/stat) over the run; ratio. For
+#      context, the echo answered from two threads (the gateway's shape) and
+#      on the async API, alone and beside a callback-API service.
 #   b. The sandbox alone over HTTP: its ceiling (sandbox-load, closed loop).
 #   c. Slow AOPay: sandbox --latency=1s, SLOW_INFLIGHT payouts in flight
 #      (gateway --max_inflight the same): payouts/s sustained (payout-bench's
@@ -50,7 +52,7 @@
 #   SANDBOX_CONNECTIONS=16 SANDBOX_REQUESTS=40000
 #   WATCH_EVENTS=100000 WATCHERS=1000 FOLLOWERS=100 WATCH_RATE=200
 #   LIMIT_ROUNDS=4
-# Every load is bounded in count and in time; the whole run takes 2-4 min.
+# Every load is bounded in count and in time; the whole run takes 3-6 min.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$repo/build}
@@ -165,18 +167,34 @@ start durable "$build/server/payout-server" "${common[@]}" \
   --ledger="sqlite:$work/durable.db"
 durable=$address
 durable_pid=$pid
-start echo "$build/tests/bench/echo-server" --listen=127.0.0.1:0
-echo_address=$address
-echo_pid=$pid
+# The echo server (row a), and for context the same echo in the gateway's
+# shape (answered from two threads, as the gateway answers from its
+# callbacks threads) and on gRPC's async API (one completion-queue thread),
+# alone and beside a callback-API service (docs/benchmarks.md).
+declare -A echo_address echo_pid
+echo_kinds="echo echo_pool echo_async_pool echo_async_pool_health"
+declare -A echo_flags=(
+  [echo]=""
+  [echo_pool]="--answer_threads=2"
+  [echo_async_pool]="--api=async --answer_threads=2"
+  [echo_async_pool_health]="--api=async --answer_threads=2 --health")
+for kind in $echo_kinds; do
+  # shellcheck disable=SC2086 # the flags are words
+  start "$kind" "$build/tests/bench/echo-server" --listen=127.0.0.1:0 \
+    ${echo_flags[$kind]}
+  echo_address[$kind]=$address
+  echo_pid[$kind]=$pid
+done
 
 calls=$((rate * rate_seconds))
 declare -A cpu_us rate_got p99 errs
 for round in $(seq 1 "$rounds"); do
-  for kind in gateway echo; do
+  for kind in gateway $echo_kinds; do
     if [ "$kind" = gateway ]; then
       target=$durable server_pid=$durable_pid extra=()
     else
-      target=$echo_address server_pid=$echo_pid extra=(--echo)
+      target=${echo_address[$kind]} server_pid=${echo_pid[$kind]}
+      extra=(--echo)
     fi
     progress "a. round $round: $kind, $calls calls at $rate/s"
     report=$work/a-$kind-$round.json
@@ -231,7 +249,15 @@ row a "**gateway / echo CPU per call**" \
   "**$(awk -v g="$g" -v e="$e" 'BEGIN {printf (e > 0 ? "%.1f×" : "n/a"), g / e}')**" "≤ 2.0×"
 row a "sandbox CPU per payout during those runs (not the gateway's)" \
   "$(median "${cpu_us[sandbox]}") µs" ""
-stop "$echo_pid"
+declare -A echo_label=(
+  [echo_pool]="echo answered from 2 threads, as the gateway answers (context)"
+  [echo_async_pool]="echo on the async API, one queue thread, answered from 2 threads (context)"
+  [echo_async_pool_health]="the same beside a callback-API service, as the gateway serves health (context)")
+for kind in echo_pool echo_async_pool echo_async_pool_health; do
+  row a "${echo_label[$kind]}" \
+    "$(median "${cpu_us[$kind]}") µs (rounds:${cpu_us[$kind]}; errors $(sum "${errs[$kind]}"))" ""
+done
+for kind in $echo_kinds; do stop "${echo_pid[$kind]}"; done
 
 # --- b. the sandbox alone ----------------------------------------------------
 progress "b. sandbox alone: $sandbox_requests requests, $sandbox_connections connections"
