@@ -90,6 +90,13 @@ absl::Status CheckOptions(const ServerOptions& options) {
   if (options.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must not be negative");
   }
+  // Checked whatever the ledger, as --ledger_commit_delay is: a setting that
+  // only one ledger reads must not wait for the move to it to be refused.
+  if (options.owner_lease < kMinOwnerLease) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--owner_lease must be at least ",
+                     absl::FormatDuration(kMinOwnerLease)));
+  }
   if (options.webhook_url.empty() != options.webhook_secret.empty()) {
     return absl::InvalidArgumentError(
         "--webhook_url and --webhook_secret go together");

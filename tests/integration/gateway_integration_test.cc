@@ -510,6 +510,7 @@ TEST(GatewayStandaloneTest, BadFlagsStopWithOneLineAndNonZeroExit) {
         {"--upstream_timeout=banana"},
         {"--ledger_commit_delay=-1ms"},
         {"--ledger_commit_delay=1s"},
+        {"--owner_lease=1s"},
         {"--log_format=xml"}}) {
     const std::string dir = MakeTempDir();
     std::vector<std::string> argv = {
