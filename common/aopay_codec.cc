@@ -331,50 +331,57 @@ std::optional<std::string> NamedTransactionId(const Value& root,
   return TextOrInteger(Member(root, "transactionID"));
 }
 
-// Whether the answer may describe a payout AOPay took: it carries a
-// transactionID (of any type) at the top level or in any resourceData at the
-// top level or one level down, `statuss` SUCCESS, or a wrapper whose
-// metaData.status is SUCCESS. Every wrapper is looked at, not only the one
-// FindResourceData picks.
+// Whether a status word says AOPay refused or failed the payout: a failure
+// word, or ERROR. Any other word, or a status that is not text, may say it
+// was taken.
+bool IsRefusalWord(const Value& value) {
+  if (!value.IsString()) return false;
+  const absl::string_view word(value.GetString(), value.GetStringLength());
+  return MapStatusWord(word) == PayoutState::kFailed ||
+         absl::EqualsIgnoreCase(absl::StripAsciiWhitespace(word), "ERROR");
+}
+
+// Whether the answer may describe a payout AOPay took, wherever in it that
+// is said: a transactionID or transactionReferenceNo (of any type), a
+// `statuss`, a metaData's `status` or a resourceData's `status` or
+// `transactionStatus` that is not a refusal word. Every object and array is
+// looked at, at any depth, and every member of a repeated name. A 429 or an
+// error that says any of these is UNKNOWN, never "not sent" or FAILED: it
+// is the one kind of answer that would let a payout be sent, or paid, again.
 bool MayDescribeTakenPayout(const Value& root) {
-  // Every member of a name is looked at, not only the first: an object may
-  // repeat a name, and a second "statuss" may be the one that says SUCCESS.
-  auto any_member = [](const Value& object, absl::string_view name,
-                       auto&& test) {
-    for (const auto& member : object.GetObject()) {
-      if (absl::string_view(member.name.GetString(),
-                            member.name.GetStringLength()) == name &&
-          test(member.value)) {
+  // Where an object sits decides which of its members are status words.
+  enum class Place { kOther, kMetaData, kResourceData };
+  // An explicit stack: the parser accepts any depth.
+  std::vector<std::pair<const Value*, Place>> pending = {
+      {&root, Place::kOther}};
+  while (!pending.empty()) {
+    const auto [value, place] = pending.back();
+    pending.pop_back();
+    if (value->IsArray()) {
+      for (const Value& element : value->GetArray()) {
+        pending.emplace_back(&element, place);
+      }
+      continue;
+    }
+    if (!value->IsObject()) continue;
+    for (const auto& member : value->GetObject()) {
+      const absl::string_view name(member.name.GetString(),
+                                   member.name.GetStringLength());
+      if (name == "transactionID" || name == "transactionReferenceNo") {
         return true;
       }
-    }
-    return false;
-  };
-  auto is_success = [](const Value& value) {
-    return value.IsString() &&
-           absl::EqualsIgnoreCase(
-               absl::StripAsciiWhitespace(absl::string_view(
-                   value.GetString(), value.GetStringLength())),
-               "SUCCESS");
-  };
-  auto any = [](const Value&) { return true; };
-  auto names_transaction = [&](const Value& object) {
-    return any_member(object, "resourceData", [&](const Value& data) {
-      return data.IsObject() && any_member(data, "transactionID", any);
-    });
-  };
-  if (any_member(root, "transactionID", any) ||
-      any_member(root, "statuss", is_success) || names_transaction(root)) {
-    return true;
-  }
-  for (const auto& member : root.GetObject()) {
-    if (!member.value.IsObject()) continue;
-    if (names_transaction(member.value)) return true;
-    if (any_member(member.value, "metaData", [&](const Value& meta_data) {
-          return meta_data.IsObject() &&
-                 any_member(meta_data, "status", is_success);
-        })) {
-      return true;
+      const bool status_word =
+          name == "statuss" ||
+          (place == Place::kMetaData && name == "status") ||
+          (place == Place::kResourceData &&
+           (name == "status" || name == "transactionStatus"));
+      if (status_word && !IsRefusalWord(member.value)) return true;
+      if (member.value.IsObject() || member.value.IsArray()) {
+        pending.emplace_back(&member.value,
+                             name == "metaData"       ? Place::kMetaData
+                             : name == "resourceData" ? Place::kResourceData
+                                                      : Place::kOther);
+      }
     }
   }
   return false;
@@ -608,7 +615,10 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
                ? ContradictionVerdict(document, located, http, "HTTP 429")
                : RateLimitedVerdict(http);
   }
-  if (StringMemberIs(document, "status", "ERROR")) {
+  // An error body proves a refusal only on a 2xx or a 4xx: a redirect is
+  // never followed, and any other status says nothing of the payout.
+  if (StringMemberIs(document, "status", "ERROR") &&
+      (Is2xx(http) || (http >= 400 && http < 500))) {
     return may_have_taken
                ? ContradictionVerdict(document, located, http, "error")
                : ErrorBodyVerdict(document, http);

@@ -78,11 +78,16 @@ void CheckVerdict(const HttpAnswer& answer) {
   if (answer.truncated || http >= 500)
     FUZZ_CHECK(verdict.kind == Kind::kUnknown);
 
-  // A plain 429 (nothing in it that could speak of success) is not sent.
+  // A plain 429 (nothing in it that could say AOPay took the payout: no
+  // success word, transaction id or reference, and none of the names whose
+  // status words are read) is not sent.
   const std::string lower = absl::AsciiStrToLower(answer.body);
-  const bool plain = !absl::StrContains(lower, "success") &&
-                     !absl::StrContains(lower, "transactionid") &&
-                     !absl::StrContains(lower, "\\");
+  bool plain = !absl::StrContains(lower, "\\");
+  for (const char* marker :
+       {"success", "transactionid", "transactionreferenceno", "statuss",
+        "metadata", "resourcedata"}) {
+    plain = plain && !absl::StrContains(lower, marker);
+  }
   if (http == 429 && !answer.truncated && plain) {
     FUZZ_CHECK(verdict.kind == Kind::kNotSent);
   }

@@ -369,6 +369,61 @@ INSTANTIATE_TEST_SUITE_P(
                 Answer(429, R"({"status":"ERROR","subCode":"429",)"
                             R"("transactionID":"TERF9"})"),
                 HttpOnly("429"), "TERF9"),
+        // Whatever the place: a success word, a status word that is not a
+        // refusal, a bank reference or a transaction id anywhere in a 429
+        // or an error may describe a payout AOPay took.
+        Unknown("Http429WithTopLevelMetaDataSuccess",
+                Answer(429, R"({"metaData":{"status":"SUCCESS"}})"),
+                HttpOnly("429")),
+        Unknown("Http429WithStatussSuccessful",
+                Answer(429, R"({"statuss":"SUCCESSFUL"})"), HttpOnly("429")),
+        Unknown("Http429WithAcceptedResourceDataAndReference",
+                Answer(429, R"({"resourceData":{"status":"SUCCESS",)"
+                            R"("transactionReferenceNo":"505914786331"}})"),
+                HttpOnly("429"), "", "SUCCESS"),
+        Unknown("Http429WithTransactionIdInAWrapper",
+                Answer(429, R"({"status":"ERROR","data":)"
+                            R"({"transactionID":"TERF9"}})"),
+                HttpOnly("429")),
+        Unknown("Http429WithUnknownStatusWord",
+                Answer(429, R"({"metaData":{"status":"QUEUED"}})"),
+                HttpOnly("429")),
+        NotSent("Http429WithRefusalWords",
+                Answer(429, R"({"status":"ERROR","statuss":"FAILED",)"
+                            R"("metaData":{"status":"ERROR"},)"
+                            R"("resourceData":{"status":"REJECTED"}})"),
+                HttpOnly("429")),
+        Unknown("ErrorWithTopLevelMetaDataSuccess",
+                Answer(200, R"({"status":"ERROR","metaData":)"
+                            R"({"status":"SUCCESS"}})"),
+                HttpOnly("200")),
+        Unknown("ErrorWithAcceptedResourceData",
+                Answer(200, R"({"status":"ERROR","resourceData":)"
+                            R"({"status":"ACPT","transactionReferenceNo":)"
+                            R"("5059"}})"),
+                HttpOnly("200"), "", "ACPT"),
+        Unknown("ErrorWithDeepTransactionId",
+                Answer(200, R"({"status":"ERROR","x":{"y":{"resourceData":)"
+                            R"({"transactionID":"TERF1"}}}})"),
+                HttpOnly("200")),
+        Unknown("ErrorWithTransactionIdInAnArray",
+                Answer(400, R"({"status":"ERROR","subCode":"422",)"
+                            R"("items":[{"transactionID":"TERF1"}]})"),
+                HttpOnly("400")),
+        Rejected("ErrorWithFailedResourceData",
+                 Answer(400, R"({"status":"ERROR","subCode":"422",)"
+                             R"("message":"bad","resourceData":)"
+                             R"({"status":"FAILED"}})"),
+                 kInvalidArgument, "UPSTREAM_INVALID_IFSC",
+                 Upstream("400", "422", "bad"), "invalid IFSC"),
+        // An error body on a status that is neither 2xx nor 4xx proves no
+        // refusal: a redirect is never followed.
+        Unknown("ErrorOnARedirect",
+                Answer(301, ErrorBody("\"422\"", kMessage422)),
+                Upstream("301", std::nullopt, kMessage422)),
+        Unknown("ErrorOnAnInformationalStatus",
+                Answer(100, ErrorBody("\"422\"", kMessage422)),
+                Upstream("100", std::nullopt, kMessage422)),
         // Server errors: whatever the body says.
         Unknown("Http500Html",
                 Answer(500, "<html><body>Internal Server Error</body></html>"),

@@ -95,6 +95,17 @@ def payout_answers():
         "statuss": "SUCCESS",
         "a": {"resourceData": {"status": "ACPT", "transactionID": "TERF6"}},
         "b": {"resourceData": {"status": "RJCT", "transactionID": "TERF6"}}}))
+    # A 429 or an error that shows the payout was taken, anywhere in it,
+    # and an error body on a redirect: UNKNOWN.
+    write(t, "http429_reference_in_resource_data", answer(429, {
+        "resourceData": {"status": "SUCCESS",
+                         "transactionReferenceNo": "505914786331"}}))
+    write(t, "http429_refusal_words", answer(429, {
+        "status": "ERROR", "statuss": "FAILED",
+        "metaData": {"status": "ERROR"}, "resourceData": {"status": "RJCT"}}))
+    write(t, "error_deep_transaction_id", answer(200, {
+        "status": "ERROR", "x": [{"y": {"transactionID": "TERF7"}}]}))
+    write(t, "error_on_redirect", answer(301, error_body(422, "moved")))
     write(t, "top_level_resource_data", answer(201, {
         "statuss": "success", "resourceData": {
             "status": "PENDING", "transactionID": "TERF4",
