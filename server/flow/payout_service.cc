@@ -259,13 +259,18 @@ void PayoutService::Create(PayoutRequest request, Client caller,
   }
   if (caller.max_payout_paise.has_value() &&
       normalized->amount_paise > *caller.max_payout_paise) {
-    RefuseOverMaximum(*std::move(normalized), std::move(caller), started,
-                      std::move(done));
+    absl::Status refusal =
+        ClientLimitExceededError("max_payout_paise", *caller.max_payout_paise);
+    RefuseUnlessReplay(*std::move(normalized), std::move(caller.name), started,
+                       std::move(refusal), "client_limit", /*log=*/true,
+                       std::move(done));
     return;
   }
   if (absl::Status admitted = Begin(Work::kCreate, done); !admitted.ok()) {
-    CountOutcome(request.mode, draining_.load() ? "not_sent" : "overloaded");
-    done(std::move(admitted));
+    const char* outcome = draining_.load() ? "not_sent" : "overloaded";
+    RefuseUnlessReplay(*std::move(normalized), std::move(caller.name), started,
+                       std::move(admitted), outcome, /*log=*/false,
+                       std::move(done));
     return;
   }
 
@@ -308,16 +313,17 @@ void PayoutService::Create(PayoutRequest request, Client caller,
       });
 }
 
-void PayoutService::RefuseOverMaximum(PayoutRequest request, Client caller,
-                                      absl::Time started,
-                                      Callback<absl::StatusOr<Payout>> done) {
-  const int64_t maximum = *caller.max_payout_paise;
+void PayoutService::RefuseUnlessReplay(PayoutRequest request,
+                                       std::string client, absl::Time started,
+                                       absl::Status refusal,
+                                       const char* outcome, bool log,
+                                       Callback<absl::StatusOr<Payout>> done) {
   std::string request_id = request.request_id;
-  std::string client = caller.name;
+  std::string lookup_client = client;
   ledger_.GetByRequestId(
-      std::move(client), std::move(request_id),
-      [this, request = std::move(request), maximum, started,
-       client = caller.name,
+      std::move(lookup_client), std::move(request_id),
+      [this, request = std::move(request), client = std::move(client), started,
+       refusal = std::move(refusal), outcome, log,
        done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
         if (stored.ok()) {
           done(Replay(*stored, RequestFingerprint(request)));
@@ -327,16 +333,16 @@ void PayoutService::RefuseOverMaximum(PayoutRequest request, Client caller,
           done(stored.status());
           return;
         }
-        CountOutcome(request.mode, "client_limit");
-        Payout refused;
-        refused.client = std::move(client);
-        refused.request_id = request.request_id;
-        refused.beneficiary = request.beneficiary;
-        refused.mode = request.mode;
-        absl::Status error =
-            ClientLimitExceededError("max_payout_paise", maximum);
-        LogOutcome(refused, started, error);
-        done(std::move(error));
+        CountOutcome(request.mode, outcome);
+        if (log) {
+          Payout refused;
+          refused.client = std::move(client);
+          refused.request_id = request.request_id;
+          refused.beneficiary = request.beneficiary;
+          refused.mode = request.mode;
+          LogOutcome(refused, started, refusal);
+        }
+        done(std::move(refusal));
       });
 }
 

@@ -167,12 +167,15 @@ class PayoutService {
   void RefreshAs(std::string payout_id, std::string who,
                  std::optional<Client> caller,
                  Callback<absl::StatusOr<Payout>> done);
-  // What a caller over its max_payout_paise gets: the recorded payout when
-  // the request id is already taken (a replay never contradicts the first
-  // answer), else CLIENT_LIMIT_EXCEEDED.
-  void RefuseOverMaximum(PayoutRequest request, Client caller,
-                         absl::Time started,
-                         Callback<absl::StatusOr<Payout>> done);
+  // What a call the gateway does not take gets (over the caller's
+  // max_payout_paise, the gateway full or shutting down): the recorded
+  // payout's replay when the request id is already taken, so that a retry
+  // never hears "nothing was sent" of a payout that was; else `refusal`,
+  // counted as `outcome` and, when `log`, logged.
+  void RefuseUnlessReplay(PayoutRequest request, std::string client,
+                          absl::Time started, absl::Status refusal,
+                          const char* outcome, bool log,
+                          Callback<absl::StatusOr<Payout>> done);
   void OnInserted(PayoutRequest request, Payout payout, absl::Time started,
                   std::optional<int64_t> daily_limit,
                   absl::StatusOr<InsertResult> inserted,

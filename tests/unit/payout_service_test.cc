@@ -965,6 +965,34 @@ TEST_F(PayoutServiceTest, DrainingRefusesNewPayouts) {
   EXPECT_EQ(ledger_.size(), 0u);
 }
 
+// A retry of a request id already taken is that payout's replay even when
+// the gateway takes no new payouts: "nothing was sent" would be false of it.
+TEST_F(PayoutServiceTest, ARetryWhileDrainingIsItsPayoutsReplay) {
+  auto first = Create(ValidRequest("a"));
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(first->has_value() && (*first)->ok());
+  service_->Drain();
+  auto retry = Create(ValidRequest("a"));
+  ASSERT_TRUE(retry->has_value());
+  ASSERT_TRUE((*retry)->ok()) << (*retry)->status();
+  EXPECT_EQ((*retry)->value().payout_id, (*first)->value().payout_id);
+  EXPECT_EQ((*retry)->value().state, PayoutState::kAccepted);
+  EXPECT_TRUE(upstream_.calls.empty()) << "nothing sent again";
+}
+
+TEST_F(PayoutServiceTest, ARetryWhileFullIsItsPayoutsReplay) {
+  PayoutServiceOptions options;
+  options.max_outstanding = 1;
+  Rebuild(options);
+  auto first = Create(ValidRequest("a"));
+  ASSERT_FALSE(first->has_value()) << "in flight at AOPay";
+  auto retry = Create(ValidRequest("a"));
+  ASSERT_TRUE(retry->has_value());
+  EXPECT_EQ(GetErrorDetails((*retry)->status()).reason, "REQUEST_IN_PROGRESS")
+      << (*retry)->status();
+  EXPECT_EQ(upstream_.calls.size(), 1u);
+}
+
 struct RefreshRow {
   PayoutState from;
   std::string answer;
