@@ -634,6 +634,22 @@ void PayoutService::UnappliedAnswer(const Payout& now,
       moved && not_paid ? "; the money may have moved, check with AOPay" : "");
 }
 
+std::string PayoutService::OutcomeText(const PayoutChange& change) {
+  return absl::StrCat(
+      "outcome ", PayoutStateName(change.new_state),
+      " (AOPay transaction_id=", change.transaction_id.value_or("-"),
+      " reference=", change.transaction_reference_no.value_or("-"), ")");
+}
+
+void PayoutService::LogUnrecordable(const PayoutChange& change,
+                                    const absl::Status& error) {
+  spdlog::error(
+      "payout {}: {} could not be recorded: {}; not written again: the "
+      "payout stays PENDING until a restart turns it UNKNOWN, then settle it "
+      "with ResolvePayout once AOPay confirms this outcome",
+      change.payout_id, OutcomeText(change), error.ToString());
+}
+
 void PayoutService::RecordOutcome(
     PayoutChange change, Ledger::Callback<absl::StatusOr<StoredPayout>> first,
     Ledger::Callback<absl::StatusOr<StoredPayout>> later) {
@@ -643,14 +659,18 @@ void PayoutService::RecordOutcome(
           absl::StatusOr<StoredPayout> applied, PayoutChange again) mutable {
         if (applied.ok() ||
             applied.status().code() != absl::StatusCode::kUnavailable) {
+          // ABORTED: the payout had moved on; ApplyOutcome has dealt with
+          // it. Any other refusal is for good, and AOPay's ids are then
+          // only in this line.
+          if (!applied.ok() &&
+              applied.status().code() != absl::StatusCode::kAborted) {
+            LogUnrecordable(again, applied.status());
+          }
           first(std::move(applied));
           return;
         }
         const std::string payout_id = again.payout_id;
-        const std::string what = absl::StrCat(
-            "outcome ", PayoutStateName(again.new_state),
-            " (AOPay transaction_id=", again.transaction_id.value_or("-"),
-            " reference=", again.transaction_reference_no.value_or("-"), ")");
+        const std::string what = OutcomeText(again);
         spdlog::error(
             "payout {}: {} could not be recorded: {}; kept in memory and "
             "written again until recorded",
@@ -680,11 +700,9 @@ void PayoutService::RetryOutcome(
                      std::move(later));
         return;
       }
-      if (!applied.ok()) {
-        spdlog::error("payout {}: outcome {} could not be recorded: {}",
-                      again.payout_id,
-                      std::string(PayoutStateName(again.new_state)),
-                      applied.status().ToString());
+      if (!applied.ok() &&
+          applied.status().code() != absl::StatusCode::kAborted) {
+        LogUnrecordable(again, applied.status());
       }
       {
         absl::MutexLock lock(&mu_);

@@ -233,6 +233,12 @@ class PayoutService {
   // result. When that failed with UNAVAILABLE, the change is kept and
   // applied again with backoff; `later` runs once a later attempt is
   // recorded or fails for good.
+  // "outcome STATE (AOPay transaction_id=… reference=…)" for log lines.
+  static std::string OutcomeText(const PayoutChange& change);
+  // Logs, at error level with AOPay's ids, an outcome the ledger refused for
+  // good.
+  static void LogUnrecordable(const PayoutChange& change,
+                              const absl::Status& error);
   void RecordOutcome(PayoutChange change,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> first,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> later);

@@ -49,6 +49,9 @@ class FakeLedger final : public Ledger {
     done(absl::UnimplementedError("not in the fake"));
   }
   bool fail_writes = false;
+  // When set, every Apply fails with it (a constraint or a row the ledger
+  // cannot read: not worth writing again).
+  std::optional<absl::Status> fail_applies_with;
   std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
 
   void Insert(InsertRequest request,
@@ -93,6 +96,7 @@ class FakeLedger final : public Ledger {
   void Apply(PayoutChange change,
              Callback<absl::StatusOr<StoredPayout>> done) override {
     if (fail_writes) return done(LedgerUnavailableError("disk full"));
+    if (fail_applies_with.has_value()) return done(*fail_applies_with);
     auto it = rows_.find(change.payout_id);
     if (it == rows_.end()) return done(NotFoundError("payout"));
     StoredPayout& row = it->second;
@@ -888,6 +892,23 @@ class LogCapture {
   std::shared_ptr<spdlog::logger> previous_;
   std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
 };
+
+// An outcome the ledger refuses for good (not UNAVAILABLE: nothing to write
+// again) is logged with AOPay's transaction id: the payout stays PENDING,
+// and UNKNOWN after a restart, and only that id lets it be settled.
+TEST_F(PayoutServiceTest, AnOutcomeTheLedgerRefusesIsLoggedWithItsIds) {
+  auto result = Create(ValidRequest());
+  const std::string id = ledger_.only().payout.payout_id;
+  ledger_.fail_applies_with = absl::InternalError("CHECK constraint failed");
+  LogCapture logs;
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(result->has_value());
+  EXPECT_FALSE((*result)->ok());
+  EXPECT_THAT(logs.text(), HasSubstr(id));
+  EXPECT_THAT(logs.text(), HasSubstr("transaction_id=TERF920898"));
+  EXPECT_THAT(logs.text(), HasSubstr("could not be recorded"));
+  EXPECT_THAT(logs.text(), HasSubstr("[error]"));
+}
 
 // An operator must be able to see why AOPay is unreachable; the caller's
 // error leaves the transport's words out.
