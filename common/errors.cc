@@ -458,11 +458,16 @@ absl::Status NotAwaitingApprovalError(absl::string_view payout_id,
 }
 
 absl::Status NotCancellableError(absl::string_view payout_id,
-                                 absl::string_view state) {
+                                 absl::string_view state, bool being_sent) {
   return PayoutPreconditionError(
       reason::kNotCancellable, payout_id,
       absl::StrCat("Only a payout AWAITING_APPROVAL can be cancelled (", state,
-                   "); nothing changed."));
+                   "); nothing changed.",
+                   being_sent ? " If an approval is sending it and that send "
+                                "certainly does not reach AOPay, the payout is "
+                                "AWAITING_APPROVAL again and can be cancelled "
+                                "then: get it to see."
+                              : ""));
 }
 
 absl::Status SelfApprovalError(absl::string_view payout_id) {

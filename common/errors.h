@@ -195,9 +195,12 @@ std::string SerializeError(const absl::Status& status);
 // approve or reject it.
 [[nodiscard]] absl::Status SelfApprovalError(absl::string_view payout_id);
 // FAILED_PRECONDITION, NOT_CANCELLABLE, payoutId: cancelling a payout in
-// `state` (only AWAITING_APPROVAL can be cancelled).
+// `state` (only AWAITING_APPROVAL can be cancelled). `being_sent`: an
+// approval is sending it, and it is AWAITING_APPROVAL again if that send
+// certainly does not reach AOPay; the message says so.
 [[nodiscard]] absl::Status NotCancellableError(absl::string_view payout_id,
-                                               absl::string_view state);
+                                               absl::string_view state,
+                                               bool being_sent = false);
 // OUT_OF_RANGE, CURSOR_EXPIRED: a WatchPayouts cursor older than the
 // events the ledger still keeps (retention): resume without a cursor and
 // read what was missed with ListPayouts.

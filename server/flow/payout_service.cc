@@ -1024,8 +1024,9 @@ void PayoutService::Decide(
             return;
           }
           if (payout.state != PayoutState::kAwaitingApproval) {
-            done(NotCancellableError(payout.payout_id,
-                                     PayoutStateName(payout.state)));
+            done(NotCancellableError(
+                payout.payout_id, PayoutStateName(payout.state),
+                /*being_sent=*/payout.state == PayoutState::kPending));
             return;
           }
         } else {
@@ -1131,7 +1132,8 @@ void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
                      applied.status().code() == absl::StatusCode::kAborted) {
                    // An approval (or another cancel) came first.
                    done(kind == Approval::kCancel
-                            ? NotCancellableError(payout_id, kCameFirst)
+                            ? NotCancellableError(payout_id, kCameFirst,
+                                                  /*being_sent=*/true)
                             : NotAwaitingApprovalError(payout_id, kCameFirst));
                    return;
                  }

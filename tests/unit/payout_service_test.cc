@@ -480,6 +480,27 @@ TEST_F(PayoutServiceTest, AnApprovedPayoutNotSentWaitsForApprovalAgain) {
   EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("forget"))));
 }
 
+// A cancel refused while an approval sends says the payout may come back:
+// its creator must not take the refusal for "sent" and stop trying.
+TEST_F(PayoutServiceTest, ACancelRefusedDuringAnApprovalSaysItMayComeBack) {
+  auto held = Create(ValidRequest(), Maker());
+  const std::string id = (**held)->payout_id;
+  std::optional<absl::StatusOr<Payout>> approved;
+  service_->Approve({id, "ok"}, Checker(),
+                    [&](absl::StatusOr<Payout> r) { approved = std::move(r); });
+  ASSERT_FALSE(approved.has_value()) << "at AOPay";
+  absl::StatusOr<Payout> cancel =
+      Call(&PayoutService::Cancel, ApprovalRequest{id, "stop"}, Maker());
+  EXPECT_EQ(GetErrorDetails(cancel.status()).reason, "NOT_CANCELLABLE");
+  EXPECT_THAT(cancel.status().message(), HasSubstr("AWAITING_APPROVAL again"));
+  upstream_.Answer(absl::UnavailableError("connection refused"));
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAwaitingApproval);
+  absl::StatusOr<Payout> again =
+      Call(&PayoutService::Cancel, ApprovalRequest{id, "stop"}, Maker());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->state, PayoutState::kCancelled);
+}
+
 TEST_F(PayoutServiceTest, RejectAndCancelEndInCancelledAndSendNothing) {
   auto first = Create(ValidRequest("req-1"), Maker());
   const std::string rejected_id = (**first)->payout_id;
