@@ -229,16 +229,17 @@ class PayoutService {
   void ApplyFromUnknown(PayoutChange change, absl::Status aborted,
                         OutcomeDone done);
   void UnappliedAnswer(const Payout& now, const PayoutChange& answer);
-  // Applies a payout's outcome. `first` runs with the first attempt's
-  // result. When that failed with UNAVAILABLE, the change is kept and
-  // applied again with backoff; `later` runs once a later attempt is
-  // recorded or fails for good.
   // "outcome STATE (AOPay transaction_id=… reference=…)" for log lines.
   static std::string OutcomeText(const PayoutChange& change);
   // Logs, at error level with AOPay's ids, an outcome the ledger refused for
-  // good.
+  // good (anything but UNAVAILABLE, which is written again, and ABORTED,
+  // which ApplyOutcome deals with).
   static void LogUnrecordable(const PayoutChange& change,
                               const absl::Status& error);
+  // Applies a payout's outcome. `first` runs with the first attempt's
+  // result. When that failed with UNAVAILABLE, the change is kept and
+  // applied again with backoff; `later` runs once a later attempt is
+  // recorded or fails for good (logged by LogUnrecordable).
   void RecordOutcome(PayoutChange change,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> first,
                      Ledger::Callback<absl::StatusOr<StoredPayout>> later);
