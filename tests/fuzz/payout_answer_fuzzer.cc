@@ -67,7 +67,7 @@ void CheckVerdict(const HttpAnswer& answer) {
       break;
     case Kind::kNotSent:
       FUZZ_CHECK(http == 429 && !answer.truncated);
-      // Contract 6.1: a 429 that speaks of success or names a transaction
+      // docs/aopay.md: a 429 that speaks of success or names a transaction
       // may have been taken.
       FUZZ_CHECK(!facts.says_success && !facts.names_transaction);
       break;

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Writes the seed corpora in corpus/<target>/ (run from anywhere).
 
-Seeds are the documented AOPay answers and error bodies (contract section
-2.1), the sandbox's scripted answers (server/sandbox/), valid requests and
+Seeds are the documented AOPay answers and error bodies (docs/aopay.md),
+the sandbox's scripted answers (server/sandbox/), valid requests and
 option values. Re-run after editing; the files are committed.
 """
 

@@ -170,8 +170,8 @@ std::vector<HostileCase> Cases() {
                             reused, "unknown"));
     cases.push_back(unknown("Redirect307" + how, Hostility::kRedirect307,
                             reused, "unknown"));
-    // Contract 6.1: a 429 that carries a transactionID is not "certainly not
-    // sent".
+    // docs/aopay.md: a 429 that carries a transactionID is not "certainly
+    // not sent".
     cases.push_back(unknown("TooManyRequestsWithTransaction" + how,
                             Hostility::kTooManyRequestsWithTransaction, reused,
                             "unknown"));
