@@ -608,7 +608,8 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
       StringMemberIs(document, "statuss", "SUCCESS") ||
       (meta_data != nullptr && StringMemberIs(*meta_data, "status", "SUCCESS"));
   // An answer that also carries success markers or a transaction id may
-  // describe a payout AOPay took: neither a refusal nor "not sent".
+  // describe a payout AOPay took: neither a refusal nor "not sent". A
+  // success answer is decided by says_success and never walked.
   const bool may_have_taken = says_success || MayDescribeTakenPayout(document);
   if (http == 429) {
     return may_have_taken

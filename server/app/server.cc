@@ -92,10 +92,9 @@ absl::Status CheckOptions(const ServerOptions& options) {
   }
   // Checked whatever the ledger, as --ledger_commit_delay is: a setting that
   // only one ledger reads must not wait for the move to it to be refused.
-  if (options.owner_lease < kMinOwnerLease) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--owner_lease must be at least ",
-                     absl::FormatDuration(kMinOwnerLease)));
+  if (absl::Status lease = PostgresLedger::CheckOwnerLease(options.owner_lease);
+      !lease.ok()) {
+    return lease;
   }
   if (options.webhook_url.empty() != options.webhook_secret.empty()) {
     return absl::InvalidArgumentError(

@@ -284,6 +284,17 @@ class PayoutServiceTest : public ::testing::Test {
     return result;
   }
 
+  // Starts an approval; its answer lands in the result (empty while the
+  // payout is at AOPay).
+  std::shared_ptr<std::optional<absl::StatusOr<Payout>>> Approve(
+      const std::string& payout_id, const std::string& note, Client approver) {
+    auto result = std::make_shared<std::optional<absl::StatusOr<Payout>>>();
+    service_->Approve(
+        ApprovalRequest{payout_id, note}, std::move(approver),
+        [result](absl::StatusOr<Payout> r) { *result = std::move(r); });
+    return result;
+  }
+
   template <typename Method, typename... Args>
   absl::StatusOr<Payout> Call(Method method, Args... args) {
     std::optional<absl::StatusOr<Payout>> result;
@@ -441,9 +452,7 @@ TEST_F(PayoutServiceTest, AnApprovalSendsOnceAndAnswersAsCreateWould) {
   EXPECT_EQ(silent.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(upstream_.posted, 0u);
 
-  std::optional<absl::StatusOr<Payout>> approved;
-  service_->Approve({id, "invoice 42 checked"}, Checker(),
-                    [&](absl::StatusOr<Payout> r) { approved = std::move(r); });
+  auto approved = Approve(id, "invoice 42 checked", Checker());
   ASSERT_EQ(upstream_.posted, 1u);
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
   EXPECT_THAT(
@@ -457,9 +466,9 @@ TEST_F(PayoutServiceTest, AnApprovalSendsOnceAndAnswersAsCreateWould) {
   EXPECT_EQ(upstream_.posted, 1u);
 
   upstream_.Answer(Http(200, kAccepted));
-  ASSERT_TRUE(approved.has_value());
-  ASSERT_TRUE(approved->ok()) << approved->status();
-  EXPECT_EQ((*approved)->state, PayoutState::kAccepted);
+  ASSERT_TRUE(approved->has_value());
+  ASSERT_TRUE((*approved)->ok()) << (*approved)->status();
+  EXPECT_EQ((**approved)->state, PayoutState::kAccepted);
   // The maker's retry now gets the payout as it stands.
   auto replay = Create(ValidRequest(), Maker());
   ASSERT_TRUE(replay->has_value() && (*replay)->ok());
@@ -470,12 +479,10 @@ TEST_F(PayoutServiceTest, AnApprovalSendsOnceAndAnswersAsCreateWould) {
 TEST_F(PayoutServiceTest, AnApprovedPayoutNotSentWaitsForApprovalAgain) {
   auto held = Create(ValidRequest(), Maker());
   const std::string id = (**held)->payout_id;
-  std::optional<absl::StatusOr<Payout>> approved;
-  service_->Approve({id, "ok"}, Checker(),
-                    [&](absl::StatusOr<Payout> r) { approved = std::move(r); });
+  auto approved = Approve(id, "ok", Checker());
   upstream_.Answer(absl::UnavailableError("connection refused"));
-  ASSERT_TRUE(approved.has_value());
-  EXPECT_EQ(approved->status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(approved->has_value());
+  EXPECT_EQ((*approved)->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAwaitingApproval);
   EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("forget"))));
 }
@@ -485,10 +492,8 @@ TEST_F(PayoutServiceTest, AnApprovedPayoutNotSentWaitsForApprovalAgain) {
 TEST_F(PayoutServiceTest, ACancelRefusedDuringAnApprovalSaysItMayComeBack) {
   auto held = Create(ValidRequest(), Maker());
   const std::string id = (**held)->payout_id;
-  std::optional<absl::StatusOr<Payout>> approved;
-  service_->Approve({id, "ok"}, Checker(),
-                    [&](absl::StatusOr<Payout> r) { approved = std::move(r); });
-  ASSERT_FALSE(approved.has_value()) << "at AOPay";
+  auto approved = Approve(id, "ok", Checker());
+  ASSERT_FALSE(approved->has_value()) << "at AOPay";
   absl::StatusOr<Payout> cancel =
       Call(&PayoutService::Cancel, ApprovalRequest{id, "stop"}, Maker());
   EXPECT_EQ(GetErrorDetails(cancel.status()).reason, "NOT_CANCELLABLE");
@@ -716,16 +721,13 @@ TEST_F(PayoutServiceTest, ANotSentApprovalAfterATakeoverStaysUnknown) {
   auto held = Create(ValidRequest(), Maker());
   ASSERT_TRUE(held->has_value() && (*held)->ok()) << (*held)->status();
   const std::string id = (**held)->payout_id;
-  std::optional<absl::StatusOr<Payout>> approved;
-  service_->Approve(
-      ApprovalRequest{id, "invoice checked"}, Checker(),
-      [&](absl::StatusOr<Payout> result) { approved = std::move(result); });
+  auto approved = Approve(id, "invoice checked", Checker());
   ASSERT_EQ(upstream_.calls.size(), 1u);
   ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kUnknown);
   upstream_.Answer(absl::UnavailableError("connection refused"));
 
-  ASSERT_TRUE(approved.has_value());
-  EXPECT_FALSE(approved->ok());
+  ASSERT_TRUE(approved->has_value());
+  EXPECT_FALSE((*approved)->ok());
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
 }
 

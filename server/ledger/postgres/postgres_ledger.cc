@@ -836,15 +836,19 @@ class PostgresLedger::Impl {
 
 // ---------------------------------------------------------------------------
 
+absl::Status PostgresLedger::CheckOwnerLease(absl::Duration lease) {
+  if (lease >= kMinOwnerLease) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--owner_lease must be at least ", absl::FormatDuration(kMinOwnerLease)));
+}
+
 absl::StatusOr<std::unique_ptr<PostgresLedger>> PostgresLedger::Open(
     PostgresLedgerOptions options) {
   if (options.registration_id.empty()) {
     return absl::InvalidArgumentError("the ledger needs a registration id");
   }
-  if (options.owner_lease < kMinOwnerLease) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--owner_lease must be at least ",
-                     absl::FormatDuration(kMinOwnerLease)));
+  if (absl::Status lease = CheckOwnerLease(options.owner_lease); !lease.ok()) {
+    return lease;
   }
   absl::StatusOr<ConnectTarget> target =
       ParseConnectTarget(options.uri, options.statement_timeout);

@@ -86,6 +86,10 @@ class PostgresLedger final : public Ledger {
   // A database that cannot be reached is not an error: see above.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<PostgresLedger>> Open(
       PostgresLedgerOptions options);
+  // INVALID_ARGUMENT, naming --owner_lease, for a lease below
+  // kMinOwnerLease. Open checks it; the server checks it whatever the
+  // ledger, so that a configuration fails before the move to PostgreSQL.
+  [[nodiscard]] static absl::Status CheckOwnerLease(absl::Duration lease);
 
   ~PostgresLedger() override;
   PostgresLedger(const PostgresLedger&) = delete;
