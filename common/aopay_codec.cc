@@ -420,19 +420,45 @@ bool CopyTransactionFields(const Value& root, const Located& located,
   return true;
 }
 
+// Keeps what an UNKNOWN answer says about the transaction, so that the payout
+// can be refreshed, unless it has several resourceData that disagree: which
+// is the payout's is not known, and none of their ids may be refreshed as its
+// own.
+void KeepTransactionFields(const Value& root, const Located& located,
+                           PayoutVerdict& verdict) {
+  if (!ResourceDataDisagree(root)) {
+    (void)CopyTransactionFields(root, located, verdict);
+  }
+}
+
 // An answer that says two things at once (an error or a 429 that also
 // reports success or names a transaction): AOPay may have taken the payout.
-// What it says about the transaction is kept, so that it can be refreshed.
 PayoutVerdict ContradictionVerdict(const Value& root, const Located& located,
                                    int http_status, absl::string_view what) {
   PayoutVerdict verdict =
       UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http_status,
                                   ") says both ", what, " and success"),
                      http_status, UpstreamMessage(root, located.wrapper));
-  // Which of several disagreeing resourceData is the payout's is not known:
-  // none of their ids may be refreshed as its own.
-  if (!ResourceDataDisagree(root)) {
-    (void)CopyTransactionFields(root, located, verdict);
+  KeepTransactionFields(root, located, verdict);
+  return verdict;
+}
+
+// An answer that did not arrive whole: longer than kMaxAnswerBytes, or the
+// connection failed before its end. UNKNOWN whatever it says. What arrived
+// may still be a whole JSON object (a Content-Length that promised more
+// bytes than came); its transaction id is then kept. The transport's words
+// are left out of the message, as for a transport failure.
+PayoutVerdict CutOffVerdict(const HttpAnswer& answer) {
+  const int http = answer.http_status;
+  PayoutVerdict verdict = UnknownVerdict(
+      answer.cut_off_by.empty()
+          ? std::string("AOPay's answer was larger than 1 MiB and was cut off")
+          : absl::StrCat("AOPay's answer (HTTP ", http,
+                         ") was cut off before its end"),
+      http, std::nullopt);
+  SmallJsonDocument document;
+  if (ParseObject(answer.body, &document)) {
+    KeepTransactionFields(document, FindResourceData(document), verdict);
   }
   return verdict;
 }
@@ -582,11 +608,7 @@ std::string BuildStatusBody(absl::string_view transaction_id,
 
 PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
   const int http = answer.http_status;
-  if (answer.truncated) {
-    return UnknownVerdict(
-        "AOPay's answer was larger than 1 MiB and was cut off", http,
-        std::nullopt);
-  }
+  if (answer.truncated) return CutOffVerdict(answer);
   // A server error may come after the money moved, whatever its body says.
   if (http >= 500) {
     return UnknownVerdict(absl::StrCat("AOPay answered HTTP ", http), http,

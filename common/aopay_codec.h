@@ -22,8 +22,12 @@ inline constexpr size_t kMaxAnswerBytes = 1 << 20;
 // What came back over HTTP.
 struct HttpAnswer {
   int http_status = 0;
-  std::string body;        // at most kMaxAnswerBytes
-  bool truncated = false;  // the body was longer and was cut
+  std::string body;  // at most kMaxAnswerBytes
+  // The body is not whole: it was longer than kMaxAnswerBytes, or the
+  // connection failed before its end (cut_off_by says how). Such an answer
+  // is always UNKNOWN; a transaction id in it is kept.
+  bool truncated = false;
+  std::string cut_off_by;  // the transport's words, when it failed mid-answer
 };
 
 // The payout body (docs/aopay.md): every value a JSON string, amount as rupees

@@ -417,6 +417,9 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
     // caller's error leaves them out. They hold no personal data.
     spdlog::warn("AOPay call for payout {} got no answer: {}", payout.payout_id,
                  Scrub(answer.status().message()));
+  } else if (!answer->cut_off_by.empty()) {
+    spdlog::warn("AOPay's answer for payout {} was cut off: {}",
+                 payout.payout_id, Scrub(answer->cut_off_by));
   }
   PayoutVerdict verdict = answer.ok()
                               ? InterpretPayoutAnswer(*answer)
@@ -857,6 +860,14 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
   metrics_.upstream_calls.Increment(
       {"status", answer.ok() ? absl::StrCat(answer->http_status) : "none"});
   if (!answer.ok()) {
+    done(StatusEndpointUnavailableError());
+    return;
+  }
+  if (!answer->cut_off_by.empty()) {
+    // Not a whole answer: nothing to read, and not one AOPay's format made
+    // unreadable (the not-understood counter is for those).
+    spdlog::warn("AOPay's status answer for payout {} was cut off: {}",
+                 stored.payout.payout_id, Scrub(answer->cut_off_by));
     done(StatusEndpointUnavailableError());
     return;
   }

@@ -2,7 +2,8 @@
 // one verdict, and the verdict never claims more than the answer says.
 //
 // Input: a first line with the HTTP status as three digits, followed by 't'
-// when the body was cut at 1 MiB; the rest is the body. Example:
+// when the body was cut at 1 MiB or 'c' when the connection cut it off; the
+// rest is the body. Example:
 //   200
 //   {"statuss":"SUCCESS", ...}
 
@@ -118,7 +119,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   aopay::HttpAnswer answer;
   answer.http_status = aopay::fuzz::ThreeDigitStatus(first_line.substr(0, 3));
   if (answer.http_status < 0) return 0;
-  answer.truncated = first_line.substr(3) == "t";
+  answer.truncated = first_line.substr(3) == "t" || first_line.substr(3) == "c";
+  if (first_line.substr(3) == "c") {
+    answer.cut_off_by = "transfer closed with 50 bytes remaining to read";
+  }
   answer.body = std::string(input);
   aopay::fuzz::CheckVerdict(answer);
   return 0;

@@ -483,10 +483,26 @@ INSTANTIATE_TEST_SUITE_P(
                                 std::string(100'000, '[') +
                                 std::string(100'000, ']') + "}"),
                 HttpOnly("200")),
+        // A cut answer is UNKNOWN whatever it says; a transaction id in it
+        // is kept when what arrived is a whole JSON object, so the payout
+        // can be refreshed.
         Unknown("Truncated", Answer(200, kDocumentedSuccess, true),
+                HttpOnly("200"), "TERF920898", "ACPT"),
+        Unknown("TruncatedMidObjectKeepsNothing",
+                Answer(200, std::string(kDocumentedSuccess).substr(0, 150),
+                       true),
                 HttpOnly("200")),
         Unknown("TruncatedError", Answer(422, ErrorBody("\"422\"", ""), true),
                 HttpOnly("422")),
+        Unknown("Truncated429", Answer(429, R"({"status":"ERROR"})", true),
+                HttpOnly("429")),
+        Unknown("TruncatedWithDisagreeingResourceDataKeepsNothing",
+                Answer(200,
+                       R"({"statuss":"SUCCESS","a":{"resourceData":)"
+                       R"({"transactionID":"T1"}},"b":{"resourceData":)"
+                       R"({"transactionID":"T2"}}})",
+                       true),
+                HttpOnly("200")),
         // Success-shaped answers that cannot be tracked.
         Unknown("SuccessWithoutResourceData",
                 Answer(200, R"({"statuss":"SUCCESS","message":"done"})"),
@@ -673,6 +689,22 @@ TEST(InterpretPayoutAnswerTest, KeepsWhatItCanOnUnknown) {
   EXPECT_EQ(verdict.bank_beneficiary_name, "X Y");
   EXPECT_THAT(std::string(verdict.error.message()),
               HasSubstr("will not be sent again"));
+}
+
+TEST(InterpretPayoutAnswerTest, AnAnswerCutByTheConnectionSaysHow) {
+  HttpAnswer answer = Answer(200, kDocumentedSuccess, true);
+  answer.cut_off_by = "transfer closed with 50 bytes remaining (curl error 18)";
+  const PayoutVerdict verdict = InterpretPayoutAnswer(answer);
+  ASSERT_EQ(verdict.kind, Kind::kUnknown);
+  EXPECT_EQ(verdict.transaction_id, "TERF920898");
+  EXPECT_EQ(verdict.transaction_reference_no, "505914786331");
+  EXPECT_THAT(std::string(verdict.error.message()),
+              HasSubstr("(HTTP 200) was cut off before its end"));
+  // The transport's words are the operator's (a log line), not the caller's.
+  EXPECT_THAT(std::string(verdict.error.message()),
+              testing::Not(HasSubstr("curl error")));
+  EXPECT_THAT(std::string(verdict.error.message()),
+              testing::Not(HasSubstr("1 MiB")));
 }
 
 TEST(InterpretPayoutAnswerTest, MessagesCarryNoUpstreamText) {

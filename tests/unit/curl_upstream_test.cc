@@ -83,6 +83,9 @@ struct RawRequest {
 struct Reply {
   int status = 200;
   std::string body;
+  // Announced in Content-Length beyond the body, then the connection closes
+  // without them: an answer cut off by the network.
+  size_t missing_bytes = 0;
 };
 
 // Returns the reply, or nullopt to close the connection without answering.
@@ -236,8 +239,9 @@ class RawServer {
       const std::string answer = absl::StrCat(
           "HTTP/1.1 ", reply->status, " Whatever\r\n",
           "Content-Type: application/json\r\n",
-          "Content-Length: ", reply->body.size(), "\r\n\r\n", reply->body);
-      if (!connection.WriteAll(answer)) break;
+          "Content-Length: ", reply->body.size() + reply->missing_bytes,
+          "\r\n\r\n", reply->body);
+      if (!connection.WriteAll(answer) || reply->missing_bytes > 0) break;
     }
     if (connection.ssl != nullptr) SSL_free(connection.ssl);
     Close(fd);
@@ -552,6 +556,29 @@ TEST(CurlUpstreamTest, LongerBodyIsCutToTheCapAndMarkedTruncated) {
   EXPECT_TRUE(answer->truncated);
   EXPECT_EQ(answer->body.size(), kMaxAnswerBytes);
   EXPECT_TRUE(answer->body == body.substr(0, kMaxAnswerBytes));
+}
+
+// A whole JSON answer with a Content-Length that promises more, then a
+// closed connection: the answer came, so it is handed on, marked cut off with
+// libcurl's words, for the codec to keep its transaction id (the payout stays
+// UNKNOWN).
+TEST(CurlUpstreamTest, AnAnswerCutOffByTheConnectionIsHandedOnAsCutOff) {
+  const std::string body =
+      R"({"statuss":"SUCCESS","resourceData":{"transactionID":"T1"}})";
+  RawServer server([&](const RawRequest&) {
+    return Reply{200, body, /*missing_bytes=*/50};
+  });
+  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
+  ASSERT_NE(client, nullptr);
+
+  absl::StatusOr<HttpAnswer> answer = PostAndWait(*client, R"({"n":"C"})");
+
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->http_status, 200);
+  EXPECT_TRUE(answer->truncated);
+  EXPECT_EQ(answer->body, body);
+  EXPECT_THAT(answer->cut_off_by, HasSubstr("curl error 18"));
+  EXPECT_EQ(server.CountBodies(R"({"n":"C"})"), 1);
 }
 
 // --- Failures: certainly not sent. ---

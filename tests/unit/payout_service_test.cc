@@ -948,6 +948,69 @@ TEST_F(PayoutServiceTest, TheTransportsOwnErrorIsLoggedNotReturned) {
   EXPECT_THAT(logs.text(), ::testing::Not(HasSubstr("100000011836")));
 }
 
+HttpAnswer CutOff(int status, std::string body) {
+  HttpAnswer answer = Http(status, std::move(body));
+  answer.truncated = true;
+  answer.cut_off_by =
+      "transfer closed with 50 bytes remaining to read "
+      "(curl error 18)";
+  return answer;
+}
+
+// AOPay's whole answer came, then the connection failed (a Content-Length
+// that promised more): UNKNOWN, but with AOPay's transaction id and the
+// answer kept, so that a refresh can settle it; how it failed is the
+// operator's (a log line), not the caller's.
+TEST_F(PayoutServiceTest, AnAnswerCutOffIsUnknownAndKeepsItsTransactionId) {
+  LogCapture logs;
+  auto result = Create(ValidRequest());
+  upstream_.Answer(CutOff(200, kAccepted));
+  ASSERT_TRUE(result->has_value());
+  EXPECT_EQ(GetErrorDetails((*result)->status()).reason, "OUTCOME_UNKNOWN");
+  EXPECT_THAT(std::string((*result)->status().message()),
+              ::testing::Not(HasSubstr("curl error")));
+  const Payout& stored = ledger_.only().payout;
+  EXPECT_EQ(stored.state, PayoutState::kUnknown);
+  EXPECT_EQ(stored.transaction_id, "TERF920898");
+  EXPECT_EQ(ledger_.last_payout_answer, kAccepted);
+  EXPECT_THAT(logs.text(), HasSubstr("was cut off: transfer closed"));
+
+  // The kept id is what a refresh asks about.
+  std::optional<absl::StatusOr<Payout>> refreshed;
+  service_->Refresh(
+      stored.payout_id, AnonymousClient(),
+      [&](absl::StatusOr<Payout> r) { refreshed = std::move(r); });
+  ASSERT_EQ(upstream_.calls.size(), 1u);
+  EXPECT_THAT(upstream_.calls.front().request.body, HasSubstr("TERF920898"));
+  upstream_.Answer(Http(200, R"({"resourceData":{"transactionStatus":)"
+                             R"("SUCCESS","transactionID":"TERF920898"}})"));
+  ASSERT_TRUE(refreshed.has_value());
+  ASSERT_TRUE(refreshed->ok()) << refreshed->status();
+  EXPECT_EQ((*refreshed)->state, PayoutState::kSucceeded);
+}
+
+// A status answer cut off by the connection is no answer: nothing changes,
+// the caller may try again, and it is not counted as an answer the gateway
+// does not understand (that counter says AOPay's format changed).
+TEST_F(PayoutServiceTest, ACutOffStatusAnswerIsNoAnswer) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, kAccepted));
+  const std::string id = ledger_.only().payout.payout_id;
+  LogCapture logs;
+  std::optional<absl::StatusOr<Payout>> refreshed;
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  upstream_.Answer(CutOff(200, R"({"resourceData":{"transactionStatus":"F)"));
+  ASSERT_TRUE(refreshed.has_value());
+  EXPECT_EQ(refreshed->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails(refreshed->status()).reason,
+            "UPSTREAM_UNAVAILABLE");
+  EXPECT_EQ(metrics_.status_not_understood.Value({}), 0u);
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
+  EXPECT_THAT(logs.text(), HasSubstr("was cut off: transfer closed"));
+}
+
 TEST_F(PayoutServiceTest, MaybeSentBecomesUnknownAndIsNeverResent) {
   auto result = Create(ValidRequest());
   upstream_.Answer(absl::DeadlineExceededError("timed out"));

@@ -398,12 +398,24 @@ std::string Describe(CURLcode code, const char* error_buffer) {
 }
 
 absl::StatusOr<HttpAnswer> Outcome(Transfer& transfer, CURLcode code) {
+  long http_status = 0;
+  if (curl_easy_getinfo(transfer.easy.get(), CURLINFO_RESPONSE_CODE,
+                        &http_status) != CURLE_OK) {
+    http_status = 0;
+  }
   if (code == CURLE_OK ||
       (code == CURLE_WRITE_ERROR && transfer.answer.truncated)) {
-    long http_status = 0;
-    curl_easy_getinfo(transfer.easy.get(), CURLINFO_RESPONSE_CODE,
-                      &http_status);
     transfer.answer.http_status = static_cast<int>(http_status);
+    return std::move(transfer.answer);
+  }
+  if (http_status > 0) {
+    // AOPay's answer began (its status line came), then the transfer failed:
+    // a Content-Length that promised more, a connection closed mid-body, a
+    // timeout. What came is handed on, cut off, for the codec: UNKNOWN
+    // whatever it says, but a transaction id in it is kept.
+    transfer.answer.http_status = static_cast<int>(http_status);
+    transfer.answer.truncated = true;
+    transfer.answer.cut_off_by = Describe(code, transfer.error);
     return std::move(transfer.answer);
   }
   if (transfer.refused_resend) {

@@ -83,8 +83,10 @@ class CurlUpstream final : public UpstreamClient {
   // after the request may have gone out), UNKNOWN (anything else after the
   // request may have gone out). Any HTTP status is a value; an answer longer
   // than kMaxAnswerBytes is a value with truncated=true and the first
-  // kMaxAnswerBytes of the body. Messages name neither the URL's query nor
-  // any body data.
+  // kMaxAnswerBytes of the body, and so is an answer whose status line came
+  // before the transfer failed (truncated=true, what came of the body, and
+  // cut_off_by saying how it failed). Messages name neither the URL's query
+  // nor any body data.
   void Post(UpstreamRequest request, Callback done) override;
   size_t InFlight() const override;
   size_t Queued() const override;

@@ -58,10 +58,11 @@ def write(target, name, data):
         f.write(data)
 
 
-def answer(status, body, truncated=False):
+def answer(status, body, cut=""):
+    """cut: "" whole, "t" longer than 1 MiB and cut, "c" cut by the connection."""
     if not isinstance(body, str):
         body = json.dumps(body)
-    return f"{status}{'t' if truncated else ''}\n{body}"
+    return f"{status}{cut}\n{body}"
 
 
 def payout_answers():
@@ -76,7 +77,8 @@ def payout_answers():
     write(t, "http429_empty", answer(429, ""))
     write(t, "http429_success", answer(429, DOCUMENTED_SUCCESS))
     write(t, "http500_html", answer(500, HTML_500))
-    write(t, "truncated_success", answer(200, DOCUMENTED_SUCCESS, True))
+    write(t, "truncated_success", answer(200, DOCUMENTED_SUCCESS, "t"))
+    write(t, "cut_off_success", answer(200, DOCUMENTED_SUCCESS, "c"))
     write(t, "success_acsc", answer(200, success_with(
         {"status": "ACSC", "transactionID": "TERF1"})))
     write(t, "success_rjct", answer(200, success_with(
