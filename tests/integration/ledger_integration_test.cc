@@ -3,6 +3,7 @@
 // processes on loopback, checked against the sandbox's journal.
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <set>
 #include <thread>
@@ -69,6 +70,26 @@ TEST_F(LedgerTest, ASecondGatewayCannotOpenALedgerInUse) {
   EXPECT_NE(second.exit_code, 0);
   EXPECT_THAT(second.err, HasSubstr("in use by another gateway process"));
   // The first one is untouched and still serves.
+  EXPECT_TRUE(client().CreatePayout(ValidRequest(UniqueAccount()), kCall).ok());
+}
+
+// The lock is the database file's own, not its name's: a symbolic or a hard
+// link to a ledger in use is refused as well (each name would have its own
+// PATH.lock, and a hard link its own -wal and -shm files).
+TEST_F(LedgerTest, ASecondGatewayCannotOpenALedgerInUseUnderAnotherName) {
+  const std::string symlinked = dir_ + "/symlinked.db";
+  const std::string hardlinked = dir_ + "/hardlinked.db";
+  ASSERT_EQ(symlink(ledger_.c_str(), symlinked.c_str()), 0);
+  ASSERT_EQ(link(ledger_.c_str(), hardlinked.c_str()), 0);
+  for (const std::string& name : {symlinked, hardlinked}) {
+    CommandResult second = RunCommand(
+        {PAYOUT_SERVER_BIN, "--listen=127.0.0.1:0",
+         "--metrics_listen=", "--aopay_url=" + sandbox_.url(),
+         "--registration_id=AOP-SANDBOX", "--ledger=sqlite:" + name});
+    EXPECT_NE(second.exit_code, 0) << name;
+    EXPECT_THAT(second.err, HasSubstr("in use by another gateway process"))
+        << name;
+  }
   EXPECT_TRUE(client().CreatePayout(ValidRequest(UniqueAccount()), kCall).ok());
 }
 

@@ -248,31 +248,60 @@ absl::Status Configure(sqlite3* db, const SqliteLedgerOptions& options) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LedgerLock> LedgerLock::Acquire(const std::string& path) {
-  const std::string lock_path = path + ".lock";
-  const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+namespace {
+
+// An exclusive flock(2) on `file` (created when missing), or the error that
+// says why not. `what` names the file in messages.
+absl::StatusOr<int> LockExclusively(const std::string& path,
+                                    const std::string& file,
+                                    absl::string_view what) {
+  const int fd = open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("ledger ", path,
-                                               ": cannot open ", lock_path,
-                                               ": ", std::strerror(errno)));
+    return absl::UnavailableError(absl::StrCat(
+        "ledger ", path, ": cannot open ", file, ": ", std::strerror(errno)));
   }
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int error = errno;
     close(fd);
     if (error == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "ledger ", path, " is in use by another gateway process (", lock_path,
-          " is locked)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("ledger ", path,
+                       " is in use by another gateway process (", what, ")"));
     }
-    return absl::UnavailableError(absl::StrCat("ledger ", path,
-                                               ": cannot lock ", lock_path,
-                                               ": ", std::strerror(error)));
+    return absl::UnavailableError(absl::StrCat(
+        "ledger ", path, ": cannot lock ", file, ": ", std::strerror(error)));
   }
-  return LedgerLock(fd);
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<LedgerLock> LedgerLock::Acquire(const std::string& path) {
+  const std::string lock_path = path + ".lock";
+  absl::StatusOr<int> named =
+      LockExclusively(path, lock_path, absl::StrCat(lock_path, " is locked"));
+  if (!named.ok()) return named.status();
+  LedgerLock lock(*named, -1);
+  // PATH.lock follows the name; a symbolic or hard link to a ledger in use
+  // has a name of its own. The database file itself is the same file under
+  // every name. (A refusal closes the descriptor again, which would drop
+  // any POSIX lock this process's own SQLite connections hold on the file:
+  // only a process that opened one ledger under two names has such.)
+  absl::StatusOr<int> database = LockExclusively(
+      path, path,
+      "its database file is locked: it is open under another name, a "
+      "symbolic or hard link");
+  if (!database.ok()) return database.status();
+  lock.database_fd_ = *database;
+  return lock;
 }
 
 void LedgerLock::Release() {
-  if (fd_ >= 0) close(std::exchange(fd_, -1));  // closing drops the flock
+  // Closing drops the flocks. The database file's descriptor must outlive
+  // every SQLite connection to it: closing any descriptor of a file drops
+  // the POSIX locks SQLite holds on it.
+  if (database_fd_ >= 0) close(std::exchange(database_fd_, -1));
+  if (fd_ >= 0) close(std::exchange(fd_, -1));
 }
 
 absl::StatusOr<FileIdentity> FileIdentity::Of(const std::string& path) {

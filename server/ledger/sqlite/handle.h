@@ -113,6 +113,12 @@ class Connection {
 
   bool InTransaction() const { return sqlite3_get_autocommit(db_.get()) == 0; }
 
+  // Finalizes the cached statements and closes the connection.
+  void Close() {
+    cache_.clear();
+    db_.reset();
+  }
+
  private:
   DbHandle db_;
   // Declared after db_: statements are finalized before the connection
@@ -144,22 +150,30 @@ absl::StatusOr<DbHandle> OpenConnection(const SqliteLedgerOptions& options,
 // WAL mode, synchronous as options.durable asks, and foreign keys enforced.
 absl::Status Configure(sqlite3* db, const SqliteLedgerOptions& options);
 
-// An exclusive lock on PATH.lock for as long as a process has the ledger
-// open. Two gateways on one file would each turn the other's in-flight
-// PENDING payouts UNKNOWN at start-up and then fail to record their outcomes.
+// Exclusive locks on PATH.lock and on the database file itself (flock(2),
+// by inode: the same under a symbolic or hard link) for as long as a process
+// has the ledger open. Two gateways on one file would each turn the other's
+// in-flight PENDING payouts UNKNOWN at start-up and then fail to record their
+// outcomes; under two names of one file each would also have its own -wal
+// and -shm files. Acquire before opening any SQLite connection to `path`;
+// Release only after every one is closed.
 class LedgerLock {
  public:
-  static absl::StatusOr<LedgerLock> Acquire(const std::string& path);
+  [[nodiscard]] static absl::StatusOr<LedgerLock> Acquire(
+      const std::string& path);
 
-  LedgerLock(LedgerLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  LedgerLock(LedgerLock&& other) noexcept
+      : fd_(std::exchange(other.fd_, -1)),
+        database_fd_(std::exchange(other.database_fd_, -1)) {}
   LedgerLock& operator=(LedgerLock&&) = delete;
   ~LedgerLock() { Release(); }
 
   void Release();
 
  private:
-  explicit LedgerLock(int fd) : fd_(fd) {}
-  int fd_;
+  LedgerLock(int fd, int database_fd) : fd_(fd), database_fd_(database_fd) {}
+  int fd_;           // PATH.lock
+  int database_fd_;  // PATH
 };
 
 // Which file a path names, so that a ledger deleted or replaced under the

@@ -158,6 +158,10 @@ class SqliteLedger::Impl {
     if (reader_thread_.joinable()) reader_thread_.join();
     callbacks_->WaitForZero();
     if (own_executor_ != nullptr) own_executor_->Stop();
+    // Their threads are gone. The reader first, so that the writer's close
+    // can checkpoint the WAL; the lock only after both (LedgerLock).
+    reader_db_.Close();
+    writer_db_.Close();
     lock_.Release();
   }
 
