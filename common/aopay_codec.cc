@@ -420,34 +420,29 @@ bool CopyTransactionFields(const Value& root, const Located& located,
   return true;
 }
 
-// Keeps what an UNKNOWN answer says about the transaction, so that the payout
-// can be refreshed, unless it has several resourceData that disagree: which
-// is the payout's is not known, and none of their ids may be refreshed as its
-// own.
-void KeepTransactionFields(const Value& root, const Located& located,
-                           PayoutVerdict& verdict) {
-  if (!ResourceDataDisagree(root)) {
-    (void)CopyTransactionFields(root, located, verdict);
-  }
-}
-
 // An answer that says two things at once (an error or a 429 that also
 // reports success or names a transaction): AOPay may have taken the payout.
+// What it says about the transaction is kept, so that it can be refreshed.
 PayoutVerdict ContradictionVerdict(const Value& root, const Located& located,
                                    int http_status, absl::string_view what) {
   PayoutVerdict verdict =
       UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http_status,
                                   ") says both ", what, " and success"),
                      http_status, UpstreamMessage(root, located.wrapper));
-  KeepTransactionFields(root, located, verdict);
+  // Which of several disagreeing resourceData is the payout's is not known:
+  // none of their ids may be refreshed as its own.
+  if (!ResourceDataDisagree(root)) {
+    (void)CopyTransactionFields(root, located, verdict);
+  }
   return verdict;
 }
 
 // An answer that did not arrive whole: longer than kMaxAnswerBytes, or the
-// connection failed before its end. UNKNOWN whatever it says. What arrived
-// may still be a whole JSON object (a Content-Length that promised more
-// bytes than came); its transaction id is then kept. The transport's words
-// are left out of the message, as for a transport failure.
+// connection failed before its end. UNKNOWN whatever it says. It keeps what
+// the same bytes read as a whole answer would keep (a documented success's
+// transaction id, say, when a Content-Length promised more than came), and
+// nothing more. The transport's words are left out of the message, as for a
+// transport failure.
 PayoutVerdict CutOffVerdict(const HttpAnswer& answer) {
   const int http = answer.http_status;
   PayoutVerdict verdict = UnknownVerdict(
@@ -456,10 +451,15 @@ PayoutVerdict CutOffVerdict(const HttpAnswer& answer) {
           : absl::StrCat("AOPay's answer (HTTP ", http,
                          ") was cut off before its end"),
       http, std::nullopt);
-  SmallJsonDocument document;
-  if (ParseObject(answer.body, &document)) {
-    KeepTransactionFields(document, FindResourceData(document), verdict);
-  }
+  HttpAnswer whole;
+  whole.http_status = http;
+  whole.body = answer.body;
+  PayoutVerdict as_whole = InterpretPayoutAnswer(whole);
+  verdict.transaction_id = std::move(as_whole.transaction_id);
+  verdict.transaction_reference_no =
+      std::move(as_whole.transaction_reference_no);
+  verdict.upstream_status = std::move(as_whole.upstream_status);
+  verdict.bank_beneficiary_name = std::move(as_whole.bank_beneficiary_name);
   return verdict;
 }
 

@@ -25,8 +25,9 @@ struct UpstreamRequest {
 };
 
 // AOPay over HTTP(S). Two tiers of failure: an HTTP answer of any status is a
-// value (HttpAnswer) for the codec to read; not getting one is an error whose
-// code says whether the request may have reached AOPay:
+// value (HttpAnswer) for the codec to read, also one whose status line came
+// before the transfer failed (truncated, with cut_off_by); not getting one is
+// an error whose code says whether the request may have reached AOPay:
 //   UNAVAILABLE        certainly not sent (could not resolve or connect)
 //   RESOURCE_EXHAUSTED certainly not sent (the client's queue is full)
 //   CANCELLED          certainly not sent (the client is shutting down and

@@ -496,6 +496,12 @@ INSTANTIATE_TEST_SUITE_P(
                 HttpOnly("422")),
         Unknown("Truncated429", Answer(429, R"({"status":"ERROR"})", true),
                 HttpOnly("429")),
+        // A cut answer keeps only what the same answer whole would keep.
+        Unknown("Truncated5xxKeepsNothing",
+                Answer(502, kDocumentedSuccess, true), HttpOnly("502")),
+        Unknown("TruncatedNeitherSuccessNorErrorKeepsNothing",
+                Answer(200, R"({"transactionID":"T1"})", true),
+                HttpOnly("200")),
         Unknown("TruncatedWithDisagreeingResourceDataKeepsNothing",
                 Answer(200,
                        R"({"statuss":"SUCCESS","a":{"resourceData":)"
