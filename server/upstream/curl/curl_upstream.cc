@@ -410,10 +410,9 @@ absl::StatusOr<HttpAnswer> Outcome(Transfer& transfer, CURLcode code) {
   }
   if (http_status >= 200) {
     // AOPay's answer began (its final status line came; an interim 1xx
-    // does not count), then the transfer failed:
-    // a Content-Length that promised more, a connection closed mid-body, a
-    // timeout. What came is handed on, cut off, for the codec: UNKNOWN
-    // whatever it says, but a transaction id in it is kept.
+    // does not count), then the transfer failed: a Content-Length that
+    // promised more, a connection closed mid-body, a timeout. What came is
+    // handed on, cut off, for the codec: UNKNOWN whatever it says.
     transfer.answer.http_status = static_cast<int>(http_status);
     transfer.answer.truncated = true;
     transfer.answer.cut_off_by = Describe(code, transfer.error);
