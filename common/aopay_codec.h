@@ -25,7 +25,7 @@ struct HttpAnswer {
   std::string body;  // at most kMaxAnswerBytes
   // The body is not whole: it was longer than kMaxAnswerBytes, or the
   // connection failed before its end (cut_off_by says how). Such an answer
-  // is always UNKNOWN; a transaction id in it is kept.
+  // is always UNKNOWN, keeping what the same bytes whole would keep.
   bool truncated = false;
   std::string cut_off_by;  // the transport's words, when it failed mid-answer
 };
