@@ -257,20 +257,12 @@ void PayoutService::Create(PayoutRequest request, Client caller,
     done(normalized.status());
     return;
   }
-  if (caller.max_payout_paise.has_value() &&
-      normalized->amount_paise > *caller.max_payout_paise) {
-    absl::Status refusal =
-        ClientLimitExceededError("max_payout_paise", *caller.max_payout_paise);
-    RefuseUnlessReplay(*std::move(normalized), std::move(caller.name), started,
-                       std::move(refusal), "client_limit", /*log=*/true,
-                       std::move(done));
-    return;
-  }
+  // The client's limits are checked by the ledger, in the order of its
+  // writes and after the request id (Ledger::Insert).
   if (absl::Status admitted = Begin(Work::kCreate, done); !admitted.ok()) {
     const char* outcome = draining_.load() ? "not_sent" : "overloaded";
-    RefuseUnlessReplay(*std::move(normalized), std::move(caller.name), started,
-                       std::move(admitted), outcome, /*log=*/false,
-                       std::move(done));
+    RefuseUnlessReplay(*std::move(normalized), std::move(caller.name),
+                       std::move(admitted), outcome, std::move(done));
     return;
   }
 
@@ -294,6 +286,7 @@ void PayoutService::Create(PayoutRequest request, Client caller,
   InsertRequest insert;
   insert.payout = payout;
   insert.fingerprint = RequestFingerprint(*normalized);
+  insert.max_payout_paise = caller.max_payout_paise;
   if (caller.daily_paise.has_value()) {
     insert.daily_limit = DailyLimit{*caller.daily_paise, {}, {}};
     IndianDay(started, insert.daily_limit->day_start,
@@ -303,27 +296,26 @@ void PayoutService::Create(PayoutRequest request, Client caller,
   ledger_.Insert(
       std::move(insert),
       [this, request = *std::move(normalized), payout = std::move(payout),
-       started, submitted, daily_limit = caller.daily_paise,
+       started, submitted,
+       limits = Limits{caller.max_payout_paise, caller.daily_paise},
        done = std::move(done)](absl::StatusOr<InsertResult> inserted) mutable {
         metrics_.ledger_write_duration.Observe({"insert"},
                                                clock_() - submitted);
         if (inserted.ok() && inserted->inserted) events_.Poke();
-        OnInserted(std::move(request), std::move(payout), started, daily_limit,
+        OnInserted(std::move(request), std::move(payout), started, limits,
                    std::move(inserted), std::move(done));
       });
 }
 
 void PayoutService::RefuseUnlessReplay(PayoutRequest request,
-                                       std::string client, absl::Time started,
-                                       absl::Status refusal,
-                                       const char* outcome, bool log,
+                                       std::string client, absl::Status refusal,
+                                       const char* outcome,
                                        Callback<absl::StatusOr<Payout>> done) {
   std::string request_id = request.request_id;
-  std::string lookup_client = client;
   ledger_.GetByRequestId(
-      std::move(lookup_client), std::move(request_id),
-      [this, request = std::move(request), client = std::move(client), started,
-       refusal = std::move(refusal), outcome, log,
+      std::move(client), std::move(request_id),
+      [this, request = std::move(request), refusal = std::move(refusal),
+       outcome,
        done = std::move(done)](absl::StatusOr<StoredPayout> stored) mutable {
         if (stored.ok()) {
           done(Replay(*stored, RequestFingerprint(request)));
@@ -334,21 +326,12 @@ void PayoutService::RefuseUnlessReplay(PayoutRequest request,
           return;
         }
         CountOutcome(request.mode, outcome);
-        if (log) {
-          Payout refused;
-          refused.client = std::move(client);
-          refused.request_id = request.request_id;
-          refused.beneficiary = request.beneficiary;
-          refused.mode = request.mode;
-          LogOutcome(refused, started, refusal);
-        }
         done(std::move(refusal));
       });
 }
 
 void PayoutService::OnInserted(PayoutRequest request, Payout payout,
-                               absl::Time started,
-                               std::optional<int64_t> daily_limit,
+                               absl::Time started, Limits limits,
                                absl::StatusOr<InsertResult> inserted,
                                Callback<absl::StatusOr<Payout>> done) {
   if (!inserted.ok()) {
@@ -358,10 +341,15 @@ void PayoutService::OnInserted(PayoutRequest request, Payout payout,
     done(inserted.status());
     return;
   }
-  if (inserted->over_daily_limit) {
+  if (inserted->over_max_payout || inserted->over_daily_limit) {
     CountOutcome(payout.mode, "client_limit");
-    absl::Status error = ClientLimitExceededError(
-        "daily_paise", daily_limit.value_or(0) - inserted->spent_paise);
+    absl::Status error =
+        inserted->over_max_payout
+            ? ClientLimitExceededError("max_payout_paise",
+                                       limits.max_payout_paise.value_or(0))
+            : ClientLimitExceededError(
+                  "daily_paise",
+                  limits.daily_paise.value_or(0) - inserted->spent_paise);
     payout.payout_id.clear();  // not recorded
     LogOutcome(payout, started, error);
     done(std::move(error));

@@ -167,18 +167,23 @@ class PayoutService {
   void RefreshAs(std::string payout_id, std::string who,
                  std::optional<Client> caller,
                  Callback<absl::StatusOr<Payout>> done);
-  // What a call the gateway does not take gets (over the caller's
-  // max_payout_paise, the gateway full or shutting down): the recorded
-  // payout's replay when the request id is already taken, so that a retry
-  // never hears "nothing was sent" of a payout that was; else `refusal`,
-  // counted as `outcome` and, when `log`, logged.
+  // What a call the gateway does not take gets (the gateway full or
+  // shutting down): the recorded payout's replay when the request id is
+  // already taken, so that a retry never hears "nothing was sent" of a
+  // payout that was; else `refusal`, counted as `outcome`. A first call
+  // whose insert is still queued is not seen; the refusal is then still
+  // true of this call, and its retry with the same id finds the payout.
   void RefuseUnlessReplay(PayoutRequest request, std::string client,
-                          absl::Time started, absl::Status refusal,
-                          const char* outcome, bool log,
+                          absl::Status refusal, const char* outcome,
                           Callback<absl::StatusOr<Payout>> done);
+  // The caller's limits the ledger checked an insert against, for the words
+  // of its refusal.
+  struct Limits {
+    std::optional<int64_t> max_payout_paise;
+    std::optional<int64_t> daily_paise;
+  };
   void OnInserted(PayoutRequest request, Payout payout, absl::Time started,
-                  std::optional<int64_t> daily_limit,
-                  absl::StatusOr<InsertResult> inserted,
+                  Limits limits, absl::StatusOr<InsertResult> inserted,
                   Callback<absl::StatusOr<Payout>> done);
   // Who sends a recorded PENDING payout: its creation, or an approval (a
   // payout that is then certainly not sent waits for approval again instead

@@ -142,6 +142,12 @@ static_assert(std::size(kStatesOutsideDailyLimit) == 2 &&
 struct InsertRequest {
   Payout payout;  // state PENDING; payout.client set
   std::string fingerprint;
+  // The client's limit on one payout. Checked here, after the key, rather
+  // than by the caller: a retry whose first call's insert is still on its
+  // way to the ledger must find that payout, not hear "over the limit" of a
+  // payout that is then recorded and sent (the limit may have been lowered
+  // in between).
+  std::optional<int64_t> max_payout_paise;
   std::optional<DailyLimit> daily_limit;
 };
 
@@ -149,6 +155,8 @@ struct InsertResult {
   bool inserted = false;  // true: the payout is now durably PENDING
   // When the key was taken: the row that holds it (over_daily_limit false).
   StoredPayout existing;
+  // The maximum for one payout refused it; nothing was written.
+  bool over_max_payout = false;
   // The daily limit refused the payout; nothing was written.
   bool over_daily_limit = false;
   // When over_daily_limit: the sum of the client's payouts of that day that
@@ -175,13 +183,17 @@ class Ledger {
   // write transaction that also makes the checks below, so that concurrent
   // inserts cannot together overshoot a limit:
   // - the key (registration, payout.client, request_id) is taken: returns
-  //   that row (inserted false). A replay wins over the limit.
+  //   that row (inserted false). A replay wins over the limits. An insert of
+  //   the key begun before this one and still unfinished is waited for, so
+  //   that a refusal below never hides a payout that is being recorded.
+  // - request.max_payout_paise is set and payout.amount_paise is above it:
+  //   writes nothing and returns over_max_payout.
   // - request.daily_limit is set and the client's payouts created in
   //   [day_start, day_end), in a state other than kStatesOutsideDailyLimit,
   //   plus this one would exceed limit_paise: writes nothing and returns
   //   over_daily_limit with spent_paise.
-  // INVALID_ARGUMENT for a payout without payout_id or request_id, or a
-  // daily limit that is negative or has an empty day.
+  // INVALID_ARGUMENT for a payout without payout_id or request_id, a
+  // negative maximum, or a daily limit that is negative or has an empty day.
   virtual void Insert(InsertRequest request,
                       Callback<absl::StatusOr<InsertResult>> done) = 0;
 

@@ -386,8 +386,11 @@ T Call(Start start) {
 
 InsertRequest Request(Payout payout, std::string fingerprint = "fp",
                       std::optional<DailyLimit> daily_limit = std::nullopt) {
-  return InsertRequest{std::move(payout), std::move(fingerprint),
-                       std::move(daily_limit)};
+  InsertRequest request;
+  request.payout = std::move(payout);
+  request.fingerprint = std::move(fingerprint);
+  request.daily_limit = std::move(daily_limit);
+  return request;
 }
 
 absl::StatusOr<InsertResult> Insert(Ledger& ledger, const Payout& payout,
@@ -400,6 +403,14 @@ absl::StatusOr<InsertResult> InsertWithin(Ledger& ledger, const Payout& payout,
                                           const DailyLimit& limit) {
   return Call<absl::StatusOr<InsertResult>>([&](auto done) {
     ledger.Insert(Request(payout, "fp-1", limit), std::move(done));
+  });
+}
+absl::StatusOr<InsertResult> InsertUnder(Ledger& ledger, const Payout& payout,
+                                         int64_t max_payout_paise) {
+  return Call<absl::StatusOr<InsertResult>>([&](auto done) {
+    InsertRequest request = Request(payout, "fp-1");
+    request.max_payout_paise = max_payout_paise;
+    ledger.Insert(std::move(request), std::move(done));
   });
 }
 absl::StatusOr<StoredPayout> Apply(Ledger& ledger, PayoutChange change) {
@@ -2141,6 +2152,38 @@ TEST_P(LedgerSuite, AReplayWinsOverTheDailyLimit) {
   EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
+TEST_P(LedgerSuite, TheMaximumRefusesWithoutWritingButAReplayWins) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  const Payout within = ClientPayout(1, "alpha", 5'000);
+  absl::StatusOr<InsertResult> inserted = InsertUnder(*ledger, within, 5'000);
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  EXPECT_TRUE(inserted->inserted);
+
+  absl::StatusOr<InsertResult> over =
+      InsertUnder(*ledger, ClientPayout(2, "alpha", 5'001), 5'000);
+  ASSERT_TRUE(over.ok()) << over.status();
+  EXPECT_FALSE(over->inserted);
+  EXPECT_TRUE(over->over_max_payout);
+  EXPECT_FALSE(over->over_daily_limit);
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
+  EXPECT_EQ(Query("SELECT count(*) FROM payout_events"), "1");
+
+  // A retry of the first payout under a maximum lowered since.
+  Payout retry = ClientPayout(3, "alpha", 5'000);
+  retry.request_id = within.request_id;
+  absl::StatusOr<InsertResult> replay = InsertUnder(*ledger, retry, 1'000);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  EXPECT_FALSE(replay->inserted);
+  EXPECT_FALSE(replay->over_max_payout);
+  ExpectSamePayout(replay->existing.payout, within);
+
+  EXPECT_EQ(
+      InsertUnder(*ledger, ClientPayout(4, "alpha", 1), -1).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
+}
+
 TEST_P(LedgerSuite, RefusesAMalformedDailyLimit) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
@@ -3055,6 +3098,51 @@ TEST_F(PostgresLedgerTest, AnInsertTakesTheClientsLockBeforeItsKey) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_FALSE(result->inserted);
   EXPECT_EQ(result->existing.payout.payout_id, "other-1");
+}
+
+// A retry over a maximum lowered since its first call, while that call's
+// insert (on another connection or replica) is not yet committed: the
+// retry waits for it and finds the payout, instead of hearing "over the
+// limit, nothing sent" of a payout that is then recorded and sent.
+TEST_F(PostgresLedgerTest, AnInsertOverTheMaximumWaitsForAnUnfinishedInsert) {
+  auto ledger = Open("replica-a");
+  ASSERT_NE(ledger, nullptr);
+  const Payout retry = ClientPayout(1, "alpha", 5'000);
+  std::optional<postgres_internal::Connection> first = Connect();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(first->Run("BEGIN", {}, "test").ok());
+  absl::Status recorded = first->Run(
+      absl::StrCat(
+          "INSERT INTO payouts (payout_id, registration, client, request_id, "
+          "fingerprint, state, account_number, ifsc, name, email, mobile, "
+          "amount_paise, mode, create_time_us, update_time_us) VALUES "
+          "('first-1', $1, 'alpha', $2, 'fp', 1, '100000011836', "
+          "'SBIN0000002', 'Dean Jon', '', '', 5000, 2, ",
+          absl::ToUnixMicros(retry.create_time), ", ",
+          absl::ToUnixMicros(retry.create_time), ")"),
+      {std::string(kRegistration), retry.request_id}, "test");
+  ASSERT_TRUE(recorded.ok()) << recorded;
+
+  absl::Notification answered;
+  absl::StatusOr<InsertResult> result = absl::UnknownError("no answer");
+  InsertRequest request = Request(retry);
+  request.max_payout_paise = 1'000;
+  ledger->Insert(std::move(request), [&](absl::StatusOr<InsertResult> r) {
+    result = std::move(r);
+    answered.Notify();
+  });
+  EXPECT_TRUE(Eventually([&] {
+    return Query(
+               "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+               "current_database() AND wait_event_type = 'Lock'") == "1";
+  })) << "the insert over the maximum did not wait for the first one";
+  ASSERT_TRUE(first->Run("COMMIT", {}, "test").ok());
+  answered.WaitForNotification();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->over_max_payout);
+  EXPECT_FALSE(result->inserted);
+  EXPECT_EQ(result->existing.payout.payout_id, "first-1");
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
 TEST_F(PostgresLedgerTest, OnlyExpiredLeasesArePendingPayoutsRecovered) {

@@ -54,8 +54,26 @@ class FakeLedger final : public Ledger {
   std::optional<absl::Status> fail_applies_with;
   std::vector<std::string> log;  // "insert po_..", "apply po_.. 1->2", ...
 
+  // When set, inserts wait in `held_inserts`, in order, until
+  // RunHeldInserts(): a write still queued at the ledger.
+  bool hold_inserts = false;
+  std::vector<std::function<void()>> held_inserts;
+  void RunHeldInserts() {
+    hold_inserts = false;
+    std::vector<std::function<void()>> held = std::move(held_inserts);
+    held_inserts.clear();
+    for (auto& insert : held) insert();
+  }
+
   void Insert(InsertRequest request,
               Callback<absl::StatusOr<InsertResult>> done) override {
+    if (hold_inserts) {
+      held_inserts.push_back(
+          [this, request = std::move(request), done = std::move(done)] {
+            Insert(request, done);
+          });
+      return;
+    }
     if (fail_writes) return done(LedgerUnavailableError("disk full"));
     const Payout& payout = request.payout;
     log.push_back("insert " + payout.payout_id);
@@ -66,6 +84,11 @@ class FakeLedger final : public Ledger {
         result.existing = stored;
         return done(result);
       }
+    }
+    if (request.max_payout_paise.has_value() &&
+        payout.amount_paise > *request.max_payout_paise) {
+      result.over_max_payout = true;
+      return done(result);
     }
     if (request.daily_limit.has_value()) {
       const DailyLimit& limit = *request.daily_limit;
@@ -365,7 +388,7 @@ TEST_F(PayoutServiceTest, OverTheMaximumNothingIsRecordedOrSent) {
   EXPECT_EQ(metrics_.client_payouts.Value({"payroll", "RESOURCE_EXHAUSTED"}),
             1u);
   EXPECT_TRUE(upstream_.calls.empty());
-  EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("insert"))));
+  EXPECT_EQ(ledger_.size(), 0u);
 }
 
 // A limit lowered after a payout was recorded must not contradict what its
@@ -380,6 +403,23 @@ TEST_F(PayoutServiceTest, ARetryOverALoweredMaximumGetsTheRecordedPayout) {
   ASSERT_TRUE((*retry)->ok()) << (*retry)->status();
   EXPECT_EQ((*retry)->value().payout_id, (*first)->value().payout_id);
   EXPECT_EQ(upstream_.posted, 1u);
+}
+
+// A limit lowered (by SIGHUP) while a first call's insert is still queued at
+// the ledger: the retry must not hear "over the limit, nothing sent" of a
+// payout that its first call then records and sends.
+TEST_F(PayoutServiceTest, ARetryOverALoweredMaximumWaitsForTheQueuedInsert) {
+  ledger_.hold_inserts = true;
+  auto first = Create(ValidRequest(), Capped(5000));
+  auto retry = Create(ValidRequest(), Capped(1000));
+  ledger_.RunHeldInserts();
+  ASSERT_EQ(upstream_.posted, 1u);
+  ASSERT_TRUE(retry->has_value());
+  EXPECT_EQ((*retry)->status().code(), absl::StatusCode::kAborted)
+      << (*retry)->status();
+  EXPECT_EQ(GetErrorDetails((*retry)->status()).reason, "REQUEST_IN_PROGRESS");
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(first->has_value() && (*first)->ok());
 }
 
 TEST_F(PayoutServiceTest, TheDailyLimitIsTheLedgersAndNamesWhatRemains) {

@@ -55,6 +55,7 @@ using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
 using ledger_internal::MetadataColumn;
 using ledger_internal::OverDailyLimit;
+using ledger_internal::OverMaxPayout;
 using ledger_internal::ParsePageToken;
 using ledger_internal::ReadPayoutRow;
 using ledger_internal::RowError;
@@ -879,19 +880,29 @@ void PostgresLedger::Insert(InsertRequest request,
                             Callback<absl::StatusOr<InsertResult>> done) {
   Impl& impl = *impl_;
   const std::string payout_id = request.payout.payout_id;
-  // Without a daily limit the insert is one statement (payout and creation
-  // event), committing by itself: one round trip.
-  const Impl::Mode mode = request.daily_limit.has_value()
+  // Within the limits and without a daily limit the insert is one statement
+  // (payout and creation event), committing by itself: one round trip.
+  const bool over_max = OverMaxPayout(request).has_value();
+  const Impl::Mode mode = request.daily_limit.has_value() || over_max
                               ? Impl::Mode::kTransaction
                               : Impl::Mode::kStatements;
   impl.Submit<InsertResult>(
       mode,
-      [&impl, request = std::move(request)](
+      [&impl, over_max, request = std::move(request)](
           Connection& db) -> absl::StatusOr<InsertResult> {
         const Payout& payout = request.payout;
         const std::string& registration = impl.registration();
         if (absl::Status valid = CheckInsert(request); !valid.ok()) {
           return valid;
+        }
+        // Over the maximum: the insert below still runs, inside a savepoint
+        // that is then undone, because only an insert waits for another
+        // connection's uncommitted insert of the key (a read would not see
+        // it) and so finds the payout a retry's first call is recording.
+        if (over_max) {
+          absl::Status saved =
+              db.Run("SAVEPOINT over_max", {}, "checking the key");
+          if (!saved.ok()) return saved;
         }
         const std::optional<DailyLimit>& limit = request.daily_limit;
         auto existing = [&]() -> absl::StatusOr<InsertResult> {
@@ -909,7 +920,7 @@ void PostgresLedger::Insert(InsertRequest request,
           result.existing = **std::move(found);
           return result;
         };
-        if (limit.has_value()) {
+        if (limit.has_value() && !over_max) {
           // One insert per client at a time on every replica, so that the
           // sum sees every insert committed before it.
           absl::Status locked = db.Run(
@@ -979,6 +990,12 @@ void PostgresLedger::Insert(InsertRequest request,
             "recording the payout");
         if (!inserted.ok()) return inserted.status();
         if (inserted->rows() == 0) return existing();
+        if (over_max) {
+          absl::Status undone = db.Run("ROLLBACK TO SAVEPOINT over_max", {},
+                                       "undoing the key check");
+          if (!undone.ok()) return undone;
+          return *OverMaxPayout(request);
+        }
         InsertResult result;
         result.inserted = true;
         return result;

@@ -83,6 +83,9 @@ absl::Status CheckInsert(const InsertRequest& request) {
         "a daily limit needs a limit of 0 or more and a day that ends after "
         "it starts");
   }
+  if (request.max_payout_paise.has_value() && *request.max_payout_paise < 0) {
+    return absl::InvalidArgumentError("a maximum payout needs to be 0 or more");
+  }
   if (payout.payout_id.empty() || payout.request_id.empty()) {
     return absl::InvalidArgumentError(
         "a payout needs a payout_id and a request_id");
@@ -93,6 +96,16 @@ absl::Status CheckInsert(const InsertRequest& request) {
         "a payout is created PENDING or AWAITING_APPROVAL");
   }
   return absl::OkStatus();
+}
+
+std::optional<InsertResult> OverMaxPayout(const InsertRequest& request) {
+  if (!request.max_payout_paise.has_value() ||
+      request.payout.amount_paise <= *request.max_payout_paise) {
+    return std::nullopt;
+  }
+  InsertResult result;
+  result.over_max_payout = true;
+  return result;
 }
 
 std::optional<InsertResult> OverDailyLimit(int64_t spent_paise,

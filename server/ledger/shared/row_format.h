@@ -74,9 +74,15 @@ std::string ListSql(const std::vector<PayoutState>& states, bool after,
                     bool client, char placeholder);
 
 // INVALID_ARGUMENT unless the payout has a payout_id and a request_id and is
-// in a state a payout is created in (PENDING or AWAITING_APPROVAL), and the
-// daily limit (if any) is 0 or more over a day that ends after it starts.
+// in a state a payout is created in (PENDING or AWAITING_APPROVAL), the
+// maximum (if any) is 0 or more, and the daily limit (if any) is 0 or more
+// over a day that ends after it starts.
 absl::Status CheckInsert(const InsertRequest& request);
+
+// The answer to an insert whose amount is over the client's maximum for one
+// payout; nullopt when it is within (or there is none). Asked once the key
+// is known to be free.
+std::optional<InsertResult> OverMaxPayout(const InsertRequest& request);
 
 // The answer to an insert the daily limit refuses, given what the client's
 // counted payouts of the day add up to; nullopt when it fits.

@@ -55,6 +55,7 @@ using ledger_internal::ListSql;
 using ledger_internal::MakePageToken;
 using ledger_internal::MetadataColumn;
 using ledger_internal::OverDailyLimit;
+using ledger_internal::OverMaxPayout;
 using ledger_internal::ParsePageToken;
 using ledger_internal::PayoutColumnsOf;
 using ledger_internal::ReadPayoutRow;
@@ -446,8 +447,8 @@ void SqliteLedger::Insert(InsertRequest request,
           return valid;
         }
         const std::optional<DailyLimit>& limit = request.daily_limit;
-        // A replay wins over the limit: its payout was counted when it was
-        // recorded.
+        // A replay wins over the limits: its payout was counted when it was
+        // recorded. Every insert queued before this one has run.
         absl::StatusOr<std::optional<StoredPayout>> existing =
             FindByRequestId(db, registration, payout.client, payout.request_id);
         if (!existing.ok()) return existing.status();
@@ -455,6 +456,9 @@ void SqliteLedger::Insert(InsertRequest request,
           InsertResult result;
           result.existing = **std::move(existing);
           return result;
+        }
+        if (std::optional<InsertResult> refused = OverMaxPayout(request)) {
+          return *std::move(refused);
         }
         // Counted in the batch's transaction on the writer: every earlier
         // insert, of this batch or a committed one, is in the sum.
