@@ -2901,6 +2901,25 @@ class PostgresLedgerTest : public ::testing::Test {
     return db;
   }
 
+  // Records `payout` (its key, client and amount) as PENDING under
+  // `payout_id` on `db`, as another replica's insert does, in whatever
+  // transaction `db` has open.
+  static absl::Status InsertAs(postgres_internal::Connection& db,
+                               const std::string& payout_id,
+                               const Payout& payout) {
+    const std::string time =
+        absl::StrCat(absl::ToUnixMicros(payout.create_time));
+    return db.Run(
+        "INSERT INTO payouts (payout_id, registration, client, request_id, "
+        "fingerprint, state, account_number, ifsc, name, email, mobile, "
+        "amount_paise, mode, create_time_us, update_time_us) VALUES ($1, $2, "
+        "$3, $4, 'fp', 1, '100000011836', 'SBIN0000002', 'Dean Jon', '', '', "
+        "$5, 2, $6, $6)",
+        {payout_id, std::string(kRegistration), payout.client,
+         payout.request_id, absl::StrCat(payout.amount_paise), time},
+        "test");
+  }
+
   // Makes payout `n` (inserted PENDING) belong to replica `owner`, whose last
   // heartbeat was `age` ago.
   void GiveTo(int n, const std::string& owner, absl::Duration age) {
@@ -3082,16 +3101,7 @@ TEST_F(PostgresLedgerTest, AnInsertTakesTheClientsLockBeforeItsKey) {
   // wait would be the deadlock; the timeout makes it an error at once).
   ASSERT_TRUE(
       limited->Run("SET LOCAL lock_timeout = '200ms'", {}, "test").ok());
-  absl::Status other = limited->Run(
-      absl::StrCat(
-          "INSERT INTO payouts (payout_id, registration, client, request_id, "
-          "fingerprint, state, account_number, ifsc, name, email, mobile, "
-          "amount_paise, mode, create_time_us, update_time_us) VALUES "
-          "('other-1', $1, 'alpha', $2, 'fp', 1, '100000011836', "
-          "'SBIN0000002', 'Dean Jon', '', '', 100, 2, ",
-          absl::ToUnixMicros(payout.create_time), ", ",
-          absl::ToUnixMicros(payout.create_time), ")"),
-      {std::string(kRegistration), payout.request_id}, "test");
+  absl::Status other = InsertAs(*limited, "other-1", payout);
   EXPECT_TRUE(other.ok()) << other;
   ASSERT_TRUE(limited->Run("COMMIT", {}, "test").ok());
   answered.WaitForNotification();
@@ -3111,16 +3121,7 @@ TEST_F(PostgresLedgerTest, AnInsertOverTheMaximumWaitsForAnUnfinishedInsert) {
   std::optional<postgres_internal::Connection> first = Connect();
   ASSERT_TRUE(first.has_value());
   ASSERT_TRUE(first->Run("BEGIN", {}, "test").ok());
-  absl::Status recorded = first->Run(
-      absl::StrCat(
-          "INSERT INTO payouts (payout_id, registration, client, request_id, "
-          "fingerprint, state, account_number, ifsc, name, email, mobile, "
-          "amount_paise, mode, create_time_us, update_time_us) VALUES "
-          "('first-1', $1, 'alpha', $2, 'fp', 1, '100000011836', "
-          "'SBIN0000002', 'Dean Jon', '', '', 5000, 2, ",
-          absl::ToUnixMicros(retry.create_time), ", ",
-          absl::ToUnixMicros(retry.create_time), ")"),
-      {std::string(kRegistration), retry.request_id}, "test");
+  absl::Status recorded = InsertAs(*first, "first-1", retry);
   ASSERT_TRUE(recorded.ok()) << recorded;
 
   absl::Notification answered;
