@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/flag_help.h"
 #include "common/mutex_checks.h"
 #include "server/sandbox/sandbox.h"
 
@@ -135,8 +136,7 @@ int main(int argc, char** argv) {
   // --help lists the flags of this file (absl looks for a file named after
   // the program by default).
   absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = DefinesOwnFlags;
-  usage.contains_helpshort_flags = usage.contains_help_flags;
+  aopay::HelpListsFlagsOf(usage, "server/sandbox/sandbox_main.cc");
   absl::SetFlagsUsageConfig(usage);
   if (std::string error = CheckCommandLine(argc, argv); !error.empty()) {
     return Fail(error);

@@ -524,10 +524,12 @@ TEST(GatewayStandaloneTest, BadFlagsStopWithOneLineAndNonZeroExit) {
 }
 
 // --help lists each program's own flags (absl's default looks for a file
-// named after the program, and neither program has one).
+// named after the program, and neither program has one), under their file's
+// place in the project, not the path of the tree it was built in.
 TEST(GatewayStandaloneTest, HelpListsTheProgramsOwnFlags) {
   const CommandResult server = RunCommand({PAYOUT_SERVER_BIN, "--help"});
   const std::string server_help = server.out + server.err;
+  EXPECT_THAT(server_help, HasSubstr("\n  Flags from server/app/main.cc:\n"));
   for (const char* flag :
        {"--listen", "--aopay_url", "--ledger", "--ledger_commit_delay",
         "--clients", "--webhook_url", "--log_format"}) {
@@ -543,6 +545,8 @@ TEST(GatewayStandaloneTest, HelpListsTheProgramsOwnFlags) {
     EXPECT_THAT(sandbox_help, HasSubstr(flag)) << flag;
   }
   EXPECT_THAT(sandbox_help, Not(HasSubstr("No flags matched")));
+  EXPECT_THAT(sandbox_help,
+              HasSubstr("\n  Flags from server/sandbox/sandbox_main.cc:\n"));
 }
 
 // The aopay-sandbox program's own command line and port.
