@@ -17,6 +17,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "httplib.h"
 #include "server/app/config_parse.h"
+#include "server/executor/executor.h"
 #include "server/flow/payout_service.h"
 #include "server/flow/reconciler.h"
 #include "server/flow/timer.h"
@@ -39,6 +40,11 @@ namespace {
 constexpr absl::string_view kSandboxRegistration = "AOP-SANDBOX";
 constexpr absl::Duration kHousekeepingTick = absl::Seconds(1);
 constexpr absl::Duration kPruneEvery = absl::Hours(1);
+// Threads that run the ledger's callbacks (building AOPay bodies, answering
+// callers): the writer thread only writes. Two keep one batch's answers from
+// waiting behind another's without adding much switching on small machines.
+constexpr size_t kCallbackThreads = 2;
+
 // CurlUpstream names the options it checks as the flags that set them
 // (CurlUpstreamOptions::base_url_name, ca_file_name); an error about
 // anything else (libcurl itself) is prefixed with the URL's flag, so that it
@@ -220,6 +226,12 @@ class ServerImpl final : public Server {
           aopay_url);
     }
 
+    callbacks_ = std::make_unique<ThreadPool>(kCallbackThreads, "callbacks");
+    if (absl::Status opened = OpenLedger(*ledger_spec, registration);
+        !opened.ok()) {
+      return opened;
+    }
+
     CurlUpstreamOptions upstream_options;
     upstream_options.base_url = aopay_url;
     upstream_options.timeout = options_.upstream_timeout;
@@ -235,14 +247,6 @@ class ServerImpl final : public Server {
       return NamedByFlag(upstream.status(), "--aopay_url", AopayCaFlag());
     }
     upstream_ = *std::move(upstream);
-
-    // The ledger's callbacks (building AOPay bodies, answering callers) run
-    // on the AOPay loop: the writer only writes, and a payout's next step,
-    // its AOPay call, starts on the thread that sends it.
-    if (absl::Status opened = OpenLedger(*ledger_spec, registration);
-        !opened.ok()) {
-      return opened;
-    }
 
     PayoutServiceOptions service_options;
     service_options.registration_id = registration;
@@ -407,6 +411,7 @@ class ServerImpl final : public Server {
     if (upstream_ != nullptr) upstream_->Shutdown(absl::ZeroDuration());
     if (timer_ != nullptr) timer_->Stop();
     if (ledger_ != nullptr) ledger_->Close();
+    if (callbacks_ != nullptr) callbacks_->Stop();
     if (sandbox_ != nullptr) sandbox_->Stop();
   }
 
@@ -498,7 +503,7 @@ class ServerImpl final : public Server {
       ledger_options.uri = spec.uri;
       ledger_options.registration_id = registration;
       ledger_options.owner_lease = options_.owner_lease;
-      ledger_options.executor = upstream_.get();
+      ledger_options.executor = callbacks_.get();
       // Only before the database was first reached: nothing was sent.
       ledger_options.on_fatal = [](const absl::Status& status) {
         spdlog::critical("stopping: the ledger cannot be used: {}",
@@ -517,7 +522,7 @@ class ServerImpl final : public Server {
       ledger_options.durable = spec.durable;
       ledger_options.commit_delay = options_.ledger_commit_delay;
       ledger_options.webhooks = !options_.webhook_url.empty();
-      ledger_options.executor = upstream_.get();
+      ledger_options.executor = callbacks_.get();
       absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
           SqliteLedger::Open(std::move(ledger_options));
       if (!ledger.ok()) return ledger.status();
@@ -583,10 +588,10 @@ class ServerImpl final : public Server {
   ServerOptions options_;
   Metrics metrics_;
   std::unique_ptr<Sandbox> sandbox_;
-  // Outlives the ledger: the ledger's callbacks run on its loop.
-  std::unique_ptr<CurlUpstream> upstream_;
+  std::unique_ptr<ThreadPool> callbacks_;  // outlives the ledger
   std::unique_ptr<Ledger> ledger_;
-  bool initially_healthy_ = true;       // set before housekeeping_ starts
+  bool initially_healthy_ = true;  // set before housekeeping_ starts
+  std::unique_ptr<CurlUpstream> upstream_;
   std::unique_ptr<ThreadTimer> timer_;  // stopped before the ledger closes
   std::unique_ptr<PayoutService> service_;
   std::unique_ptr<Authenticator> authenticator_;

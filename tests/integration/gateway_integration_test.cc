@@ -434,8 +434,9 @@ TEST(GatewayStandaloneTest, ThreadsCarryTheirNames) {
     return found;
   };
   const std::set<std::string> expected = {
-      "ledger-writer", "ledger-reader", "aopay-curl",   "retry-timer",
-      "watch",         "housekeeping",  "metrics-http", "sandbox-loop"};
+      "ledger-writer", "ledger-reader", "callbacks",
+      "aopay-curl",    "retry-timer",   "watch",
+      "housekeeping",  "metrics-http",  "sandbox-loop"};
   EXPECT_TRUE(Eventually(
       [&] {
         const std::set<std::string> found = names();

@@ -888,69 +888,6 @@ TEST(CurlUpstreamTest, DestroyingTheClientRunsEveryPendingCallback) {
   server.Open();
 }
 
-// --- The loop as an executor. ---
-
-// The ledger's callbacks run on the loop: in order, never inside Run, on the
-// thread that runs the calls' callbacks; a call a task posts is sent; tasks
-// still run after Shutdown (the ledger closes after the upstream drains),
-// and the destructor runs every task given before it.
-TEST(CurlUpstreamTest, RunsTasksOnItsLoopInOrderAlsoAfterShutdown) {
-  RawServer server(AnswerOk("{}"));
-  std::unique_ptr<CurlUpstream> client = MakeClient(server.url());
-  ASSERT_NE(client, nullptr);
-
-  std::thread::id loop;
-  absl::Notification answered;
-  client->Post(UpstreamRequest{std::string(kPayoutPath), "{}", false, {}},
-               [&](absl::StatusOr<HttpAnswer>) {
-                 loop = std::this_thread::get_id();
-                 answered.Notify();
-               });
-  ASSERT_TRUE(answered.WaitForNotificationWithTimeout(kWait));
-
-  absl::Mutex mu;
-  std::vector<int> order;
-  std::vector<std::thread::id> threads;
-  auto record = [&](int n) {
-    absl::MutexLock lock(&mu);
-    order.push_back(n);
-    threads.push_back(std::this_thread::get_id());
-  };
-  absl::Notification posted;
-  absl::Status posted_status = absl::UnknownError("unset");
-  for (int n = 0; n < 50; ++n) client->Run([&record, n] { record(n); });
-  client->Run([&] {
-    record(50);
-    client->Post(
-        UpstreamRequest{std::string(kPayoutPath), "from a task", false, {}},
-        [&](absl::StatusOr<HttpAnswer> answer) {
-          posted_status = answer.status();
-          posted.Notify();
-        });
-  });
-  auto ran = [&](size_t count) {
-    return Eventually([&] {
-      absl::MutexLock lock(&mu);
-      return order.size() == count;
-    });
-  };
-  ASSERT_TRUE(ran(51));
-  ASSERT_TRUE(posted.WaitForNotificationWithTimeout(kWait));
-  EXPECT_TRUE(posted_status.ok()) << posted_status;
-  EXPECT_EQ(server.requests().back().body, "from a task");
-
-  client->Shutdown(absl::ZeroDuration());
-  client->Run([&record] { record(51); });
-  ASSERT_TRUE(ran(52)) << "a task given after Shutdown did not run";
-  client->Run([&record] { record(52); });
-  client.reset();
-
-  absl::MutexLock lock(&mu);
-  ASSERT_EQ(order.size(), 53u) << "the destructor dropped a task";
-  for (int n = 0; n < 53; ++n) EXPECT_EQ(order[n], n);
-  for (const std::thread::id& thread : threads) EXPECT_EQ(thread, loop);
-}
-
 // --- Options. ---
 
 struct UrlCase {

@@ -500,23 +500,13 @@ class CurlUpstream::Loop {
     return absl::OkStatus();
   }
 
-  void RunTask(Executor::Task task) {
-    bool wake = false;
-    {
-      absl::MutexLock lock(&mu_);
-      wake = Idle();
-      tasks_.push_back(std::move(task));
-    }
-    if (wake) Wake();
-  }
-
   void Post(UpstreamRequest request, Callback done) {
     bool wake = false;
     {
       absl::MutexLock lock(&mu_);
       // Only the first of a burst wakes the loop: until the loop takes
-      // to_start_, rejected_ and tasks_ it will not sleep.
-      wake = Idle();
+      // to_start_ and rejected_ it will not sleep.
+      wake = to_start_.empty() && rejected_.empty();
       Call call{std::move(request), std::move(done)};
       if (stopping_) {
         rejected_.push_back(
@@ -574,23 +564,11 @@ class CurlUpstream::Loop {
     absl::StatusOr<HttpAnswer> result;
   };
 
-  bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return to_start_.empty() && rejected_.empty() && tasks_.empty();
-  }
-
   void Run() {
     std::vector<Delivery> out;
     std::deque<Call> starting;  // reused: a deque allocates when built
-    std::vector<Executor::Task> tasks;
     std::vector<epoll_event> events(256);
     while (true) {
-      // Tasks first: the calls they post start in this same turn.
-      {
-        absl::MutexLock lock(&mu_);
-        tasks.swap(tasks_);
-      }
-      for (Executor::Task& task : tasks) std::move(task)();
-      tasks.clear();
       starting.clear();
       bool abort_now = false;
       {
@@ -624,8 +602,8 @@ class CurlUpstream::Loop {
             rejected_.empty()) {
           drained_ = true;
         }
-        if (quit_ && drained_ && rejected_.empty() && tasks_.empty()) break;
-        if (!Idle()) {
+        if (quit_ && drained_ && rejected_.empty()) break;
+        if (!to_start_.empty() || !rejected_.empty()) {
           wait_ms = 0;
         } else if (stopping_ && !aborted_) {
           const int64_t until_deadline = absl::ToInt64Milliseconds(
@@ -905,7 +883,6 @@ class CurlUpstream::Loop {
   std::deque<Call> to_start_ ABSL_GUARDED_BY(mu_);  // hold a slot
   std::deque<Call> waiting_ ABSL_GUARDED_BY(mu_);   // wait for a slot
   std::vector<Delivery> rejected_ ABSL_GUARDED_BY(mu_);
-  std::vector<Executor::Task> tasks_ ABSL_GUARDED_BY(mu_);
   // Calls in to_start_ or on the wire.
   size_t slots_used_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -1004,8 +981,6 @@ void CurlUpstream::Shutdown(absl::Duration grace) { loop_->Shutdown(grace); }
 void CurlUpstream::Post(UpstreamRequest request, Callback done) {
   loop_->Post(std::move(request), std::move(done));
 }
-
-void CurlUpstream::Run(Task task) { loop_->RunTask(std::move(task)); }
 
 size_t CurlUpstream::InFlight() const { return loop_->InFlight(); }
 

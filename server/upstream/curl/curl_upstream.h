@@ -2,9 +2,7 @@
 #define AOPAY_SERVER_UPSTREAM_CURL_CURL_UPSTREAM_H_
 
 // UpstreamClient over libcurl's multi interface: one event-loop thread, pooled
-// keep-alive connections, a bounded FIFO of calls waiting for a slot. The
-// loop is also an Executor, so that the gateway's ledger callbacks run where
-// the AOPay calls they start are sent.
+// keep-alive connections, a bounded FIFO of calls waiting for a slot.
 
 #include <cstddef>
 #include <memory>
@@ -13,7 +11,6 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/limits.h"
-#include "server/executor/executor.h"
 #include "server/upstream/upstream_client.h"
 
 namespace aopay {
@@ -41,10 +38,10 @@ struct CurlUpstreamOptions {
   std::string ca_file_name = "ca_file";
 };
 
-// Thread-safe. Post, Run, InFlight and Queued may be called from any thread,
-// including from inside a callback or task. Callbacks and tasks run one at a
-// time on the client's own loop thread and must not block; they must not
-// call Shutdown or destroy the client.
+// Thread-safe. Post, InFlight and Queued may be called from any thread,
+// including from inside a callback. Callbacks run one at a time on the
+// client's own loop thread and must not block; they must not call Shutdown or
+// destroy the client.
 //
 // A name lookup that hangs holds up only its own call: the call ends at its
 // connect timeout (or at Shutdown) as not sent, while the lookup thread is
@@ -58,7 +55,7 @@ struct CurlUpstreamOptions {
 // Lifetime: the loop thread runs from Create until the destructor. The
 // destructor calls Shutdown(absl::ZeroDuration()) and then joins the thread;
 // no call to Post may race with it.
-class CurlUpstream final : public UpstreamClient, public Executor {
+class CurlUpstream final : public UpstreamClient {
  public:
   // Checks the options (INVALID_ARGUMENT with a one-line reason, also for a
   // ca_file that cannot be read, holds no certificate or one that does not
@@ -79,12 +76,6 @@ class CurlUpstream final : public UpstreamClient, public Executor {
   // Every callback of a call posted before Shutdown has run when it returns.
   // Idempotent; concurrent callers all wait for the same drain.
   void Shutdown(absl::Duration grace);
-
-  // Executor: runs `task` on the loop thread between turns of I/O, in the
-  // order given; a call a task posts starts in the same turn. Tasks run
-  // also after Shutdown; the destructor runs every task given before it
-  // (none may be given after).
-  void Run(Task task) override;
 
   // Errors as UpstreamClient documents: UNAVAILABLE (nothing sent: resolve,
   // connect, TLS handshake or certificate failure), RESOURCE_EXHAUSTED (queue
