@@ -153,7 +153,8 @@ struct InsertRequest {
 
 struct InsertResult {
   bool inserted = false;  // true: the payout is now durably PENDING
-  // When the key was taken: the row that holds it (over_daily_limit false).
+  // When the key was taken: the row that holds it (over_max_payout and
+  // over_daily_limit false).
   StoredPayout existing;
   // The maximum for one payout refused it; nothing was written.
   bool over_max_payout = false;
@@ -184,8 +185,10 @@ class Ledger {
   // inserts cannot together overshoot a limit:
   // - the key (registration, payout.client, request_id) is taken: returns
   //   that row (inserted false). A replay wins over the limits. An insert of
-  //   the key begun before this one and still unfinished is waited for, so
-  //   that a refusal below never hides a payout that is being recorded.
+  //   the key that reached the ledger before this one and is unfinished is
+  //   waited for (SQLite: every insert queued before it; PostgreSQL: one
+  //   whose statement reached the database), so that a refusal below never
+  //   hides a payout that is being recorded.
   // - request.max_payout_paise is set and payout.amount_paise is above it:
   //   writes nothing and returns over_max_payout.
   // - request.daily_limit is set and the client's payouts created in

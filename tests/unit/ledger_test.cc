@@ -405,10 +405,11 @@ absl::StatusOr<InsertResult> InsertWithin(Ledger& ledger, const Payout& payout,
     ledger.Insert(Request(payout, "fp-1", limit), std::move(done));
   });
 }
-absl::StatusOr<InsertResult> InsertUnder(Ledger& ledger, const Payout& payout,
-                                         int64_t max_payout_paise) {
+absl::StatusOr<InsertResult> InsertUnder(
+    Ledger& ledger, const Payout& payout, int64_t max_payout_paise,
+    std::optional<DailyLimit> daily_limit = std::nullopt) {
   return Call<absl::StatusOr<InsertResult>>([&](auto done) {
-    InsertRequest request = Request(payout, "fp-1");
+    InsertRequest request = Request(payout, "fp-1", std::move(daily_limit));
     request.max_payout_paise = max_payout_paise;
     ledger.Insert(std::move(request), std::move(done));
   });
@@ -2156,18 +2157,24 @@ TEST_P(LedgerSuite, TheMaximumRefusesWithoutWritingButAReplayWins) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
   const Payout within = ClientPayout(1, "alpha", 5'000);
-  absl::StatusOr<InsertResult> inserted = InsertUnder(*ledger, within, 5'000);
+  absl::StatusOr<InsertResult> inserted =
+      InsertUnder(*ledger, within, 5'000, Limit(100'000));
   ASSERT_TRUE(inserted.ok()) << inserted.status();
   EXPECT_TRUE(inserted->inserted);
+  const std::string spent = "SELECT sum(spent_paise) FROM daily_spent";
+  ASSERT_EQ(Query(spent), "5000");
 
-  absl::StatusOr<InsertResult> over =
-      InsertUnder(*ledger, ClientPayout(2, "alpha", 5'001), 5'000);
+  // Over the maximum, with a daily limit it is well within: refused, and
+  // nothing of it stays (PostgreSQL's insert ran and was rolled back).
+  absl::StatusOr<InsertResult> over = InsertUnder(
+      *ledger, ClientPayout(2, "alpha", 5'001), 5'000, Limit(100'000));
   ASSERT_TRUE(over.ok()) << over.status();
   EXPECT_FALSE(over->inserted);
   EXPECT_TRUE(over->over_max_payout);
   EXPECT_FALSE(over->over_daily_limit);
   EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
   EXPECT_EQ(Query("SELECT count(*) FROM payout_events"), "1");
+  EXPECT_EQ(Query(spent), "5000");
 
   // A retry of the first payout under a maximum lowered since.
   Payout retry = ClientPayout(3, "alpha", 5'000);
@@ -3117,33 +3124,41 @@ TEST_F(PostgresLedgerTest, AnInsertTakesTheClientsLockBeforeItsKey) {
 TEST_F(PostgresLedgerTest, AnInsertOverTheMaximumWaitsForAnUnfinishedInsert) {
   auto ledger = Open("replica-a");
   ASSERT_NE(ledger, nullptr);
-  const Payout retry = ClientPayout(1, "alpha", 5'000);
-  std::optional<postgres_internal::Connection> first = Connect();
-  ASSERT_TRUE(first.has_value());
-  ASSERT_TRUE(first->Run("BEGIN", {}, "test").ok());
-  absl::Status recorded = InsertAs(*first, "first-1", retry);
-  ASSERT_TRUE(recorded.ok()) << recorded;
+  // The first call's insert commits (the retry finds its payout), or rolls
+  // back (the retry is refused, and nothing of it stays).
+  for (const bool commits : {true, false}) {
+    SCOPED_TRACE(commits ? "the first insert commits" : "it rolls back");
+    const Payout retry = ClientPayout(commits ? 1 : 2, "alpha", 5'000);
+    std::optional<postgres_internal::Connection> first = Connect();
+    ASSERT_TRUE(first.has_value());
+    ASSERT_TRUE(first->Run("BEGIN", {}, "test").ok());
+    const std::string first_id = commits ? "first-1" : "first-2";
+    absl::Status recorded = InsertAs(*first, first_id, retry);
+    ASSERT_TRUE(recorded.ok()) << recorded;
 
-  absl::Notification answered;
-  absl::StatusOr<InsertResult> result = absl::UnknownError("no answer");
-  InsertRequest request = Request(retry);
-  request.max_payout_paise = 1'000;
-  ledger->Insert(std::move(request), [&](absl::StatusOr<InsertResult> r) {
-    result = std::move(r);
-    answered.Notify();
-  });
-  EXPECT_TRUE(Eventually([&] {
-    return Query(
-               "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-               "current_database() AND wait_event_type = 'Lock'") == "1";
-  })) << "the insert over the maximum did not wait for the first one";
-  ASSERT_TRUE(first->Run("COMMIT", {}, "test").ok());
-  answered.WaitForNotification();
-  ASSERT_TRUE(result.ok()) << result.status();
-  EXPECT_FALSE(result->over_max_payout);
-  EXPECT_FALSE(result->inserted);
-  EXPECT_EQ(result->existing.payout.payout_id, "first-1");
-  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
+    absl::Notification answered;
+    absl::StatusOr<InsertResult> result = absl::UnknownError("no answer");
+    InsertRequest request = Request(retry);
+    request.max_payout_paise = 1'000;
+    ledger->Insert(std::move(request), [&](absl::StatusOr<InsertResult> r) {
+      result = std::move(r);
+      answered.Notify();
+    });
+    EXPECT_TRUE(Eventually([&] {
+      return Query(
+                 "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                 "current_database() AND wait_event_type = 'Lock'") == "1";
+    })) << "the insert over the maximum did not wait for the first one";
+    ASSERT_TRUE(first->Run(commits ? "COMMIT" : "ROLLBACK", {}, "test").ok());
+    answered.WaitForNotification();
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_FALSE(result->inserted);
+    EXPECT_EQ(result->over_max_payout, !commits);
+    if (commits) {
+      EXPECT_EQ(result->existing.payout.payout_id, first_id);
+    }
+    EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
+  }
 }
 
 TEST_F(PostgresLedgerTest, OnlyExpiredLeasesArePendingPayoutsRecovered) {

@@ -422,6 +422,24 @@ TEST_F(PayoutServiceTest, ARetryOverALoweredMaximumWaitsForTheQueuedInsert) {
   ASSERT_TRUE(first->has_value() && (*first)->ok());
 }
 
+// The limits are the ledger's to check: a full gateway refuses first, with
+// the retryable OVERLOADED (a retry later hears the limit, or the replay).
+TEST_F(PayoutServiceTest, AFullGatewayRefusesBeforeTheLimitIsChecked) {
+  PayoutServiceOptions options;
+  options.max_outstanding = 1;
+  Rebuild(options);
+  auto holder = Create(ValidRequest("a"));
+  auto over = Create(ValidRequest("b"), Capped(1000));
+  ASSERT_TRUE(over->has_value());
+  EXPECT_EQ(GetErrorDetails((*over)->status()).reason, "OVERLOADED");
+  upstream_.Answer(Http(200, kAccepted));
+  auto again = Create(ValidRequest("b"), Capped(1000));
+  ASSERT_TRUE(again->has_value());
+  EXPECT_EQ(GetErrorDetails((*again)->status()).reason,
+            "CLIENT_LIMIT_EXCEEDED");
+  EXPECT_EQ(upstream_.posted, 1u);
+}
+
 TEST_F(PayoutServiceTest, TheDailyLimitIsTheLedgersAndNamesWhatRemains) {
   auto first = Create(ValidRequest("req-1"), Capped(5000, 2000));
   upstream_.Answer(Http(200, kAccepted));
