@@ -387,10 +387,20 @@ bool MayDescribeTakenPayout(const Value& root) {
   return false;
 }
 
+// The payout's own status in a resourceData: its `status`, or its
+// `transactionStatus` when there is no status. A null counts as missing.
+const Value* PayoutStatusMember(const Value& data) {
+  for (const absl::string_view name : {"status", "transactionStatus"}) {
+    const Value* value = Member(data, name);
+    if (value != nullptr && !value->IsNull()) return value;
+  }
+  return nullptr;
+}
+
 // Copies what the answer says about the transaction into `verdict`: the
-// trackable transaction id, reference, status word and the bank's name for
-// the beneficiary. False when resourceData carries a status that is not
-// text.
+// trackable transaction id, reference, status word (PayoutStatusMember) and
+// the bank's name for the beneficiary. False when resourceData carries a
+// `status` or `transactionStatus` that is not text.
 bool CopyTransactionFields(const Value& root, const Located& located,
                            PayoutVerdict& verdict) {
   const std::optional<std::string> id = NamedTransactionId(root, located);
@@ -409,15 +419,14 @@ bool CopyTransactionFields(const Value& root, const Located& located,
     verdict.bank_beneficiary_name =
         text_internal::SanitizeUtf8(*name, kMaxUpstreamFieldBytes);
   }
-  if (const Value* status = Member(data, "status")) {
-    if (status->IsString()) {
-      verdict.upstream_status = KeptStatusWord(
-          absl::string_view(status->GetString(), status->GetStringLength()));
-    } else if (!status->IsNull()) {
-      return false;
-    }
+  if (const Value* status = PayoutStatusMember(data)) {
+    if (!status->IsString()) return false;
+    verdict.upstream_status = KeptStatusWord(
+        absl::string_view(status->GetString(), status->GetStringLength()));
   }
-  return true;
+  // A transactionStatus beside the status is read too (SuccessVerdict).
+  const Value* second = Member(data, "transactionStatus");
+  return second == nullptr || second->IsNull() || second->IsString();
 }
 
 // An answer that says two things at once (an error or a 429 that also
@@ -425,10 +434,9 @@ bool CopyTransactionFields(const Value& root, const Located& located,
 // What it says about the transaction is kept, so that it can be refreshed.
 PayoutVerdict ContradictionVerdict(const Value& root, const Located& located,
                                    int http_status, absl::string_view what) {
-  PayoutVerdict verdict =
-      UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http_status,
-                                  ") says both ", what, " and success"),
-                     http_status, UpstreamMessage(root, located.wrapper));
+  PayoutVerdict verdict = UnknownVerdict(
+      absl::StrCat("AOPay's answer (HTTP ", http_status, ") says both ", what),
+      http_status, UpstreamMessage(root, located.wrapper));
   // Which of several disagreeing resourceData is the payout's is not known:
   // none of their ids may be refreshed as its own.
   if (!ResourceDataDisagree(root)) {
@@ -475,11 +483,14 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
   }
   // The word as sent: a control character or a cut must not turn an
   // unknown word into a known one.
+  const Value* status_member = located.resource_data == nullptr
+                                   ? nullptr
+                                   : PayoutStatusMember(*located.resource_data);
   const absl::string_view word =
-      located.resource_data == nullptr
-          ? absl::string_view()
-          : StringMember(*located.resource_data, "status")
-                .value_or(absl::string_view());
+      status_member != nullptr && status_member->IsString()
+          ? absl::string_view(status_member->GetString(),
+                              status_member->GetStringLength())
+          : absl::string_view();
 
   const std::optional<std::string> upstream_message =
       UpstreamMessage(root, located.wrapper);
@@ -520,6 +531,24 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
             : absl::StrCat("AOPay reported success with status ", quoted,
                            ", which the gateway cannot act on"));
   }
+  // A transactionStatus beside the status says the same, or the answer
+  // does not say where the money is.
+  if (const std::optional<absl::string_view> second =
+          StringMember(*located.resource_data, "transactionStatus");
+      second.has_value() &&
+      status_member != Member(*located.resource_data, "transactionStatus")) {
+    const absl::string_view stripped_second =
+        absl::StripAsciiWhitespace(*second);
+    const std::optional<PayoutState> second_state =
+        stripped_second.empty()
+            ? std::optional<PayoutState>(PayoutState::kAccepted)
+            : MapStatusWord(stripped_second);
+    if (second_state != state) {
+      return unknown(
+          "AOPay reported success with a status and a transactionStatus that "
+          "disagree");
+    }
+  }
   if (*state == PayoutState::kFailed) {
     ErrorDetails details;
     details.reason = std::string(reason::kUpstreamError);
@@ -542,6 +571,20 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
   verdict.kind = Kind::kAccepted;
   verdict.state = *state;
   return verdict;
+}
+
+// Whether a word that says if the call worked says anything but SUCCESS:
+// the top-level `statuss` or `status`, or metaData's `status`. A null
+// counts as missing; a number or an object is not SUCCESS.
+bool ACallStatusIsNotSuccess(const Value& root, const Value* meta_data) {
+  auto not_success = [](const Value* object, absl::string_view name) {
+    if (object == nullptr) return false;
+    const Value* value = Member(*object, name);
+    return value != nullptr && !value->IsNull() &&
+           !StringMemberIs(*object, name, "SUCCESS");
+  };
+  return not_success(&root, "statuss") || not_success(&root, "status") ||
+         not_success(meta_data, "status");
 }
 
 bool Is2xx(int http_status) { return http_status >= 200 && http_status < 300; }
@@ -634,17 +677,17 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
   // success answer is decided by says_success and never walked.
   const bool may_have_taken = says_success || MayDescribeTakenPayout(document);
   if (http == 429) {
-    return may_have_taken
-               ? ContradictionVerdict(document, located, http, "HTTP 429")
-               : RateLimitedVerdict(http);
+    return may_have_taken ? ContradictionVerdict(document, located, http,
+                                                 "HTTP 429 and success")
+                          : RateLimitedVerdict(http);
   }
   // An error body proves a refusal only on a 2xx or a 4xx: a redirect is
   // never followed, and any other status says nothing of the payout.
   if (StringMemberIs(document, "status", "ERROR") &&
       (Is2xx(http) || (http >= 400 && http < 500))) {
-    return may_have_taken
-               ? ContradictionVerdict(document, located, http, "error")
-               : ErrorBodyVerdict(document, http);
+    return may_have_taken ? ContradictionVerdict(document, located, http,
+                                                 "error and success")
+                          : ErrorBodyVerdict(document, http);
   }
   if (Is2xx(http) && says_success) {
     // A success is read member by member: a name given twice leaves open
@@ -653,6 +696,10 @@ PayoutVerdict InterpretPayoutAnswer(const HttpAnswer& answer) {
       return UnknownVerdict(absl::StrCat("AOPay's answer (HTTP ", http,
                                          ") repeats a name within one object"),
                             http, std::nullopt);
+    }
+    if (ACallStatusIsNotSuccess(document, meta_data)) {
+      return ContradictionVerdict(document, located, http,
+                                  "success and another call status");
     }
     return SuccessVerdict(document, located, http);
   }

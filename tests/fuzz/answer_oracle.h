@@ -22,6 +22,9 @@ struct AnswerFacts {
   // resourceData object at the top level or one level down.
   bool names_transaction = false;
   bool has_resource_data = false;
+  // A top-level "statuss" or "status" that is there, not null, and not the
+  // word SUCCESS: a success beside it is no success.
+  bool says_other_call_status = false;
 };
 
 inline bool IsWord(const rapidjson::Value& object, const char* name,
@@ -39,6 +42,13 @@ inline bool HasMember(const rapidjson::Value& object, const char* name) {
   return object.IsObject() && object.FindMember(name) != object.MemberEnd();
 }
 
+inline bool IsOtherThan(const rapidjson::Value& object, const char* name,
+                        absl::string_view word) {
+  const auto it = object.FindMember(name);
+  return it != object.MemberEnd() && !it->value.IsNull() &&
+         !IsWord(object, name, word);
+}
+
 inline AnswerFacts ReadAnswer(absl::string_view body) {
   AnswerFacts facts;
   if (absl::StrContains(body, absl::string_view("\0", 1))) return facts;
@@ -49,6 +59,8 @@ inline AnswerFacts ReadAnswer(absl::string_view body) {
   facts.says_error = IsWord(document, "status", "ERROR");
   facts.says_success = IsWord(document, "statuss", "SUCCESS");
   facts.names_transaction = HasMember(document, "transactionID");
+  facts.says_other_call_status = IsOtherThan(document, "statuss", "SUCCESS") ||
+                                 IsOtherThan(document, "status", "SUCCESS");
   const auto look_in = [&facts](const rapidjson::Value& object) {
     const auto data = object.FindMember("resourceData");
     if (data != object.MemberEnd() && data->value.IsObject()) {

@@ -58,6 +58,7 @@ void CheckVerdict(const HttpAnswer& answer) {
                      : MapStatusWord(verdict.upstream_status) == verdict.state);
       FUZZ_CHECK(Is2xx(http) && !answer.truncated);
       FUZZ_CHECK(facts.says_success && !facts.says_error);
+      FUZZ_CHECK(!facts.says_other_call_status);
       break;
     case Kind::kRejected:
       FUZZ_CHECK(verdict.state == PayoutState::kFailed);

@@ -659,6 +659,75 @@ INSTANTIATE_TEST_SUITE_P(
                         R"({"statuss":"SUCCESS","otherResp":{"resourceData":)"
                         R"({"status":"ACPT","transactionID":"T4"}}})"),
                  PayoutState::kAccepted, "T4", "ACPT"),
+        // resourceData's transactionStatus is the payout's status as much as
+        // its status is: alone it is the word, beside it they must agree.
+        Accepted("TransactionStatusThatAgrees",
+                 Answer(200, SuccessWith(R"({"status":"ACPT",)"
+                                         R"("transactionStatus":"PENDING",)"
+                                         R"("transactionID":"T1"})")),
+                 PayoutState::kAccepted, "T1", "ACPT"),
+        Unknown("TransactionStatusThatDisagrees",
+                Answer(200, SuccessWith(R"({"status":"ACPT",)"
+                                        R"("transactionStatus":"FAILED",)"
+                                        R"("transactionID":"T1"})")),
+                Upstream("200", std::nullopt, "ok"), "T1", "ACPT"),
+        Unknown("TransactionStatusUnknownBesideAKnownStatus",
+                Answer(200, SuccessWith(R"({"status":"ACSC",)"
+                                        R"("transactionStatus":"ON_HOLD",)"
+                                        R"("transactionID":"T1"})")),
+                Upstream("200", std::nullopt, "ok"), "T1", "ACSC"),
+        Unknown("TransactionStatusNotText",
+                Answer(200, SuccessWith(R"({"status":"ACPT",)"
+                                        R"("transactionStatus":7,)"
+                                        R"("transactionID":"T1"})")),
+                Upstream("200", std::nullopt, "ok"), "T1", "ACPT"),
+        Accepted("TransactionStatusAlone",
+                 Answer(200, SuccessWith(R"({"transactionStatus":"ACSC",)"
+                                         R"("transactionID":"T1"})")),
+                 PayoutState::kSucceeded, "T1", "ACSC"),
+        [] {
+          PayoutCase c = Rejected(
+              "TransactionStatusAloneFailed",
+              Answer(200, SuccessWith(R"({"transactionStatus":"RJCT",)"
+                                      R"("transactionID":"T1"})")),
+              kFailedPrecondition, "UPSTREAM_ERROR",
+              Upstream("200", std::nullopt, "ok"), "failed (status RJCT)");
+          c.transaction_id = "T1";
+          c.upstream_status = "RJCT";
+          return c;
+        }(),
+        // Every word that says whether the call worked must say SUCCESS
+        // when one does: a success beside a failure is not a success.
+        Unknown("StatussFailedBesideMetaDataSuccess",
+                Answer(200, R"({"initiateAuthGenericFundTransferAPIResp":{)"
+                            R"("metaData":{"status":"SUCCESS"},"resourceData":)"
+                            R"({"status":"ACPT","transactionID":"T1"}},)"
+                            R"("statuss":"FAILED","message":"no"})"),
+                Upstream("200", std::nullopt, "no"), "T1", "ACPT"),
+        Unknown("MetaDataFailedBesideStatussSuccess",
+                Answer(200, R"({"initiateAuthGenericFundTransferAPIResp":{)"
+                            R"("metaData":{"status":"FAILED"},"resourceData":)"
+                            R"({"status":"ACPT","transactionID":"T1"}},)"
+                            R"("statuss":"SUCCESS","message":"no"})"),
+                Upstream("200", std::nullopt, "no"), "T1", "ACPT"),
+        Unknown("TopLevelStatusFailedBesideStatussSuccess",
+                Answer(200, R"({"status":"FAILED","statuss":"SUCCESS",)"
+                            R"("resourceData":{"status":"ACPT",)"
+                            R"("transactionID":"T1"}})"),
+                HttpOnly("200"), "T1", "ACPT"),
+        Unknown("StatussNotTextBesideMetaDataSuccess",
+                Answer(200, R"({"initiateAuthGenericFundTransferAPIResp":{)"
+                            R"("metaData":{"status":"SUCCESS"},"resourceData":)"
+                            R"({"status":"ACPT","transactionID":"T1"}},)"
+                            R"("statuss":false,"message":"no"})"),
+                Upstream("200", std::nullopt, "no"), "T1", "ACPT"),
+        Accepted("StatussNullBesideMetaDataSuccess",
+                 Answer(200,
+                        R"({"initiateAuthGenericFundTransferAPIResp":{)"
+                        R"("metaData":{"status":"SUCCESS"},"resourceData":)"
+                        R"({"status":"ACPT","transactionID":"T1"}},)"
+                        R"("statuss":null})"),
+                 PayoutState::kAccepted, "T1", "ACPT"),
         Unknown("MetaDataSaysFailure",
                 Answer(200, R"({"initiateAuthGenericFundTransferAPIResp":{)"
                             R"("metaData":{"status":"FAILURE","message":"no"},)"
