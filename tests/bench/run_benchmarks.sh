@@ -7,8 +7,9 @@
 #      and the bare gRPC echo server (tests/bench/echo-server) at the same
 #      offered rate (open loop), rounds interleaved; CPU from the server
 #      process's utime+stime (/proc/PID/stat) over the run; ratio. For
-#      context, the echo answered from two threads (the gateway's shape) and
-#      on the async API, alone and beside a callback-API service.
+#      context, the gateway on a no-fsync ledger (what durability costs at
+#      this rate), the echo answered from two threads (the gateway's shape)
+#      and on the async API, alone and beside a callback-API service.
 #   b. The sandbox alone over HTTP: its ceiling (sandbox-load, closed loop).
 #   c. Slow AOPay: sandbox --latency=1s, SLOW_INFLIGHT payouts in flight
 #      (gateway --max_inflight the same): payouts/s sustained (payout-bench's
@@ -167,6 +168,12 @@ start durable "$build/server/payout-server" "${common[@]}" \
   --ledger="sqlite:$work/durable.db"
 durable=$address
 durable_pid=$pid
+# Row d's gateway without fsync; in row a, context: what durability costs
+# at row a's rate.
+start nofsync "$build/server/payout-server" "${common[@]}" \
+  --ledger="sqlite:$work/nofsync.db?synchronous=off"
+nofsync=$address
+nofsync_pid=$pid
 # The echo server (row a), and for context the same echo in the gateway's
 # shape (answered from two threads, as the gateway answers from its
 # callbacks threads) and on gRPC's async API (one completion-queue thread),
@@ -189,9 +196,11 @@ done
 calls=$((rate * rate_seconds))
 declare -A cpu_us rate_got p99 errs
 for round in $(seq 1 "$rounds"); do
-  for kind in gateway $echo_kinds; do
+  for kind in gateway gateway_nofsync $echo_kinds; do
     if [ "$kind" = gateway ]; then
       target=$durable server_pid=$durable_pid extra=()
+    elif [ "$kind" = gateway_nofsync ]; then
+      target=$nofsync server_pid=$nofsync_pid extra=()
     else
       target=${echo_address[$kind]} server_pid=${echo_pid[$kind]}
       extra=(--echo)
@@ -249,6 +258,9 @@ row a "**gateway / echo CPU per call**" \
   "**$(awk -v g="$g" -v e="$e" 'BEGIN {printf (e > 0 ? "%.1f×" : "n/a"), g / e}')**" "≤ 2.0×"
 row a "sandbox CPU per payout during those runs (not the gateway's)" \
   "$(median "${cpu_us[sandbox]}") µs" ""
+gn=$(median "${cpu_us[gateway_nofsync]}")
+row a "the same gateway on a no-fsync ledger (context: what durability costs at this rate)" \
+  "$gn µs, $(awk -v g="$gn" -v e="$e" 'BEGIN {printf (e > 0 ? "%.1f×" : "n/a"), g / e}') the echo (rounds:${cpu_us[gateway_nofsync]}; errors $(sum "${errs[gateway_nofsync]}"))" ""
 declare -A echo_label=(
   [echo_pool]="echo answered from 2 threads, as the gateway answers (context)"
   [echo_async_pool]="echo on the async API, one queue thread, answered from 2 threads (context)"
@@ -268,10 +280,6 @@ row b "sandbox alone over HTTP/1.1 keep-alive, $sandbox_connections connections 
   "$(sed -E 's/.* ([0-9]+)\/s$/\1 calls\/s/' <<<"$sandbox_line") (${sandbox_line#sandbox-load: })" ""
 
 # --- d. durable vs no fsync at 32 in flight ----------------------------------
-start nofsync "$build/server/payout-server" "${common[@]}" \
-  --ledger="sqlite:$work/nofsync.db?synchronous=off"
-nofsync=$address
-nofsync_pid=$pid
 d_rates=() n_rates=()
 for round in $(seq 1 $((rounds + 1))); do
   for kind in durable nofsync; do
