@@ -3973,6 +3973,18 @@ TEST(PostgresConnectTargetTest, ReadsThePasswordFromAFileAndHidesIt) {
             "postgresql://gw@db/p?password=***&x=1");
   EXPECT_EQ(pg::RedactUri("postgresql://gw@db/p?password=@/run/pw"),
             "postgresql://gw@db/p?password=@/run/pw");
+  // libpq ends the credentials at an '@' before the first '/', whatever
+  // comes between: a '?' or an '@' in the password is still the password.
+  EXPECT_EQ(pg::RedactUri("postgresql://gw:pa?ss@db/p"),
+            "postgresql://gw:***@db/p");
+  EXPECT_EQ(pg::RedactUri("postgresql://gw:pa?ss@db"),
+            "postgresql://gw:***@db");
+  EXPECT_EQ(pg::RedactUri("postgresql://gw:p@ss@db/p"),
+            "postgresql://gw:***@db/p");
+  absl::StatusOr<pg::ConnectTarget> question =
+      pg::ParseConnectTarget("postgresql://gw:hunt?er2@db/p", absl::Seconds(1));
+  ASSERT_TRUE(question.ok()) << question.status();
+  EXPECT_FALSE(absl::StrContains(question->redacted, "hunt"));
 
   absl::StatusOr<pg::ConnectTarget> bad = pg::ParseConnectTarget(
       "postgresql://gw@db/p?nonsense=1", absl::Seconds(1));

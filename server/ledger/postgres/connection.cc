@@ -124,11 +124,13 @@ absl::StatusOr<ConnectTarget> ParseConnectTarget(
 
 std::string RedactUri(absl::string_view uri) {
   std::string text(uri);
-  // user:password@ in the authority.
+  // user:password@ in the authority. libpq reads credentials up to an '@'
+  // before the first '/', so a '?' (or an '@') in a password is part of it:
+  // everything up to the last such '@' is hidden.
   const size_t scheme = text.find("://");
   if (scheme != std::string::npos) {
     const size_t start = scheme + 3;
-    const size_t end = text.find_first_of("/?", start);
+    const size_t end = text.find('/', start);
     const size_t at =
         text.rfind('@', end == std::string::npos ? text.size() : end);
     if (at != std::string::npos && at > start) {
