@@ -113,6 +113,10 @@ std::optional<EventBatch> EventHub::Recent(int64_t after, int limit,
   if (recent_to_ < 0 || after < recent_from_ || after > recent_to_) {
     return std::nullopt;
   }
+  // At memory's end while the ledger holds more (the hub is still reading
+  // it): the ledger. An empty page here would send the watcher to wait, and
+  // the wait would wake it at once to read again, without end.
+  if (after == recent_to_ && recent_to_ < head_) return std::nullopt;
   EventBatch batch;
   batch.head = std::max(head_, recent_to_);
   batch.last = after;

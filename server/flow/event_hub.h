@@ -77,9 +77,10 @@ class EventHub {
   void Close();
 
   // The page Ledger::EventsAfter(after, limit) would give, from memory, when
-  // memory holds every event after `after`, with only the events `keep`
-  // takes (its `last` still moves past the others); nullopt when memory
-  // does not hold them (the caller reads the ledger). Its payouts are as
+  // memory holds the events after `after` (up to its end), with only the
+  // events `keep` takes (its `last` still moves past the others); nullopt
+  // when memory does not hold them, or when `after` is memory's end and the
+  // ledger holds more (the caller reads the ledger). Its payouts are as
   // they stood when the hub read them.
   std::optional<EventBatch> Recent(int64_t after, int limit,
                                    const Filter& keep) const;

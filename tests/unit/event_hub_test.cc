@@ -50,6 +50,12 @@ class FakeEvents {
       next();
     }
   }
+  // Runs the first answer asked for only.
+  void AnswerOne() {
+    std::function<void()> next = std::move(pending_.front());
+    pending_.pop_front();
+    next();
+  }
   const std::vector<std::pair<int64_t, int>>& asked() const { return asked_; }
 
  private:
@@ -241,6 +247,45 @@ TEST(EventHubTest, MemoryKeepsOnlyTheNewestAndReadsUntilCaughtUp) {
   std::optional<EventBatch> page = hub.Recent(6, 256, All);
   ASSERT_TRUE(page.has_value());
   EXPECT_THAT(Cursors(*page), ElementsAre(7, 8, 9, 10));
+}
+
+TEST(EventHubTest, AWatcherAtTheEndOfMemoryBeforeTheHeadReadsTheLedger) {
+  FakeEvents ledger;
+  EventHub hub(ledger.Reader(), 4);
+  hub.WaitBeyond(0, nullptr, [](int64_t) {});
+  ledger.Answer();  // head 0
+  ledger.Record(10);
+  hub.Poke();
+  ledger.AnswerOne();  // 1..4 of 10: memory ends at 4, the next page asked
+  ASSERT_THAT(ledger.asked(),
+              ElementsAre(Pair(kNoCursor, 0), Pair(0, 4), Pair(4, 4)));
+  // Up to memory's end it serves; at its end, with more in the ledger, the
+  // watcher reads the ledger. Served an empty page there, a watcher waited,
+  // was woken at once to read (memory does not reach the head) and was
+  // served the same empty page: each turn one call deeper, until the hub's
+  // next answer came, or without end if that question failed.
+  std::optional<EventBatch> page = hub.Recent(2, 256, All);
+  ASSERT_TRUE(page.has_value());
+  EXPECT_THAT(Cursors(*page), ElementsAre(3, 4));
+  EXPECT_FALSE(hub.Recent(4, 256, All).has_value());
+  int turns = 0;
+  bool reads_the_ledger = false;
+  std::function<void(int64_t)> watch = [&](int64_t cursor) {
+    if (++turns > 100) return;
+    std::optional<EventBatch> next = hub.Recent(cursor, 256, All);
+    if (!next.has_value()) {
+      reads_the_ledger = true;
+      return;
+    }
+    if (next->events.empty() && next->last == cursor) {
+      hub.WaitBeyond(cursor, nullptr, watch);
+    } else {
+      watch(next->last);
+    }
+  };
+  watch(4);
+  EXPECT_TRUE(reads_the_ledger);
+  EXPECT_EQ(turns, 1);
 }
 
 TEST(EventHubTest, FarBehindStartsAfreshAtTheNewest) {
