@@ -3608,6 +3608,52 @@ TEST_F(PostgresLedgerTest, AnApprovedPayoutIsOwnedByTheReplicaThatSendsIt) {
   EXPECT_EQ(approver->RecoverPending(T(500)).value(), 0);
 }
 
+// An insert whose COMMIT got no answer told its caller nothing was
+// recorded; its row is deleted once the database answers, unless something
+// moved it on. A held payout approved in between is being sent: deleting
+// it freed its key for a second send and lost its outcome.
+TEST_F(PostgresLedgerTest, AnUnseenInsertIsForgottenOnlyAsItsInsertLeftIt) {
+  auto ledger = Open("replica-a");
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  for (int n : {2, 3, 4, 5}) {
+    Payout held = MakePayout(n);
+    held.state = PayoutState::kAwaitingApproval;
+    InsertIn(*ledger, held);
+  }
+  // 3: approved on this replica, being sent.
+  ASSERT_TRUE(Apply(*ledger, Change(PayoutId(3), PayoutState::kAwaitingApproval,
+                                    PayoutState::kPending))
+                  .ok());
+  // 4: approved, not sent, held again: in its inserted state, not unchanged.
+  ASSERT_TRUE(Apply(*ledger, Change(PayoutId(4), PayoutState::kAwaitingApproval,
+                                    PayoutState::kPending))
+                  .ok());
+  ASSERT_TRUE(Apply(*ledger, Change(PayoutId(4), PayoutState::kPending,
+                                    PayoutState::kAwaitingApproval, T(1001)))
+                  .ok());
+  std::optional<postgres_internal::Connection> db = Connect();
+  ASSERT_TRUE(db.has_value());
+  auto forget = [&](int n, PayoutState inserted, const std::string& owner) {
+    absl::StatusOr<bool> deleted = postgres_internal::ForgetUnchangedInsert(
+        *db, PayoutId(n), inserted, owner);
+    EXPECT_TRUE(deleted.ok()) << deleted.status();
+    return deleted.value_or(false);
+  };
+  EXPECT_TRUE(forget(1, PayoutState::kPending, "replica-a"));
+  EXPECT_TRUE(forget(2, PayoutState::kAwaitingApproval, "replica-a"));
+  EXPECT_FALSE(forget(3, PayoutState::kAwaitingApproval, "replica-a"));
+  EXPECT_FALSE(forget(4, PayoutState::kAwaitingApproval, "replica-a"));
+  EXPECT_FALSE(forget(5, PayoutState::kAwaitingApproval, "replica-b"));
+  EXPECT_EQ(GetById(*ledger, PayoutId(1)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(GetById(*ledger, PayoutId(2)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(StateOf(*ledger, 3).value(), PayoutState::kPending);
+  EXPECT_EQ(StateOf(*ledger, 4).value(), PayoutState::kAwaitingApproval);
+  EXPECT_EQ(StateOf(*ledger, 5).value(), PayoutState::kAwaitingApproval);
+}
+
 TEST_F(PostgresLedgerTest, ReplicasStartingTogetherMigrateOnce) {
   constexpr int kReplicas = 4;
   std::vector<std::unique_ptr<PostgresLedger>> ledgers(kReplicas);

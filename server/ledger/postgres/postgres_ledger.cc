@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -410,11 +410,12 @@ class PostgresLedger::Impl {
   // lock while this replica sends.
   int64_t sender_pid() const { return sender_pid_.load(); }
 
-  // An insert whose COMMIT got no answer: its row, if it exists, was never
-  // sent and is deleted once the database answers.
-  void Doubt(std::string payout_id) {
+  // An insert whose COMMIT got no answer: its row, if it exists and nothing
+  // moved it on, was never sent and is deleted once the database answers
+  // (ForgetUnchangedInsert).
+  void Doubt(std::string payout_id, PayoutState inserted_state) {
     absl::MutexLock lock(&doubt_mu_);
-    doubtful_.insert(std::move(payout_id));
+    doubtful_.emplace(std::move(payout_id), inserted_state);
   }
 
   // Ends expired leases: their PENDING payouts become UNKNOWN. Returns how
@@ -763,16 +764,14 @@ class PostgresLedger::Impl {
   }
 
   void ForgetDoubtful() {
-    std::vector<std::string> doubtful;
+    std::vector<std::pair<std::string, PayoutState>> doubtful;
     {
       absl::MutexLock lock(&doubt_mu_);
       doubtful.assign(doubtful_.begin(), doubtful_.end());
     }
-    for (const std::string& payout_id : doubtful) {
-      absl::Status deleted = maintenance_db_.Run(
-          "DELETE FROM payouts WHERE payout_id = $1 AND owner = $2 AND "
-          "state = 1",
-          {payout_id, owner_}, "removing an insert whose commit went unseen");
+    for (const auto& [payout_id, inserted_state] : doubtful) {
+      absl::StatusOr<bool> deleted = postgres_internal::ForgetUnchangedInsert(
+          maintenance_db_, payout_id, inserted_state, owner_);
       if (!deleted.ok()) return;
       absl::MutexLock lock(&doubt_mu_);
       doubtful_.erase(payout_id);
@@ -823,7 +822,8 @@ class PostgresLedger::Impl {
   absl::Notification stop_;
 
   absl::Mutex doubt_mu_;
-  absl::flat_hash_set<std::string> doubtful_ ABSL_GUARDED_BY(doubt_mu_);
+  absl::flat_hash_map<std::string, PayoutState> doubtful_
+      ABSL_GUARDED_BY(doubt_mu_);
 
   absl::Mutex close_mu_;  // serializes Close()
   absl::Mutex mu_;
@@ -868,6 +868,27 @@ PostgresLedger::PostgresLedger(std::unique_ptr<Impl> impl)
 
 PostgresLedger::~PostgresLedger() = default;
 
+namespace postgres_internal {
+
+absl::StatusOr<bool> ForgetUnchangedInsert(Connection& db,
+                                           const std::string& payout_id,
+                                           PayoutState inserted_state,
+                                           const std::string& owner) {
+  // Every change of a payout moves its update time (an approval, a cancel,
+  // a sweep, an outcome), and these columns are the row's own: a change
+  // committed while this statement waited for the row is seen, as a
+  // subquery over its events would not be.
+  absl::StatusOr<Result> deleted = db.Exec(
+      "DELETE FROM payouts WHERE payout_id = $1 AND owner = $2 AND "
+      "state = $3 AND update_time_us = create_time_us RETURNING payout_id",
+      {payout_id, owner, Number(inserted_state)},
+      "removing an insert whose commit went unseen");
+  if (!deleted.ok()) return deleted.status();
+  return deleted->rows() == 1;
+}
+
+}  // namespace postgres_internal
+
 void PostgresLedger::Close() { impl_->Close(); }
 
 bool PostgresLedger::Healthy() const { return impl_->healthy(); }
@@ -880,6 +901,7 @@ void PostgresLedger::Insert(InsertRequest request,
                             Callback<absl::StatusOr<InsertResult>> done) {
   Impl& impl = *impl_;
   const std::string payout_id = request.payout.payout_id;
+  const PayoutState inserted_state = request.payout.state;
   // Within the limits and without a daily limit the insert is one statement
   // (payout and creation event), committing by itself: one round trip.
   const bool over_max = OverMaxPayout(request).has_value();
@@ -1000,7 +1022,10 @@ void PostgresLedger::Insert(InsertRequest request,
         result.inserted = true;
         return result;
       },
-      std::move(done), [&impl, payout_id] { impl.Doubt(payout_id); });
+      std::move(done),
+      [&impl, payout_id, inserted_state] {
+        impl.Doubt(payout_id, inserted_state);
+      });
 }
 
 namespace {

@@ -40,6 +40,7 @@
 #include "common/limits.h"
 #include "server/executor/executor.h"
 #include "server/ledger/ledger.h"
+#include "server/ledger/postgres/connection.h"
 
 namespace aopay {
 
@@ -146,6 +147,19 @@ class PostgresLedger final : public Ledger {
   std::unique_ptr<Impl> impl_;
 };
 
+namespace postgres_internal {
+
+// Deletes `owner`'s payout `payout_id` if it is as its insert left it: in
+// `inserted_state` (PENDING, or AWAITING_APPROVAL) and never changed since.
+// For an insert whose COMMIT got no answer, whose caller was told nothing
+// was recorded; an approved payout (being sent), or one any replica or
+// person moved on, is kept. True when it deleted the row.
+absl::StatusOr<bool> ForgetUnchangedInsert(Connection& db,
+                                           const std::string& payout_id,
+                                           PayoutState inserted_state,
+                                           const std::string& owner);
+
+}  // namespace postgres_internal
 }  // namespace aopay
 
 #endif  // AOPAY_SERVER_LEDGER_POSTGRES_POSTGRES_LEDGER_H_
