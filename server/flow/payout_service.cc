@@ -422,6 +422,10 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
     PayoutChange back;
     back.payout_id = payout.payout_id;
     back.expected_state = PayoutState::kPending;
+    // This approval's PENDING, not a later one's: written again after a
+    // commit that got no answer, this change must not send a payout that
+    // was approved again meanwhile back to approval while AOPay has it.
+    back.expected_update_time = payout.update_time;
     back.new_state = PayoutState::kAwaitingApproval;
     back.why = "not sent: AOPay could not be reached; awaiting approval again";
     back.who = "gateway";
@@ -467,6 +471,7 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
   PayoutChange change;
   change.payout_id = payout.payout_id;
   change.expected_state = PayoutState::kPending;
+  change.expected_update_time = payout.update_time;  // this attempt's
   change.transaction_id = NonEmpty(verdict.transaction_id);
   change.transaction_reference_no =
       NonEmpty(Scrub(verdict.transaction_reference_no));
@@ -583,6 +588,7 @@ void PayoutService::ApplyFromUnknown(PayoutChange change, absl::Status aborted,
             change.payout_id);
         PayoutChange late = change;
         late.expected_state = PayoutState::kUnknown;
+        late.expected_update_time.reset();  // the sweep moved it
         late.why = absl::StrCat(late.why,
                                 "; AOPay's answer, recorded after the payout "
                                 "had been turned UNKNOWN");

@@ -36,6 +36,12 @@ struct PayoutChange {
   // otherwise the call fails with ABORTED and changes nothing.
   PayoutState expected_state = PayoutState::kPending;
   PayoutState new_state = PayoutState::kPending;  // may equal expected_state
+  // When set, the row's update time must also be this one (to the
+  // microsecond), as its sender last saw it: a payout that left the expected
+  // state and came back to it (an approved payout sent back to approval and
+  // approved again, on any replica) is another attempt, and this change,
+  // meant for the earlier one, fails with ABORTED.
+  std::optional<absl::Time> expected_update_time;
   // Fields to overwrite when set.
   std::optional<std::string> transaction_id;
   std::optional<std::string> transaction_reference_no;

@@ -2191,6 +2191,41 @@ TEST_P(LedgerSuite, TheMaximumRefusesWithoutWritingButAReplayWins) {
   EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
+// An approved payout that was not sent goes back to approval; if that
+// change is written again (its commit got no answer) after the payout was
+// approved again, it must not send the new attempt, at AOPay by then, back
+// to approval (where a third approval would send it twice).
+TEST_P(LedgerSuite, AChangeForAnEarlierAttemptDoesNotApplyToALaterOne) {
+  auto ledger = OpenLedger();
+  ASSERT_NE(ledger, nullptr);
+  Payout held = MakePayout(1);
+  held.state = PayoutState::kAwaitingApproval;
+  InsertIn(*ledger, held);
+  absl::StatusOr<StoredPayout> first =
+      Apply(*ledger, Change(PayoutId(1), PayoutState::kAwaitingApproval,
+                            PayoutState::kPending, T(1000)));
+  ASSERT_TRUE(first.ok()) << first.status();
+  PayoutChange back = Change(PayoutId(1), PayoutState::kPending,
+                             PayoutState::kAwaitingApproval, T(1001));
+  back.expected_update_time = first->payout.update_time;
+  ASSERT_TRUE(Apply(*ledger, back).ok());
+  ASSERT_TRUE(Apply(*ledger, Change(PayoutId(1), PayoutState::kAwaitingApproval,
+                                    PayoutState::kPending, T(1002)))
+                  .ok());
+
+  absl::StatusOr<StoredPayout> again = Apply(*ledger, back);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAborted)
+      << again.status();
+  EXPECT_EQ(GetById(*ledger, PayoutId(1))->payout.state, PayoutState::kPending);
+  // The later attempt's own outcome applies.
+  PayoutChange accepted = Change(PayoutId(1), PayoutState::kPending,
+                                 PayoutState::kAccepted, T(1003));
+  accepted.expected_update_time = T(1002);
+  ASSERT_TRUE(Apply(*ledger, accepted).ok());
+  EXPECT_EQ(GetById(*ledger, PayoutId(1))->payout.state,
+            PayoutState::kAccepted);
+}
+
 TEST_P(LedgerSuite, RefusesAMalformedDailyLimit) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);

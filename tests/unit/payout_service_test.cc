@@ -49,6 +49,9 @@ class FakeLedger final : public Ledger {
     done(absl::UnimplementedError("not in the fake"));
   }
   bool fail_writes = false;
+  // When set, the next Apply is applied and then answered UNAVAILABLE: a
+  // commit whose answer was lost.
+  bool lose_next_apply_answer = false;
   // When set, every Apply fails with it (a constraint or a row the ledger
   // cannot read: not worth writing again).
   std::optional<absl::Status> fail_applies_with;
@@ -123,7 +126,10 @@ class FakeLedger final : public Ledger {
     auto it = rows_.find(change.payout_id);
     if (it == rows_.end()) return done(NotFoundError("payout"));
     StoredPayout& row = it->second;
-    if (row.payout.state != change.expected_state) {
+    if (row.payout.state != change.expected_state ||
+        (change.expected_update_time.has_value() &&
+         absl::ToUnixMicros(row.payout.update_time) !=
+             absl::ToUnixMicros(*change.expected_update_time))) {
       return done(absl::AbortedError("state changed"));
     }
     log.push_back(absl::StrCat("apply ", change.payout_id, " ",
@@ -141,10 +147,15 @@ class FakeLedger final : public Ledger {
     }
     if (change.failure) row.payout.failure = *change.failure;
     if (change.response) row.response = *change.response;
+    row.payout.update_time = change.time;
     if (change.answer_kind == PayoutChange::AnswerKind::kStatus) {
       last_status_answer = change.raw_answer;
     } else if (change.answer_kind == PayoutChange::AnswerKind::kPayout) {
       last_payout_answer = change.raw_answer;
+    }
+    if (lose_next_apply_answer) {
+      lose_next_apply_answer = false;
+      return done(LedgerUnavailableError("connection lost during COMMIT"));
     }
     done(row);
   }
@@ -291,10 +302,12 @@ class PayoutServiceTest : public ::testing::Test {
  protected:
   PayoutServiceTest() { Rebuild(PayoutServiceOptions{}); }
 
-  void Rebuild(PayoutServiceOptions options) {
+  void Rebuild(PayoutServiceOptions options,
+               PayoutService::Clock clock = &absl::Now) {
     options.registration_id = "AOP-554";
-    service_ = std::make_unique<PayoutService>(ledger_, upstream_, timer_,
-                                               metrics_, std::move(options));
+    service_ =
+        std::make_unique<PayoutService>(ledger_, upstream_, timer_, metrics_,
+                                        std::move(options), std::move(clock));
   }
 
   // Starts a call; its result lands in the returned slot.
@@ -543,6 +556,40 @@ TEST_F(PayoutServiceTest, AnApprovedPayoutNotSentWaitsForApprovalAgain) {
   EXPECT_EQ((*approved)->status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAwaitingApproval);
   EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("forget"))));
+}
+
+// An approved payout that was not sent goes back to approval; when that
+// change's commit got no answer it is written again later. Approved again
+// meanwhile, and at AOPay, the payout must not go back to approval, where
+// another approval would send it a second time.
+TEST_F(PayoutServiceTest, AChangeWrittenAgainDoesNotUndoALaterApproval) {
+  Rebuild(PayoutServiceOptions{},
+          [now = absl::Now()]() mutable { return now += absl::Seconds(1); });
+  auto held = Create(ValidRequest(), Maker());
+  const std::string id = (**held)->payout_id;
+  auto first = Approve(id, "ok", Checker());
+  ledger_.lose_next_apply_answer = true;
+  upstream_.Answer(absl::UnavailableError("connection refused"));
+  ASSERT_TRUE(first->has_value());
+  EXPECT_EQ(GetErrorDetails((*first)->status()).reason, "REQUEST_IN_PROGRESS");
+  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kAwaitingApproval);
+  ASSERT_EQ(timer_.tasks.size(), 1u) << "written again later";
+
+  auto second = Approve(id, "ok now", Checker());
+  ASSERT_EQ(upstream_.posted, 2u);
+  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+  timer_.RunPending();  // the first approval's change, again
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(second->has_value());
+  ASSERT_TRUE((*second)->ok()) << (*second)->status();
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
+  absl::StatusOr<Payout> third =
+      Call(&PayoutService::Approve, ApprovalRequest{id, "again"}, Checker());
+  EXPECT_EQ(GetErrorDetails(third.status()).reason, "NOT_AWAITING_APPROVAL");
+  EXPECT_EQ(upstream_.posted, 2u);
+  EXPECT_EQ(service_->Unrecorded(), 0u);
 }
 
 // A cancel refused while an approval sends says the payout may come back:

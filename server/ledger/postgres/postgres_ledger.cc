@@ -1055,6 +1055,14 @@ absl::StatusOr<StoredPayout> Unapplied(Connection& db,
       return stored;
     }
   }
+  if (payout.state == change.expected_state &&
+      change.expected_update_time.has_value() &&
+      Micros(payout.update_time) != Micros(*change.expected_update_time)) {
+    return absl::AbortedError(
+        absl::StrCat("Payout ", payout.payout_id, " changed since it was ",
+                     PayoutStateName(change.expected_state),
+                     " for this change; nothing changed."));
+  }
   if (payout.state == change.expected_state) {
     // Changed and changed back between the two statements: run again.
     absl::Status again = absl::AbortedError("the payout changed meanwhile");
@@ -1109,6 +1117,7 @@ void PostgresLedger::Apply(PayoutChange change,
             "final_time_us = CASE WHEN $16::boolean AND state <> $4 THEN $15 "
             "ELSE final_time_us END "
             "WHERE registration = $1 AND payout_id = $2 AND state = $3 "
+            "AND ($20::bigint IS NULL OR update_time_us = $20) "
             "RETURNING ",
             kPayoutColumns,
             "), event AS (INSERT INTO payout_events (payout_id, from_state, "
@@ -1118,18 +1127,31 @@ void PostgresLedger::Apply(PayoutChange change,
             kPayoutColumns, " FROM updated"));
         absl::StatusOr<Result> updated = db.Exec(
             *kSql,
-            {registration, change.payout_id, Number(change.expected_state),
-             Number(change.new_state), change.transaction_id,
-             change.transaction_reference_no, change.upstream_status,
-             change.bank_beneficiary_name, flag(change.failure.has_value()),
+            {registration,
+             change.payout_id,
+             Number(change.expected_state),
+             Number(change.new_state),
+             change.transaction_id,
+             change.transaction_reference_no,
+             change.upstream_status,
+             change.bank_beneficiary_name,
+             flag(change.failure.has_value()),
              change.failure.has_value() ? StatusColumn(*change.failure)
                                         : std::nullopt,
              flag(change.response.has_value()),
              change.response.has_value() ? StatusColumn(*change.response)
                                          : std::nullopt,
-             payout_answer, status_answer, Micros(change.time),
-             flag(IsFinal(change.new_state)), change.why, change.who,
-             impl.owner()},
+             payout_answer,
+             status_answer,
+             Micros(change.time),
+             flag(IsFinal(change.new_state)),
+             change.why,
+             change.who,
+             impl.owner(),
+             change.expected_update_time.has_value()
+                 ? std::optional<std::string>(
+                       Micros(*change.expected_update_time))
+                 : std::nullopt},
             "recording a payout change");
         if (!updated.ok()) return updated.status();
         if (updated->rows() == 0) return Unapplied(db, registration, change);

@@ -40,7 +40,6 @@
 #include "common/limits.h"
 #include "server/executor/executor.h"
 #include "server/ledger/ledger.h"
-#include "server/ledger/postgres/connection.h"
 
 namespace aopay {
 
@@ -148,6 +147,8 @@ class PostgresLedger final : public Ledger {
 };
 
 namespace postgres_internal {
+
+class Connection;  // connection.h
 
 // Deletes `owner`'s payout `payout_id` if it is as its insert left it: in
 // `inserted_state` (PENDING, or AWAITING_APPROVAL) and never changed since.

@@ -535,6 +535,14 @@ void SqliteLedger::Apply(PayoutChange change,
               PayoutStateName(payout.state), ", not ",
               PayoutStateName(change.expected_state), "; nothing changed."));
         }
+        if (change.expected_update_time.has_value() &&
+            absl::ToUnixMicros(payout.update_time) !=
+                absl::ToUnixMicros(*change.expected_update_time)) {
+          return absl::AbortedError(absl::StrCat(
+              "Payout ", payout.payout_id, " changed since it was ",
+              PayoutStateName(change.expected_state),
+              " for this change; nothing changed."));
+        }
         const PayoutState from = payout.state;
         payout.state = change.new_state;
         auto set = [](auto& field, const auto& value) {
