@@ -33,6 +33,11 @@ void CheckNote(std::string& note, bool required,
 // Events a watcher reads from the ledger at once.
 constexpr int kWatchPage = 256;
 
+// How often one status answer is recorded against a payout that keeps
+// moving between its read and its write (each move is a person's or another
+// answer's, so a few tries settle it).
+constexpr int kStatusAnswerAttempts = 3;
+
 // Why an approval, a rejection or a cancel changed nothing when another of
 // them changed the payout between its read and its write.
 constexpr absl::string_view kCameFirst =
@@ -865,25 +870,34 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
     done(StatusEndpointUnavailableError());
     return;
   }
+  ApplyStatusAnswer(std::move(stored), std::move(who), *std::move(answer),
+                    /*attempt=*/1, std::move(done));
+}
+
+void PayoutService::ApplyStatusAnswer(StoredPayout stored, std::string who,
+                                      HttpAnswer answer, int attempt,
+                                      Callback<absl::StatusOr<Payout>> done) {
   const Payout& payout = stored.payout;
   const StatusVerdict verdict =
-      InterpretStatusAnswer(*answer, payout.transaction_id);
+      InterpretStatusAnswer(answer, payout.transaction_id);
 
   PayoutChange change;
   change.payout_id = payout.payout_id;
   change.expected_state = payout.state;
   change.new_state = payout.state;
-  change.raw_answer = answer->body;  // the ledger scrubs it
+  change.raw_answer = answer.body;  // the ledger scrubs it
   change.answer_kind = PayoutChange::AnswerKind::kStatus;
-  change.who = std::move(who);
+  change.who = who;
   change.time = clock_();
 
   if (!verdict.state.has_value()) {
-    metrics_.status_not_understood.Increment({});
-    spdlog::warn(
-        "status answer not understood, nothing changed: payout_id={} "
-        "http_status={} bytes={}",
-        payout.payout_id, answer->http_status, answer->body.size());
+    if (attempt == 1) {
+      metrics_.status_not_understood.Increment({});
+      spdlog::warn(
+          "status answer not understood, nothing changed: payout_id={} "
+          "http_status={} bytes={}",
+          payout.payout_id, answer.http_status, answer.body.size());
+    }
     change.why = "AOPay's status answer was not understood; nothing changed";
   } else if (*verdict.state == payout.state) {
     change.upstream_status = verdict.word;
@@ -901,15 +915,22 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
     }
     change.why = absl::StrCat("AOPay's status endpoint reports ", verdict.word);
   } else {
-    if (payout.state == PayoutState::kFailed) {
-      // The caller was told this payout failed and may have paid again:
-      // if AOPay now says the money moved, someone must look at once.
+    // A final state that AOPay now contradicts: the caller was told the
+    // payout failed (and may have paid again) while AOPay says the money
+    // moved, or was told it arrived while AOPay says it failed. Someone
+    // must look at once. (An older word for a settled payout, such as
+    // PENDING for a SUCCEEDED one, is only stale.)
+    const bool told_failed = payout.state == PayoutState::kFailed;
+    const bool told_arrived = payout.state == PayoutState::kSucceeded &&
+                              *verdict.state == PayoutState::kFailed;
+    if (told_failed || told_arrived) {
       metrics_.status_contradictions.Increment(
           {LowerName(payout.state), LowerName(*verdict.state)});
       spdlog::error(
-          "AOPay's status endpoint contradicts a FAILED payout: "
-          "payout_id={} reports {}; nothing changed, check with AOPay",
-          payout.payout_id, verdict.word);
+          "AOPay's status endpoint contradicts a {} payout: payout_id={} "
+          "reports {}; nothing changed, check with AOPay",
+          std::string(PayoutStateName(payout.state)), payout.payout_id,
+          verdict.word);
     } else {
       spdlog::warn(
           "status answer ignored: payout_id={} cannot move from {} to {}",
@@ -922,8 +943,34 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
                               " payout cannot move there; nothing changed");
   }
 
-  Apply(std::move(change), "refresh",
-        PayoutOf(AnonymousClient(), std::move(done)));
+  const std::string payout_id = payout.payout_id;
+  Apply(
+      std::move(change), "refresh",
+      [this, payout_id, who = std::move(who), answer = std::move(answer),
+       attempt,
+       done = std::move(done)](absl::StatusOr<StoredPayout> applied) mutable {
+        if (applied.ok() ||
+            applied.status().code() != absl::StatusCode::kAborted ||
+            attempt >= kStatusAnswerAttempts) {
+          PayoutOf(AnonymousClient(), std::move(done))(std::move(applied));
+          return;
+        }
+        // The payout moved while AOPay was asked (an operator resolved
+        // it, say): the answer is read again against where it is now, so
+        // that a contradiction is seen and the answer kept.
+        ledger_.GetByPayoutId(
+            payout_id,
+            [this, who = std::move(who), answer = std::move(answer), attempt,
+             done = std::move(done)](absl::StatusOr<StoredPayout> now) mutable {
+              if (!now.ok()) {
+                done(now.status());
+                return;
+              }
+              ApplyStatusAnswer(*std::move(now), std::move(who),
+                                std::move(answer), attempt + 1,
+                                std::move(done));
+            });
+      });
 }
 
 void PayoutService::Resolve(ResolveRequest request, Client caller,

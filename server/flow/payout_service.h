@@ -209,6 +209,12 @@ class PayoutService {
   void OnStatusAnswer(StoredPayout stored, std::string who,
                       absl::StatusOr<HttpAnswer> answer,
                       Callback<absl::StatusOr<Payout>> done);
+  // Records a status answer against `stored` (attempt 1 of
+  // kStatusAnswerAttempts); when the payout moved meanwhile, reads it again
+  // and records the answer against where it is now.
+  void ApplyStatusAnswer(StoredPayout stored, std::string who,
+                         HttpAnswer answer, int attempt,
+                         Callback<absl::StatusOr<Payout>> done);
   // What a retry of an existing key gets (docs/idempotency.md).
   absl::StatusOr<Payout> Replay(const StoredPayout& stored,
                                 const std::string& fingerprint);

@@ -992,6 +992,54 @@ TEST_F(PayoutServiceTest, SuccessReportedForAFailedPayoutIsCountedAndLogged) {
   EXPECT_EQ(metrics_.status_contradictions.Value({"failed", "succeeded"}), 1u);
 }
 
+// An operator settles a payout while its refresh asks AOPay: the answer is
+// read against where the payout is now, so that "the money moved" for a
+// payout just resolved FAILED is seen, counted and kept, not dropped with
+// the refresh's stale compare-and-set.
+TEST_F(PayoutServiceTest, AStatusAnswerAfterAResolveIsReadAgainstTheResolve) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, kAccepted));
+  const std::string id = ledger_.only().payout.payout_id;
+  std::optional<absl::StatusOr<Payout>> refreshed;
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  ASSERT_EQ(upstream_.calls.size(), 1u);
+  ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kFailed);
+  const std::string answer = R"({"resourceData":{"status":"SUCCESS"}})";
+  upstream_.Answer(Http(200, answer));
+
+  ASSERT_TRUE(refreshed.has_value());
+  ASSERT_TRUE(refreshed->ok()) << refreshed->status();
+  EXPECT_EQ((*refreshed)->state, PayoutState::kFailed) << "nothing changed";
+  EXPECT_EQ(metrics_.status_contradictions.Value({"failed", "succeeded"}), 1u);
+  EXPECT_EQ(ledger_.last_status_answer, answer) << "the answer is kept";
+}
+
+// A payout the caller was told arrived, which AOPay now reports failed.
+TEST_F(PayoutServiceTest, FailureReportedForASucceededPayoutIsCounted) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, kAccepted));
+  const std::string id = ledger_.only().payout.payout_id;
+  service_->Refresh(id, AnonymousClient(), [](absl::StatusOr<Payout>) {});
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"ACSC"}})"));
+  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kSucceeded);
+
+  absl::StatusOr<Payout> refreshed;
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"FAILED"}})"));
+  ASSERT_TRUE(refreshed.ok()) << refreshed.status();
+  EXPECT_EQ(refreshed->state, PayoutState::kSucceeded) << "nothing changed";
+  EXPECT_EQ(metrics_.status_contradictions.Value({"succeeded", "failed"}), 1u);
+  // An older word for a settled payout is only stale.
+  service_->Refresh(id, AnonymousClient(), [](absl::StatusOr<Payout>) {});
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"PENDING"}})"));
+  EXPECT_EQ(metrics_.status_contradictions.Value({"succeeded", "accepted"}),
+            0u);
+}
+
 TEST_F(PayoutServiceTest, CertainlyNotSentFreesTheKey) {
   auto result = Create(ValidRequest());
   upstream_.Answer(absl::UnavailableError("connection refused"));
