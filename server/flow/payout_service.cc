@@ -121,6 +121,21 @@ Ledger::Callback<absl::StatusOr<StoredPayout>> PayoutOf(
   };
 }
 
+// PayoutOf for a change to recorded payout `payout_id`: its errors carry
+// the payout's id (docs/errors.md), but for NOT_FOUND.
+Ledger::Callback<absl::StatusOr<StoredPayout>> RecordedPayoutOf(
+    std::string payout_id,
+    PayoutService::Callback<absl::StatusOr<Payout>> done) {
+  return [payout_id = std::move(payout_id),
+          done = std::move(done)](absl::StatusOr<StoredPayout> stored) {
+    if (!stored.ok() && stored.status().code() != absl::StatusCode::kNotFound) {
+      done(WithPayoutId(stored.status(), payout_id));
+      return;
+    }
+    PayoutOf(AnonymousClient(), done)(std::move(stored));
+  };
+}
+
 }  // namespace
 
 PayoutService::PayoutService(Ledger& ledger, UpstreamClient& upstream,
@@ -441,7 +456,7 @@ void PayoutService::OnPayoutAnswer(Payout payout, absl::Time started,
          done = std::move(done)](absl::StatusOr<StoredPayout> applied) {
           CountOutcome(payout.mode, "not_sent");
           LogOutcome(payout, started, error);
-          done(applied.ok() ? error
+          done(applied.ok() ? WithPayoutId(error, payout.payout_id)
                             : RequestInProgressError(payout.payout_id,
                                                      options_.retry_delay));
         },
@@ -859,7 +874,8 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
   metrics_.upstream_calls.Increment(
       {"status", answer.ok() ? absl::StrCat(answer->http_status) : "none"});
   if (!answer.ok()) {
-    done(StatusEndpointUnavailableError());
+    done(WithPayoutId(StatusEndpointUnavailableError(),
+                      stored.payout.payout_id));
     return;
   }
   if (!answer->cut_off_by.empty()) {
@@ -867,7 +883,8 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
     // unreadable (the not-understood counter is for those).
     spdlog::warn("AOPay's status answer for payout {} was cut off: {}",
                  stored.payout.payout_id, Scrub(answer->cut_off_by));
-    done(StatusEndpointUnavailableError());
+    done(WithPayoutId(StatusEndpointUnavailableError(),
+                      stored.payout.payout_id));
     return;
   }
   ApplyStatusAnswer(std::move(stored), std::move(who), *std::move(answer),
@@ -952,7 +969,7 @@ void PayoutService::ApplyStatusAnswer(StoredPayout stored, std::string who,
         if (applied.ok() ||
             applied.status().code() != absl::StatusCode::kAborted ||
             attempt >= kStatusAnswerAttempts) {
-          PayoutOf(AnonymousClient(), std::move(done))(std::move(applied));
+          RecordedPayoutOf(payout_id, std::move(done))(std::move(applied));
           return;
         }
         // The payout moved while AOPay was asked (an operator resolved
@@ -1036,8 +1053,9 @@ void PayoutService::Resolve(ResolveRequest request, Client caller,
                      payout.payout_id,
                      std::string(PayoutStateName(payout.state)),
                      std::string(PayoutStateName(request.state)));
+        const std::string payout_id = payout.payout_id;
         Apply(std::move(change), "resolve",
-              PayoutOf(AnonymousClient(), std::move(done)));
+              RecordedPayoutOf(payout_id, std::move(done)));
       });
 }
 
@@ -1124,7 +1142,7 @@ void PayoutService::Approve(ApprovalRequest request, Client caller,
                      // Another approval, a rejection or a cancel came first.
                      done(applied.status().code() == absl::StatusCode::kAborted
                               ? NotAwaitingApprovalError(payout_id, kCameFirst)
-                              : applied.status());
+                              : WithPayoutId(applied.status(), payout_id));
                      return;
                    }
                    Payout payout = applied->payout;
@@ -1190,7 +1208,7 @@ void PayoutService::Cancelled(Approval kind, ApprovalRequest request,
                    return;
                  }
                  if (!applied.ok()) {
-                   done(applied.status());
+                   done(WithPayoutId(applied.status(), payout_id));
                    return;
                  }
                  CountOutcome(applied->payout.mode, "cancelled");

@@ -554,8 +554,51 @@ TEST_F(PayoutServiceTest, AnApprovedPayoutNotSentWaitsForApprovalAgain) {
   upstream_.Answer(absl::UnavailableError("connection refused"));
   ASSERT_TRUE(approved->has_value());
   EXPECT_EQ((*approved)->status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails((*approved)->status()).metadata["payoutId"], id)
+      << "an error about a recorded payout names it";
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAwaitingApproval);
   EXPECT_THAT(ledger_.log, Not(Contains(HasSubstr("forget"))));
+}
+
+// Every error about a recorded payout carries its id (docs/errors.md).
+TEST_F(PayoutServiceTest, ErrorsAboutARecordedPayoutNameIt) {
+  auto held = Create(ValidRequest(), Maker());
+  const std::string held_id = (**held)->payout_id;
+  auto created = Create(ValidRequest("req-2"));
+  upstream_.Answer(Http(200, kAccepted));
+  const std::string id = (**created)->payout_id;
+  auto id_of = [](const absl::Status& status) {
+    return GetErrorDetails(status).metadata["payoutId"];
+  };
+
+  // The status endpoint gives no answer.
+  absl::StatusOr<Payout> refreshed;
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  upstream_.Answer(absl::UnavailableError("connection refused"));
+  EXPECT_EQ(refreshed.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(id_of(refreshed.status()), id);
+
+  // The ledger cannot write the change.
+  ledger_.fail_applies_with = LedgerUnavailableError("disk full");
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"ACSC"}})"));
+  EXPECT_EQ(refreshed.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(id_of(refreshed.status()), id);
+  for (auto method : {&PayoutService::Approve, &PayoutService::Reject}) {
+    absl::StatusOr<Payout> decided =
+        Call(method, ApprovalRequest{held_id, "checked"}, Checker());
+    EXPECT_EQ(decided.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_EQ(id_of(decided.status()), held_id);
+  }
+  absl::StatusOr<Payout> cancelled =
+      Call(&PayoutService::Cancel, ApprovalRequest{held_id, ""}, Maker());
+  EXPECT_EQ(id_of(cancelled.status()), held_id);
+  ledger_.fail_applies_with.reset();
+  EXPECT_EQ(upstream_.posted, 3u) << "one payout and two status calls";
 }
 
 // An approved payout that was not sent goes back to approval; when that
