@@ -3689,6 +3689,35 @@ TEST_F(PostgresLedgerTest, AnUnseenInsertIsForgottenOnlyAsItsInsertLeftIt) {
   EXPECT_EQ(StateOf(*ledger, 5).value(), PayoutState::kAwaitingApproval);
 }
 
+// A conflict that outlasts every attempt (a deadlock, say) is the database
+// too busy to answer: UNAVAILABLE, so that the gateway keeps an outcome in
+// memory and writes it again. As ABORTED it read as "the payout moved on"
+// and the outcome was dropped, the payout left PENDING.
+TEST_F(PostgresLedgerTest, AConflictOnEveryAttemptIsUnavailableNotAborted) {
+  auto ledger = Open();
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  ASSERT_EQ(Query("CREATE FUNCTION always_deadlocked() RETURNS trigger "
+                  "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'deadlock' "
+                  "USING ERRCODE = '40P01'; END $$; "
+                  "CREATE TRIGGER always_deadlocked BEFORE UPDATE ON payouts "
+                  "FOR EACH ROW EXECUTE FUNCTION always_deadlocked(); "
+                  "SELECT 'ok'"),
+            "ok");
+  absl::StatusOr<StoredPayout> applied =
+      Apply(*ledger,
+            Change(PayoutId(1), PayoutState::kPending, PayoutState::kAccepted));
+  EXPECT_EQ(applied.status().code(), absl::StatusCode::kUnavailable)
+      << applied.status();
+  EXPECT_EQ(GetErrorDetails(applied.status()).reason, "LEDGER_UNAVAILABLE");
+  ASSERT_EQ(Query("DROP TRIGGER always_deadlocked ON payouts; SELECT 'ok'"),
+            "ok");
+  applied = Apply(*ledger, Change(PayoutId(1), PayoutState::kPending,
+                                  PayoutState::kAccepted));
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(applied->payout.state, PayoutState::kAccepted);
+}
+
 TEST_F(PostgresLedgerTest, ReplicasStartingTogetherMigrateOnce) {
   constexpr int kReplicas = 4;
   std::vector<std::unique_ptr<PostgresLedger>> ledgers(kReplicas);

@@ -77,6 +77,17 @@ namespace {
 // A transaction that met a serialization failure or a deadlock runs again,
 // up to this many times in all.
 constexpr int kMaxAttempts = 3;
+// A conflict that outlasted every attempt (the status is `status`, with the
+// retry payload) is the database too busy to answer, not an answer:
+// UNAVAILABLE, so that a caller keeps what it holds (an outcome in memory)
+// and tries again, rather than taking ABORTED for "the payout moved on".
+// Any other status is returned as it is.
+absl::Status OutOfAttempts(absl::Status status) {
+  if (!postgres_internal::IsRetryable(status)) return status;
+  return LedgerUnavailableError(absl::StrCat(status.message(),
+                                             " (still conflicting after ",
+                                             kMaxAttempts, " attempts)"));
+}
 // Reconnecting: the first wait, doubled up to the last.
 constexpr absl::Duration kFirstBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(5);
@@ -474,7 +485,7 @@ class PostgresLedger::Impl {
         // Lost during a statement that commits by itself: it may or may not
         // have been applied.
         if (!(*db)->ok()) *unknown = true;
-        return result;
+        return OutOfAttempts(result.status());
       }
       absl::Status begun = (*db)->Run("BEGIN", {}, "starting a transaction");
       if (!begun.ok()) return begun;
@@ -482,14 +493,14 @@ class PostgresLedger::Impl {
       if (!result.ok()) {
         (void)(*db)->Run("ROLLBACK", {}, "rolling back");
         if (IsRetryable(result.status()) && attempt < kMaxAttempts) continue;
-        return result;
+        return OutOfAttempts(result.status());
       }
       absl::Status committed = (*db)->Run("COMMIT", {}, "committing");
       if (committed.ok()) return result;
       if (IsRetryable(committed) && attempt < kMaxAttempts) continue;
       // Lost during COMMIT: it may or may not have been applied.
       if (!(*db)->ok()) *unknown = true;
-      return committed;
+      return OutOfAttempts(committed);
     }
   }
 
