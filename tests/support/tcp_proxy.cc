@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -35,10 +36,16 @@ int ConnectUnix(const std::string& path) {
 }
 
 // Moves what is readable on `from` to `to`; false when either end closed.
-bool Pump(int from, int to) {
+// `seen` (when given) is set when the bytes hold `pattern`.
+bool Pump(int from, int to, const std::string& pattern = "",
+          bool* seen = nullptr) {
   char buffer[16384];
   const ssize_t got = read(from, buffer, sizeof(buffer));
   if (got <= 0) return false;
+  if (seen != nullptr && !pattern.empty() &&
+      std::string_view(buffer, got).find(pattern) != std::string_view::npos) {
+    *seen = true;
+  }
   ssize_t sent = 0;
   while (sent < got) {
     const ssize_t n = write(to, buffer + sent, got - sent);
@@ -92,20 +99,30 @@ void TcpProxy::Down() {
 
 void TcpProxy::Up() { down_.store(false); }
 
+void TcpProxy::CutAnswerTo(std::string pattern) {
+  absl::MutexLock lock(&mu_);
+  cut_pattern_ = std::move(pattern);
+}
+
 void TcpProxy::Loop() {
-  std::vector<std::pair<int, int>> pairs;  // (client, server)
+  struct Pair {
+    int client;
+    int server;
+    bool cut_on_answer = false;  // it sent the cut pattern
+  };
+  std::vector<Pair> pairs;
   auto close_all = [&pairs] {
-    for (auto [client, server] : pairs) {
-      close(client);
-      close(server);
+    for (const Pair& pair : pairs) {
+      close(pair.client);
+      close(pair.server);
     }
     pairs.clear();
   };
   while (!stop_.load()) {
     std::vector<pollfd> fds = {{wake_[0], POLLIN, 0}, {listener_, POLLIN, 0}};
-    for (auto [client, server] : pairs) {
-      fds.push_back({client, POLLIN, 0});
-      fds.push_back({server, POLLIN, 0});
+    for (const Pair& pair : pairs) {
+      fds.push_back({pair.client, POLLIN, 0});
+      fds.push_back({pair.server, POLLIN, 0});
     }
     if (poll(fds.data(), fds.size(), -1) < 0) continue;
     if (fds[0].revents != 0) {
@@ -120,27 +137,43 @@ void TcpProxy::Loop() {
         if (server < 0) {
           close(client);
         } else {
-          pairs.emplace_back(client, server);
+          pairs.push_back(Pair{client, server});
         }
       }
     }
     // Pump the pairs that were polled (new ones come after them).
-    std::vector<std::pair<int, int>> alive;
+    std::vector<Pair> alive;
     const size_t polled = fds.size() / 2 - 1;
     for (size_t i = 0; i < pairs.size(); ++i) {
-      auto [client, server] = pairs[i];
+      Pair pair = pairs[i];
       bool ok = true;
       if (i < polled && !down_.load()) {
         const short client_events = fds[2 + 2 * i].revents;
         const short server_events = fds[3 + 2 * i].revents;
-        if (client_events != 0) ok = ok && Pump(client, server);
-        if (ok && server_events != 0) ok = Pump(server, client);
+        if (client_events != 0) {
+          std::string pattern;
+          {
+            absl::MutexLock lock(&mu_);
+            pattern = cut_pattern_;
+          }
+          bool seen = false;
+          ok = Pump(pair.client, pair.server, pattern, &seen);
+          if (seen) {
+            pair.cut_on_answer = true;
+            absl::MutexLock lock(&mu_);
+            cut_pattern_.clear();
+          }
+        }
+        if (ok && server_events != 0) {
+          // The answer to the cut statement: dropped with the connection.
+          ok = !pair.cut_on_answer && Pump(pair.server, pair.client);
+        }
       }
       if (ok) {
-        alive.emplace_back(client, server);
+        alive.push_back(pair);
       } else {
-        close(client);
-        close(server);
+        close(pair.client);
+        close(pair.server);
       }
     }
     pairs.swap(alive);

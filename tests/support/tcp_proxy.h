@@ -11,7 +11,9 @@
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace aopay::test_support {
 
@@ -26,6 +28,11 @@ class TcpProxy {
   // Down: cuts every connection now and refuses new ones until Up().
   void Down();
   void Up();
+  // The next connection that sends `pattern` to the database (within one
+  // read) is cut when the database's next bytes for it come back, and those
+  // bytes are dropped: a statement (or a COMMIT) that ran, whose caller
+  // never hears of it. Once.
+  void CutAnswerTo(std::string pattern);
 
  private:
   TcpProxy(int listener, int port, std::string unix_path);
@@ -36,6 +43,8 @@ class TcpProxy {
   const std::string unix_path_;
   int wake_[2] = {-1, -1};
   std::atomic<bool> down_{false};
+  absl::Mutex mu_;
+  std::string cut_pattern_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

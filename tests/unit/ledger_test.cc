@@ -3689,6 +3689,54 @@ TEST_F(PostgresLedgerTest, AnUnseenInsertIsForgottenOnlyAsItsInsertLeftIt) {
   EXPECT_EQ(StateOf(*ledger, 5).value(), PayoutState::kAwaitingApproval);
 }
 
+// An approval whose commit got no answer: its approver heard UNAVAILABLE
+// and nothing was sent. Left PENDING, the payout was stuck: never sent, a
+// second approval refused, a cancel refused, replays "in progress", until a
+// restart made it UNKNOWN. It goes back to approval unless something
+// changed it since.
+TEST_F(PostgresLedgerTest, AnUnseenApprovalGoesBackToApprovalOnlyAsItLeftIt) {
+  auto ledger = Open("replica-a");
+  ASSERT_NE(ledger, nullptr);
+  for (int n : {1, 2, 3}) {
+    Payout held = MakePayout(n);
+    held.state = PayoutState::kAwaitingApproval;
+    InsertIn(*ledger, held);
+    ASSERT_TRUE(
+        Apply(*ledger, Change(PayoutId(n), PayoutState::kAwaitingApproval,
+                              PayoutState::kPending, T(1000)))
+            .ok());
+  }
+  // 2: its outcome was recorded since.
+  ASSERT_TRUE(Apply(*ledger, Change(PayoutId(2), PayoutState::kPending,
+                                    PayoutState::kAccepted, T(1001)))
+                  .ok());
+  std::optional<postgres_internal::Connection> db = Connect();
+  ASSERT_TRUE(db.has_value());
+  auto revert = [&](int n, const std::string& owner) {
+    absl::StatusOr<bool> moved = postgres_internal::RevertUnseenApproval(
+        *db, PayoutId(n), T(1000), owner, T(1002));
+    EXPECT_TRUE(moved.ok()) << moved.status();
+    return moved.value_or(false);
+  };
+  EXPECT_TRUE(revert(1, "replica-a"));
+  EXPECT_FALSE(revert(2, "replica-a"));
+  EXPECT_FALSE(revert(3, "replica-b"));
+  EXPECT_EQ(StateOf(*ledger, 1).value(), PayoutState::kAwaitingApproval);
+  EXPECT_EQ(StateOf(*ledger, 2).value(), PayoutState::kAccepted);
+  EXPECT_EQ(StateOf(*ledger, 3).value(), PayoutState::kPending);
+  absl::StatusOr<std::vector<PayoutEvent>> events =
+      Events(*ledger, PayoutId(1));
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_FALSE(events->empty());
+  EXPECT_EQ(events->back().from, PayoutState::kPending);
+  EXPECT_EQ(events->back().to, PayoutState::kAwaitingApproval);
+  EXPECT_THAT(events->back().why, HasSubstr("not sent"));
+  // It can be approved again.
+  EXPECT_TRUE(Apply(*ledger, Change(PayoutId(1), PayoutState::kAwaitingApproval,
+                                    PayoutState::kPending, T(1003)))
+                  .ok());
+}
+
 // A conflict that outlasts every attempt (a deadlock, say) is the database
 // too busy to answer: UNAVAILABLE, so that the gateway keeps an outcome in
 // memory and writes it again. As ABORTED it read as "the payout moved on"
@@ -3921,6 +3969,52 @@ TEST_F(PostgresFaultTest, UnreachableAtStartServesLaterWithoutARestart) {
   absl::StatusOr<InsertResult> inserted = Insert(*ledger, MakePayout(1));
   ASSERT_TRUE(inserted.ok()) << inserted.status();
   EXPECT_TRUE(inserted->inserted);
+}
+
+// The database runs an approval, and the connection breaks before its
+// answer: the approver hears UNAVAILABLE and nothing is sent. Once the
+// database answers again the payout awaits approval again, instead of
+// staying PENDING for good.
+TEST_F(PostgresFaultTest, AnApprovalWhoseAnswerIsLostGoesBackToApproval) {
+  auto ledger = Open(ProxiedOptions());
+  ASSERT_NE(ledger, nullptr);
+  Payout held = MakePayout(1);
+  held.state = PayoutState::kAwaitingApproval;
+  InsertIn(*ledger, held);
+  proxy_->CutAnswerTo(PayoutId(1));
+  absl::StatusOr<StoredPayout> approved =
+      Apply(*ledger, Change(PayoutId(1), PayoutState::kAwaitingApproval,
+                            PayoutState::kPending));
+  EXPECT_EQ(approved.status().code(), absl::StatusCode::kUnavailable)
+      << approved.status();
+  const std::string events = absl::StrCat(
+      "SELECT string_agg(from_state || '>' || to_state, ' ' ORDER BY id) "
+      "FROM payout_events WHERE payout_id = '",
+      PayoutId(1), "'");
+  // Committed (7>1), then moved back (1>7) by the replica.
+  EXPECT_TRUE(Eventually([&] { return Query(events) == "0>7 7>1 1>7"; }))
+      << Query(events);
+  EXPECT_EQ(StateOf(*ledger, 1).value(), PayoutState::kAwaitingApproval);
+}
+
+// The same for a held payout's insert: its caller was told nothing was
+// recorded, so it is removed once the database answers.
+TEST_F(PostgresFaultTest, AHeldInsertWhoseAnswerIsLostIsRemoved) {
+  auto ledger = Open(ProxiedOptions());
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  Payout held = MakePayout(2);
+  held.state = PayoutState::kAwaitingApproval;
+  proxy_->CutAnswerTo(PayoutId(2));
+  absl::StatusOr<InsertResult> inserted = Insert(*ledger, held);
+  EXPECT_EQ(inserted.status().code(), absl::StatusCode::kUnavailable)
+      << inserted.status();
+  EXPECT_TRUE(Eventually([&] {
+    return Query(
+               absl::StrCat("SELECT count(*) FROM payouts WHERE payout_id = '",
+                            PayoutId(2), "'")) == "0";
+  }));
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
 TEST_F(PostgresFaultTest, LostMidRunWritesFailAtOnceAndResumeWhenItReturns) {

@@ -429,6 +429,14 @@ class PostgresLedger::Impl {
     doubtful_.emplace(std::move(payout_id), inserted_state);
   }
 
+  // An approval whose COMMIT got no answer: the payout was not sent, and
+  // if it is PENDING as that approval left it, it awaits approval again
+  // once the database answers (RevertUnseenApproval).
+  void DoubtApproval(std::string payout_id, absl::Time approved_at) {
+    absl::MutexLock lock(&doubt_mu_);
+    doubtful_approvals_.emplace(std::move(payout_id), approved_at);
+  }
+
   // Ends expired leases: their PENDING payouts become UNKNOWN. Returns how
   // many.
   absl::StatusOr<int> Sweep(Connection& db, absl::Time now) {
@@ -787,6 +795,24 @@ class PostgresLedger::Impl {
       absl::MutexLock lock(&doubt_mu_);
       doubtful_.erase(payout_id);
     }
+    std::vector<std::pair<std::string, absl::Time>> approvals;
+    {
+      absl::MutexLock lock(&doubt_mu_);
+      approvals.assign(doubtful_approvals_.begin(), doubtful_approvals_.end());
+    }
+    for (const auto& [payout_id, approved_at] : approvals) {
+      absl::StatusOr<bool> reverted = postgres_internal::RevertUnseenApproval(
+          maintenance_db_, payout_id, approved_at, owner_, absl::Now());
+      if (!reverted.ok()) return;
+      if (*reverted) {
+        spdlog::warn(
+            "payout {}: its approval's commit got no answer and it was not "
+            "sent; it awaits approval again",
+            payout_id);
+      }
+      absl::MutexLock lock(&doubt_mu_);
+      doubtful_approvals_.erase(payout_id);
+    }
   }
 
   // A clean stop: this replica's lease ends now, so that any PENDING payout
@@ -834,6 +860,8 @@ class PostgresLedger::Impl {
 
   absl::Mutex doubt_mu_;
   absl::flat_hash_map<std::string, PayoutState> doubtful_
+      ABSL_GUARDED_BY(doubt_mu_);
+  absl::flat_hash_map<std::string, absl::Time> doubtful_approvals_
       ABSL_GUARDED_BY(doubt_mu_);
 
   absl::Mutex close_mu_;  // serializes Close()
@@ -896,6 +924,29 @@ absl::StatusOr<bool> ForgetUnchangedInsert(Connection& db,
       "removing an insert whose commit went unseen");
   if (!deleted.ok()) return deleted.status();
   return deleted->rows() == 1;
+}
+
+absl::StatusOr<bool> RevertUnseenApproval(Connection& db,
+                                          const std::string& payout_id,
+                                          absl::Time approved_at,
+                                          const std::string& owner,
+                                          absl::Time now) {
+  // The update time is the approval's only while nothing changed the
+  // payout since (an outcome, a sweep); the event says why it moved back.
+  absl::StatusOr<Result> reverted = db.Exec(
+      "WITH reverted AS (UPDATE payouts SET state = $4, update_time_us = $5 "
+      "WHERE payout_id = $1 AND owner = $2 AND state = $3 AND "
+      "update_time_us = $6 RETURNING payout_id) "
+      "INSERT INTO payout_events (payout_id, from_state, to_state, why, who, "
+      "time_us) SELECT payout_id, $3, $4, $7, 'gateway', $5 FROM reverted "
+      "RETURNING payout_id",
+      {payout_id, owner, Number(PayoutState::kPending),
+       Number(PayoutState::kAwaitingApproval), Micros(now), Micros(approved_at),
+       std::string("not sent: the approval's commit got no answer; awaiting "
+                   "approval again")},
+      "undoing an approval whose commit went unseen");
+  if (!reverted.ok()) return reverted.status();
+  return reverted->rows() == 1;
 }
 
 }  // namespace postgres_internal
@@ -1090,6 +1141,16 @@ absl::StatusOr<StoredPayout> Unapplied(Connection& db,
 void PostgresLedger::Apply(PayoutChange change,
                            Callback<absl::StatusOr<StoredPayout>> done) {
   Impl& impl = *impl_;
+  // An approval whose commit got no answer: its caller hears UNAVAILABLE and
+  // nothing is sent, so the payout must not stay PENDING.
+  absl::AnyInvocable<void()> on_unknown_commit;
+  if (change.expected_state == PayoutState::kAwaitingApproval &&
+      change.new_state == PayoutState::kPending) {
+    on_unknown_commit = [&impl, payout_id = change.payout_id,
+                         approved_at = change.time] {
+      impl.DoubtApproval(payout_id, approved_at);
+    };
+  }
   // One statement: the compare-and-set update and its event, committing by
   // itself.
   impl.Submit<StoredPayout>(
@@ -1168,7 +1229,7 @@ void PostgresLedger::Apply(PayoutChange change,
         if (updated->rows() == 0) return Unapplied(db, registration, change);
         return ReadPayoutRow(RowView(*updated, 0));
       },
-      std::move(done));
+      std::move(done), std::move(on_unknown_commit));
 }
 
 void PostgresLedger::Forget(std::string payout_id,

@@ -160,6 +160,17 @@ absl::StatusOr<bool> ForgetUnchangedInsert(Connection& db,
                                            PayoutState inserted_state,
                                            const std::string& owner);
 
+// Moves `owner`'s payout `payout_id` back from PENDING to AWAITING_APPROVAL
+// (with its event, at `now`) if it is as an approval at `approved_at` left
+// it: for an approval whose COMMIT got no answer, whose approver heard
+// UNAVAILABLE and whose payout was never sent. An outcome or a sweep since
+// keeps it. True when it moved it.
+absl::StatusOr<bool> RevertUnseenApproval(Connection& db,
+                                          const std::string& payout_id,
+                                          absl::Time approved_at,
+                                          const std::string& owner,
+                                          absl::Time now);
+
 }  // namespace postgres_internal
 }  // namespace aopay
 
