@@ -3737,6 +3737,47 @@ TEST_F(PostgresLedgerTest, AnUnseenApprovalGoesBackToApprovalOnlyAsItLeftIt) {
                   .ok());
 }
 
+// A replica whose heartbeats stop getting through (here: held up behind a
+// lock) may soon have its PENDING payouts turned UNKNOWN by another: it
+// records and approves nothing new, and says it is unhealthy, until a
+// heartbeat gets through again. Before, it went on recording and sending
+// payouts that another replica then turned UNKNOWN.
+TEST_F(PostgresLedgerTest, AReplicaWhoseLeaseIsNotRenewedRecordsNothingNew) {
+  PostgresLedgerOptions options = Options("replica-late");
+  options.owner_lease = kMinOwnerLease;
+  auto ledger = Open(std::move(options));
+  ASSERT_NE(ledger, nullptr);
+  Payout held = MakePayout(1);
+  held.state = PayoutState::kAwaitingApproval;
+  InsertIn(*ledger, held);
+  ASSERT_TRUE(ledger->Healthy());
+
+  std::optional<postgres_internal::Connection> blocker = Connect();
+  ASSERT_TRUE(blocker.has_value());
+  ASSERT_TRUE(blocker->Run("BEGIN", {}, "test").ok());
+  ASSERT_TRUE(blocker
+                  ->Run("SELECT 1 FROM gateway_replicas WHERE owner = $1 "
+                        "FOR UPDATE",
+                        {std::string("replica-late")}, "test")
+                  .ok());
+  EXPECT_TRUE(Eventually([&] { return !ledger->Healthy(); }));
+  absl::StatusOr<InsertResult> refused = Insert(*ledger, MakePayout(2));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorDetails(refused.status()).reason,
+            reason::kLedgerUnavailable);
+  absl::StatusOr<StoredPayout> approval =
+      Apply(*ledger, Change(PayoutId(1), PayoutState::kAwaitingApproval,
+                            PayoutState::kPending));
+  EXPECT_EQ(approval.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
+
+  ASSERT_TRUE(blocker->Run("COMMIT", {}, "test").ok());
+  EXPECT_TRUE(Eventually([&] { return ledger->Healthy(); }));
+  absl::StatusOr<InsertResult> inserted = Insert(*ledger, MakePayout(2));
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  EXPECT_TRUE(inserted->inserted);
+}
+
 // A conflict that outlasts every attempt (a deadlock, say) is the database
 // too busy to answer: UNAVAILABLE, so that the gateway keeps an outcome in
 // memory and writes it again. As ABORTED it read as "the payout moved on"

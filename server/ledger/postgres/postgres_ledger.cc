@@ -414,12 +414,37 @@ class PostgresLedger::Impl {
   const std::string& owner() const { return owner_; }
   absl::Duration lease() const { return options_.owner_lease; }
   bool ready() const { return ready_.load(); }
-  bool healthy() const { return ready_.load() && healthy_.load(); }
+  bool healthy() const {
+    return ready_.load() && healthy_.load() && LeaseHeld().ok();
+  }
+
+  // OK while this replica's lease was renewed within two thirds of it (two
+  // heartbeats late, with the shortest lease). Past that, another replica
+  // may soon find it expired and turn this replica's PENDING payouts
+  // UNKNOWN: so it records no new payout and sends no approved one
+  // (LEDGER_UNAVAILABLE, nothing sent) until a heartbeat gets through, and
+  // reports itself unhealthy.
+  absl::Status LeaseHeld() const {
+    const absl::Duration since =
+        absl::Now() - absl::FromUnixMicros(lease_renewed_us_.load());
+    if (since <= options_.owner_lease * 2 / 3) return absl::OkStatus();
+    return LedgerUnavailableError(absl::StrCat(
+        "this replica has not renewed its lease for ",
+        absl::FormatDuration(absl::Trunc(since, absl::Milliseconds(1))),
+        " (of ", absl::FormatDuration(options_.owner_lease),
+        "); it records no new payout until it does"));
+  }
   bool leader() const { return leader_.load(); }
   bool sender() const { return sender_.load(); }
   // The maintenance connection's server process, which holds the webhook
   // lock while this replica sends.
   int64_t sender_pid() const { return sender_pid_.load(); }
+
+  // A heartbeat (or the registration) that started at `at` got through: the
+  // database's heartbeat time is no earlier.
+  void RenewedAt(absl::Time at) {
+    lease_renewed_us_.store(absl::ToUnixMicros(at));
+  }
 
   // An insert whose COMMIT got no answer: its row, if it exists and nothing
   // moved it on, was never sent and is deleted once the database answers
@@ -543,8 +568,10 @@ class PostgresLedger::Impl {
     absl::Status status =
         MigrateAndClaim(maintenance_db_, registration(), target_.redacted);
     if (!status.ok()) return status;
+    const absl::Time registering = absl::Now();
     status = Register();
     if (!status.ok()) return status;
+    RenewedAt(registering);
     if (status = TakeDutiesWhenFree(); !status.ok()) return status;
     ready_.store(true);
     healthy_.store(true);
@@ -581,8 +608,10 @@ class PostgresLedger::Impl {
           continue;
         }
       }
+      const absl::Time beating = absl::Now();
       absl::Status beat = Heartbeat();
       NoteOutcome(beat);
+      if (beat.ok()) RenewedAt(beating);
       if (!beat.ok()) {
         if (leader_.exchange(false)) {
           spdlog::warn("ledger: no longer the leader replica: {}",
@@ -863,6 +892,8 @@ class PostgresLedger::Impl {
       ABSL_GUARDED_BY(doubt_mu_);
   absl::flat_hash_map<std::string, absl::Time> doubtful_approvals_
       ABSL_GUARDED_BY(doubt_mu_);
+  // When the last heartbeat that got through started (LeaseHeld).
+  std::atomic<int64_t> lease_renewed_us_{0};
 
   absl::Mutex close_mu_;  // serializes Close()
   absl::Mutex mu_;
@@ -979,6 +1010,9 @@ void PostgresLedger::Insert(InsertRequest request,
         if (absl::Status valid = CheckInsert(request); !valid.ok()) {
           return valid;
         }
+        // A payout recorded now would be sent by a replica whose payouts
+        // another may soon turn UNKNOWN.
+        if (absl::Status held = impl.LeaseHeld(); !held.ok()) return held;
         // Over the maximum: the insert below still runs, inside a savepoint
         // that is then undone, because only an insert waits for another
         // connection's uncommitted insert of the key (a read would not see
@@ -1158,6 +1192,12 @@ void PostgresLedger::Apply(PayoutChange change,
       [&impl, change = std::move(change)](
           Connection& db) -> absl::StatusOr<StoredPayout> {
         const std::string& registration = impl.registration();
+        // An approval sends, as an insert does (Insert); an outcome is
+        // recorded whatever the lease.
+        if (change.expected_state == PayoutState::kAwaitingApproval &&
+            change.new_state == PayoutState::kPending) {
+          if (absl::Status held = impl.LeaseHeld(); !held.ok()) return held;
+        }
         Param payout_answer;
         Param status_answer;
         if (!change.raw_answer.empty()) {
