@@ -597,7 +597,15 @@ void PayoutService::ApplyFromUnknown(PayoutChange change, absl::Status aborted,
              (change.new_state == PayoutState::kUnknown &&
               change.transaction_id.has_value() && now.transaction_id.empty()));
         if (!says_more) {
-          UnappliedAnswer(now, change);
+          if (change.new_state == PayoutState::kAwaitingApproval) {
+            // Back to approval after a call that did not leave: an approval
+            // since (or a takeover) superseded it; no AOPay answer is lost.
+            spdlog::info("payout {}: not sent back to approval, it is {} since",
+                         change.payout_id,
+                         std::string(PayoutStateName(now.state)));
+          } else {
+            UnappliedAnswer(now, change);
+          }
           done(std::move(aborted), std::move(change));
           return;
         }
@@ -887,20 +895,34 @@ void PayoutService::OnStatusAnswer(StoredPayout stored, std::string who,
                       stored.payout.payout_id));
     return;
   }
+  std::string asked = stored.payout.transaction_id;
   ApplyStatusAnswer(std::move(stored), std::move(who), *std::move(answer),
-                    /*attempt=*/1, std::move(done));
+                    std::move(asked), /*attempt=*/1, std::move(done));
 }
 
 void PayoutService::ApplyStatusAnswer(StoredPayout stored, std::string who,
-                                      HttpAnswer answer, int attempt,
+                                      HttpAnswer answer, std::string asked,
+                                      int attempt,
                                       Callback<absl::StatusOr<Payout>> done) {
   const Payout& payout = stored.payout;
-  const StatusVerdict verdict =
-      InterpretStatusAnswer(answer, payout.transaction_id);
+  if (payout.transaction_id != asked) {
+    // An operator gave the payout another transaction id while AOPay was
+    // asked about this one: the answer is not this payout's any more.
+    spdlog::warn(
+        "status answer for transaction {} not applied: payout {} was given "
+        "transaction {} meanwhile",
+        asked, payout.payout_id, payout.transaction_id);
+    done(std::move(stored.payout));
+    return;
+  }
+  const StatusVerdict verdict = InterpretStatusAnswer(answer, asked);
 
   PayoutChange change;
   change.payout_id = payout.payout_id;
   change.expected_state = payout.state;
+  // The row as it was read: a change made meanwhile (a resolve, another
+  // answer) sends this answer back to be read against it.
+  change.expected_update_time = payout.update_time;
   change.new_state = payout.state;
   change.raw_answer = answer.body;  // the ledger scrubs it
   change.answer_kind = PayoutChange::AnswerKind::kStatus;
@@ -961,33 +983,33 @@ void PayoutService::ApplyStatusAnswer(StoredPayout stored, std::string who,
   }
 
   const std::string payout_id = payout.payout_id;
-  Apply(
-      std::move(change), "refresh",
-      [this, payout_id, who = std::move(who), answer = std::move(answer),
-       attempt,
-       done = std::move(done)](absl::StatusOr<StoredPayout> applied) mutable {
-        if (applied.ok() ||
-            applied.status().code() != absl::StatusCode::kAborted ||
-            attempt >= kStatusAnswerAttempts) {
-          RecordedPayoutOf(payout_id, std::move(done))(std::move(applied));
-          return;
-        }
-        // The payout moved while AOPay was asked (an operator resolved
-        // it, say): the answer is read again against where it is now, so
-        // that a contradiction is seen and the answer kept.
-        ledger_.GetByPayoutId(
-            payout_id,
-            [this, who = std::move(who), answer = std::move(answer), attempt,
-             done = std::move(done)](absl::StatusOr<StoredPayout> now) mutable {
-              if (!now.ok()) {
-                done(now.status());
-                return;
-              }
-              ApplyStatusAnswer(*std::move(now), std::move(who),
-                                std::move(answer), attempt + 1,
-                                std::move(done));
-            });
-      });
+  Apply(std::move(change), "refresh",
+        [this, payout_id, who = std::move(who), answer = std::move(answer),
+         asked = std::move(asked), attempt,
+         done = std::move(done)](absl::StatusOr<StoredPayout> applied) mutable {
+          if (applied.ok() ||
+              applied.status().code() != absl::StatusCode::kAborted ||
+              attempt >= kStatusAnswerAttempts) {
+            RecordedPayoutOf(payout_id, std::move(done))(std::move(applied));
+            return;
+          }
+          // The payout moved while AOPay was asked (an operator resolved
+          // it, say): the answer is read again against where it is now, so
+          // that a contradiction is seen and the answer kept.
+          ledger_.GetByPayoutId(
+              payout_id, [this, payout_id, who = std::move(who),
+                          answer = std::move(answer), asked = std::move(asked),
+                          attempt, done = std::move(done)](
+                             absl::StatusOr<StoredPayout> now) mutable {
+                if (!now.ok()) {
+                  RecordedPayoutOf(payout_id, std::move(done))(now.status());
+                  return;
+                }
+                ApplyStatusAnswer(*std::move(now), std::move(who),
+                                  std::move(answer), std::move(asked),
+                                  attempt + 1, std::move(done));
+              });
+        });
 }
 
 void PayoutService::Resolve(ResolveRequest request, Client caller,

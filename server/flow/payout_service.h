@@ -212,8 +212,10 @@ class PayoutService {
   // Records a status answer against `stored` (attempt 1 of
   // kStatusAnswerAttempts); when the payout moved meanwhile, reads it again
   // and records the answer against where it is now.
+  // `asked`: the transaction id AOPay was asked about; an answer for a
+  // payout given another id meanwhile is not applied.
   void ApplyStatusAnswer(StoredPayout stored, std::string who,
-                         HttpAnswer answer, int attempt,
+                         HttpAnswer answer, std::string asked, int attempt,
                          Callback<absl::StatusOr<Payout>> done);
   // What a retry of an existing key gets (docs/idempotency.md).
   absl::StatusOr<Payout> Replay(const StoredPayout& stored,

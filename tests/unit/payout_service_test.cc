@@ -272,6 +272,23 @@ class FakeTimer final : public Timer {
   std::vector<absl::Duration> delays;
 };
 
+// Captures what the service logs while it lives.
+class LogCapture {
+ public:
+  LogCapture()
+      : previous_(spdlog::default_logger()),
+        sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink_));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  std::string text() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::logger> previous_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
 constexpr char kAccepted[] = R"({
   "initiateAuthGenericFundTransferAPIResp": {
     "metaData": {"status": "SUCCESS", "message": "ok", "version": "v1",
@@ -621,8 +638,14 @@ TEST_F(PayoutServiceTest, AChangeWrittenAgainDoesNotUndoALaterApproval) {
   auto second = Approve(id, "ok now", Checker());
   ASSERT_EQ(upstream_.posted, 2u);
   ASSERT_EQ(ledger_.only().payout.state, PayoutState::kPending);
-  timer_.RunPending();  // the first approval's change, again
-  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+  {
+    LogCapture logs;
+    timer_.RunPending();  // the first approval's change, again
+    EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
+    // Superseded, not an AOPay answer lost: no alarm for the operator.
+    EXPECT_THAT(logs.text(), Not(HasSubstr("[error]")));
+    EXPECT_THAT(logs.text(), HasSubstr("not sent back to approval"));
+  }
 
   upstream_.Answer(Http(200, kAccepted));
   ASSERT_TRUE(second->has_value());
@@ -1059,6 +1082,34 @@ TEST_F(PayoutServiceTest, AStatusAnswerAfterAResolveIsReadAgainstTheResolve) {
   EXPECT_EQ(ledger_.last_status_answer, answer) << "the answer is kept";
 }
 
+// An operator resolves an UNKNOWN payout under another transaction id while
+// its refresh asks AOPay about the old one: the old transaction's answer is
+// not the payout's any more, and must not fail it.
+TEST_F(PayoutServiceTest, AStatusAnswerForAnotherTransactionIsNotApplied) {
+  auto created = Create(ValidRequest());
+  upstream_.Answer(
+      Http(200, R"({"statuss":"SUCCESS","resourceData":{"status":"ON_HOLD",)"
+                R"("transactionID":"T1"}})"));
+  const std::string id = ledger_.only().payout.payout_id;
+  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+  ASSERT_EQ(ledger_.only().payout.transaction_id, "T1");
+  std::optional<absl::StatusOr<Payout>> refreshed;
+  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
+    refreshed = std::move(r);
+  });
+  absl::StatusOr<Payout> resolved =
+      Call(&PayoutService::Resolve,
+           ResolveRequest{id, PayoutState::kAccepted, "T2", "AOPay: it is T2"},
+           AnonymousClient());
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"FAILED"}})"));
+
+  ASSERT_TRUE(refreshed.has_value());
+  ASSERT_TRUE(refreshed->ok()) << refreshed->status();
+  EXPECT_EQ(ledger_.only().payout.state, PayoutState::kAccepted);
+  EXPECT_EQ(ledger_.only().payout.transaction_id, "T2");
+}
+
 // A payout the caller was told arrived, which AOPay now reports failed.
 TEST_F(PayoutServiceTest, FailureReportedForASucceededPayoutIsCounted) {
   auto created = Create(ValidRequest());
@@ -1094,23 +1145,6 @@ TEST_F(PayoutServiceTest, CertainlyNotSentFreesTheKey) {
   auto again = Create(ValidRequest());
   EXPECT_EQ(upstream_.calls.size(), 1u) << "the freed key is sent again";
 }
-
-// Captures what the service logs while it lives.
-class LogCapture {
- public:
-  LogCapture()
-      : previous_(spdlog::default_logger()),
-        sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(out_)) {
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink_));
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  std::string text() const { return out_.str(); }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::logger> previous_;
-  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
-};
 
 // An outcome the ledger refuses for good (not UNAVAILABLE: nothing to write
 // again) is logged with AOPay's transaction id: the payout stays PENDING,
