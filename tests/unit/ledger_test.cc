@@ -4058,6 +4058,32 @@ TEST_F(PostgresFaultTest, AHeldInsertWhoseAnswerIsLostIsRemoved) {
   EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
+// Both answers lost: the held payout's insert (its caller told nothing was
+// recorded) and then its approval (its approver told UNAVAILABLE, nothing
+// sent). It is moved back to approval and then removed, not left for a
+// later approval to send.
+TEST_F(PostgresFaultTest, AHeldInsertAndItsApprovalBothUnansweredAreRemoved) {
+  auto ledger = Open(ProxiedOptions());
+  ASSERT_NE(ledger, nullptr);
+  InsertIn(*ledger, MakePayout(1));
+  Payout held = MakePayout(2);
+  held.state = PayoutState::kAwaitingApproval;
+  proxy_->CutAnswerTo(PayoutId(2));
+  EXPECT_EQ(Insert(*ledger, held).status().code(),
+            absl::StatusCode::kUnavailable);
+  proxy_->CutAnswerTo(PayoutId(2));
+  EXPECT_FALSE(
+      Apply(*ledger, Change(PayoutId(2), PayoutState::kAwaitingApproval,
+                            PayoutState::kPending))
+          .ok());
+  EXPECT_TRUE(Eventually([&] {
+    return Query(
+               absl::StrCat("SELECT count(*) FROM payouts WHERE payout_id = '",
+                            PayoutId(2), "'")) == "0";
+  }));
+  EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
+}
+
 TEST_F(PostgresFaultTest, LostMidRunWritesFailAtOnceAndResumeWhenItReturns) {
   auto ledger = Open(ProxiedOptions());
   ASSERT_NE(ledger, nullptr);

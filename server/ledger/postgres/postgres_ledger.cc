@@ -812,28 +812,22 @@ class PostgresLedger::Impl {
   }
 
   void ForgetDoubtful() {
-    std::vector<std::pair<std::string, PayoutState>> doubtful;
-    {
-      absl::MutexLock lock(&doubt_mu_);
-      doubtful.assign(doubtful_.begin(), doubtful_.end());
-    }
-    for (const auto& [payout_id, inserted_state] : doubtful) {
-      absl::StatusOr<bool> deleted = postgres_internal::ForgetUnchangedInsert(
-          maintenance_db_, payout_id, inserted_state, owner_);
-      if (!deleted.ok()) return;
-      absl::MutexLock lock(&doubt_mu_);
-      doubtful_.erase(payout_id);
-    }
+    // Approvals first: a held payout whose insert and approval both went
+    // unanswered is moved back to approval, and then removed as an insert
+    // its caller was told was not recorded (unchanged since that move).
     std::vector<std::pair<std::string, absl::Time>> approvals;
     {
       absl::MutexLock lock(&doubt_mu_);
       approvals.assign(doubtful_approvals_.begin(), doubtful_approvals_.end());
     }
+    absl::flat_hash_map<std::string, absl::Time> moved_back;
     for (const auto& [payout_id, approved_at] : approvals) {
+      const absl::Time now = absl::Now();
       absl::StatusOr<bool> reverted = postgres_internal::RevertUnseenApproval(
-          maintenance_db_, payout_id, approved_at, owner_, absl::Now());
+          maintenance_db_, payout_id, approved_at, owner_, now);
       if (!reverted.ok()) return;
       if (*reverted) {
+        moved_back.emplace(payout_id, now);
         spdlog::warn(
             "payout {}: its approval's commit got no answer and it was not "
             "sent; it awaits approval again",
@@ -841,6 +835,21 @@ class PostgresLedger::Impl {
       }
       absl::MutexLock lock(&doubt_mu_);
       doubtful_approvals_.erase(payout_id);
+    }
+    std::vector<std::pair<std::string, PayoutState>> doubtful;
+    {
+      absl::MutexLock lock(&doubt_mu_);
+      doubtful.assign(doubtful_.begin(), doubtful_.end());
+    }
+    for (const auto& [payout_id, inserted_state] : doubtful) {
+      const auto moved = moved_back.find(payout_id);
+      absl::StatusOr<bool> deleted = postgres_internal::ForgetUnchangedInsert(
+          maintenance_db_, payout_id, inserted_state, owner_,
+          moved == moved_back.end() ? std::nullopt
+                                    : std::optional<absl::Time>(moved->second));
+      if (!deleted.ok()) return;
+      absl::MutexLock lock(&doubt_mu_);
+      doubtful_.erase(payout_id);
     }
   }
 
@@ -940,18 +949,21 @@ PostgresLedger::~PostgresLedger() = default;
 
 namespace postgres_internal {
 
-absl::StatusOr<bool> ForgetUnchangedInsert(Connection& db,
-                                           const std::string& payout_id,
-                                           PayoutState inserted_state,
-                                           const std::string& owner) {
+absl::StatusOr<bool> ForgetUnchangedInsert(
+    Connection& db, const std::string& payout_id, PayoutState inserted_state,
+    const std::string& owner, std::optional<absl::Time> moved_back_at) {
   // Every change of a payout moves its update time (an approval, a cancel,
   // a sweep, an outcome), and these columns are the row's own: a change
   // committed while this statement waited for the row is seen, as a
   // subquery over its events would not be.
   absl::StatusOr<Result> deleted = db.Exec(
       "DELETE FROM payouts WHERE payout_id = $1 AND owner = $2 AND "
-      "state = $3 AND update_time_us = create_time_us RETURNING payout_id",
-      {payout_id, owner, Number(inserted_state)},
+      "state = $3 AND update_time_us = COALESCE($4::bigint, create_time_us) "
+      "RETURNING payout_id",
+      {payout_id, owner, Number(inserted_state),
+       moved_back_at.has_value()
+           ? std::optional<std::string>(Micros(*moved_back_at))
+           : std::nullopt},
       "removing an insert whose commit went unseen");
   if (!deleted.ok()) return deleted.status();
   return deleted->rows() == 1;

@@ -31,6 +31,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -151,14 +152,15 @@ namespace postgres_internal {
 class Connection;  // connection.h
 
 // Deletes `owner`'s payout `payout_id` if it is as its insert left it: in
-// `inserted_state` (PENDING, or AWAITING_APPROVAL) and never changed since.
+// `inserted_state` (PENDING, or AWAITING_APPROVAL) and never changed since
+// (or, with `moved_back_at`, since RevertUnseenApproval moved it back then).
 // For an insert whose COMMIT got no answer, whose caller was told nothing
 // was recorded; an approved payout (being sent), or one any replica or
 // person moved on, is kept. True when it deleted the row.
-absl::StatusOr<bool> ForgetUnchangedInsert(Connection& db,
-                                           const std::string& payout_id,
-                                           PayoutState inserted_state,
-                                           const std::string& owner);
+absl::StatusOr<bool> ForgetUnchangedInsert(
+    Connection& db, const std::string& payout_id, PayoutState inserted_state,
+    const std::string& owner,
+    std::optional<absl::Time> moved_back_at = std::nullopt);
 
 // Moves `owner`'s payout `payout_id` back from PENDING to AWAITING_APPROVAL
 // (with its event, at `now`) if it is as an approval at `approved_at` left
