@@ -3934,6 +3934,27 @@ TEST_F(PostgresLedgerTest, RefusesADatabaseOfAnotherRegistration) {
   EXPECT_FALSE(absl::StrContains(refused.status().message(), kRegistration));
 }
 
+// A new database holds no payouts yet: a replica with a mistyped
+// registration must still not join a live replica of another one (each
+// would take the other's retries for new payouts and send them again).
+TEST_F(PostgresLedgerTest, RefusesALiveReplicaOfAnotherRegistration) {
+  auto ledger = Open("replica-right");
+  ASSERT_NE(ledger, nullptr);
+  PostgresLedgerOptions other = Options("replica-typo");
+  other.registration_id = "AOP-999";
+  absl::StatusOr<std::unique_ptr<PostgresLedger>> refused =
+      PostgresLedger::Open(other);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition)
+      << refused.status();
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("another AOPay registration"));
+  // Once that replica is gone, an empty database may be claimed anew.
+  ledger->Close();
+  absl::StatusOr<std::unique_ptr<PostgresLedger>> claimed =
+      PostgresLedger::Open(std::move(other));
+  EXPECT_TRUE(claimed.ok()) << claimed.status();
+}
+
 TEST_F(PostgresLedgerTest, RefusesANewerSchemaAndAnotherApplicationsTables) {
   { ASSERT_NE(Open(), nullptr); }
   ASSERT_EQ(Query("INSERT INTO ledger_schema (version) VALUES (99) "

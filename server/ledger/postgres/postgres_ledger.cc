@@ -566,7 +566,8 @@ class PostgresLedger::Impl {
     if (!db.ok()) return db.status();
     maintenance_db_ = *std::move(db);
     absl::Status status =
-        MigrateAndClaim(maintenance_db_, registration(), target_.redacted);
+        MigrateAndClaim(maintenance_db_, registration(), target_.redacted,
+                        options_.owner_lease);
     if (!status.ok()) return status;
     const absl::Time registering = absl::Now();
     status = Register();

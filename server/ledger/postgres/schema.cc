@@ -280,9 +280,29 @@ absl::Status Migrate(Connection& db, const std::string& where) {
 }
 
 absl::Status Claim(Connection& db, const std::string& registration,
-                   const std::string& where) {
+                   const std::string& where, absl::Duration lease) {
   absl::Status status = db.Run("BEGIN", {}, "checking the registration");
   if (!status.ok()) return status;
+  // A new database holds no payouts yet: a live replica of another
+  // registration is the sign of a mistyped --registration_id (each would
+  // take the other's retries for new payouts and send them again).
+  absl::StatusOr<Result> live = db.Exec(
+      "SELECT 1 FROM gateway_replicas WHERE registration <> $1 AND "
+      "heartbeat_at > now() - make_interval(secs => $2::double precision) "
+      "LIMIT 1",
+      {registration, absl::StrCat(absl::ToDoubleSeconds(lease))},
+      "checking the registration");
+  if (live.ok() && live->rows() > 0) {
+    (void)db.Run("ROLLBACK", {}, "checking the registration");
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ledger ", where,
+        " is in use by a live replica of another AOPay registration; a "
+        "ledger belongs to one registration, so check --registration_id"));
+  }
+  if (!live.ok()) {
+    (void)db.Run("ROLLBACK", {}, "checking the registration");
+    return live.status();
+  }
   absl::StatusOr<Result> other =
       db.Exec("SELECT 1 FROM payouts WHERE registration <> $1 LIMIT 1",
               {registration}, "checking the registration");
@@ -309,14 +329,14 @@ absl::Status Claim(Connection& db, const std::string& registration,
 }  // namespace
 
 absl::Status MigrateAndClaim(Connection& db, const std::string& registration,
-                             const std::string& where) {
+                             const std::string& where, absl::Duration lease) {
   const std::vector<Param> lock = {absl::StrCat(kLockSpace),
                                    absl::StrCat(kMigrationLock)};
   absl::Status status = db.Run("SELECT pg_advisory_lock($1, $2)", lock,
                                "waiting for the migration lock");
   if (!status.ok()) return status;
   status = Migrate(db, where);
-  if (status.ok()) status = Claim(db, registration, where);
+  if (status.ok()) status = Claim(db, registration, where, lease);
   absl::Status unlocked = db.Run("SELECT pg_advisory_unlock($1, $2)", lock,
                                  "releasing the migration lock");
   return status.ok() ? unlocked : status;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "server/ledger/postgres/connection.h"
 
 namespace aopay::postgres_internal {
@@ -28,13 +29,15 @@ inline constexpr int32_t kWebhookLock = 3;
 
 // Creates or migrates the schema, then claims the database for
 // `registration`: FAILED_PRECONDITION when it holds another registration's
-// payouts, when it is another application's (a payouts table without the
-// ledger's version table), or when its schema is newer than this code's.
-// UNAVAILABLE when the database cannot be reached. `where` names the
-// database in messages (the URI without its password).
+// payouts, when a replica of another registration heart-beat within the
+// last `lease`, when it is another application's (a payouts table without
+// the ledger's version table), or when its schema is newer than this
+// code's. UNAVAILABLE when the database cannot be reached. `where` names
+// the database in messages (the URI without its password).
 [[nodiscard]] absl::Status MigrateAndClaim(Connection& db,
                                            const std::string& registration,
-                                           const std::string& where);
+                                           const std::string& where,
+                                           absl::Duration lease);
 
 }  // namespace aopay::postgres_internal
 
