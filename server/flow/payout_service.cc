@@ -597,12 +597,20 @@ void PayoutService::ApplyFromUnknown(PayoutChange change, absl::Status aborted,
              (change.new_state == PayoutState::kUnknown &&
               change.transaction_id.has_value() && now.transaction_id.empty()));
         if (!says_more) {
-          if (change.new_state == PayoutState::kAwaitingApproval) {
-            // Back to approval after a call that did not leave: an approval
-            // since (or a takeover) superseded it; no AOPay answer is lost.
-            spdlog::info("payout {}: not sent back to approval, it is {} since",
-                         change.payout_id,
-                         std::string(PayoutStateName(now.state)));
+          if (change.new_state == PayoutState::kAwaitingApproval &&
+              now.state == PayoutState::kPending) {
+            // Back to approval after a call that did not leave, superseded
+            // by a later approval (being sent): no AOPay answer is lost.
+            spdlog::info(
+                "payout {}: not sent back to approval, it was approved again",
+                change.payout_id);
+          } else if (change.new_state == PayoutState::kAwaitingApproval) {
+            // Certainly not sent, but turned UNKNOWN (a takeover) meanwhile:
+            // only this line says so (docs/scale-out.md).
+            spdlog::error(
+                "payout {} was certainly not sent (AOPay could not be "
+                "reached) but is {} since; resolve it FAILED",
+                change.payout_id, std::string(PayoutStateName(now.state)));
           } else {
             UnappliedAnswer(now, change);
           }

@@ -644,7 +644,8 @@ TEST_F(PayoutServiceTest, AChangeWrittenAgainDoesNotUndoALaterApproval) {
     EXPECT_EQ(ledger_.only().payout.state, PayoutState::kPending);
     // Superseded, not an AOPay answer lost: no alarm for the operator.
     EXPECT_THAT(logs.text(), Not(HasSubstr("[error]")));
-    EXPECT_THAT(logs.text(), HasSubstr("not sent back to approval"));
+    EXPECT_THAT(logs.text(), HasSubstr("not sent back to approval, it was "
+                                       "approved again"));
   }
 
   upstream_.Answer(Http(200, kAccepted));
@@ -895,11 +896,15 @@ TEST_F(PayoutServiceTest, ANotSentApprovalAfterATakeoverStaysUnknown) {
   auto approved = Approve(id, "invoice checked", Checker());
   ASSERT_EQ(upstream_.calls.size(), 1u);
   ledger_.MoveBehindTheGatewaysBack(id, PayoutState::kUnknown);
+  LogCapture logs;
   upstream_.Answer(absl::UnavailableError("connection refused"));
 
   ASSERT_TRUE(approved->has_value());
   EXPECT_FALSE((*approved)->ok());
   EXPECT_EQ(ledger_.only().payout.state, PayoutState::kUnknown);
+  // Only this line says it was never sent (docs/scale-out.md).
+  EXPECT_THAT(logs.text(), HasSubstr("[error]"));
+  EXPECT_THAT(logs.text(), HasSubstr("certainly not sent"));
 }
 
 TEST_F(PayoutServiceTest,

@@ -565,12 +565,10 @@ class PostgresLedger::Impl {
     absl::StatusOr<Connection> db = Connection::Open(target_);
     if (!db.ok()) return db.status();
     maintenance_db_ = *std::move(db);
+    const absl::Time registering = absl::Now();
     absl::Status status =
         MigrateAndClaim(maintenance_db_, registration(), target_.redacted,
-                        options_.owner_lease);
-    if (!status.ok()) return status;
-    const absl::Time registering = absl::Now();
-    status = Register();
+                        options_.owner_lease, [this] { return Register(); });
     if (!status.ok()) return status;
     RenewedAt(registering);
     if (status = TakeDutiesWhenFree(); !status.ok()) return status;
@@ -1141,7 +1139,8 @@ namespace {
 
 // Why Apply changed nothing: NOT_FOUND, or ABORTED when the payout is not in
 // the expected state, unless the same change was already applied by an
-// attempt whose commit went unanswered (then the row, as done).
+// attempt whose commit went unanswered (then the row as it stands now, as
+// done, even if it has moved on since).
 absl::StatusOr<StoredPayout> Unapplied(Connection& db,
                                        const std::string& registration,
                                        const PayoutChange& change) {
@@ -1149,20 +1148,19 @@ absl::StatusOr<StoredPayout> Unapplied(Connection& db,
       SelectByPayoutId(db, registration, change.payout_id);
   if (!stored.ok()) return stored.status();
   const Payout& payout = stored->payout;
-  if (payout.state == change.new_state &&
-      change.expected_state != change.new_state) {
-    absl::StatusOr<Result> last = db.Exec(
-        "SELECT from_state, to_state, who, time_us FROM payout_events "
-        "WHERE payout_id = $1 ORDER BY id DESC LIMIT 1",
-        {change.payout_id}, "reading the last event");
-    if (!last.ok()) return last.status();
-    if (last->rows() == 1 &&
-        last->Int(0, 0) == static_cast<int>(change.expected_state) &&
-        last->Int(0, 1) == static_cast<int>(change.new_state) &&
-        last->Text(0, 2) == change.who &&
-        last->Int(0, 3) == absl::ToUnixMicros(change.time)) {
-      return stored;
-    }
+  // The change's own event (its move, who and time), wherever it stands
+  // among the payout's events: a refresh may have moved the payout on
+  // since the unanswered commit.
+  if (change.expected_state != change.new_state) {
+    absl::StatusOr<Result> own = db.Exec(
+        "SELECT 1 FROM payout_events WHERE payout_id = $1 AND "
+        "from_state = $2 AND to_state = $3 AND who = $4 AND time_us = $5 "
+        "LIMIT 1",
+        {change.payout_id, Number(change.expected_state),
+         Number(change.new_state), change.who, Micros(change.time)},
+        "looking for the change's own event");
+    if (!own.ok()) return own.status();
+    if (own->rows() == 1) return stored;
   }
   if (payout.state == change.expected_state &&
       change.expected_update_time.has_value() &&

@@ -3,6 +3,7 @@
 #include "server/ledger/postgres/schema.h"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -329,7 +330,8 @@ absl::Status Claim(Connection& db, const std::string& registration,
 }  // namespace
 
 absl::Status MigrateAndClaim(Connection& db, const std::string& registration,
-                             const std::string& where, absl::Duration lease) {
+                             const std::string& where, absl::Duration lease,
+                             const std::function<absl::Status()>& join) {
   const std::vector<Param> lock = {absl::StrCat(kLockSpace),
                                    absl::StrCat(kMigrationLock)};
   absl::Status status = db.Run("SELECT pg_advisory_lock($1, $2)", lock,
@@ -337,6 +339,9 @@ absl::Status MigrateAndClaim(Connection& db, const std::string& registration,
   if (!status.ok()) return status;
   status = Migrate(db, where);
   if (status.ok()) status = Claim(db, registration, where, lease);
+  // Under the same lock: a replica of another registration starting at
+  // the same moment claims after this one is seen live, or before it.
+  if (status.ok()) status = join();
   absl::Status unlocked = db.Run("SELECT pg_advisory_unlock($1, $2)", lock,
                                  "releasing the migration lock");
   return status.ok() ? unlocked : status;

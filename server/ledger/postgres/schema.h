@@ -6,6 +6,7 @@
 // database belongs to, and the advisory-lock keys. Internal to the ledger.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -33,11 +34,12 @@ inline constexpr int32_t kWebhookLock = 3;
 // last `lease`, when it is another application's (a payouts table without
 // the ledger's version table), or when its schema is newer than this
 // code's. UNAVAILABLE when the database cannot be reached. `where` names
-// the database in messages (the URI without its password).
-[[nodiscard]] absl::Status MigrateAndClaim(Connection& db,
-                                           const std::string& registration,
-                                           const std::string& where,
-                                           absl::Duration lease);
+// the database in messages (the URI without its password). `join` (this
+// replica's registration as live) runs under the same lock, after the
+// claim.
+[[nodiscard]] absl::Status MigrateAndClaim(
+    Connection& db, const std::string& registration, const std::string& where,
+    absl::Duration lease, const std::function<absl::Status()>& join);
 
 }  // namespace aopay::postgres_internal
 
