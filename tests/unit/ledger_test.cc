@@ -4010,6 +4010,30 @@ class PostgresFaultTest : public PostgresLedgerTest {
     return uri_.substr(value, uri_.find('&', value) - value);
   }
 
+  // A replica behind the proxy holding payout 1, whose insert of held
+  // payout 2 committed but got no answer (UNAVAILABLE).
+  std::unique_ptr<PostgresLedger> WithAHeldInsertUnanswered() {
+    auto ledger = Open(ProxiedOptions());
+    if (ledger == nullptr) return nullptr;
+    InsertIn(*ledger, MakePayout(1));
+    Payout held = MakePayout(2);
+    held.state = PayoutState::kAwaitingApproval;
+    proxy_->CutAnswerTo(PayoutId(2));
+    absl::StatusOr<InsertResult> inserted = Insert(*ledger, held);
+    EXPECT_EQ(inserted.status().code(), absl::StatusCode::kUnavailable)
+        << inserted.status();
+    return ledger;
+  }
+
+  // Whether payout `n` is deleted within Eventually's time.
+  bool EventuallyGone(int n) {
+    return Eventually([&] {
+      return Query(absl::StrCat(
+                 "SELECT count(*) FROM payouts WHERE payout_id = '",
+                 PayoutId(n), "'")) == "0";
+    });
+  }
+
   PostgresLedgerOptions ProxiedOptions() const {
     PostgresLedgerOptions options = Options("replica-proxied");
     options.uri = proxied_uri_;
@@ -4069,20 +4093,9 @@ TEST_F(PostgresFaultTest, AnApprovalWhoseAnswerIsLostGoesBackToApproval) {
 // The same for a held payout's insert: its caller was told nothing was
 // recorded, so it is removed once the database answers.
 TEST_F(PostgresFaultTest, AHeldInsertWhoseAnswerIsLostIsRemoved) {
-  auto ledger = Open(ProxiedOptions());
+  auto ledger = WithAHeldInsertUnanswered();
   ASSERT_NE(ledger, nullptr);
-  InsertIn(*ledger, MakePayout(1));
-  Payout held = MakePayout(2);
-  held.state = PayoutState::kAwaitingApproval;
-  proxy_->CutAnswerTo(PayoutId(2));
-  absl::StatusOr<InsertResult> inserted = Insert(*ledger, held);
-  EXPECT_EQ(inserted.status().code(), absl::StatusCode::kUnavailable)
-      << inserted.status();
-  EXPECT_TRUE(Eventually([&] {
-    return Query(
-               absl::StrCat("SELECT count(*) FROM payouts WHERE payout_id = '",
-                            PayoutId(2), "'")) == "0";
-  }));
+  EXPECT_TRUE(EventuallyGone(2));
   EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 
@@ -4091,24 +4104,14 @@ TEST_F(PostgresFaultTest, AHeldInsertWhoseAnswerIsLostIsRemoved) {
 // sent). It is moved back to approval and then removed, not left for a
 // later approval to send.
 TEST_F(PostgresFaultTest, AHeldInsertAndItsApprovalBothUnansweredAreRemoved) {
-  auto ledger = Open(ProxiedOptions());
+  auto ledger = WithAHeldInsertUnanswered();
   ASSERT_NE(ledger, nullptr);
-  InsertIn(*ledger, MakePayout(1));
-  Payout held = MakePayout(2);
-  held.state = PayoutState::kAwaitingApproval;
-  proxy_->CutAnswerTo(PayoutId(2));
-  EXPECT_EQ(Insert(*ledger, held).status().code(),
-            absl::StatusCode::kUnavailable);
   proxy_->CutAnswerTo(PayoutId(2));
   EXPECT_FALSE(
       Apply(*ledger, Change(PayoutId(2), PayoutState::kAwaitingApproval,
                             PayoutState::kPending))
           .ok());
-  EXPECT_TRUE(Eventually([&] {
-    return Query(
-               absl::StrCat("SELECT count(*) FROM payouts WHERE payout_id = '",
-                            PayoutId(2), "'")) == "0";
-  }));
+  EXPECT_TRUE(EventuallyGone(2));
   EXPECT_EQ(Query("SELECT count(*) FROM payouts"), "1");
 }
 

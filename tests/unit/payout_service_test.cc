@@ -348,6 +348,26 @@ class PayoutServiceTest : public ::testing::Test {
     return result;
   }
 
+  // A payout AOPay accepted, settled by a refresh answered `settle` (to
+  // `settled`), then refreshed again answered `later`: that refresh's
+  // result.
+  absl::StatusOr<Payout> SettledThenRefreshed(const std::string& settle,
+                                              PayoutState settled,
+                                              const std::string& later) {
+    auto created = Create(ValidRequest());
+    upstream_.Answer(Http(200, kAccepted));
+    const std::string id = ledger_.only().payout.payout_id;
+    service_->Refresh(id, AnonymousClient(), [](absl::StatusOr<Payout>) {});
+    upstream_.Answer(Http(200, settle));
+    EXPECT_EQ(ledger_.only().payout.state, settled);
+    absl::StatusOr<Payout> refreshed = absl::InternalError("no answer");
+    service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
+      refreshed = std::move(r);
+    });
+    upstream_.Answer(Http(200, later));
+    return refreshed;
+  }
+
   template <typename Method, typename... Args>
   absl::StatusOr<Payout> Call(Method method, Args... args) {
     std::optional<absl::StatusOr<Payout>> result;
@@ -1046,18 +1066,9 @@ TEST_F(PayoutServiceTest, TheReconcilerStaysWithinItsWindow) {
 }
 
 TEST_F(PayoutServiceTest, SuccessReportedForAFailedPayoutIsCountedAndLogged) {
-  auto created = Create(ValidRequest());
-  upstream_.Answer(Http(200, kAccepted));
-  const std::string id = ledger_.only().payout.payout_id;
-  service_->Refresh(id, AnonymousClient(), [](absl::StatusOr<Payout>) {});
-  upstream_.Answer(Http(200, R"({"resourceData":{"status":"RJCT"}})"));
-  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kFailed);
-
-  absl::StatusOr<Payout> refreshed;
-  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
-    refreshed = std::move(r);
-  });
-  upstream_.Answer(Http(200, R"({"resourceData":{"status":"SUCCESS"}})"));
+  absl::StatusOr<Payout> refreshed = SettledThenRefreshed(
+      R"({"resourceData":{"status":"RJCT"}})", PayoutState::kFailed,
+      R"({"resourceData":{"status":"SUCCESS"}})");
   ASSERT_TRUE(refreshed.ok()) << refreshed.status();
   EXPECT_EQ(refreshed->state, PayoutState::kFailed) << "nothing changed";
   EXPECT_EQ(metrics_.status_contradictions.Value({"failed", "succeeded"}), 1u);
@@ -1117,19 +1128,11 @@ TEST_F(PayoutServiceTest, AStatusAnswerForAnotherTransactionIsNotApplied) {
 
 // A payout the caller was told arrived, which AOPay now reports failed.
 TEST_F(PayoutServiceTest, FailureReportedForASucceededPayoutIsCounted) {
-  auto created = Create(ValidRequest());
-  upstream_.Answer(Http(200, kAccepted));
-  const std::string id = ledger_.only().payout.payout_id;
-  service_->Refresh(id, AnonymousClient(), [](absl::StatusOr<Payout>) {});
-  upstream_.Answer(Http(200, R"({"resourceData":{"status":"ACSC"}})"));
-  ASSERT_EQ(ledger_.only().payout.state, PayoutState::kSucceeded);
-
-  absl::StatusOr<Payout> refreshed;
-  service_->Refresh(id, AnonymousClient(), [&](absl::StatusOr<Payout> r) {
-    refreshed = std::move(r);
-  });
-  upstream_.Answer(Http(200, R"({"resourceData":{"status":"FAILED"}})"));
+  absl::StatusOr<Payout> refreshed = SettledThenRefreshed(
+      R"({"resourceData":{"status":"ACSC"}})", PayoutState::kSucceeded,
+      R"({"resourceData":{"status":"FAILED"}})");
   ASSERT_TRUE(refreshed.ok()) << refreshed.status();
+  const std::string id = refreshed->payout_id;
   EXPECT_EQ(refreshed->state, PayoutState::kSucceeded) << "nothing changed";
   EXPECT_EQ(metrics_.status_contradictions.Value({"succeeded", "failed"}), 1u);
   // An older word for a settled payout is only stale.
