@@ -579,7 +579,8 @@ class PostgresLedger::Impl {
     return absl::OkStatus();
   }
 
-  // Every third of the lease (every second while the database is away):
+  // Every third of the lease, at most every second, from one heartbeat to
+  // the next (every second while the database is away):
   // connect and migrate when not yet done; heartbeat; end expired leases;
   // take the duties lock when free; delete doubtful inserts.
   void MaintenanceLoop() {
@@ -624,6 +625,7 @@ class PostgresLedger::Impl {
                      std::string(beat.message()));
         absl::StatusOr<Connection> db = Connection::Open(target_);
         if (db.ok()) maintenance_db_ = *std::move(db);
+        wait = tick;
         continue;
       }
       absl::StatusOr<int> swept = InTransaction<int>(
@@ -640,6 +642,10 @@ class PostgresLedger::Impl {
       ForgetDoubtful();
       SequenceBacklog();
       AnalyzeWhileWithoutStatistics();
+      // Heartbeats a tick apart however long this work took (LeaseHeld
+      // counts from the last one), and the next one at once after a turn
+      // longer than a tick.
+      wait = std::max(tick - (absl::Now() - beating), absl::Milliseconds(1));
     }
   }
 
