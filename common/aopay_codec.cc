@@ -471,6 +471,13 @@ PayoutVerdict CutOffVerdict(const HttpAnswer& answer) {
   return verdict;
 }
 
+// The state a success's status word (white space stripped) names; no word
+// is a plain ACCEPTED. nullopt for a word the gateway does not know.
+std::optional<PayoutState> SuccessWordState(absl::string_view stripped) {
+  if (stripped.empty()) return PayoutState::kAccepted;
+  return MapStatusWord(stripped);
+}
+
 // Step 6: the documented success, or something shaped like it.
 PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
                              int http_status) {
@@ -519,9 +526,7 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
     return unknown("AOPay reported success with a status that is not text");
   }
   const absl::string_view stripped = absl::StripAsciiWhitespace(word);
-  const std::optional<PayoutState> state =
-      stripped.empty() ? std::optional<PayoutState>(PayoutState::kAccepted)
-                       : MapStatusWord(stripped);
+  const std::optional<PayoutState> state = SuccessWordState(stripped);
   const absl::string_view quoted = QuotableToken(stripped);
   if (!state.has_value() || *state == PayoutState::kReversed) {
     return unknown(
@@ -537,13 +542,7 @@ PayoutVerdict SuccessVerdict(const Value& root, const Located& located,
           StringMember(*located.resource_data, "transactionStatus");
       second.has_value() &&
       status_member != Member(*located.resource_data, "transactionStatus")) {
-    const absl::string_view stripped_second =
-        absl::StripAsciiWhitespace(*second);
-    const std::optional<PayoutState> second_state =
-        stripped_second.empty()
-            ? std::optional<PayoutState>(PayoutState::kAccepted)
-            : MapStatusWord(stripped_second);
-    if (second_state != state) {
+    if (SuccessWordState(absl::StripAsciiWhitespace(*second)) != state) {
       return unknown(
           "AOPay reported success with a status and a transactionStatus that "
           "disagree");

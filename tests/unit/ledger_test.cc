@@ -333,6 +333,13 @@ Payout MakePayout(int n, std::string request_id = "") {
   return payout;
 }
 
+// MakePayout(n) held for approval (above its client's threshold).
+Payout HeldPayout(int n) {
+  Payout held = MakePayout(n);
+  held.state = PayoutState::kAwaitingApproval;
+  return held;
+}
+
 // Payout n of `client`, for `amount_paise`.
 Payout ClientPayout(int n, std::string client, int64_t amount_paise) {
   Payout payout = MakePayout(n);
@@ -2198,8 +2205,7 @@ TEST_P(LedgerSuite, TheMaximumRefusesWithoutWritingButAReplayWins) {
 TEST_P(LedgerSuite, AChangeForAnEarlierAttemptDoesNotApplyToALaterOne) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);
-  Payout held = MakePayout(1);
-  held.state = PayoutState::kAwaitingApproval;
+  const Payout held = HeldPayout(1);
   InsertIn(*ledger, held);
   absl::StatusOr<StoredPayout> first =
       Apply(*ledger, Change(PayoutId(1), PayoutState::kAwaitingApproval,
@@ -3635,8 +3641,7 @@ TEST_F(PostgresLedgerTest, AnApprovedPayoutIsOwnedByTheReplicaThatSendsIt) {
   auto approver = Open("replica-approver");
   ASSERT_NE(creator, nullptr);
   ASSERT_NE(approver, nullptr);
-  Payout held = MakePayout(1);
-  held.state = PayoutState::kAwaitingApproval;
+  const Payout held = HeldPayout(1);
   InsertIn(*creator, held);
   ASSERT_TRUE(
       Apply(*approver, Change(PayoutId(1), PayoutState::kAwaitingApproval,
@@ -3659,8 +3664,7 @@ TEST_F(PostgresLedgerTest, AnUnseenInsertIsForgottenOnlyAsItsInsertLeftIt) {
   ASSERT_NE(ledger, nullptr);
   InsertIn(*ledger, MakePayout(1));
   for (int n : {2, 3, 4, 5}) {
-    Payout held = MakePayout(n);
-    held.state = PayoutState::kAwaitingApproval;
+    const Payout held = HeldPayout(n);
     InsertIn(*ledger, held);
   }
   // 3: approved on this replica, being sent.
@@ -3705,8 +3709,7 @@ TEST_F(PostgresLedgerTest, AnUnseenApprovalGoesBackToApprovalOnlyAsItLeftIt) {
   auto ledger = Open("replica-a");
   ASSERT_NE(ledger, nullptr);
   for (int n : {1, 2, 3}) {
-    Payout held = MakePayout(n);
-    held.state = PayoutState::kAwaitingApproval;
+    const Payout held = HeldPayout(n);
     InsertIn(*ledger, held);
     ASSERT_TRUE(
         Apply(*ledger, Change(PayoutId(n), PayoutState::kAwaitingApproval,
@@ -3754,8 +3757,7 @@ TEST_F(PostgresLedgerTest, AReplicaWhoseLeaseIsNotRenewedRecordsNothingNew) {
   options.owner_lease = kMinOwnerLease;
   auto ledger = Open(std::move(options));
   ASSERT_NE(ledger, nullptr);
-  Payout held = MakePayout(1);
-  held.state = PayoutState::kAwaitingApproval;
+  const Payout held = HeldPayout(1);
   InsertIn(*ledger, held);
   ASSERT_TRUE(ledger->Healthy());
 
@@ -4016,8 +4018,7 @@ class PostgresFaultTest : public PostgresLedgerTest {
     auto ledger = Open(ProxiedOptions());
     if (ledger == nullptr) return nullptr;
     InsertIn(*ledger, MakePayout(1));
-    Payout held = MakePayout(2);
-    held.state = PayoutState::kAwaitingApproval;
+    const Payout held = HeldPayout(2);
     proxy_->CutAnswerTo(PayoutId(2));
     absl::StatusOr<InsertResult> inserted = Insert(*ledger, held);
     EXPECT_EQ(inserted.status().code(), absl::StatusCode::kUnavailable)
@@ -4071,8 +4072,7 @@ TEST_F(PostgresFaultTest, UnreachableAtStartServesLaterWithoutARestart) {
 TEST_F(PostgresFaultTest, AnApprovalWhoseAnswerIsLostGoesBackToApproval) {
   auto ledger = Open(ProxiedOptions());
   ASSERT_NE(ledger, nullptr);
-  Payout held = MakePayout(1);
-  held.state = PayoutState::kAwaitingApproval;
+  const Payout held = HeldPayout(1);
   InsertIn(*ledger, held);
   proxy_->CutAnswerTo(PayoutId(1));
   absl::StatusOr<StoredPayout> approved =
