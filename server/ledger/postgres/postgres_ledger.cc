@@ -45,6 +45,7 @@
 namespace aopay {
 
 using ledger_internal::CheckInsert;
+using ledger_internal::CheckUnchangedSince;
 using ledger_internal::CreatedBy;
 using ledger_internal::CreationReason;
 using ledger_internal::FinalStateNumbers;
@@ -1168,15 +1169,11 @@ absl::StatusOr<StoredPayout> Unapplied(Connection& db,
     if (!own.ok()) return own.status();
     if (own->rows() == 1) return stored;
   }
-  if (payout.state == change.expected_state &&
-      change.expected_update_time.has_value() &&
-      Micros(payout.update_time) != Micros(*change.expected_update_time)) {
-    return absl::AbortedError(
-        absl::StrCat("Payout ", payout.payout_id, " changed since it was ",
-                     PayoutStateName(change.expected_state),
-                     " for this change; nothing changed."));
-  }
   if (payout.state == change.expected_state) {
+    if (absl::Status unchanged = CheckUnchangedSince(payout, change);
+        !unchanged.ok()) {
+      return unchanged;
+    }
     // Changed and changed back between the two statements: run again.
     absl::Status again = absl::AbortedError("the payout changed meanwhile");
     again.SetPayload(postgres_internal::kRetryPayload, absl::Cord("state"));

@@ -108,6 +108,19 @@ std::optional<InsertResult> OverMaxPayout(const InsertRequest& request) {
   return result;
 }
 
+absl::Status CheckUnchangedSince(const Payout& payout,
+                                 const PayoutChange& change) {
+  if (!change.expected_update_time.has_value() ||
+      absl::ToUnixMicros(payout.update_time) ==
+          absl::ToUnixMicros(*change.expected_update_time)) {
+    return absl::OkStatus();
+  }
+  return absl::AbortedError(absl::StrCat("Payout ", payout.payout_id,
+                                         " changed since it was ",
+                                         PayoutStateName(change.expected_state),
+                                         " for this change; nothing changed."));
+}
+
 std::optional<InsertResult> OverDailyLimit(int64_t spent_paise,
                                            const InsertRequest& request) {
   if (spent_paise + request.payout.amount_paise <=

@@ -84,6 +84,12 @@ absl::Status CheckInsert(const InsertRequest& request);
 // is known to be free.
 std::optional<InsertResult> OverMaxPayout(const InsertRequest& request);
 
+// ABORTED when `change` names an expected update time that `payout` (in the
+// expected state) no longer has: it is meant for an earlier attempt
+// (PayoutChange::expected_update_time). OK otherwise.
+absl::Status CheckUnchangedSince(const Payout& payout,
+                                 const PayoutChange& change);
+
 // The answer to an insert the daily limit refuses, given what the client's
 // counted payouts of the day add up to; nullopt when it fits.
 std::optional<InsertResult> OverDailyLimit(int64_t spent_paise,

@@ -46,6 +46,7 @@
 namespace aopay {
 
 using ledger_internal::CheckInsert;
+using ledger_internal::CheckUnchangedSince;
 using ledger_internal::CreatedBy;
 using ledger_internal::CreationReason;
 using ledger_internal::FinalStateNumbers;
@@ -535,13 +536,9 @@ void SqliteLedger::Apply(PayoutChange change,
               PayoutStateName(payout.state), ", not ",
               PayoutStateName(change.expected_state), "; nothing changed."));
         }
-        if (change.expected_update_time.has_value() &&
-            absl::ToUnixMicros(payout.update_time) !=
-                absl::ToUnixMicros(*change.expected_update_time)) {
-          return absl::AbortedError(absl::StrCat(
-              "Payout ", payout.payout_id, " changed since it was ",
-              PayoutStateName(change.expected_state),
-              " for this change; nothing changed."));
+        if (absl::Status unchanged = CheckUnchangedSince(payout, change);
+            !unchanged.ok()) {
+          return unchanged;
         }
         const PayoutState from = payout.state;
         payout.state = change.new_state;
