@@ -1,6 +1,7 @@
 #include "server/app/server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <memory>
 #include <thread>
@@ -257,6 +258,7 @@ class ServerImpl final : public Server {
         std::max<size_t>(1, static_cast<size_t>(options_.max_inflight) / 4);
     service_options.max_refreshes = refresh_bound;
     timer_ = std::make_unique<ThreadTimer>();
+    service_options.calls_in_flight = &calls_in_flight_;
     service_ = std::make_unique<PayoutService>(
         *ledger_, *upstream_, *timer_, metrics_, std::move(service_options));
     grpc_service_ = std::make_unique<GrpcPayoutService>(
@@ -523,6 +525,7 @@ class ServerImpl final : public Server {
       ledger_options.commit_delay = options_.ledger_commit_delay;
       ledger_options.webhooks = !options_.webhook_url.empty();
       ledger_options.executor = callbacks_.get();
+      ledger_options.calls_in_flight = &calls_in_flight_;
       absl::StatusOr<std::unique_ptr<SqliteLedger>> ledger =
           SqliteLedger::Open(std::move(ledger_options));
       if (!ledger.ok()) return ledger.status();
@@ -589,6 +592,9 @@ class ServerImpl final : public Server {
   Metrics metrics_;
   std::unique_ptr<Sandbox> sandbox_;
   std::unique_ptr<ThreadPool> callbacks_;  // outlives the ledger
+  // The service's creations and refreshes in progress, read by the SQLite
+  // ledger's group commit; outlives both.
+  std::atomic<size_t> calls_in_flight_{0};
   std::unique_ptr<Ledger> ledger_;
   bool initially_healthy_ = true;  // set before housekeeping_ starts
   std::unique_ptr<CurlUpstream> upstream_;

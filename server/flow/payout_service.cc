@@ -166,8 +166,12 @@ absl::Status PayoutService::Begin(Work work,
     }
     ++outstanding_;
     if (work == Work::kRefresh) ++refreshing_;
+    if (options_.calls_in_flight != nullptr) ++*options_.calls_in_flight;
   }
   done = [this, work, inner = std::move(done)](absl::StatusOr<Payout> result) {
+    // Before the answer: the caller's next call may arrive before inner()
+    // returns, and this one writes nothing more.
+    if (options_.calls_in_flight != nullptr) --*options_.calls_in_flight;
     inner(std::move(result));
     absl::MutexLock lock(&mu_);
     --outstanding_;

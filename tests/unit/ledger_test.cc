@@ -1036,6 +1036,39 @@ TEST(CommitPacerTest, FollowsAChangeOfLoadWithinAFewBatches) {
   EXPECT_GE(pacer.Target(), 28u);
 }
 
+TEST(CommitPacerTest, StopsWaitingOnceEveryCallerHasAWriteQueued) {
+  CommitPacer pacer(absl::Milliseconds(20), 512);
+  Feed(pacer, absl::UnixEpoch(), 40, 8, absl::Milliseconds(1));
+  ASSERT_GT(pacer.Target(), 4u);  // the rate alone says wait for more
+  // Four callers, each waiting for its answer: once all four have a write
+  // queued, nothing more can come until this commit answers them.
+  for (size_t calls : {1, 2, 3, 4}) pacer.SawCalls(calls);
+  EXPECT_FALSE(pacer.EveryCallerQueued(3, 4));
+  EXPECT_TRUE(pacer.EveryCallerQueued(4, 4));
+  // Other writes (webhook deliveries) queued beside them change nothing.
+  EXPECT_TRUE(pacer.EveryCallerQueued(6, 4));
+}
+
+TEST(CommitPacerTest, KeepsWaitingWhileFewerCallersThanRecentlyAreInFlight) {
+  CommitPacer pacer(absl::Milliseconds(20), 512);
+  absl::Time now = Feed(pacer, absl::UnixEpoch(), 1, 8, absl::Milliseconds(1));
+  // An open stream: 30 calls were in flight a moment ago; the 10 in flight
+  // now, all queued, are not everyone: newcomers keep arriving.
+  pacer.SawCalls(30);
+  EXPECT_FALSE(pacer.EveryCallerQueued(10, 10));
+  EXPECT_TRUE(pacer.EveryCallerQueued(30, 30));
+  // No calls in flight: the queued writes are someone else's (a refresh
+  // not counted, a probe); the rate decides.
+  EXPECT_FALSE(pacer.EveryCallerQueued(5, 0));
+  // The peak is forgotten after two windows of batches without it.
+  now = Feed(pacer, now, CommitPacer::kCallWindowBatches, 8,
+             absl::Milliseconds(1));
+  EXPECT_FALSE(pacer.EveryCallerQueued(10, 10));
+  pacer.SawCalls(10);
+  Feed(pacer, now, CommitPacer::kCallWindowBatches, 8, absl::Milliseconds(1));
+  EXPECT_TRUE(pacer.EveryCallerQueued(10, 10));
+}
+
 TEST_P(LedgerSuite, ApplyChangesTheRowAndAppendsAnEvent) {
   auto ledger = OpenLedger();
   ASSERT_NE(ledger, nullptr);

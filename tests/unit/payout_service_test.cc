@@ -490,6 +490,31 @@ TEST_F(PayoutServiceTest, AFullGatewayRefusesBeforeTheLimitIsChecked) {
   EXPECT_EQ(upstream_.posted, 1u);
 }
 
+// The ledger's group commit stops waiting once every call in flight has a
+// write queued (SqliteLedgerOptions::calls_in_flight). A call must leave
+// the count before its caller hears the answer: a caller waiting for it
+// sends its next call at once, and a count one too high would make the
+// commit wait for a write that never comes.
+TEST_F(PayoutServiceTest, KeepsTheCountOfCallsInFlightForTheLedger) {
+  std::atomic<size_t> calls{0};
+  PayoutServiceOptions options;
+  options.calls_in_flight = &calls;
+  Rebuild(options);
+  ledger_.hold_inserts = true;
+  size_t when_answered = 99;
+  service_->Create(ValidRequest("a"), AnonymousClient(),
+                   [&](absl::StatusOr<Payout>) { when_answered = calls; });
+  auto second = Create(ValidRequest("b"));
+  EXPECT_EQ(calls.load(), 2u);
+  ledger_.RunHeldInserts();
+  EXPECT_EQ(calls.load(), 2u);  // both at AOPay: each writes again
+  upstream_.Answer(Http(200, kAccepted));
+  EXPECT_EQ(when_answered, 1u);
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(second->has_value() && (*second)->ok());
+  EXPECT_EQ(calls.load(), 0u);
+}
+
 TEST_F(PayoutServiceTest, TheDailyLimitIsTheLedgersAndNamesWhatRemains) {
   auto first = Create(ValidRequest("req-1"), Capped(5000, 2000));
   upstream_.Answer(Http(200, kAccepted));

@@ -175,6 +175,9 @@ class SqliteLedger::Impl {
     absl::MutexLock lock(&mu_);
     if (!closing_) {
       writes_.push_back(std::move(op));
+      if (options_.calls_in_flight != nullptr) {
+        pacer_.SawCalls(options_.calls_in_flight->load());
+      }
       return;
     }
     std::shared_ptr<WriteOp> rejected = std::move(op);
@@ -225,7 +228,10 @@ class SqliteLedger::Impl {
     return closing_ || !writes_.empty();
   }
   bool BatchReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return closing_ || writes_.size() >= wait_for_;
+    return closing_ || writes_.size() >= wait_for_ ||
+           (options_.calls_in_flight != nullptr &&
+            pacer_.EveryCallerQueued(writes_.size(),
+                                     options_.calls_in_flight->load()));
   }
   bool ReaderHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return closing_ || !reads_.empty();

@@ -21,6 +21,7 @@
 // idempotency key is (registration, client, request_id), and reads, changes,
 // recovery and pruning see only that registration's payouts.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -52,6 +53,11 @@ struct SqliteLedgerOptions {
   // steady stream (zero: commits at once). A lone caller never waits; see
   // CommitPacer in write_queue.h.
   absl::Duration commit_delay = kDefaultCommitDelay;
+  // The gateway's count of calls in flight that may still write (payout
+  // creations and refreshes); must outlive the ledger. A group commit stops
+  // waiting once every one of them has a write queued (see CommitPacer).
+  // nullptr: unknown, the wait ends only as the pacer's rate says.
+  const std::atomic<size_t>* calls_in_flight = nullptr;
   // Runs every callback; must outlive the ledger (or at least its Close()).
   // nullptr: the ledger runs them on a thread of its own.
   Executor* executor = nullptr;

@@ -51,6 +51,10 @@ absl::Duration CommitPacer::QuietGap() const {
 }
 
 void CommitPacer::Took(size_t writes, absl::Time now) {
+  if (++window_batches_ >= kCallWindowBatches) {
+    previous_calls_peak_ = std::exchange(calls_peak_, 0);
+    window_batches_ = 0;
+  }
   const absl::Time last = std::exchange(last_take_, now);
   if (last == absl::InfinitePast()) return;
   // An idle gap of more than a second says nothing about the next writes.
@@ -63,6 +67,15 @@ void CommitPacer::Took(size_t writes, absl::Time now) {
                            ? rate
                            : 0.75 * writes_per_second_ + 0.25 * rate;
   has_rate_ = true;
+}
+
+void CommitPacer::SawCalls(size_t calls) {
+  calls_peak_ = std::max(calls_peak_, calls);
+}
+
+bool CommitPacer::EveryCallerQueued(size_t queued, size_t calls) const {
+  return calls > 0 && queued >= calls &&
+         calls >= std::max(calls_peak_, previous_calls_peak_);
 }
 
 WriteBatch TakeBatch(std::deque<std::unique_ptr<WriteOp>>& queue,

@@ -76,7 +76,10 @@ WriteBatch TakeBatch(std::deque<std::unique_ptr<WriteOp>>& queue,
 // the AOPay client for its callbacks), so at a steady stream of writes a
 // commit that waits a little for the next few costs far less per write. A
 // lone caller, or a trickle, never waits: the pacer expects fewer than
-// kMinSiblings more writes within the delay and says commit now.
+// kMinSiblings more writes within the delay and says commit now. Callers
+// that each wait for their answer (a closed loop) never wait for long
+// either: once every call in flight has a write queued, nothing more can
+// come before this commit answers them (EveryCallerQueued).
 //
 // Not thread-safe: the writer thread owns it. Times are passed in, so that
 // tests drive it without a clock.
@@ -109,12 +112,32 @@ class CommitPacer {
   // (a moving average of writes per second between batches).
   void Took(size_t writes, absl::Time now);
 
+  // A write was queued while the gateway had `calls` in flight that may
+  // still write (SqliteLedgerOptions::calls_in_flight). The most seen over
+  // the last kCallWindowBatches to 2 * kCallWindowBatches batches is how
+  // many callers there are.
+  void SawCalls(size_t calls);
+
+  // The wait is over: every call in flight already has a write among the
+  // `queued` ones and they are as many as the most seen recently. Callers
+  // that each wait for their answer (a closed loop, whatever their number)
+  // send nothing more until this commit answers them, so waiting on would
+  // only delay them. Callers arriving on their own (an open stream) are
+  // rarely all queued at their recent peak: at a steady stream those just
+  // answered have left, and newcomers keep arriving.
+  bool EveryCallerQueued(size_t queued, size_t calls) const;
+
+  static constexpr int kCallWindowBatches = 32;
+
  private:
   const absl::Duration delay_;
   const size_t max_batch_;
   absl::Time last_take_ = absl::InfinitePast();
   bool has_rate_ = false;  // a gap between two batches was seen
   double writes_per_second_ = 0;
+  size_t calls_peak_ = 0;           // most calls seen in this window
+  size_t previous_calls_peak_ = 0;  // ... and in the one before
+  int window_batches_ = 0;
 };
 
 // A write that changes no payout: records when the ledger last wrote.
