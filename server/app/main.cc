@@ -43,7 +43,8 @@ ABSL_FLAG(std::string, ledger, "sqlite:payouts.db",
           "postgresql:// URI (several replicas, docs/scale-out.md)");
 ABSL_FLAG(absl::Duration, ledger_commit_delay, aopay::kDefaultCommitDelay,
           "SQLite ledger: the longest a group commit waits for more writes "
-          "while they arrive in a steady stream; 0s commits at once");
+          "while they arrive in a steady stream (a payout waits for two "
+          "commits); 0s commits at once");
 ABSL_FLAG(absl::Duration, owner_lease, aopay::kDefaultOwnerLease,
           "PostgreSQL ledger: a replica silent this long loses its PENDING "
           "payouts to UNKNOWN");

@@ -17,7 +17,9 @@
 #      whole run, errors, the gateway's peak threads and RSS, the sandbox's.
 #   d. What durability costs: fsync (synchronous=FULL) vs no-fsync
 #      (synchronous=off) ledgers at 32 in flight, rounds interleaved; ratio of
-#      the medians.
+#      the medians. Context: what the default commit delay costs 4 callers
+#      that each wait for their answer, against the same durable gateway
+#      with --ledger_commit_delay=0s, rounds interleaved.
 #   e. One BatchCreatePayouts stream of BATCH payouts: payouts/s.
 #   f. What security costs: the gateway over TLS with a bearer token (clients
 #      file) vs the plaintext gateway of (a), same offered rate, rounds
@@ -174,6 +176,11 @@ start nofsync "$build/server/payout-server" "${common[@]}" \
   --ledger="sqlite:$work/nofsync.db?synchronous=off"
 nofsync=$address
 nofsync_pid=$pid
+# Row d's context: the durable gateway committing at once.
+start nodelay "$build/server/payout-server" "${common[@]}" \
+  --ledger="sqlite:$work/nodelay.db" --ledger_commit_delay=0s
+nodelay=$address
+nodelay_pid=$pid
 # The echo server (row a), and for context the same echo in the gateway's
 # shape (answered from two threads, as the gateway answers from its
 # callbacks threads) and on gRPC's async API (one completion-queue thread),
@@ -298,6 +305,23 @@ row d "no-fsync ledger, 32 in flight (payouts/s, rounds: ${n_rates[*]})" "$mn" "
 row d "**fsync / no-fsync throughput**" \
   "**$(awk -v d="$md" -v n="$mn" 'BEGIN {printf "%.2f", d / n}')**" "≥ 0.8"
 stop "$nofsync_pid"
+declare -A few_rates
+for round in $(seq 1 $((rounds + 1))); do
+  for kind in durable nodelay; do
+    progress "d. round $round: $kind, $ledger_payouts payouts at 4 in flight"
+    report=$work/d4-$kind-$round.json
+    "$bench" --target="${!kind}" --payouts="$ledger_payouts" --concurrency=4 \
+      --timeout=30s --progress=false --json_out="$report" >/dev/null
+    few_rates[$kind]+=" $(json "$report" 'round(r["payoutsPerSecond"])')"
+  done
+done
+fd=$(median "${few_rates[durable]}")
+fz=$(median "${few_rates[nodelay]}")
+row d "4 callers each waiting for its answer, default commit delay (payouts/s, rounds:${few_rates[durable]})" "$fd" ""
+row d "the same, --ledger_commit_delay=0s (payouts/s, rounds:${few_rates[nodelay]})" "$fz" ""
+row d "default delay / 0s throughput, 4 callers (context)" \
+  "$(awk -v d="$fd" -v n="$fz" 'BEGIN {printf "%.2f", d / n}')" ""
+stop "$nodelay_pid"
 
 # --- e. one batch stream ------------------------------------------------------
 progress "e. one BatchCreatePayouts stream of $batch payouts"
