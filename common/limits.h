@@ -48,9 +48,10 @@ inline constexpr int kMaxMetadataValueChars = 256;
 // The longest a group commit waits for more writes while they arrive in a
 // steady stream (--ledger_commit_delay). Chosen from the benchmark of
 // docs/benchmarks.md: at 2,000 payouts/s, 20 ms takes the gateway's CPU per
-// payout from ~245 to ~135 µs for ~30 ms more latency; a lone caller never
-// waits, and callers that each wait for their answer are committed as soon
-// as all of them have a write queued (CommitPacer::EveryCallerQueued).
+// payout from ~245 to ~135 µs for ~30 ms more latency. Below ~1,000
+// payouts/s a commit never waits (CommitPacer::kMinWritesPerSecond), and
+// callers that each wait for their answer are committed as soon as all of
+// them have a write queued (CommitPacer::EveryCallerQueued).
 inline constexpr absl::Duration kDefaultCommitDelay = absl::Milliseconds(20);
 // Beyond this a commit's wait would be a noticeable part of a payout's time.
 inline constexpr absl::Duration kMaxCommitDelay = absl::Milliseconds(50);

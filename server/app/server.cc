@@ -592,8 +592,8 @@ class ServerImpl final : public Server {
   Metrics metrics_;
   std::unique_ptr<Sandbox> sandbox_;
   std::unique_ptr<ThreadPool> callbacks_;  // outlives the ledger
-  // The service's creations and refreshes in progress, read by the SQLite
-  // ledger's group commit; outlives both.
+  // The service's creations, approvals and refreshes in progress, read by the
+  // SQLite ledger's group commit; outlives both.
   std::atomic<size_t> calls_in_flight_{0};
   std::unique_ptr<Ledger> ledger_;
   bool initially_healthy_ = true;  // set before housekeeping_ starts

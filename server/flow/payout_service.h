@@ -50,7 +50,8 @@ struct PayoutServiceOptions {
   // doubling up to outcome_retry_max, until it is recorded.
   absl::Duration outcome_retry_initial = absl::Milliseconds(100);
   absl::Duration outcome_retry_max = absl::Seconds(5);
-  // Kept equal to the creations and refreshes in progress, for the ledger's
+  // Kept equal to the creations, approvals and refreshes in progress (each
+  // leaves it just before its answer), for the ledger's
   // group commit (SqliteLedgerOptions::calls_in_flight); must outlive the
   // service. nullptr: not kept.
   std::atomic<size_t>* calls_in_flight = nullptr;

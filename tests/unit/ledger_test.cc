@@ -1001,6 +1001,18 @@ TEST(CommitPacerTest, ALoneCallerOrATrickleNeverWaits) {
   EXPECT_EQ(pacer.Target(), 0u);
 }
 
+// At the default delay many writes fit in one wait even at a modest rate;
+// a gateway that far from busy does not trade its callers' latency (and a
+// closed loop's throughput) for CPU it does not need.
+TEST(CommitPacerTest, BelowTheRateFloorNeverWaitsWhateverTheDelay) {
+  CommitPacer pacer(kDefaultCommitDelay, 512);
+  absl::Time now = Feed(pacer, absl::UnixEpoch(), 40, 3, absl::Milliseconds(2));
+  ASSERT_LT(1500.0, CommitPacer::kMinWritesPerSecond);
+  EXPECT_EQ(pacer.Target(), 0u);  // 1,500/s: 30 within 20 ms, yet no wait
+  Feed(pacer, now, 40, 6, absl::Milliseconds(2));
+  EXPECT_EQ(pacer.Target(), 60u);  // 3,000/s
+}
+
 TEST(CommitPacerTest, NeverWaitsForMoreThanOneBatchHolds) {
   CommitPacer pacer(absl::Milliseconds(50), 64);
   Feed(pacer, absl::UnixEpoch(), 40, 500, absl::Milliseconds(1));

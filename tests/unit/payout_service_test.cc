@@ -515,6 +515,31 @@ TEST_F(PayoutServiceTest, KeepsTheCountOfCallsInFlightForTheLedger) {
   EXPECT_EQ(calls.load(), 0u);
 }
 
+// Every way out leaves the count, refusals and failures included: a count
+// left too high would keep every later commit waiting.
+TEST_F(PayoutServiceTest, ACallThatFailsOrIsRefusedLeavesTheCount) {
+  std::atomic<size_t> calls{0};
+  PayoutServiceOptions options;
+  options.calls_in_flight = &calls;
+  Rebuild(options);
+  ledger_.fail_writes = true;
+  auto failed = Create(ValidRequest("a"));
+  ASSERT_TRUE(failed->has_value());
+  EXPECT_EQ(GetErrorDetails((*failed)->status()).reason, "LEDGER_UNAVAILABLE");
+  EXPECT_EQ(calls.load(), 0u);
+  ledger_.fail_writes = false;
+  PayoutRequest invalid = ValidRequest("b");
+  invalid.amount_paise = -1;
+  auto refused = Create(invalid);
+  ASSERT_TRUE(refused->has_value());
+  EXPECT_FALSE((*refused)->ok());
+  auto over = Create(ValidRequest("c"), Capped(1000));
+  ASSERT_TRUE(over->has_value());
+  EXPECT_EQ(GetErrorDetails((*over)->status()).reason,
+            "CLIENT_LIMIT_EXCEEDED");
+  EXPECT_EQ(calls.load(), 0u);
+}
+
 TEST_F(PayoutServiceTest, TheDailyLimitIsTheLedgersAndNamesWhatRemains) {
   auto first = Create(ValidRequest("req-1"), Capped(5000, 2000));
   upstream_.Answer(Http(200, kAccepted));

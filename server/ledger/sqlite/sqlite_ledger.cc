@@ -176,7 +176,10 @@ class SqliteLedger::Impl {
     if (!closing_) {
       writes_.push_back(std::move(op));
       if (options_.calls_in_flight != nullptr) {
-        pacer_.SawCalls(options_.calls_in_flight->load());
+        // Read here, under mu_, so that BatchReady depends only on state
+        // mu_ guards (absl::Condition's rule): its caller queues a write.
+        calls_in_flight_ = options_.calls_in_flight->load();
+        pacer_.SawCalls(calls_in_flight_);
       }
       return;
     }
@@ -229,9 +232,7 @@ class SqliteLedger::Impl {
   }
   bool BatchReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return closing_ || writes_.size() >= wait_for_ ||
-           (options_.calls_in_flight != nullptr &&
-            pacer_.EveryCallerQueued(writes_.size(),
-                                     options_.calls_in_flight->load()));
+           pacer_.EveryCallerQueued(writes_.size(), calls_in_flight_);
   }
   bool ReaderHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return closing_ || !reads_.empty();
@@ -356,6 +357,8 @@ class SqliteLedger::Impl {
   CommitPacer pacer_ ABSL_GUARDED_BY(mu_){options_.commit_delay,
                                           options_.max_batch};
   size_t wait_for_ ABSL_GUARDED_BY(mu_) = 0;  // writes the writer awaits
+  // The gateway's calls in flight when the last write was queued.
+  size_t calls_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<absl::AnyInvocable<void(Connection&)>> reads_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> late_threads_ ABSL_GUARDED_BY(mu_);
 

@@ -50,13 +50,14 @@ struct SqliteLedgerOptions {
   // Most writes committed in one transaction.
   size_t max_batch = 512;
   // The longest a group commit waits for more writes while they arrive in a
-  // steady stream (zero: commits at once). A lone caller never waits; see
-  // CommitPacer in write_queue.h.
+  // steady stream (zero: commits at once); a gateway far from busy never
+  // waits. See CommitPacer in write_queue.h.
   absl::Duration commit_delay = kDefaultCommitDelay;
   // The gateway's count of calls in flight that may still write (payout
-  // creations and refreshes); must outlive the ledger. A group commit stops
-  // waiting once every one of them has a write queued (see CommitPacer).
-  // nullptr: unknown, the wait ends only as the pacer's rate says.
+  // creations, approvals and refreshes); must outlive the ledger. A group
+  // commit stops waiting once every one of them has a write queued (see
+  // CommitPacer). nullptr: unknown, the wait ends only as the pacer's rate
+  // says.
   const std::atomic<size_t>* calls_in_flight = nullptr;
   // Runs every callback; must outlive the ledger (or at least its Close()).
   // nullptr: the ledger runs them on a thread of its own.

@@ -40,6 +40,7 @@ absl::Status RunInSavepoint(Connection& db, WriteOp& op,
 
 size_t CommitPacer::Target() const {
   if (delay_ <= absl::ZeroDuration()) return 0;
+  if (writes_per_second_ < kMinWritesPerSecond) return 0;
   const double expected = writes_per_second_ * absl::ToDoubleSeconds(delay_);
   if (expected < kMinSiblings) return 0;
   return std::min(max_batch_, static_cast<size_t>(std::lround(expected)));

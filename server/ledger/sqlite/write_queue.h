@@ -75,11 +75,12 @@ WriteBatch TakeBatch(std::deque<std::unique_ptr<WriteOp>>& queue,
 // touched, their checksums, the fsync, and a wake-up of the executor and
 // the AOPay client for its callbacks), so at a steady stream of writes a
 // commit that waits a little for the next few costs far less per write. A
-// lone caller, or a trickle, never waits: the pacer expects fewer than
-// kMinSiblings more writes within the delay and says commit now. Callers
-// that each wait for their answer (a closed loop) never wait for long
-// either: once every call in flight has a write queued, nothing more can
-// come before this commit answers them (EveryCallerQueued).
+// gateway that is far from busy never waits: below kMinWritesPerSecond, or
+// when fewer than kMinSiblings more writes are expected within the delay,
+// the pacer says commit now. Callers that each wait for their answer (a
+// closed loop) are not kept waiting either: once every call in flight has a
+// write queued, nothing more can come before this commit answers them
+// (EveryCallerQueued). A lone caller is such a loop of one.
 //
 // Not thread-safe: the writer thread owns it. Times are passed in, so that
 // tests drive it without a clock.
@@ -87,6 +88,11 @@ class CommitPacer {
  public:
   // Writes expected within the delay below which the commit does not wait.
   static constexpr double kMinSiblings = 4;
+  // Writes a second below which the commit does not wait: the gateway is far
+  // from busy (below ~1,000 payouts/s), so a wait would cost callers latency
+  // and, in a closed loop whose calls are at AOPay, throughput, to save CPU
+  // nobody needs.
+  static constexpr double kMinWritesPerSecond = 2000;
   // Mean gaps between writes without a write that end the wait.
   static constexpr double kQuietGaps = 3;
 
