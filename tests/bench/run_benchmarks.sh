@@ -287,34 +287,35 @@ row b "sandbox alone over HTTP/1.1 keep-alive, $sandbox_connections connections 
   "$(sed -E 's/.* ([0-9]+)\/s$/\1 calls\/s/' <<<"$sandbox_line") (${sandbox_line#sandbox-load: })" ""
 
 # --- d. durable vs no fsync at 32 in flight ----------------------------------
-d_rates=() n_rates=()
-for round in $(seq 1 $((rounds + 1))); do
-  for kind in durable nofsync; do
-    progress "d. round $round: $kind, $ledger_payouts payouts at 32 in flight"
-    report=$work/d-$kind-$round.json
-    "$bench" --target="${!kind}" --payouts="$ledger_payouts" --concurrency=32 \
-      --timeout=30s --progress=false --json_out="$report" >/dev/null
-    r=$(json "$report" 'round(r["payoutsPerSecond"])')
-    if [ "$kind" = durable ]; then d_rates+=("$r"); else n_rates+=("$r"); fi
+# closed_rounds CONCURRENCY RESULTS KIND...: ROUNDS+1 rounds of
+# $ledger_payouts payouts at CONCURRENCY in flight against each KIND's
+# gateway, interleaved; appends each round's payouts/s to RESULTS[KIND].
+closed_rounds() {
+  local concurrency=$1 round kind report
+  local -n results=$2
+  shift 2
+  for round in $(seq 1 $((rounds + 1))); do
+    for kind in "$@"; do
+      progress "d. round $round: $kind, $ledger_payouts payouts at $concurrency in flight"
+      report=$work/d$concurrency-$kind-$round.json
+      "$bench" --target="${!kind}" --payouts="$ledger_payouts" \
+        --concurrency="$concurrency" --timeout=30s --progress=false \
+        --json_out="$report" >/dev/null
+      # shellcheck disable=SC2004 # an associative array, by name
+      results[$kind]+=" $(json "$report" 'round(r["payoutsPerSecond"])')"
+    done
   done
-done
-md=$(median "${d_rates[*]}")
-mn=$(median "${n_rates[*]}")
-row d "fsync ledger, 32 in flight (payouts/s, rounds: ${d_rates[*]})" "$md" ""
-row d "no-fsync ledger, 32 in flight (payouts/s, rounds: ${n_rates[*]})" "$mn" ""
+}
+declare -A many_rates few_rates
+closed_rounds 32 many_rates durable nofsync
+md=$(median "${many_rates[durable]}")
+mn=$(median "${many_rates[nofsync]}")
+row d "fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[durable]})" "$md" ""
+row d "no-fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[nofsync]})" "$mn" ""
 row d "**fsync / no-fsync throughput**" \
   "**$(awk -v d="$md" -v n="$mn" 'BEGIN {printf "%.2f", d / n}')**" "≥ 0.8"
 stop "$nofsync_pid"
-declare -A few_rates
-for round in $(seq 1 $((rounds + 1))); do
-  for kind in durable nodelay; do
-    progress "d. round $round: $kind, $ledger_payouts payouts at 4 in flight"
-    report=$work/d4-$kind-$round.json
-    "$bench" --target="${!kind}" --payouts="$ledger_payouts" --concurrency=4 \
-      --timeout=30s --progress=false --json_out="$report" >/dev/null
-    few_rates[$kind]+=" $(json "$report" 'round(r["payoutsPerSecond"])')"
-  done
-done
+closed_rounds 4 few_rates durable nodelay
 fd=$(median "${few_rates[durable]}")
 fz=$(median "${few_rates[nodelay]}")
 row d "4 callers each waiting for its answer, default commit delay (payouts/s, rounds:${few_rates[durable]})" "$fd" ""
