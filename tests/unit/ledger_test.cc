@@ -1013,6 +1013,22 @@ TEST(CommitPacerTest, BelowTheRateFloorNeverWaitsWhateverTheDelay) {
   EXPECT_EQ(pacer.Target(), 60u);  // 3,000/s
 }
 
+// Callers each waiting for an AOPay of varying speed: a batch often comes
+// right after the last one, then nothing for a while. 200 writes a second
+// must read as 200, not as the average of 10,000 and 100.
+TEST(CommitPacerTest, AnUnevenStreamIsMeasuredByItsWritesOverItsTime) {
+  CommitPacer pacer(kDefaultCommitDelay, 512);
+  absl::Time now = absl::UnixEpoch();
+  for (int i = 0; i < 40; ++i) {
+    now += absl::Microseconds(100);
+    pacer.Took(1, now);
+    now += absl::Microseconds(9900);
+    pacer.Took(1, now);
+  }
+  EXPECT_EQ(pacer.Target(), 0u);
+  EXPECT_NEAR(absl::ToDoubleMilliseconds(pacer.QuietGap()), 15, 3);
+}
+
 TEST(CommitPacerTest, NeverWaitsForMoreThanOneBatchHolds) {
   CommitPacer pacer(absl::Milliseconds(50), 64);
   Feed(pacer, absl::UnixEpoch(), 40, 500, absl::Milliseconds(1));

@@ -61,12 +61,20 @@ void CommitPacer::Took(size_t writes, absl::Time now) {
   // An idle gap of more than a second says nothing about the next writes.
   const double seconds =
       std::clamp(absl::ToDoubleSeconds(now - last), 1e-6, 1.0);
-  const double rate = static_cast<double>(writes) / seconds;
-  // A quarter of each new sample: follows a change of load within a few
-  // batches, without jumping at one burst.
-  writes_per_second_ = seconds >= 1.0 || !has_rate_
-                           ? rate
-                           : 0.75 * writes_per_second_ + 0.25 * rate;
+  // Moving averages of the writes and of the time between batches, a
+  // quarter of each new sample: follows a change of load within a few
+  // batches, without jumping at one burst. Their ratio is the rate; an
+  // average of each batch's own rate would read an uneven stream (a batch
+  // right after another, then a long gap) as several times faster than it
+  // is.
+  if (seconds >= 1.0 || !has_rate_) {
+    mean_writes_ = static_cast<double>(writes);
+    mean_seconds_ = seconds;
+  } else {
+    mean_writes_ = 0.75 * mean_writes_ + 0.25 * static_cast<double>(writes);
+    mean_seconds_ = 0.75 * mean_seconds_ + 0.25 * seconds;
+  }
+  writes_per_second_ = mean_writes_ / mean_seconds_;
   has_rate_ = true;
 }
 

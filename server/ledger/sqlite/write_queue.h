@@ -115,7 +115,7 @@ class CommitPacer {
   absl::Duration QuietGap() const;
 
   // The writer took a batch of `writes` at `now`: updates the arrival rate
-  // (a moving average of writes per second between batches).
+  // (moving averages of the writes a batch and of the time between batches).
   void Took(size_t writes, absl::Time now);
 
   // A write was queued while the gateway had `calls` in flight that may
@@ -139,7 +139,9 @@ class CommitPacer {
   const absl::Duration delay_;
   const size_t max_batch_;
   absl::Time last_take_ = absl::InfinitePast();
-  bool has_rate_ = false;  // a gap between two batches was seen
+  bool has_rate_ = false;    // a gap between two batches was seen
+  double mean_writes_ = 0;   // a batch's writes, moving average
+  double mean_seconds_ = 0;  // time between batches, moving average
   double writes_per_second_ = 0;
   size_t calls_peak_ = 0;           // most calls seen in this window
   size_t previous_calls_peak_ = 0;  // ... and in the one before
