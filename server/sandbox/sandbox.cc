@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <iterator>
@@ -128,9 +129,11 @@ absl::Status CheckOptions(const SandboxOptions& options) {
     }
   }
   if (options.latency < absl::ZeroDuration() ||
+      options.latency_jitter < absl::ZeroDuration() ||
       options.slow < absl::ZeroDuration() ||
       options.settle < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("latency, slow and settle must be >= 0");
+    return absl::InvalidArgumentError(
+        "latency, latency_jitter, slow and settle must be >= 0");
   }
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     return absl::InvalidArgumentError(
@@ -328,6 +331,7 @@ class Sandbox::Impl {
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
 
   std::atomic<int64_t> requests_received_{0};
+  uint64_t jittered_ = 0;  // requests given a share of the jitter (loop)
 };
 
 absl::Status Sandbox::Impl::LoadTls() {
@@ -478,6 +482,12 @@ void Sandbox::Impl::Handle(evhttp_request* request) {
                      : path == kStatusPath ? Endpoint::kStatus
                                            : Endpoint::kOther;
   absl::Duration delay = script_.latency();
+  if (options_.latency_jitter > absl::ZeroDuration()) {
+    constexpr double kGoldenRatio = 0.6180339887498949;
+    const double share =
+        std::fmod(static_cast<double>(++jittered_) * kGoldenRatio, 1.0);
+    delay += share * options_.latency_jitter;
+  }
   if (delayed.endpoint == Endpoint::kPayout) {
     // Decided before the wait, which depends on it. Deciding records
     // nothing.

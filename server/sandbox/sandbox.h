@@ -63,6 +63,10 @@ struct SandboxOptions {
   std::vector<std::string> registrations = {"AOP-SANDBOX"};
   // Added before every answer of either endpoint (for benchmarks).
   absl::Duration latency = absl::ZeroDuration();
+  // Added on top of latency, a different share of it for each request:
+  // the shares run 0.618, 0.236, 0.854, ... (steps of the golden ratio,
+  // wrapped), spread evenly over [0, jitter) and the same in every run.
+  absl::Duration latency_jitter = absl::ZeroDuration();
   // How long an account ending in 0504 waits for its answer.
   absl::Duration slow = absl::Seconds(60);
   // How long after acceptance the status endpoint keeps saying PENDING.

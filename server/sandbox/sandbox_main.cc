@@ -32,6 +32,9 @@ ABSL_FLAG(std::vector<std::string>, registrations, {"AOP-SANDBOX"},
           "comma-separated registrationIDs accepted; others get 403");
 ABSL_FLAG(absl::Duration, latency, absl::ZeroDuration(),
           "added before every answer (e.g. 250ms)");
+ABSL_FLAG(absl::Duration, latency_jitter, absl::ZeroDuration(),
+          "added on top of --latency, a different share for each request, "
+          "spread evenly over [0, jitter) and the same in every run");
 ABSL_FLAG(absl::Duration, slow, absl::Seconds(60),
           "how long an account ending in 0504 waits for its answer");
 ABSL_FLAG(absl::Duration, settle, absl::Seconds(2),
@@ -150,6 +153,7 @@ int main(int argc, char** argv) {
   options.port = listen->port;
   options.registrations = absl::GetFlag(FLAGS_registrations);
   options.latency = absl::GetFlag(FLAGS_latency);
+  options.latency_jitter = absl::GetFlag(FLAGS_latency_jitter);
   options.slow = absl::GetFlag(FLAGS_slow);
   options.settle = absl::GetFlag(FLAGS_settle);
   options.journal_path = absl::GetFlag(FLAGS_journal);

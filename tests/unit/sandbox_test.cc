@@ -358,6 +358,8 @@ TEST(SandboxStartTest, RejectsBadOptions) {
        }},
       {"negative latency",
        [](SandboxOptions& o) { o.latency = -absl::Seconds(1); }},
+      {"negative latency jitter",
+       [](SandboxOptions& o) { o.latency_jitter = -absl::Seconds(1); }},
       {"negative slow", [](SandboxOptions& o) { o.slow = -absl::Seconds(1); }},
       {"negative settle",
        [](SandboxOptions& o) { o.settle = -absl::Seconds(1); }},
@@ -1014,6 +1016,23 @@ TEST(SandboxTimingTest, LatencyDelaysEveryAnswer) {
   const absl::Time start = absl::Now();
   EXPECT_FALSE(Post(*sandbox, kPayoutPath, PayoutBody("100000010502")));
   EXPECT_GE(absl::Now() - start, options.latency);
+}
+
+// The jitter's shares come in a fixed order: the first request waits 0.618
+// of it, the second 0.236, the third 0.854.
+TEST(SandboxTimingTest, LatencyJitterAddsEachRequestsShare) {
+  SandboxOptions options;
+  options.latency = absl::Milliseconds(50);
+  options.latency_jitter = absl::Milliseconds(400);
+  std::unique_ptr<Sandbox> sandbox = StartSandbox(options);
+  ASSERT_NE(sandbox, nullptr);
+  for (const double share : {0.618, 0.236, 0.854}) {
+    SCOPED_TRACE(share);
+    const absl::Time start = absl::Now();
+    EXPECT_TRUE(Post(*sandbox, kPayoutPath, PayoutBody("100000011836")));
+    EXPECT_GE(absl::Now() - start,
+              options.latency + share * options.latency_jitter);
+  }
 }
 
 TEST(SandboxTimingTest, AnswersConcurrently) {
