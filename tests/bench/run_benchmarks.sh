@@ -19,7 +19,8 @@
 #      (synchronous=off) ledgers at 32 in flight, rounds interleaved; ratio of
 #      the medians. Context: what the default commit delay costs 4 callers
 #      that each wait for their answer, against the same durable gateway
-#      with --ledger_commit_delay=0s, rounds interleaved.
+#      with --ledger_commit_delay=0s, rounds interleaved; and 32 such callers
+#      against a sandbox answering after 50-150 ms (--latency_jitter).
 #   e. One BatchCreatePayouts stream of BATCH payouts: payouts/s.
 #   f. What security costs: the gateway over TLS with a bearer token (clients
 #      file) vs the plaintext gateway of (a), same offered rate, rounds
@@ -287,18 +288,18 @@ row b "sandbox alone over HTTP/1.1 keep-alive, $sandbox_connections connections 
   "$(sed -E 's/.* ([0-9]+)\/s$/\1 calls\/s/' <<<"$sandbox_line") (${sandbox_line#sandbox-load: })" ""
 
 # --- d. durable vs no fsync at 32 in flight ----------------------------------
-# closed_rounds CONCURRENCY RESULTS KIND...: ROUNDS+1 rounds of
-# $ledger_payouts payouts at CONCURRENCY in flight against each KIND's
-# gateway, interleaved; appends each round's payouts/s to RESULTS[KIND].
+# closed_rounds CONCURRENCY PAYOUTS RESULTS KIND...: ROUNDS+1 rounds of
+# PAYOUTS payouts at CONCURRENCY in flight against each KIND's gateway,
+# interleaved; appends each round's payouts/s to RESULTS[KIND].
 closed_rounds() {
-  local concurrency=$1 round kind report
-  local -n results=$2
-  shift 2
+  local concurrency=$1 payouts=$2 round kind report
+  local -n results=$3
+  shift 3
   for round in $(seq 1 $((rounds + 1))); do
     for kind in "$@"; do
-      progress "d. round $round: $kind, $ledger_payouts payouts at $concurrency in flight"
+      progress "d. round $round: $kind, $payouts payouts at $concurrency in flight"
       report=$work/d$concurrency-$kind-$round.json
-      "$bench" --target="${!kind}" --payouts="$ledger_payouts" \
+      "$bench" --target="${!kind}" --payouts="$payouts" \
         --concurrency="$concurrency" --timeout=30s --progress=false \
         --json_out="$report" >/dev/null
       # shellcheck disable=SC2004 # an associative array, by name
@@ -307,7 +308,7 @@ closed_rounds() {
   done
 }
 declare -A many_rates few_rates
-closed_rounds 32 many_rates durable nofsync
+closed_rounds 32 "$ledger_payouts" many_rates durable nofsync
 md=$(median "${many_rates[durable]}")
 mn=$(median "${many_rates[nofsync]}")
 row d "fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[durable]})" "$md" ""
@@ -315,7 +316,7 @@ row d "no-fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[nofsync]})"
 row d "**fsync / no-fsync throughput**" \
   "**$(awk -v d="$md" -v n="$mn" 'BEGIN {printf "%.2f", d / n}')**" "≥ 0.8"
 stop "$nofsync_pid"
-closed_rounds 4 few_rates durable nodelay
+closed_rounds 4 "$ledger_payouts" few_rates durable nodelay
 fd=$(median "${few_rates[durable]}")
 fz=$(median "${few_rates[nodelay]}")
 row d "4 callers each waiting for its answer, default commit delay (payouts/s, rounds:${few_rates[durable]})" "$fd" ""
@@ -323,6 +324,31 @@ row d "the same, --ledger_commit_delay=0s (payouts/s, rounds:${few_rates[nodelay
 row d "default delay / 0s throughput, 4 callers (context)" \
   "$(awk -v d="$fd" -v n="$fz" 'BEGIN {printf "%.2f", d / n}')" ""
 stop "$nodelay_pid"
+# The same against an AOPay of varying speed, whose callers fall out of step.
+start jitter_sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 \
+  --latency=50ms --latency_jitter=100ms
+jitter_sandbox_pid=$pid
+jitter_common=(--listen=127.0.0.1:0 --metrics_listen= --aopay_url="http://$address"
+               --registration_id=AOP-SANDBOX)
+start jittered "$build/server/payout-server" "${jitter_common[@]}" \
+  --ledger="sqlite:$work/jittered.db"
+jittered=$address
+jittered_pid=$pid
+start jittered_nodelay "$build/server/payout-server" "${jitter_common[@]}" \
+  --ledger="sqlite:$work/jittered_nodelay.db" --ledger_commit_delay=0s
+jittered_nodelay=$address
+jittered_nodelay_pid=$pid
+declare -A jitter_rates
+closed_rounds 32 2000 jitter_rates jittered jittered_nodelay
+jd=$(median "${jitter_rates[jittered]}")
+jz=$(median "${jitter_rates[jittered_nodelay]}")
+row d "32 callers each waiting for its answer, AOPay answering after 50-150 ms, default commit delay (payouts/s, rounds:${jitter_rates[jittered]})" "$jd" ""
+row d "the same, --ledger_commit_delay=0s (payouts/s, rounds:${jitter_rates[jittered_nodelay]})" "$jz" ""
+row d "default delay / 0s throughput, AOPay 50-150 ms (context)" \
+  "$(awk -v d="$jd" -v n="$jz" 'BEGIN {printf "%.2f", d / n}')" ""
+stop "$jittered_pid"
+stop "$jittered_nodelay_pid"
+stop "$jitter_sandbox_pid"
 
 # --- e. one batch stream ------------------------------------------------------
 progress "e. one BatchCreatePayouts stream of $batch payouts"
