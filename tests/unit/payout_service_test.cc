@@ -327,6 +327,15 @@ class PayoutServiceTest : public ::testing::Test {
                                         std::move(options), std::move(clock));
   }
 
+  // Rebuilds the service so that it keeps its count of calls in flight
+  // (PayoutServiceOptions::calls_in_flight) in the returned counter.
+  const std::atomic<size_t>& CountCallsInFlight() {
+    PayoutServiceOptions options;
+    options.calls_in_flight = &calls_in_flight_;
+    Rebuild(options);
+    return calls_in_flight_;
+  }
+
   // Starts a call; its result lands in the returned slot.
   std::shared_ptr<std::optional<absl::StatusOr<Payout>>> Create(
       PayoutRequest request, Client caller = AnonymousClient()) {
@@ -382,6 +391,7 @@ class PayoutServiceTest : public ::testing::Test {
   FakeUpstream upstream_;
   FakeTimer timer_;
   Metrics metrics_;
+  std::atomic<size_t> calls_in_flight_{0};
   std::unique_ptr<PayoutService> service_;
 };
 
@@ -496,10 +506,7 @@ TEST_F(PayoutServiceTest, AFullGatewayRefusesBeforeTheLimitIsChecked) {
 // sends its next call at once, and a count one too high would make the
 // commit wait for a write that never comes.
 TEST_F(PayoutServiceTest, KeepsTheCountOfCallsInFlightForTheLedger) {
-  std::atomic<size_t> calls{0};
-  PayoutServiceOptions options;
-  options.calls_in_flight = &calls;
-  Rebuild(options);
+  const std::atomic<size_t>& calls = CountCallsInFlight();
   ledger_.hold_inserts = true;
   size_t when_answered = 99;
   service_->Create(ValidRequest("a"), AnonymousClient(),
@@ -518,10 +525,7 @@ TEST_F(PayoutServiceTest, KeepsTheCountOfCallsInFlightForTheLedger) {
 // Every way out leaves the count, refusals and failures included: a count
 // left too high would keep every later commit waiting.
 TEST_F(PayoutServiceTest, ACallThatFailsOrIsRefusedLeavesTheCount) {
-  std::atomic<size_t> calls{0};
-  PayoutServiceOptions options;
-  options.calls_in_flight = &calls;
-  Rebuild(options);
+  const std::atomic<size_t>& calls = CountCallsInFlight();
   ledger_.fail_writes = true;
   auto failed = Create(ValidRequest("a"));
   ASSERT_TRUE(failed->has_value());
