@@ -226,6 +226,9 @@ for round in $(seq 1 "$rounds"); do
     fi
   done
 done
+ratio() {  # ratio A B: A / B to two decimals
+  awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
+}
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n |
   awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 sum() { tr ' ' '\n' <<<"$1" | awk '{s+=$1} END {print s+0}'; }
@@ -314,7 +317,7 @@ mn=$(median "${many_rates[nofsync]}")
 row d "fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[durable]})" "$md" ""
 row d "no-fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[nofsync]})" "$mn" ""
 row d "**fsync / no-fsync throughput**" \
-  "**$(awk -v d="$md" -v n="$mn" 'BEGIN {printf "%.2f", d / n}')**" "≥ 0.8"
+  "**$(ratio "$md" "$mn")**" "≥ 0.8"
 stop "$nofsync_pid"
 closed_rounds 4 "$ledger_payouts" few_rates durable nodelay
 fd=$(median "${few_rates[durable]}")
@@ -322,7 +325,7 @@ fz=$(median "${few_rates[nodelay]}")
 row d "4 callers each waiting for its answer, default commit delay (payouts/s, rounds:${few_rates[durable]})" "$fd" ""
 row d "the same, --ledger_commit_delay=0s (payouts/s, rounds:${few_rates[nodelay]})" "$fz" ""
 row d "default delay / 0s throughput, 4 callers (context)" \
-  "$(awk -v d="$fd" -v n="$fz" 'BEGIN {printf "%.2f", d / n}')" ""
+  "$(ratio "$fd" "$fz")" ""
 stop "$nodelay_pid"
 # The same against an AOPay of varying speed, whose callers fall out of step.
 start jitter_sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 \
@@ -345,7 +348,7 @@ jz=$(median "${jitter_rates[jittered_nodelay]}")
 row d "32 callers each waiting for its answer, AOPay answering after 50-150 ms, default commit delay (payouts/s, rounds:${jitter_rates[jittered]})" "$jd" ""
 row d "the same, --ledger_commit_delay=0s (payouts/s, rounds:${jitter_rates[jittered_nodelay]})" "$jz" ""
 row d "default delay / 0s throughput, AOPay 50-150 ms (context)" \
-  "$(awk -v d="$jd" -v n="$jz" 'BEGIN {printf "%.2f", d / n}')" ""
+  "$(ratio "$jd" "$jz")" ""
 stop "$jittered_pid"
 stop "$jittered_nodelay_pid"
 stop "$jitter_sandbox_pid"
@@ -420,7 +423,7 @@ row j "one client with a daily limit, 32 in flight, $limit_rounds rounds of $led
 row j "the same client without a limit (payouts/s: ${u_rates[*]})" \
   "$(median "${u_rates[*]}")" ""
 row j "**limit / no limit throughput, last round**" \
-  "**$(awk -v l="${l_rates[-1]}" -v u="${u_rates[-1]}" 'BEGIN {printf "%.2f", l / u}')**" ""
+  "**$(ratio "${l_rates[-1]}" "${u_rates[-1]}")**" ""
 stop "$limited_pid"
 stop "$unlimited_pid"
 
@@ -588,15 +591,15 @@ g_one=$(median "${g_rates[pg_one]}")
 g_two=$(median "${g_rates[pg_two]}")
 g_db_one=$(median "${g_dbs[pg_one]}")
 row g "**PostgreSQL / SQLite throughput, one gateway**" \
-  "**$(awk -v p="$g_one" -v s="$g_sqlite" 'BEGIN {printf "%.2f", p / s}')**" ""
+  "**$(ratio "$g_one" "$g_sqlite")**" ""
 row g "**two replicas / one replica throughput** (same 2 cores as PostgreSQL)" \
-  "**$(awk -v t="$g_two" -v o="$g_one" 'BEGIN {printf "%.2f", t / o}')**" ""
+  "**$(ratio "$g_two" "$g_one")**" ""
 row g "payouts/s one PostgreSQL core serves (10⁶ / its µs per payout)" \
   "$(awk -v d="$g_db_one" 'BEGIN {printf (d > 0 ? "%.0f" : "n/a"), 1000000 / d}')" ""
 g_unqueued=$(median "${g_rates[pg_unqueued]}")
 g_db_unqueued=$(median "${g_dbs[pg_unqueued]}")
 row g "**watch positions on / off: throughput, PostgreSQL CPU per payout** (one replica)" \
-  "**$(awk -v o="$g_one" -v u="$g_unqueued" 'BEGIN {printf "%.2f", o / u}') / $(awk -v o="$g_db_one" -v u="$g_db_unqueued" 'BEGIN {printf (u > 0 ? "%.2f" : "n/a"), o / u}')**" ""
+  "**$(ratio "$g_one" "$g_unqueued") / $(awk -v o="$g_db_one" -v u="$g_db_unqueued" 'BEGIN {printf (u > 0 ? "%.2f" : "n/a"), o / u}')**" ""
 stop "$pg1_pid"
 stop "$pg2_pid"
 stop "$pgu_pid"

@@ -40,15 +40,17 @@ absl::Status RunInSavepoint(Connection& db, WriteOp& op,
 
 size_t CommitPacer::Target() const {
   if (delay_ <= absl::ZeroDuration()) return 0;
-  if (writes_per_second_ < kMinWritesPerSecond) return 0;
-  const double expected = writes_per_second_ * absl::ToDoubleSeconds(delay_);
+  const double writes_per_second = WritesPerSecond();
+  if (writes_per_second < kMinWritesPerSecond) return 0;
+  const double expected = writes_per_second * absl::ToDoubleSeconds(delay_);
   if (expected < kMinSiblings) return 0;
   return std::min(max_batch_, static_cast<size_t>(std::lround(expected)));
 }
 
 absl::Duration CommitPacer::QuietGap() const {
-  if (writes_per_second_ <= 0) return delay_;
-  return std::min(delay_, absl::Seconds(kQuietGaps / writes_per_second_));
+  const double writes_per_second = WritesPerSecond();
+  if (writes_per_second <= 0) return delay_;
+  return std::min(delay_, absl::Seconds(kQuietGaps / writes_per_second));
 }
 
 void CommitPacer::Took(size_t writes, absl::Time now) {
@@ -67,15 +69,17 @@ void CommitPacer::Took(size_t writes, absl::Time now) {
   // average of each batch's own rate would read an uneven stream (a batch
   // right after another, then a long gap) as several times faster than it
   // is.
-  if (seconds >= 1.0 || !has_rate_) {
+  if (seconds >= 1.0 || mean_seconds_ == 0) {
     mean_writes_ = static_cast<double>(writes);
     mean_seconds_ = seconds;
   } else {
     mean_writes_ = 0.75 * mean_writes_ + 0.25 * static_cast<double>(writes);
     mean_seconds_ = 0.75 * mean_seconds_ + 0.25 * seconds;
   }
-  writes_per_second_ = mean_writes_ / mean_seconds_;
-  has_rate_ = true;
+}
+
+double CommitPacer::WritesPerSecond() const {
+  return mean_seconds_ > 0 ? mean_writes_ / mean_seconds_ : 0;
 }
 
 void CommitPacer::SawCalls(size_t calls) {

@@ -137,13 +137,16 @@ class CommitPacer {
   static constexpr int kCallWindowBatches = 32;
 
  private:
+  // Writes a second lately: their ratio (zero before the first gap).
+  double WritesPerSecond() const;
+
   const absl::Duration delay_;
   const size_t max_batch_;
   absl::Time last_take_ = absl::InfinitePast();
-  bool has_rate_ = false;    // a gap between two batches was seen
-  double mean_writes_ = 0;   // a batch's writes, moving average
-  double mean_seconds_ = 0;  // time between batches, moving average
-  double writes_per_second_ = 0;
+  // Moving averages of a batch's writes and of the time between batches;
+  // zero until a gap between two batches was seen.
+  double mean_writes_ = 0;
+  double mean_seconds_ = 0;
   size_t calls_peak_ = 0;           // most calls seen in this window
   size_t previous_calls_peak_ = 0;  // ... and in the one before
   int window_batches_ = 0;
