@@ -12,12 +12,17 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" --target payout-server payoutctl
 
 listen=${PAYOUT_LISTEN:-127.0.0.1:50051}
-mkdir -p demo
-out=$(mktemp)
-build/server/payout-server --listen="$listen" --ledger=sqlite:demo/payouts.db \
-  --reconcile_interval=1s >"$out" &
+# A new ledger each run, removed at the end: the built-in sandbox starts
+# empty each time, and a ledger kept from an earlier run would hold payouts
+# it has never heard of (the reconciler would keep asking about them).
+work=$(mktemp -d "${TMPDIR:-/tmp}/payout-demo.XXXXXX")
+out=$work/server.out
+build/server/payout-server --listen="$listen" \
+  --ledger="sqlite:$work/payouts.db" --reconcile_interval=1s >"$out" &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$out"' EXIT
+# Stops the gateway (already gone after a Ctrl-C) and removes the ledger;
+# under set -e, a failed kill here would end the script before the rm.
+trap 'kill $server 2>/dev/null || true; wait $server || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 300); do
   grep -q "^listening on" "$out" && break
   kill -0 $server 2>/dev/null || { echo "payout-server did not start"; exit 1; }
