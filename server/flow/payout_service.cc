@@ -180,6 +180,18 @@ absl::Status PayoutService::Begin(Work work,
   return absl::OkStatus();
 }
 
+void PayoutService::PostUncounted(
+    UpstreamRequest call, Callback<absl::StatusOr<HttpAnswer>> on_answer) {
+  std::atomic<size_t>* const calls = options_.calls_in_flight;
+  if (calls != nullptr) --*calls;
+  upstream_.Post(std::move(call),
+                 [calls, on_answer = std::move(on_answer)](
+                     absl::StatusOr<HttpAnswer> answer) mutable {
+                   if (calls != nullptr) ++*calls;
+                   on_answer(std::move(answer));
+                 });
+}
+
 void PayoutService::Drain() {
   {
     absl::MutexLock lock(&mu_);
@@ -408,7 +420,7 @@ void PayoutService::Send(const PayoutRequest& request, Payout payout,
   call.body = BuildPayoutBody(request, options_.registration_id);
   call.idempotent = false;
   const absl::Time call_started = clock_();
-  upstream_.Post(
+  PostUncounted(
       std::move(call),
       [this, payout = std::move(payout), started, call_started, sender,
        done = std::move(done)](absl::StatusOr<HttpAnswer> answer) mutable {
@@ -876,15 +888,15 @@ void PayoutService::RefreshAs(std::string payout_id, std::string who,
                                     options_.registration_id);
         call.idempotent = true;
         const absl::Time call_started = clock_();
-        upstream_.Post(std::move(call),
-                       [this, stored = *std::move(stored), who = std::move(who),
-                        call_started, done = std::move(done)](
-                           absl::StatusOr<HttpAnswer> answer) mutable {
-                         metrics_.upstream_duration.Observe(
-                             {"status"}, clock_() - call_started);
-                         OnStatusAnswer(std::move(stored), std::move(who),
-                                        std::move(answer), std::move(done));
-                       });
+        PostUncounted(std::move(call),
+                      [this, stored = *std::move(stored), who = std::move(who),
+                       call_started, done = std::move(done)](
+                          absl::StatusOr<HttpAnswer> answer) mutable {
+                        metrics_.upstream_duration.Observe(
+                            {"status"}, clock_() - call_started);
+                        OnStatusAnswer(std::move(stored), std::move(who),
+                                       std::move(answer), std::move(done));
+                      });
       });
 }
 

@@ -50,10 +50,11 @@ struct PayoutServiceOptions {
   // doubling up to outcome_retry_max, until it is recorded.
   absl::Duration outcome_retry_initial = absl::Milliseconds(100);
   absl::Duration outcome_retry_max = absl::Seconds(5);
-  // Kept equal to the creations, approvals and refreshes in progress (each
-  // leaves it just before its answer), for the ledger's
-  // group commit (SqliteLedgerOptions::calls_in_flight); must outlive the
-  // service. nullptr: not kept.
+  // Kept equal to the creations, approvals and refreshes in progress that
+  // may write soon, for the ledger's group commit
+  // (SqliteLedgerOptions::calls_in_flight): each leaves it while AOPay has
+  // it, and for good just before its answer. Must outlive the service.
+  // nullptr: not kept.
   std::atomic<size_t>* calls_in_flight = nullptr;
 };
 
@@ -279,6 +280,12 @@ class PayoutService {
   // (draining, overloaded) `done` is left as it was.
   enum class Work { kCreate, kRefresh };
   absl::Status Begin(Work work, Callback<absl::StatusOr<Payout>>& done);
+  // Posts `call` to AOPay for a call counted by Begin, which leaves
+  // options_.calls_in_flight until AOPay answers: waiting on AOPay it writes
+  // nothing, however long that takes. Counted again before `on_answer` runs
+  // (which writes what AOPay said).
+  void PostUncounted(UpstreamRequest call,
+                     Callback<absl::StatusOr<HttpAnswer>> on_answer);
 
   Ledger& ledger_;
   UpstreamClient& upstream_;

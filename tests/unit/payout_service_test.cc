@@ -119,8 +119,12 @@ class FakeLedger final : public Ledger {
     done(result);
   }
 
+  // When set, called as each Apply begins (an outcome being written).
+  std::function<void()> on_apply;
+
   void Apply(PayoutChange change,
              Callback<absl::StatusOr<StoredPayout>> done) override {
+    if (on_apply) on_apply();
     if (fail_writes) return done(LedgerUnavailableError("disk full"));
     if (fail_applies_with.has_value()) return done(*fail_applies_with);
     auto it = rows_.find(change.payout_id);
@@ -505,6 +509,10 @@ TEST_F(PayoutServiceTest, AFullGatewayRefusesBeforeTheLimitIsChecked) {
 // the count before its caller hears the answer: a caller waiting for it
 // sends its next call at once, and a count one too high would make the
 // commit wait for a write that never comes.
+// A call is counted while it may write soon: from its start to its intent's
+// write, and from AOPay's answer to its answer. While it waits on AOPay it
+// writes nothing, however long AOPay takes, and a group commit must not wait
+// for it (one slow AOPay call would hold every other caller's commits).
 TEST_F(PayoutServiceTest, KeepsTheCountOfCallsInFlightForTheLedger) {
   const std::atomic<size_t>& calls = CountCallsInFlight();
   ledger_.hold_inserts = true;
@@ -512,13 +520,36 @@ TEST_F(PayoutServiceTest, KeepsTheCountOfCallsInFlightForTheLedger) {
   service_->Create(ValidRequest("a"), AnonymousClient(),
                    [&](absl::StatusOr<Payout>) { when_answered = calls; });
   auto second = Create(ValidRequest("b"));
-  EXPECT_EQ(calls.load(), 2u);
+  EXPECT_EQ(calls.load(), 2u);  // both with an intent queued
   ledger_.RunHeldInserts();
-  EXPECT_EQ(calls.load(), 2u);  // both at AOPay: each writes again
+  EXPECT_EQ(calls.load(), 0u);  // both at AOPay: nothing to write yet
+  std::vector<size_t> when_recorded;
+  ledger_.on_apply = [&] { when_recorded.push_back(calls); };
   upstream_.Answer(Http(200, kAccepted));
-  EXPECT_EQ(when_answered, 1u);
+  EXPECT_EQ(when_answered, 0u);
   upstream_.Answer(Http(200, kAccepted));
   ASSERT_TRUE(second->has_value() && (*second)->ok());
+  // Each counted again while its outcome was written.
+  EXPECT_THAT(when_recorded, ::testing::ElementsAre(1u, 1u));
+  EXPECT_EQ(calls.load(), 0u);
+}
+
+TEST_F(PayoutServiceTest, ARefreshAtAopayIsNotCountedUntilItsAnswer) {
+  const std::atomic<size_t>& calls = CountCallsInFlight();
+  auto created = Create(ValidRequest());
+  upstream_.Answer(Http(200, kAccepted));
+  ASSERT_TRUE(created->has_value() && (*created)->ok());
+  std::vector<size_t> when_recorded;
+  ledger_.on_apply = [&] { when_recorded.push_back(calls); };
+  std::optional<absl::StatusOr<Payout>> refreshed;
+  service_->Refresh(
+      (*created)->value().payout_id, AnonymousClient(),
+      [&](absl::StatusOr<Payout> r) { refreshed = std::move(r); });
+  EXPECT_EQ(calls.load(), 0u);  // asking AOPay: nothing to write yet
+  upstream_.Answer(Http(200, R"({"resourceData":{"status":"SUCCESS"}})"));
+  ASSERT_TRUE(refreshed.has_value() && refreshed->ok()) << refreshed->status();
+  EXPECT_EQ(refreshed->value().state, PayoutState::kSucceeded);
+  EXPECT_THAT(when_recorded, ::testing::ElementsAre(1u));
   EXPECT_EQ(calls.load(), 0u);
 }
 

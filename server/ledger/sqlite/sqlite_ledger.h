@@ -53,8 +53,9 @@ struct SqliteLedgerOptions {
   // steady stream (zero: commits at once); a gateway far from busy never
   // waits. See CommitPacer in write_queue.h.
   absl::Duration commit_delay = kDefaultCommitDelay;
-  // The gateway's count of calls in flight that may still write (payout
-  // creations, approvals and refreshes); must outlive the ledger. A group
+  // The gateway's count of calls in flight that may write soon (payout
+  // creations, approvals and refreshes, less those waiting on AOPay, which
+  // write nothing until it answers); must outlive the ledger. A group
   // commit stops waiting once every one of them has a write queued (see
   // CommitPacer). nullptr: unknown, the wait ends only as the pacer's rate
   // says.

@@ -80,8 +80,10 @@ WriteBatch TakeBatch(std::deque<std::unique_ptr<WriteOp>>& queue,
 // the pacer says commit now. Callers that each wait for their answer (a
 // closed loop) are not kept waiting either: once every call in flight has a
 // write queued, nothing more can come before this commit answers them
-// (EveryCallerQueued). With the count, a lone caller is such a loop of
-// one.
+// (EveryCallerQueued). Calls waiting on AOPay are not counted: they write
+// nothing until it answers, however long that takes, so one slow AOPay call
+// does not hold every other caller's commits. With the count, a lone caller
+// is such a loop of one.
 //
 // Not thread-safe: the writer thread owns it. Times are passed in, so that
 // tests drive it without a clock.
