@@ -504,15 +504,15 @@ TEST_F(PayoutServiceTest, AFullGatewayRefusesBeforeTheLimitIsChecked) {
   EXPECT_EQ(upstream_.posted, 1u);
 }
 
-// The ledger's group commit stops waiting once every call in flight has a
-// write queued (SqliteLedgerOptions::calls_in_flight). A call must leave
-// the count before its caller hears the answer: a caller waiting for it
-// sends its next call at once, and a count one too high would make the
-// commit wait for a write that never comes.
-// A call is counted while it may write soon: from its start to its intent's
-// write, and from AOPay's answer to its answer. While it waits on AOPay it
-// writes nothing, however long AOPay takes, and a group commit must not wait
-// for it (one slow AOPay call would hold every other caller's commits).
+// The ledger's group commit stops waiting once every counted call has a
+// write queued (SqliteLedgerOptions::calls_in_flight). A call is counted
+// while it may write soon: from its start to its intent's write, and from
+// AOPay's answer to its own answer. While it waits on AOPay it writes
+// nothing, however long AOPay takes, and a commit must not wait for it (one
+// slow AOPay call would hold every other caller's commits). It leaves the
+// count before its caller hears the answer: a caller waiting for it sends
+// its next call at once, and a count one too high would make the commit
+// wait for a write that never comes.
 TEST_F(PayoutServiceTest, KeepsTheCountOfCallsInFlightForTheLedger) {
   const std::atomic<size_t>& calls = CountCallsInFlight();
   ledger_.hold_inserts = true;
