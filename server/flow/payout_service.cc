@@ -180,8 +180,8 @@ absl::Status PayoutService::Begin(Work work,
   return absl::OkStatus();
 }
 
-void PayoutService::PostUncounted(
-    UpstreamRequest call, Callback<absl::StatusOr<HttpAnswer>> on_answer) {
+template <typename OnAnswer>
+void PayoutService::PostUncounted(UpstreamRequest call, OnAnswer on_answer) {
   std::atomic<size_t>* const calls = options_.calls_in_flight;
   if (calls != nullptr) --*calls;
   upstream_.Post(std::move(call),

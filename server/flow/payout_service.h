@@ -283,9 +283,11 @@ class PayoutService {
   // Posts `call` to AOPay for a call counted by Begin, which leaves
   // options_.calls_in_flight until AOPay answers: waiting on AOPay it writes
   // nothing, however long that takes. Counted again before `on_answer` runs
-  // (which writes what AOPay said).
-  void PostUncounted(UpstreamRequest call,
-                     Callback<absl::StatusOr<HttpAnswer>> on_answer);
+  // (which writes what AOPay said). A template, so that the answer's
+  // callback is wrapped without a second std::function (defined and used
+  // only in payout_service.cc).
+  template <typename OnAnswer>
+  void PostUncounted(UpstreamRequest call, OnAnswer on_answer);
 
   Ledger& ledger_;
   UpstreamClient& upstream_;
