@@ -988,8 +988,25 @@ TEST(CommitPacerTest, WaitsForTheWritesASteadyStreamBringsWithinTheDelay) {
   // 8 writes every millisecond: 8,000 a second, 16 within the delay.
   Feed(pacer, absl::UnixEpoch(), 40, 8, absl::Milliseconds(1));
   EXPECT_EQ(pacer.Target(), 16u);
-  // Quiet for three mean gaps (125 µs each) ends the wait early.
-  EXPECT_NEAR(absl::ToDoubleMicroseconds(pacer.QuietGap()), 375, 0.01);
+}
+
+TEST(CommitPacerTest, AQuietGapOfAFewMeanGapsEndsTheWait) {
+  CommitPacer pacer(kDefaultCommitDelay, 512);
+  // 2 writes every 5 ms: 400 a second, a write every 2.5 ms.
+  Feed(pacer, absl::UnixEpoch(), 40, 2, absl::Milliseconds(5));
+  EXPECT_NEAR(absl::ToDoubleMilliseconds(pacer.QuietGap()),
+              CommitPacer::kQuietGaps * 2.5, 0.01);
+}
+
+// At a busy stream a few mean gaps are a fraction of a millisecond: the
+// writer would wake that often only to find more writes coming.
+TEST(CommitPacerTest, NeverLooksForAQuietGapMoreOftenThanTheFloorSays) {
+  CommitPacer pacer(absl::Milliseconds(2), 512);
+  // 8,000 writes a second: three mean gaps are 375 µs.
+  Feed(pacer, absl::UnixEpoch(), 40, 8, absl::Milliseconds(1));
+  EXPECT_EQ(pacer.QuietGap(),
+            absl::Milliseconds(2) * CommitPacer::kMinQuietGapOfDelay);
+  EXPECT_GT(pacer.QuietGap(), absl::Microseconds(375));
 }
 
 TEST(CommitPacerTest, ALoneCallerOrATrickleNeverWaits) {

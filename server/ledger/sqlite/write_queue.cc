@@ -50,7 +50,9 @@ size_t CommitPacer::Target() const {
 absl::Duration CommitPacer::QuietGap() const {
   const double writes_per_second = WritesPerSecond();
   if (writes_per_second <= 0) return delay_;
-  return std::min(delay_, absl::Seconds(kQuietGaps / writes_per_second));
+  return std::min(delay_,
+                  std::max(delay_ * kMinQuietGapOfDelay,
+                           absl::Seconds(kQuietGaps / writes_per_second)));
 }
 
 void CommitPacer::Took(size_t writes, absl::Time now) {
