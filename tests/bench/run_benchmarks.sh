@@ -619,7 +619,6 @@ stop "$sandbox_pid"
 start slow_sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 \
   --latency=1s
 slow_sandbox_pid=$pid
-slow_sandbox=$address
 start slow "$build/server/payout-server" --listen=127.0.0.1:0 \
   --metrics_listen= --aopay_url="http://$address" \
   --registration_id=AOP-SANDBOX --ledger="sqlite:$work/slow.db" \
@@ -656,15 +655,20 @@ row c "gateway peak RSS / peak threads" \
 row c "sandbox peak RSS / threads (one event loop for every connection)" \
   "$((sandbox_rss / 1024)) MiB / $sandbox_threads threads" ""
 stop "$slow_pid"
+stop "$slow_sandbox_pid"
 progress "c. the same shape without the gateway: sandbox-load, $slow_payouts requests"
-shape_line=$("$build/tests/bench/sandbox-load" --url="http://$slow_sandbox" \
+# A sandbox of its own, as fresh as the gateway's was.
+start shape_sandbox "$build/server/aopay-sandbox" --listen=127.0.0.1:0 \
+  --latency=1s
+shape_sandbox_pid=$pid
+shape_line=$("$build/tests/bench/sandbox-load" --url="http://$address" \
   --connections="$slow_inflight" --requests="$slow_payouts" --max_time=120s || true)
 shape_rate=$(sed -nE 's/.* ([0-9]+)\/s$/\1/p' <<<"$shape_line")
 row c "the same shape without the gateway: sandbox-load, $slow_inflight connections, AOPay 1 s, whole run" \
   "${shape_rate:-n/a} answers/s (${shape_line#sandbox-load: })" ""
 row c "gateway / no gateway, whole-run rates" \
   "$(json "$report" '"%.2f" % (r["payoutsPerSecond"] / '"${shape_rate:-0}"') if '"${shape_rate:-0}"' else "n/a"')" ""
-stop "$slow_sandbox_pid"
+stop "$shape_sandbox_pid"
 
 echo
 echo "$(nproc) cores, $(uname -r), $(date -u +%Y-%m-%dT%H:%MZ), $(($(date +%s) - started)) s"
