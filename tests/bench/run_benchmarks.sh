@@ -666,8 +666,10 @@ shape_line=$("$build/tests/bench/sandbox-load" --url="http://$address" \
 shape_rate=$(sed -nE 's/.* ([0-9]+)\/s$/\1/p' <<<"$shape_line")
 row c "the same shape without the gateway: sandbox-load, $slow_inflight connections, AOPay 1 s, whole run" \
   "${shape_rate:-n/a} answers/s (${shape_line#sandbox-load: })" ""
-row c "gateway / no gateway, whole-run rates" \
-  "$(json "$report" '"%.2f" % (r["payoutsPerSecond"] / '"${shape_rate:-0}"') if '"${shape_rate:-0}"' else "n/a"')" ""
+shape_ratio=n/a
+[ -n "$shape_rate" ] &&
+  shape_ratio=$(ratio "$(json "$report" 'r["payoutsPerSecond"]')" "$shape_rate")
+row c "gateway / no gateway, whole-run rates" "$shape_ratio" ""
 stop "$shape_sandbox_pid"
 
 echo
