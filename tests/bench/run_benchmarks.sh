@@ -5,8 +5,10 @@
 #
 #   a. CPU per call: the gateway (durable ledger, sandbox answering at once)
 #      and the bare gRPC echo server (tests/bench/echo-server) at the same
-#      offered rate (open loop), rounds interleaved; CPU from the server
-#      process's utime+stime (/proc/PID/stat) over the run; ratio. For
+#      offered rate (open loop), A_ROUNDS rounds interleaved; CPU from the
+#      server process's utime+stime (/proc/PID/stat) over the run; the ratio
+#      is the median of each round's gateway / echo, the two measured back
+#      to back (first one, then the other, alternately). For
 #      context, the gateway on a no-fsync ledger (what durability costs at
 #      this rate), the echo answered from two threads (the gateway's shape)
 #      and on the async API, alone and beside a callback-API service.
@@ -23,8 +25,9 @@
 #      connections, SLOW_PAYOUTS requests) and the ratio of the whole-run
 #      rates.
 #   d. What durability costs: fsync (synchronous=FULL) vs no-fsync
-#      (synchronous=off) ledgers at 32 in flight, rounds interleaved; ratio of
-#      the medians. Context: what the default commit delay costs 4 callers
+#      (synchronous=off) ledgers at 32 in flight, D_ROUNDS rounds interleaved;
+#      the ratio is the median of each round's pair, as in (a). Context: what
+#      the default commit delay costs 4 callers
 #      that each wait for their answer, against the same durable gateway
 #      with --ledger_commit_delay=0s, rounds interleaved; and 32 such callers
 #      against a sandbox answering after 50-150 ms (--latency_jitter).
@@ -57,19 +60,25 @@
 #      day holds the most payouts.
 #
 # Usage: tests/bench/run_benchmarks.sh [BUILD_DIR]   (default: build)
-# Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2
+# Knobs (environment): RATE=2000 RATE_SECONDS=10 ROUNDS=2 A_ROUNDS=3
+#   D_ROUNDS=9
 #   SLOW_INFLIGHT=5000 SLOW_PAYOUTS=200000 LEDGER_PAYOUTS=5000 BATCH=10000
 #   LEDGER_INFLIGHT=64
 #   SANDBOX_CONNECTIONS=16 SANDBOX_REQUESTS=40000
 #   WATCH_EVENTS=100000 WATCHERS=1000 FOLLOWERS=100 WATCH_RATE=200
 #   LIMIT_ROUNDS=4
-# Every load is bounded in count and in time; the whole run takes 6-8 min.
+# Every load is bounded in count and in time; the whole run takes 7-9 min.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$repo/build}
 rate=${RATE:-2000}
 rate_seconds=${RATE_SECONDS:-10}
 rounds=${ROUNDS:-2}
+# Rows a and d compare two figures a few tenths apart on a machine whose
+# speed moves by 15-40 % from one round to the next: more rounds, each pair
+# measured back to back.
+a_rounds=${A_ROUNDS:-3}
+d_rounds=${D_ROUNDS:-9}
 slow_inflight=${SLOW_INFLIGHT:-5000}
 slow_payouts=${SLOW_PAYOUTS:-200000}
 ledger_payouts=${LEDGER_PAYOUTS:-5000}
@@ -210,8 +219,11 @@ done
 
 calls=$((rate * rate_seconds))
 declare -A cpu_us rate_got p99 errs
-for round in $(seq 1 "$rounds"); do
-  for kind in gateway gateway_nofsync $echo_kinds; do
+for round in $(seq 1 "$a_rounds"); do
+  # The gateway and the echo back to back, which first alternating.
+  pair="gateway echo"
+  [ $((round % 2)) -eq 0 ] && pair="echo gateway"
+  for kind in $pair gateway_nofsync ${echo_kinds#echo }; do
     if [ "$kind" = gateway ]; then
       target=$durable server_pid=$durable_pid extra=()
     elif [ "$kind" = gateway_nofsync ]; then
@@ -235,6 +247,13 @@ for round in $(seq 1 "$rounds"); do
 done
 ratio() {  # ratio A B: A / B to two decimals
   awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
+}
+# pair_ratios A B: for lists A and B of one figure a round, each round's
+# A / B to two decimals (n/a where B is 0), space-separated.
+pair_ratios() {
+  paste -d ' ' <(tr ' ' '\n' <<<"$1" | sed '/^$/d') \
+    <(tr ' ' '\n' <<<"$2" | sed '/^$/d') |
+    awk '{printf " %s", ($2 > 0 ? sprintf("%.2f", $1 / $2) : "n/a")}'
 }
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n |
   awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
@@ -272,8 +291,9 @@ row a "gateway CPU per payout, $rate/s offered (durable ledger, sandbox at once)
   "$g µs (rounds:${cpu_us[gateway]}; achieved${rate_got[gateway]}/s; p99${p99[gateway]} ms; errors $(sum "${errs[gateway]}"))" ""
 row a "echo server CPU per call, $rate/s offered" \
   "$e µs (rounds:${cpu_us[echo]}; achieved${rate_got[echo]}/s; p99${p99[echo]} ms; errors $(sum "${errs[echo]}"))" ""
-row a "**gateway / echo CPU per call**" \
-  "**$(awk -v g="$g" -v e="$e" 'BEGIN {printf (e > 0 ? "%.1f×" : "n/a"), g / e}')**" "≤ 2.0×"
+a_ratios=$(pair_ratios "${cpu_us[gateway]}" "${cpu_us[echo]}")
+row a "**gateway / echo CPU per call** (median of the rounds:$a_ratios)" \
+  "**$(median "${a_ratios//n\/a/}")×**" "≤ 2.0×"
 row a "sandbox CPU per payout during those runs (not the gateway's)" \
   "$(median "${cpu_us[sandbox]}") µs" ""
 gn=$(median "${cpu_us[gateway_nofsync]}")
@@ -298,15 +318,20 @@ row b "sandbox alone over HTTP/1.1 keep-alive, $sandbox_connections connections 
   "$(sed -E 's/.* ([0-9]+)\/s$/\1 calls\/s/' <<<"$sandbox_line") (${sandbox_line#sandbox-load: })" ""
 
 # --- d. durable vs no fsync at 32 in flight ----------------------------------
-# closed_rounds CONCURRENCY PAYOUTS RESULTS KIND...: ROUNDS+1 rounds of
+# closed_rounds COUNT CONCURRENCY PAYOUTS RESULTS KIND...: COUNT rounds of
 # PAYOUTS payouts at CONCURRENCY in flight against each KIND's gateway,
-# interleaved; appends each round's payouts/s to RESULTS[KIND].
+# interleaved, the KINDs in reverse order every other round; appends each
+# round's payouts/s to RESULTS[KIND].
 closed_rounds() {
-  local concurrency=$1 payouts=$2 round kind report
-  local -n results=$3
-  shift 3
-  for round in $(seq 1 $((rounds + 1))); do
-    for kind in "$@"; do
+  local count=$1 concurrency=$2 payouts=$3 round kind report order i
+  local -n results=$4
+  shift 4
+  for round in $(seq 1 "$count"); do
+    order=("$@")
+    if [ $((round % 2)) -eq 0 ]; then
+      for ((i = $#; i > 0; i--)); do order[$# - i]=${!i}; done
+    fi
+    for kind in "${order[@]}"; do
       progress "d. round $round: $kind, $payouts payouts at $concurrency in flight"
       report=$work/d$concurrency-$kind-$round.json
       "$bench" --target="${!kind}" --payouts="$payouts" \
@@ -318,15 +343,16 @@ closed_rounds() {
   done
 }
 declare -A many_rates few_rates
-closed_rounds 32 "$ledger_payouts" many_rates durable nofsync
+closed_rounds "$d_rounds" 32 "$ledger_payouts" many_rates durable nofsync
 md=$(median "${many_rates[durable]}")
 mn=$(median "${many_rates[nofsync]}")
 row d "fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[durable]})" "$md" ""
 row d "no-fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[nofsync]})" "$mn" ""
-row d "**fsync / no-fsync throughput**" \
-  "**$(ratio "$md" "$mn")**" "≥ 0.8"
+d_ratios=$(pair_ratios "${many_rates[durable]}" "${many_rates[nofsync]}")
+row d "**fsync / no-fsync throughput** (median of the rounds:$d_ratios)" \
+  "**$(median "${d_ratios//n\/a/}")**" "≥ 0.8"
 stop "$nofsync_pid"
-closed_rounds 4 "$ledger_payouts" few_rates durable nodelay
+closed_rounds $((rounds + 1)) 4 "$ledger_payouts" few_rates durable nodelay
 fd=$(median "${few_rates[durable]}")
 fz=$(median "${few_rates[nodelay]}")
 row d "4 callers each waiting for its answer, default commit delay (payouts/s, rounds:${few_rates[durable]})" "$fd" ""
@@ -349,7 +375,7 @@ start jittered_nodelay "$build/server/payout-server" "${jitter_common[@]}" \
 jittered_nodelay=$address
 jittered_nodelay_pid=$pid
 declare -A jitter_rates
-closed_rounds 32 2000 jitter_rates jittered jittered_nodelay
+closed_rounds $((rounds + 1)) 32 2000 jitter_rates jittered jittered_nodelay
 jd=$(median "${jitter_rates[jittered]}")
 jz=$(median "${jitter_rates[jittered_nodelay]}")
 row d "32 callers each waiting for its answer, AOPay answering after 50-150 ms, default commit delay (payouts/s, rounds:${jitter_rates[jittered]})" "$jd" ""
