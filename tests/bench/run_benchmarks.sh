@@ -255,6 +255,12 @@ pair_ratios() {
     <(tr ' ' '\n' <<<"$2" | sed '/^$/d') |
     awk '{printf " %s", ($2 > 0 ? sprintf("%.2f", $1 / $2) : "n/a")}'
 }
+# paired_median RATIOS [SUFFIX]: the median of pair_ratios' RATIOS and
+# SUFFIX, or n/a when no round could be paired.
+paired_median() {
+  local ratios=${1//n\/a/}
+  if [ -n "${ratios// /}" ]; then echo "$(median "$ratios")${2:-}"; else echo n/a; fi
+}
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n |
   awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 sum() { tr ' ' '\n' <<<"$1" | awk '{s+=$1} END {print s+0}'; }
@@ -292,10 +298,8 @@ row a "gateway CPU per payout, $rate/s offered (durable ledger, sandbox at once)
 row a "echo server CPU per call, $rate/s offered" \
   "$e µs (rounds:${cpu_us[echo]}; achieved${rate_got[echo]}/s; p99${p99[echo]} ms; errors $(sum "${errs[echo]}"))" ""
 a_ratios=$(pair_ratios "${cpu_us[gateway]}" "${cpu_us[echo]}")
-a_ratio=n/a
-[ -n "${a_ratios//[n\/a ]/}" ] && a_ratio="$(median "${a_ratios//n\/a/}")×"
 row a "**gateway / echo CPU per call** (median of the rounds:$a_ratios)" \
-  "**$a_ratio**" "≤ 2.0×"
+  "**$(paired_median "$a_ratios" ×)**" "≤ 2.0×"
 row a "sandbox CPU per payout during those runs (not the gateway's)" \
   "$(median "${cpu_us[sandbox]}") µs" ""
 gn=$(median "${cpu_us[gateway_nofsync]}")
@@ -325,13 +329,14 @@ row b "sandbox alone over HTTP/1.1 keep-alive, $sandbox_connections connections 
 # interleaved, the KINDs in reverse order every other round; appends each
 # round's payouts/s to RESULTS[KIND].
 closed_rounds() {
-  local count=$1 concurrency=$2 payouts=$3 round kind report order i
+  local count=$1 concurrency=$2 payouts=$3 round kind report order
   local -n results=$4
   shift 4
   for round in $(seq 1 "$count"); do
     order=("$@")
     if [ $((round % 2)) -eq 0 ]; then
-      for ((i = $#; i > 0; i--)); do order[$# - i]=${!i}; done
+      order=()
+      for kind in "$@"; do order=("$kind" "${order[@]}"); done
     fi
     for kind in "${order[@]}"; do
       progress "d. round $round: $kind, $payouts payouts at $concurrency in flight"
@@ -351,10 +356,8 @@ mn=$(median "${many_rates[nofsync]}")
 row d "fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[durable]})" "$md" ""
 row d "no-fsync ledger, 32 in flight (payouts/s, rounds:${many_rates[nofsync]})" "$mn" ""
 d_ratios=$(pair_ratios "${many_rates[durable]}" "${many_rates[nofsync]}")
-d_ratio=n/a
-[ -n "${d_ratios//[n\/a ]/}" ] && d_ratio=$(median "${d_ratios//n\/a/}")
 row d "**fsync / no-fsync throughput** (median of the rounds:$d_ratios)" \
-  "**$d_ratio**" "≥ 0.8"
+  "**$(paired_median "$d_ratios")**" "≥ 0.8"
 stop "$nofsync_pid"
 closed_rounds $((rounds + 1)) 4 "$ledger_payouts" few_rates durable nodelay
 fd=$(median "${few_rates[durable]}")
